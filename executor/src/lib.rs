@@ -1,1 +1,5 @@
+//! The `executor` engine: everything the `executor` binary does, as a
+//! library. See `shared/ARCHITECTURE.md` for the module map.
+
 pub mod dockerfile;
+pub mod platform;

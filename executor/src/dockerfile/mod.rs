@@ -1,1 +1,19 @@
+//! The Dockerfile frontend: BuildKit's Dockerfile language, parsed, typed,
+//! expanded and planned into stages, plus `.dockerignore`. It reads no file
+//! but the ones it is handed and never touches images or the network.
+//!
+//! Layers, each usable on its own: [`parser`] (text to raw nodes, BuildKit's
+//! AST dump), [`instructions`] (typed instructions and their flags),
+//! [`shell`] (BuildKit's word expansion), [`plan`] (stages, ARG/ENV scoping,
+//! targets), [`lint`] (BuildKit-named checks) and [`check`] (all of it, as
+//! `executor dockerfile check` reports it).
 
+// TEMP pub mod check;
+pub mod error;
+// TEMP pub mod lint;
+pub mod parser;
+pub mod shell;
+// TEMP pub mod plan;
+pub mod suggest;
+
+pub use error::{Error, Errors, Position};

@@ -1,0 +1,62 @@
+//! The command line: clap types, one file per subcommand, and the step that
+//! turns raw arguments into settings for the library. No engine logic here.
+
+mod dockerfile;
+mod logging;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub use logging::init as init_logging;
+
+/// Daemonless OCI image builds from Dockerfiles, and CI pipelines.
+#[derive(Debug, Parser)]
+#[command(name = "executor", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Log level: trace, debug, info, warn, error (kaniko's levels fatal and
+    /// panic mean error)
+    #[arg(short = 'v', long, global = true, env = "EXECUTOR_VERBOSITY", default_value = "info")]
+    pub verbosity: Verbosity,
+
+    /// Log format on stderr
+    #[arg(long, global = true, env = "EXECUTOR_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work with Dockerfiles without building them
+    Dockerfile(dockerfile::DockerfileArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Verbosity {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+    #[value(hide = true)]
+    Fatal,
+    #[value(hide = true)]
+    Panic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    /// kaniko's name for coloured text
+    Color,
+    Json,
+}
+
+/// Runs the parsed command line; the exit code says how it went.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Dockerfile(args) => dockerfile::run(args),
+    }
+}
