@@ -46,7 +46,8 @@ fn read_text(path: &Path) -> Result<String, String> {
 
 /// Sorted sub-directories of `dir`.
 fn case_dirs(dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
     let mut dirs: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -59,11 +60,15 @@ fn case_dirs(dir: &Path) -> Result<Vec<PathBuf>, String> {
 fn parser_cases(root: &Path, tally: &mut Tally) -> Result<(), String> {
     let dir = root.join("parser/testfiles");
     for case in case_dirs(&dir)? {
-        let name = format!("parser/{}", case.file_name().unwrap_or_default().to_string_lossy());
+        let name = format!(
+            "parser/{}",
+            case.file_name().unwrap_or_default().to_string_lossy()
+        );
         let result = (|| {
             let text = read_text(&case.join("Dockerfile"))?;
             let expected = read_text(&case.join("result"))?;
-            let parsed = parser::parse(&text).map_err(|e| format!("parse error: {}", e.render("Dockerfile")))?;
+            let parsed = parser::parse(&text)
+                .map_err(|e| format!("parse error: {}", e.render("Dockerfile")))?;
             let got = parsed.dump();
             if got == expected {
                 Ok(())
@@ -79,7 +84,10 @@ fn parser_cases(root: &Path, tally: &mut Tally) -> Result<(), String> {
 fn negative_cases(root: &Path, tally: &mut Tally) -> Result<(), String> {
     let dir = root.join("parser/testfiles-negative");
     for case in case_dirs(&dir)? {
-        let name = format!("negative/{}", case.file_name().unwrap_or_default().to_string_lossy());
+        let name = format!(
+            "negative/{}",
+            case.file_name().unwrap_or_default().to_string_lossy()
+        );
         let result = read_text(&case.join("Dockerfile")).and_then(|text| {
             match std::panic::catch_unwind(|| parser::parse(&text)) {
                 Ok(Err(_)) => Ok(()),
@@ -96,7 +104,11 @@ fn line_case(root: &Path, tally: &mut Tally) {
     let result = (|| {
         let text = read_text(&root.join("parser/testfile-line/Dockerfile"))?;
         let parsed = parser::parse(&text).map_err(|e| e.to_string())?;
-        let spans: Vec<(usize, usize)> = parsed.nodes.iter().map(|n| (n.start.line, n.end_line)).collect();
+        let spans: Vec<(usize, usize)> = parsed
+            .nodes
+            .iter()
+            .map(|n| (n.start.line, n.end_line))
+            .collect();
         let expected = vec![(5, 5), (11, 12), (17, 31)];
         if spans != expected {
             return Err(format!("expected spans {expected:?}, got {spans:?}"));
@@ -113,10 +125,15 @@ fn line_case(root: &Path, tally: &mut Tally) {
 fn env_var_cases(root: &Path, tally: &mut Tally) -> Result<(), String> {
     let path = root.join("shell/envVarTest");
     let text = read_text(&path)?;
-    let env: BTreeMap<String, String> = [("PWD", "/home"), ("SHELL", "bash"), ("KOREAN", "한국어"), ("NULL", "")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let env: BTreeMap<String, String> = [
+        ("PWD", "/home"),
+        ("SHELL", "bash"),
+        ("KOREAN", "한국어"),
+        ("NULL", ""),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
     let lex = Lex::new('\\');
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() || line.starts_with('#') {
@@ -135,10 +152,17 @@ fn env_var_cases(root: &Path, tally: &mut Tally) -> Result<(), String> {
         let result = match (got, expected) {
             (Err(_), _) => Err(format!("{input:?} panicked")),
             (Ok(Err(_)), "error") => Ok(()),
-            (Ok(Ok(word)), "error") => Err(format!("{input:?} expanded to {word:?}, expected an error")),
-            (Ok(Err(e)), _) => Err(format!("{input:?} failed ({}), expected {expected:?}", e.message)),
+            (Ok(Ok(word)), "error") => {
+                Err(format!("{input:?} expanded to {word:?}, expected an error"))
+            }
+            (Ok(Err(e)), _) => Err(format!(
+                "{input:?} failed ({}), expected {expected:?}",
+                e.message
+            )),
             (Ok(Ok(word)), _) if word == expected => Ok(()),
-            (Ok(Ok(word)), _) => Err(format!("{input:?} expanded to {word:?}, expected {expected:?}")),
+            (Ok(Ok(word)), _) => Err(format!(
+                "{input:?} expanded to {word:?}, expected {expected:?}"
+            )),
         };
         tally.check(name, result);
     }
@@ -166,7 +190,11 @@ fn words_cases(root: &Path, tally: &mut Tally) -> Result<(), String> {
             continue;
         };
         let input = input.trim();
-        let expected: Vec<String> = expected.trim_start_matches(' ').split(',').map(str::to_string).collect();
+        let expected: Vec<String> = expected
+            .trim_start_matches(' ')
+            .split(',')
+            .map(str::to_string)
+            .collect();
         let got = std::panic::catch_unwind(|| lex.process_words(input, &env));
         let got = match got {
             Err(_) => {
@@ -198,7 +226,10 @@ fn main() -> ExitCode {
     } else {
         let groups: [(&str, Result<(), String>); 4] = [
             ("parser/testfiles", parser_cases(&root, &mut tally)),
-            ("parser/testfiles-negative", negative_cases(&root, &mut tally)),
+            (
+                "parser/testfiles-negative",
+                negative_cases(&root, &mut tally),
+            ),
             ("shell/envVarTest", env_var_cases(&root, &mut tally)),
             ("shell/wordsTest", words_cases(&root, &mut tally)),
         ];
@@ -216,7 +247,11 @@ fn main() -> ExitCode {
             eprintln!("  {name}");
         }
     }
-    println!("conformance: {} passed, {} failed", tally.passed, tally.failed.len());
+    println!(
+        "conformance: {} passed, {} failed",
+        tally.passed,
+        tally.failed.len()
+    );
     if tally.failed.is_empty() && tally.passed > 0 {
         ExitCode::SUCCESS
     } else {

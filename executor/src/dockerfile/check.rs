@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::error::Error;
 use super::lint;
+use super::parser;
 use super::plan::{self, ExpandedStage, Options, Warning};
 
 /// What `dockerfile check` found.
@@ -35,24 +36,26 @@ pub fn check(text: &str, opts: &Options) -> Report {
         warnings: Vec::new(),
         errors: Vec::new(),
     };
-    let planned = match plan::plan(text, opts) {
-        Ok(p) => p,
-        Err(errors) => {
-            report.errors = errors.0;
+    let parsed = match parser::parse(text) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            report.errors.push(e);
             return report;
         }
     };
-    report.target = Some(planned.target);
-    match plan::expand_all(&planned, opts) {
-        Ok(stages) => report.stages = stages,
-        Err(errors) => report.errors = errors.0,
-    }
+    let (planned, errors) = plan::plan_lenient(parsed, opts);
+    report.errors = errors;
+    report.target = Some(planned.target).filter(|_| !planned.stages.is_empty());
+    let expansion = plan::expand_all(&planned, opts);
+    report.stages = expansion.stages;
+    report.errors.extend(expansion.errors);
     match lint::Config::from_parsed(&planned.parsed) {
         Ok(config) => {
             let found = planned
                 .warnings
                 .iter()
                 .cloned()
+                .chain(expansion.warnings)
                 .chain(lint::run(&planned))
                 .filter(|w| config.enabled(w.rule));
             for w in found {

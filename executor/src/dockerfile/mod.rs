@@ -8,12 +8,14 @@
 //! targets), [`lint`] (BuildKit-named checks) and [`check`] (all of it, as
 //! `executor dockerfile check` reports it).
 
-// TEMP pub mod check;
+pub mod check;
+pub mod dockerignore;
 pub mod error;
-// TEMP pub mod lint;
+pub mod instructions;
+pub mod lint;
 pub mod parser;
 pub mod shell;
-// TEMP pub mod plan;
+pub mod plan;
 pub mod suggest;
 
 pub use error::{Error, Errors, Position};

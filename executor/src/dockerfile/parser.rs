@@ -155,6 +155,34 @@ impl Parsed {
         self.locate_in(node.start, node.end_line, needle)
     }
 
+    /// Like [`Self::locate_in`], but the last place `needle` is written.
+    #[must_use]
+    pub fn locate_last_in(&self, start: Position, end_line: usize, needle: &str) -> Position {
+        let mut found = start;
+        let mut from = start;
+        while !needle.is_empty() {
+            let at = self.locate_in(from, end_line, needle);
+            // `locate_in` falls back to `from` when nothing is found.
+            if !self.text_at(at).starts_with(needle) {
+                break;
+            }
+            found = at;
+            from = Position::new(at.line, at.column + 1);
+        }
+        found
+    }
+
+    fn text_at(&self, at: Position) -> &str {
+        self.lines
+            .get(at.line.saturating_sub(1))
+            .and_then(|l| {
+                l.char_indices()
+                    .nth(at.column.saturating_sub(1))
+                    .map(|(b, _)| &l[b..])
+            })
+            .unwrap_or("")
+    }
+
     /// Finds `needle` in the lines from `start` to `end_line`; falls back to
     /// `start`.
     #[must_use]
@@ -231,7 +259,9 @@ impl Directives {
                 "\\" => '\\',
                 "`" => '`',
                 _ => {
-                    let column = line.rfind(value).map_or(1, |b| line[..b].chars().count() + 1);
+                    let column = line
+                        .rfind(value)
+                        .map_or(1, |b| line[..b].chars().count() + 1);
                     return Err(Error::new(
                         Position::new(self.line, column),
                         format!("invalid escape token '{value}' does not match ` or \\"),
@@ -313,7 +343,9 @@ impl<'a> Parser<'a> {
         Self {
             lines: text.split_inclusive('\n').enumerate().peekable(),
             directives: Directives::new(),
-            all_lines: split_lines(text).map(|l| trim_newline(l).to_string()).collect(),
+            all_lines: split_lines(text)
+                .map(|l| trim_newline(l).to_string())
+                .collect(),
         }
     }
 
@@ -932,8 +964,9 @@ mod tests {
 
     #[test]
     fn directives_stop_at_first_other_line() {
-        let parsed = parse("# syntax=docker/dockerfile:1\n# check=skip=all\n\n# escape=`\nFROM a\n")
-            .unwrap();
+        let parsed =
+            parse("# syntax=docker/dockerfile:1\n# check=skip=all\n\n# escape=`\nFROM a\n")
+                .unwrap();
         assert_eq!(parsed.directives.len(), 2);
         assert_eq!(parsed.escape, '\\');
         assert_eq!(parsed.directive("check").unwrap().value, "skip=all");
@@ -952,7 +985,10 @@ mod tests {
         assert!(!run.heredocs[1].expand);
         assert!(run.heredocs[1].chomp);
         assert_eq!(run.heredocs[1].file_descriptor, 3);
-        assert_eq!(chomp_heredoc_content(&run.heredocs[1].content), "literal $y\n");
+        assert_eq!(
+            chomp_heredoc_content(&run.heredocs[1].content),
+            "literal $y\n"
+        );
         assert_eq!(run.end_line, 6);
         assert_eq!(parsed.nodes[2].start.line, 7);
         let err = parse("FROM a\nRUN <<EOF\nnever closed\n").unwrap_err();
@@ -977,13 +1013,26 @@ mod tests {
             dump("ENV a=1 b=\"2 3\"\n"),
             "(env \"a\" \"1\" \"=\" \"b\" \"\\\"2 3\\\"\" \"=\")\n"
         );
-        assert!(parse("ENV a\n").unwrap_err().message.contains("two arguments"));
-        assert!(parse("ENV a=1 b\n").unwrap_err().message.contains("can't find ="));
+        assert!(
+            parse("ENV a\n")
+                .unwrap_err()
+                .message
+                .contains("two arguments")
+        );
+        assert!(
+            parse("ENV a=1 b\n")
+                .unwrap_err()
+                .message
+                .contains("can't find =")
+        );
     }
 
     #[test]
     fn empty_file_is_an_error() {
-        assert_eq!(parse("# only\n\n").unwrap_err().message, "file with no instructions");
+        assert_eq!(
+            parse("# only\n\n").unwrap_err().message,
+            "file with no instructions"
+        );
         assert!(parse("").is_err());
     }
 
@@ -998,7 +1047,10 @@ mod tests {
 
     #[test]
     fn go_quote_matches_strconv() {
-        assert_eq!(go_quote("a\"b\\c\td\u{1}é한"), "\"a\\\"b\\\\c\\td\\x01é한\"");
+        assert_eq!(
+            go_quote("a\"b\\c\td\u{1}é한"),
+            "\"a\\\"b\\\\c\\td\\x01é한\""
+        );
         assert_eq!(go_quote("\u{200b}"), "\"\\u200b\"");
     }
 }

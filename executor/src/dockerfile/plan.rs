@@ -10,6 +10,7 @@
 //! ENV winning over ARG). It must not read files or resolve images: a
 //! stage's base image environment comes in from the caller.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
@@ -166,6 +167,18 @@ pub fn plan(text: &str, opts: &Options) -> Result<Plan, Errors> {
 
 /// Plans an already parsed Dockerfile.
 pub fn plan_parsed(parsed: Parsed, opts: &Options) -> Result<Plan, Errors> {
+    let (plan, errors) = plan_lenient(parsed, opts);
+    if errors.is_empty() {
+        Ok(plan)
+    } else {
+        Err(Errors(errors))
+    }
+}
+
+/// Plans as far as the errors allow and returns the plan with every error
+/// found: instructions that did not type are left out, an unknown target
+/// falls back to the last stage. For linting; a build needs [`plan`].
+pub fn plan_lenient(parsed: Parsed, opts: &Options) -> (Plan, Vec<Error>) {
     let (typed, mut errors) = instructions::parse(&parsed);
     let mut warnings: Vec<Warning> = parsed
         .warnings
@@ -251,7 +264,7 @@ pub fn plan_parsed(parsed: Parsed, opts: &Options) -> Result<Plan, Errors> {
         if let Some(name) = &f.stage_name {
             if let Some(prev) = names.insert(name.clone(), index) {
                 errors.push(Error::new(
-                    parsed.locate_in(from.start, from.end_line, name),
+                    parsed.locate_last_in(from.start, from.end_line, name),
                     format!("duplicate stage name {name:?}: stage {prev} already has it"),
                 ));
             }
@@ -376,15 +389,12 @@ pub fn plan_parsed(parsed: Parsed, opts: &Options) -> Result<Plan, Errors> {
         }
     };
 
-    if !errors.is_empty() {
-        errors.sort_by_key(|e| e.position);
-        return Err(Errors(errors));
-    }
-
+    errors.sort_by_key(|e| e.position);
     let needed = needed_stages(&stages, target);
-    unused_build_args(&parsed, &stages, &needed, &globals_raw, opts, &mut warnings);
-
-    Ok(Plan {
+    if errors.is_empty() {
+        unused_build_args(&stages, &needed, &globals_raw, opts, &mut warnings);
+    }
+    let plan = Plan {
         parsed,
         meta_args,
         stages,
@@ -392,7 +402,8 @@ pub fn plan_parsed(parsed: Parsed, opts: &Options) -> Result<Plan, Errors> {
         needed,
         warnings,
         globals,
-    })
+    };
+    (plan, errors)
 }
 
 /// The stage references an instruction makes: `COPY --from`, `RUN
@@ -483,7 +494,6 @@ fn needed_stages(stages: &[Stage], target: usize) -> Vec<usize> {
 
 /// BuildKit warns about `--build-arg` values no stage declares.
 fn unused_build_args(
-    parsed: &Parsed,
     stages: &[Stage],
     needed: &[usize],
     globals_raw: &[Instruction],
@@ -508,7 +518,6 @@ fn unused_build_args(
         .filter(|k| !declared.contains(*k) && !BUILTIN_ARGS.contains(k))
         .collect();
     if !unused.is_empty() {
-        let _ = parsed;
         warnings.push(Warning {
             rule: "UnusedBuildArgs",
             position: Position::new(1, 1),
@@ -546,6 +555,9 @@ pub struct Scope<'a> {
     build_args: &'a BTreeMap<String, String>,
     meta_args: &'a [MetaArg],
     globals: &'a [(String, String)],
+    /// Variables looked up but not defined since the last
+    /// [`Scope::take_undefined`].
+    undefined: RefCell<BTreeSet<String>>,
 }
 
 impl<'a> Scope<'a> {
@@ -559,7 +571,20 @@ impl<'a> Scope<'a> {
             build_args: &opts.build_args,
             meta_args: &plan.meta_args,
             globals: &plan.globals,
+            undefined: RefCell::new(BTreeSet::new()),
         }
+    }
+
+    /// The variables that expansions since the last call used without them
+    /// being defined (as ENV, or as an ARG in scope).
+    pub fn take_undefined(&self) -> BTreeSet<String> {
+        self.undefined.take()
+    }
+
+    fn expand_word(&self, word: &str) -> Result<String, ShellError> {
+        let (out, matches) = self.lex.process_word_with_matches(word, self)?;
+        self.undefined.borrow_mut().extend(matches.unmatched);
+        Ok(out)
     }
 
     /// The stage's environment as the image config will hold it.
@@ -582,7 +607,7 @@ impl<'a> Scope<'a> {
                 let value = if let Some(v) = self.build_args.get(&def.key) {
                     Some(v.clone())
                 } else if let Some(default) = &def.value {
-                    let v = self.lex.process_word(default, &*self).map_err(|e| {
+                    let v = self.expand_word(default).map_err(|e| {
                         Error::new(
                             parsed.locate_in(instruction.start, instruction.end_line, default),
                             format!("cannot expand {default:?}: {}", e.message),
@@ -611,9 +636,8 @@ impl<'a> Scope<'a> {
             }
             return Ok(());
         }
-        let lex = self.lex.clone();
         let scope: &Self = self;
-        instruction.expand(&|w| lex.process_word(w, scope))?;
+        instruction.expand(&|w| scope.expand_word(w))?;
         if let Kind::Env(kvs) = &instruction.kind {
             for kv in &kvs.0 {
                 set_var(&mut self.env, &kv.key, &kv.value);
@@ -648,27 +672,62 @@ pub struct ExpandedStage {
     pub env: Vec<(String, String)>,
 }
 
+/// Every stage expanded, with what expansion found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Expansion {
+    pub stages: Vec<ExpandedStage>,
+    pub errors: Vec<Error>,
+    pub warnings: Vec<Warning>,
+}
+
 /// Expands every stage of `plan` as far as possible without base images:
 /// stages based on an image start from an empty environment; stages based on
-/// a stage start from that stage's environment. Returns every error found.
-pub fn expand_all(plan: &Plan, opts: &Options) -> Result<Vec<ExpandedStage>, Errors> {
-    let mut out: Vec<ExpandedStage> = Vec::with_capacity(plan.stages.len());
-    let mut errors = Vec::new();
+/// a stage start from that stage's environment. Collects every error, and an
+/// `UndefinedVar` warning where a variable is used undefined and that is
+/// certain without the base image (the stage's chain starts from scratch, or
+/// the variable is a global ARG not redeclared in the stage).
+#[must_use]
+pub fn expand_all(plan: &Plan, opts: &Options) -> Expansion {
+    let mut out = Expansion::default();
+    let globals: BTreeSet<&str> = plan.meta_args.iter().map(|m| m.key.as_str()).collect();
+    let mut from_scratch: Vec<bool> = Vec::with_capacity(plan.stages.len());
     for stage in &plan.stages {
-        let base_env = match stage.base {
-            Base::Stage(i) => out.get(i).map(|s| s.env.clone()).unwrap_or_default(),
-            _ => Vec::new(),
+        let (base_env, scratch) = match stage.base {
+            Base::Stage(i) => (
+                out.stages.get(i).map(|s| s.env.clone()).unwrap_or_default(),
+                from_scratch.get(i).copied().unwrap_or(false),
+            ),
+            Base::Scratch => (Vec::new(), true),
+            Base::Image(_) => (Vec::new(), false),
         };
+        from_scratch.push(scratch);
         let mut scope = Scope::new(plan, opts, base_env);
         let mut instructions = vec![stage.from.clone()];
         for instruction in &stage.instructions {
             let mut instruction = instruction.clone();
             if let Err(e) = scope.apply(&mut instruction, &plan.parsed) {
-                errors.push(e);
+                out.errors.push(e);
+            }
+            for name in scope.take_undefined() {
+                let global = globals.contains(name.as_str());
+                if !(scratch || global) {
+                    continue;
+                }
+                let mut message = format!("usage of undefined variable '${name}'");
+                if global {
+                    message.push_str(&format!(
+                        ": the global ARG {name} is not in scope inside a stage; declare `ARG {name}` after FROM to use it"
+                    ));
+                }
+                out.warnings.push(Warning {
+                    rule: "UndefinedVar",
+                    position: locate_variable(&plan.parsed, &instruction, &name),
+                    message,
+                });
             }
             instructions.push(instruction);
         }
-        out.push(ExpandedStage {
+        out.stages.push(ExpandedStage {
             index: stage.index,
             name: stage.name.clone(),
             base: stage.base.clone(),
@@ -679,9 +738,16 @@ pub fn expand_all(plan: &Plan, opts: &Options) -> Result<Vec<ExpandedStage>, Err
             env: scope.env().to_vec(),
         });
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(Errors(errors))
+    out
+}
+
+/// Where `$name` or `${name` is written in an instruction.
+fn locate_variable(parsed: &Parsed, instruction: &Instruction, name: &str) -> Position {
+    for needle in [format!("${{{name}"), format!("${name}")] {
+        let at = parsed.locate_in(instruction.start, instruction.end_line, &needle);
+        if at != instruction.start {
+            return at;
+        }
     }
+    instruction.start
 }

@@ -7,6 +7,14 @@
 //! expand, or read the process environment. It is hand-written because no
 //! crate reproduces BuildKit's exact (non-POSIX) behaviour: its special
 //! parameters, its error cases, and its regex-based pattern matching.
+//!
+//! Deliberate differences, all on input that BuildKit mishandles: `${…}`
+//! nested deeper than 64 levels, `//` results over 1 MiB and patterns over
+//! 64 KiB are errors (BuildKit recurses and allocates without bound);
+//! [`Lex::process_words`] keeps the text before a `${VAR<op>…}` in its word
+//! (BuildKit's lexer shares one word buffer with the nested expansion and
+//! loses it); with `skip_unset_env`, `${VAR//p/r}` is written back with `//`
+//! (BuildKit writes `/`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
@@ -21,8 +29,14 @@ const MAX_NESTING: usize = 64;
 
 /// Largest result of one `${VAR//pattern/replacement}`. Nested replace-all
 /// substitutions multiply sizes, so a short input could otherwise ask for
-/// gigabytes; BuildKit would try and run out of memory.
-const MAX_REPLACE_BYTES: usize = 16 << 20;
+/// gigabytes; BuildKit would try and run out of memory. The replacement
+/// text read for all matches together is bounded to a multiple of it too.
+/// (Linux refuses a single environment string over 128 KiB anyway.)
+const MAX_REPLACE_BYTES: usize = 1 << 20;
+
+/// Longest wildcard pattern compiled: compiling takes time in proportion, and
+/// a pattern can itself be the result of a replace-all.
+const MAX_PATTERN_BYTES: usize = 64 << 10;
 
 /// What Go prints for `scanner.EOF` formatted as a character (`%c` of -1).
 const EOF_CHAR: char = '\u{FFFD}';
@@ -111,9 +125,11 @@ impl ShellError {
 type Result<T, E = ShellError> = std::result::Result<T, E>;
 
 /// Word expander with BuildKit's options.
+// The options are BuildKit's independent booleans, set one by one by callers.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone)]
 pub struct Lex {
-    /// The escape character: `\\` or `` ` `` (the `# escape=` directive).
+    /// The escape character: `\` or `` ` `` (the `# escape=` directive).
     pub escape: char,
     /// Keep quote characters in the output (BuildKit `RawQuotes`).
     pub raw_quotes: bool,
@@ -219,7 +235,7 @@ impl<'a> Scanner<'a> {
 #[derive(Default)]
 struct Words {
     word: String,
-    words: Vec<String>,
+    done: Vec<String>,
     in_word: bool,
 }
 
@@ -227,7 +243,7 @@ impl Words {
     fn add_char(&mut self, ch: char) {
         if is_space(ch) {
             if self.in_word && !self.word.is_empty() {
-                self.words.push(std::mem::take(&mut self.word));
+                self.done.push(std::mem::take(&mut self.word));
                 self.in_word = false;
             }
         } else {
@@ -253,9 +269,9 @@ impl Words {
 
     fn finish(mut self) -> Vec<String> {
         if !self.word.is_empty() {
-            self.words.push(self.word);
+            self.done.push(self.word);
         }
-        self.words
+        self.done
     }
 }
 
@@ -684,6 +700,9 @@ fn is_digit(ch: char) -> bool {
 /// BuildKit's `convertShellPatternToRegex`. `\*`, `\?` and `\\` are literal;
 /// `\}` and `\/` are the literal `}` and `/`; any other escape is an error.
 fn shell_pattern_to_regex(pattern: &str, greedy: bool, anchored: bool) -> Result<Regex, String> {
+    if pattern.len() > MAX_PATTERN_BYTES {
+        return Err(format!("pattern longer than {MAX_PATTERN_BYTES} bytes"));
+    }
     let mut out = String::with_capacity(pattern.len() + 4);
     if anchored {
         out.push('^');
@@ -720,6 +739,9 @@ fn shell_pattern_to_regex(pattern: &str, greedy: bool, anchored: bool) -> Result
 }
 
 fn invalid_pattern(pattern: &str, err: &str) -> String {
+    if pattern.len() > MAX_PATTERN_BYTES {
+        return format!("invalid pattern in substitution: {err}");
+    }
     format!("invalid pattern ({pattern}) in substitution: {err}")
 }
 
@@ -778,7 +800,7 @@ fn replace(
     if replace_all {
         return replace_all_go(&re, value, replacement).ok_or_else(|| {
             ShellError::new(
-                format!("substitution result larger than {MAX_REPLACE_BYTES} bytes"),
+                format!("substitution result too large (limit {MAX_REPLACE_BYTES} bytes)"),
                 start,
             )
         });
@@ -795,9 +817,11 @@ fn replace(
 
 /// Go's `replaceAll` loop: an empty match right after a match is not
 /// replaced, and the search always advances by at least one character.
-/// `None` when the result would exceed [`MAX_REPLACE_BYTES`].
+/// `None` when the result would exceed [`MAX_REPLACE_BYTES`], or the
+/// replacement was expanded so often that reading it would take too long.
 fn replace_all_go(re: &Regex, src: &str, template: &str) -> Option<String> {
     let mut out = String::new();
+    let mut template_read = 0;
     let mut last_end = 0;
     let mut search = 0;
     while search <= src.len() {
@@ -807,8 +831,9 @@ fn replace_all_go(re: &Regex, src: &str, template: &str) -> Option<String> {
         out.push_str(src.get(last_end..found.start()).unwrap_or_default());
         if found.end() > last_end || found.start() == 0 {
             expand_template(&mut out, template, found.as_str());
+            template_read += template.len();
         }
-        if out.len() > MAX_REPLACE_BYTES {
+        if out.len() > MAX_REPLACE_BYTES || template_read > 4 * MAX_REPLACE_BYTES {
             return None;
         }
         last_end = found.end();
@@ -1170,7 +1195,8 @@ mod tests {
             ("'' a \"\" ", &["a"]),
             ("${E} ${E}", &[]),
             ("RUN << EOF x<y <<\t-X", &["RUN", "<< EOF", "x<y", "<<\t-X"]),
-            ("${U:-p q}r", &["p", "qr"]),
+            // BuildKit would drop the `pre` (see the module documentation).
+            ("pre${U:-p q}r", &["prep", "qr"]),
         ];
         for (input, expected) in cases {
             let got = lex
@@ -1235,7 +1261,20 @@ mod tests {
             input = format!("${{X//$E/{input}}}");
         }
         let out = Lex::new('\\').process_word(&input, &e);
-        assert!(out.is_err_and(|e| e.message.contains("larger than")));
+        assert!(out.is_err_and(|e| e.message.contains("too large")));
+    }
+
+    #[test]
+    fn long_patterns_are_refused() {
+        let e = env(&[("X", "abc")]);
+        let lex = Lex::new('\\');
+        let fits = format!("${{X#{}}}", "a".repeat(MAX_PATTERN_BYTES));
+        assert_eq!(lex.process_word(&fits, &e).as_deref(), Ok("abc"));
+        let long = format!("${{X/{}/y}}", "?".repeat(MAX_PATTERN_BYTES + 1));
+        let out = lex.process_word(&long, &e);
+        assert!(out.is_err_and(
+            |e| e.message == "invalid pattern in substitution: pattern longer than 65536 bytes"
+        ));
     }
 
     /// Pseudo-random inputs from characters that matter to the lexer: no
