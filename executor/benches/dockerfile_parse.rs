@@ -93,10 +93,7 @@ fn main() {
             full.as_nanos() as f64 / lines as f64,
         );
         per_line.push(f);
-        println!(
-            "{lines:>8} {:>12.2?} {:>12.2?} {:>11.0} ns {:>11.0} ns",
-            parse, full, p, f
-        );
+        println!("{lines:>8} {parse:>12.2?} {full:>12.2?} {p:>11.0} ns {f:>11.0} ns");
     }
     let (min, max) = per_line
         .iter()

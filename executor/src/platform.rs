@@ -51,11 +51,9 @@ fn normalize_arch(arch: &str, variant: Option<&str>) -> (String, Option<String>)
         ("x86_64" | "x86-64" | "amd64", Some(v)) => ("amd64".into(), Some(v.into())),
         ("aarch64" | "arm64", None | Some("8" | "v8")) => ("arm64".into(), None),
         ("aarch64" | "arm64", Some(v)) => ("arm64".into(), Some(v.into())),
-        ("armhf", _) => ("arm".into(), Some("v7".into())),
-        ("armel", _) => ("arm".into(), Some("v6".into())),
-        ("arm", None | Some("7" | "v7")) => ("arm".into(), Some("v7".into())),
+        ("armhf", _) | ("arm", None | Some("7" | "v7")) => ("arm".into(), Some("v7".into())),
+        ("armel", _) | ("arm", Some("6" | "v6")) => ("arm".into(), Some("v6".into())),
         ("arm", Some("5" | "v5")) => ("arm".into(), Some("v5".into())),
-        ("arm", Some("6" | "v6")) => ("arm".into(), Some("v6".into())),
         ("arm", Some("8" | "v8")) => ("arm".into(), Some("v8".into())),
         (a, v) => (a.to_string(), v.map(str::to_string)),
     }

@@ -29,7 +29,12 @@ enum DockerfileCommand {
 #[derive(Debug, Args)]
 struct CheckArgs {
     /// The Dockerfile to check (`-` reads standard input)
-    #[arg(short = 'f', long = "file", visible_alias = "dockerfile", default_value = "Dockerfile")]
+    #[arg(
+        short = 'f',
+        long = "file",
+        visible_alias = "dockerfile",
+        default_value = "Dockerfile"
+    )]
     file: PathBuf,
 
     /// A build argument, KEY=VALUE; a bare KEY takes its value from the
@@ -117,7 +122,11 @@ fn run_check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         Format::Text => {
             let mut err = std::io::stderr().lock();
             for w in &report.warnings {
-                writeln!(err, "{name}:{}: warning: {} ({})", w.position, w.message, w.rule)?;
+                writeln!(
+                    err,
+                    "{name}:{}: warning: {} ({})",
+                    w.position, w.message, w.rule
+                )?;
             }
             if report.is_ok() {
                 write!(stdout, "{}", render_text(&report))?;
@@ -163,13 +172,23 @@ fn render_text(report: &Report) -> String {
         if !deps.is_empty() {
             notes.push(format!("needs {}", deps.join(", ")));
         }
-        let _ = write!(out, "stage {} {}: from {base}", stage.index, label(stage.index));
+        let _ = write!(
+            out,
+            "stage {} {}: from {base}",
+            stage.index,
+            label(stage.index)
+        );
         if !notes.is_empty() {
             let _ = write!(out, " ({})", notes.join("; "));
         }
         out.push('\n');
         for instruction in &stage.instructions {
-            let _ = writeln!(out, "  {:>4}  {}", instruction.start.line, instruction.display());
+            let _ = writeln!(
+                out,
+                "  {:>4}  {}",
+                instruction.start.line,
+                instruction.display()
+            );
         }
     }
     out

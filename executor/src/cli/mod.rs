@@ -16,11 +16,22 @@ pub use logging::init as init_logging;
 pub struct Cli {
     /// Log level: trace, debug, info, warn, error (kaniko's levels fatal and
     /// panic mean error)
-    #[arg(short = 'v', long, global = true, env = "EXECUTOR_VERBOSITY", default_value = "info")]
+    #[arg(
+        short = 'v',
+        long,
+        global = true,
+        env = "EXECUTOR_VERBOSITY",
+        default_value = "info"
+    )]
     pub verbosity: Verbosity,
 
     /// Log format on stderr
-    #[arg(long, global = true, env = "EXECUTOR_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "EXECUTOR_LOG_FORMAT",
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 
     #[command(subcommand)]

@@ -60,9 +60,10 @@ pub fn check(text: &str, opts: &Options) -> Report {
                 .filter(|w| config.enabled(w.rule));
             for w in found {
                 if config.error {
-                    report
-                        .errors
-                        .push(Error::new(w.position, format!("{} ({})", w.message, w.rule)));
+                    report.errors.push(Error::new(
+                        w.position,
+                        format!("{} ({})", w.message, w.rule),
+                    ));
                 } else {
                     report.warnings.push(w);
                 }

@@ -26,7 +26,12 @@ impl Config {
             return Ok(Self::default());
         };
         let mut config = Self::default();
-        for part in directive.value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        for part in directive
+            .value
+            .split(';')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
             let (key, value) = part.split_once('=').unwrap_or((part, ""));
             match key.trim().to_ascii_lowercase().as_str() {
                 "skip" => {
@@ -45,7 +50,9 @@ impl Config {
                         other => {
                             return Err(Error::new(
                                 Position::new(directive.line, 1),
-                                format!("invalid check directive: error={other:?}, expected true or false"),
+                                format!(
+                                    "invalid check directive: error={other:?}, expected true or false"
+                                ),
                             ));
                         }
                     };
@@ -107,7 +114,11 @@ pub fn run(plan: &Plan) -> Vec<Warning> {
                 format!(
                     "command '{}' should match the case of the command majority ({})",
                     node.keyword,
-                    if majority_upper { "uppercase" } else { "lowercase" }
+                    if majority_upper {
+                        "uppercase"
+                    } else {
+                        "lowercase"
+                    }
                 ),
             );
         }
@@ -231,5 +242,61 @@ impl super::plan::Stage {
             [_, kw, name] if kw.eq_ignore_ascii_case("as") => Some(name.as_str()),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dockerfile::plan::{Options, plan};
+
+    fn rules(text: &str) -> Vec<(&'static str, usize)> {
+        let p = plan(text, &Options::default()).unwrap();
+        run(&p)
+            .into_iter()
+            .map(|w| (w.rule, w.position.line))
+            .collect()
+    }
+
+    #[test]
+    fn each_rule_fires_where_expected() {
+        assert_eq!(rules("FROM a\nCMD echo hi\n"), [("JSONArgsRecommended", 2)]);
+        assert_eq!(
+            rules("FROM a\nMAINTAINER me\n"),
+            [("MaintainerDeprecated", 2)]
+        );
+        assert_eq!(rules("FROM a AS Build\n"), [("StageNameCasing", 1)]);
+        assert_eq!(rules("FROM a as b\n"), [("FromAsCasing", 1)]);
+        assert_eq!(
+            rules("FROM a\nrun true\nRUN true\n"),
+            [("ConsistentInstructionCasing", 2)]
+        );
+        assert_eq!(rules("FROM a\nENV k v\n"), [("LegacyKeyValueFormat", 2)]);
+        assert_eq!(rules("FROM a\nWORKDIR app\n"), [("WorkdirRelativePath", 2)]);
+        assert_eq!(
+            rules("FROM a\nCMD [\"a\"]\nCMD [\"b\"]\n"),
+            [("MultipleInstructionsDisallowed", 2)]
+        );
+        assert!(rules("FROM a\nWORKDIR /app\nWORKDIR sub\nCMD [\"x\"]\n").is_empty());
+    }
+
+    #[test]
+    fn check_directive() {
+        let parsed = crate::dockerfile::parser::parse(
+            "# check=skip=JSONArgsRecommended,StageNameCasing;error=true\nFROM a\n",
+        )
+        .unwrap();
+        let config = Config::from_parsed(&parsed).unwrap();
+        assert!(config.error);
+        assert!(!config.enabled("StageNameCasing"));
+        assert!(config.enabled("FromAsCasing"));
+        let parsed = crate::dockerfile::parser::parse("# check=skip=all\nFROM a\n").unwrap();
+        assert!(
+            !Config::from_parsed(&parsed)
+                .unwrap()
+                .enabled("FromAsCasing")
+        );
+        let parsed = crate::dockerfile::parser::parse("# check=bogus=1\nFROM a\n").unwrap();
+        assert!(Config::from_parsed(&parsed).is_err());
     }
 }

@@ -14,8 +14,8 @@ pub mod error;
 pub mod instructions;
 pub mod lint;
 pub mod parser;
-pub mod shell;
 pub mod plan;
+pub mod shell;
 pub mod suggest;
 
 pub use error::{Error, Errors, Position};

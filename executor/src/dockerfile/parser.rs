@@ -484,6 +484,19 @@ fn node_from_line(
     escape: char,
     comments: Vec<String>,
 ) -> std::result::Result<Node, String> {
+    node_from_line_at_depth(line, escape, comments, 0)
+}
+
+/// How deep `ONBUILD ONBUILD ...` nests before the parser refuses: the typed
+/// layer rejects any nesting, the parser only has to stay bounded.
+const MAX_ONBUILD_DEPTH: usize = 8;
+
+fn node_from_line_at_depth(
+    line: &str,
+    escape: char,
+    comments: Vec<String>,
+    depth: usize,
+) -> std::result::Result<Node, String> {
     let trimmed = line.trim();
     let (keyword, rest) = match trimmed.find(is_ascii_ws) {
         Some(i) => (&trimmed[..i], trimmed[i..].trim_start_matches(is_ascii_ws)),
@@ -518,8 +531,18 @@ fn node_from_line(
         "healthcheck" => parse_health(args)?,
         "maintainer" | "stopsignal" | "user" | "workdir" => (string_arg(args), false),
         "onbuild" => {
+            if depth >= MAX_ONBUILD_DEPTH {
+                return Err(
+                    "ONBUILD triggers nested too deeply: ONBUILD ONBUILD isn't allowed".to_string(),
+                );
+            }
             if !args.is_empty() {
-                node.nested = Some(Box::new(node_from_line(args, escape, Vec::new())?));
+                node.nested = Some(Box::new(node_from_line_at_depth(
+                    args,
+                    escape,
+                    Vec::new(),
+                    depth + 1,
+                )?));
             }
             (Vec::new(), false)
         }
@@ -996,6 +1019,14 @@ mod tests {
         // JSON form never has heredocs.
         let parsed = parse("FROM a\nRUN [\"<<EOF\"]\nEOF\n").unwrap();
         assert_eq!(parsed.nodes.len(), 3);
+    }
+
+    #[test]
+    fn deep_onbuild_nesting_is_an_error_not_a_stack_overflow() {
+        let text = format!("FROM a\n{}RUN x\n", "ONBUILD ".repeat(200_000));
+        let err = parse(&text).unwrap_err();
+        assert!(err.message.contains("nested too deeply"), "{err}");
+        assert_eq!(err.position, Position::new(2, 1));
     }
 
     #[test]

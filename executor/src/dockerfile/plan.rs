@@ -336,8 +336,15 @@ pub fn plan_lenient(parsed: Parsed, opts: &Options) -> (Plan, Vec<Error>) {
                     Ok(Source::Stage(i)) => {
                         if i == index {
                             errors.push(Error::new(
-                                parsed.locate_in(instruction.start, instruction.end_line, &reference),
-                                format!("stage {} refers to itself in {reference:?}", stages[index].label()),
+                                parsed.locate_in(
+                                    instruction.start,
+                                    instruction.end_line,
+                                    &reference,
+                                ),
+                                format!(
+                                    "stage {} refers to itself in {reference:?}",
+                                    stages[index].label()
+                                ),
                             ));
                         } else {
                             deps.insert(i);
@@ -361,7 +368,10 @@ pub fn plan_lenient(parsed: Parsed, opts: &Options) -> (Plan, Vec<Error>) {
         errors.push(
             Error::new(
                 stages[cycle[0]].from.start,
-                format!("circular dependency between stages: {}", labels.join(" -> ")),
+                format!(
+                    "circular dependency between stages: {}",
+                    labels.join(" -> ")
+                ),
             )
             .with_hint("a stage may only use stages that do not use it in turn"),
         );
@@ -501,11 +511,9 @@ fn unused_build_args(
     warnings: &mut Vec<Warning>,
 ) {
     let mut declared = BTreeSet::new();
-    let all_args = globals_raw.iter().chain(
-        needed
-            .iter()
-            .flat_map(|&i| stages[i].instructions.iter()),
-    );
+    let all_args = globals_raw
+        .iter()
+        .chain(needed.iter().flat_map(|&i| stages[i].instructions.iter()));
     for instruction in all_args {
         if let Kind::Arg(arg) = &instruction.kind {
             declared.extend(arg.args.iter().map(|d| d.key.clone()));
@@ -713,12 +721,13 @@ pub fn expand_all(plan: &Plan, opts: &Options) -> Expansion {
                 if !(scratch || global) {
                     continue;
                 }
-                let mut message = format!("usage of undefined variable '${name}'");
-                if global {
-                    message.push_str(&format!(
-                        ": the global ARG {name} is not in scope inside a stage; declare `ARG {name}` after FROM to use it"
-                    ));
-                }
+                let message = if global {
+                    format!(
+                        "usage of undefined variable '${name}': the global ARG {name} is not in scope inside a stage; declare `ARG {name}` after FROM to use it"
+                    )
+                } else {
+                    format!("usage of undefined variable '${name}'")
+                };
                 out.warnings.push(Warning {
                     rule: "UndefinedVar",
                     position: locate_variable(&plan.parsed, &instruction, &name),
@@ -750,4 +759,164 @@ fn locate_variable(parsed: &Parsed, instruction: &Instruction, name: &str) -> Po
         }
     }
     instruction.start
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(args: &[(&str, &str)]) -> Options {
+        Options {
+            build_args: args
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+            target: None,
+            build_platform: "linux/amd64".parse().unwrap(),
+            target_platform: "linux/arm64".parse().unwrap(),
+        }
+    }
+
+    /// Plans and expands; returns the display of every instruction per stage.
+    fn expanded(text: &str, opts: &Options) -> Vec<Vec<String>> {
+        let plan = plan(text, opts).unwrap();
+        let out = expand_all(&plan, opts);
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        out.stages
+            .iter()
+            .map(|s| s.instructions.iter().map(Instruction::display).collect())
+            .collect()
+    }
+
+    #[test]
+    fn global_args_apply_to_from_only_unless_redeclared() {
+        let text =
+            "ARG IMG=alpine\nARG TAG=3\nFROM $IMG:$TAG\nLABEL a=\"$TAG\"\nARG TAG\nLABEL b=$TAG\n";
+        let stages = expanded(text, &opts(&[]));
+        assert_eq!(stages[0][0], "FROM alpine:3");
+        assert_eq!(stages[0][1], "LABEL a=\"\"");
+        assert_eq!(stages[0][3], "LABEL b=3");
+        let stages = expanded(text, &opts(&[("TAG", "4")]));
+        assert_eq!(stages[0][0], "FROM alpine:4");
+        assert_eq!(stages[0][3], "LABEL b=4");
+    }
+
+    #[test]
+    fn build_args_not_declared_globally_do_not_reach_from() {
+        let stages = expanded("FROM img:${TAG:-default}\n", &opts(&[("TAG", "x")]));
+        assert_eq!(stages[0][0], "FROM img:default");
+    }
+
+    #[test]
+    fn stage_arg_applies_from_its_line_and_env_wins() {
+        let text = "FROM a\nWORKDIR /$V\nARG V=1\nWORKDIR /$V\nENV V=env\nARG V=2\nWORKDIR /$V\n";
+        let stages = expanded(text, &opts(&[]));
+        assert_eq!(stages[0][1], "WORKDIR /");
+        assert_eq!(stages[0][3], "WORKDIR /1");
+        assert_eq!(stages[0][6], "WORKDIR /env");
+    }
+
+    #[test]
+    fn env_values_on_one_line_see_the_previous_values() {
+        let text = "FROM a\nENV abc=hello\nENV abc=bye def=$abc\nENV ghi=$abc\n";
+        let plan = plan(text, &opts(&[])).unwrap();
+        let out = expand_all(&plan, &opts(&[]));
+        let env: Vec<(String, String)> = out.stages[0].env.clone();
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("def"), Some("hello"));
+        assert_eq!(get("ghi"), Some("bye"));
+    }
+
+    #[test]
+    fn predefined_platform_args() {
+        let text = "FROM --platform=$BUILDPLATFORM a AS build\nARG TARGETARCH\nARG BUILDOS\nENV T=$TARGETARCH B=$BUILDOS P=$TARGETPLATFORM\n";
+        let plan = plan(text, &opts(&[])).unwrap();
+        assert_eq!(
+            plan.stages[0].platform.as_ref().map(ToString::to_string),
+            Some("linux/amd64".to_string())
+        );
+        let out = expand_all(&plan, &opts(&[]));
+        let env = &out.stages[0].env;
+        assert_eq!(env[0], ("T".to_string(), "arm64".to_string()));
+        assert_eq!(env[1], ("B".to_string(), "linux".to_string()));
+        // TARGETPLATFORM was not declared in the stage.
+        assert_eq!(env[2], ("P".to_string(), String::new()));
+    }
+
+    #[test]
+    fn stages_inherit_env_but_not_args_from_their_base_stage() {
+        let text = "FROM a AS base\nARG A=1\nENV E=2\nFROM base\nLABEL x=$A y=$E\n";
+        let stages = expanded(text, &opts(&[]));
+        assert_eq!(stages[1][1], "LABEL x=\"\" y=2");
+    }
+
+    #[test]
+    fn target_and_needed_stages() {
+        let text = "FROM a AS one\nFROM b AS two\nCOPY --from=one /x /x\nFROM c AS three\nRUN --mount=from=0,target=/m true\nFROM two\n";
+        let mut o = opts(&[]);
+        let p = plan(text, &o).unwrap();
+        assert_eq!(p.target, 3);
+        assert_eq!(p.needed, vec![0, 1, 3]);
+        assert_eq!(p.stages[3].base, Base::Stage(1));
+        o.target = Some("THREE".to_string());
+        let p = plan(text, &o).unwrap();
+        assert_eq!(p.target, 2);
+        assert_eq!(p.needed, vec![0, 2]);
+    }
+
+    #[test]
+    fn copy_from_unknown_name_is_an_image() {
+        let p = plan("FROM a\nCOPY --from=nginx:latest /a /b\n", &opts(&[])).unwrap();
+        assert!(p.stages[0].images.contains("nginx:latest"));
+        assert!(p.stages[0].depends_on.is_empty());
+    }
+
+    #[test]
+    fn from_a_later_stage_name_is_an_image() {
+        let p = plan("FROM later\nFROM b AS later\n", &opts(&[])).unwrap();
+        assert_eq!(p.stages[0].base, Base::Image("later".to_string()));
+    }
+
+    #[test]
+    fn graph_errors() {
+        let err = plan("FROM a AS x\nCOPY --from=x /a /a\n", &opts(&[])).unwrap_err();
+        assert!(err.0[0].message.contains("refers to itself"), "{err}");
+        let err = plan("FROM a\nCOPY --from=-1 /a /a\n", &opts(&[])).unwrap_err();
+        assert!(err.0[0].message.contains("out of bounds"), "{err}");
+        let err = plan("ENV a=b\nFROM a\n", &opts(&[])).unwrap_err();
+        assert!(err.0[0].message.contains("before the first FROM"), "{err}");
+        let err = plan("ARG A\n", &opts(&[])).unwrap_err();
+        assert!(err.0[0].message.contains("no build stage"), "{err}");
+        let err = plan("ARG A\nFROM ${A}\n", &opts(&[])).unwrap_err();
+        assert!(err.0[0].message.contains("should not be blank"), "{err}");
+    }
+
+    #[test]
+    fn unused_build_args_warn_except_builtins() {
+        let p = plan(
+            "FROM a AS x\nARG USED\nFROM b\n",
+            &opts(&[("USED", "1"), ("HTTP_PROXY", "p"), ("EXTRA", "2")]),
+        )
+        .unwrap();
+        // USED is declared only in a stage the target does not need.
+        assert_eq!(p.warnings.len(), 1);
+        assert!(
+            p.warnings[0].message.contains("[EXTRA USED]"),
+            "{:?}",
+            p.warnings
+        );
+    }
+
+    #[test]
+    fn undefined_variables_warn_only_when_certain() {
+        let o = opts(&[]);
+        let p = plan("FROM scratch\nWORKDIR $NOPE\n", &o).unwrap();
+        let out = expand_all(&p, &o);
+        assert_eq!(out.warnings.len(), 1);
+        assert_eq!(out.warnings[0].rule, "UndefinedVar");
+        assert_eq!(out.warnings[0].position, Position::new(2, 9));
+        // From an image, the variable may come from its ENV.
+        let p = plan("FROM alpine\nWORKDIR $NOPE\n", &o).unwrap();
+        assert!(expand_all(&p, &o).warnings.is_empty());
+    }
 }

@@ -1,10 +1,11 @@
 //! Typed Dockerfile instructions: the second layer of BuildKit's Dockerfile
 //! frontend (`frontend/dockerfile/instructions`). It turns the parser's raw
-//! [`Node`]s into [`Instruction`] values: every keyword's arguments and flags
-//! checked with BuildKit's rules and error conditions (BuildKit's `bflag`
-//! flag parser, `RUN --mount`/`--network`/`--security`, HEALTHCHECK durations,
-//! ONBUILD restrictions), and it knows which fields BuildKit expands with
-//! build arguments and environment variables ([`Instruction::expand`]).
+//! [`Node`](super::parser::Node)s into [`Instruction`] values: every
+//! keyword's arguments and flags checked with BuildKit's rules and error
+//! conditions (BuildKit's `bflag` flag parser, `RUN --mount`, `--network` and
+//! `--security`, HEALTHCHECK durations, ONBUILD restrictions), and it knows
+//! which fields BuildKit expands with build arguments and environment
+//! variables ([`Instruction::expand`]).
 //!
 //! It must not resolve anything: no stage lookup, no ARG/ENV scoping, no
 //! image, platform or path handling. Those belong to the stage planner, which
@@ -26,6 +27,7 @@ use super::error::Position;
 pub use super::parser::Heredoc;
 
 pub use duration::{format_go_duration, parse_go_duration};
+pub use expand::{WordExpander, WordsExpander};
 pub use parse::{parse, parse_node};
 
 /// One typed instruction with where it was written.

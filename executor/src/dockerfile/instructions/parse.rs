@@ -2,6 +2,7 @@
 //! per keyword, in BuildKit's order of checks so the first error reported is
 //! the one BuildKit reports.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use super::super::error::{Error, Position};
@@ -35,8 +36,15 @@ pub fn parse_node(node: &Node, parsed: &Parsed) -> Result<Instruction> {
     let mut cx = Cx {
         node,
         parsed,
+        args_start: node.start,
+        next_arg: None,
+        seen: HashSet::new(),
         locations: Vec::new(),
     };
+    cx.next_arg = cx.find_args_start();
+    if let Some(cursor) = cx.next_arg {
+        cx.args_start = cursor.position();
+    }
     let keyword = node.keyword.to_lowercase();
     let kind = match keyword.as_str() {
         "add" => parse_copy(&mut cx, true)?,
@@ -80,36 +88,125 @@ pub fn parse_node(node: &Node, parsed: &Parsed) -> Result<Instruction> {
 struct Cx<'a> {
     node: &'a Node,
     parsed: &'a Parsed,
+    /// Where the arguments start, after the flags.
+    args_start: Position,
+    /// Where to look for the next argument: arguments are remembered in the
+    /// order they are written, so each search goes on from the last.
+    next_arg: Option<Cursor>,
+    /// The texts already in `locations`.
+    seen: HashSet<String>,
     locations: Vec<Location>,
+}
+
+/// A place in the source: 0-based line index, byte offset in the line, and
+/// the 1-based column of that byte. Moving it forward costs only the distance
+/// moved, so a long line is not rescanned for every argument.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    line: usize,
+    byte: usize,
+    column: usize,
+}
+
+impl Cursor {
+    fn position(self) -> Position {
+        Position::new(self.line + 1, self.column)
+    }
 }
 
 impl Cx<'_> {
     /// Where `needle` is first written within the instruction, searching from
     /// `from`.
     fn find_from(&self, from: Position, needle: &str) -> Option<Position> {
-        find(self.parsed, from, self.node.end_line, needle)
+        let start = self.cursor_at(from)?;
+        self.seek(start, needle).map(Cursor::position)
     }
 
     fn error(&self, message: impl Into<String>) -> Error {
         Error::new(self.node.start, message)
     }
 
-    /// Where the arguments start: after the last flag, as far as that can
-    /// be told (flags are stored without their quotes).
-    fn args_start(&self) -> Position {
-        let mut at = self.node.start;
-        for flag in &self.node.flags {
-            let name = flag.split_once('=').map_or(flag.as_str(), |(n, _)| n);
-            if let Some(p) = self.find_from(at, name) {
-                at = Position::new(p.line, p.column + flag.chars().count());
+    /// A cursor at `position`, if that line exists.
+    fn cursor_at(&self, position: Position) -> Option<Cursor> {
+        let index = position.line.checked_sub(1)?;
+        let line = self.parsed.lines.get(index)?;
+        let column = position.column.max(1);
+        let byte = line
+            .char_indices()
+            .nth(column - 1)
+            .map_or(line.len(), |(b, _)| b);
+        Some(Cursor {
+            line: index,
+            byte,
+            column: line[..byte].chars().count() + 1,
+        })
+    }
+
+    /// The first `needle` at or after `from`, within the instruction's lines.
+    fn seek(&self, from: Cursor, needle: &str) -> Option<Cursor> {
+        if needle.is_empty() {
+            return None;
+        }
+        let last = self
+            .node
+            .end_line
+            .max(from.line + 1)
+            .min(self.parsed.lines.len());
+        for index in from.line..last {
+            let line = &self.parsed.lines[index];
+            let (byte, column) = if index == from.line {
+                (from.byte, from.column)
+            } else {
+                (0, 1)
+            };
+            let Some(tail) = line.get(byte..) else {
+                continue;
+            };
+            if let Some(found) = tail.find(needle) {
+                return Some(Cursor {
+                    line: index,
+                    byte: byte + found,
+                    column: column + tail[..found].chars().count(),
+                });
             }
         }
-        at
+        None
+    }
+
+    /// `cursor` moved `count` characters forward along its line (to the end
+    /// of the line at most).
+    fn skip(&self, cursor: Cursor, count: usize) -> Cursor {
+        let line = self
+            .parsed
+            .lines
+            .get(cursor.line)
+            .map_or("", String::as_str);
+        let tail = line.get(cursor.byte..).unwrap_or_default();
+        let bytes: usize = tail.chars().take(count).map(char::len_utf8).sum();
+        let moved = tail[..bytes].chars().count();
+        Cursor {
+            byte: cursor.byte + bytes,
+            column: cursor.column + moved,
+            ..cursor
+        }
+    }
+
+    /// Where the arguments start: after the last flag, as far as that can be
+    /// told (flags are stored without their quotes).
+    fn find_args_start(&self) -> Option<Cursor> {
+        let mut at = self.cursor_at(self.node.start)?;
+        for flag in &self.node.flags {
+            let name = flag.split_once('=').map_or(flag.as_str(), |(n, _)| n);
+            if let Some(found) = self.seek(at, name) {
+                at = self.skip(found, flag.chars().count());
+            }
+        }
+        Some(at)
     }
 
     /// Where an argument is written, else the instruction's start.
     fn arg_position(&self, arg: &str) -> Position {
-        self.find_from(self.args_start(), arg)
+        self.find_from(self.args_start, arg)
             .or_else(|| self.find_from(self.node.start, arg))
             .unwrap_or(self.node.start)
     }
@@ -134,22 +231,36 @@ impl Cx<'_> {
         })
     }
 
-    /// Records where an expandable argument is written.
+    /// Records where an expandable argument is written. Arguments are
+    /// remembered in the order they are written.
     fn remember(&mut self, text: &str) {
-        if text.is_empty() || self.locations.iter().any(|l| l.text == text) {
+        if text.is_empty() || self.seen.contains(text) {
             return;
         }
-        let position = self.arg_position(text);
-        self.locations.push(Location {
-            text: text.to_string(),
-            position,
-        });
+        let found = self.next_arg.and_then(|from| self.seek(from, text));
+        let position = match found {
+            Some(cursor) => {
+                self.next_arg = Some(self.skip(cursor, text.chars().count()));
+                cursor.position()
+            }
+            None => self.arg_position(text),
+        };
+        self.push_location(text, position);
+    }
+
+    fn push_location(&mut self, text: &str, position: Position) {
+        if !text.is_empty() && self.seen.insert(text.to_string()) {
+            self.locations.push(Location {
+                text: text.to_string(),
+                position,
+            });
+        }
     }
 
     /// Records where an expandable flag value is written: the value itself
     /// when it is found after the flag, else the flag.
     fn remember_flag(&mut self, flag: &str, value: &str) {
-        if value.is_empty() || self.locations.iter().any(|l| l.text == value) {
+        if value.is_empty() || self.seen.contains(value) {
             return;
         }
         let flag_at = self.flag_position(flag);
@@ -157,35 +268,8 @@ impl Cx<'_> {
             .find_from(flag_at, value)
             .filter(|p| p.line == flag_at.line)
             .unwrap_or(flag_at);
-        self.locations.push(Location {
-            text: value.to_string(),
-            position,
-        });
+        self.push_location(value, position);
     }
-}
-
-/// Finds `needle` in the lines `from.line..=end_line`, the first line searched
-/// from `from.column`.
-fn find(parsed: &Parsed, from: Position, end_line: usize, needle: &str) -> Option<Position> {
-    if needle.is_empty() {
-        return None;
-    }
-    let first = from.line.checked_sub(1)?;
-    let last = end_line.max(from.line).min(parsed.lines.len());
-    for (index, line) in parsed.lines.iter().enumerate().take(last).skip(first) {
-        let offset = if index == first {
-            line.char_indices()
-                .nth(from.column.saturating_sub(1))
-                .map_or(line.len(), |(b, _)| b)
-        } else {
-            0
-        };
-        if let Some(byte) = line[offset..].find(needle) {
-            let column = line[..offset + byte].chars().count() + 1;
-            return Some(Position::new(index + 1, column));
-        }
-    }
-    None
 }
 
 fn at_least_one(keyword: &str) -> String {
@@ -471,23 +555,26 @@ fn parse_run(cx: &mut Cx<'_>) -> Result<Kind> {
     )?;
     let mount_specs = flags.strings("mount");
     let mut mounts = Vec::with_capacity(mount_specs.len());
-    let mut flag_at = cx.node.start;
+    let mut cursor = cx.cursor_at(cx.node.start);
     for spec in &mount_specs {
         // The n-th `--mount` is the n-th spec.
-        flag_at = cx.find_from(flag_at, "--mount").unwrap_or(flag_at);
+        let mut flag_at = cx.node.start;
+        if let Some(found) = cursor.and_then(|c| cx.seek(c, "--mount")) {
+            flag_at = found.position();
+            cursor = Some(cx.skip(found, 1));
+        }
         let mount = mount::parse_mount(spec, &Mode::Parse)
             .map_err(|e| mount_error(cx, flag_at, spec, e))?;
         mounts.push(mount);
-        remember_at(cx, spec, flag_at);
+        cx.push_location(spec, flag_at);
         for field in spec.split(',') {
             if let Some((_, value)) = field.split_once('=') {
-                if value.contains('$') {
+                if value.contains('$') && !cx.seen.contains(value) {
                     let position = cx.find_from(flag_at, value).unwrap_or(flag_at);
-                    remember_at(cx, value, position);
+                    cx.push_location(value, position);
                 }
             }
         }
-        flag_at.column += 1;
     }
     mount::number_ssh_sockets(&mut mounts);
     let network = match flags.string("network") {
@@ -510,15 +597,6 @@ fn parse_run(cx: &mut Cx<'_>) -> Result<Kind> {
         security,
         mount_specs,
     }))
-}
-
-fn remember_at(cx: &mut Cx<'_>, text: &str, position: Position) {
-    if !text.is_empty() && !cx.locations.iter().any(|l| l.text == text) {
-        cx.locations.push(Location {
-            text: text.to_string(),
-            position,
-        });
-    }
 }
 
 /// Turns a `--mount` problem into an error pointing at the offending option.
@@ -553,11 +631,11 @@ fn parse_expose(cx: &mut Cx<'_>) -> Result<Kind> {
             .with_hint("write `EXPOSE <port>[/<protocol>]`"));
     }
     cx.flags("EXPOSE", &[])?;
-    let mut ports = cx.node.args.clone();
-    ports.sort();
-    for port in &ports {
+    for port in &cx.node.args {
         cx.remember(port);
     }
+    let mut ports = cx.node.args.clone();
+    ports.sort();
     Ok(Kind::Expose(ports))
 }
 
@@ -638,8 +716,8 @@ fn parse_healthcheck(cx: &Cx<'_>) -> Result<Kind> {
     let rest = &args[1..];
     if kind == "NONE" {
         // BuildKit never looks at the flags of HEALTHCHECK NONE.
-        if !rest.is_empty() {
-            return Err(cx.error("HEALTHCHECK NONE takes no arguments"));
+        if let Some(extra) = rest.first() {
+            return Err(cx.error_at(extra, "HEALTHCHECK NONE takes no arguments"));
         }
         return Ok(Kind::Healthcheck(Healthcheck::None));
     }
@@ -674,7 +752,7 @@ fn parse_healthcheck(cx: &Cx<'_>) -> Result<Kind> {
     }
     if test.len() <= 1 {
         return Err(cx
-            .error("missing command after HEALTHCHECK CMD")
+            .error_at(&args[0], "missing command after HEALTHCHECK CMD")
             .with_hint("write `HEALTHCHECK CMD <command>`"));
     }
     let interval = opt_interval(cx, &flags, "interval")?;
@@ -759,6 +837,12 @@ fn parse_onbuild(cx: &Cx<'_>) -> Result<Kind> {
     let trigger_start = cx
         .find_from(after_onbuild, &nested.keyword)
         .unwrap_or(cx.node.start);
+    if nested.keyword.to_lowercase() == "onbuild" {
+        return Err(Error::new(
+            trigger_start,
+            "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
+        ));
+    }
     match trigger_keyword.as_str() {
         "ONBUILD" => {
             return Err(Error::new(

@@ -978,6 +978,22 @@ fn serializes_with_a_tag() {
 /// Random Dockerfile-shaped text: nothing panics, whatever parses can be
 /// typed, expanded and displayed.
 #[test]
+fn large_instructions_stay_fast() {
+    let sources: Vec<String> = (0..5000).map(|i| format!("src{i}")).collect();
+    let flags = "--exclude=x ".repeat(2000);
+    let text = format!("FROM a\nCOPY {flags}{} /dst\n", sources.join(" "));
+    let started = std::time::Instant::now();
+    let a = copy_args(&text);
+    assert_eq!(a.sources.len(), 5000);
+    assert_eq!(a.exclude.len(), 2000);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn never_panics() {
     const PIECES: &[&str] = &[
         "FROM",
