@@ -387,7 +387,9 @@ pub fn plan_lenient(parsed: Parsed, opts: &Options) -> (Plan, Vec<Error>) {
                     Position::new(1, 1),
                     format!("target stage {t:?} could not be found"),
                 );
-                if let Some(best) = super::suggest::nearest(t, names.keys().map(String::as_str)) {
+                if let Some(best) =
+                    super::suggest::nearest(t, names.keys().map(String::as_str), false)
+                {
                     e = e.with_hint(format!("did you mean {best:?}?"));
                 } else if !names.is_empty() {
                     let all: Vec<&str> = names.keys().map(String::as_str).collect();

@@ -30,20 +30,44 @@ pub fn distance(a: &str, b: &str) -> usize {
     d[a.len() * width + b.len()]
 }
 
-/// The candidate nearest to `input`, if it is close enough to be a likely
-/// typo (at most a third of the input's length, and at least one edit away).
-pub fn nearest<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    // Long inputs are not typos of short names; bound the work too.
-    if input.chars().count() > 64 {
+/// BuildKit's `suggest.WrapError` rule: the option nearest to `value` by edit
+/// distance, if fewer than three edits away and not an exact match. Without
+/// `case_sensitive`, an exact match ignores case and the suggestion takes the
+/// case of `value` when that is all upper or all lower case.
+pub fn nearest<'a>(
+    value: &str,
+    options: impl IntoIterator<Item = &'a str>,
+    case_sensitive: bool,
+) -> Option<String> {
+    // Long values are not typos of short names; bound the work too.
+    if value.chars().count() > 64 {
         return None;
     }
-    let limit = (input.chars().count() / 3).max(1);
-    candidates
-        .into_iter()
-        .map(|c| (distance(input, c), c))
-        .filter(|&(d, _)| d <= limit)
-        .min_by_key(|&(d, _)| d)
-        .map(|(_, c)| c)
+    let mut best: Option<(usize, &str)> = None;
+    for option in options {
+        let exact = if case_sensitive {
+            value == option
+        } else {
+            value.to_lowercase() == option.to_lowercase()
+        };
+        if exact {
+            return None;
+        }
+        let distance = distance(value, option);
+        if distance < 3 && best.is_none_or(|(d, _)| distance < d) {
+            best = Some((distance, option));
+        }
+    }
+    let (_, option) = best?;
+    Some(if case_sensitive {
+        option.to_string()
+    } else if value == value.to_lowercase() {
+        option.to_lowercase()
+    } else if value == value.to_uppercase() {
+        option.to_uppercase()
+    } else {
+        option.to_string()
+    })
 }
 
 #[cfg(test)]
@@ -53,8 +77,15 @@ mod tests {
     #[test]
     fn finds_close_names() {
         assert_eq!(distance("kitten", "sitting"), 3);
-        assert_eq!(nearest("RUNN", ["run", "from", "copy"]), Some("run"));
-        assert_eq!(nearest("bulid", ["build", "test"]), Some("build"));
-        assert_eq!(nearest("zzz", ["build", "test"]), None);
+        assert_eq!(
+            nearest("RUNN", ["run", "from", "copy"], false).as_deref(),
+            Some("RUN")
+        );
+        assert_eq!(
+            nearest("bulid", ["build", "test"], true).as_deref(),
+            Some("build")
+        );
+        assert_eq!(nearest("zzz", ["build", "test"], true), None);
+        assert_eq!(nearest("build", ["build", "test"], true), None);
     }
 }

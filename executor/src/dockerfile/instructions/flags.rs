@@ -158,7 +158,9 @@ fn unknown_flag(keyword: &str, name: &str, accepted: &[(&'static str, FlagKind)]
         names.sort();
         format!("{keyword} accepts {}", names.join(", "))
     };
-    if let Some(close) = super::suggest(name, accepted.iter().map(|(n, _)| *n), true) {
+    if let Some(close) =
+        crate::dockerfile::suggest::nearest(name, accepted.iter().map(|(n, _)| *n), true)
+    {
         hint = format!("did you mean --{close}? {hint}");
     }
     FlagError {

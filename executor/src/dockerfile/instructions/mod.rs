@@ -379,46 +379,6 @@ pub const KEYWORDS: [&str; 18] = [
     "workdir",
 ];
 
-/// BuildKit's `suggest.WrapError` rule: the option nearest to `value` by edit
-/// distance, if fewer than three edits away and not an exact match. Without
-/// `case_sensitive`, an exact match ignores case and the suggestion takes the
-/// case of `value` when that is all upper or all lower case.
-fn suggest<'a>(
-    value: &str,
-    options: impl IntoIterator<Item = &'a str>,
-    case_sensitive: bool,
-) -> Option<String> {
-    // Long values are not typos of short names; bound the work too.
-    if value.chars().count() > 64 {
-        return None;
-    }
-    let mut best: Option<(usize, &str)> = None;
-    for option in options {
-        let exact = if case_sensitive {
-            value == option
-        } else {
-            value.to_lowercase() == option.to_lowercase()
-        };
-        if exact {
-            return None;
-        }
-        let distance = super::suggest::distance(value, option);
-        if distance < 3 && best.is_none_or(|(d, _)| distance < d) {
-            best = Some((distance, option));
-        }
-    }
-    let (_, option) = best?;
-    Some(if case_sensitive {
-        option.to_string()
-    } else if value == value.to_lowercase() {
-        option.to_lowercase()
-    } else if value == value.to_uppercase() {
-        option.to_uppercase()
-    } else {
-        option.to_string()
-    })
-}
-
 macro_rules! named_field_serializer {
     ($($fn_name:ident => $field:literal),* $(,)?) => {$(
         fn $fn_name<S: serde::Serializer, T: Serialize>(value: &T, s: S) -> Result<S::Ok, S::Error> {

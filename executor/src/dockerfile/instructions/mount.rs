@@ -4,7 +4,8 @@
 //! dispatcher fills in (secret and ssh ids and targets, cache ids).
 
 use super::super::shell::ShellError;
-use super::{Mount, MountKind, NetworkMode, SecurityMode, Sharing, suggest};
+use super::super::suggest::nearest as suggest;
+use super::{Mount, MountKind, NetworkMode, SecurityMode, Sharing};
 
 /// How a `--mount` value is read.
 pub(super) enum Mode<'a> {

@@ -11,8 +11,9 @@ use super::flags::{FlagError, FlagKind, Flags};
 use super::mount::{self, Mode, MountError};
 use super::{
     Add, Arg, ArgDef, Command, Copy, CopyArgs, From, Healthcheck, HeredocFile, Instruction,
-    KEYWORDS, KeyValue, KeyValues, Kind, Location, Onbuild, Run, suggest,
+    KEYWORDS, KeyValue, KeyValues, Kind, Location, Onbuild, Run,
 };
+use crate::dockerfile::suggest::nearest as suggest;
 
 type Result<T> = std::result::Result<T, Error>;
 
