@@ -108,12 +108,11 @@ fn run_check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         build_platform: host.clone(),
         target_platform: args.platform.clone().unwrap_or(host),
     };
-    let report = check::check(&text, &opts);
+    let report = check::check_named(&name, &text, &opts);
     let mut stdout = std::io::stdout().lock();
     match args.format {
         Format::Json => {
             let json = serde_json::json!({
-                "file": name,
                 "valid": report.is_ok(),
                 "report": report,
             });

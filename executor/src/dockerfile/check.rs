@@ -12,6 +12,8 @@ use super::plan::{self, ExpandedStage, Options, Warning};
 /// What `dockerfile check` found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The name the Dockerfile was read under.
+    pub file: String,
     /// The target stage's index, when planning got that far.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<usize>,
@@ -30,13 +32,20 @@ impl Report {
 /// Checks Dockerfile `text` with the given build options.
 #[must_use]
 pub fn check(text: &str, opts: &Options) -> Report {
+    check_named("Dockerfile", text, opts)
+}
+
+/// Like [`check`], for a Dockerfile read under the name `file`.
+#[must_use]
+pub fn check_named(file: &str, text: &str, opts: &Options) -> Report {
     let mut report = Report {
+        file: file.to_string(),
         target: None,
         stages: Vec::new(),
         warnings: Vec::new(),
         errors: Vec::new(),
     };
-    let parsed = match parser::parse(text) {
+    let parsed = match parser::parse_named(file, text) {
         Ok(parsed) => parsed,
         Err(e) => {
             report.errors.push(e);

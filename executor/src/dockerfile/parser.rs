@@ -112,6 +112,9 @@ impl Node {
 /// The result of parsing a whole Dockerfile.
 #[derive(Debug, Clone, Serialize)]
 pub struct Parsed {
+    /// The name the Dockerfile was read under, for messages
+    /// (`file:line:column: ...`).
+    pub file: String,
     pub directives: Vec<Directive>,
     pub escape: char,
     pub nodes: Vec<Node>,
@@ -211,7 +214,14 @@ impl Parsed {
 /// Parses Dockerfile text. Stops at the first syntax error, as BuildKit does;
 /// the typed layer then reports every instruction-level error.
 pub fn parse(text: &str) -> Result<Parsed> {
-    Parser::new(text).run()
+    parse_named("Dockerfile", text)
+}
+
+/// Like [`parse`], for a Dockerfile read under the name `file`.
+pub fn parse_named(file: &str, text: &str) -> Result<Parsed> {
+    let mut parsed = Parser::new(text).run()?;
+    parsed.file = file.to_string();
+    Ok(parsed)
 }
 
 /// Escape state: the character and the continuation rule it implies.
@@ -468,6 +478,7 @@ impl<'a> Parser<'a> {
         }
 
         Ok(Parsed {
+            file: String::new(),
             directives: self.directives.parsed,
             escape: self.directives.escape,
             nodes,
