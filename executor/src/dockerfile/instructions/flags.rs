@@ -164,7 +164,7 @@ fn unknown_flag(keyword: &str, name: &str, accepted: &[(&'static str, FlagKind)]
         hint = format!("did you mean --{close}? {hint}");
     }
     FlagError {
-        message: format!("unknown flag: {name}"),
+        message: format!("unknown flag: --{name}"),
         flag: name.to_string(),
         hint: Some(hint),
     }
@@ -231,7 +231,7 @@ mod tests {
         let e = parse(&["--exclude"]).unwrap_err();
         assert_eq!(e.message, "missing a value on flag: exclude");
         let e = parse(&["--form=a"]).unwrap_err();
-        assert_eq!(e.message, "unknown flag: form");
+        assert_eq!(e.message, "unknown flag: --form");
         assert_eq!(
             e.hint.as_deref(),
             Some("did you mean --from? COPY accepts --exclude, --from, --link")
