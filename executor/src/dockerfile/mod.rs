@@ -11,6 +11,7 @@
 pub mod check;
 pub mod dockerignore;
 pub mod error;
+pub mod gopath;
 pub mod instructions;
 pub mod lint;
 pub mod parser;

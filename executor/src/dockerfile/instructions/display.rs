@@ -4,8 +4,8 @@
 
 use std::fmt::Write as _;
 
+use super::super::gopath;
 use super::super::parser::go_quote;
-use super::mount::clean_path;
 use super::{
     Command, CopyArgs, Healthcheck, Instruction, Kind, Mount, MountKind, Sharing,
     format_go_duration,
@@ -209,7 +209,7 @@ fn mount_spec(m: &Mount) -> String {
     }
     if let Some(id) = &m.id {
         let implied = m.kind == MountKind::Cache
-            && *id == clean_path(m.target.as_deref().unwrap_or_default());
+            && *id == gopath::clean(m.target.as_deref().unwrap_or_default());
         if !implied {
             push("id", id);
         }

@@ -3,6 +3,7 @@
 //! `commands_runsecurity.go` read them, plus the defaults BuildKit's
 //! dispatcher fills in (secret and ssh ids and targets, cache ids).
 
+use super::super::gopath;
 use super::super::shell::ShellError;
 use super::super::suggest::nearest as suggest;
 use super::{Mount, MountKind, NetworkMode, SecurityMode, Sharing};
@@ -353,7 +354,7 @@ fn apply_defaults(m: &mut Mount) {
                 m.sharing = Some(Sharing::Shared);
             }
             if m.id.is_none() {
-                m.id = Some(clean_path(m.target.as_deref().unwrap_or_default()));
+                m.id = Some(gopath::clean(m.target.as_deref().unwrap_or_default()));
             }
         }
         MountKind::Secret => {
@@ -562,34 +563,6 @@ fn csv_fields(s: &str) -> Result<Vec<String>, String> {
             }
             rest = &rest[end + 1..];
         }
-    }
-}
-
-/// Go's `path.Clean`.
-pub(super) fn clean_path(p: &str) -> String {
-    if p.is_empty() {
-        return ".".to_string();
-    }
-    let rooted = p.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for part in p.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|last| *last != "..") {
-                    parts.pop();
-                } else if !rooted {
-                    parts.push("..");
-                }
-            }
-            _ => parts.push(part),
-        }
-    }
-    let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
     }
 }
 
@@ -906,10 +879,6 @@ mod tests {
 
     #[test]
     fn paths() {
-        assert_eq!(clean_path(""), ".");
-        assert_eq!(clean_path("/a/./b/../c/"), "/a/c");
-        assert_eq!(clean_path("a/../../b"), "../b");
-        assert_eq!(clean_path("/.."), "/");
         assert_eq!(base_name("/etc/key.pem"), "key.pem");
         assert_eq!(base_name("/a/b/"), "b");
         assert_eq!(base_name("/"), "/");
