@@ -112,7 +112,13 @@ impl Instruction {
             Kind::Expose(ports) => {
                 let mut expanded = Vec::with_capacity(ports.len());
                 for port in ports.iter() {
-                    expanded.extend(words(port).map_err(|e| x.shell_error(port, &e))?);
+                    for value in words(port).map_err(|e| x.shell_error(port, &e))? {
+                        validate_port(&value).map_err(|reason| {
+                            x.error_at(port, format!("invalid port {value:?} in EXPOSE: {reason}"))
+                                .with_hint("write `EXPOSE <port>[-<port>][/tcp|udp|sctp]`")
+                        })?;
+                        expanded.push(value);
+                    }
                 }
                 *ports = expanded;
             }
@@ -203,15 +209,89 @@ impl Expander<'_> {
     ) -> Result<(), Error> {
         self.optional(&mut args.chown)?;
         self.optional(&mut args.chmod)?;
-        if let Some(checksum) = checksum {
-            self.optional(checksum)?;
-        }
         for source in &mut args.sources {
             *source = self.one(source)?;
+        }
+        if let Some(checksum) = checksum {
+            let written = checksum.clone().unwrap_or_default();
+            self.optional(checksum)?;
+            if let Some(value) = checksum.as_deref() {
+                validate_digest(value).map_err(|reason| {
+                    self.error_at(&written, format!("invalid --checksum {value:?}: {reason}"))
+                        .with_hint("write --checksum=sha256:<64 hex digits>")
+                })?;
+                if let Some(local) = args.sources.iter().find(|s| !is_remote_source(s)) {
+                    return Err(self.error_at(
+                        &written,
+                        format!("--checksum can't be used with the local source {local:?}: only with HTTP(S) or git sources"),
+                    ));
+                }
+            }
         }
         args.dest = self.one(&args.dest)?;
         Ok(())
     }
+}
+
+/// Docker's `nat.ParsePortSpec` rules for an exposed port: `N`, `N-M`, each
+/// optionally followed by `/tcp`, `/udp` or `/sctp` (any case).
+fn validate_port(spec: &str) -> Result<(), String> {
+    let (port, proto) = spec.split_once('/').unwrap_or((spec, "tcp"));
+    if !matches!(proto.to_ascii_lowercase().as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!("unknown protocol {proto:?}: use tcp, udp or sctp"));
+    }
+    // `ip:host:container` forms are for `docker run -p`; Docker keeps the
+    // container port, the last part.
+    let port = port.rsplit(':').next().unwrap_or(port);
+    let number = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("{p:?} is not a port number (0 to 65535)"))
+    };
+    match port.split_once('-') {
+        Some((start, end)) => {
+            let (start, end) = (number(start)?, number(end)?);
+            if start > end {
+                return Err(format!("the range {start}-{end} ends before it starts"));
+            }
+        }
+        None => {
+            number(port)?;
+        }
+    }
+    Ok(())
+}
+
+/// An OCI digest with an algorithm BuildKit can verify.
+fn validate_digest(value: &str) -> Result<(), String> {
+    let Some((algorithm, encoded)) = value.split_once(':') else {
+        return Err("expected <algorithm>:<hex digest>".to_string());
+    };
+    let length = match algorithm {
+        "sha256" => 64,
+        "sha384" => 96,
+        "sha512" => 128,
+        other => return Err(format!("unsupported digest algorithm {other:?}")),
+    };
+    if encoded.len() != length
+        || !encoded
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(format!(
+            "a {algorithm} digest is {length} lowercase hex digits"
+        ));
+    }
+    Ok(())
+}
+
+/// ADD sources fetched from the network rather than the context.
+fn is_remote_source(source: &str) -> bool {
+    let lower = source.to_ascii_lowercase();
+    lower.starts_with("http://")
+        || lower.starts_with("https://")
+        || lower.starts_with("git@")
+        || lower.starts_with("git://")
+        || lower.starts_with("ssh://")
 }
 
 #[cfg(test)]
@@ -303,14 +383,44 @@ mod tests {
 
     #[test]
     fn add_checksum() {
+        let sum = format!("sha256:{}", "ab".repeat(32));
         let i = expanded(
             "FROM a\nADD --checksum=$SUM https://x/$F /",
-            &[("SUM", "sha256:abc"), ("F", "f.tgz")],
+            &[("SUM", &sum), ("F", "f.tgz")],
         )
         .unwrap();
         let Kind::Add(add) = i.kind else { panic!() };
-        assert_eq!(add.checksum.as_deref(), Some("sha256:abc"));
+        assert_eq!(add.checksum.as_deref(), Some(sum.as_str()));
         assert_eq!(add.args.sources, ["https://x/f.tgz"]);
+
+        let e = expanded("FROM a\nADD --checksum=sha256:abc https://x/f /", &[]).unwrap_err();
+        assert!(e.message.contains("64 lowercase hex digits"), "{e}");
+        assert_eq!(e.position, Position::new(2, 16));
+        let e = expanded("FROM a\nADD --checksum=md5:abc https://x/f /", &[]).unwrap_err();
+        assert!(e.message.contains("unsupported digest algorithm"), "{e}");
+        let e = expanded(&format!("FROM a\nADD --checksum={sum} local.tgz /"), &[]).unwrap_err();
+        assert!(e.message.contains("local source \"local.tgz\""), "{e}");
+    }
+
+    #[test]
+    fn expose_ports_are_validated_after_expansion() {
+        assert!(
+            expanded(
+                "FROM a\nEXPOSE 80 443/UDP 8000-8010/sctp $P",
+                &[("P", "53/udp")]
+            )
+            .is_ok()
+        );
+        for (bad, reason) in [
+            ("80/tcpx", "unknown protocol"),
+            ("http", "not a port number"),
+            ("70000", "not a port number"),
+            ("90-80", "ends before it starts"),
+        ] {
+            let e = expanded(&format!("FROM a\nEXPOSE 22 {bad}"), &[]).unwrap_err();
+            assert!(e.message.contains(reason), "{bad}: {e}");
+            assert_eq!(e.position, Position::new(2, 11), "{bad}");
+        }
     }
 
     #[test]
