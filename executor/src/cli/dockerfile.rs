@@ -171,12 +171,11 @@ fn render_text(report: &Report) -> String {
         if !deps.is_empty() {
             notes.push(format!("needs {}", deps.join(", ")));
         }
-        let _ = write!(
-            out,
-            "stage {} {}: from {base}",
-            stage.index,
-            label(stage.index)
-        );
+        let _ = write!(out, "stage {}", stage.index);
+        if let Some(name) = &stage.name {
+            let _ = write!(out, " {name}");
+        }
+        let _ = write!(out, ": from {base}");
         if !notes.is_empty() {
             let _ = write!(out, " ({})", notes.join("; "));
         }
