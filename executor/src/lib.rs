@@ -1,5 +1,6 @@
 //! The `executor` engine: everything the `executor` binary does, as a
 //! library. See `shared/ARCHITECTURE.md` for the module map.
 
+pub mod build;
 pub mod dockerfile;
 pub mod platform;

@@ -1,0 +1,5 @@
+//! The build engine: stages, instruction executors, cache use, outputs. It
+//! drives the Dockerfile plan instruction by instruction; it never parses
+//! text itself.
+
+pub mod config;
