@@ -1,0 +1,297 @@
+//! The end-to-end test harness: each test gets its own temp dir, its own
+//! registry server on a free 127.0.0.1 port (the Debian package
+//! `docker-registry`, in three variants: anonymous, htpasswd basic auth, and
+//! TLS with a certificate made for the test) and base images made from
+//! Debian packages, never pulled from a public registry.
+//!
+//! Base images are built once per test run and reused: the busybox image is
+//! an OCI layout made with `umoci` from `/bin/busybox` (package
+//! `busybox-static`) and copied to a test's registry with `skopeo`.
+
+use std::fmt::Write as _;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// How a test registry authenticates and serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryKind {
+    /// Plain HTTP, no auth.
+    Anonymous,
+    /// Plain HTTP with htpasswd basic auth ([`USER`] / [`PASSWORD`]).
+    Basic,
+    /// HTTPS with a certificate for 127.0.0.1 made for this registry, no auth.
+    Tls,
+}
+
+pub const USER: &str = "executor";
+pub const PASSWORD: &str = "s3cret-pass";
+
+/// A running `docker-registry`, stopped when dropped.
+pub struct Registry {
+    pub kind: RegistryKind,
+    /// `127.0.0.1:PORT`.
+    pub host: String,
+    /// The CA certificate (PEM) a client must trust, for [`RegistryKind::Tls`].
+    pub ca_cert: Option<PathBuf>,
+    /// A directory with `ca.crt` in the layout `skopeo --cert-dir` wants.
+    pub cert_dir: Option<PathBuf>,
+    child: Child,
+    dir: TempDir,
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+#[must_use]
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd:?}: {e} (is it installed? .ci/run installs it)")
+    });
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Registry {
+    /// Starts a registry and waits until it answers.
+    #[must_use]
+    pub fn start(kind: RegistryKind) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("executor-registry-")
+            .tempdir()
+            .expect("a temp dir");
+        let port = free_port();
+        let host = format!("127.0.0.1:{port}");
+        let storage = dir.path().join("storage");
+        std::fs::create_dir_all(&storage).expect("registry storage dir");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
+            storage.display()
+        );
+        let (mut ca_cert, mut cert_dir) = (None, None);
+        match kind {
+            RegistryKind::Anonymous => {}
+            RegistryKind::Basic => {
+                let line = run(Command::new("htpasswd").args(["-Bbn", USER, PASSWORD]));
+                let file = dir.path().join("htpasswd");
+                std::fs::write(&file, line.trim()).expect("htpasswd file");
+                let _ = write!(
+                    config,
+                    "auth:\n  htpasswd:\n    realm: executor-tests\n    path: {}\n",
+                    file.display()
+                );
+            }
+            RegistryKind::Tls => {
+                let cert = rcgen::generate_simple_self_signed(vec![
+                    "127.0.0.1".to_string(),
+                    "localhost".to_string(),
+                ])
+                .expect("a self-signed certificate");
+                let cert_file = dir.path().join("registry.crt");
+                let key_file = dir.path().join("registry.key");
+                std::fs::write(&cert_file, cert.cert.pem()).expect("cert file");
+                std::fs::write(&key_file, cert.signing_key.serialize_pem()).expect("key file");
+                let _ = write!(
+                    config,
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    cert_file.display(),
+                    key_file.display()
+                );
+                let certs = dir.path().join("certs.d");
+                std::fs::create_dir_all(&certs).expect("cert dir");
+                std::fs::copy(&cert_file, certs.join("ca.crt")).expect("ca.crt");
+                ca_cert = Some(cert_file);
+                cert_dir = Some(certs);
+            }
+        }
+        let config_file = dir.path().join("config.yml");
+        std::fs::write(&config_file, config).expect("registry config");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("registry log");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_file)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect(
+                "docker-registry starts (the Debian package docker-registry; .ci/run installs it)",
+            );
+        let registry = Self {
+            kind,
+            host,
+            ca_cert,
+            cert_dir,
+            child,
+            dir,
+        };
+        registry.wait_ready();
+        registry
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if TcpStream::connect(&self.host).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "docker-registry did not listen on {} within 30 s; its log:\n{}",
+            self.host,
+            self.log()
+        );
+    }
+
+    /// The registry's own log, access log included.
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// `HOST:PORT/repo:tag` on this registry.
+    #[must_use]
+    pub fn reference(&self, repo_and_tag: &str) -> String {
+        format!("{}/{repo_and_tag}", self.host)
+    }
+
+    /// skopeo's options to talk to this registry as a destination
+    /// (`--dest-...`) or source (`--src-...`), or with none for `inspect`.
+    #[must_use]
+    pub fn skopeo_args(&self, prefix: &str) -> Vec<String> {
+        let mut args = Vec::new();
+        match self.kind {
+            RegistryKind::Tls => {
+                let dir = self
+                    .cert_dir
+                    .as_ref()
+                    .expect("a TLS registry has a cert dir");
+                args.push(format!("--{prefix}cert-dir={}", dir.display()));
+            }
+            _ => args.push(format!("--{prefix}tls-verify=false")),
+        }
+        if self.kind == RegistryKind::Basic {
+            args.push(format!("--{prefix}creds={USER}:{PASSWORD}"));
+        }
+        args
+    }
+
+    /// The image config of `reference`, as `skopeo inspect --config` gives it.
+    #[must_use]
+    pub fn inspect_config(&self, reference: &str) -> serde_json::Value {
+        let mut cmd = Command::new("skopeo");
+        cmd.arg("inspect")
+            .arg("--config")
+            .args(self.skopeo_args(""));
+        cmd.arg(format!("docker://{reference}"));
+        serde_json::from_str(&run(&mut cmd)).expect("skopeo prints JSON")
+    }
+
+    /// Pushes the busybox base image here as `busybox:latest`; returns its
+    /// reference.
+    #[must_use]
+    pub fn push_busybox(&self) -> String {
+        let layout = busybox_layout();
+        let reference = self.reference("busybox:latest");
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--quiet"])
+            .args(self.skopeo_args("dest-"));
+        cmd.arg(format!("oci:{}:latest", layout.display()));
+        cmd.arg(format!("docker://{reference}"));
+        run(&mut cmd);
+        reference
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where fixtures built once per run live: under the workspace's `target/`.
+fn fixtures_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-fixtures");
+    std::fs::create_dir_all(&dir).expect("fixtures dir");
+    dir
+}
+
+/// An OCI layout holding `busybox:latest`: `/bin/busybox` from the
+/// `busybox-static` package with its applets linked in `/bin`, `/etc/passwd`
+/// and `/etc/group` with root and nobody, `/tmp`. Built once per test run.
+#[must_use]
+pub fn busybox_layout() -> PathBuf {
+    static LAYOUT: OnceLock<PathBuf> = OnceLock::new();
+    LAYOUT
+        .get_or_init(|| {
+            let fixtures = fixtures_dir();
+            let done = fixtures.join("busybox-oci");
+            if done.join("index.json").is_file() {
+                return done;
+            }
+            // Built under a private name, then renamed into place: test
+            // binaries running at once never see a half-made layout.
+            let layout = fixtures.join(format!("busybox-oci.{}.tmp", std::process::id()));
+            let _ = std::fs::remove_dir_all(&layout);
+            let work = tempfile::Builder::new()
+                .prefix("executor-busybox-")
+                .tempdir()
+                .expect("a temp dir");
+            let bundle = work.path().join("bundle");
+            run(Command::new("umoci").args(["init", "--layout"]).arg(&layout));
+            run(Command::new("umoci")
+                .args(["new", "--image"])
+                .arg(format!("{}:latest", layout.display())));
+            run(Command::new("umoci")
+                .args(["unpack", "--rootless", "--image"])
+                .arg(format!("{}:latest", layout.display()))
+                .arg(&bundle));
+            let rootfs = bundle.join("rootfs");
+            for dir in ["bin", "etc", "tmp", "root", "home"] {
+                std::fs::create_dir_all(rootfs.join(dir)).expect("rootfs dir");
+            }
+            std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+                .expect("/bin/busybox (the Debian package busybox-static; .ci/run installs it)");
+            let applets = run(Command::new("/bin/busybox").arg("--list"));
+            for applet in applets.lines().filter(|a| !a.is_empty() && *a != "busybox") {
+                let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
+            }
+            std::fs::write(
+                rootfs.join("etc/passwd"),
+                "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+            )
+            .expect("passwd");
+            std::fs::write(rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")
+                .expect("group");
+            run(Command::new("umoci")
+                .args(["repack", "--image"])
+                .arg(format!("{}:latest", layout.display()))
+                .arg(&bundle));
+            run(Command::new("umoci")
+                .args(["config", "--image"])
+                .arg(format!("{}:latest", layout.display()))
+                .args(["--config.cmd", "/bin/sh", "--config.env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]));
+            if std::fs::rename(&layout, &done).is_err() {
+                // Another test binary finished first: use its copy.
+                let _ = std::fs::remove_dir_all(&layout);
+            }
+            done
+        })
+        .clone()
+}
