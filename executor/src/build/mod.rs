@@ -3,3 +3,4 @@
 //! text itself.
 
 pub mod config;
+pub mod copy;

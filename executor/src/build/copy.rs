@@ -1,0 +1,629 @@
+//! COPY and ADD placement: Docker's rules for where each source lands
+//! (destination directory or file, trailing slash, WORKDIR-relative
+//! destinations, `--parents`), with `--chown` and `--chmod` applied, written
+//! into a staging directory that holds exactly the new layer's content.
+//!
+//! The staging tree mirrors the image's paths: every file and directory the
+//! copy creates, plus the parents of the destination with the metadata they
+//! already have in the image (so the layer does not change them). Sources
+//! are files on this machine: a prepared context, or another stage's or
+//! image's root filesystem. Symlinks inside copied directories stay symlinks;
+//! a top-level source that is a symlink is followed, as BuildKit does,
+//! but only within `source_root`.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, UTIME_OMIT};
+
+use crate::dockerfile::gopath;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error(
+        "when using {instruction} with more than one source file, the destination must be a directory and end with a /"
+    )]
+    NotADirectory { instruction: &'static str },
+    #[error("cannot copy {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("source {} leaves its root through a symlink", path.display())]
+    Escape { path: PathBuf },
+    #[error("cannot copy a directory onto the file {dest} of the image")]
+    DirOntoFile { dest: String },
+}
+
+type Result<T> = std::result::Result<T, CopyError>;
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CopyError + '_ {
+    move |source| CopyError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One selected source.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The file on this machine.
+    pub path: PathBuf,
+    /// Its path relative to its root (context or other filesystem), for
+    /// `--parents`.
+    pub rel: String,
+}
+
+/// How a copy writes what it copies.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// "COPY" or "ADD", for messages.
+    pub instruction: &'static str,
+    /// `--chown`, resolved to numbers.
+    pub chown: Option<(u32, u32)>,
+    /// `--chmod`.
+    pub chmod: Option<u32>,
+    /// `--parents`: keep each source's directories below its root.
+    pub parents: bool,
+    /// The stage's WORKDIR, for relative destinations.
+    pub workdir: String,
+    /// Files copied from the build context belong to root unless `--chown`;
+    /// from a stage or image they keep their owners.
+    pub from_context: bool,
+}
+
+/// The absolute destination path in the image, and whether the user wrote it
+/// as a directory (trailing `/`, or `.`).
+#[must_use]
+pub fn destination(dest: &str, workdir: &str) -> (String, bool) {
+    let as_dir = dest.ends_with('/') || dest == "." || dest.ends_with("/.");
+    let absolute = if dest.starts_with('/') {
+        gopath::clean(dest)
+    } else {
+        let base = if workdir.is_empty() { "/" } else { workdir };
+        gopath::clean(&format!("{base}/{dest}"))
+    };
+    (absolute, as_dir)
+}
+
+/// Joins an absolute image path under a root directory on this machine.
+#[must_use]
+pub fn under(root: &Path, image_path: &str) -> PathBuf {
+    let mut out = root.to_path_buf();
+    for part in Path::new(image_path).components() {
+        if let Component::Normal(p) = part {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Resolves `image_path` inside `root`, following symlinks as if `root` were
+/// `/` (absolute targets are rooted, `..` stops at the root). Returns the
+/// path on this machine of the final entry, not following a final symlink
+/// unless `follow_last`.
+#[must_use]
+pub fn resolve_in_root(root: &Path, image_path: &str, follow_last: bool) -> PathBuf {
+    let mut parts: Vec<String> = Vec::new();
+    let mut todo: Vec<String> = image_path
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .rev()
+        .map(str::to_string)
+        .collect();
+    let mut hops = 0;
+    while let Some(part) = todo.pop() {
+        match part.as_str() {
+            "." => continue,
+            ".." => {
+                parts.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let candidate = under(root, &format!("/{}/{part}", parts.join("/")));
+        let last = todo.is_empty();
+        if (!last || follow_last) && hops < 255 {
+            if let Ok(target) = fs::read_link(&candidate) {
+                hops += 1;
+                let target = target.to_string_lossy().into_owned();
+                if target.starts_with('/') {
+                    parts.clear();
+                }
+                todo.extend(
+                    target
+                        .split('/')
+                        .filter(|p| !p.is_empty())
+                        .rev()
+                        .map(str::to_string),
+                );
+                continue;
+            }
+        }
+        parts.push(part);
+    }
+    under(root, &format!("/{}", parts.join("/")))
+}
+
+/// Copies `sources` to `dest` as COPY/ADD does, writing the new content into
+/// `staging` (the layer) while reading what the image already has from
+/// `rootfs`. Returns the image paths written.
+pub fn copy(
+    sources: &[Source],
+    dest: &str,
+    rootfs: &Path,
+    staging: &Path,
+    opts: &Options,
+) -> Result<Vec<String>> {
+    let (dest_path, written_as_dir) = destination(dest, &opts.workdir);
+    let dest_is_existing_dir = resolve_in_root(rootfs, &dest_path, true).is_dir();
+    let source_is_dir: Vec<bool> = sources.iter().map(|s| s.path.is_dir()).collect();
+    let into_dir = written_as_dir
+        || dest_is_existing_dir
+        || opts.parents
+        || source_is_dir.first().copied().unwrap_or(false) && sources.len() == 1;
+    if sources.len() > 1 && !written_as_dir && !dest_is_existing_dir {
+        return Err(CopyError::NotADirectory {
+            instruction: opts.instruction,
+        });
+    }
+    let mut written = Vec::new();
+    let mut copier = Copier {
+        rootfs,
+        staging,
+        opts,
+        written: &mut written,
+    };
+    for (source, &is_dir) in sources.iter().zip(&source_is_dir) {
+        let rel_parent = if opts.parents {
+            Path::new(&source.rel)
+                .parent()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        if is_dir {
+            // A directory's contents go into the destination (its own name
+            // only with --parents).
+            let target = if opts.parents {
+                gopath::clean(&format!("{dest_path}/{}", source.rel))
+            } else {
+                dest_path.clone()
+            };
+            copier.ensure_dir(&target, true)?;
+            copier.copy_tree(&source.path, &target)?;
+        } else {
+            let name = source
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let target = if into_dir {
+                gopath::clean(&format!("{dest_path}/{rel_parent}/{name}"))
+            } else {
+                dest_path.clone()
+            };
+            let parent = Path::new(&target)
+                .parent()
+                .map_or_else(|| "/".to_string(), |p| p.to_string_lossy().into_owned());
+            copier.ensure_dir(&parent, into_dir)?;
+            let meta = fs::metadata(&source.path).map_err(io_err(&source.path))?;
+            copier.copy_entry(&source.path, &target, &meta, true)?;
+        }
+    }
+    Ok(written)
+}
+
+struct Copier<'a> {
+    rootfs: &'a Path,
+    staging: &'a Path,
+    opts: &'a Options,
+    written: &'a mut Vec<String>,
+}
+
+impl Copier<'_> {
+    /// Makes sure directory `image_dir` exists in the staging tree: existing
+    /// image directories are recreated with their metadata; missing ones are
+    /// created (0755, owned by root, or by `--chown` when `chown_created`
+    /// and it is the destination itself).
+    fn ensure_dir(&mut self, image_dir: &str, chown_created: bool) -> Result<()> {
+        let mut current = String::new();
+        let parts: Vec<&str> = image_dir.split('/').filter(|p| !p.is_empty()).collect();
+        for (i, part) in parts.iter().enumerate() {
+            current.push('/');
+            current.push_str(part);
+            let staged = under(self.staging, &current);
+            if staged.is_dir() {
+                continue;
+            }
+            let existing = resolve_in_root(self.rootfs, &current, true);
+            fs::create_dir_all(&staged).map_err(io_err(&staged))?;
+            match fs::metadata(&existing) {
+                Ok(meta) if meta.is_dir() => set_metadata(&staged, &meta, None, None)?,
+                Ok(_) => {
+                    return Err(CopyError::DirOntoFile {
+                        dest: current.clone(),
+                    });
+                }
+                Err(_) => {
+                    let is_dest = i + 1 == parts.len();
+                    let owner = if is_dest && chown_created {
+                        self.opts.chown
+                    } else {
+                        None
+                    };
+                    let (uid, gid) = owner.unwrap_or((0, 0));
+                    fs::set_permissions(&staged, fs::Permissions::from_mode(0o755))
+                        .map_err(io_err(&staged))?;
+                    std::os::unix::fs::lchown(&staged, Some(uid), Some(gid))
+                        .map_err(io_err(&staged))?;
+                    self.written.push(current.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn copy_tree(&mut self, dir: &Path, image_dir: &str) -> Result<()> {
+        let mut entries: Vec<_> = fs::read_dir(dir)
+            .map_err(io_err(dir))?
+            .collect::<io::Result<_>>()
+            .map_err(io_err(dir))?;
+        entries.sort_by_key(fs::DirEntry::file_name);
+        for entry in entries {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let target = gopath::clean(&format!("{image_dir}/{name}"));
+            let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
+            self.copy_entry(&path, &target, &meta, false)?;
+            if meta.is_dir() {
+                self.copy_tree(&path, &target)?;
+            }
+        }
+        // Directory times last: writing into them changed them.
+        let meta = fs::symlink_metadata(dir).map_err(io_err(dir))?;
+        let staged = under(self.staging, image_dir);
+        set_times(&staged, &meta)?;
+        Ok(())
+    }
+
+    /// Copies one entry (file, symlink, directory shell, device) to
+    /// `image_path` in the staging tree.
+    fn copy_entry(
+        &mut self,
+        source: &Path,
+        image_path: &str,
+        meta: &fs::Metadata,
+        top_level: bool,
+    ) -> Result<()> {
+        let staged = under(self.staging, image_path);
+        if let Ok(old) = fs::symlink_metadata(&staged) {
+            if old.is_dir() && !meta.is_dir() {
+                fs::remove_dir_all(&staged).map_err(io_err(&staged))?;
+            } else if !old.is_dir() {
+                fs::remove_file(&staged).map_err(io_err(&staged))?;
+            }
+        }
+        let file_type = meta.file_type();
+        if file_type.is_symlink() && !top_level {
+            let target = fs::read_link(source).map_err(io_err(source))?;
+            std::os::unix::fs::symlink(&target, &staged).map_err(io_err(&staged))?;
+        } else if file_type.is_dir() {
+            fs::create_dir_all(&staged).map_err(io_err(&staged))?;
+        } else if file_type.is_file() || (file_type.is_symlink() && top_level) {
+            fs::copy(source, &staged).map_err(io_err(source))?;
+        } else {
+            // Sockets, fifos and devices are not copied from a context; from
+            // another filesystem they are rare: skip with a note.
+            tracing::debug!(path = %source.display(), "skipping special file");
+            return Ok(());
+        }
+        let owner = match (self.opts.chown, self.opts.from_context) {
+            (Some(owner), _) => Some(owner),
+            (None, true) => Some((0, 0)),
+            (None, false) => None,
+        };
+        set_metadata(&staged, meta, owner, self.opts.chmod)?;
+        self.written.push(image_path.to_string());
+        Ok(())
+    }
+}
+
+/// Copies owner, mode and times from `meta` onto `path` (not following a
+/// symlink at `path`), with optional overrides.
+fn set_metadata(
+    path: &Path,
+    meta: &fs::Metadata,
+    owner: Option<(u32, u32)>,
+    chmod: Option<u32>,
+) -> Result<()> {
+    let (uid, gid) = owner.unwrap_or((meta.uid(), meta.gid()));
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io_err(path))?;
+    let is_link = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        let mode = chmod.unwrap_or(meta.mode() & 0o7777);
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err(path))?;
+    }
+    set_times(path, meta)
+}
+
+fn set_times(path: &Path, meta: &fs::Metadata) -> Result<()> {
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_OMIT,
+        },
+        last_modification: Timespec {
+            tv_sec: meta.mtime(),
+            tv_nsec: meta.mtime_nsec(),
+        },
+    };
+    rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| io_err(path)(e.into()))
+}
+
+/// Parses `--chmod`: octal (`0755`, `755`).
+pub fn parse_chmod(value: &str) -> std::result::Result<u32, String> {
+    u32::from_str_radix(value, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("invalid --chmod {value:?}: expected an octal mode such as 0755"))
+}
+
+/// Resolves `--chown` (`user[:group]`, names or numbers) with the image's
+/// `/etc/passwd` and `/etc/group`. A user without a group uses the user's
+/// numeric id as the group, as Docker does.
+pub fn resolve_chown(value: &str, rootfs: &Path) -> std::result::Result<(u32, u32), String> {
+    let (user, group) = match value.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (value, None),
+    };
+    let read = |file: &str| fs::read_to_string(resolve_in_root(rootfs, file, true)).ok();
+    let lookup = |db: Option<String>, name: &str, what: &str| -> std::result::Result<u32, String> {
+        if let Ok(n) = name.parse::<u32>() {
+            return Ok(n);
+        }
+        let db = db.ok_or_else(|| {
+            format!(
+                "unable to find {what} {name:?}: the image has no /etc/{}",
+                if what == "user" { "passwd" } else { "group" }
+            )
+        })?;
+        db.lines()
+            .filter_map(|l| {
+                let mut f = l.split(':');
+                Some((f.next()?, f.nth(1)?))
+            })
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, id)| id.parse().ok())
+            .ok_or_else(|| format!("unable to find {what} {name:?} in the image"))
+    };
+    if user.is_empty() {
+        return Err(format!("invalid --chown {value:?}: no user"));
+    }
+    let uid = lookup(read("/etc/passwd"), user, "user")?;
+    let gid = match group {
+        Some(g) if !g.is_empty() => lookup(read("/etc/group"), g, "group")?,
+        _ => uid,
+    };
+    Ok((uid, gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        context: PathBuf,
+        rootfs: PathBuf,
+        staging: PathBuf,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let context = dir.path().join("context");
+        let rootfs = dir.path().join("rootfs");
+        let staging = dir.path().join("staging");
+        for d in [&context, &rootfs, &staging] {
+            fs::create_dir_all(d).unwrap();
+        }
+        fs::write(context.join("a.txt"), "a").unwrap();
+        fs::create_dir_all(context.join("dir/sub")).unwrap();
+        fs::write(context.join("dir/sub/b.txt"), "b").unwrap();
+        std::os::unix::fs::symlink("sub/b.txt", context.join("dir/link")).unwrap();
+        fs::create_dir_all(rootfs.join("existing")).unwrap();
+        fs::create_dir_all(rootfs.join("etc")).unwrap();
+        fs::write(
+            rootfs.join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        fs::write(rootfs.join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        std::os::unix::fs::symlink("/existing", rootfs.join("via-link")).unwrap();
+        Fixture {
+            _dir: dir,
+            context,
+            rootfs,
+            staging,
+        }
+    }
+
+    fn src(f: &Fixture, rel: &str) -> Source {
+        Source {
+            path: f.context.join(rel),
+            rel: rel.to_string(),
+        }
+    }
+
+    fn opts() -> Options {
+        Options {
+            instruction: "COPY",
+            workdir: "/".to_string(),
+            from_context: true,
+            ..Options::default()
+        }
+    }
+
+    #[test]
+    fn file_to_file_and_into_dirs() {
+        let f = fixture();
+        copy(
+            &[src(&f, "a.txt")],
+            "/new/name",
+            &f.rootfs,
+            &f.staging,
+            &opts(),
+        )
+        .unwrap();
+        assert_eq!(fs::read_to_string(f.staging.join("new/name")).unwrap(), "a");
+        copy(
+            &[src(&f, "a.txt")],
+            "/existing",
+            &f.rootfs,
+            &f.staging,
+            &opts(),
+        )
+        .unwrap();
+        assert!(f.staging.join("existing/a.txt").is_file());
+        copy(
+            &[src(&f, "a.txt")],
+            "/made/",
+            &f.rootfs,
+            &f.staging,
+            &opts(),
+        )
+        .unwrap();
+        assert!(f.staging.join("made/a.txt").is_file());
+        // A symlinked directory in the image is followed inside the root.
+        copy(
+            &[src(&f, "a.txt")],
+            "/via-link",
+            &f.rootfs,
+            &f.staging,
+            &opts(),
+        )
+        .unwrap();
+        assert!(f.staging.join("via-link/a.txt").is_file());
+    }
+
+    #[test]
+    fn directory_contents_and_symlinks() {
+        let f = fixture();
+        let written = copy(&[src(&f, "dir")], "/app", &f.rootfs, &f.staging, &opts()).unwrap();
+        assert!(f.staging.join("app/sub/b.txt").is_file());
+        assert!(!f.staging.join("app/dir").exists());
+        let link = fs::read_link(f.staging.join("app/link")).unwrap();
+        assert_eq!(link, Path::new("sub/b.txt"));
+        assert!(
+            written.contains(&"/app/sub/b.txt".to_string()),
+            "{written:?}"
+        );
+    }
+
+    #[test]
+    fn relative_destination_uses_workdir() {
+        let f = fixture();
+        let o = Options {
+            workdir: "/srv/app".to_string(),
+            ..opts()
+        };
+        copy(&[src(&f, "a.txt")], ".", &f.rootfs, &f.staging, &o).unwrap();
+        assert!(f.staging.join("srv/app/a.txt").is_file());
+    }
+
+    #[test]
+    fn several_sources_need_a_directory() {
+        let f = fixture();
+        let err = copy(
+            &[src(&f, "a.txt"), src(&f, "dir/sub/b.txt")],
+            "/file",
+            &f.rootfs,
+            &f.staging,
+            &opts(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("must be a directory and end with a /"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn parents_keep_directories() {
+        let f = fixture();
+        let o = Options {
+            parents: true,
+            ..opts()
+        };
+        copy(
+            &[src(&f, "dir/sub/b.txt")],
+            "/out/",
+            &f.rootfs,
+            &f.staging,
+            &o,
+        )
+        .unwrap();
+        assert!(f.staging.join("out/dir/sub/b.txt").is_file());
+    }
+
+    #[test]
+    fn chown_and_chmod() {
+        let f = fixture();
+        let owner = resolve_chown("app:staff", &f.rootfs).unwrap();
+        assert_eq!(owner, (1000, 50));
+        assert_eq!(resolve_chown("app", &f.rootfs).unwrap(), (1000, 1000));
+        assert_eq!(resolve_chown("7:8", &f.rootfs).unwrap(), (7, 8));
+        assert!(
+            resolve_chown("ghost", &f.rootfs)
+                .unwrap_err()
+                .contains("\"ghost\"")
+        );
+        let o = Options {
+            chown: Some(owner),
+            chmod: Some(parse_chmod("0640").unwrap()),
+            ..opts()
+        };
+        copy(&[src(&f, "a.txt")], "/x/", &f.rootfs, &f.staging, &o).unwrap();
+        let meta = fs::metadata(f.staging.join("x/a.txt")).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+            (1000, 50, 0o640)
+        );
+        // The created destination directory belongs to the --chown user too.
+        let meta = fs::metadata(f.staging.join("x")).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (1000, 50));
+        assert!(parse_chmod("999").is_err());
+    }
+
+    #[test]
+    fn existing_parents_keep_their_metadata() {
+        let f = fixture();
+        fs::set_permissions(f.rootfs.join("existing"), fs::Permissions::from_mode(0o700)).unwrap();
+        copy(
+            &[src(&f, "a.txt")],
+            "/existing/a",
+            &f.rootfs,
+            &f.staging,
+            &opts(),
+        )
+        .unwrap();
+        let meta = fs::metadata(f.staging.join("existing")).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o700);
+    }
+
+    #[test]
+    fn resolve_in_root_stays_inside() {
+        let f = fixture();
+        std::os::unix::fs::symlink("../../../../etc", f.rootfs.join("up")).unwrap();
+        let p = resolve_in_root(&f.rootfs, "/up/passwd", true);
+        assert_eq!(p, f.rootfs.join("etc/passwd"));
+        let p = resolve_in_root(&f.rootfs, "/../../etc/group", true);
+        assert_eq!(p, f.rootfs.join("etc/group"));
+    }
+}
