@@ -2,5 +2,6 @@
 //! library. See `shared/ARCHITECTURE.md` for the module map.
 
 pub mod build;
+pub mod context;
 pub mod dockerfile;
 pub mod platform;
