@@ -295,3 +295,34 @@ pub fn busybox_layout() -> PathBuf {
         })
         .clone()
 }
+
+/// The `executor` binary of this workspace, built once per test run (a
+/// plain `cargo build -p executor`, which is a no-op when `cargo test
+/// --workspace` already built it).
+#[must_use]
+pub fn executor_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // Test binaries live in `<target>/<profile>/deps/`.
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test binary is in <target>/<profile>/deps");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let target_dir = profile_dir.parent().expect("a target dir");
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "executor", "--bin", "executor"])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        run(&mut cmd);
+        let bin = profile_dir.join("executor");
+        assert!(bin.is_file(), "{} was not built", bin.display());
+        bin
+    })
+    .clone()
+}

@@ -55,6 +55,21 @@ pub struct Source {
     /// Its path relative to its root (context or other filesystem), for
     /// `--parents`.
     pub rel: String,
+    /// For a directory from the build context: what is below it, already
+    /// filtered by `.dockerignore` and `--exclude`, parents before children.
+    /// `None` copies everything below it.
+    pub entries: Option<Vec<TreeEntry>>,
+}
+
+/// A path below a source directory.
+#[derive(Debug, Clone)]
+pub struct TreeEntry {
+    /// Relative to the source directory, `/`-separated.
+    pub sub: String,
+    /// Where to read it.
+    pub abs: PathBuf,
+    /// Not following symlinks.
+    pub metadata: fs::Metadata,
 }
 
 /// How a copy writes what it copies.
@@ -195,7 +210,10 @@ pub fn copy(
                 dest_path.clone()
             };
             copier.ensure_dir(&target, true)?;
-            copier.copy_tree(&source.path, &target)?;
+            match &source.entries {
+                Some(entries) => copier.copy_listed(&source.path, entries, &target)?,
+                None => copier.copy_tree(&source.path, &target)?,
+            }
         } else {
             let name = source
                 .path
@@ -289,6 +307,30 @@ impl Copier<'_> {
         let staged = under(self.staging, image_dir);
         set_times(&staged, &meta)?;
         Ok(())
+    }
+
+    /// Copies the listed entries of directory `dir` below `image_dir`.
+    fn copy_listed(&mut self, dir: &Path, entries: &[TreeEntry], image_dir: &str) -> Result<()> {
+        let mut dirs = Vec::new();
+        for entry in entries {
+            let target = gopath::clean(&format!("{image_dir}/{}", entry.sub));
+            if let Some(parent) = Path::new(&target).parent() {
+                let parent = parent.to_string_lossy();
+                if !under(self.staging, &parent).is_dir() {
+                    self.ensure_dir(&parent, true)?;
+                }
+            }
+            self.copy_entry(&entry.abs, &target, &entry.metadata, false)?;
+            if entry.metadata.is_dir() {
+                dirs.push((target, entry.metadata.clone()));
+            }
+        }
+        // Directory times last, deepest first: writing into them changed them.
+        for (target, meta) in dirs.iter().rev() {
+            set_times(&under(self.staging, target), meta)?;
+        }
+        let meta = fs::symlink_metadata(dir).map_err(io_err(dir))?;
+        set_times(&under(self.staging, image_dir), &meta)
     }
 
     /// Copies one entry (file, symlink, directory shell, device) to
@@ -457,6 +499,7 @@ mod tests {
         Source {
             path: f.context.join(rel),
             rel: rel.to_string(),
+            entries: None,
         }
     }
 
@@ -522,6 +565,34 @@ mod tests {
         assert!(
             written.contains(&"/app/sub/b.txt".to_string()),
             "{written:?}"
+        );
+    }
+
+    #[test]
+    fn listed_entries_limit_what_a_directory_copies() {
+        let f = fixture();
+        let keep = f.context.join("dir/sub");
+        let entries = vec![
+            TreeEntry {
+                sub: "sub".to_string(),
+                abs: keep.clone(),
+                metadata: fs::symlink_metadata(&keep).unwrap(),
+            },
+            TreeEntry {
+                sub: "sub/b.txt".to_string(),
+                abs: keep.join("b.txt"),
+                metadata: fs::symlink_metadata(keep.join("b.txt")).unwrap(),
+            },
+        ];
+        let source = Source {
+            entries: Some(entries),
+            ..src(&f, "dir")
+        };
+        copy(&[source], "/app", &f.rootfs, &f.staging, &opts()).unwrap();
+        assert!(f.staging.join("app/sub/b.txt").is_file());
+        assert!(
+            !f.staging.join("app/link").exists(),
+            "unlisted entries are not copied"
         );
     }
 

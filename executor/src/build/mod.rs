@@ -4,3 +4,6 @@
 
 pub mod config;
 pub mod copy;
+pub mod settings;
+
+pub use settings::Settings;

@@ -1,0 +1,47 @@
+//! What one `executor build` is asked to do, resolved from flags and the
+//! environment by the command layer.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::platform::Platform;
+
+#[derive(Debug, Clone)]
+#[allow(clippy::struct_excessive_bools)]
+pub struct Settings {
+    /// `--context` as given: a directory, `tar://...`, `git://...`, an
+    /// https git URL.
+    pub context: String,
+    pub context_sub_path: Option<String>,
+    pub dockerfile: PathBuf,
+    /// `--git` options, `KEY=VALUE`.
+    pub git: Vec<String>,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    /// `--label` values, applied after the Dockerfile's.
+    pub labels: Vec<(String, String)>,
+    pub destinations: Vec<String>,
+    /// False with `--no-push`.
+    pub push: bool,
+    pub tar_path: Option<PathBuf>,
+    pub oci_layout_path: Option<PathBuf>,
+    pub digest_file: Option<PathBuf>,
+    pub image_name_with_digest_file: Option<PathBuf>,
+    pub image_name_tag_with_digest_file: Option<PathBuf>,
+    pub platform: Platform,
+    /// zstd instead of gzip.
+    pub zstd: bool,
+    pub compression_level: Option<i32>,
+    pub insecure_push: bool,
+    pub insecure_pull: bool,
+    pub insecure_registries: Vec<String>,
+    pub skip_tls_verify_push: bool,
+    pub skip_tls_verify_pull: bool,
+    pub skip_tls_verify_registries: Vec<String>,
+    pub registry_certificates: Vec<(String, PathBuf)>,
+    pub registry_mirrors: Vec<String>,
+    pub push_retry: u32,
+    pub image_download_retry: u32,
+    /// The local image store.
+    pub cache_dir: PathBuf,
+}
