@@ -4,4 +4,5 @@
 pub mod build;
 pub mod context;
 pub mod dockerfile;
+pub mod image;
 pub mod platform;
