@@ -6,3 +6,4 @@ pub mod context;
 pub mod dockerfile;
 pub mod image;
 pub mod platform;
+pub mod registry;
