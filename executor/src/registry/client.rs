@@ -1,6 +1,7 @@
-//! [`RegistryClient`]: resolve, pull, check, mount and push against OCI
-//! distribution registries, with per-host TLS and plain-HTTP settings,
-//! Docker config credentials, bearer tokens and retries.
+//! [`RegistryClient`], its options, and what its operations share: one
+//! oci-client and one reqwest client per host and settings (TLS, plain
+//! HTTP), credentials, the auth challenge and tokens, manifest GETs and
+//! retries. The operations are in `pull.rs` and `push.rs`.
 //!
 //! oci-client does the blob transfers (HEAD, ranged and verified GETs,
 //! streamed monolithic and chunked uploads) and manifest pushes. Our own
@@ -24,30 +25,20 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::StreamExt as _;
 use oci_client::RegistryOperation;
-use oci_client::client::{
-    BlobResponse, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
-};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::token_cache::{RegistryToken, RegistryTokenType};
 use oci_spec::image::{Descriptor, Digest, ImageManifest};
-use reqwest::header::{
-    ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, LOCATION, WWW_AUTHENTICATE,
-};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, WWW_AUTHENTICATE};
 
 use super::auth::{Credential, Keychain};
 use super::backoff::Backoff;
 use super::error::{Error, Result};
-use super::manifest::{
-    ACCEPTED_MANIFESTS, Manifest, available_platforms, parse_manifest, references, select_platform,
-};
+use super::manifest::ACCEPTED_MANIFESTS;
 use super::reference::{ImageReference, parse_mirror};
 use super::token::{Challenge, Token, fetch_token, parse_challenge, scope};
-use super::transfer::{Hasher, SharedReader, UploadState, digest_like, sha256, upload_stream};
-use crate::platform::Platform;
+use super::transfer::{digest_like, sha256};
 
 const USER_AGENT: &str = concat!("executor/", env!("CARGO_PKG_VERSION"));
 
@@ -160,7 +151,7 @@ struct Inner {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Direction {
+pub(super) enum Direction {
     Pull,
     Push,
 }
@@ -174,25 +165,25 @@ struct HostKey {
 }
 
 /// One registry host with one set of connection settings.
-struct Host {
-    name: String,
+pub(super) struct Host {
+    pub(super) name: String,
     /// `https://host[:port]` or `http://...`.
-    base: String,
-    oci: oci_client::Client,
-    http: reqwest::Client,
-    challenge: tokio::sync::OnceCell<Challenge>,
+    pub(super) base: String,
+    pub(super) oci: oci_client::Client,
+    pub(super) http: reqwest::Client,
+    pub(super) challenge: tokio::sync::OnceCell<Challenge>,
     /// Bearer tokens by their space-separated scopes.
-    tokens: Mutex<HashMap<String, Token>>,
+    pub(super) tokens: Mutex<HashMap<String, Token>>,
 }
 
-enum Authorization {
+pub(super) enum Authorization {
     None,
     Basic(String, String),
     Bearer(String),
 }
 
 impl Authorization {
-    fn apply(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    pub(super) fn apply(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match self {
             Self::None => request,
             Self::Basic(u, p) => request.basic_auth(u, Some(p)),
@@ -232,631 +223,13 @@ impl RegistryClient {
         &self.inner.options
     }
 
-    // ---- resolve and pull ------------------------------------------------
-
-    /// Finds the image manifest for `reference` (for an index or manifest
-    /// list, the entry for `platform`) and its config. Docker Hub images
-    /// are looked for on each mirror first.
-    pub async fn resolve(
-        &self,
-        reference: &ImageReference,
-        platform: &Platform,
-    ) -> Result<ResolvedImage> {
-        let mut candidates = reference.pull_candidates(&self.inner.options.mirrors);
-        let last = candidates.pop().unwrap_or_else(|| reference.clone());
-        for mirror in &candidates {
-            match self.resolve_at(reference, mirror, platform).await {
-                Ok(found) => return Ok(found),
-                Err(e) => tracing::warn!(
-                    mirror = mirror.registry(),
-                    error = %e,
-                    "registry mirror failed; trying the next source"
-                ),
-            }
-        }
-        self.resolve_at(reference, &last, platform).await
-    }
-
-    async fn resolve_at(
-        &self,
-        reference: &ImageReference,
-        candidate: &ImageReference,
-        platform: &Platform,
-    ) -> Result<ResolvedImage> {
-        let host = self.host(candidate, Direction::Pull)?;
-        let (bytes, content_type, digest) = self
-            .fetch_manifest(&host, candidate, Direction::Pull)
-            .await?;
-        let (manifest, media_type) =
-            parse_manifest(&candidate.to_string(), &bytes, content_type.as_deref())?;
-        let (index_digest, manifest, media_type, bytes, digest) = match manifest {
-            Manifest::Image(m) => (None, *m, media_type, bytes, digest),
-            Manifest::Index(index) => {
-                let entry =
-                    select_platform(&index, platform).ok_or_else(|| Error::NoMatchingPlatform {
-                        reference: candidate.to_string(),
-                        platform: platform.to_string(),
-                        available: available_platforms(&index),
-                    })?;
-                let child = candidate.with_digest(entry.digest().as_ref());
-                let (bytes, content_type, child_digest) =
-                    self.fetch_manifest(&host, &child, Direction::Pull).await?;
-                let (manifest, media_type) =
-                    parse_manifest(&child.to_string(), &bytes, content_type.as_deref())?;
-                let Manifest::Image(m) = manifest else {
-                    return Err(Error::UnsupportedManifest {
-                        reference: child.to_string(),
-                        media_type: format!("{media_type} (an index inside an index)"),
-                    });
-                };
-                (Some(digest), *m, media_type, bytes, child_digest)
-            }
-        };
-        let source = candidate.with_digest(digest.as_ref());
-        let config_descriptor = manifest.config().clone();
-        let mut config = Vec::new();
-        self.pull_blob_from(
-            &host,
-            &source,
-            &config_descriptor,
-            &mut config,
-            &mut Progress::new(&config_descriptor)?,
-        )
-        .await?;
-        Ok(ResolvedImage {
-            reference: reference.clone(),
-            source,
-            index_digest,
-            manifest_digest: digest,
-            manifest_media_type: media_type,
-            manifest_bytes: bytes,
-            config_digest: config_descriptor.digest().clone(),
-            config,
-            layers: manifest.layers().clone(),
-            manifest,
-        })
-    }
-
-    /// Streams the blob `descriptor` names from `reference`'s repository
-    /// into `writer`, checking its size and digest (a mismatch is an error
-    /// and `writer` then holds bad bytes: discard them). A dropped transfer
-    /// resumes where it stopped. Returns the bytes written.
-    pub async fn pull_blob<W>(
-        &self,
-        reference: &ImageReference,
-        descriptor: &Descriptor,
-        mut writer: W,
-    ) -> Result<u64>
-    where
-        W: AsyncWrite + Unpin,
-    {
-        let mut progress = Progress::new(descriptor)?;
-        let mut candidates = reference.pull_candidates(&self.inner.options.mirrors);
-        let last = candidates.pop().unwrap_or_else(|| reference.clone());
-        for mirror in &candidates {
-            let host = self.host(mirror, Direction::Pull)?;
-            match self
-                .pull_blob_from(&host, mirror, descriptor, &mut writer, &mut progress)
-                .await
-            {
-                Ok(()) => return Ok(progress.written),
-                Err(
-                    e @ (Error::Sink { .. }
-                    | Error::SizeMismatch { .. }
-                    | Error::DigestMismatch { .. }),
-                ) => {
-                    return Err(e);
-                }
-                Err(e) => tracing::warn!(
-                    mirror = mirror.registry(),
-                    error = %e,
-                    "registry mirror failed; trying the next source"
-                ),
-            }
-        }
-        let host = self.host(&last, Direction::Pull)?;
-        self.pull_blob_from(&host, &last, descriptor, &mut writer, &mut progress)
-            .await?;
-        Ok(progress.written)
-    }
-
-    async fn pull_blob_from<W>(
-        &self,
-        host: &Host,
-        reference: &ImageReference,
-        descriptor: &Descriptor,
-        writer: &mut W,
-        progress: &mut Progress,
-    ) -> Result<()>
-    where
-        W: AsyncWrite + Unpin,
-    {
-        let context = format!("pulling blob {} from {reference}", descriptor.digest());
-        let backoff = self.backoff(Direction::Pull);
-        let mut retry = 0;
-        loop {
-            let before = progress.written;
-            match self
-                .pull_blob_once(host, reference, descriptor, writer, progress, &context)
-                .await
-            {
-                Ok(()) => break,
-                Err(e) => {
-                    // A try that moved the transfer on does not use up a retry.
-                    if progress.written > before {
-                        retry = 0;
-                    }
-                    self.wait_or_fail(&backoff, &mut retry, &context, e).await?;
-                }
-            }
-        }
-        writer.flush().await.map_err(|source| Error::Sink {
-            context: context.clone(),
-            source,
-        })?;
-        progress.verify(&context)
-    }
-
-    async fn pull_blob_once<W>(
-        &self,
-        host: &Host,
-        reference: &ImageReference,
-        descriptor: &Descriptor,
-        writer: &mut W,
-        progress: &mut Progress,
-        context: &str,
-    ) -> Result<()>
-    where
-        W: AsyncWrite + Unpin,
-    {
-        self.prepare_oci(host, reference, false).await?;
-        let digest = descriptor.digest().to_string();
-        let oci_err = |e| Error::oci(context.to_string(), e);
-        let mut skip = 0;
-        let mut stream = if progress.written == 0 {
-            host.oci
-                .pull_blob_stream(reference.oci(), digest.as_str())
-                .await
-                .map_err(oci_err)?
-                .stream
-        } else {
-            match host
-                .oci
-                .pull_blob_stream_partial(reference.oci(), digest.as_str(), progress.written, None)
-                .await
-                .map_err(oci_err)?
-            {
-                // The registry ignored the range: skip what we have.
-                BlobResponse::Full(s) => {
-                    skip = progress.written;
-                    s.stream
-                }
-                BlobResponse::Partial(s) => s.stream,
-            }
-        };
-        while let Some(chunk) = stream.next().await {
-            let mut chunk = match chunk {
-                Ok(chunk) => chunk,
-                // oci-client's own digest check fails at the end of a bad
-                // blob; ours says so with the digests.
-                Err(_) if progress.written == progress.size => break,
-                Err(e) => {
-                    return Err(Error::Transport {
-                        context: format!(
-                            "{context}: the transfer stopped after {} of {} bytes",
-                            progress.written, progress.size
-                        ),
-                        retryable: true,
-                        hint: None,
-                        source: Box::new(e),
-                    });
-                }
-            };
-            if skip > 0 {
-                let n = usize::try_from(skip).unwrap_or(usize::MAX).min(chunk.len());
-                let _ = chunk.split_to(n);
-                skip -= n as u64;
-            }
-            progress.add(&chunk, context)?;
-            writer
-                .write_all(&chunk)
-                .await
-                .map_err(|source| Error::Sink {
-                    context: context.to_string(),
-                    source,
-                })?;
-        }
-        if progress.written < progress.size {
-            return Err(Error::Transport {
-                context: format!(
-                    "{context}: the transfer stopped after {} of {} bytes",
-                    progress.written, progress.size
-                ),
-                retryable: true,
-                hint: None,
-                source: Box::new(io::Error::from(io::ErrorKind::UnexpectedEof)),
-            });
-        }
-        Ok(())
-    }
-
-    // ---- checks ----------------------------------------------------------
-
-    /// Whether `reference`'s repository has the blob `digest`.
-    pub async fn blob_exists(&self, reference: &ImageReference, digest: &Digest) -> Result<bool> {
-        let host = self.host(reference, Direction::Push)?;
-        self.blob_exists_at(&host, reference, digest).await
-    }
-
-    async fn blob_exists_at(
-        &self,
-        host: &Host,
-        reference: &ImageReference,
-        digest: &Digest,
-    ) -> Result<bool> {
-        let context = format!("checking for blob {digest} in {}", reference.name());
-        self.retrying(Direction::Push, &context, || async {
-            self.prepare_oci(host, reference, false).await?;
-            host.oci
-                .blob_exists(reference.oci(), digest.as_ref())
-                .await
-                .map_err(|e| Error::oci(context.clone(), e))
-        })
-        .await
-    }
-
-    async fn manifest_exists_at(&self, host: &Host, reference: &ImageReference) -> Result<bool> {
-        let context = format!("checking for manifest {reference}");
-        self.retrying(Direction::Push, &context, || async {
-            let auth = self
-                .authorize(host, &[scope(reference.repository(), false)])
-                .await?;
-            let url = manifest_url(host, reference);
-            let response = auth
-                .apply(
-                    host.http
-                        .head(&url)
-                        .header(ACCEPT, ACCEPTED_MANIFESTS.join(", ")),
-                )
-                .send()
-                .await
-                .map_err(|e| Error::http(context.clone(), e))?;
-            match response.status().as_u16() {
-                200 => Ok(true),
-                404 => Ok(false),
-                s => Err(Error::registry(context.clone(), Some(s), b"")),
-            }
-        })
-        .await
-    }
-
-    // ---- push ------------------------------------------------------------
-
-    /// Mounts blob `digest` from repository `from` into `target` on the same
-    /// registry, with one token for pull on `from` and push on `target`.
-    /// `false` when the registry will not (the caller then uploads), or when
-    /// the two are on different registries.
-    pub async fn mount_blob(
-        &self,
-        target: &ImageReference,
-        from: &ImageReference,
-        digest: &Digest,
-    ) -> Result<bool> {
-        if target.host() != from.host() {
-            return Ok(false);
-        }
-        let host = self.host(target, Direction::Push)?;
-        let context = format!(
-            "mounting blob {digest} from {} into {}",
-            from.name(),
-            target.name()
-        );
-        self.retrying(Direction::Push, &context, || async {
-            let auth = self
-                .authorize(
-                    &host,
-                    &[scope(target.repository(), true), scope(from.repository(), false)],
-                )
-                .await?;
-            let mut url = parse_url(&format!("{}/v2/{}/blobs/uploads/", host.base, target.repository()))?;
-            url.query_pairs_mut()
-                .append_pair("mount", digest.as_ref())
-                .append_pair("from", from.repository());
-            let response = auth
-                .apply(host.http.post(url).header(CONTENT_LENGTH, 0))
-                .send()
-                .await
-                .map_err(|e| Error::http(context.clone(), e))?;
-            let status = response.status().as_u16();
-            match status {
-                201 => {
-                    tracing::debug!(%digest, from = from.repository(), to = target.repository(), "blob mounted");
-                    Ok(true)
-                }
-                202 => {
-                    // Refused, and an upload session was opened instead: close it.
-                    if let Some(location) = response.headers().get(LOCATION).and_then(|l| l.to_str().ok()) {
-                        let url = absolute(&host, location);
-                        let request = host.http.delete(&url);
-                        let request = if url.starts_with(&host.base) { auth.apply(request) } else { request };
-                        let _ = request.send().await;
-                    }
-                    tracing::debug!(%digest, from = from.repository(), "mount refused by the registry");
-                    Ok(false)
-                }
-                401 | 403 | 404 => {
-                    tracing::debug!(%digest, status, "mount not allowed");
-                    Ok(false)
-                }
-                _ => {
-                    let body = response.bytes().await.unwrap_or_default();
-                    Err(Error::registry(context.clone(), Some(status), &body))
-                }
-            }
-        })
-        .await
-    }
-
-    /// Uploads a blob of `size` bytes with digest `digest` from `reader`
-    /// into `reference`'s repository, unless it is there already. Streamed
-    /// in one PUT. A failed upload is tried again only if it failed before
-    /// reading from `reader`; [`Self::push_blob_with`] can reopen the data.
-    pub async fn push_blob<R>(
-        &self,
-        reference: &ImageReference,
-        digest: &Digest,
-        size: u64,
-        reader: R,
-    ) -> Result<BlobPush>
-    where
-        R: AsyncRead + Unpin + Send + 'static,
-    {
-        let shared = SharedReader::new(reader);
-        self.push_blob_inner(reference, digest, size, false, move || {
-            let reader = shared.clone();
-            async move { Ok(reader) }
-        })
-        .await
-    }
-
-    /// [`Self::push_blob`] with data that `open` can produce again (a file
-    /// in the local store): every retry reopens it, and a registry that
-    /// refuses a single-PUT upload gets a chunked one.
-    pub async fn push_blob_with<F, Fut, R>(
-        &self,
-        reference: &ImageReference,
-        digest: &Digest,
-        size: u64,
-        open: F,
-    ) -> Result<BlobPush>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = io::Result<R>>,
-        R: AsyncRead + Unpin + Send + 'static,
-    {
-        self.push_blob_inner(reference, digest, size, true, open)
-            .await
-    }
-
-    async fn push_blob_inner<F, Fut, R>(
-        &self,
-        reference: &ImageReference,
-        digest: &Digest,
-        size: u64,
-        replayable: bool,
-        mut open: F,
-    ) -> Result<BlobPush>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = io::Result<R>>,
-        R: AsyncRead + Unpin + Send + 'static,
-    {
-        let host = self.host(reference, Direction::Push)?;
-        if self.blob_exists_at(&host, reference, digest).await? {
-            tracing::debug!(%digest, repository = reference.repository(), "blob exists; not uploading");
-            return Ok(BlobPush::Existed);
-        }
-        let context = format!("pushing blob {digest} to {}", reference.name());
-        let backoff = self.backoff(Direction::Push);
-        let digest_text = digest.to_string();
-        let mut retry = 0;
-        let mut chunked = false;
-        loop {
-            let reader = open().await.map_err(|source| Error::Source {
-                context: context.clone(),
-                source,
-            })?;
-            let state = Arc::new(UploadState::default());
-            let stream = upload_stream(reader, size, Arc::clone(&state));
-            let result = match self.prepare_oci(&host, reference, true).await {
-                Err(e) => Err(e),
-                Ok(()) if chunked => host
-                    .oci
-                    .push_blob_stream_chunked(reference.oci(), stream)
-                    .await
-                    .map(|r| Some(r.blob_digest))
-                    .map_err(|e| Error::oci(context.clone(), e)),
-                Ok(()) => host
-                    .oci
-                    .push_blob_stream(reference.oci(), stream, &digest_text, Some(size))
-                    .await
-                    .map(|_| None)
-                    .map_err(|e| Error::oci(context.clone(), e)),
-            };
-            if let Some(source) = state.take_source_error() {
-                return Err(Error::Source { context, source });
-            }
-            if state.overflowed() || (result.is_ok() && state.sent() != size) {
-                return Err(Error::SizeMismatch {
-                    context,
-                    expected: size,
-                    actual: state.sent(),
-                });
-            }
-            let error = match result {
-                Ok(Some(actual)) if actual != digest_text => {
-                    return Err(Error::DigestMismatch {
-                        context,
-                        expected: digest_text,
-                        actual,
-                    });
-                }
-                Ok(_) => {
-                    tracing::debug!(%digest, size, repository = reference.repository(), "blob uploaded");
-                    return Ok(BlobPush::Uploaded);
-                }
-                Err(e) => e,
-            };
-            if replayable && !chunked && refuses_monolithic(&error) {
-                tracing::debug!(error = %error, "single-PUT upload refused; uploading in chunks");
-                chunked = true;
-                continue;
-            }
-            if state.started() && !replayable {
-                return Err(error);
-            }
-            self.wait_or_fail(&backoff, &mut retry, &context, error)
-                .await?;
-        }
-    }
-
-    /// Pushes a manifest (an image manifest or an index) as `reference`'s
-    /// tag (or by digest when it has none) and returns its digest. Every
-    /// blob and manifest it refers to must already be in the repository:
-    /// each is checked first, so a registry never holds a manifest whose
-    /// blobs are missing.
-    pub async fn push_manifest(
-        &self,
-        reference: &ImageReference,
-        bytes: &[u8],
-        media_type: &str,
-    ) -> Result<Digest> {
-        let computed = sha256(bytes);
-        let context = format!("pushing manifest {reference}");
-        if let Some(pinned) = reference.digest()
-            && pinned != computed
-        {
-            return Err(Error::DigestMismatch {
-                context,
-                expected: pinned.to_string(),
-                actual: computed,
-            });
-        }
-        let (manifest, _) = parse_manifest(&reference.to_string(), bytes, Some(media_type))?;
-        let host = self.host(reference, Direction::Push)?;
-        let (blobs, manifests) = references(&manifest);
-        let blob_checks = blobs.iter().map(|b| async {
-            let found = self.blob_exists_at(&host, reference, b.digest()).await?;
-            Ok::<_, Error>((found, b.digest().to_string()))
-        });
-        let manifest_checks = manifests.iter().map(|m| async {
-            let child = reference.with_digest(m.digest().as_ref());
-            let found = self.manifest_exists_at(&host, &child).await?;
-            Ok::<_, Error>((found, m.digest().to_string()))
-        });
-        let mut checks = futures_util::future::try_join_all(blob_checks).await?;
-        checks.extend(futures_util::future::try_join_all(manifest_checks).await?);
-        if let Some((_, digest)) = checks.into_iter().find(|(found, _)| !found) {
-            return Err(Error::MissingBlob {
-                reference: reference.to_string(),
-                digest,
-            });
-        }
-        let target = match reference.tag() {
-            Some(tag) => reference.with_tag(tag),
-            None => reference.with_digest(&computed),
-        };
-        let content_type = HeaderValue::from_str(media_type).map_err(|e| Error::Transport {
-            context: format!("{context}: invalid media type {media_type:?}"),
-            retryable: false,
-            hint: None,
-            source: Box::new(e),
-        })?;
-        let body = Bytes::copy_from_slice(bytes);
-        self.retrying(Direction::Push, &context, || async {
-            self.prepare_oci(&host, &target, true).await?;
-            host.oci
-                .push_manifest_raw(target.oci(), body.clone(), content_type.clone())
-                .await
-                .map_err(|e| Error::oci(context.clone(), e))
-        })
-        .await?;
-        tracing::debug!(reference = %target, digest = %computed, "manifest pushed");
-        computed.parse().map_err(|e| Error::Transport {
-            context,
-            retryable: false,
-            hint: None,
-            source: Box::new(e),
-        })
-    }
-
-    /// Tags the manifest `source` names (by tag or digest) as `tag` in the
-    /// same repository; returns the manifest's digest.
-    pub async fn tag(&self, source: &ImageReference, tag: &str) -> Result<Digest> {
-        let target = ImageReference::parse(&format!("{}:{tag}", source.name()))?;
-        let host = self.host(source, Direction::Push)?;
-        let (bytes, content_type, _) = self.fetch_manifest(&host, source, Direction::Push).await?;
-        let (_, media_type) = parse_manifest(&source.to_string(), &bytes, content_type.as_deref())?;
-        self.push_manifest(&target, &bytes, &media_type).await
-    }
-
-    /// The tags of `reference`'s repository.
-    pub async fn list_tags(&self, reference: &ImageReference) -> Result<Vec<String>> {
-        #[derive(serde::Deserialize)]
-        struct Tags {
-            #[serde(default)]
-            tags: Option<Vec<String>>,
-        }
-        let host = self.host(reference, Direction::Pull)?;
-        let context = format!("listing the tags of {}", reference.name());
-        let mut url = format!("{}/v2/{}/tags/list", host.base, reference.repository());
-        let mut out = Vec::new();
-        // Follow `Link: <...>; rel="next"` pages, within reason.
-        for _ in 0..1000 {
-            let (body, next) = self
-                .retrying(Direction::Pull, &context, || async {
-                    let auth = self
-                        .authorize(&host, &[scope(reference.repository(), false)])
-                        .await?;
-                    let response = auth
-                        .apply(host.http.get(&url))
-                        .send()
-                        .await
-                        .map_err(|e| Error::http(context.clone(), e))?;
-                    let status = response.status().as_u16();
-                    let next = response
-                        .headers()
-                        .get(reqwest::header::LINK)
-                        .and_then(|l| l.to_str().ok())
-                        .and_then(next_link);
-                    let body = response
-                        .bytes()
-                        .await
-                        .map_err(|e| Error::http(context.clone(), e))?;
-                    if status != 200 {
-                        return Err(Error::registry(context.clone(), Some(status), &body));
-                    }
-                    Ok((body, next))
-                })
-                .await?;
-            let tags: Tags = serde_json::from_slice(&body).map_err(|e| Error::Transport {
-                context: format!("{context}: the answer is not a tag list"),
-                retryable: false,
-                hint: None,
-                source: Box::new(e),
-            })?;
-            out.extend(tags.tags.unwrap_or_default());
-            match next {
-                Some(next) => url = absolute(&host, &next),
-                None => break,
-            }
-        }
-        Ok(out)
-    }
-
     // ---- hosts, auth, retries ---------------------------------------------
 
-    fn host(&self, reference: &ImageReference, direction: Direction) -> Result<Arc<Host>> {
+    pub(super) fn host(
+        &self,
+        reference: &ImageReference,
+        direction: Direction,
+    ) -> Result<Arc<Host>> {
         let o = &self.inner.options;
         let name = reference.host();
         let named = |h: &String| h == name || h == reference.registry();
@@ -951,7 +324,7 @@ impl RegistryClient {
         })
     }
 
-    async fn credential(&self, host: &str) -> Result<Credential> {
+    pub(super) async fn credential(&self, host: &str) -> Result<Credential> {
         let mut cache = self.inner.credentials.lock().await;
         if let Some(c) = cache.get(host) {
             return Ok(c.clone());
@@ -963,7 +336,7 @@ impl RegistryClient {
     }
 
     /// How `host` wants to be authenticated, from `GET /v2/` (asked once).
-    async fn challenge(&self, host: &Host) -> Result<Challenge> {
+    pub(super) async fn challenge(&self, host: &Host) -> Result<Challenge> {
         host.challenge
             .get_or_try_init(|| async {
                 let url = format!("{}/v2/", host.base);
@@ -996,7 +369,7 @@ impl RegistryClient {
             .cloned()
     }
 
-    async fn authorize(&self, host: &Host, scopes: &[String]) -> Result<Authorization> {
+    pub(super) async fn authorize(&self, host: &Host, scopes: &[String]) -> Result<Authorization> {
         let challenge = self.challenge(host).await?;
         if challenge == Challenge::None {
             return Ok(Authorization::None);
@@ -1046,7 +419,12 @@ impl RegistryClient {
 
     /// Puts our authorization for `reference` into oci-client's token
     /// cache, for the pull operation and (with `push`) the push one.
-    async fn prepare_oci(&self, host: &Host, reference: &ImageReference, push: bool) -> Result<()> {
+    pub(super) async fn prepare_oci(
+        &self,
+        host: &Host,
+        reference: &ImageReference,
+        push: bool,
+    ) -> Result<()> {
         let auth = self
             .authorize(host, &[scope(reference.repository(), push)])
             .await?;
@@ -1079,7 +457,7 @@ impl RegistryClient {
 
     /// GETs a manifest; returns its bytes, `Content-Type` and digest
     /// (checked against the reference's digest when it has one).
-    async fn fetch_manifest(
+    pub(super) async fn fetch_manifest(
         &self,
         host: &Host,
         reference: &ImageReference,
@@ -1145,14 +523,14 @@ impl RegistryClient {
         Ok((body.to_vec(), content_type, digest))
     }
 
-    fn transfer(&self, direction: Direction) -> TransferOptions {
+    pub(super) fn transfer(&self, direction: Direction) -> TransferOptions {
         match direction {
             Direction::Pull => self.inner.options.pull,
             Direction::Push => self.inner.options.push,
         }
     }
 
-    fn backoff(&self, direction: Direction) -> Backoff {
+    pub(super) fn backoff(&self, direction: Direction) -> Backoff {
         let o = &self.inner.options;
         Backoff {
             retries: self.transfer(direction).retries,
@@ -1163,7 +541,7 @@ impl RegistryClient {
 
     /// Sleeps before the next retry if `error` is worth one and retries
     /// are left; else gives `error` back.
-    async fn wait_or_fail(
+    pub(super) async fn wait_or_fail(
         &self,
         backoff: &Backoff,
         retry: &mut u32,
@@ -1187,7 +565,7 @@ impl RegistryClient {
         }
     }
 
-    async fn retrying<T, F, Fut>(
+    pub(super) async fn retrying<T, F, Fut>(
         &self,
         direction: Direction,
         context: &str,
@@ -1208,80 +586,7 @@ impl RegistryClient {
     }
 }
 
-/// Counts and hashes a blob's bytes as they arrive, across resumed tries.
-struct Progress {
-    size: u64,
-    written: u64,
-    expected: Digest,
-    hasher: Option<Hasher>,
-}
-
-impl Progress {
-    fn new(descriptor: &Descriptor) -> Result<Self> {
-        let expected = descriptor.digest().clone();
-        let hasher = Hasher::new(expected.algorithm()).ok_or_else(|| Error::DigestMismatch {
-            context: format!("pulling blob {expected}"),
-            expected: expected.to_string(),
-            actual: "a digest algorithm this client does not compute".to_string(),
-        })?;
-        Ok(Self {
-            size: descriptor.size(),
-            written: 0,
-            expected,
-            hasher: Some(hasher),
-        })
-    }
-
-    fn add(&mut self, chunk: &[u8], context: &str) -> Result<()> {
-        let len = chunk.len() as u64;
-        if self.written + len > self.size {
-            return Err(Error::SizeMismatch {
-                context: context.to_string(),
-                expected: self.size,
-                actual: self.written + len,
-            });
-        }
-        if let Some(h) = &mut self.hasher {
-            h.update(chunk);
-        }
-        self.written += len;
-        Ok(())
-    }
-
-    fn verify(&mut self, context: &str) -> Result<()> {
-        if self.written != self.size {
-            return Err(Error::SizeMismatch {
-                context: context.to_string(),
-                expected: self.size,
-                actual: self.written,
-            });
-        }
-        let actual = self.hasher.take().map(Hasher::finish).unwrap_or_default();
-        if actual != self.expected.to_string() {
-            return Err(Error::DigestMismatch {
-                context: context.to_string(),
-                expected: self.expected.to_string(),
-                actual,
-            });
-        }
-        Ok(())
-    }
-}
-
-/// Whether an upload failed because the registry does not take a blob in
-/// one PUT (so a chunked upload may work).
-fn refuses_monolithic(error: &Error) -> bool {
-    match error {
-        Error::Registry { answer, .. } => {
-            matches!(answer.status, Some(405 | 411 | 413 | 416))
-                || answer.has_code("BLOB_UPLOAD_INVALID")
-                || answer.has_code("SIZE_INVALID")
-        }
-        _ => false,
-    }
-}
-
-fn manifest_url(host: &Host, reference: &ImageReference) -> String {
+pub(super) fn manifest_url(host: &Host, reference: &ImageReference) -> String {
     let target = reference.digest().or(reference.tag()).unwrap_or("latest");
     format!(
         "{}/v2/{}/manifests/{target}",
@@ -1290,7 +595,7 @@ fn manifest_url(host: &Host, reference: &ImageReference) -> String {
     )
 }
 
-fn parse_url(url: &str) -> Result<reqwest::Url> {
+pub(super) fn parse_url(url: &str) -> Result<reqwest::Url> {
     reqwest::Url::parse(url).map_err(|e| Error::Transport {
         context: format!("invalid registry URL {url}"),
         retryable: false,
@@ -1300,26 +605,12 @@ fn parse_url(url: &str) -> Result<reqwest::Url> {
 }
 
 /// A `Location` or `Link` target made absolute against the host.
-fn absolute(host: &Host, location: &str) -> String {
+pub(super) fn absolute(host: &Host, location: &str) -> String {
     if location.starts_with("http://") || location.starts_with("https://") {
         location.to_string()
     } else {
         format!("{}/{}", host.base, location.trim_start_matches('/'))
     }
-}
-
-/// The target of `rel="next"` in a `Link` header.
-fn next_link(header: &str) -> Option<String> {
-    header.split(',').find_map(|part| {
-        let (target, params) = part.split_once(';')?;
-        params.contains("rel=\"next\"").then(|| {
-            target
-                .trim()
-                .trim_start_matches('<')
-                .trim_end_matches('>')
-                .to_string()
-        })
-    })
 }
 
 /// The `-----BEGIN CERTIFICATE-----` blocks of a PEM file, each on its own.
@@ -1344,35 +635,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn link_headers() {
-        assert_eq!(
-            next_link(r#"</v2/app/tags/list?n=2&last=b>; rel="next""#).as_deref(),
-            Some("/v2/app/tags/list?n=2&last=b")
-        );
-        assert_eq!(next_link(r#"<x>; rel="prev""#), None);
-    }
-
-    #[test]
     fn pem_bundles_split() {
         let one = "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----";
         let bundle = format!("junk\n{one}\n{one}\n");
         let parts = split_pem(bundle.as_bytes());
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[0], format!("{one}\n").into_bytes());
-    }
-
-    #[test]
-    fn monolithic_refusals() {
-        assert!(refuses_monolithic(&Error::registry(
-            "x".into(),
-            Some(405),
-            b""
-        )));
-        assert!(!refuses_monolithic(&Error::registry(
-            "x".into(),
-            Some(400),
-            br#"{"errors":[{"code":"DIGEST_INVALID"}]}"#
-        )));
     }
 
     #[test]

@@ -14,6 +14,8 @@ mod backoff;
 mod client;
 mod error;
 mod manifest;
+mod pull;
+mod push;
 mod reference;
 mod token;
 mod transfer;

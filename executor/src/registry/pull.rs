@@ -1,0 +1,327 @@
+//! Reading from registries: resolving a reference to a platform's image
+//! manifest and its config, and streaming blobs into a caller's writer with
+//! size and digest checks, resuming a dropped transfer with a range request.
+
+use std::io;
+
+use futures_util::StreamExt as _;
+use oci_client::client::BlobResponse;
+use oci_spec::image::{Descriptor, Digest};
+use tokio::io::{AsyncWrite, AsyncWriteExt as _};
+
+use super::client::{Direction, Host, RegistryClient, ResolvedImage};
+use super::error::{Error, Result};
+use super::manifest::{Manifest, available_platforms, parse_manifest, select_platform};
+use super::reference::ImageReference;
+use super::transfer::Hasher;
+use crate::platform::Platform;
+
+impl RegistryClient {
+    // ---- resolve and pull ------------------------------------------------
+
+    /// Finds the image manifest for `reference` (for an index or manifest
+    /// list, the entry for `platform`) and its config. Docker Hub images
+    /// are looked for on each mirror first.
+    pub async fn resolve(
+        &self,
+        reference: &ImageReference,
+        platform: &Platform,
+    ) -> Result<ResolvedImage> {
+        let mut candidates = reference.pull_candidates(&self.options().mirrors);
+        let last = candidates.pop().unwrap_or_else(|| reference.clone());
+        for mirror in &candidates {
+            match self.resolve_at(reference, mirror, platform).await {
+                Ok(found) => return Ok(found),
+                Err(e) => tracing::warn!(
+                    mirror = mirror.registry(),
+                    error = %e,
+                    "registry mirror failed; trying the next source"
+                ),
+            }
+        }
+        self.resolve_at(reference, &last, platform).await
+    }
+
+    async fn resolve_at(
+        &self,
+        reference: &ImageReference,
+        candidate: &ImageReference,
+        platform: &Platform,
+    ) -> Result<ResolvedImage> {
+        let host = self.host(candidate, Direction::Pull)?;
+        let (bytes, content_type, digest) = self
+            .fetch_manifest(&host, candidate, Direction::Pull)
+            .await?;
+        let (manifest, media_type) =
+            parse_manifest(&candidate.to_string(), &bytes, content_type.as_deref())?;
+        let (index_digest, manifest, media_type, bytes, digest) = match manifest {
+            Manifest::Image(m) => (None, *m, media_type, bytes, digest),
+            Manifest::Index(index) => {
+                let entry =
+                    select_platform(&index, platform).ok_or_else(|| Error::NoMatchingPlatform {
+                        reference: candidate.to_string(),
+                        platform: platform.to_string(),
+                        available: available_platforms(&index),
+                    })?;
+                let child = candidate.with_digest(entry.digest().as_ref());
+                let (bytes, content_type, child_digest) =
+                    self.fetch_manifest(&host, &child, Direction::Pull).await?;
+                let (manifest, media_type) =
+                    parse_manifest(&child.to_string(), &bytes, content_type.as_deref())?;
+                let Manifest::Image(m) = manifest else {
+                    return Err(Error::UnsupportedManifest {
+                        reference: child.to_string(),
+                        media_type: format!("{media_type} (an index inside an index)"),
+                    });
+                };
+                (Some(digest), *m, media_type, bytes, child_digest)
+            }
+        };
+        let source = candidate.with_digest(digest.as_ref());
+        let config_descriptor = manifest.config().clone();
+        let mut config = Vec::new();
+        self.pull_blob_from(
+            &host,
+            &source,
+            &config_descriptor,
+            &mut config,
+            &mut Progress::new(&config_descriptor)?,
+        )
+        .await?;
+        Ok(ResolvedImage {
+            reference: reference.clone(),
+            source,
+            index_digest,
+            manifest_digest: digest,
+            manifest_media_type: media_type,
+            manifest_bytes: bytes,
+            config_digest: config_descriptor.digest().clone(),
+            config,
+            layers: manifest.layers().clone(),
+            manifest,
+        })
+    }
+
+    /// Streams the blob `descriptor` names from `reference`'s repository
+    /// into `writer`, checking its size and digest (a mismatch is an error
+    /// and `writer` then holds bad bytes: discard them). A dropped transfer
+    /// resumes where it stopped. Returns the bytes written.
+    pub async fn pull_blob<W>(
+        &self,
+        reference: &ImageReference,
+        descriptor: &Descriptor,
+        mut writer: W,
+    ) -> Result<u64>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        let mut progress = Progress::new(descriptor)?;
+        let mut candidates = reference.pull_candidates(&self.options().mirrors);
+        let last = candidates.pop().unwrap_or_else(|| reference.clone());
+        for mirror in &candidates {
+            let host = self.host(mirror, Direction::Pull)?;
+            match self
+                .pull_blob_from(&host, mirror, descriptor, &mut writer, &mut progress)
+                .await
+            {
+                Ok(()) => return Ok(progress.written),
+                Err(
+                    e @ (Error::Sink { .. }
+                    | Error::SizeMismatch { .. }
+                    | Error::DigestMismatch { .. }),
+                ) => {
+                    return Err(e);
+                }
+                Err(e) => tracing::warn!(
+                    mirror = mirror.registry(),
+                    error = %e,
+                    "registry mirror failed; trying the next source"
+                ),
+            }
+        }
+        let host = self.host(&last, Direction::Pull)?;
+        self.pull_blob_from(&host, &last, descriptor, &mut writer, &mut progress)
+            .await?;
+        Ok(progress.written)
+    }
+
+    async fn pull_blob_from<W>(
+        &self,
+        host: &Host,
+        reference: &ImageReference,
+        descriptor: &Descriptor,
+        writer: &mut W,
+        progress: &mut Progress,
+    ) -> Result<()>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        let context = format!("pulling blob {} from {reference}", descriptor.digest());
+        let backoff = self.backoff(Direction::Pull);
+        let mut retry = 0;
+        loop {
+            let before = progress.written;
+            match self
+                .pull_blob_once(host, reference, descriptor, writer, progress, &context)
+                .await
+            {
+                Ok(()) => break,
+                Err(e) => {
+                    // A try that moved the transfer on does not use up a retry.
+                    if progress.written > before {
+                        retry = 0;
+                    }
+                    self.wait_or_fail(&backoff, &mut retry, &context, e).await?;
+                }
+            }
+        }
+        writer.flush().await.map_err(|source| Error::Sink {
+            context: context.clone(),
+            source,
+        })?;
+        progress.verify(&context)
+    }
+
+    async fn pull_blob_once<W>(
+        &self,
+        host: &Host,
+        reference: &ImageReference,
+        descriptor: &Descriptor,
+        writer: &mut W,
+        progress: &mut Progress,
+        context: &str,
+    ) -> Result<()>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        self.prepare_oci(host, reference, false).await?;
+        let digest = descriptor.digest().to_string();
+        let oci_err = |e| Error::oci(context.to_string(), e);
+        let mut skip = 0;
+        let mut stream = if progress.written == 0 {
+            host.oci
+                .pull_blob_stream(reference.oci(), digest.as_str())
+                .await
+                .map_err(oci_err)?
+                .stream
+        } else {
+            match host
+                .oci
+                .pull_blob_stream_partial(reference.oci(), digest.as_str(), progress.written, None)
+                .await
+                .map_err(oci_err)?
+            {
+                // The registry ignored the range: skip what we have.
+                BlobResponse::Full(s) => {
+                    skip = progress.written;
+                    s.stream
+                }
+                BlobResponse::Partial(s) => s.stream,
+            }
+        };
+        while let Some(chunk) = stream.next().await {
+            let mut chunk = match chunk {
+                Ok(chunk) => chunk,
+                // oci-client's own digest check fails at the end of a bad
+                // blob; ours says so with the digests.
+                Err(_) if progress.written == progress.size => break,
+                Err(e) => {
+                    return Err(Error::Transport {
+                        context: format!(
+                            "{context}: the transfer stopped after {} of {} bytes",
+                            progress.written, progress.size
+                        ),
+                        retryable: true,
+                        hint: None,
+                        source: Box::new(e),
+                    });
+                }
+            };
+            if skip > 0 {
+                let n = usize::try_from(skip).unwrap_or(usize::MAX).min(chunk.len());
+                let _ = chunk.split_to(n);
+                skip -= n as u64;
+            }
+            progress.add(&chunk, context)?;
+            writer
+                .write_all(&chunk)
+                .await
+                .map_err(|source| Error::Sink {
+                    context: context.to_string(),
+                    source,
+                })?;
+        }
+        if progress.written < progress.size {
+            return Err(Error::Transport {
+                context: format!(
+                    "{context}: the transfer stopped after {} of {} bytes",
+                    progress.written, progress.size
+                ),
+                retryable: true,
+                hint: None,
+                source: Box::new(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Counts and hashes a blob's bytes as they arrive, across resumed tries.
+struct Progress {
+    size: u64,
+    written: u64,
+    expected: Digest,
+    hasher: Option<Hasher>,
+}
+
+impl Progress {
+    fn new(descriptor: &Descriptor) -> Result<Self> {
+        let expected = descriptor.digest().clone();
+        let hasher = Hasher::new(expected.algorithm()).ok_or_else(|| Error::DigestMismatch {
+            context: format!("pulling blob {expected}"),
+            expected: expected.to_string(),
+            actual: "a digest algorithm this client does not compute".to_string(),
+        })?;
+        Ok(Self {
+            size: descriptor.size(),
+            written: 0,
+            expected,
+            hasher: Some(hasher),
+        })
+    }
+
+    fn add(&mut self, chunk: &[u8], context: &str) -> Result<()> {
+        let len = chunk.len() as u64;
+        if self.written + len > self.size {
+            return Err(Error::SizeMismatch {
+                context: context.to_string(),
+                expected: self.size,
+                actual: self.written + len,
+            });
+        }
+        if let Some(h) = &mut self.hasher {
+            h.update(chunk);
+        }
+        self.written += len;
+        Ok(())
+    }
+
+    fn verify(&mut self, context: &str) -> Result<()> {
+        if self.written != self.size {
+            return Err(Error::SizeMismatch {
+                context: context.to_string(),
+                expected: self.size,
+                actual: self.written,
+            });
+        }
+        let actual = self.hasher.take().map(Hasher::finish).unwrap_or_default();
+        if actual != self.expected.to_string() {
+            return Err(Error::DigestMismatch {
+                context: context.to_string(),
+                expected: self.expected.to_string(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+}
