@@ -225,17 +225,7 @@ impl RegistryClient {
                 // oci-client's own digest check fails at the end of a bad
                 // blob; ours says so with the digests.
                 Err(_) if progress.written == progress.size => break,
-                Err(e) => {
-                    return Err(Error::Transport {
-                        context: format!(
-                            "{context}: the transfer stopped after {} of {} bytes",
-                            progress.written, progress.size
-                        ),
-                        retryable: true,
-                        hint: None,
-                        source: Box::new(e),
-                    });
-                }
+                Err(e) => return Err(progress.stopped(context, Box::new(e))),
             };
             if skip > 0 {
                 let n = usize::try_from(skip).unwrap_or(usize::MAX).min(chunk.len());
@@ -252,15 +242,10 @@ impl RegistryClient {
                 })?;
         }
         if progress.written < progress.size {
-            return Err(Error::Transport {
-                context: format!(
-                    "{context}: the transfer stopped after {} of {} bytes",
-                    progress.written, progress.size
-                ),
-                retryable: true,
-                hint: None,
-                source: Box::new(io::Error::from(io::ErrorKind::UnexpectedEof)),
-            });
+            return Err(progress.stopped(
+                context,
+                Box::new(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            ));
         }
         Ok(())
     }
@@ -288,6 +273,19 @@ impl Progress {
             expected,
             hasher: Some(hasher),
         })
+    }
+
+    /// A transfer cut short: retryable, it resumes where it stopped.
+    fn stopped(&self, context: &str, source: Box<dyn std::error::Error + Send + Sync>) -> Error {
+        Error::Transport {
+            context: format!(
+                "{context}: the transfer stopped after {} of {} bytes",
+                self.written, self.size
+            ),
+            retryable: true,
+            hint: None,
+            source,
+        }
     }
 
     fn add(&mut self, chunk: &[u8], context: &str) -> Result<()> {
