@@ -4,6 +4,10 @@
 
 pub mod config;
 pub mod copy;
+pub mod engine;
+pub mod images;
+pub mod remote;
 pub mod settings;
 
+pub use engine::{BuildError, Outcome, build};
 pub use settings::Settings;

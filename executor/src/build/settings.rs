@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::platform::Platform;
+use crate::registry::ImageReference;
 
 #[derive(Debug, Clone)]
 #[allow(clippy::struct_excessive_bools)]
@@ -20,7 +21,7 @@ pub struct Settings {
     pub target: Option<String>,
     /// `--label` values, applied after the Dockerfile's.
     pub labels: Vec<(String, String)>,
-    pub destinations: Vec<String>,
+    pub destinations: Vec<ImageReference>,
     /// False with `--no-push`.
     pub push: bool,
     pub tar_path: Option<PathBuf>,

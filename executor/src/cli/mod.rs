@@ -1,6 +1,7 @@
 //! The command line: clap types, one file per subcommand, and the step that
 //! turns raw arguments into settings for the library. No engine logic here.
 
+mod build;
 mod dockerfile;
 mod logging;
 
@@ -12,7 +13,14 @@ pub use logging::init as init_logging;
 
 /// Daemonless OCI image builds from Dockerfiles, and CI pipelines.
 #[derive(Debug, Parser)]
-#[command(name = "executor", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "executor",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     /// Log level: trace, debug, info, warn, error (kaniko's levels fatal and
     /// panic mean error)
@@ -35,11 +43,18 @@ pub struct Cli {
     pub log_format: LogFormat,
 
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+
+    /// kaniko compatibility: `executor --context . --destination REF` (no
+    /// subcommand) builds, as `/kaniko/executor` does
+    #[command(flatten)]
+    pub kaniko: build::BuildArgs,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build an image from a Dockerfile and push it, without a daemon
+    Build(Box<build::BuildArgs>),
     /// Work with Dockerfiles without building them
     Dockerfile(dockerfile::DockerfileArgs),
 }
@@ -68,6 +83,8 @@ pub enum LogFormat {
 /// Runs the parsed command line; the exit code says how it went.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Dockerfile(args) => dockerfile::run(args),
+        Some(Command::Build(args)) => build::run(&args),
+        Some(Command::Dockerfile(args)) => dockerfile::run(args),
+        None => build::run(&cli.kaniko),
     }
 }

@@ -222,6 +222,24 @@ impl Error {
             return Self::registry(context, Some(status.as_u16()), b"");
         }
         let tls = is_certificate_error(&source);
+        let hint = if tls {
+            Some(tls_hint())
+        } else if source.is_connect() && source.url().is_some_and(|u| u.scheme() == "https") {
+            let host = source
+                .url()
+                .and_then(reqwest::Url::host_str)
+                .unwrap_or("HOST");
+            let port = source
+                .url()
+                .and_then(reqwest::Url::port)
+                .map(|p| format!(":{p}"))
+                .unwrap_or_default();
+            Some(format!(
+                "if {host}{port} serves plain HTTP, pass --insecure-registry {host}{port} (or --insecure / --insecure-pull)"
+            ))
+        } else {
+            None
+        };
         let retryable = !tls
             && (source.is_connect()
                 || source.is_timeout()
@@ -231,7 +249,7 @@ impl Error {
         Self::Transport {
             context,
             retryable,
-            hint: tls.then(tls_hint),
+            hint,
             source: Box::new(source),
         }
     }

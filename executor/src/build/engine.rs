@@ -1,0 +1,775 @@
+//! The build engine for one Dockerfile build: stages in dependency order,
+//! each from its base (scratch, an image, an earlier stage), instruction by
+//! instruction: config-only instructions change the config, WORKDIR, COPY
+//! and ADD write layers. Each stage keeps its root filesystem on disk (its
+//! base's layers applied, then every layer it writes) so later instructions
+//! and `COPY --from` see what Docker would.
+//!
+//! RUN is not executed yet: a Dockerfile whose needed stages hold a RUN is
+//! refused before any work starts, naming the line.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use oci_spec::image::{Descriptor, MediaType};
+
+use super::config::{self, Applied, ImageConfig, StageFlags};
+use super::copy::{self, Source, TreeEntry};
+use super::images::{self, LayerRef};
+use super::remote::Remote;
+use super::settings::Settings;
+use crate::context::{self, Context, ContextSource, PrepareOptions};
+use crate::dockerfile::instructions::{self, Add, CopyArgs, Instruction, Kind};
+use crate::dockerfile::parser;
+use crate::dockerfile::plan::{self, Base, Options, Plan, Scope};
+use crate::dockerfile::shell::Lex;
+use crate::image::apply::{self, ApplyOptions};
+use crate::image::digest::Digest;
+use crate::image::layer::{self, Compression, WriteOptions};
+use crate::image::store::Store;
+use crate::registry::ImageReference;
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0}")]
+    Dockerfile(String),
+    #[error(transparent)]
+    Context(#[from] context::Error),
+    #[error("{file}:{line}: RUN is not supported yet: this build cannot run commands")]
+    RunUnsupported { file: String, line: usize },
+    #[error("{file}:{line}: {instruction} failed: {message}")]
+    Step {
+        file: String,
+        line: usize,
+        instruction: String,
+        message: String,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::image::store::StoreError),
+    #[error(transparent)]
+    Layer(#[from] crate::image::layer::LayerError),
+    #[error(transparent)]
+    Apply(#[from] crate::image::apply::ApplyError),
+    #[error(transparent)]
+    Image(#[from] images::ImageError),
+    #[error("cannot write {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+type Result<T, E = BuildError> = std::result::Result<T, E>;
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
+    move |source| BuildError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What a finished build produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The image manifest's digest.
+    pub digest: Digest,
+    /// The manifest descriptor in the local store.
+    pub manifest: Descriptor,
+    pub config: ImageConfig,
+    /// The destinations pushed to.
+    pub pushed: Vec<ImageReference>,
+}
+
+/// One built stage.
+#[derive(Debug, Clone)]
+struct StageResult {
+    config: ImageConfig,
+    layers: Vec<LayerRef>,
+    rootfs: PathBuf,
+}
+
+/// Runs a build as `settings` describe.
+pub async fn build(settings: &Settings) -> Result<Outcome> {
+    let started = Instant::now();
+    let store = Store::open(&settings.cache_dir)?;
+    let work = store.root().join("tmp");
+    fs::create_dir_all(&work).map_err(io_at(&work))?;
+    let work = tempfile::Builder::new()
+        .prefix("build-")
+        .tempdir_in(&work)
+        .map_err(io_at(&work))?;
+
+    let source: ContextSource = settings
+        .context
+        .parse()
+        .map_err(|e: context::SourceError| BuildError::Dockerfile(e.to_string()))?;
+    let mut git = context::GitOptions::default();
+    for option in &settings.git {
+        git.apply(option)
+            .map_err(|e| BuildError::Dockerfile(e.to_string()))?;
+    }
+    let context = Context::prepare(
+        &source,
+        &PrepareOptions {
+            sub_path: settings.context_sub_path.as_ref().map(PathBuf::from),
+            dockerfile: Some(settings.dockerfile.clone()),
+            git: git
+                .with_env()
+                .map_err(|e| BuildError::Dockerfile(e.to_string()))?,
+            scratch_dir: Some(work.path().to_path_buf()),
+        },
+    )?;
+    let dockerfile_path = context.dockerfile().to_path_buf();
+    let file_name = settings.dockerfile.display().to_string();
+    let text = fs::read(&dockerfile_path).map_err(|source| BuildError::Io {
+        path: dockerfile_path.clone(),
+        source,
+    })?;
+    let text = String::from_utf8_lossy(&text);
+
+    let opts = Options {
+        build_args: settings.build_args.clone(),
+        target: settings.target.clone(),
+        build_platform: crate::platform::Platform::host(),
+        target_platform: settings.platform.clone(),
+    };
+    let parsed = parser::parse_named(&file_name, &text)
+        .map_err(|e| BuildError::Dockerfile(e.render(&file_name)))?;
+    let plan = plan::plan_parsed(parsed, &opts).map_err(|errors| {
+        BuildError::Dockerfile(
+            errors
+                .0
+                .iter()
+                .map(|e| e.render(&file_name))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
+    for warning in &plan.warnings {
+        tracing::warn!(
+            "{file_name}:{}: {} ({})",
+            warning.position,
+            warning.message,
+            warning.rule
+        );
+    }
+    for &index in &plan.needed {
+        if let Some(run) = plan.stages[index]
+            .instructions
+            .iter()
+            .find(|i| matches!(i.kind, Kind::Run(_)))
+        {
+            return Err(BuildError::RunUnsupported {
+                file: file_name,
+                line: run.start.line,
+            });
+        }
+    }
+
+    let registry = Remote::new(settings)?;
+    let mut engine = Engine {
+        settings,
+        store,
+        context,
+        plan: &plan,
+        opts: &opts,
+        work: work.path().to_path_buf(),
+        registry,
+        file_name,
+        results: BTreeMap::new(),
+        image_roots: BTreeMap::new(),
+        compression: if settings.zstd {
+            Compression::Zstd
+        } else {
+            Compression::Gzip
+        },
+    };
+    for index in build_order(&plan) {
+        engine.run_stage(index).await?;
+    }
+    let final_stage = engine
+        .results
+        .remove(&plan.target)
+        .expect("the target stage was built");
+    let outcome = engine.finish(final_stage).await?;
+    tracing::info!(
+        "built {} in {:.1}s",
+        outcome.digest,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(outcome)
+}
+
+/// The needed stages, each after the stages it depends on.
+fn build_order(plan: &Plan) -> Vec<usize> {
+    fn visit(plan: &Plan, i: usize, seen: &mut Vec<bool>, out: &mut Vec<usize>) {
+        if seen[i] {
+            return;
+        }
+        seen[i] = true;
+        for &dep in &plan.stages[i].depends_on {
+            visit(plan, dep, seen, out);
+        }
+        out.push(i);
+    }
+    let mut seen = vec![false; plan.stages.len()];
+    let mut out = Vec::new();
+    for &i in &plan.needed {
+        visit(plan, i, &mut seen, &mut out);
+    }
+    out
+}
+
+struct Engine<'a> {
+    settings: &'a Settings,
+    store: Store,
+    context: Context,
+    plan: &'a Plan,
+    opts: &'a Options,
+    work: PathBuf,
+    registry: Remote,
+    file_name: String,
+    results: BTreeMap<usize, StageResult>,
+    /// Root filesystems of images used by `COPY --from=<image>`.
+    image_roots: BTreeMap<String, PathBuf>,
+    compression: Compression,
+}
+
+fn now_rfc3339() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    config::rfc3339(secs)
+}
+
+impl Engine<'_> {
+    fn step_error(&self, instruction: &Instruction, message: impl std::fmt::Display) -> BuildError {
+        BuildError::Step {
+            file: self.file_name.clone(),
+            line: instruction.start.line,
+            instruction: instruction.keyword().to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    fn new_dir(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.work.join(name);
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(io_at(&dir))?;
+        }
+        fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        Ok(dir)
+    }
+
+    /// Applies `layers` from the store to a fresh directory.
+    fn materialize(&self, name: &str, layers: &[LayerRef]) -> Result<PathBuf> {
+        let root = self.new_dir(name)?;
+        let opts = ApplyOptions {
+            root_is_privileged: rustix::process::geteuid().is_root(),
+            preserve_ownership: true,
+            ignore_paths: Vec::new(),
+        };
+        for layer in layers {
+            let digest = images::descriptor_digest(&layer.descriptor)?;
+            let file = self.store.open_blob(&digest)?;
+            apply::apply_layer(io::BufReader::new(file), &root, &opts)?;
+        }
+        Ok(root)
+    }
+
+    async fn run_stage(&mut self, index: usize) -> Result<()> {
+        let stage = &self.plan.stages[index];
+        let total_stages = self.plan.needed.len();
+        let position = self
+            .plan
+            .needed
+            .iter()
+            .position(|&i| i == index)
+            .unwrap_or(0)
+            + 1;
+        let platform = stage
+            .platform
+            .clone()
+            .unwrap_or_else(|| self.settings.platform.clone());
+        let steps = stage.instructions.len() + 1;
+        tracing::info!(
+            "[{position}/{total_stages}] STEP 1/{steps}: {}",
+            stage.from.display()
+        );
+        let (mut config, layers) = match &stage.base {
+            Base::Scratch => (ImageConfig::scratch(&platform), Vec::new()),
+            Base::Stage(i) => {
+                let base = self.results.get(i).expect("dependencies are built first");
+                (base.config.clone(), base.layers.clone())
+            }
+            Base::Image(reference) => {
+                let reference = ImageReference::parse(reference)
+                    .map_err(|e| self.step_error(&stage.from, e))?;
+                let image = self
+                    .registry
+                    .fetch(&reference, &platform, &self.store)
+                    .await?;
+                (image.config, image.layers)
+            }
+        };
+        let rootfs = self.materialize(&format!("stage-{index}"), &layers)?;
+        let mut result = StageResult {
+            config: ImageConfig {
+                created: None,
+                ..config.clone()
+            },
+            layers,
+            rootfs,
+        };
+
+        // ONBUILD triggers of the base run first, then are cleared.
+        let mut instructions = Vec::new();
+        for trigger in std::mem::take(&mut config.config.on_build) {
+            let parsed = parser::parse(&trigger).map_err(|e| {
+                self.step_error(&stage.from, format!("ONBUILD trigger {trigger:?}: {e}"))
+            })?;
+            for node in &parsed.nodes {
+                let mut instruction = instructions::parse_node(node, &parsed).map_err(|e| {
+                    self.step_error(&stage.from, format!("ONBUILD trigger {trigger:?}: {e}"))
+                })?;
+                instruction.start = stage.from.start;
+                if matches!(instruction.kind, Kind::Run(_)) {
+                    return Err(BuildError::RunUnsupported {
+                        file: self.file_name.clone(),
+                        line: stage.from.start.line,
+                    });
+                }
+                instructions.push(instruction);
+            }
+        }
+        result.config.config.on_build.clear();
+        instructions.extend(stage.instructions.iter().cloned());
+
+        let mut scope = Scope::new(self.plan, self.opts, result.config.env_pairs());
+        let mut flags = StageFlags::default();
+        for (n, mut instruction) in instructions.into_iter().enumerate() {
+            let step_started = Instant::now();
+            scope
+                .apply(&mut instruction, &self.plan.parsed)
+                .map_err(|e| BuildError::Dockerfile(e.render(&self.file_name)))?;
+            let created = now_rfc3339();
+            match config::apply(&mut result.config, &mut flags, &instruction, Some(&created)) {
+                Applied::Config => {}
+                Applied::NotConfigOnly => match &instruction.kind {
+                    Kind::Workdir(_) => self.workdir(&mut result, &instruction, &created)?,
+                    Kind::Copy(c) => {
+                        self.copy(&mut result, &instruction, &c.args, None, &scope, &created)
+                            .await?;
+                    }
+                    Kind::Add(a) => {
+                        self.copy(
+                            &mut result,
+                            &instruction,
+                            &a.args,
+                            Some(a),
+                            &scope,
+                            &created,
+                        )
+                        .await?;
+                    }
+                    _ => return Err(self.step_error(&instruction, "is not supported yet")),
+                },
+            }
+            tracing::info!(
+                "[{position}/{total_stages}] STEP {}/{steps}: {} ({:.2}s)",
+                n + 2,
+                instruction.display(),
+                step_started.elapsed().as_secs_f64()
+            );
+        }
+        self.results.insert(index, result);
+        Ok(())
+    }
+
+    /// WORKDIR: the directory is created (owned by the current USER, as
+    /// BuildKit does) when the image does not have it.
+    fn workdir(
+        &mut self,
+        result: &mut StageResult,
+        instruction: &Instruction,
+        created: &str,
+    ) -> Result<()> {
+        let dir = result.config.config.working_dir.clone();
+        let created_by = instruction.display();
+        if copy::resolve_in_root(&result.rootfs, &dir, true).is_dir() {
+            result.config.add_history(created_by, true, Some(created));
+            return Ok(());
+        }
+        let owner = match result.config.config.user.as_str() {
+            "" => None,
+            user => Some(
+                copy::resolve_chown(user, &result.rootfs)
+                    .map_err(|e| self.step_error(instruction, e))?,
+            ),
+        };
+        let staging = self.new_dir("staging")?;
+        let staged = copy::under(&staging, &dir);
+        fs::create_dir_all(&staged).map_err(io_at(&staged))?;
+        let (uid, gid) = owner.unwrap_or((0, 0));
+        // Only the last directory takes the user; parents stay root's.
+        std::os::unix::fs::lchown(&staged, Some(uid), Some(gid)).map_err(io_at(&staged))?;
+        self.commit_layer(result, &staging, created_by, created)
+    }
+
+    /// COPY and ADD.
+    async fn copy(
+        &mut self,
+        result: &mut StageResult,
+        instruction: &Instruction,
+        args: &CopyArgs,
+        add: Option<&Add>,
+        scope: &Scope<'_>,
+        created: &str,
+    ) -> Result<()> {
+        let keyword = if add.is_some() { "ADD" } else { "COPY" };
+        let chown = args
+            .chown
+            .as_deref()
+            .map(|c| copy::resolve_chown(c, &result.rootfs))
+            .transpose()
+            .map_err(|e| self.step_error(instruction, e))?;
+        let chmod = args
+            .chmod
+            .as_deref()
+            .map(copy::parse_chmod)
+            .transpose()
+            .map_err(|e| self.step_error(instruction, e))?;
+        let mut copy_opts = copy::Options {
+            instruction: keyword,
+            chown,
+            chmod,
+            parents: args.parents,
+            workdir: result.config.config.working_dir.clone(),
+            from_context: args.from.is_none(),
+        };
+
+        let scratch = self.new_dir("sources")?;
+        let mut sources = Vec::new();
+        // Heredoc sources are files named by their delimiter.
+        for heredoc in &args.heredocs {
+            let content = if heredoc.expand {
+                let lex = Lex {
+                    raw_quotes: true,
+                    raw_escapes: true,
+                    ..Lex::new(self.plan.parsed.escape)
+                };
+                lex.process_word(&heredoc.content, scope)
+                    .map_err(|e| self.step_error(instruction, e.message))?
+            } else {
+                heredoc.content.clone()
+            };
+            let path = scratch.join(&heredoc.name);
+            fs::write(&path, content).map_err(io_at(&path))?;
+            sources.push(Source {
+                path,
+                rel: heredoc.name.clone(),
+                entries: None,
+            });
+        }
+        let (remote, local): (Vec<&String>, Vec<&String>) = args
+            .sources
+            .iter()
+            .partition(|s| add.is_some() && images::is_url(s));
+        for url in remote {
+            let checksum = add.and_then(|a| a.checksum.as_deref());
+            let path = images::download(url, checksum, &scratch)
+                .await
+                .map_err(|e| self.step_error(instruction, e))?;
+            sources.push(Source {
+                rel: path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                path,
+                entries: None,
+            });
+        }
+        let patterns: Vec<String> = local.into_iter().cloned().collect();
+        if !patterns.is_empty() {
+            match &args.from {
+                None => {
+                    sources.extend(self.context_sources(
+                        &self.context,
+                        &patterns,
+                        &args.exclude,
+                        instruction,
+                    )?);
+                }
+                Some(from) => {
+                    let root = self.source_root(from, instruction).await?;
+                    let other = Context::from_dir(&root, None)?;
+                    sources.extend(self.context_sources(
+                        &other,
+                        &patterns,
+                        &args.exclude,
+                        instruction,
+                    )?);
+                    copy_opts.from_context = false;
+                }
+            }
+        }
+
+        let staging = self.new_dir("staging")?;
+        let unpack = add.is_some_and(|a| a.unpack != Some(false));
+        let (archives, plain): (Vec<Source>, Vec<Source>) = sources.into_iter().partition(|s| {
+            unpack && args.from.is_none() && s.path.is_file() && images::is_local_archive(&s.path)
+        });
+        if !plain.is_empty() {
+            copy::copy(&plain, &args.dest, &result.rootfs, &staging, &copy_opts)
+                .map_err(|e| self.step_error(instruction, e))?;
+        }
+        for archive in archives {
+            let (dest, _) = copy::destination(&args.dest, &copy_opts.workdir);
+            let target = copy::under(&staging, &dest);
+            fs::create_dir_all(&target).map_err(io_at(&target))?;
+            let file = fs::File::open(&archive.path).map_err(io_at(&archive.path))?;
+            apply::apply_layer(
+                io::BufReader::new(file),
+                &target,
+                &ApplyOptions {
+                    root_is_privileged: rustix::process::geteuid().is_root(),
+                    preserve_ownership: chown.is_none(),
+                    ignore_paths: Vec::new(),
+                },
+            )
+            .map_err(|e| {
+                self.step_error(instruction, format!("cannot extract {}: {e}", archive.rel))
+            })?;
+        }
+        self.commit_layer(result, &staging, instruction.display(), created)
+    }
+
+    /// Selected files of `ctx` as copy sources.
+    fn context_sources(
+        &self,
+        ctx: &Context,
+        patterns: &[String],
+        excludes: &[String],
+        instruction: &Instruction,
+    ) -> Result<Vec<Source>> {
+        let selected = ctx
+            .select(patterns, excludes)
+            .map_err(|e| self.step_error(instruction, e))?;
+        let mut out = Vec::with_capacity(selected.len());
+        for item in selected {
+            let entries = if item.metadata.is_dir() {
+                let mut list = Vec::new();
+                for entry in ctx
+                    .walk(&item, excludes)
+                    .map_err(|e| self.step_error(instruction, e))?
+                {
+                    let entry = entry.map_err(|e| self.step_error(instruction, e))?;
+                    list.push(TreeEntry {
+                        sub: entry.sub,
+                        abs: entry.abs,
+                        metadata: entry.metadata,
+                    });
+                }
+                Some(list)
+            } else {
+                None
+            };
+            out.push(Source {
+                path: item.abs,
+                rel: item.rel,
+                entries,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The root filesystem `COPY --from=` reads: a stage's, or an image's.
+    async fn source_root(&mut self, from: &str, instruction: &Instruction) -> Result<PathBuf> {
+        let lower = from.to_ascii_lowercase();
+        let stage = self
+            .plan
+            .stages
+            .iter()
+            .find(|s| s.name.as_deref() == Some(lower.as_str()))
+            .map(|s| s.index)
+            .or_else(|| from.parse::<usize>().ok());
+        if let Some(i) = stage {
+            return self
+                .results
+                .get(&i)
+                .map(|r| r.rootfs.clone())
+                .ok_or_else(|| {
+                    self.step_error(instruction, format!("stage {from} was not built"))
+                });
+        }
+        if let Some(root) = self.image_roots.get(from) {
+            return Ok(root.clone());
+        }
+        let reference = ImageReference::parse(from).map_err(|e| self.step_error(instruction, e))?;
+        let image = self
+            .registry
+            .fetch(&reference, &self.settings.platform, &self.store)
+            .await?;
+        let name = format!("image-{}", self.image_roots.len());
+        let root = self.materialize(&name, &image.layers)?;
+        self.image_roots.insert(from.to_string(), root.clone());
+        Ok(root)
+    }
+
+    /// Writes the staging tree as a layer into the store, records it, and
+    /// applies it to the stage's root filesystem.
+    fn commit_layer(
+        &mut self,
+        result: &mut StageResult,
+        staging: &Path,
+        created_by: String,
+        created: &str,
+    ) -> Result<()> {
+        let entries = layer::layer_from_dir(staging)?;
+        let mut writer = self.store.blob_writer()?;
+        let info = layer::write_layer(
+            entries,
+            self.compression,
+            self.settings.compression_level,
+            0,
+            &mut writer,
+            &WriteOptions::default(),
+        )?;
+        writer.flush().map_err(io_at(self.store.root()))?;
+        let (digest, _) = writer.commit(Some(&info.digest))?;
+        let file = self.store.open_blob(&digest)?;
+        apply::apply_layer(
+            io::BufReader::new(file),
+            &result.rootfs,
+            &ApplyOptions {
+                root_is_privileged: rustix::process::geteuid().is_root(),
+                preserve_ownership: true,
+                ignore_paths: Vec::new(),
+            },
+        )?;
+        result.layers.push(LayerRef {
+            descriptor: info.descriptor(),
+            diff_id: info.diff_id.to_string(),
+            source: None,
+        });
+        result
+            .config
+            .add_layer(&info.diff_id.to_string(), created_by, Some(created));
+        fs::remove_dir_all(staging).map_err(io_at(staging))?;
+        Ok(())
+    }
+
+    /// Assembles the image, stores it and writes every output.
+    async fn finish(self, mut result: StageResult) -> Result<Outcome> {
+        for (k, v) in &self.settings.labels {
+            result.config.config.labels.insert(k.clone(), v.clone());
+        }
+        result.config.created = Some(now_rfc3339());
+        let config_bytes = result
+            .config
+            .to_json()
+            .map_err(|e| BuildError::Dockerfile(format!("cannot encode the image config: {e}")))?;
+        let config_digest = self.store.put_bytes(&config_bytes)?;
+        let config_descriptor = Descriptor::new(
+            MediaType::ImageConfig,
+            config_bytes.len() as u64,
+            oci_spec::image::Digest::from(&config_digest),
+        );
+        let layer_descriptors: Vec<Descriptor> = result
+            .layers
+            .iter()
+            .map(|l| images::as_oci_layer(&l.descriptor))
+            .collect();
+        let manifest = images::manifest_json(&config_descriptor, &layer_descriptors);
+        let digest = self.store.put_bytes(&manifest)?;
+        let manifest_descriptor = Descriptor::new(
+            MediaType::ImageManifest,
+            manifest.len() as u64,
+            oci_spec::image::Digest::from(&digest),
+        );
+        for destination in &self.settings.destinations {
+            self.store
+                .set_ref(&destination.to_string(), &manifest_descriptor)?;
+        }
+
+        let mut pushed = Vec::new();
+        if self.settings.push {
+            for destination in &self.settings.destinations {
+                let digest = self
+                    .registry
+                    .push(
+                        destination,
+                        &self.store,
+                        &manifest,
+                        &config_descriptor,
+                        &result.layers,
+                    )
+                    .await?;
+                let pushed_as = format!("{}@{digest}", destination.name());
+                tracing::info!("pushed {destination} ({pushed_as})");
+                pushed.push(destination.clone());
+            }
+        }
+        if let Some(path) = &self.settings.tar_path {
+            images::write_docker_archive(
+                path,
+                &self.store,
+                &config_digest,
+                &config_bytes,
+                &result.layers,
+                &self.settings.destinations,
+            )?;
+            tracing::info!("wrote {}", path.display());
+        }
+        if let Some(dir) = &self.settings.oci_layout_path {
+            let mut root = manifest_descriptor.clone();
+            if let Some(name) = self.settings.destinations.first() {
+                let mut annotations = std::collections::HashMap::new();
+                annotations.insert(
+                    "org.opencontainers.image.ref.name".to_string(),
+                    name.to_string(),
+                );
+                root.set_annotations(Some(annotations));
+            }
+            self.store.export_layout(dir, &[root])?;
+            tracing::info!("wrote OCI layout {}", dir.display());
+        }
+        write_digest_files(self.settings, &digest)?;
+        Ok(Outcome {
+            digest,
+            manifest: manifest_descriptor,
+            config: result.config,
+            pushed,
+        })
+    }
+}
+
+/// kaniko's digest files.
+fn write_digest_files(settings: &Settings, digest: &Digest) -> Result<()> {
+    let write = |path: &Path, text: String| fs::write(path, text).map_err(io_at(path));
+    if let Some(path) = &settings.digest_file {
+        write(path, digest.to_string())?;
+    }
+    if let Some(path) = &settings.image_name_with_digest_file {
+        let lines: Vec<String> = settings
+            .destinations
+            .iter()
+            .map(|d| format!("{}@{digest}", d.name()))
+            .collect();
+        write(path, lines.join("\n") + "\n")?;
+    }
+    if let Some(path) = &settings.image_name_tag_with_digest_file {
+        let lines: Vec<String> = settings
+            .destinations
+            .iter()
+            .map(|d| format!("{}:{}@{digest}", d.name(), d.tag().unwrap_or("latest")))
+            .collect();
+        write(path, lines.join("\n") + "\n")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! What the build engine does with images beyond one stage: fetching base
+//! images into the local store, pushing the result (blobs first, manifest
+//! last), the docker-archive output, ADD's downloads, and the OCI manifest.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{Descriptor, MediaType};
+use sha2::Digest as _;
+
+use super::config::ImageConfig;
+use crate::image::digest::Digest;
+use crate::image::store::Store;
+use crate::registry::ImageReference;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("invalid digest {value:?} in a descriptor")]
+    Digest { value: String },
+    #[error("image {reference}: {message}")]
+    Image { reference: String, message: String },
+    #[error(transparent)]
+    Registry(#[from] crate::registry::Error),
+    #[error(transparent)]
+    Store(#[from] crate::image::store::StoreError),
+    #[error("cannot write {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+type Result<T, E = ImageError> = std::result::Result<T, E>;
+
+/// A layer of an image being built: where its blob is, and where it came
+/// from (for cross-repository mounts).
+#[derive(Debug, Clone)]
+pub struct LayerRef {
+    pub descriptor: Descriptor,
+    /// `sha256:...` of the uncompressed tar.
+    pub diff_id: String,
+    /// The repository the blob was pulled from, if any (pushes mount it
+    /// from there).
+    pub source: Option<ImageReference>,
+}
+
+/// A base image in the local store.
+#[derive(Debug, Clone)]
+pub struct ImageSource {
+    pub config: ImageConfig,
+    pub layers: Vec<LayerRef>,
+}
+
+/// Our digest type from a descriptor's.
+pub fn descriptor_digest(descriptor: &Descriptor) -> Result<Digest> {
+    let value = descriptor.digest().to_string();
+    value.parse().map_err(|_| ImageError::Digest { value })
+}
+
+/// A layer descriptor with Docker's media types mapped to the OCI ones (the
+/// bytes are the same), as BuildKit does when it writes an OCI manifest.
+#[must_use]
+pub fn as_oci_layer(descriptor: &Descriptor) -> Descriptor {
+    let media_type = match descriptor.media_type() {
+        MediaType::Other(t) if t == "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+            MediaType::ImageLayerGzip
+        }
+        MediaType::Other(t) if t == "application/vnd.docker.image.rootfs.diff.tar.zstd" => {
+            MediaType::ImageLayerZstd
+        }
+        MediaType::Other(t) if t == "application/vnd.docker.image.rootfs.diff.tar" => {
+            MediaType::ImageLayer
+        }
+        other => other.clone(),
+    };
+    Descriptor::new(media_type, descriptor.size(), descriptor.digest().clone())
+}
+
+/// The OCI image manifest's bytes.
+#[must_use]
+pub fn manifest_json(config: &Descriptor, layers: &[Descriptor]) -> Vec<u8> {
+    let descriptor = |d: &Descriptor| {
+        serde_json::json!({
+            "mediaType": d.media_type().to_string(),
+            "digest": d.digest().to_string(),
+            "size": d.size(),
+        })
+    };
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": descriptor(config),
+        "layers": layers.iter().map(descriptor).collect::<Vec<_>>(),
+    });
+    serde_json::to_vec(&manifest).expect("a manifest encodes")
+}
+
+/// Is this ADD source a URL to download?
+#[must_use]
+pub fn is_url(source: &str) -> bool {
+    let lower = source.to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
+}
+
+/// Does this local file look like an archive ADD extracts (tar, gzip, zstd;
+/// by content, not name, as Docker does)?
+#[must_use]
+pub fn is_local_archive(path: &Path) -> bool {
+    let mut head = [0u8; 512];
+    let Ok(mut file) = fs::File::open(path) else {
+        return false;
+    };
+    let mut read = 0;
+    while read < head.len() {
+        match file.read(&mut head[read..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => read += n,
+        }
+    }
+    let head = &head[..read];
+    head.starts_with(&[0x1f, 0x8b])
+        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || (head.len() >= 262 && &head[257..262] == b"ustar")
+}
+
+/// Downloads `url` into `dir` (named after the URL's last path segment),
+/// checking `checksum` when given.
+pub async fn download(url: &str, checksum: Option<&str>, dir: &Path) -> Result<PathBuf, String> {
+    let response = reqwest::get(url)
+        .await
+        .map_err(|e| format!("cannot download {url}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("cannot download {url}: {}", response.status()));
+    }
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| format!("cannot download {url}: {e}"))?;
+    if let Some(expected) = checksum {
+        let actual = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
+        let matches = match expected.split_once(':') {
+            Some(("sha256", _)) => actual == expected,
+            Some(("sha384", hex_part)) => hex::encode(sha2::Sha384::digest(&bytes)) == hex_part,
+            Some(("sha512", hex_part)) => hex::encode(sha2::Sha512::digest(&bytes)) == hex_part,
+            _ => false,
+        };
+        if !matches {
+            return Err(format!(
+                "checksum mismatch for {url}: expected {expected}, got {actual}"
+            ));
+        }
+    }
+    let name = url
+        .split(['?', '#'])
+        .next()
+        .unwrap_or(url)
+        .rsplit('/')
+        .find(|s| !s.is_empty())
+        .unwrap_or("download");
+    let path = dir.join(name);
+    fs::write(&path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// Writes the image as a docker-archive tarball (`docker save` format:
+/// `manifest.json`, the config, each layer as an uncompressed tar named by
+/// its diffID), which `docker load` and `skopeo copy docker-archive:` read.
+pub fn write_docker_archive(
+    path: &Path,
+    store: &Store,
+    config_digest: &Digest,
+    config: &[u8],
+    layers: &[LayerRef],
+    tags: &[ImageReference],
+) -> Result<()> {
+    let io_err = |source| ImageError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let file = fs::File::create(&tmp).map_err(io_err)?;
+    let mut tar = tar::Builder::new(io::BufWriter::new(file));
+    let mut append = |name: &str, size: u64, reader: &mut dyn Read| -> io::Result<()> {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(size);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut header, name, reader)
+    };
+    let config_name = format!("{}.json", config_digest.hex());
+    append(&config_name, config.len() as u64, &mut &config[..]).map_err(io_err)?;
+    let mut layer_names = Vec::new();
+    for layer in layers {
+        let digest = descriptor_digest(&layer.descriptor)?;
+        let hex = layer.diff_id.trim_start_matches("sha256:").to_string();
+        let name = format!("{hex}/layer.tar");
+        // The uncompressed size is needed for the tar header: decompress
+        // once into a temp file in the store.
+        let blob = store.open_blob(&digest)?;
+        let mut plain = tempfile::tempfile_in(store.root()).map_err(io_err)?;
+        let mut reader = crate::image::apply::decompress(io::BufReader::new(blob))
+            .map_err(|e| io_err(io::Error::other(e)))?;
+        let size = io::copy(&mut reader, &mut plain).map_err(io_err)?;
+        io::Seek::rewind(&mut plain).map_err(io_err)?;
+        append(&name, size, &mut plain).map_err(io_err)?;
+        layer_names.push(name);
+    }
+    let repo_tags: Vec<String> = tags.iter().map(ToString::to_string).collect();
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": repo_tags,
+        "Layers": layer_names,
+    }]))
+    .expect("manifest.json encodes");
+    append("manifest.json", manifest.len() as u64, &mut &manifest[..]).map_err(io_err)?;
+    let mut out = tar.into_inner().map_err(io_err)?;
+    out.flush().map_err(io_err)?;
+    drop(out);
+    fs::rename(&tmp, path).map_err(io_err)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_media_types_become_oci() {
+        let digest: oci_spec::image::Digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
+        let d = Descriptor::new(
+            MediaType::Other("application/vnd.docker.image.rootfs.diff.tar.gzip".into()),
+            3,
+            digest,
+        );
+        assert_eq!(as_oci_layer(&d).media_type(), &MediaType::ImageLayerGzip);
+    }
+
+    #[test]
+    fn archives_are_recognised_by_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let gz = dir.path().join("x.bin");
+        let mut enc = flate2::write::GzEncoder::new(
+            fs::File::create(&gz).unwrap(),
+            flate2::Compression::default(),
+        );
+        enc.write_all(b"hello").unwrap();
+        enc.finish().unwrap();
+        assert!(is_local_archive(&gz));
+        let txt = dir.path().join("a.tar.gz");
+        fs::write(&txt, "not an archive").unwrap();
+        assert!(!is_local_archive(&txt));
+    }
+}

@@ -1,0 +1,212 @@
+//! The build's side of the registry: base images fetched into the local
+//! store (blobs already there, verified, are not downloaded again), and the
+//! result pushed to each destination (blobs in parallel, each mounted from
+//! the repository it came from when the registry allows, uploaded when not;
+//! the manifest last).
+
+use std::io::{self, Write as _};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::future::try_join_all;
+use oci_spec::image::Descriptor;
+
+use super::config::ImageConfig;
+use super::images::{ImageError, ImageSource, LayerRef};
+use super::settings::Settings;
+use crate::image::digest::Digest;
+use crate::image::store::{BlobWriter, Store, StoreError};
+use crate::platform::Platform;
+use crate::registry::{
+    ImageReference, OCI_MANIFEST, RegistryClient, RegistryOptions, TransferOptions,
+};
+
+type Result<T, E = ImageError> = std::result::Result<T, E>;
+
+/// The registries one build talks to.
+pub struct Remote {
+    client: RegistryClient,
+}
+
+impl Remote {
+    /// A client with the build's TLS, plain-HTTP, mirror and retry settings
+    /// and the credentials found from the environment.
+    pub fn new(settings: &Settings) -> Result<Self> {
+        let options = RegistryOptions {
+            insecure: settings.insecure_registries.clone(),
+            skip_tls_verify: settings.skip_tls_verify_registries.clone(),
+            certificates: settings.registry_certificates.clone(),
+            mirrors: settings.registry_mirrors.clone(),
+            pull: TransferOptions {
+                insecure: settings.insecure_pull,
+                skip_tls_verify: settings.skip_tls_verify_pull,
+                retries: settings.image_download_retry,
+            },
+            push: TransferOptions {
+                insecure: settings.insecure_push,
+                skip_tls_verify: settings.skip_tls_verify_push,
+                retries: settings.push_retry,
+            },
+            ..RegistryOptions::default()
+        };
+        let client = RegistryClient::from_env(options)?;
+        Ok(Self { client })
+    }
+
+    /// Resolves `reference` for `platform` and makes sure its config and
+    /// layers are in `store`. A layer already stored is checked against its
+    /// digest (and fetched again when corrupt) instead of downloaded.
+    pub async fn fetch(
+        &self,
+        reference: &ImageReference,
+        platform: &Platform,
+        store: &Store,
+    ) -> Result<ImageSource> {
+        let resolved = self.client.resolve(reference, platform).await?;
+        store.put_bytes(&resolved.manifest_bytes)?;
+        store.put_bytes(&resolved.config)?;
+        let config = ImageConfig::from_json(&resolved.config).map_err(|e| ImageError::Image {
+            reference: reference.to_string(),
+            message: format!(
+                "the image config {} is not valid: {e}",
+                resolved.config_digest
+            ),
+        })?;
+        if config.rootfs.diff_ids.len() != resolved.layers.len() {
+            return Err(ImageError::Image {
+                reference: reference.to_string(),
+                message: format!(
+                    "the manifest lists {} layers but the config {} diff IDs",
+                    resolved.layers.len(),
+                    config.rootfs.diff_ids.len()
+                ),
+            });
+        }
+        let source = &resolved.source;
+        let downloads = resolved
+            .layers
+            .iter()
+            .map(|layer| self.fetch_blob(source, layer, store));
+        try_join_all(downloads).await?;
+        let layers = resolved
+            .layers
+            .iter()
+            .zip(&config.rootfs.diff_ids)
+            .map(|(descriptor, diff_id)| LayerRef {
+                descriptor: descriptor.clone(),
+                diff_id: diff_id.clone(),
+                source: Some(source.clone()),
+            })
+            .collect();
+        tracing::debug!(image = %reference, digest = %resolved.manifest_digest, "base image ready");
+        Ok(ImageSource { config, layers })
+    }
+
+    async fn fetch_blob(
+        &self,
+        source: &ImageReference,
+        descriptor: &Descriptor,
+        store: &Store,
+    ) -> Result<()> {
+        let digest = Digest::try_from(descriptor.digest()).map_err(|_| ImageError::Digest {
+            value: descriptor.digest().to_string(),
+        })?;
+        if store.has_blob(&digest) {
+            match store.verify_blob(&digest) {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Corrupt { .. }) => {
+                    tracing::warn!(%digest, "stored blob is corrupt; downloading it again");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut writer = store.blob_writer_with(digest.algorithm())?;
+        writer.expect_size(descriptor.size());
+        self.client
+            .pull_blob(source, descriptor, SyncBlobWriter(&mut writer))
+            .await?;
+        writer.commit(Some(&digest))?;
+        Ok(())
+    }
+
+    /// Pushes the image whose manifest is `manifest` (config and layers
+    /// already in `store`) to `destination`. Every blob is in the
+    /// repository before the manifest is sent. Returns the manifest digest.
+    pub async fn push(
+        &self,
+        destination: &ImageReference,
+        store: &Store,
+        manifest: &[u8],
+        config: &Descriptor,
+        layers: &[LayerRef],
+    ) -> Result<Digest> {
+        let config_push = self.push_blob(destination, store, config, None);
+        let layer_pushes = layers
+            .iter()
+            .map(|l| self.push_blob(destination, store, &l.descriptor, l.source.as_ref()));
+        futures_util::future::try_join(config_push, try_join_all(layer_pushes)).await?;
+        let digest = self
+            .client
+            .push_manifest(destination, manifest, OCI_MANIFEST)
+            .await?;
+        Digest::try_from(&digest).map_err(|_| ImageError::Digest {
+            value: digest.to_string(),
+        })
+    }
+
+    async fn push_blob(
+        &self,
+        destination: &ImageReference,
+        store: &Store,
+        descriptor: &Descriptor,
+        from: Option<&ImageReference>,
+    ) -> Result<()> {
+        let digest = Digest::try_from(descriptor.digest()).map_err(|_| ImageError::Digest {
+            value: descriptor.digest().to_string(),
+        })?;
+        if let Some(from) = from
+            && from.name() != destination.name()
+        {
+            match self
+                .client
+                .mount_blob(destination, from, descriptor.digest())
+                .await
+            {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                // A mount is an optimisation: on any failure, upload.
+                Err(e) => tracing::debug!(%digest, error = %e, "blob mount failed; uploading"),
+            }
+        }
+        let path = store.blob_path(&digest);
+        self.client
+            .push_blob_with(destination, descriptor.digest(), descriptor.size(), || {
+                tokio::fs::File::open(path.clone())
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// The store's blob writer as the `AsyncWrite` the registry client streams
+/// into. Writes go to a buffered local temporary file, so doing them inline
+/// blocks the task no longer than a page-cache copy.
+struct SyncBlobWriter<'a>(&'a mut BlobWriter);
+
+impl tokio::io::AsyncWrite for SyncBlobWriter<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(self.get_mut().0.write(buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.get_mut().0.flush())
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.get_mut().0.flush())
+    }
+}

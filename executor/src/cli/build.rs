@@ -1,0 +1,309 @@
+//! `executor build` (and `executor` with kaniko's flags and no subcommand):
+//! kaniko's flag names, each also read from an `EXECUTOR_*` variable, turned
+//! into [`executor::build::Settings`].
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::{ArgAction, Args, ValueEnum};
+
+use executor::build::Settings;
+use executor::platform::Platform;
+use executor::registry::{Backoff, ImageReference};
+
+/// kaniko's boolean flags take `--flag`, `--flag=true` and `--flag=false`.
+macro_rules! bool_flag {
+    () => {
+        ArgAction::Set
+    };
+}
+
+#[derive(Debug, Clone, Args, Default)]
+#[allow(clippy::struct_excessive_bools)]
+pub struct BuildArgs {
+    /// The build context: a directory, `tar://PATH` (.tar or .tar.gz),
+    /// `tar://stdin`, `git://HOST/REPO#REF#COMMIT`, or an https URL ending in
+    /// `.git`
+    #[arg(short = 'c', long, env = "EXECUTOR_CONTEXT", default_value = ".")]
+    pub context: String,
+
+    /// A sub-directory of the context to build from
+    #[arg(long, env = "EXECUTOR_CONTEXT_SUB_PATH", value_name = "PATH")]
+    pub context_sub_path: Option<String>,
+
+    /// The Dockerfile, relative to the context unless it exists as given
+    #[arg(
+        short = 'f',
+        long,
+        env = "EXECUTOR_DOCKERFILE",
+        default_value = "Dockerfile"
+    )]
+    pub dockerfile: PathBuf,
+
+    /// Git context options: `branch=NAME`, `single-branch=true|false`,
+    /// `recurse-submodules=true|false` (comma separated or repeated)
+    #[arg(
+        long,
+        env = "EXECUTOR_GIT",
+        value_delimiter = ',',
+        value_name = "KEY=VALUE"
+    )]
+    pub git: Vec<String>,
+
+    /// A build argument, KEY=VALUE; a bare KEY takes its value from the
+    /// environment (repeatable)
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub args: Vec<String>,
+
+    /// The stage to build; the last one when absent
+    #[arg(long, env = "EXECUTOR_TARGET")]
+    pub target: Option<String>,
+
+    /// Build only the stages the target needs (always on: stages the target
+    /// does not need are never built)
+    #[arg(long, action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "true")]
+    pub skip_unused_stages: bool,
+
+    /// A label for the image, KEY=VALUE (repeatable)
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+
+    /// An image reference to push to (repeatable)
+    #[arg(
+        short = 'd',
+        long = "destination",
+        env = "EXECUTOR_DESTINATION",
+        value_delimiter = ','
+    )]
+    pub destinations: Vec<String>,
+
+    /// Build without pushing
+    #[arg(long, env = "EXECUTOR_NO_PUSH", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub no_push: bool,
+
+    /// Also write the image as a docker-archive tarball (`docker load`)
+    #[arg(long, env = "EXECUTOR_TAR_PATH", value_name = "PATH")]
+    pub tar_path: Option<PathBuf>,
+
+    /// Also write the image as an OCI image layout directory
+    #[arg(long, env = "EXECUTOR_OCI_LAYOUT_PATH", value_name = "PATH")]
+    pub oci_layout_path: Option<PathBuf>,
+
+    /// Write the image's manifest digest to this file
+    #[arg(long, env = "EXECUTOR_DIGEST_FILE", value_name = "PATH")]
+    pub digest_file: Option<PathBuf>,
+
+    /// Write `REPO@DIGEST` for each destination to this file
+    #[arg(
+        long,
+        env = "EXECUTOR_IMAGE_NAME_WITH_DIGEST_FILE",
+        value_name = "PATH"
+    )]
+    pub image_name_with_digest_file: Option<PathBuf>,
+
+    /// Write `REPO:TAG@DIGEST` for each destination to this file
+    #[arg(
+        long,
+        env = "EXECUTOR_IMAGE_NAME_TAG_WITH_DIGEST_FILE",
+        value_name = "PATH"
+    )]
+    pub image_name_tag_with_digest_file: Option<PathBuf>,
+
+    /// The platform to build for, OS/ARCH[/VARIANT]; this machine's by
+    /// default
+    #[arg(
+        long,
+        env = "EXECUTOR_CUSTOM_PLATFORM",
+        value_name = "OS/ARCH[/VARIANT]"
+    )]
+    pub custom_platform: Option<Platform>,
+
+    /// Layer compression
+    #[arg(long, env = "EXECUTOR_COMPRESSION", default_value = "gzip")]
+    pub compression: Compression,
+
+    /// Compression level (gzip 1-9, zstd 1-22)
+    #[arg(long, env = "EXECUTOR_COMPRESSION_LEVEL")]
+    pub compression_level: Option<i32>,
+
+    /// Push to and pull from plain-HTTP registries
+    #[arg(long, env = "EXECUTOR_INSECURE", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub insecure: bool,
+
+    /// Pull from plain-HTTP registries
+    #[arg(long, env = "EXECUTOR_INSECURE_PULL", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub insecure_pull: bool,
+
+    /// A registry to reach over plain HTTP, HOST[:PORT] (repeatable)
+    #[arg(
+        long,
+        env = "EXECUTOR_INSECURE_REGISTRY",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    pub insecure_registry: Vec<String>,
+
+    /// Do not verify TLS certificates when pushing
+    #[arg(long, env = "EXECUTOR_SKIP_TLS_VERIFY", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub skip_tls_verify: bool,
+
+    /// Do not verify TLS certificates when pulling
+    #[arg(long, env = "EXECUTOR_SKIP_TLS_VERIFY_PULL", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub skip_tls_verify_pull: bool,
+
+    /// A registry whose TLS certificate is not verified (repeatable)
+    #[arg(
+        long,
+        env = "EXECUTOR_SKIP_TLS_VERIFY_REGISTRY",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    pub skip_tls_verify_registry: Vec<String>,
+
+    /// A CA certificate for a registry, HOST=PATH (repeatable)
+    #[arg(
+        long,
+        env = "EXECUTOR_REGISTRY_CERTIFICATE",
+        value_delimiter = ',',
+        value_name = "HOST=PATH"
+    )]
+    pub registry_certificate: Vec<String>,
+
+    /// A mirror for docker.io (repeatable; tried in order)
+    #[arg(
+        long,
+        env = "EXECUTOR_REGISTRY_MIRROR",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    pub registry_mirror: Vec<String>,
+
+    /// Retries of a failed push request (429, 5xx, dropped connection),
+    /// with exponential backoff
+    #[arg(long, env = "EXECUTOR_PUSH_RETRY", default_value_t = Backoff::default().retries)]
+    pub push_retry: u32,
+
+    /// Retries of a failed base image request (429, 5xx, dropped
+    /// connection), with exponential backoff
+    #[arg(long, env = "EXECUTOR_IMAGE_DOWNLOAD_RETRY", default_value_t = Backoff::default().retries)]
+    pub image_download_retry: u32,
+
+    /// The local image store (an OCI layout); pulled base images are reused
+    /// across builds
+    #[arg(long, env = "EXECUTOR_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Compression {
+    #[default]
+    Gzip,
+    Zstd,
+}
+
+/// The default store: `$XDG_CACHE_HOME/executor`, else `~/.cache/executor`.
+fn default_cache_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("executor"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .context("cannot find the cache directory: HOME is not set\nhint: pass --cache-dir")?;
+    Ok(PathBuf::from(home).join(".cache/executor"))
+}
+
+/// `HOST=PATH` pairs.
+fn pairs(values: &[String], flag: &str) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    values
+        .iter()
+        .map(|v| match v.split_once('=') {
+            Some((host, path)) if !host.is_empty() && !path.is_empty() => {
+                Ok((host.to_string(), PathBuf::from(path)))
+            }
+            _ => bail!("invalid {flag} {v:?}: expected HOST=PATH"),
+        })
+        .collect()
+}
+
+impl BuildArgs {
+    /// Resolves the flags into settings: defaults filled in, pairs parsed,
+    /// contradictions rejected.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        if self.destinations.is_empty()
+            && !self.no_push
+            && self.tar_path.is_none()
+            && self.oci_layout_path.is_none()
+        {
+            bail!(
+                "no destination: give --destination to push, or --no-push, --tar-path or --oci-layout-path\nhint: executor build --context . --destination registry.example/app:tag"
+            );
+        }
+        let mut labels = Vec::new();
+        for label in &self.labels {
+            let Some((k, v)) = label.split_once('=') else {
+                bail!("invalid --label {label:?}: expected KEY=VALUE");
+            };
+            labels.push((k.to_string(), v.to_string()));
+        }
+        let cache_dir = match &self.cache_dir {
+            Some(dir) => dir.clone(),
+            None => default_cache_dir()?,
+        };
+        Ok(Settings {
+            context: self.context.clone(),
+            context_sub_path: self.context_sub_path.clone(),
+            dockerfile: self.dockerfile.clone(),
+            git: self.git.clone(),
+            build_args: super::dockerfile::build_args(&self.args),
+            target: self.target.clone(),
+            labels,
+            destinations: self
+                .destinations
+                .iter()
+                .map(|d| {
+                    ImageReference::parse(d).with_context(|| format!("invalid --destination {d:?}"))
+                })
+                .collect::<anyhow::Result<_>>()?,
+            push: !self.no_push,
+            tar_path: self.tar_path.clone(),
+            oci_layout_path: self.oci_layout_path.clone(),
+            digest_file: self.digest_file.clone(),
+            image_name_with_digest_file: self.image_name_with_digest_file.clone(),
+            image_name_tag_with_digest_file: self.image_name_tag_with_digest_file.clone(),
+            platform: self.custom_platform.clone().unwrap_or_else(Platform::host),
+            zstd: self.compression == Compression::Zstd,
+            compression_level: self.compression_level,
+            insecure_push: self.insecure,
+            insecure_pull: self.insecure_pull,
+            insecure_registries: self.insecure_registry.clone(),
+            skip_tls_verify_push: self.skip_tls_verify,
+            skip_tls_verify_pull: self.skip_tls_verify_pull,
+            skip_tls_verify_registries: self.skip_tls_verify_registry.clone(),
+            registry_certificates: pairs(&self.registry_certificate, "--registry-certificate")?,
+            registry_mirrors: self.registry_mirror.clone(),
+            push_retry: self.push_retry,
+            image_download_retry: self.image_download_retry,
+            cache_dir,
+        })
+    }
+}
+
+/// Runs `executor build`.
+pub fn run(args: &BuildArgs) -> anyhow::Result<std::process::ExitCode> {
+    let settings = args.settings()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let outcome = runtime.block_on(executor::build::build(&settings))?;
+    let mut stdout = std::io::stdout().lock();
+    if outcome.pushed.is_empty() {
+        writeln!(stdout, "{}", outcome.digest)?;
+    } else {
+        for reference in &outcome.pushed {
+            writeln!(stdout, "{reference}")?;
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}

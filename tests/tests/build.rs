@@ -1,0 +1,351 @@
+//! `executor build` through the CLI against the real registry, each result
+//! checked with tools no one here wrote: `skopeo inspect --config` for the
+//! config, `umoci unpack` for the files.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use executor_e2e::{Registry, RegistryKind, executor_bin};
+
+struct Build {
+    dir: tempfile::TempDir,
+}
+
+impl Build {
+    /// A context directory holding `dockerfile` and `files`.
+    fn new(dockerfile: &str, files: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let context = dir.path().join("context");
+        fs::create_dir_all(&context).unwrap();
+        fs::write(context.join("Dockerfile"), dockerfile).unwrap();
+        for (name, content) in files {
+            let path = context.join(name);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, content).unwrap();
+        }
+        Self { dir }
+    }
+
+    fn context(&self) -> PathBuf {
+        self.dir.path().join("context")
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    /// Runs `executor build` with the context and a private store, plus
+    /// `args`.
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(executor_bin())
+            .arg("build")
+            .arg("--context")
+            .arg(self.context())
+            .arg("--cache-dir")
+            .arg(self.cache())
+            .args(args)
+            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
+            .output()
+            .expect("executor runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "executor build failed:\n{stderr}");
+        stderr
+    }
+}
+
+/// Unpacks `reference` from `registry` with skopeo + umoci; returns the
+/// rootfs.
+fn unpack(registry: &Registry, reference: &str, into: &Path) -> PathBuf {
+    let layout = into.join("layout");
+    let mut copy = Command::new("skopeo");
+    copy.args(["copy", "--quiet"])
+        .args(registry.skopeo_args("src-"))
+        .arg(format!("docker://{reference}"))
+        .arg(format!("oci:{}:image", layout.display()));
+    let out = copy.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    unpack_layout(&layout, "image", into)
+}
+
+fn unpack_layout(layout: &Path, tag: &str, into: &Path) -> PathBuf {
+    let bundle = into.join("bundle");
+    let out = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bundle.join("rootfs")
+}
+
+#[test]
+fn config_instructions_and_copy_pushed_to_a_registry() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let base = registry.push_busybox();
+    let dockerfile = format!(
+        "FROM {base}\n\
+         ENV APP=/srv/app GREETING=\"hello world\"\n\
+         LABEL org.example.team=build version=1\n\
+         WORKDIR $APP\n\
+         COPY --chown=nobody:nogroup --chmod=0640 app.conf ./\n\
+         COPY src/ lib/\n\
+         EXPOSE 8080 53/udp\n\
+         VOLUME /data\n\
+         USER nobody\n\
+         STOPSIGNAL SIGINT\n\
+         HEALTHCHECK --interval=30s --retries=3 CMD wget -q -O- http://localhost:8080/ || exit 1\n\
+         ENTRYPOINT [\"/bin/sh\", \"-c\"]\n\
+         CMD [\"echo $GREETING\"]\n"
+    );
+    let build = Build::new(
+        &dockerfile,
+        &[
+            ("app.conf", "port=8080\n"),
+            ("src/main.sh", "echo hi\n"),
+            ("src/sub/x", "x"),
+        ],
+    );
+    let destination = registry.reference("app:v1");
+    let digest_file = build.dir.path().join("digest");
+    let stderr = build.ok(&[
+        "--destination",
+        &destination,
+        "--insecure",
+        "--insecure-pull",
+        "--digest-file",
+        digest_file.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr.contains("[1/1] STEP 5/13: COPY --chown=nobody:nogroup"),
+        "{stderr}"
+    );
+
+    let config = registry.inspect_config(&destination);
+    let c = &config["config"];
+    assert!(
+        c["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "APP=/srv/app"),
+        "{c}"
+    );
+    assert!(
+        c["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "GREETING=hello world"),
+        "{c}"
+    );
+    assert_eq!(c["Labels"]["org.example.team"], "build");
+    assert_eq!(c["WorkingDir"], "/srv/app");
+    assert_eq!(c["User"], "nobody");
+    assert!(c["ExposedPorts"]["8080/tcp"].is_object(), "{c}");
+    assert!(c["ExposedPorts"]["53/udp"].is_object(), "{c}");
+    assert!(c["Volumes"]["/data"].is_object(), "{c}");
+    assert_eq!(c["StopSignal"], "SIGINT");
+    assert_eq!(c["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+    assert_eq!(c["Cmd"], serde_json::json!(["echo $GREETING"]));
+    let history = config["history"].as_array().unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|h| h["created_by"] == "USER nobody" && h["empty_layer"] == true)
+    );
+
+    let digest = fs::read_to_string(&digest_file).unwrap();
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
+
+    let rootfs = unpack(&registry, &destination, build.dir.path());
+    let conf = rootfs.join("srv/app/app.conf");
+    assert_eq!(fs::read_to_string(&conf).unwrap(), "port=8080\n");
+    let meta = fs::metadata(&conf).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (65534, 65534, 0o640)
+    );
+    assert_eq!(
+        fs::read_to_string(rootfs.join("srv/app/lib/main.sh")).unwrap(),
+        "echo hi\n"
+    );
+    assert_eq!(
+        fs::read_to_string(rootfs.join("srv/app/lib/sub/x")).unwrap(),
+        "x"
+    );
+    assert!(
+        rootfs.join("bin/busybox").is_file(),
+        "the base layer is in the image"
+    );
+}
+
+#[test]
+fn multi_stage_copy_from_and_target() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let base = registry.push_busybox();
+    let dockerfile = format!(
+        "FROM {base} AS build\nCOPY a.txt /out/a.txt\n\
+         FROM scratch AS unused\nCOPY --from=nowhere:404 /x /x\n\
+         FROM scratch\nCOPY --from=build /out/ /copied/\nCOPY --from=0 /bin/busybox /busybox\n"
+    );
+    let build = Build::new(&dockerfile, &[("a.txt", "from build")]);
+    let destination = registry.reference("multi:latest");
+    build.ok(&[
+        "--destination",
+        &destination,
+        "--insecure-registry",
+        &registry.host,
+    ]);
+    let rootfs = unpack(&registry, &destination, build.dir.path());
+    assert_eq!(
+        fs::read_to_string(rootfs.join("copied/a.txt")).unwrap(),
+        "from build"
+    );
+    assert!(rootfs.join("busybox").is_file());
+    assert!(!rootfs.join("bin").exists(), "scratch has no base files");
+}
+
+#[test]
+fn dockerignore_keeps_files_out() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let build = Build::new(
+        "FROM scratch\nCOPY . /ctx/\n",
+        &[
+            (".dockerignore", "secret*\n*.log\n!keep.log\n"),
+            ("secret.txt", "no"),
+            ("a.log", "no"),
+            ("keep.log", "yes"),
+            ("ok.txt", "yes"),
+        ],
+    );
+    let destination = registry.reference("ignored:latest");
+    build.ok(&["--destination", &destination, "--insecure"]);
+    let rootfs = unpack(&registry, &destination, build.dir.path());
+    assert!(rootfs.join("ctx/ok.txt").is_file());
+    assert!(rootfs.join("ctx/keep.log").is_file());
+    assert!(!rootfs.join("ctx/secret.txt").exists());
+    assert!(!rootfs.join("ctx/a.log").exists());
+}
+
+#[test]
+fn tar_and_oci_layout_outputs_without_a_registry() {
+    let build = Build::new("FROM scratch\nCOPY f /f\nCMD [\"/f\"]\n", &[("f", "file")]);
+    let tar = build.dir.path().join("image.tar");
+    let layout = build.dir.path().join("layout");
+    build.ok(&[
+        "--no-push",
+        "--destination",
+        "example.test/app:1",
+        "--tar-path",
+        tar.to_str().unwrap(),
+        "--oci-layout-path",
+        layout.to_str().unwrap(),
+    ]);
+    // skopeo reads the docker archive.
+    let copied = build.dir.path().join("from-tar");
+    let out = Command::new("skopeo")
+        .args(["copy", "--quiet"])
+        .arg(format!("docker-archive:{}", tar.display()))
+        .arg(format!("oci:{}:image", copied.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rootfs = unpack_layout(&copied, "image", &build.dir.path().join("a"));
+    assert_eq!(fs::read_to_string(rootfs.join("f")).unwrap(), "file");
+    // umoci reads the OCI layout.
+    let rootfs = unpack_layout(&layout, "example.test/app:1", &build.dir.path().join("b"));
+    assert_eq!(fs::read_to_string(rootfs.join("f")).unwrap(), "file");
+}
+
+#[test]
+fn run_is_refused_with_the_line_before_any_work() {
+    let build = Build::new("FROM scratch\nCOPY f /f\nRUN echo hi\n", &[("f", "x")]);
+    let out = build.run(&["--no-push"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Dockerfile:3: RUN is not supported yet"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn basic_auth_with_docker_config() {
+    use base64::Engine as _;
+    let registry = Registry::start(RegistryKind::Basic);
+    let build = Build::new("FROM scratch\nCOPY f /f\n", &[("f", "x")]);
+    let config_dir = build.dir.path().join("docker-config");
+    fs::create_dir_all(&config_dir).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        executor_e2e::USER,
+        executor_e2e::PASSWORD
+    ));
+    fs::write(
+        config_dir.join("config.json"),
+        format!(
+            "{{\"auths\":{{\"{}\":{{\"auth\":\"{auth}\"}}}}}}",
+            registry.host
+        ),
+    )
+    .unwrap();
+    let destination = registry.reference("private:1");
+    build.ok(&["--destination", &destination, "--insecure"]);
+    assert_eq!(
+        registry.inspect_config(&destination)["rootfs"]["diff_ids"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Without credentials the push is refused, and nothing is written there.
+    fs::remove_file(config_dir.join("config.json")).unwrap();
+    let out = build.run(&[
+        "--destination",
+        &registry.reference("private:2"),
+        "--insecure",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn tls_registry_with_registry_certificate() {
+    let registry = Registry::start(RegistryKind::Tls);
+    let build = Build::new("FROM scratch\nCOPY f /f\n", &[("f", "x")]);
+    let destination = registry.reference("tls:1");
+    let certificate = format!(
+        "{}={}",
+        registry.host,
+        registry.ca_cert.as_ref().unwrap().display()
+    );
+    build.ok(&[
+        "--destination",
+        &destination,
+        "--registry-certificate",
+        &certificate,
+    ]);
+    assert_eq!(registry.inspect_config(&destination)["os"], "linux");
+}
