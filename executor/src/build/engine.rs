@@ -3,18 +3,23 @@
 //! instruction: config-only instructions change the config, WORKDIR, COPY
 //! and ADD write layers. Each stage keeps its root filesystem on disk (its
 //! base's layers applied, then every layer it writes) so later instructions
-//! and `COPY --from` see what Docker would.
+//! and `COPY --from` see what Docker would. Stages whose dependencies are
+//! built run at the same time, each on its own thread.
 //!
 //! RUN is not executed yet: a Dockerfile whose needed stages hold a RUN is
 //! refused before any work starts, naming the line.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::future::try_join_all;
 use oci_spec::image::{Descriptor, MediaType};
+use tokio::runtime::Handle;
 
 use super::config::{self, Applied, ImageConfig, StageFlags};
 use super::copy::{self, Source, TreeEntry};
@@ -56,6 +61,9 @@ pub enum BuildError {
     Apply(#[from] crate::image::apply::ApplyError),
     #[error(transparent)]
     Image(#[from] images::ImageError),
+    /// Another stage failed first; this one stopped.
+    #[error("the build was stopped")]
+    Cancelled,
     #[error("cannot write {}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -93,8 +101,11 @@ struct StageResult {
     rootfs: PathBuf,
 }
 
-/// Runs a build as `settings` describe.
-pub async fn build(settings: &Settings) -> Result<Outcome> {
+/// Runs a build as `settings` describe. Blocking: file work runs on the
+/// calling thread and one thread per stage in flight, and registry calls go
+/// through `runtime` (call it from outside async code, e.g. in
+/// `spawn_blocking`).
+pub fn build(settings: &Settings, runtime: &Handle) -> Result<Outcome> {
     let started = Instant::now();
     let store = Store::open(&settings.cache_dir)?;
     let work = store.root().join("tmp");
@@ -172,7 +183,7 @@ pub async fn build(settings: &Settings) -> Result<Outcome> {
     }
 
     let registry = Remote::new(settings)?;
-    let mut engine = Engine {
+    let engine = Engine {
         settings,
         store,
         context,
@@ -180,23 +191,22 @@ pub async fn build(settings: &Settings) -> Result<Outcome> {
         opts: &opts,
         work: work.path().to_path_buf(),
         registry,
+        runtime,
         file_name,
-        results: BTreeMap::new(),
-        image_roots: BTreeMap::new(),
+        image_roots: Mutex::new(BTreeMap::new()),
+        failed: AtomicBool::new(false),
         compression: if settings.zstd {
             Compression::Zstd
         } else {
             Compression::Gzip
         },
     };
-    for index in build_order(&plan) {
-        engine.run_stage(index).await?;
-    }
-    let final_stage = engine
-        .results
+    let mut results = engine.run_stages()?;
+    let final_stage = results
         .remove(&plan.target)
         .expect("the target stage was built");
-    let outcome = engine.finish(final_stage).await?;
+    let final_stage = Arc::try_unwrap(final_stage).unwrap_or_else(|shared| (*shared).clone());
+    let outcome = engine.finish(final_stage)?;
     tracing::info!(
         "built {} in {:.1}s",
         outcome.digest,
@@ -205,26 +215,20 @@ pub async fn build(settings: &Settings) -> Result<Outcome> {
     Ok(outcome)
 }
 
-/// The needed stages, each after the stages it depends on.
-fn build_order(plan: &Plan) -> Vec<usize> {
-    fn visit(plan: &Plan, i: usize, seen: &mut Vec<bool>, out: &mut Vec<usize>) {
-        if seen[i] {
-            return;
+/// Every stage the target needs, directly or through another stage.
+fn needed_closure(plan: &Plan) -> BTreeSet<usize> {
+    let mut needed = BTreeSet::new();
+    let mut todo: Vec<usize> = plan.needed.clone();
+    while let Some(i) = todo.pop() {
+        if needed.insert(i) {
+            todo.extend(plan.stages[i].depends_on.iter().copied());
         }
-        seen[i] = true;
-        for &dep in &plan.stages[i].depends_on {
-            visit(plan, dep, seen, out);
-        }
-        out.push(i);
     }
-    let mut seen = vec![false; plan.stages.len()];
-    let mut out = Vec::new();
-    for &i in &plan.needed {
-        visit(plan, i, &mut seen, &mut out);
-    }
-    out
+    needed
 }
 
+/// What every stage of one build shares. Stages run on their own threads;
+/// everything here is read-only but the image roots and the failure flag.
 struct Engine<'a> {
     settings: &'a Settings,
     store: Store,
@@ -233,12 +237,16 @@ struct Engine<'a> {
     opts: &'a Options,
     work: PathBuf,
     registry: Remote,
+    runtime: &'a Handle,
     file_name: String,
-    results: BTreeMap<usize, StageResult>,
-    /// Root filesystems of images used by `COPY --from=<image>`.
-    image_roots: BTreeMap<String, PathBuf>,
+    /// Root filesystems of images used by `COPY --from=<image>`, made once.
+    image_roots: Mutex<BTreeMap<String, PathBuf>>,
+    /// Set when a stage fails: the others stop at their next instruction.
+    failed: AtomicBool,
     compression: Compression,
 }
+
+type Built = BTreeMap<usize, Arc<StageResult>>;
 
 fn now_rfc3339() -> String {
     let secs = SystemTime::now()
@@ -248,6 +256,68 @@ fn now_rfc3339() -> String {
 }
 
 impl Engine<'_> {
+    /// Builds every needed stage, each as soon as the stages it depends on
+    /// are built: independent stages run at the same time, one thread each.
+    /// The first failure stops the others and is returned.
+    fn run_stages(&self) -> Result<Built> {
+        let mut pending = needed_closure(self.plan);
+        let mut built = Built::new();
+        let mut first_error = None;
+        let (done, finished) = mpsc::channel::<(usize, Result<StageResult>)>();
+        std::thread::scope(|scope| {
+            let mut running = 0usize;
+            loop {
+                if first_error.is_none() {
+                    let ready: Vec<usize> = pending
+                        .iter()
+                        .copied()
+                        .filter(|&i| {
+                            self.plan.stages[i]
+                                .depends_on
+                                .iter()
+                                .all(|d| built.contains_key(d))
+                        })
+                        .collect();
+                    for index in ready {
+                        pending.remove(&index);
+                        let deps: Built = self.plan.stages[index]
+                            .depends_on
+                            .iter()
+                            .map(|d| (*d, Arc::clone(&built[d])))
+                            .collect();
+                        let done = done.clone();
+                        running += 1;
+                        scope.spawn(move || {
+                            let result = self.run_stage(index, &deps);
+                            if result.is_err() {
+                                self.failed.store(true, Ordering::Relaxed);
+                            }
+                            let _ = done.send((index, result));
+                        });
+                    }
+                }
+                if running == 0 {
+                    break;
+                }
+                let (index, result) = finished.recv().expect("a stage thread reports back");
+                running -= 1;
+                match result {
+                    Ok(stage) => {
+                        built.insert(index, Arc::new(stage));
+                    }
+                    Err(BuildError::Cancelled) => {}
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+        });
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(built),
+        }
+    }
+
     fn step_error(&self, instruction: &Instruction, message: impl std::fmt::Display) -> BuildError {
         BuildError::Step {
             file: self.file_name.clone(),
@@ -282,7 +352,7 @@ impl Engine<'_> {
         Ok(root)
     }
 
-    async fn run_stage(&mut self, index: usize) -> Result<()> {
+    fn run_stage(&self, index: usize, built: &Built) -> Result<StageResult> {
         let stage = &self.plan.stages[index];
         let total_stages = self.plan.needed.len();
         let position = self
@@ -304,20 +374,21 @@ impl Engine<'_> {
         let (mut config, layers) = match &stage.base {
             Base::Scratch => (ImageConfig::scratch(&platform), Vec::new()),
             Base::Stage(i) => {
-                let base = self.results.get(i).expect("dependencies are built first");
+                let base = built.get(i).expect("dependencies are built first");
                 (base.config.clone(), base.layers.clone())
             }
             Base::Image(reference) => {
                 let reference = ImageReference::parse(reference)
                     .map_err(|e| self.step_error(&stage.from, e))?;
-                let image = self
-                    .registry
-                    .fetch(&reference, &platform, &self.store)
-                    .await?;
+                let image = self.runtime.block_on(self.registry.fetch(
+                    &reference,
+                    &platform,
+                    &self.store,
+                ))?;
                 (image.config, image.layers)
             }
         };
-        let rootfs = self.materialize(&format!("stage-{index}"), &layers)?;
+        let rootfs = self.materialize(&format!("stage-{index}/rootfs"), &layers)?;
         let mut result = StageResult {
             config: ImageConfig {
                 created: None,
@@ -353,6 +424,9 @@ impl Engine<'_> {
         let mut scope = Scope::new(self.plan, self.opts, result.config.env_pairs());
         let mut flags = StageFlags::default();
         for (n, mut instruction) in instructions.into_iter().enumerate() {
+            if self.failed.load(Ordering::Relaxed) {
+                return Err(BuildError::Cancelled);
+            }
             let step_started = Instant::now();
             scope
                 .apply(&mut instruction, &self.plan.parsed)
@@ -361,21 +435,26 @@ impl Engine<'_> {
             match config::apply(&mut result.config, &mut flags, &instruction, Some(&created)) {
                 Applied::Config => {}
                 Applied::NotConfigOnly => match &instruction.kind {
-                    Kind::Workdir(_) => self.workdir(&mut result, &instruction, &created)?,
+                    Kind::Workdir(_) => {
+                        self.workdir(index, &mut result, &instruction, &created)?;
+                    }
                     Kind::Copy(c) => {
-                        self.copy(&mut result, &instruction, &c.args, None, &scope, &created)
-                            .await?;
+                        let job = Job {
+                            index,
+                            built,
+                            scope: &scope,
+                            created: &created,
+                        };
+                        self.copy(&job, &mut result, &instruction, &c.args, None)?;
                     }
                     Kind::Add(a) => {
-                        self.copy(
-                            &mut result,
-                            &instruction,
-                            &a.args,
-                            Some(a),
-                            &scope,
-                            &created,
-                        )
-                        .await?;
+                        let job = Job {
+                            index,
+                            built,
+                            scope: &scope,
+                            created: &created,
+                        };
+                        self.copy(&job, &mut result, &instruction, &a.args, Some(a))?;
                     }
                     _ => return Err(self.step_error(&instruction, "is not supported yet")),
                 },
@@ -387,14 +466,14 @@ impl Engine<'_> {
                 step_started.elapsed().as_secs_f64()
             );
         }
-        self.results.insert(index, result);
-        Ok(())
+        Ok(result)
     }
 
     /// WORKDIR: the directory is created (owned by the current USER, as
     /// BuildKit does) when the image does not have it.
     fn workdir(
-        &mut self,
+        &self,
+        index: usize,
         result: &mut StageResult,
         instruction: &Instruction,
         created: &str,
@@ -412,7 +491,7 @@ impl Engine<'_> {
                     .map_err(|e| self.step_error(instruction, e))?,
             ),
         };
-        let staging = self.new_dir("staging")?;
+        let staging = self.new_dir(&format!("stage-{index}/staging"))?;
         let staged = copy::under(&staging, &dir);
         fs::create_dir_all(&staged).map_err(io_at(&staged))?;
         let (uid, gid) = owner.unwrap_or((0, 0));
@@ -422,15 +501,15 @@ impl Engine<'_> {
     }
 
     /// COPY and ADD.
-    async fn copy(
-        &mut self,
+    fn copy(
+        &self,
+        job: &Job<'_>,
         result: &mut StageResult,
         instruction: &Instruction,
         args: &CopyArgs,
         add: Option<&Add>,
-        scope: &Scope<'_>,
-        created: &str,
     ) -> Result<()> {
+        let (scope, created) = (job.scope, job.created);
         let keyword = if add.is_some() { "ADD" } else { "COPY" };
         let chown = args
             .chown
@@ -453,7 +532,7 @@ impl Engine<'_> {
             from_context: args.from.is_none(),
         };
 
-        let scratch = self.new_dir("sources")?;
+        let scratch = self.new_dir(&format!("stage-{}/sources", job.index))?;
         let mut sources = Vec::new();
         // Heredoc sources are files named by their delimiter.
         for heredoc in &args.heredocs {
@@ -482,8 +561,9 @@ impl Engine<'_> {
             .partition(|s| add.is_some() && images::is_url(s));
         for url in remote {
             let checksum = add.and_then(|a| a.checksum.as_deref());
-            let path = images::download(url, checksum, &scratch)
-                .await
+            let path = self
+                .runtime
+                .block_on(images::download(url, checksum, &scratch))
                 .map_err(|e| self.step_error(instruction, e))?;
             sources.push(Source {
                 rel: path
@@ -506,7 +586,7 @@ impl Engine<'_> {
                     )?);
                 }
                 Some(from) => {
-                    let root = self.source_root(from, instruction).await?;
+                    let root = self.source_root(job.built, from, instruction)?;
                     let other = Context::from_dir(&root, None)?;
                     sources.extend(self.context_sources(
                         &other,
@@ -519,7 +599,7 @@ impl Engine<'_> {
             }
         }
 
-        let staging = self.new_dir("staging")?;
+        let staging = self.new_dir(&format!("stage-{}/staging", job.index))?;
         let unpack = add.is_some_and(|a| a.unpack != Some(false));
         let (archives, plain): (Vec<Source>, Vec<Source>) = sources.into_iter().partition(|s| {
             unpack && args.from.is_none() && s.path.is_file() && images::is_local_archive(&s.path)
@@ -589,7 +669,7 @@ impl Engine<'_> {
     }
 
     /// The root filesystem `COPY --from=` reads: a stage's, or an image's.
-    async fn source_root(&mut self, from: &str, instruction: &Instruction) -> Result<PathBuf> {
+    fn source_root(&self, built: &Built, from: &str, instruction: &Instruction) -> Result<PathBuf> {
         let lower = from.to_ascii_lowercase();
         let stage = self
             .plan
@@ -599,32 +679,35 @@ impl Engine<'_> {
             .map(|s| s.index)
             .or_else(|| from.parse::<usize>().ok());
         if let Some(i) = stage {
-            return self
-                .results
-                .get(&i)
-                .map(|r| r.rootfs.clone())
-                .ok_or_else(|| {
-                    self.step_error(instruction, format!("stage {from} was not built"))
-                });
+            return built.get(&i).map(|r| r.rootfs.clone()).ok_or_else(|| {
+                self.step_error(instruction, format!("stage {from} was not built"))
+            });
         }
-        if let Some(root) = self.image_roots.get(from) {
+        // Held while the image is fetched and unpacked, so stages that copy
+        // from the same image wait for one copy of it.
+        let mut roots = self
+            .image_roots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(root) = roots.get(from) {
             return Ok(root.clone());
         }
         let reference = ImageReference::parse(from).map_err(|e| self.step_error(instruction, e))?;
-        let image = self
-            .registry
-            .fetch(&reference, &self.settings.platform, &self.store)
-            .await?;
-        let name = format!("image-{}", self.image_roots.len());
+        let image = self.runtime.block_on(self.registry.fetch(
+            &reference,
+            &self.settings.platform,
+            &self.store,
+        ))?;
+        let name = format!("image-{}", roots.len());
         let root = self.materialize(&name, &image.layers)?;
-        self.image_roots.insert(from.to_string(), root.clone());
+        roots.insert(from.to_string(), root.clone());
         Ok(root)
     }
 
     /// Writes the staging tree as a layer into the store, records it, and
     /// applies it to the stage's root filesystem.
     fn commit_layer(
-        &mut self,
+        &self,
         result: &mut StageResult,
         staging: &Path,
         created_by: String,
@@ -665,7 +748,7 @@ impl Engine<'_> {
     }
 
     /// Assembles the image, stores it and writes every output.
-    async fn finish(self, mut result: StageResult) -> Result<Outcome> {
+    fn finish(&self, mut result: StageResult) -> Result<Outcome> {
         for (k, v) in &self.settings.labels {
             result.config.config.labels.insert(k.clone(), v.clone());
         }
@@ -699,19 +782,18 @@ impl Engine<'_> {
 
         let mut pushed = Vec::new();
         if self.settings.push {
+            let uploads = self.settings.destinations.iter().map(|destination| {
+                self.registry.push(
+                    destination,
+                    &self.store,
+                    &manifest,
+                    &config_descriptor,
+                    &result.layers,
+                )
+            });
+            self.runtime.block_on(try_join_all(uploads))?;
             for destination in &self.settings.destinations {
-                let digest = self
-                    .registry
-                    .push(
-                        destination,
-                        &self.store,
-                        &manifest,
-                        &config_descriptor,
-                        &result.layers,
-                    )
-                    .await?;
-                let pushed_as = format!("{}@{digest}", destination.name());
-                tracing::info!("pushed {destination} ({pushed_as})");
+                tracing::info!("pushed {}@{digest} ({destination})", destination.name());
                 pushed.push(destination.clone());
             }
         }
@@ -747,6 +829,14 @@ impl Engine<'_> {
             pushed,
         })
     }
+}
+
+/// What a COPY or ADD step needs of its stage besides the stage's result.
+struct Job<'a> {
+    index: usize,
+    built: &'a Built,
+    scope: &'a Scope<'a>,
+    created: &'a str,
 }
 
 /// kaniko's digest files.

@@ -296,7 +296,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<std::process::ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let outcome = runtime.block_on(executor::build::build(&settings))?;
+    let outcome = executor::build::build(&settings, runtime.handle())?;
     let mut stdout = std::io::stdout().lock();
     if outcome.pushed.is_empty() {
         writeln!(stdout, "{}", outcome.digest)?;
