@@ -6,4 +6,5 @@ pub mod context;
 pub mod dockerfile;
 pub mod image;
 pub mod platform;
+pub mod progress;
 pub mod registry;

@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_util::future::try_join_all;
+use indicatif::ProgressBar;
 use oci_spec::image::Descriptor;
 
 use super::config::ImageConfig;
@@ -17,6 +18,7 @@ use super::settings::Settings;
 use crate::image::digest::Digest;
 use crate::image::store::{BlobWriter, Store, StoreError};
 use crate::platform::Platform;
+use crate::progress;
 use crate::registry::{
     ImageReference, OCI_MANIFEST, RegistryClient, RegistryOptions, TransferOptions,
 };
@@ -122,9 +124,22 @@ impl Remote {
         }
         let mut writer = store.blob_writer_with(digest.algorithm())?;
         writer.expect_size(descriptor.size());
-        self.client
-            .pull_blob(source, descriptor, SyncBlobWriter(&mut writer))
-            .await?;
+        let bar = progress::bar(
+            progress::blob_label("pull", &digest.to_string()),
+            descriptor.size(),
+        );
+        let pulled = self
+            .client
+            .pull_blob(
+                source,
+                descriptor,
+                SyncBlobWriter(&mut writer, bar.as_ref()),
+            )
+            .await;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        pulled?;
         writer.commit(Some(&digest))?;
         Ok(())
     }
@@ -179,11 +194,28 @@ impl Remote {
             }
         }
         let path = store.blob_path(&digest);
-        self.client
+        let bar = progress::bar(
+            progress::blob_label("push", &digest.to_string()),
+            descriptor.size(),
+        );
+        let pushed = self
+            .client
             .push_blob_with(destination, descriptor.digest(), descriptor.size(), || {
-                tokio::fs::File::open(path.clone())
+                let path = path.clone();
+                let bar = bar.clone();
+                async move {
+                    let file = tokio::fs::File::open(path).await?;
+                    if let Some(bar) = &bar {
+                        bar.set_position(0);
+                    }
+                    Ok(CountingReader(file, bar))
+                }
             })
-            .await?;
+            .await;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        pushed?;
         Ok(())
     }
 }
@@ -191,7 +223,8 @@ impl Remote {
 /// The store's blob writer as the `AsyncWrite` the registry client streams
 /// into. Writes go to a buffered local temporary file, so doing them inline
 /// blocks the task no longer than a page-cache copy.
-struct SyncBlobWriter<'a>(&'a mut BlobWriter);
+/// Moves the transfer's bar, if there is one.
+struct SyncBlobWriter<'a>(&'a mut BlobWriter, Option<&'a ProgressBar>);
 
 impl tokio::io::AsyncWrite for SyncBlobWriter<'_> {
     fn poll_write(
@@ -199,7 +232,12 @@ impl tokio::io::AsyncWrite for SyncBlobWriter<'_> {
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Poll::Ready(self.get_mut().0.write(buf))
+        let this = self.get_mut();
+        let written = this.0.write(buf);
+        if let (Ok(n), Some(bar)) = (&written, this.1) {
+            bar.inc(*n as u64);
+        }
+        Poll::Ready(written)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -208,5 +246,24 @@ impl tokio::io::AsyncWrite for SyncBlobWriter<'_> {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(self.get_mut().0.flush())
+    }
+}
+
+/// A blob file being uploaded, moving the transfer's bar as it is read.
+struct CountingReader(tokio::fs::File, Option<ProgressBar>);
+
+impl tokio::io::AsyncRead for CountingReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.0).poll_read(cx, buf);
+        if let (Poll::Ready(Ok(())), Some(bar)) = (&polled, &this.1) {
+            bar.inc((buf.filled().len() - before) as u64);
+        }
+        polled
     }
 }

@@ -302,7 +302,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<std::process::ExitCode> {
         writeln!(stdout, "{}", outcome.digest)?;
     } else {
         for reference in &outcome.pushed {
-            writeln!(stdout, "{reference}")?;
+            writeln!(stdout, "{reference}@{}", outcome.digest)?;
         }
     }
     Ok(std::process::ExitCode::SUCCESS)

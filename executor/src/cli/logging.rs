@@ -17,7 +17,7 @@ pub fn init(verbosity: Verbosity, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| executor::progress::Stderr)
         .with_target(false);
     let result = match format {
         LogFormat::Json => builder.json().try_init(),

@@ -82,6 +82,9 @@ pub enum LogFormat {
 
 /// Runs the parsed command line; the exit code says how it went.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if cli.log_format != LogFormat::Json {
+        executor::progress::enable();
+    }
     match cli.command {
         Some(Command::Build(args)) => build::run(&args),
         Some(Command::Dockerfile(args)) => dockerfile::run(args),
