@@ -738,6 +738,59 @@ mod tests {
     }
 
     #[test]
+    fn unchanged_files_are_linked_others_copied() {
+        let f = fixture();
+        let a = f.context.join("a.txt");
+        let before = fs::metadata(&a).unwrap();
+        let ino = |p: &Path| fs::symlink_metadata(p).unwrap().ino();
+
+        // --chmod changes the mode: a copy, and the context keeps its own.
+        let o = Options {
+            chmod: Some(0o600),
+            ..opts()
+        };
+        copy(&[src(&f, "a.txt")], "/chmod/", &f.rootfs, &f.staging, &o).unwrap();
+        assert_ne!(ino(&f.staging.join("chmod/a.txt")), before.ino());
+        assert_eq!(fs::metadata(&a).unwrap().mode(), before.mode());
+
+        // Owned as a copy from the context would be (root), no --chmod, one
+        // name: the same inode, untouched.
+        assert_eq!(
+            (before.uid(), before.gid()),
+            (0, 0),
+            "the tests run as root"
+        );
+        copy(&[src(&f, "a.txt")], "/x/", &f.rootfs, &f.staging, &opts()).unwrap();
+        assert_eq!(ino(&f.staging.join("x/a.txt")), before.ino());
+        let after = fs::metadata(&a).unwrap();
+        assert_eq!(
+            (after.mode(), after.mtime()),
+            (before.mode(), before.mtime())
+        );
+
+        // A file with a second name is copied: two names for one inode in a
+        // tree become a hard link in its layer.
+        let b = f.context.join("dir/sub/b.txt");
+        fs::hard_link(&b, f.context.join("b-again")).unwrap();
+        copy(&[src(&f, "dir")], "/linked", &f.rootfs, &f.staging, &opts()).unwrap();
+        assert_ne!(ino(&f.staging.join("linked/sub/b.txt")), ino(&b));
+
+        // So is one with an xattr a layer would record (a copy has none).
+        let c = f.context.join("c.txt");
+        fs::write(&c, "c").unwrap();
+        rustix::fs::lsetxattr(&c, "user.test", b"1", rustix::fs::XattrFlags::empty()).unwrap();
+        copy(
+            &[src(&f, "c.txt")],
+            "/xattr/",
+            &f.rootfs,
+            &f.staging,
+            &opts(),
+        )
+        .unwrap();
+        assert_ne!(ino(&f.staging.join("xattr/c.txt")), ino(&c));
+    }
+
+    #[test]
     fn existing_parents_keep_their_metadata() {
         let f = fixture();
         fs::set_permissions(f.rootfs.join("existing"), fs::Permissions::from_mode(0o700)).unwrap();

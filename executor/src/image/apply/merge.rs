@@ -16,7 +16,8 @@
 //! from the root's handle, so a symlink in the root is never followed.
 //!
 //! The staged tree has no whiteouts (a COPY deletes nothing) and is
-//! consumed: what was moved is gone from it. The root keeps sub-second
+//! consumed: what was moved is gone from it, and merged directories stay
+//! behind empty, for the caller to remove. The root keeps sub-second
 //! times where extracting would have kept whole seconds; no layer records
 //! them (layers are written with whole seconds), so images do not differ.
 
@@ -206,4 +207,170 @@ fn copy_xattrs(from: &OwnedFd, into: &OwnedFd) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::fs;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+    use std::path::Path;
+    use std::time::{Duration, SystemTime};
+
+    use super::merge_tree;
+    use crate::image::apply::{ApplyOptions, apply_layer};
+    use crate::image::layer::{Compression, WriteOptions, layer_from_dir, write_layer};
+
+    /// Everything below `root` a layer can tell apart: type, content or
+    /// target, mode, owner, modification time in seconds.
+    fn snapshot(root: &Path) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let mut todo = vec![root.to_path_buf()];
+        while let Some(dir) = todo.pop() {
+            for entry in fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let meta = fs::symlink_metadata(&path).unwrap();
+                let what = if meta.is_dir() {
+                    todo.push(path.clone());
+                    "dir".to_string()
+                } else if meta.file_type().is_symlink() {
+                    format!("-> {}", fs::read_link(&path).unwrap().display())
+                } else {
+                    format!("file {:?}", fs::read_to_string(&path).unwrap())
+                };
+                let rel = path.strip_prefix(root).unwrap().display().to_string();
+                let mode = if meta.file_type().is_symlink() {
+                    0
+                } else {
+                    meta.mode() & 0o7777
+                };
+                out.insert(
+                    rel,
+                    format!(
+                        "{what} {mode:o} {}:{} {}",
+                        meta.uid(),
+                        meta.gid(),
+                        meta.mtime()
+                    ),
+                );
+            }
+        }
+        out
+    }
+
+    fn set_mtime(path: &Path, secs: u64) {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        let file = fs::File::open(path).unwrap();
+        file.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
+            .unwrap();
+    }
+
+    fn write(path: &Path, text: &str, mode: u32, mtime: u64) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+        set_mtime(path, mtime);
+    }
+
+    fn dir(path: &Path, mode: u32, mtime: u64) {
+        fs::create_dir_all(path).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+        set_mtime(path, mtime);
+    }
+
+    /// A root with what a layer can replace, merge into or leave alone.
+    fn make_root(root: &Path) {
+        write(&root.join("existing/old.txt"), "old", 0o644, 100);
+        write(&root.join("existing/kept.txt"), "kept", 0o600, 100);
+        dir(&root.join("existing"), 0o700, 100);
+        write(&root.join("dir-to-file/inside"), "gone", 0o644, 100);
+        write(&root.join("file-to-dir"), "a file", 0o644, 100);
+        write(&root.join("keep.txt"), "untouched", 0o644, 100);
+        symlink("/existing", root.join("data")).unwrap();
+        symlink("/nowhere", root.join("dangling")).unwrap();
+    }
+
+    /// A staged COPY that touches each of them, with its times set last.
+    fn make_staging(staging: &Path) {
+        write(&staging.join("existing/old.txt"), "new content", 0o640, 200);
+        write(&staging.join("existing/new.txt"), "new", 0o755, 200);
+        dir(&staging.join("existing"), 0o750, 300);
+        write(&staging.join("dir-to-file"), "now a file", 0o644, 200);
+        write(&staging.join("file-to-dir/f"), "in a dir", 0o644, 200);
+        dir(&staging.join("file-to-dir"), 0o755, 300);
+        write(
+            &staging.join("data/a.txt"),
+            "not through the link",
+            0o644,
+            200,
+        );
+        dir(&staging.join("data"), 0o755, 300);
+        write(&staging.join("new/deep/tree/f"), "deep", 0o644, 200);
+        dir(&staging.join("new/deep/tree"), 0o711, 300);
+        dir(&staging.join("new/deep"), 0o755, 300);
+        dir(&staging.join("new"), 0o755, 300);
+        write(&staging.join("dangling"), "replaces the link", 0o644, 200);
+        symlink("existing/new.txt", staging.join("link")).unwrap();
+    }
+
+    #[test]
+    fn merging_gives_what_applying_the_layer_gives() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (applied, merged) = (tmp.path().join("applied"), tmp.path().join("merged"));
+        let staging = tmp.path().join("staging");
+        for root in [&applied, &merged] {
+            fs::create_dir(root).unwrap();
+            make_root(root);
+        }
+        fs::create_dir(&staging).unwrap();
+        make_staging(&staging);
+
+        let mut layer = Vec::new();
+        let entries = layer_from_dir(&staging).unwrap();
+        write_layer(
+            entries,
+            Compression::Uncompressed,
+            None,
+            1,
+            &mut layer,
+            &WriteOptions::default(),
+        )
+        .unwrap();
+        let opts = ApplyOptions {
+            root_is_privileged: rustix::process::geteuid().is_root(),
+            preserve_ownership: true,
+            ignore_paths: Vec::new(),
+        };
+        apply_layer(&layer[..], &applied, &opts).unwrap();
+        let stats = merge_tree(&staging, &merged).unwrap();
+
+        let expected = snapshot(&applied);
+        assert_eq!(snapshot(&merged), expected);
+        assert!(expected["data"].starts_with("dir "), "{expected:?}");
+        assert!(expected["existing/kept.txt"].contains("\"kept\""));
+        // `existing` merged; old.txt, dir-to-file, file-to-dir, data and
+        // dangling replaced. Only the merged directory's empty shell stays.
+        assert_eq!((stats.merged, stats.replaced), (1, 5), "{stats:?}");
+        assert_eq!(fs::read_dir(&staging).unwrap().count(), 1);
+        assert_eq!(fs::read_dir(staging.join("existing")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_symlink_in_the_root_is_replaced_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (root, staging, outside) = (
+            tmp.path().join("root"),
+            tmp.path().join("staging"),
+            tmp.path().join("outside"),
+        );
+        for d in [&root, &staging, &outside] {
+            fs::create_dir(d).unwrap();
+        }
+        symlink(&outside, root.join("escape")).unwrap();
+        write(&staging.join("escape/file"), "x", 0o644, 1);
+        merge_tree(&staging, &root).unwrap();
+        assert!(root.join("escape").is_dir());
+        assert!(!root.join("escape").is_symlink());
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    }
 }
