@@ -740,18 +740,25 @@ mod tests {
     #[test]
     fn unchanged_files_are_linked_others_copied() {
         let f = fixture();
-        let a = f.context.join("a.txt");
-        let before = fs::metadata(&a).unwrap();
+        let a_txt = f.context.join("a.txt");
+        let before = fs::metadata(&a_txt).unwrap();
         let ino = |p: &Path| fs::symlink_metadata(p).unwrap().ino();
 
         // --chmod changes the mode: a copy, and the context keeps its own.
-        let o = Options {
+        let chmod = Options {
             chmod: Some(0o600),
             ..opts()
         };
-        copy(&[src(&f, "a.txt")], "/chmod/", &f.rootfs, &f.staging, &o).unwrap();
+        copy(
+            &[src(&f, "a.txt")],
+            "/chmod/",
+            &f.rootfs,
+            &f.staging,
+            &chmod,
+        )
+        .unwrap();
         assert_ne!(ino(&f.staging.join("chmod/a.txt")), before.ino());
-        assert_eq!(fs::metadata(&a).unwrap().mode(), before.mode());
+        assert_eq!(fs::metadata(&a_txt).unwrap().mode(), before.mode());
 
         // Owned as a copy from the context would be (root), no --chmod, one
         // name: the same inode, untouched.
@@ -762,7 +769,7 @@ mod tests {
         );
         copy(&[src(&f, "a.txt")], "/x/", &f.rootfs, &f.staging, &opts()).unwrap();
         assert_eq!(ino(&f.staging.join("x/a.txt")), before.ino());
-        let after = fs::metadata(&a).unwrap();
+        let after = fs::metadata(&a_txt).unwrap();
         assert_eq!(
             (after.mode(), after.mtime()),
             (before.mode(), before.mtime())
@@ -770,15 +777,15 @@ mod tests {
 
         // A file with a second name is copied: two names for one inode in a
         // tree become a hard link in its layer.
-        let b = f.context.join("dir/sub/b.txt");
-        fs::hard_link(&b, f.context.join("b-again")).unwrap();
+        let b_txt = f.context.join("dir/sub/b.txt");
+        fs::hard_link(&b_txt, f.context.join("b-again")).unwrap();
         copy(&[src(&f, "dir")], "/linked", &f.rootfs, &f.staging, &opts()).unwrap();
-        assert_ne!(ino(&f.staging.join("linked/sub/b.txt")), ino(&b));
+        assert_ne!(ino(&f.staging.join("linked/sub/b.txt")), ino(&b_txt));
 
         // So is one with an xattr a layer would record (a copy has none).
-        let c = f.context.join("c.txt");
-        fs::write(&c, "c").unwrap();
-        rustix::fs::lsetxattr(&c, "user.test", b"1", rustix::fs::XattrFlags::empty()).unwrap();
+        let c_txt = f.context.join("c.txt");
+        fs::write(&c_txt, "c").unwrap();
+        rustix::fs::lsetxattr(&c_txt, "user.test", b"1", rustix::fs::XattrFlags::empty()).unwrap();
         copy(
             &[src(&f, "c.txt")],
             "/xattr/",
@@ -787,7 +794,7 @@ mod tests {
             &opts(),
         )
         .unwrap();
-        assert_ne!(ino(&f.staging.join("xattr/c.txt")), ino(&c));
+        assert_ne!(ino(&f.staging.join("xattr/c.txt")), ino(&c_txt));
     }
 
     #[test]
