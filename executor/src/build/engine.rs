@@ -705,7 +705,7 @@ impl Engine<'_> {
     }
 
     /// Writes the staging tree as a layer into the store, records it, and
-    /// applies it to the stage's root filesystem.
+    /// moves it into the stage's root filesystem (as applying it would).
     fn commit_layer(
         &self,
         result: &mut StageResult,
@@ -724,17 +724,10 @@ impl Engine<'_> {
             &WriteOptions::default(),
         )?;
         writer.flush().map_err(io_at(self.store.root()))?;
-        let (digest, _) = writer.commit(Some(&info.digest))?;
-        let file = self.store.open_blob(&digest)?;
-        apply::apply_layer(
-            io::BufReader::new(file),
-            &result.rootfs,
-            &ApplyOptions {
-                root_is_privileged: rustix::process::geteuid().is_root(),
-                preserve_ownership: true,
-                ignore_paths: Vec::new(),
-            },
-        )?;
+        writer.commit(Some(&info.digest))?;
+        // The staged tree is the layer: move it into the root rather than
+        // extract the layer just written.
+        apply::merge_tree(staging, &result.rootfs)?;
         result.layers.push(LayerRef {
             descriptor: info.descriptor(),
             diff_id: info.diff_id.to_string(),

@@ -167,6 +167,10 @@ pub async fn download(url: &str, checksum: Option<&str>, dir: &Path) -> Result<P
 /// Writes the image as a docker-archive tarball (`docker save` format:
 /// `manifest.json`, the config, each layer as an uncompressed tar named by
 /// its diffID), which `docker load` and `skopeo copy docker-archive:` read.
+///
+/// Each layer is decompressed once, straight into the archive: its tar
+/// header goes in as a placeholder and is written again with the size once
+/// the data is in (no temporary copy, memory flat whatever the layer size).
 pub fn write_docker_archive(
     path: &Path,
     store: &Store,
@@ -181,31 +185,18 @@ pub fn write_docker_archive(
     };
     let tmp = path.with_extension("tmp");
     let file = fs::File::create(&tmp).map_err(io_err)?;
-    let mut tar = tar::Builder::new(io::BufWriter::new(file));
-    let mut append = |name: &str, size: u64, reader: &mut dyn Read| -> io::Result<()> {
-        let mut header = tar::Header::new_ustar();
-        header.set_size(size);
-        header.set_mode(0o644);
-        header.set_mtime(0);
-        header.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut header, name, reader)
-    };
+    let mut out = io::BufWriter::with_capacity(1 << 20, file);
     let config_name = format!("{}.json", config_digest.hex());
-    append(&config_name, config.len() as u64, &mut &config[..]).map_err(io_err)?;
+    append_bytes(&mut out, &config_name, config).map_err(io_err)?;
     let mut layer_names = Vec::new();
     for layer in layers {
         let digest = descriptor_digest(&layer.descriptor)?;
         let hex = layer.diff_id.trim_start_matches("sha256:").to_string();
         let name = format!("{hex}/layer.tar");
-        // The uncompressed size is needed for the tar header: decompress
-        // once into a temp file in the store.
         let blob = store.open_blob(&digest)?;
-        let mut plain = tempfile::tempfile_in(store.root()).map_err(io_err)?;
         let mut reader = crate::image::apply::decompress(io::BufReader::new(blob))
             .map_err(|e| io_err(io::Error::other(e)))?;
-        let size = io::copy(&mut reader, &mut plain).map_err(io_err)?;
-        io::Seek::rewind(&mut plain).map_err(io_err)?;
-        append(&name, size, &mut plain).map_err(io_err)?;
+        append_stream(&mut out, &name, &mut reader).map_err(io_err)?;
         layer_names.push(name);
     }
     let repo_tags: Vec<String> = tags.iter().map(ToString::to_string).collect();
@@ -215,11 +206,57 @@ pub fn write_docker_archive(
         "Layers": layer_names,
     }]))
     .expect("manifest.json encodes");
-    append("manifest.json", manifest.len() as u64, &mut &manifest[..]).map_err(io_err)?;
-    let mut out = tar.into_inner().map_err(io_err)?;
-    out.flush().map_err(io_err)?;
-    drop(out);
+    append_bytes(&mut out, "manifest.json", &manifest).map_err(io_err)?;
+    // The end of the archive: two zero blocks.
+    out.write_all(&[0u8; 2 * TAR_BLOCK]).map_err(io_err)?;
+    out.into_inner().map_err(|e| io_err(e.into_error()))?;
     fs::rename(&tmp, path).map_err(io_err)?;
+    Ok(())
+}
+
+const TAR_BLOCK: usize = 512;
+
+/// The header of a regular file in the docker archive (names are short:
+/// a digest and a suffix).
+fn archive_header(name: &str, size: u64) -> io::Result<tar::Header> {
+    let mut header = tar::Header::new_ustar();
+    header.set_path(name)?;
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    Ok(header)
+}
+
+fn pad(out: &mut impl Write, size: u64) -> io::Result<()> {
+    // The remainder is below 512, so the cast is lossless.
+    #[allow(clippy::cast_possible_truncation)]
+    let rem = (size % TAR_BLOCK as u64) as usize;
+    out.write_all(&[0u8; TAR_BLOCK][..(TAR_BLOCK - rem) % TAR_BLOCK])
+}
+
+fn append_bytes(out: &mut impl Write, name: &str, data: &[u8]) -> io::Result<()> {
+    out.write_all(archive_header(name, data.len() as u64)?.as_bytes())?;
+    out.write_all(data)?;
+    pad(out, data.len() as u64)
+}
+
+/// Appends a file of unknown size read from `data`: a placeholder header,
+/// the data, then the real header over the placeholder.
+fn append_stream<W: Write + io::Seek>(
+    out: &mut W,
+    name: &str,
+    data: &mut impl Read,
+) -> io::Result<()> {
+    let start = out.stream_position()?;
+    out.write_all(archive_header(name, 0)?.as_bytes())?;
+    let size = io::copy(data, out)?;
+    pad(out, size)?;
+    let end = out.stream_position()?;
+    out.seek(io::SeekFrom::Start(start))?;
+    out.write_all(archive_header(name, size)?.as_bytes())?;
+    out.seek(io::SeekFrom::Start(end))?;
     Ok(())
 }
 

@@ -55,6 +55,7 @@
 
 mod confined;
 mod headers;
+mod merge;
 #[cfg(test)]
 mod tests;
 
@@ -71,6 +72,8 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 use tar::{EntryType, Header};
+
+pub use merge::{MergeStats, merge_tree};
 
 use confined::{Resolver, Root, open_child, remove_all};
 use headers::{Guard, Guarded, MAX_HEADER_BYTES, Pax};
