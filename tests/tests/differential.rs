@@ -33,16 +33,14 @@ const BUSYBOX: &str = "@BUSYBOX@";
 /// tool that builds the Dockerfile.
 const ONBUILD_BASE: &str = "@ONBUILD_BASE@";
 
-/// Docker's default `PATH`.
-const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 /// A known departure of buildah 1.28 from BuildKit, removed from the
 /// comparison for one case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Quirk {
-    /// BuildKit gives a `FROM scratch` stage `PATH` and `/` as working
-    /// directory (dockerfile2llb's `emptyImage`); buildah leaves both unset.
-    /// executor follows BuildKit, so its side drops exactly those two values.
+    /// BuildKit gives a `FROM scratch` stage `/` as working directory
+    /// (dockerfile2llb's `emptyImage`); buildah 1.28 leaves it unset (both
+    /// set the default PATH). executor follows BuildKit, so its side drops
+    /// exactly that value.
     ScratchDefaults,
     /// BuildKit puts the stage's SHELL in front of shell-form CMD and
     /// ENTRYPOINT (dispatchCmd's `withShell`); buildah 1.28 always uses
@@ -448,15 +446,8 @@ fn apply_quirks(case: &Case, executor: &mut Built, buildah: &mut Built) {
     for quirk in case.quirks {
         match quirk {
             Quirk::ScratchDefaults => {
-                let config = &mut executor.config;
-                if config.get("WorkingDir") == Some(&Value::from("/")) {
-                    config.remove("WorkingDir");
-                }
-                if let Some(Value::Array(env)) = config.get_mut("Env") {
-                    env.retain(|e| e != DEFAULT_PATH);
-                    if env.is_empty() {
-                        config.remove("Env");
-                    }
+                if executor.config.get("WorkingDir") == Some(&Value::from("/")) {
+                    executor.config.remove("WorkingDir");
                 }
             }
             Quirk::ShellIgnoredForCmd => {
