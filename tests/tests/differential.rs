@@ -520,7 +520,13 @@ fn compare(cases: &[Case]) {
     let bench = Bench::new();
     let mut failures = String::new();
     for case in cases {
-        let (mut executor, mut buildah) = match (bench.executor(case), bench.buildah_build(case)) {
+        // The two tools run at once: they share nothing but the registry.
+        let (executor, buildah) = std::thread::scope(|scope| {
+            let executor = scope.spawn(|| bench.executor(case));
+            let buildah = bench.buildah_build(case);
+            (executor.join().expect("the executor thread"), buildah)
+        });
+        let (mut executor, mut buildah) = match (executor, buildah) {
             (Ok(e), Ok(b)) => (e, b),
             (e, b) => {
                 for error in [e.err(), b.err()].into_iter().flatten() {
