@@ -11,10 +11,11 @@
 //! [`Quirk`], which removes exactly that detail from the comparison; every
 //! quirk says why.
 //!
-//! Left out because buildah 1.28 cannot build them, so there is nothing to
-//! compare against: COPY `--parents`, `--exclude` and `--link`, heredocs,
-//! `ADD --checksum`, `ADD` of a git URL. RUN is left out because executor
-//! refuses it for now.
+//! Left out because buildah 1.28 refuses them, so there is nothing to
+//! compare against: COPY `--parents`, `--exclude` and `--link`, heredocs
+//! (it reads `<<EOF` as a file name), and ADD's `--checksum`, `--unpack`
+//! and `--keep-git-dir`. RUN is left out because executor refuses it for
+//! now.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -703,7 +703,10 @@ mod tests {
             entries: None,
         };
         copy(&[source], "/d/", &f.rootfs, &f.staging, &opts()).unwrap();
-        assert_eq!(fs::read_to_string(f.staging.join("d/link-to-a")).unwrap(), "a");
+        assert_eq!(
+            fs::read_to_string(f.staging.join("d/link-to-a")).unwrap(),
+            "a"
+        );
         assert!(!f.staging.join("d/a.txt").exists());
     }
 
@@ -714,14 +717,7 @@ mod tests {
             chown: Some((1000, 50)),
             ..opts()
         };
-        copy(
-            &[src(&f, "a.txt")],
-            "/p/q/name",
-            &f.rootfs,
-            &f.staging,
-            &o,
-        )
-        .unwrap();
+        copy(&[src(&f, "a.txt")], "/p/q/name", &f.rootfs, &f.staging, &o).unwrap();
         for dir in ["p", "p/q"] {
             let meta = fs::metadata(f.staging.join(dir)).unwrap();
             assert_eq!((meta.uid(), meta.gid()), (1000, 50), "{dir}");
@@ -731,8 +727,11 @@ mod tests {
     #[test]
     fn make_dir_owns_what_it_creates_and_keeps_what_exists() {
         let f = fixture();
-        fs::set_permissions(f.rootfs.join("existing"), fs::Permissions::from_mode(0o1777))
-            .unwrap();
+        fs::set_permissions(
+            f.rootfs.join("existing"),
+            fs::Permissions::from_mode(0o1777),
+        )
+        .unwrap();
         let created = make_dir(&f.rootfs, &f.staging, "/existing/a/b", (65534, 65534)).unwrap();
         assert_eq!(created, ["/existing/a", "/existing/a/b"]);
         let meta = fs::metadata(f.staging.join("existing")).unwrap();
