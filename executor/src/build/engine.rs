@@ -597,8 +597,17 @@ impl Engine<'_> {
         }
 
         let staging = self.new_dir(&format!("stage-{}/staging", job.index))?;
-        let unpack = add.is_some_and(|a| a.unpack != Some(false));
+        // Local archives are extracted unless `--unpack=false`; downloads
+        // (and heredocs, both in `scratch`) only with `--unpack=true`, as in
+        // BuildKit.
+        let unpack_local = add.is_some_and(|a| a.unpack != Some(false));
+        let unpack_remote = add.is_some_and(|a| a.unpack == Some(true));
         let (archives, plain): (Vec<Source>, Vec<Source>) = sources.into_iter().partition(|s| {
+            let unpack = if s.path.starts_with(&scratch) {
+                unpack_remote
+            } else {
+                unpack_local
+            };
             unpack && args.from.is_none() && s.path.is_file() && images::is_local_archive(&s.path)
         });
         if !plain.is_empty() {
