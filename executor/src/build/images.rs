@@ -177,6 +177,10 @@ pub async fn download(url: &str, checksum: Option<&str>, dir: &Path) -> Result<P
         .unwrap_or("download");
     let path = dir.join(name);
     fs::write(&path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    // A download is 0600 unless --chmod says otherwise, as BuildKit's http
+    // source makes it.
+    fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(path)
 }
 
