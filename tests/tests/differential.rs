@@ -30,6 +30,9 @@ use serde_json::{Map, Value};
 /// The placeholder for the busybox base image's reference in a case's
 /// Dockerfile.
 const BUSYBOX: &str = "@BUSYBOX@";
+/// The placeholder for an http URL of the busybox layer blob on the test
+/// registry: ADD downloads it.
+const BLOB_URL: &str = "@BLOB_URL@";
 /// The placeholder for the image the `onbuild_base` case pushed, by the same
 /// tool that builds the Dockerfile.
 const ONBUILD_BASE: &str = "@ONBUILD_BASE@";
@@ -157,6 +160,7 @@ fn run(cmd: &mut Command, what: &str) -> Result<String, String> {
 struct Bench {
     registry: Registry,
     busybox: String,
+    blob_url: String,
     dir: tempfile::TempDir,
 }
 
@@ -164,6 +168,17 @@ impl Bench {
     fn new() -> Self {
         let registry = Registry::start(RegistryKind::Anonymous);
         let busybox = registry.push_busybox();
+        let mut inspect = Command::new("skopeo");
+        inspect
+            .args(["inspect", "--raw"])
+            .args(registry.skopeo_args(""))
+            .arg(format!("docker://{busybox}"));
+        let manifest: Value =
+            serde_json::from_str(&run(&mut inspect, "busybox manifest").unwrap()).unwrap();
+        let layer = manifest["layers"][0]["digest"]
+            .as_str()
+            .expect("busybox has a layer");
+        let blob_url = format!("http://{}/v2/busybox/blobs/{layer}", registry.host);
         let dir = tempfile::Builder::new()
             .prefix("executor-differential-")
             .tempdir()
@@ -176,6 +191,7 @@ impl Bench {
         Self {
             registry,
             busybox,
+            blob_url,
             dir,
         }
     }
@@ -207,6 +223,7 @@ impl Bench {
         let dockerfile = case
             .dockerfile
             .replace(BUSYBOX, &self.busybox)
+            .replace(BLOB_URL, &self.blob_url)
             .replace(ONBUILD_BASE, &base("onbuild-base"));
         fs::write(context.join("Dockerfile"), dockerfile).unwrap();
         for (name, content) in case.files {
@@ -474,6 +491,9 @@ fn apply_quirks(case: &Case, executor: &mut Built, buildah: &mut Built) {
     }
 }
 
+/// How many file differences one case lists.
+const MAX_FILE_DIFFERENCES: usize = 40;
+
 /// A readable list of the differences between the two builds, empty when
 /// they agree.
 fn differences(executor: &Built, buildah: &Built) -> String {
@@ -498,7 +518,15 @@ fn differences(executor: &Built, buildah: &Built) -> String {
     }
     let paths: std::collections::BTreeSet<&String> =
         executor.tree.keys().chain(buildah.tree.keys()).collect();
+    let mut shown = 0;
     for path in paths {
+        if shown == MAX_FILE_DIFFERENCES {
+            let _ = writeln!(out, "  (more file differences not shown)");
+            break;
+        }
+        if executor.tree.get(path) != buildah.tree.get(path) {
+            shown += 1;
+        }
         match (executor.tree.get(path), buildah.tree.get(path)) {
             (Some(e), Some(b)) if e == b => {}
             (Some(e), Some(b)) => {
@@ -811,9 +839,20 @@ fn copy_and_add() {
                 ADD archive.tar.gz /tmp\n\
                 ADD plain.gz /not-extracted/\n\
                 ADD a.txt dir /added/\n\
-                ADD --chown=nobody:nogroup b.txt /added-owned/\n",
+                ADD --chown=nobody:nogroup b.txt /added-owned/\n\
+                ADD --chmod=0700 c.txt /added-private\n",
             files: FILES,
             setup: Some(archives),
+            ..CASE
+        },
+        Case {
+            name: "add_url",
+            // Named after the URL's last segment, never extracted.
+            dockerfile: "FROM @BUSYBOX@\n\
+                ADD @BLOB_URL@ /downloaded/\n\
+                ADD @BLOB_URL@ /downloaded-as\n\
+                ADD --chown=nobody:nogroup @BLOB_URL@ /owned/\n\
+                ADD --chmod=0644 @BLOB_URL@ /readable\n",
             ..CASE
         },
         Case {
@@ -946,4 +985,95 @@ fn stages_targets_and_onbuild() {
             ..CASE
         },
     ]);
+}
+
+/// The comparison itself: each kind of difference is reported, and a quirk
+/// hides only its own detail.
+#[test]
+fn differences_are_reported() {
+    let file = |mode, content: &str| Entry {
+        kind: "file",
+        mode,
+        uid: 0,
+        gid: 0,
+        link: None,
+        content: Some(content.as_bytes().to_vec()),
+    };
+    let built = |config: Value, tree: &[(&str, Entry)]| Built {
+        config: pick(&config),
+        tree: tree
+            .iter()
+            .map(|(p, e)| ((*p).to_string(), e.clone()))
+            .collect(),
+    };
+    let base = || {
+        built(
+            serde_json::json!({"Env": ["A=1"], "Cmd": [], "Labels": {}, "WorkingDir": "/"}),
+            &[("/f", file(0o644, "x"))],
+        )
+    };
+    assert_eq!(differences(&base(), &base()), "");
+    // null, empty and absent are the same; a zero healthcheck field too.
+    let same = built(
+        serde_json::json!({"Env": ["A=1"], "Cmd": null, "WorkingDir": "/", "Volumes": {}}),
+        &[("/f", file(0o644, "x"))],
+    );
+    assert_eq!(differences(&base(), &same), "");
+
+    for (other, expected) in [
+        (
+            built(
+                serde_json::json!({"Env": ["A=2"], "WorkingDir": "/"}),
+                &[("/f", file(0o644, "x"))],
+            ),
+            "config Env",
+        ),
+        (
+            built(
+                serde_json::json!({"Env": ["A=1"], "WorkingDir": "/", "User": "nobody"}),
+                &[("/f", file(0o644, "x"))],
+            ),
+            "config User",
+        ),
+        (
+            built(
+                serde_json::json!({"Env": ["A=1"], "WorkingDir": "/"}),
+                &[("/f", file(0o600, "x"))],
+            ),
+            "file /f",
+        ),
+        (
+            built(
+                serde_json::json!({"Env": ["A=1"], "WorkingDir": "/"}),
+                &[("/f", file(0o644, "y"))],
+            ),
+            "file /f",
+        ),
+        (
+            built(
+                serde_json::json!({"Env": ["A=1"], "WorkingDir": "/"}),
+                &[("/f", file(0o644, "x")), ("/g", file(0o644, ""))],
+            ),
+            "file /g: only buildah has it",
+        ),
+    ] {
+        let diff = differences(&base(), &other);
+        assert!(diff.contains(expected), "{expected:?} not in {diff:?}");
+    }
+
+    // The scratch quirk drops executor's WorkingDir "/" and nothing else.
+    let case = Case {
+        quirks: &[Quirk::ScratchDefaults],
+        ..CASE
+    };
+    let mut executor = base();
+    let mut buildah = built(
+        serde_json::json!({"Env": ["A=1"], "User": "x"}),
+        &[("/f", file(0o644, "x"))],
+    );
+    apply_quirks(&case, &mut executor, &mut buildah);
+    assert_eq!(
+        differences(&executor, &buildah),
+        "  config User:\n    executor: (unset)\n    buildah:  \"x\"\n"
+    );
 }
