@@ -71,6 +71,9 @@ struct Case {
     /// Push the result as this repository, for a later case's
     /// [`ONBUILD_BASE`].
     push_as: Option<&'static str>,
+    /// Paths the result must have, so that the tools cannot agree on
+    /// doing nothing (triggers not run, archives not extracted).
+    expect: &'static [&'static str],
 }
 
 const CASE: Case = Case {
@@ -82,6 +85,7 @@ const CASE: Case = Case {
     target: None,
     quirks: &[],
     push_as: None,
+    expect: &[],
 };
 
 /// The config fields compared (Docker's container config names).
@@ -565,11 +569,15 @@ fn compare(cases: &[Case]) {
             }
         };
         apply_quirks(case, &mut executor, &mut buildah);
-        assert!(
-            !executor.tree.is_empty() || case.dockerfile.contains("scratch"),
-            "case {}: an empty tree from a non-scratch image",
-            case.name
-        );
+        for path in case.expect {
+            if !executor.tree.contains_key(*path) {
+                let _ = writeln!(
+                    failures,
+                    "case {}: executor's image lacks {path}",
+                    case.name
+                );
+            }
+        }
         let diff = differences(&executor, &buildah);
         if !diff.is_empty() {
             let _ = write!(failures, "case {}:\n{diff}", case.name);
@@ -791,6 +799,7 @@ fn copy_and_add() {
                 COPY b.txt named\n",
             files: FILES,
             setup: Some(modes_and_links),
+            expect: &["/top-level/link-to-a", "/work/named"],
             ..CASE
         },
         Case {
@@ -843,6 +852,12 @@ fn copy_and_add() {
                 ADD --chmod=0700 c.txt /added-private\n",
             files: FILES,
             setup: Some(archives),
+            expect: &[
+                "/gz/top/nested/private",
+                "/plain/top/link",
+                "/tmp/top/file",
+                "/not-extracted/plain.gz",
+            ],
             ..CASE
         },
         Case {
@@ -853,6 +868,7 @@ fn copy_and_add() {
                 ADD @BLOB_URL@ /downloaded-as\n\
                 ADD --chown=nobody:nogroup @BLOB_URL@ /owned/\n\
                 ADD --chmod=0644 @BLOB_URL@ /readable\n",
+            expect: &["/downloaded-as", "/readable"],
             ..CASE
         },
         Case {
@@ -895,6 +911,7 @@ fn copy_and_add() {
                 ("docs/README.md", "yes"),
                 ("ok.txt", "yes"),
             ],
+            expect: &["/ctx/keep.log", "/ctx/docs/README.md"],
             ..CASE
         },
     ]);
@@ -972,6 +989,7 @@ fn stages_targets_and_onbuild() {
                 COPY b.txt .\n\
                 LABEL child=1\n",
             files: FILES,
+            expect: &["/onbuild/a.txt", "/onbuild/work/b.txt"],
             ..CASE
         },
         Case {
@@ -982,6 +1000,7 @@ fn stages_targets_and_onbuild() {
                 FROM child\n\
                 COPY c.txt /\n",
             files: FILES,
+            expect: &["/onbuild/a.txt", "/c.txt"],
             ..CASE
         },
     ]);
