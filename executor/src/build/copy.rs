@@ -209,15 +209,18 @@ pub fn copy(
             } else {
                 dest_path.clone()
             };
-            copier.ensure_dir(&target, true)?;
+            copier.ensure_dir(&target)?;
             match &source.entries {
                 Some(entries) => copier.copy_listed(&source.path, entries, &target)?,
                 None => copier.copy_tree(&source.path, &target)?,
             }
         } else {
-            let name = source
-                .path
+            // The name as the source was written or matched: a symlink
+            // named as a source is followed for its content but keeps its
+            // own name, as in BuildKit.
+            let name = Path::new(&source.rel)
                 .file_name()
+                .or_else(|| source.path.file_name())
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let target = if into_dir {
@@ -228,11 +231,37 @@ pub fn copy(
             let parent = Path::new(&target)
                 .parent()
                 .map_or_else(|| "/".to_string(), |p| p.to_string_lossy().into_owned());
-            copier.ensure_dir(&parent, into_dir)?;
+            copier.ensure_dir(&parent)?;
             let meta = fs::metadata(&source.path).map_err(io_err(&source.path))?;
             copier.copy_entry(&source.path, &target, &meta, true)?;
         }
     }
+    Ok(written)
+}
+
+/// Creates directory `image_dir` in `staging` as WORKDIR does (BuildKit's
+/// mkdir with parents): directories the image has are recreated with their
+/// metadata, missing ones are created 0755 and owned by `owner`, parents
+/// included. Returns the image paths created.
+pub fn make_dir(
+    rootfs: &Path,
+    staging: &Path,
+    image_dir: &str,
+    owner: (u32, u32),
+) -> Result<Vec<String>> {
+    let opts = Options {
+        instruction: "WORKDIR",
+        chown: Some(owner),
+        ..Options::default()
+    };
+    let mut written = Vec::new();
+    Copier {
+        rootfs,
+        staging,
+        opts: &opts,
+        written: &mut written,
+    }
+    .ensure_dir(image_dir)?;
     Ok(written)
 }
 
@@ -294,12 +323,11 @@ impl Copier<'_> {
 
     /// Makes sure directory `image_dir` exists in the staging tree: existing
     /// image directories are recreated with their metadata; missing ones are
-    /// created (0755, owned by root, or by `--chown` when `chown_created`
-    /// and it is the destination itself).
-    fn ensure_dir(&mut self, image_dir: &str, chown_created: bool) -> Result<()> {
+    /// created 0755 and owned by `--chown` (root without it), every one of
+    /// them, parents included, as BuildKit's `MkdirAll` does.
+    fn ensure_dir(&mut self, image_dir: &str) -> Result<()> {
         let mut current = String::new();
-        let parts: Vec<&str> = image_dir.split('/').filter(|p| !p.is_empty()).collect();
-        for (i, part) in parts.iter().enumerate() {
+        for part in image_dir.split('/').filter(|p| !p.is_empty()) {
             current.push('/');
             current.push_str(part);
             let staged = under(self.staging, &current);
@@ -316,13 +344,7 @@ impl Copier<'_> {
                     });
                 }
                 Err(_) => {
-                    let is_dest = i + 1 == parts.len();
-                    let owner = if is_dest && chown_created {
-                        self.opts.chown
-                    } else {
-                        None
-                    };
-                    let (uid, gid) = owner.unwrap_or((0, 0));
+                    let (uid, gid) = self.opts.chown.unwrap_or((0, 0));
                     fs::set_permissions(&staged, fs::Permissions::from_mode(0o755))
                         .map_err(io_err(&staged))?;
                     std::os::unix::fs::lchown(&staged, Some(uid), Some(gid))
@@ -365,7 +387,7 @@ impl Copier<'_> {
             if let Some(parent) = Path::new(&target).parent() {
                 let parent = parent.to_string_lossy();
                 if !under(self.staging, &parent).is_dir() {
-                    self.ensure_dir(&parent, true)?;
+                    self.ensure_dir(&parent)?;
                 }
             }
             self.copy_entry(&entry.abs, &target, &entry.metadata, false)?;
@@ -795,6 +817,58 @@ mod tests {
         )
         .unwrap();
         assert_ne!(ino(&f.staging.join("xattr/c.txt")), ino(&c_txt));
+    }
+
+    #[test]
+    fn a_followed_symlink_keeps_its_own_name() {
+        let f = fixture();
+        let source = Source {
+            path: f.context.join("a.txt"),
+            rel: "link-to-a".to_string(),
+            entries: None,
+        };
+        copy(&[source], "/d/", &f.rootfs, &f.staging, &opts()).unwrap();
+        assert_eq!(
+            fs::read_to_string(f.staging.join("d/link-to-a")).unwrap(),
+            "a"
+        );
+        assert!(!f.staging.join("d/a.txt").exists());
+    }
+
+    #[test]
+    fn created_parents_take_the_chown_owner() {
+        let f = fixture();
+        let o = Options {
+            chown: Some((1000, 50)),
+            ..opts()
+        };
+        copy(&[src(&f, "a.txt")], "/p/q/name", &f.rootfs, &f.staging, &o).unwrap();
+        for dir in ["p", "p/q"] {
+            let meta = fs::metadata(f.staging.join(dir)).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (1000, 50), "{dir}");
+        }
+    }
+
+    #[test]
+    fn make_dir_owns_what_it_creates_and_keeps_what_exists() {
+        let f = fixture();
+        fs::set_permissions(
+            f.rootfs.join("existing"),
+            fs::Permissions::from_mode(0o1777),
+        )
+        .unwrap();
+        let created = make_dir(&f.rootfs, &f.staging, "/existing/a/b", (65534, 65534)).unwrap();
+        assert_eq!(created, ["/existing/a", "/existing/a/b"]);
+        let meta = fs::metadata(f.staging.join("existing")).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o1777));
+        for dir in ["existing/a", "existing/a/b"] {
+            let meta = fs::metadata(f.staging.join(dir)).unwrap();
+            assert_eq!(
+                (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+                (65534, 65534, 0o755),
+                "{dir}"
+            );
+        }
     }
 
     #[test]

@@ -469,8 +469,8 @@ impl Engine<'_> {
         Ok(result)
     }
 
-    /// WORKDIR: the directory is created (owned by the current USER, as
-    /// BuildKit does) when the image does not have it.
+    /// WORKDIR: the directory and its missing parents are created (owned by
+    /// the current USER, as BuildKit does) when the image does not have it.
     fn workdir(
         &self,
         index: usize,
@@ -492,11 +492,8 @@ impl Engine<'_> {
             ),
         };
         let staging = self.new_dir(&format!("stage-{index}/staging"))?;
-        let staged = copy::under(&staging, &dir);
-        fs::create_dir_all(&staged).map_err(io_at(&staged))?;
-        let (uid, gid) = owner.unwrap_or((0, 0));
-        // Only the last directory takes the user; parents stay root's.
-        std::os::unix::fs::lchown(&staged, Some(uid), Some(gid)).map_err(io_at(&staged))?;
+        copy::make_dir(&result.rootfs, &staging, &dir, owner.unwrap_or((0, 0)))
+            .map_err(|e| self.step_error(instruction, e))?;
         self.commit_layer(result, &staging, created_by, created)
     }
 
@@ -600,8 +597,17 @@ impl Engine<'_> {
         }
 
         let staging = self.new_dir(&format!("stage-{}/staging", job.index))?;
-        let unpack = add.is_some_and(|a| a.unpack != Some(false));
+        // Local archives are extracted unless `--unpack=false`; downloads
+        // (and heredocs, both in `scratch`) only with `--unpack=true`, as in
+        // BuildKit.
+        let unpack_local = add.is_some_and(|a| a.unpack != Some(false));
+        let unpack_remote = add.is_some_and(|a| a.unpack == Some(true));
         let (archives, plain): (Vec<Source>, Vec<Source>) = sources.into_iter().partition(|s| {
+            let unpack = if s.path.starts_with(&scratch) {
+                unpack_remote
+            } else {
+                unpack_local
+            };
             unpack && args.from.is_none() && s.path.is_file() && images::is_local_archive(&s.path)
         });
         if !plain.is_empty() {

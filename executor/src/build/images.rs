@@ -104,25 +104,41 @@ pub fn is_url(source: &str) -> bool {
     lower.starts_with("http://") || lower.starts_with("https://")
 }
 
-/// Does this local file look like an archive ADD extracts (tar, gzip, zstd;
-/// by content, not name, as Docker does)?
+/// Is this local file an archive ADD extracts? As Docker's `isArchivePath`
+/// decides it, by content, not name: once decompressed (gzip, zstd or none)
+/// it must start with a valid tar header. A compressed file that is no tar
+/// is copied as it is.
 #[must_use]
 pub fn is_local_archive(path: &Path) -> bool {
-    let mut head = [0u8; 512];
     let Ok(mut file) = fs::File::open(path) else {
         return false;
     };
+    let mut magic = [0u8; 4];
     let mut read = 0;
-    while read < head.len() {
-        match file.read(&mut head[read..]) {
+    while read < magic.len() {
+        match file.read(&mut magic[read..]) {
             Ok(0) | Err(_) => break,
             Ok(n) => read += n,
         }
     }
-    let head = &head[..read];
-    head.starts_with(&[0x1f, 0x8b])
-        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || (head.len() >= 262 && &head[257..262] == b"ustar")
+    if io::Seek::rewind(&mut file).is_err() {
+        return false;
+    }
+    let magic = &magic[..read];
+    let reader: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        match zstd::Decoder::new(file) {
+            Ok(decoder) => Box::new(decoder),
+            Err(_) => return false,
+        }
+    } else {
+        Box::new(file)
+    };
+    let mut archive = tar::Archive::new(reader);
+    archive
+        .entries()
+        .is_ok_and(|mut entries| entries.next().is_some_and(|e| e.is_ok()))
 }
 
 /// Downloads `url` into `dir` (named after the URL's last path segment),
@@ -161,6 +177,10 @@ pub async fn download(url: &str, checksum: Option<&str>, dir: &Path) -> Result<P
         .unwrap_or("download");
     let path = dir.join(name);
     fs::write(&path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    // A download is 0600 unless --chmod says otherwise, as BuildKit's http
+    // source makes it.
+    fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(path)
 }
 
@@ -275,19 +295,38 @@ mod tests {
         assert_eq!(as_oci_layer(&d).media_type(), &MediaType::ImageLayerGzip);
     }
 
+    fn tar_of(name: &str, content: &[u8]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, name, content).unwrap();
+        builder.into_inner().unwrap()
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
     #[test]
     fn archives_are_recognised_by_content() {
         let dir = tempfile::tempdir().unwrap();
-        let gz = dir.path().join("x.bin");
-        let mut enc = flate2::write::GzEncoder::new(
-            fs::File::create(&gz).unwrap(),
-            flate2::Compression::default(),
-        );
-        enc.write_all(b"hello").unwrap();
-        enc.finish().unwrap();
-        assert!(is_local_archive(&gz));
-        let txt = dir.path().join("a.tar.gz");
-        fs::write(&txt, "not an archive").unwrap();
-        assert!(!is_local_archive(&txt));
+        let is_archive = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            fs::write(&path, bytes).unwrap();
+            is_local_archive(&path)
+        };
+        let tar = tar_of("f", b"hello");
+        assert!(is_archive("x.bin", &gzip(&tar)));
+        assert!(is_archive("plain", &tar));
+        assert!(is_archive("z", &zstd::encode_all(&tar[..], 3).unwrap()));
+        // Compressed, but no tar inside: ADD copies it as a file.
+        assert!(!is_archive("hello.gz", &gzip(b"hello")));
+        assert!(!is_archive("a.tar.gz", b"not an archive"));
+        assert!(!is_archive("zeros.tar", &[0; 1024]));
+        assert!(!is_archive("empty.tar", b""));
     }
 }

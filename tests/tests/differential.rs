@@ -1,0 +1,1098 @@
+//! Differential tests: each Dockerfile here is built twice, by `executor
+//! build` and by `buildah bud --isolation=chroot --format docker` (Debian's
+//! buildah 1.28), and the two images must agree on the runtime config
+//! (Env, Cmd, Entrypoint, WorkingDir, User, Labels, ExposedPorts, Volumes,
+//! StopSignal, Healthcheck, Shell, OnBuild and the author) and on the file
+//! tree (paths, file type, permission bits, owner, symlink targets,
+//! contents; mtimes are ignored).
+//!
+//! Docker's BuildKit is the reference where the two differ. Where buildah
+//! 1.28 is the one that departs from it, the case names the difference as a
+//! [`Quirk`], which removes exactly that detail from the comparison; every
+//! quirk says why.
+//!
+//! Left out because buildah 1.28 refuses them, so there is nothing to
+//! compare against: COPY `--parents`, `--exclude` and `--link`, heredocs
+//! (it reads `<<EOF` as a file name), and ADD's `--checksum`, `--unpack`
+//! and `--keep-git-dir`. RUN is left out because executor refuses it for
+//! now.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use executor_e2e::{Registry, RegistryKind, executor_bin};
+use serde_json::{Map, Value};
+
+/// The placeholder for the busybox base image's reference in a case's
+/// Dockerfile.
+const BUSYBOX: &str = "@BUSYBOX@";
+/// The placeholder for an http URL of the busybox layer blob on the test
+/// registry: ADD downloads it.
+const BLOB_URL: &str = "@BLOB_URL@";
+/// The placeholder for the image the `onbuild_base` case pushed, by the same
+/// tool that builds the Dockerfile.
+const ONBUILD_BASE: &str = "@ONBUILD_BASE@";
+
+/// A known departure of buildah 1.28 from BuildKit, removed from the
+/// comparison for one case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quirk {
+    /// BuildKit gives a `FROM scratch` stage `/` as working directory
+    /// (dockerfile2llb's `emptyImage`); buildah 1.28 leaves it unset (both
+    /// set the default PATH). executor follows BuildKit, so its side drops
+    /// exactly that value.
+    ScratchDefaults,
+    /// BuildKit puts the stage's SHELL in front of shell-form CMD and
+    /// ENTRYPOINT (dispatchCmd's `withShell`); buildah 1.28 always uses
+    /// `/bin/sh -c` there (openshift/imagebuilder#154). executor's side gets
+    /// `/bin/sh -c` in place of exactly its SHELL prefix.
+    ShellIgnoredForCmd,
+    /// BuildKit's ENV replaces a variable the image has in place
+    /// (dockerfile2llb's `addEnv`); buildah 1.28 removes it and appends it at
+    /// the end. Both sides' Env are compared as sorted lists.
+    EnvOverrideAppends,
+}
+
+/// One Dockerfile built by both tools.
+struct Case {
+    name: &'static str,
+    dockerfile: &'static str,
+    /// Context files, `(path, content)`; mode 0644 unless `setup` changes it.
+    files: &'static [(&'static str, &'static str)],
+    /// Makes what `files` cannot: modes, symlinks, archives.
+    setup: Option<fn(&Path)>,
+    build_args: &'static [&'static str],
+    target: Option<&'static str>,
+    quirks: &'static [Quirk],
+    /// Push the result as this repository, for a later case's
+    /// [`ONBUILD_BASE`].
+    push_as: Option<&'static str>,
+    /// Paths the result must have, so that the tools cannot agree on
+    /// doing nothing (triggers not run, archives not extracted).
+    expect: &'static [&'static str],
+}
+
+const CASE: Case = Case {
+    name: "",
+    dockerfile: "",
+    files: &[],
+    setup: None,
+    build_args: &[],
+    target: None,
+    quirks: &[],
+    push_as: None,
+    expect: &[],
+};
+
+/// The config fields compared (Docker's container config names).
+const FIELDS: &[&str] = &[
+    "Env",
+    "Cmd",
+    "Entrypoint",
+    "WorkingDir",
+    "User",
+    "Labels",
+    "ExposedPorts",
+    "Volumes",
+    "StopSignal",
+    "Healthcheck",
+    "Shell",
+    "OnBuild",
+];
+
+/// One file in an unpacked root filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    kind: &'static str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    /// A symlink's target.
+    link: Option<String>,
+    /// A regular file's contents.
+    content: Option<Vec<u8>>,
+}
+
+impl std::fmt::Display for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {:04o} {}:{}",
+            self.kind, self.mode, self.uid, self.gid
+        )?;
+        if let Some(link) = &self.link {
+            write!(f, " -> {link}")?;
+        }
+        if let Some(content) = &self.content {
+            if content.len() <= 64 {
+                write!(f, " {:?}", String::from_utf8_lossy(content))?;
+            } else {
+                write!(f, " ({} bytes)", content.len())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a build produced, reduced to what is compared.
+struct Built {
+    config: Map<String, Value>,
+    tree: BTreeMap<String, Entry>,
+}
+
+/// Runs `cmd`; its stdout, or what went wrong.
+fn run(cmd: &mut Command, what: &str) -> Result<String, String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{what}: cannot run {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{what}: {cmd:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// One test's shared parts: a registry holding busybox, a buildah store.
+struct Bench {
+    registry: Registry,
+    busybox: String,
+    blob_url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Bench {
+    fn new() -> Self {
+        let registry = Registry::start(RegistryKind::Anonymous);
+        let busybox = registry.push_busybox();
+        let mut inspect = Command::new("skopeo");
+        inspect
+            .args(["inspect", "--raw"])
+            .args(registry.skopeo_args(""))
+            .arg(format!("docker://{busybox}"));
+        let manifest: Value =
+            serde_json::from_str(&run(&mut inspect, "busybox manifest").unwrap()).unwrap();
+        let layer = manifest["layers"][0]["digest"]
+            .as_str()
+            .expect("busybox has a layer");
+        let blob_url = format!("http://{}/v2/busybox/blobs/{layer}", registry.host);
+        let dir = tempfile::Builder::new()
+            .prefix("executor-differential-")
+            .tempdir()
+            .unwrap();
+        fs::write(
+            dir.path().join("registries.conf"),
+            "unqualified-search-registries = []\n",
+        )
+        .unwrap();
+        Self {
+            registry,
+            busybox,
+            blob_url,
+            dir,
+        }
+    }
+
+    /// `buildah` with this test's private storage.
+    fn buildah(&self) -> Command {
+        let mut cmd = Command::new("buildah");
+        cmd.arg("--root")
+            .arg(self.dir.path().join("buildah/root"))
+            .arg("--runroot")
+            .arg(self.dir.path().join("buildah/runroot"))
+            .args(["--storage-driver", "vfs"])
+            // No registries.conf from the host: short names and mirrors
+            // must not come into play.
+            .env(
+                "REGISTRIES_CONFIG_PATH",
+                self.dir.path().join("registries.conf"),
+            )
+            .env("BUILDAH_ISOLATION", "chroot");
+        cmd
+    }
+
+    /// Writes `case`'s context for `tool` and returns its directory.
+    fn context(&self, case: &Case, tool: &str) -> PathBuf {
+        let dir = self.dir.path().join(case.name).join(tool);
+        let context = dir.join("context");
+        fs::create_dir_all(&context).unwrap();
+        let base = |repo: &str| self.registry.reference(&format!("{tool}-{repo}:latest"));
+        let dockerfile = case
+            .dockerfile
+            .replace(BUSYBOX, &self.busybox)
+            .replace(BLOB_URL, &self.blob_url)
+            .replace(ONBUILD_BASE, &base("onbuild-base"));
+        fs::write(context.join("Dockerfile"), dockerfile).unwrap();
+        for (name, content) in case.files {
+            let path = context.join(name);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, content).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        if let Some(setup) = case.setup {
+            setup(&context);
+        }
+        dir
+    }
+
+    fn executor(&self, case: &Case) -> Result<Built, String> {
+        let what = format!("case {}: executor", case.name);
+        let dir = self.context(case, "executor");
+        let layout = dir.join("layout");
+        let mut cmd = Command::new(executor_bin());
+        cmd.arg("build")
+            .arg("--context")
+            .arg(dir.join("context"))
+            .arg("--cache-dir")
+            .arg(dir.join("cache"))
+            .arg("--oci-layout-path")
+            .arg(&layout)
+            .args(["--insecure-registry", &self.registry.host])
+            .env("DOCKER_CONFIG", dir.join("docker-config"));
+        match case.push_as {
+            Some(repo) => cmd.args([
+                "--destination",
+                &self.registry.reference(&format!("executor-{repo}:latest")),
+            ]),
+            None => cmd.args(["--no-push", "--destination", "example.test/diff:latest"]),
+        };
+        for arg in case.build_args {
+            cmd.args(["--build-arg", arg]);
+        }
+        if let Some(target) = case.target {
+            cmd.args(["--target", target]);
+        }
+        run(&mut cmd, &what)?;
+        let config = layout_config(&layout);
+        let mut compared = pick(&config["config"]);
+        copy_author(&config, &mut compared);
+        Ok(Built {
+            config: compared,
+            tree: unpack(&layout, &dir, &what)?,
+        })
+    }
+
+    fn buildah_build(&self, case: &Case) -> Result<Built, String> {
+        let what = format!("case {}: buildah", case.name);
+        let dir = self.context(case, "buildah");
+        let name = format!("localhost/diff-{}:latest", case.name);
+        let mut cmd = self.buildah();
+        cmd.args([
+            "bud",
+            "--isolation=chroot",
+            "--format",
+            "docker",
+            "--tls-verify=false",
+            "--quiet",
+        ]);
+        for arg in case.build_args {
+            cmd.args(["--build-arg", arg]);
+        }
+        if let Some(target) = case.target {
+            cmd.args(["--target", target]);
+        }
+        cmd.arg("-f")
+            .arg(dir.join("context/Dockerfile"))
+            .args(["-t", &name])
+            .arg(dir.join("context"));
+        run(&mut cmd, &what)?;
+
+        // The Docker-format config, with Healthcheck, Shell and OnBuild
+        // (an OCI layout's config has none of them).
+        let inspect: Value = serde_json::from_str(&run(
+            self.buildah().args(["inspect", "--type", "image", &name]),
+            &what,
+        )?)
+        .expect("buildah inspect prints JSON");
+        let docker = &inspect["Docker"];
+        let mut config = pick(&docker["config"]);
+        copy_author(docker, &mut config);
+        // buildah stamps its own version on every image.
+        if let Some(Value::Object(labels)) = config.get_mut("Labels") {
+            labels.remove("io.buildah.version");
+            if labels.is_empty() {
+                config.remove("Labels");
+            }
+        }
+
+        if let Some(repo) = case.push_as {
+            let reference = self.registry.reference(&format!("buildah-{repo}:latest"));
+            run(
+                self.buildah().args([
+                    "push",
+                    "--quiet",
+                    "--tls-verify=false",
+                    "--format",
+                    "v2s2",
+                    &name,
+                    &format!("docker://{reference}"),
+                ]),
+                &what,
+            )?;
+        }
+        let layout = dir.join("layout");
+        run(
+            self.buildah().args([
+                "push",
+                "--quiet",
+                &name,
+                &format!("oci:{}:example.test/diff:latest", layout.display()),
+            ]),
+            &what,
+        )?;
+        Ok(Built {
+            config,
+            tree: unpack(&layout, &dir, &what)?,
+        })
+    }
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&fs::read(path).unwrap()).expect("a JSON file")
+}
+
+/// The one image in an OCI layout: its descriptor in `index.json`.
+fn layout_image(layout: &Path) -> Value {
+    let index = read_json(&layout.join("index.json"));
+    let manifests = index["manifests"].as_array().expect("manifests");
+    assert_eq!(manifests.len(), 1, "one image in {}", layout.display());
+    manifests[0].clone()
+}
+
+/// The config blob of the one image in an OCI layout.
+fn layout_config(layout: &Path) -> Value {
+    let blob = |digest: &Value| -> Value {
+        let digest = digest.as_str().expect("a digest");
+        let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+        read_json(&layout.join("blobs/sha256").join(hex))
+    };
+    let manifest = blob(&layout_image(layout)["digest"]);
+    blob(&manifest["config"]["digest"])
+}
+
+/// The compared fields of a container config, normalised: absent, null,
+/// `""`, `[]` and `{}` all mean "not set"; a healthcheck's zero durations
+/// are Docker's defaults, the same as leaving them out.
+fn pick(config: &Value) -> Map<String, Value> {
+    let mut out = Map::new();
+    for field in FIELDS {
+        let mut value = config.get(*field).cloned().unwrap_or(Value::Null);
+        if let (&"Healthcheck", Value::Object(h)) = (field, &mut value) {
+            h.retain(|_, v| v != &Value::from(0) && !is_unset(v));
+        }
+        if !is_unset(&value) {
+            out.insert((*field).to_string(), value);
+        }
+    }
+    out
+}
+
+fn is_unset(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
+
+fn copy_author(image: &Value, into: &mut Map<String, Value>) {
+    if let Some(author) = image.get("author").filter(|a| !is_unset(a)) {
+        into.insert("author".to_string(), author.clone());
+    }
+}
+
+/// Unpacks the one image of `layout` as root (owners kept) and walks it.
+fn unpack(layout: &Path, dir: &Path, what: &str) -> Result<BTreeMap<String, Entry>, String> {
+    let image = layout_image(layout);
+    let tag = image["annotations"]["org.opencontainers.image.ref.name"]
+        .as_str()
+        .expect("the image has a name in the layout");
+    let bundle = dir.join("bundle");
+    run(
+        Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:{tag}", layout.display()))
+            .arg(&bundle),
+        what,
+    )?;
+    let rootfs = bundle.join("rootfs");
+    let mut tree = BTreeMap::new();
+    walk(&rootfs, &rootfs, &mut tree);
+    Ok(tree)
+}
+
+fn walk(root: &Path, dir: &Path, tree: &mut BTreeMap<String, Entry>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let meta = fs::symlink_metadata(&path).unwrap();
+        let file_type = meta.file_type();
+        let (kind, link, content) = if file_type.is_symlink() {
+            let target = fs::read_link(&path).unwrap();
+            ("symlink", Some(target.display().to_string()), None)
+        } else if file_type.is_dir() {
+            ("dir", None, None)
+        } else if file_type.is_file() {
+            ("file", None, Some(fs::read(&path).unwrap()))
+        } else {
+            ("special", None, None)
+        };
+        let name = format!("/{}", path.strip_prefix(root).unwrap().display());
+        tree.insert(
+            name,
+            Entry {
+                kind,
+                mode: meta.mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
+                link,
+                content,
+            },
+        );
+        if file_type.is_dir() {
+            walk(root, &path, tree);
+        }
+    }
+}
+
+/// Takes `case`'s quirks out of the comparison.
+fn apply_quirks(case: &Case, executor: &mut Built, buildah: &mut Built) {
+    for quirk in case.quirks {
+        match quirk {
+            Quirk::ScratchDefaults => {
+                if executor.config.get("WorkingDir") == Some(&Value::from("/")) {
+                    executor.config.remove("WorkingDir");
+                }
+            }
+            Quirk::ShellIgnoredForCmd => {
+                let Some(Value::Array(shell)) = executor.config.get("Shell").cloned() else {
+                    continue;
+                };
+                for field in ["Cmd", "Entrypoint"] {
+                    if let Some(Value::Array(args)) = executor.config.get_mut(field) {
+                        if args.starts_with(&shell) {
+                            args.splice(..shell.len(), [Value::from("/bin/sh"), Value::from("-c")]);
+                        }
+                    }
+                }
+            }
+            Quirk::EnvOverrideAppends => {
+                for side in [&mut executor.config, &mut buildah.config] {
+                    if let Some(Value::Array(env)) = side.get_mut("Env") {
+                        env.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How many file differences one case lists.
+const MAX_FILE_DIFFERENCES: usize = 40;
+
+/// A readable list of the differences between the two builds, empty when
+/// they agree.
+fn differences(executor: &Built, buildah: &Built) -> String {
+    let mut out = String::new();
+    let keys: std::collections::BTreeSet<&String> = executor
+        .config
+        .keys()
+        .chain(buildah.config.keys())
+        .collect();
+    for key in keys {
+        let (e, b) = (executor.config.get(key), buildah.config.get(key));
+        if e != b {
+            let show =
+                |v: Option<&Value>| v.map_or_else(|| "(unset)".to_string(), Value::to_string);
+            let _ = writeln!(
+                out,
+                "  config {key}:\n    executor: {}\n    buildah:  {}",
+                show(e),
+                show(b)
+            );
+        }
+    }
+    let paths: std::collections::BTreeSet<&String> =
+        executor.tree.keys().chain(buildah.tree.keys()).collect();
+    let mut shown = 0;
+    for path in paths {
+        if shown == MAX_FILE_DIFFERENCES {
+            let _ = writeln!(out, "  (more file differences not shown)");
+            break;
+        }
+        if executor.tree.get(path) != buildah.tree.get(path) {
+            shown += 1;
+        }
+        match (executor.tree.get(path), buildah.tree.get(path)) {
+            (Some(e), Some(b)) if e == b => {}
+            (Some(e), Some(b)) => {
+                let _ = writeln!(out, "  file {path}:\n    executor: {e}\n    buildah:  {b}");
+            }
+            (Some(e), None) => {
+                let _ = writeln!(out, "  file {path}: only executor has it: {e}");
+            }
+            (None, Some(b)) => {
+                let _ = writeln!(out, "  file {path}: only buildah has it: {b}");
+            }
+            (None, None) => unreachable!(),
+        }
+    }
+    out
+}
+
+/// Builds every case with both tools and fails with every difference.
+fn compare(cases: &[Case]) {
+    let bench = Bench::new();
+    let mut failures = String::new();
+    for case in cases {
+        // The two tools run at once: they share nothing but the registry.
+        let (executor, buildah) = std::thread::scope(|scope| {
+            let executor = scope.spawn(|| bench.executor(case));
+            let buildah = bench.buildah_build(case);
+            (executor.join().expect("the executor thread"), buildah)
+        });
+        let (mut executor, mut buildah) = match (executor, buildah) {
+            (Ok(e), Ok(b)) => (e, b),
+            (e, b) => {
+                for error in [e.err(), b.err()].into_iter().flatten() {
+                    let _ = writeln!(failures, "case {}: build failed:\n{error}", case.name);
+                }
+                continue;
+            }
+        };
+        apply_quirks(case, &mut executor, &mut buildah);
+        for path in case.expect {
+            if !executor.tree.contains_key(*path) {
+                let _ = writeln!(
+                    failures,
+                    "case {}: executor's image lacks {path}",
+                    case.name
+                );
+            }
+        }
+        let diff = differences(&executor, &buildah);
+        if !diff.is_empty() {
+            let _ = write!(failures, "case {}:\n{diff}", case.name);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "executor and buildah disagree:\n{failures}"
+    );
+}
+
+fn chmod(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn config_instructions() {
+    compare(&[
+        Case {
+            name: "env_label_maintainer",
+            dockerfile: "FROM @BUSYBOX@\n\
+                ENV A=1 B=\"two words\" C='single $A'\n\
+                ENV D ${A}-x\n\
+                ENV E=$B\n\
+                LABEL a=b \"with space\"=\"v w\" multi=\"one\\\n  two\"\n\
+                LABEL a=override empty=\"\"\n\
+                MAINTAINER Jane Doe <jane@example.test>\n",
+            ..CASE
+        },
+        Case {
+            name: "env_override_keeps_position",
+            dockerfile: "FROM @BUSYBOX@\n\
+                ENV A=1 B=2\n\
+                ENV A=3 PATH=/opt/bin:$PATH\n",
+            quirks: &[Quirk::EnvOverrideAppends],
+            ..CASE
+        },
+        Case {
+            name: "args_global_stage_and_cli",
+            dockerfile: "ARG BASE=@BUSYBOX@\n\
+                ARG GLOBAL=global-default\n\
+                ARG UNUSED=x\n\
+                FROM $BASE\n\
+                ARG GLOBAL\n\
+                ARG LOCAL=local-default\n\
+                ARG FROM_CLI=cli-default\n\
+                ARG NO_DEFAULT\n\
+                ENV G=$GLOBAL L=$LOCAL C=$FROM_CLI N=x${NO_DEFAULT}x U=x${UNUSED}x\n\
+                LABEL g=$GLOBAL l=\"${LOCAL:-none}\" n=\"${NO_DEFAULT:-fallback}\"\n\
+                ENV LOCAL=env-wins\n\
+                ARG LOCAL=arg-loses\n\
+                LABEL after=$LOCAL\n",
+            build_args: &["FROM_CLI=from-cli", "NO_DEFAULT=given"],
+            ..CASE
+        },
+        Case {
+            name: "user_and_workdir",
+            dockerfile: "FROM @BUSYBOX@\n\
+                WORKDIR /a/b/c\n\
+                WORKDIR d\n\
+                WORKDIR ../e\n\
+                ENV W=/from/env\n\
+                WORKDIR $W\n\
+                USER nobody\n\
+                WORKDIR /as/nobody\n\
+                WORKDIR /tmp\n\
+                USER 1000:1000\n",
+            ..CASE
+        },
+        Case {
+            name: "expose_volume_stopsignal",
+            dockerfile: "FROM @BUSYBOX@\n\
+                ENV PORT=9000\n\
+                EXPOSE 80 443/tcp 53/udp $PORT\n\
+                EXPOSE 80/tcp 7000-7002\n\
+                VOLUME /data\n\
+                VOLUME [\"/v1\", \"/v2\"] \n\
+                VOLUME /v3 /v4\n\
+                STOPSIGNAL SIGINT\n",
+            ..CASE
+        },
+        Case {
+            name: "healthcheck_cmd",
+            dockerfile: "FROM @BUSYBOX@\n\
+                HEALTHCHECK --interval=5s --timeout=3s --start-period=2s --retries=4 \\\n  \
+                CMD wget -q -O- http://localhost/ || exit 1\n",
+            ..CASE
+        },
+        Case {
+            name: "healthcheck_exec_then_none",
+            dockerfile: "FROM @BUSYBOX@ AS exec\n\
+                HEALTHCHECK CMD [\"/bin/true\"]\n\
+                FROM exec\n\
+                HEALTHCHECK NONE\n",
+            ..CASE
+        },
+        Case {
+            name: "shell_and_shell_forms",
+            dockerfile: "FROM @BUSYBOX@\n\
+                SHELL [\"/bin/sh\", \"-ec\"]\n\
+                CMD echo \"hello $HOME\"\n\
+                ENTRYPOINT exec /bin/sh\n\
+                HEALTHCHECK CMD true\n",
+            quirks: &[Quirk::ShellIgnoredForCmd],
+            ..CASE
+        },
+        Case {
+            name: "entrypoint_resets_inherited_cmd",
+            // busybox's Cmd is /bin/sh: ENTRYPOINT drops it, as no CMD was
+            // given in this stage.
+            dockerfile: "FROM @BUSYBOX@\nENTRYPOINT [\"/bin/echo\"]\n",
+            ..CASE
+        },
+        Case {
+            name: "cmd_before_entrypoint_is_kept",
+            dockerfile: "FROM @BUSYBOX@\nCMD [\"hi\"]\nENTRYPOINT [\"/bin/echo\"]\n",
+            ..CASE
+        },
+        Case {
+            name: "cmd_after_entrypoint_and_stage_inheritance",
+            dockerfile: "FROM @BUSYBOX@ AS parent\n\
+                ENTRYPOINT [\"/bin/echo\"]\n\
+                CMD [\"from\", \"parent\"]\n\
+                ENV FROM_PARENT=1\n\
+                FROM parent\n\
+                LABEL child=1\n",
+            ..CASE
+        },
+        Case {
+            name: "entrypoint_in_child_resets_parent_cmd",
+            dockerfile: "FROM @BUSYBOX@ AS parent\n\
+                CMD [\"parent\"]\n\
+                FROM parent\n\
+                ENTRYPOINT [\"/bin/echo\"]\n",
+            ..CASE
+        },
+    ]);
+}
+
+/// Context files most COPY/ADD cases use.
+const FILES: &[(&str, &str)] = &[
+    ("a.txt", "a\n"),
+    ("b.txt", "b\n"),
+    ("c.txt", "c\n"),
+    ("x.md", "# x\n"),
+    ("dir/one", "one\n"),
+    ("dir/sub/two", "two\n"),
+];
+
+/// Modes and symlinks `files` cannot give: an executable, a private
+/// directory, a sticky world-writable one, symlinks nested and at the top.
+fn modes_and_links(context: &Path) {
+    fs::write(context.join("run.sh"), "#!/bin/sh\necho run\n").unwrap();
+    chmod(&context.join("run.sh"), 0o755);
+    chmod(&context.join("dir/sub"), 0o700);
+    fs::create_dir_all(context.join("dir/sticky")).unwrap();
+    chmod(&context.join("dir/sticky"), 0o1777);
+    std::os::unix::fs::symlink("one", context.join("dir/link-to-one")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", context.join("dir/absolute-link")).unwrap();
+    std::os::unix::fs::symlink("a.txt", context.join("link-to-a")).unwrap();
+}
+
+/// Archives for ADD: a gzipped tar and a plain tar with owners, modes,
+/// nested directories and a symlink, and a gzipped file that is no tar.
+fn archives(context: &Path) {
+    let src = context.parent().unwrap().join("archive-src");
+    fs::create_dir_all(src.join("top/nested")).unwrap();
+    fs::write(src.join("top/file"), "in the archive\n").unwrap();
+    fs::write(src.join("top/nested/private"), "secret\n").unwrap();
+    chmod(&src.join("top/nested/private"), 0o600);
+    fs::write(src.join("top/tool"), "#!/bin/sh\n").unwrap();
+    chmod(&src.join("top/tool"), 0o755);
+    std::os::unix::fs::symlink("file", src.join("top/link")).unwrap();
+    let tar = |name: &str, extra: &[&str]| {
+        run(
+            Command::new("tar")
+                .args(extra)
+                .arg("-cf")
+                .arg(context.join(name))
+                .args(["--owner=1000", "--group=1000", "--sort=name", "-C"])
+                .arg(&src)
+                .arg("top"),
+            "making an archive",
+        )
+        .unwrap();
+    };
+    tar("archive.tar.gz", &["-z"]);
+    tar("archive.tar", &[]);
+    run(
+        Command::new("sh").arg("-c").arg(format!(
+            "printf 'not a tar\\n' | gzip -n > {}",
+            context.join("plain.gz").display()
+        )),
+        "making a gzipped file",
+    )
+    .unwrap();
+}
+
+#[test]
+fn copy_and_add() {
+    compare(&[
+        Case {
+            name: "copy_wildcards_directories_and_slashes",
+            dockerfile: "FROM @BUSYBOX@\n\
+                COPY *.txt /globbed/\n\
+                COPY [ab].txt /class/\n\
+                COPY ?.md /single/\n\
+                COPY dir /dir-no-slash\n\
+                COPY dir/ /dir-slash/\n\
+                COPY dir /tmp\n\
+                COPY a.txt /renamed\n\
+                COPY a.txt b.txt /multi/\n\
+                COPY a.txt /new/deep/dir/\n\
+                COPY run.sh link-to-a /top-level/\n\
+                COPY dir/sub/ /sub-contents\n\
+                WORKDIR /work\n\
+                COPY a.txt .\n\
+                COPY dir/sub ./relative/\n\
+                COPY b.txt named\n",
+            files: FILES,
+            setup: Some(modes_and_links),
+            expect: &["/top-level/link-to-a", "/work/named"],
+            ..CASE
+        },
+        Case {
+            name: "copy_onto_existing_paths",
+            dockerfile: "FROM @BUSYBOX@\n\
+                COPY a.txt /etc/\n\
+                COPY b.txt /etc/passwd-copy\n\
+                COPY dir/ /etc/\n\
+                COPY c.txt /renamed\n\
+                COPY a.txt /renamed\n",
+            files: FILES,
+            setup: Some(modes_and_links),
+            ..CASE
+        },
+        Case {
+            name: "copy_chown_with_names_and_ids",
+            dockerfile: "FROM @BUSYBOX@\n\
+                ARG OWNER=nobody\n\
+                COPY --chown=nobody:nogroup a.txt /owned/deep/a.txt\n\
+                COPY --chown=nobody dir/ /owned-dir/\n\
+                COPY --chown=65534:0 a.txt /numeric\n\
+                COPY --chown=nobody:0 a.txt /mixed\n\
+                COPY --chown=root:nogroup b.txt /tmp/\n\
+                COPY --chown=$OWNER c.txt /from-arg/\n\
+                COPY --chown=1234 c.txt /unnamed-id\n",
+            files: FILES,
+            setup: Some(modes_and_links),
+            ..CASE
+        },
+        Case {
+            name: "copy_chmod",
+            dockerfile: "FROM @BUSYBOX@\n\
+                COPY --chmod=0755 a.txt /exec\n\
+                COPY --chmod=600 a.txt b.txt /private/\n\
+                COPY --chmod=0750 dir/ /dir/\n\
+                COPY --chown=nobody:nogroup --chmod=0640 c.txt /both\n",
+            files: FILES,
+            setup: Some(modes_and_links),
+            ..CASE
+        },
+        Case {
+            name: "add_local_archives",
+            dockerfile: "FROM @BUSYBOX@\n\
+                ADD archive.tar.gz /gz/\n\
+                ADD archive.tar /plain\n\
+                ADD archive.tar.gz /tmp\n\
+                ADD plain.gz /not-extracted/\n\
+                ADD a.txt dir /added/\n\
+                ADD --chown=nobody:nogroup b.txt /added-owned/\n\
+                ADD --chmod=0700 c.txt /added-private\n",
+            files: FILES,
+            setup: Some(archives),
+            expect: &[
+                "/gz/top/nested/private",
+                "/plain/top/link",
+                "/tmp/top/file",
+                "/not-extracted/plain.gz",
+            ],
+            ..CASE
+        },
+        Case {
+            name: "add_url",
+            // Named after the URL's last segment, never extracted.
+            dockerfile: "FROM @BUSYBOX@\n\
+                ADD @BLOB_URL@ /downloaded/\n\
+                ADD @BLOB_URL@ /downloaded-as\n\
+                ADD --chown=nobody:nogroup @BLOB_URL@ /owned/\n\
+                ADD --chmod=0644 @BLOB_URL@ /readable\n",
+            expect: &["/downloaded-as", "/readable"],
+            ..CASE
+        },
+        Case {
+            name: "workdir_keeps_existing_parents",
+            dockerfile: "FROM @BUSYBOX@\n\
+                COPY dir/ /s/\n\
+                WORKDIR /s/sticky/new\n\
+                USER nobody\n\
+                WORKDIR /s/sub/as-nobody\n\
+                WORKDIR /tmp/a/b\n",
+            files: FILES,
+            setup: Some(modes_and_links),
+            ..CASE
+        },
+        Case {
+            name: "env_in_destinations",
+            dockerfile: "FROM @BUSYBOX@\n\
+                ENV D=/dst NAME=renamed\n\
+                COPY a.txt $D/\n\
+                WORKDIR $D\n\
+                COPY b.txt ${NAME}.txt\n\
+                COPY c.txt sub/\n",
+            files: FILES,
+            ..CASE
+        },
+        Case {
+            name: "dockerignore",
+            dockerfile: "FROM @BUSYBOX@\nCOPY . /ctx/\n",
+            files: &[
+                (
+                    ".dockerignore",
+                    "*.log\n!keep.log\nsecret/\n**/*.tmp\ndocs/*.md\n!docs/README.md\n",
+                ),
+                ("app.log", "no"),
+                ("keep.log", "yes"),
+                ("secret/key", "no"),
+                ("deep/er/x.tmp", "no"),
+                ("deep/er/x.txt", "yes"),
+                ("docs/guide.md", "no"),
+                ("docs/README.md", "yes"),
+                ("ok.txt", "yes"),
+            ],
+            expect: &["/ctx/keep.log", "/ctx/docs/README.md"],
+            ..CASE
+        },
+    ]);
+}
+
+#[test]
+fn stages_targets_and_onbuild() {
+    compare(&[
+        Case {
+            name: "multi_stage_copy_from",
+            dockerfile: "FROM @BUSYBOX@ AS build\n\
+                COPY --chown=nobody:nogroup a.txt /out/a.txt\n\
+                COPY dir/ /out/dir/\n\
+                FROM scratch AS unused\n\
+                COPY b.txt /b\n\
+                FROM build AS derived\n\
+                COPY c.txt /out/c.txt\n\
+                FROM scratch\n\
+                COPY --from=build /out/ /copied/\n\
+                COPY --from=0 /bin/busybox /busybox\n\
+                COPY --from=derived /out/c.txt /out/a.txt /two/\n\
+                COPY --from=@BUSYBOX@ /etc/passwd /passwd\n\
+                COPY --from=build /bin/sh /sh\n\
+                COPY --from=build --chown=1:1 /out/dir /owned/\n\
+                CMD [\"/busybox\"]\n",
+            files: FILES,
+            setup: Some(modes_and_links),
+            quirks: &[Quirk::ScratchDefaults],
+            ..CASE
+        },
+        Case {
+            name: "target_stage_with_build_arg",
+            dockerfile: "ARG FLAVOUR=plain\n\
+                FROM @BUSYBOX@ AS first\n\
+                ARG FLAVOUR\n\
+                ENV STAGE=first FLAVOUR=$FLAVOUR\n\
+                COPY a.txt /a\n\
+                FROM first AS second\n\
+                ENV STAGE=second\n\
+                LABEL flavour=$FLAVOUR\n\
+                COPY b.txt /b\n\
+                FROM scratch\n\
+                COPY --from=second /a /final\n",
+            files: FILES,
+            build_args: &["FLAVOUR=spicy"],
+            target: Some("second"),
+            quirks: &[Quirk::EnvOverrideAppends],
+            ..CASE
+        },
+        Case {
+            name: "scratch_only",
+            dockerfile: "FROM scratch\n\
+                COPY a.txt dir /\n\
+                ENTRYPOINT [\"/one\"]\n",
+            files: FILES,
+            quirks: &[Quirk::ScratchDefaults],
+            ..CASE
+        },
+        Case {
+            name: "onbuild_base",
+            dockerfile: "FROM @BUSYBOX@\n\
+                ONBUILD COPY a.txt /onbuild/\n\
+                ONBUILD ENV TRIGGERED=yes\n\
+                ONBUILD LABEL trigger=1\n\
+                ONBUILD WORKDIR /onbuild/work\n\
+                LABEL base=1\n\
+                CMD [\"base\"]\n",
+            files: FILES,
+            push_as: Some("onbuild-base"),
+            ..CASE
+        },
+        Case {
+            name: "onbuild_child",
+            dockerfile: "FROM @ONBUILD_BASE@\n\
+                COPY b.txt .\n\
+                LABEL child=1\n",
+            files: FILES,
+            expect: &["/onbuild/a.txt", "/onbuild/work/b.txt"],
+            ..CASE
+        },
+        Case {
+            name: "onbuild_through_a_stage",
+            // The triggers run in the stage FROM the base; a stage FROM that
+            // stage inherits the result, not the triggers.
+            dockerfile: "FROM @ONBUILD_BASE@ AS child\n\
+                FROM child\n\
+                COPY c.txt /\n",
+            files: FILES,
+            expect: &["/onbuild/a.txt", "/c.txt"],
+            ..CASE
+        },
+    ]);
+}
+
+/// The comparison itself: each kind of difference is reported, and a quirk
+/// hides only its own detail.
+#[test]
+fn differences_are_reported() {
+    let file = |mode, content: &str| Entry {
+        kind: "file",
+        mode,
+        uid: 0,
+        gid: 0,
+        link: None,
+        content: Some(content.as_bytes().to_vec()),
+    };
+    let built = |config: Value, tree: &[(&str, Entry)]| Built {
+        config: pick(&config),
+        tree: tree
+            .iter()
+            .map(|(p, e)| ((*p).to_string(), e.clone()))
+            .collect(),
+    };
+    let base = || {
+        built(
+            serde_json::json!({"Env": ["A=1"], "Cmd": [], "Labels": {}, "WorkingDir": "/"}),
+            &[("/f", file(0o644, "x"))],
+        )
+    };
+    assert_eq!(differences(&base(), &base()), "");
+    // null, empty and absent are the same; a zero healthcheck field too.
+    let same = built(
+        serde_json::json!({"Env": ["A=1"], "Cmd": null, "WorkingDir": "/", "Volumes": {}}),
+        &[("/f", file(0o644, "x"))],
+    );
+    assert_eq!(differences(&base(), &same), "");
+
+    for (other, expected) in [
+        (
+            built(
+                serde_json::json!({"Env": ["A=2"], "WorkingDir": "/"}),
+                &[("/f", file(0o644, "x"))],
+            ),
+            "config Env",
+        ),
+        (
+            built(
+                serde_json::json!({"Env": ["A=1"], "WorkingDir": "/", "User": "nobody"}),
+                &[("/f", file(0o644, "x"))],
+            ),
+            "config User",
+        ),
+        (
+            built(
+                serde_json::json!({"Env": ["A=1"], "WorkingDir": "/"}),
+                &[("/f", file(0o600, "x"))],
+            ),
+            "file /f",
+        ),
+        (
+            built(
+                serde_json::json!({"Env": ["A=1"], "WorkingDir": "/"}),
+                &[("/f", file(0o644, "y"))],
+            ),
+            "file /f",
+        ),
+        (
+            built(
+                serde_json::json!({"Env": ["A=1"], "WorkingDir": "/"}),
+                &[("/f", file(0o644, "x")), ("/g", file(0o644, ""))],
+            ),
+            "file /g: only buildah has it",
+        ),
+    ] {
+        let diff = differences(&base(), &other);
+        assert!(diff.contains(expected), "{expected:?} not in {diff:?}");
+    }
+
+    // The scratch quirk drops executor's WorkingDir "/" and nothing else.
+    let case = Case {
+        quirks: &[Quirk::ScratchDefaults],
+        ..CASE
+    };
+    let mut executor = base();
+    let mut buildah = built(
+        serde_json::json!({"Env": ["A=1"], "User": "x"}),
+        &[("/f", file(0o644, "x"))],
+    );
+    apply_quirks(&case, &mut executor, &mut buildah);
+    assert_eq!(
+        differences(&executor, &buildah),
+        "  config User:\n    executor: (unset)\n    buildah:  \"x\"\n"
+    );
+}
