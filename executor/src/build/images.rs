@@ -1,13 +1,12 @@
 //! What the build engine does with images beyond one stage: fetching base
 //! images into the local store, pushing the result (blobs first, manifest
-//! last), the docker-archive output, ADD's downloads, and the OCI manifest.
+//! last), the docker-archive output, and the OCI manifest.
 
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Descriptor, MediaType};
-use sha2::Digest as _;
 
 use super::config::ImageConfig;
 use crate::image::digest::Digest;
@@ -97,73 +96,6 @@ pub fn manifest_json(config: &Descriptor, layers: &[Descriptor]) -> Vec<u8> {
     serde_json::to_vec(&manifest).expect("a manifest encodes")
 }
 
-/// Is this ADD source a URL to download?
-#[must_use]
-pub fn is_url(source: &str) -> bool {
-    let lower = source.to_ascii_lowercase();
-    lower.starts_with("http://") || lower.starts_with("https://")
-}
-
-/// Does this local file look like an archive ADD extracts (tar, gzip, zstd;
-/// by content, not name, as Docker does)?
-#[must_use]
-pub fn is_local_archive(path: &Path) -> bool {
-    let mut head = [0u8; 512];
-    let Ok(mut file) = fs::File::open(path) else {
-        return false;
-    };
-    let mut read = 0;
-    while read < head.len() {
-        match file.read(&mut head[read..]) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => read += n,
-        }
-    }
-    let head = &head[..read];
-    head.starts_with(&[0x1f, 0x8b])
-        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || (head.len() >= 262 && &head[257..262] == b"ustar")
-}
-
-/// Downloads `url` into `dir` (named after the URL's last path segment),
-/// checking `checksum` when given.
-pub async fn download(url: &str, checksum: Option<&str>, dir: &Path) -> Result<PathBuf, String> {
-    let response = reqwest::get(url)
-        .await
-        .map_err(|e| format!("cannot download {url}: {e}"))?;
-    if !response.status().is_success() {
-        return Err(format!("cannot download {url}: {}", response.status()));
-    }
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| format!("cannot download {url}: {e}"))?;
-    if let Some(expected) = checksum {
-        let actual = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
-        let matches = match expected.split_once(':') {
-            Some(("sha256", _)) => actual == expected,
-            Some(("sha384", hex_part)) => hex::encode(sha2::Sha384::digest(&bytes)) == hex_part,
-            Some(("sha512", hex_part)) => hex::encode(sha2::Sha512::digest(&bytes)) == hex_part,
-            _ => false,
-        };
-        if !matches {
-            return Err(format!(
-                "checksum mismatch for {url}: expected {expected}, got {actual}"
-            ));
-        }
-    }
-    let name = url
-        .split(['?', '#'])
-        .next()
-        .unwrap_or(url)
-        .rsplit('/')
-        .find(|s| !s.is_empty())
-        .unwrap_or("download");
-    let path = dir.join(name);
-    fs::write(&path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(path)
-}
-
 /// Writes the image as a docker-archive tarball (`docker save` format:
 /// `manifest.json`, the config, each layer as an uncompressed tar named by
 /// its diffID), which `docker load` and `skopeo copy docker-archive:` read.
@@ -236,21 +168,5 @@ mod tests {
             digest,
         );
         assert_eq!(as_oci_layer(&d).media_type(), &MediaType::ImageLayerGzip);
-    }
-
-    #[test]
-    fn archives_are_recognised_by_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let gz = dir.path().join("x.bin");
-        let mut enc = flate2::write::GzEncoder::new(
-            fs::File::create(&gz).unwrap(),
-            flate2::Compression::default(),
-        );
-        enc.write_all(b"hello").unwrap();
-        enc.finish().unwrap();
-        assert!(is_local_archive(&gz));
-        let txt = dir.path().join("a.tar.gz");
-        fs::write(&txt, "not an archive").unwrap();
-        assert!(!is_local_archive(&txt));
     }
 }
