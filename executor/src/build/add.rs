@@ -114,27 +114,53 @@ pub fn is_remote(source: &str) -> bool {
     is_url(source) || is_git_url(source)
 }
 
-/// Does this local file look like an archive ADD extracts? Decided by
-/// content, not name, as Docker does: gzip, bzip2, xz, zstd, or a tar.
+/// Is this local file an archive ADD extracts? Decided by content, not
+/// name, as Docker does: after gzip, bzip2, xz or zstd decompression (or
+/// none), the file starts with a valid tar header (ustar, GNU or v7: the
+/// header checksum is what tells). A compressed file that is not a tar is
+/// copied as it is.
 #[must_use]
 pub fn is_local_archive(path: &Path) -> bool {
-    let mut head = [0u8; 512];
-    let Ok(mut file) = fs::File::open(path) else {
+    let Ok(file) = fs::File::open(path) else {
         return false;
     };
+    let Ok(mut reader) = crate::image::apply::decompress(io::BufReader::new(file)) else {
+        return false;
+    };
+    let mut head = [0u8; 512];
     let mut read = 0;
     while read < head.len() {
-        match file.read(&mut head[read..]) {
+        match reader.read(&mut head[read..]) {
             Ok(0) | Err(_) => break,
             Ok(n) => read += n,
         }
     }
-    let head = &head[..read];
-    head.starts_with(&[0x1f, 0x8b])
-        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
-        || (head.starts_with(b"BZh") && head.get(3).is_some_and(|b| (b'1'..=b'9').contains(b)))
-        || (head.len() >= 262 && &head[257..262] == b"ustar")
+    read == head.len() && is_tar_header(&head)
+}
+
+/// A tar header block: a name, and a checksum field that matches the
+/// block's bytes (summed with the field itself as spaces, unsigned or
+/// signed as old tars did).
+fn is_tar_header(block: &[u8; 512]) -> bool {
+    if block[0] == 0 {
+        return false;
+    }
+    let field = &block[148..156];
+    let digits: String = field
+        .iter()
+        .map(|&b| b as char)
+        .take_while(|c| *c != '\0')
+        .collect();
+    let Ok(stored) = u32::from_str_radix(digits.trim(), 8) else {
+        return false;
+    };
+    let (mut unsigned, mut signed) = (0u32, 0i32);
+    for (i, &b) in block.iter().enumerate() {
+        let b = if (148..156).contains(&i) { b' ' } else { b };
+        unsigned += u32::from(b);
+        signed += i32::from(b.cast_signed());
+    }
+    stored == unsigned || i32::try_from(stored).is_ok_and(|s| s == signed)
 }
 
 /// Fetches one remote ADD source into a new directory below `dir`: a URL
@@ -410,28 +436,60 @@ mod tests {
         }
     }
 
+    fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+        let path = dir.join(name);
+        fs::write(&path, data).unwrap();
+        path
+    }
+
     #[test]
     fn archives_are_recognised_by_content() {
         let dir = tempfile::tempdir().unwrap();
-        let write = |name: &str, data: &[u8]| {
-            let path = dir.path().join(name);
-            fs::write(&path, data).unwrap();
-            path
+        let tar = {
+            let mut builder = tar::Builder::new(Vec::new());
+            let mut header = tar::Header::new_gnu();
+            header.set_size(5);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, "hello", &b"hello"[..])
+                .unwrap();
+            builder.into_inner().unwrap()
         };
+        let v7 = {
+            let mut header = tar::Header::new_old();
+            header.as_old_mut().name[..5].copy_from_slice(b"hello");
+            header.set_size(0);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            header.set_cksum();
+            let mut out = header.as_bytes().to_vec();
+            out.extend_from_slice(&[0; 1024]);
+            out
+        };
+        assert!(is_local_archive(&write_file(dir.path(), "plain.tar", &tar)));
+        assert!(is_local_archive(&write_file(dir.path(), "v7.tar", &v7)));
+        let write = |name: &str, data: &[u8]| write_file(dir.path(), name, data);
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(b"hello").unwrap();
+        gz.write_all(&tar).unwrap();
         assert!(is_local_archive(&write("x.bin", &gz.finish().unwrap())));
         let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
-        bz.write_all(b"hello").unwrap();
+        bz.write_all(&tar).unwrap();
         assert!(is_local_archive(&write("b", &bz.finish().unwrap())));
         let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 1);
-        xz.write_all(b"hello").unwrap();
+        xz.write_all(&tar).unwrap();
         assert!(is_local_archive(&write("x", &xz.finish().unwrap())));
         assert!(is_local_archive(&write(
             "z",
-            &zstd::encode_all(&b"hello"[..], 3).unwrap()
+            &zstd::encode_all(&tar[..], 3).unwrap()
         )));
         assert!(!is_local_archive(&write("a.tar.gz", b"not an archive")));
         assert!(!is_local_archive(&write("bzh", b"BZh is a word")));
+        // Compressed, but not a tar: copied as it is (Docker's rule).
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&[b'x'; 2000]).unwrap();
+        assert!(!is_local_archive(&write("text.gz", &gz.finish().unwrap())));
     }
 }
