@@ -11,9 +11,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use executor_e2e::{
-    GitDaemon, GitHttpServer, Project, git, git_commit, git_repo, unpack_layout,
-};
+use executor_e2e::{GitDaemon, GitHttpServer, Project, git, git_commit, git_repo, unpack_layout};
 
 const NAME: &str = "example.test/context:1";
 
@@ -218,7 +216,13 @@ fn http_git_context_with_branch_single_branch_and_submodules() {
     git(&tree, &["checkout", "-q", "-b", "release"]);
     git(
         &tree,
-        &["submodule", "add", "-q", &server.url("lib.git"), "vendor/lib"],
+        &[
+            "submodule",
+            "add",
+            "-q",
+            &server.url("lib.git"),
+            "vendor/lib",
+        ],
     );
     git_commit(&tree, &[("branch.txt", "release\n")], "release");
     // The bare copy's default branch is the one checked out.
@@ -243,7 +247,10 @@ fn http_git_context_with_branch_single_branch_and_submodules() {
     let rootfs = build_to_layout(&project, &mut cmd);
     assert_eq!(read(&rootfs.join("src/branch.txt")), "release\n");
     assert_eq!(read(&rootfs.join("src/vendor/lib/lib.txt")), "library\n");
-    assert!(!rootfs.join("src/.git").exists(), "no .git in a git context");
+    assert!(
+        !rootfs.join("src/.git").exists(),
+        "no .git in a git context"
+    );
 
     // Without recurse-submodules the submodule stays empty; without a
     // branch the default branch is built.
@@ -254,9 +261,11 @@ fn http_git_context_with_branch_single_branch_and_submodules() {
     let rootfs = build_to_layout(&project, &mut cmd);
     assert!(!rootfs.join("src/vendor/lib/lib.txt").exists());
     // A bad --git option is an error naming it.
-    let stderr = executor_e2e::fails(
-        build_with_context(&project, &context).args(["--no-push", "--git", "depth=1"]),
-    );
+    let stderr = executor_e2e::fails(build_with_context(&project, &context).args([
+        "--no-push",
+        "--git",
+        "depth=1",
+    ]));
     assert!(stderr.contains("depth=1"), "{stderr}");
 }
 
