@@ -2,6 +2,10 @@
 //! with a private image store and docker config; plus unpacking results
 //! with skopeo and umoci.
 
+// These run commands for their effect; their output is there when a test
+// wants it.
+#![allow(clippy::must_use_candidate)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -3,6 +3,10 @@
 //! http-backend`) and `git daemon`; plus git repositories made with the
 //! `git` command.
 
+// These run commands for their effect; their output is there when a test
+// wants it.
+#![allow(clippy::must_use_candidate)]
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

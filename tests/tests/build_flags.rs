@@ -69,11 +69,9 @@ fn destinations_outputs_digest_files_labels_and_build_args() {
     let registry = Registry::start(RegistryKind::Anonymous);
     let base = registry.push_busybox();
     let project = Project::new(
-        &format!(
-            "ARG BASE\nFROM $BASE\nARG GIVEN\nARG FROM_ENV\nARG DEFAULTED=default\n\
+        "ARG BASE\nFROM $BASE\nARG GIVEN\nARG FROM_ENV\nARG DEFAULTED=default\n\
              LABEL given=$GIVEN from-env=$FROM_ENV defaulted=$DEFAULTED\n\
-             LABEL overridden=dockerfile\nCOPY f /f\n"
-        ),
+             LABEL overridden=dockerfile\nCOPY f /f\n",
         &[("f", "file\n")],
     );
     let (one, two) = (

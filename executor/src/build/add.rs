@@ -102,7 +102,9 @@ pub fn is_git_url(source: &str) -> bool {
     }
     if lower.starts_with("http://") || lower.starts_with("https://") {
         let repo = lower.split(['#', '?']).next().unwrap_or_default();
-        return repo.trim_end_matches('/').ends_with(".git");
+        return Path::new(repo.trim_end_matches('/'))
+            .extension()
+            .is_some_and(|e| e == "git");
     }
     false
 }
@@ -158,7 +160,7 @@ fn is_tar_header(block: &[u8; 512]) -> bool {
     for (i, &b) in block.iter().enumerate() {
         let b = if (148..156).contains(&i) { b' ' } else { b };
         unsigned += u32::from(b);
-        signed += i32::from(b.cast_signed());
+        signed += i32::from(i8::from_ne_bytes([b]));
     }
     stored == unsigned || i32::try_from(stored).is_ok_and(|s| s == signed)
 }
