@@ -17,6 +17,12 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+mod project;
+mod serve;
+
+pub use project::{Project, fails, ok, raw_manifest, unpack, unpack_layout};
+pub use serve::{GitDaemon, GitHttpServer, HttpServer, git, git_commit, git_repo};
+
 /// How a test registry authenticates and serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegistryKind {

@@ -21,6 +21,7 @@ use futures_util::future::try_join_all;
 use oci_spec::image::{Descriptor, MediaType};
 use tokio::runtime::Handle;
 
+use super::add;
 use super::config::{self, Applied, ImageConfig, StageFlags};
 use super::copy::{self, Source, TreeEntry};
 use super::images::{self, LayerRef};
@@ -555,21 +556,14 @@ impl Engine<'_> {
         let (remote, local): (Vec<&String>, Vec<&String>) = args
             .sources
             .iter()
-            .partition(|s| add.is_some() && images::is_url(s));
+            .partition(|s| add.is_some() && add::is_remote(s));
         for url in remote {
-            let checksum = add.and_then(|a| a.checksum.as_deref());
-            let path = self
-                .runtime
-                .block_on(images::download(url, checksum, &scratch))
-                .map_err(|e| self.step_error(instruction, e))?;
-            sources.push(Source {
-                rel: path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                path,
-                entries: None,
+            let (checksum, keep_git_dir) = add.map_or((None, false), |a| {
+                (a.checksum.as_deref(), a.keep_git_dir == Some(true))
             });
+            let source = add::fetch(url, checksum, keep_git_dir, &scratch, self.runtime)
+                .map_err(|e| self.step_error(instruction, add::render(&e)))?;
+            sources.push(source);
         }
         let patterns: Vec<String> = local.into_iter().cloned().collect();
         if !patterns.is_empty() {
@@ -597,18 +591,16 @@ impl Engine<'_> {
         }
 
         let staging = self.new_dir(&format!("stage-{}/staging", job.index))?;
-        // Local archives are extracted unless `--unpack=false`; downloads
-        // (and heredocs, both in `scratch`) only with `--unpack=true`, as in
-        // BuildKit.
-        let unpack_local = add.is_some_and(|a| a.unpack != Some(false));
-        let unpack_remote = add.is_some_and(|a| a.unpack == Some(true));
+        // Context files are extracted unless --unpack=false; downloads and
+        // heredocs (in `scratch`) only with --unpack=true, as BuildKit does.
+        let unpack = add.map(|a| a.unpack);
         let (archives, plain): (Vec<Source>, Vec<Source>) = sources.into_iter().partition(|s| {
-            let unpack = if s.path.starts_with(&scratch) {
-                unpack_remote
-            } else {
-                unpack_local
+            let wanted = match unpack {
+                None | Some(Some(false)) => false,
+                Some(Some(true)) => true,
+                Some(None) => !s.path.starts_with(&scratch),
             };
-            unpack && args.from.is_none() && s.path.is_file() && images::is_local_archive(&s.path)
+            wanted && args.from.is_none() && s.path.is_file() && add::is_local_archive(&s.path)
         });
         if !plain.is_empty() {
             copy::copy(&plain, &args.dest, &result.rootfs, &staging, &copy_opts)

@@ -1,13 +1,12 @@
 //! What the build engine does with images beyond one stage: fetching base
 //! images into the local store, pushing the result (blobs first, manifest
-//! last), the docker-archive output, ADD's downloads, and the OCI manifest.
+//! last), the docker-archive output, and the OCI manifest.
 
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Descriptor, MediaType};
-use sha2::Digest as _;
 
 use super::config::ImageConfig;
 use crate::image::digest::Digest;
@@ -95,93 +94,6 @@ pub fn manifest_json(config: &Descriptor, layers: &[Descriptor]) -> Vec<u8> {
         "layers": layers.iter().map(descriptor).collect::<Vec<_>>(),
     });
     serde_json::to_vec(&manifest).expect("a manifest encodes")
-}
-
-/// Is this ADD source a URL to download?
-#[must_use]
-pub fn is_url(source: &str) -> bool {
-    let lower = source.to_ascii_lowercase();
-    lower.starts_with("http://") || lower.starts_with("https://")
-}
-
-/// Is this local file an archive ADD extracts? As Docker's `isArchivePath`
-/// decides it, by content, not name: once decompressed (gzip, zstd or none)
-/// it must start with a valid tar header. A compressed file that is no tar
-/// is copied as it is.
-#[must_use]
-pub fn is_local_archive(path: &Path) -> bool {
-    let Ok(mut file) = fs::File::open(path) else {
-        return false;
-    };
-    let mut magic = [0u8; 4];
-    let mut read = 0;
-    while read < magic.len() {
-        match file.read(&mut magic[read..]) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => read += n,
-        }
-    }
-    if io::Seek::rewind(&mut file).is_err() {
-        return false;
-    }
-    let magic = &magic[..read];
-    let reader: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
-    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        match zstd::Decoder::new(file) {
-            Ok(decoder) => Box::new(decoder),
-            Err(_) => return false,
-        }
-    } else {
-        Box::new(file)
-    };
-    let mut archive = tar::Archive::new(reader);
-    archive
-        .entries()
-        .is_ok_and(|mut entries| entries.next().is_some_and(|e| e.is_ok()))
-}
-
-/// Downloads `url` into `dir` (named after the URL's last path segment),
-/// checking `checksum` when given.
-pub async fn download(url: &str, checksum: Option<&str>, dir: &Path) -> Result<PathBuf, String> {
-    let response = reqwest::get(url)
-        .await
-        .map_err(|e| format!("cannot download {url}: {e}"))?;
-    if !response.status().is_success() {
-        return Err(format!("cannot download {url}: {}", response.status()));
-    }
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| format!("cannot download {url}: {e}"))?;
-    if let Some(expected) = checksum {
-        let actual = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
-        let matches = match expected.split_once(':') {
-            Some(("sha256", _)) => actual == expected,
-            Some(("sha384", hex_part)) => hex::encode(sha2::Sha384::digest(&bytes)) == hex_part,
-            Some(("sha512", hex_part)) => hex::encode(sha2::Sha512::digest(&bytes)) == hex_part,
-            _ => false,
-        };
-        if !matches {
-            return Err(format!(
-                "checksum mismatch for {url}: expected {expected}, got {actual}"
-            ));
-        }
-    }
-    let name = url
-        .split(['?', '#'])
-        .next()
-        .unwrap_or(url)
-        .rsplit('/')
-        .find(|s| !s.is_empty())
-        .unwrap_or("download");
-    let path = dir.join(name);
-    fs::write(&path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    // A download is 0600 unless --chmod says otherwise, as BuildKit's http
-    // source makes it.
-    fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(path)
 }
 
 /// Writes the image as a docker-archive tarball (`docker save` format:
@@ -293,40 +205,5 @@ mod tests {
             digest,
         );
         assert_eq!(as_oci_layer(&d).media_type(), &MediaType::ImageLayerGzip);
-    }
-
-    fn tar_of(name: &str, content: &[u8]) -> Vec<u8> {
-        let mut builder = tar::Builder::new(Vec::new());
-        let mut header = tar::Header::new_gnu();
-        header.set_size(content.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        builder.append_data(&mut header, name, content).unwrap();
-        builder.into_inner().unwrap()
-    }
-
-    fn gzip(bytes: &[u8]) -> Vec<u8> {
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        enc.write_all(bytes).unwrap();
-        enc.finish().unwrap()
-    }
-
-    #[test]
-    fn archives_are_recognised_by_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let is_archive = |name: &str, bytes: &[u8]| {
-            let path = dir.path().join(name);
-            fs::write(&path, bytes).unwrap();
-            is_local_archive(&path)
-        };
-        let tar = tar_of("f", b"hello");
-        assert!(is_archive("x.bin", &gzip(&tar)));
-        assert!(is_archive("plain", &tar));
-        assert!(is_archive("z", &zstd::encode_all(&tar[..], 3).unwrap()));
-        // Compressed, but no tar inside: ADD copies it as a file.
-        assert!(!is_archive("hello.gz", &gzip(b"hello")));
-        assert!(!is_archive("a.tar.gz", b"not an archive"));
-        assert!(!is_archive("zeros.tar", &[0; 1024]));
-        assert!(!is_archive("empty.tar", b""));
     }
 }

@@ -2,6 +2,7 @@
 //! drives the Dockerfile plan instruction by instruction; it never parses
 //! text itself.
 
+pub mod add;
 pub mod config;
 pub mod copy;
 pub mod engine;

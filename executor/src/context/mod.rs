@@ -254,6 +254,19 @@ impl Context {
         })
     }
 
+    /// Clones `source` at the commit it names into `worktree` (no `.git`
+    /// there unless `gitdir` is `worktree/.git`), keeping the repository in
+    /// `gitdir`; returns the commit id. The same fetch git contexts use, for
+    /// ADD's git sources.
+    pub fn clone_git(
+        source: &GitSource,
+        options: &GitOptions,
+        gitdir: &Path,
+        worktree: &Path,
+    ) -> Result<String> {
+        git::clone(source, options, gitdir, worktree)
+    }
+
     /// A directory context with no Dockerfile: for callers that select
     /// files from a directory with `.dockerignore` rules of their own.
     pub fn from_dir(dir: &Path, ignore: Option<DockerIgnore>) -> Result<Self> {

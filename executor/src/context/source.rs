@@ -109,6 +109,22 @@ impl PullMethod {
 }
 
 impl GitSource {
+    /// A git URL as ADD takes it (BuildKit): `https://HOST/REPO.git#REF[:DIR]`,
+    /// `git://HOST/REPO#REF`, `ssh://...` or `git@HOST:REPO#REF`. Unlike a
+    /// kaniko `git://` context, the URL is fetched as written.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let (scheme, rest) = match url.split_once("://") {
+            Some((scheme, rest)) => (Some(scheme), rest),
+            None => (None, url),
+        };
+        parse_git(url, rest, |repo| {
+            GitLocation::Url(match scheme {
+                Some(scheme) => format!("{scheme}://{repo}"),
+                None => repo,
+            })
+        })
+    }
+
     /// The URL to fetch from.
     #[must_use]
     pub fn url(&self, method: PullMethod) -> String {

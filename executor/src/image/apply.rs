@@ -123,8 +123,6 @@ pub enum ApplyError {
     },
     #[error("cannot read the layer")]
     Read(#[source] io::Error),
-    #[error("the layer is {0}-compressed\nhint: layers are gzip, zstd or uncompressed tar")]
-    UnsupportedCompression(&'static str),
     #[error("the extension headers after layer entry {after:?} exceed {limit} bytes")]
     HeadersTooLarge { after: String, limit: u64 },
     #[error("layer entry {entry:?} is refused: {reason}")]
@@ -154,7 +152,7 @@ pub enum ApplyError {
 
 type Result<T, E = ApplyError> = std::result::Result<T, E>;
 
-/// Applies one layer (gzip, zstd or plain tar, detected from the first bytes,
+/// Applies one layer (gzip, zstd, bzip2, xz or plain tar, detected from the first bytes,
 /// not trusted from a media type) to the root filesystem at `root`. Streams:
 /// never holds the layer in memory. Reads the stream to its end, so a
 /// digest computed by the reader covers all of it.
@@ -185,9 +183,11 @@ pub fn decompress<'a>(reader: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
             zstd::stream::read::Decoder::new(stream).map_err(ApplyError::Read)?,
         ))
     } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        Err(ApplyError::UnsupportedCompression("xz"))
+        Ok(Box::new(liblzma::read::XzDecoder::new_multi_decoder(
+            stream,
+        )))
     } else if magic.starts_with(b"BZh") {
-        Err(ApplyError::UnsupportedCompression("bzip2"))
+        Ok(Box::new(bzip2::read::MultiBzDecoder::new(stream)))
     } else {
         Ok(Box::new(stream))
     }
