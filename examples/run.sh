@@ -14,7 +14,8 @@
 #   6. checks the result with tools no one here wrote: `skopeo inspect
 #      --config` and `umoci unpack`.
 #
-# Environment: EXECUTOR_EXAMPLES_OUT (default: target/examples) keeps the
+# Environment: EXECUTOR=PATH uses that binary instead of building one (the
+# tests do); EXECUTOR_EXAMPLES_OUT (default: target/examples) keeps the
 # image tarball, the digest file and the logs; KEEP_REGISTRY=1 leaves the
 # registry running at the end and prints its address.
 set -euo pipefail
@@ -29,6 +30,8 @@ command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v umoci >/dev/null || need+=(umoci)
 command -v cc >/dev/null || need+=(build-essential)
+command -v curl >/dev/null || need+=(curl)
+command -v python3 >/dev/null || need+=(python3)
 command -v pkg-config >/dev/null || need+=(pkg-config libssl-dev)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
@@ -41,9 +44,13 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${need[@]}" ca-certificates >/dev/null
 fi
 
-say "building executor (release)"
-cargo build --release --locked -p executor --bin executor
-executor="$root/target/release/executor"
+if [ -n "${EXECUTOR:-}" ]; then
+    executor=$EXECUTOR
+else
+    say "building executor (release)"
+    cargo build --release --locked -p executor --bin executor
+    executor="$root/target/release/executor"
+fi
 
 out="${EXECUTOR_EXAMPLES_OUT:-$root/target/examples}"
 rm -rf "$out"

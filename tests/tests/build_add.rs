@@ -127,7 +127,8 @@ fn add_extracts_every_archive_format_by_content_and_confines_it() {
          ADD named-wrong.txt /renamed/\n\
          ADD --unpack=false kept.tar.gz /kept/\n\
          ADD fake.tar.gz /fake/\n\
-         ADD escape.tar /confined/\n",
+         ADD escape.tar /confined/\n\
+         ADD --chown=42:43 e.tar /owned/new/\n",
         &[("fake.tar.gz", "this is not an archive\n")],
     );
     project.write("a.tar.gz", gzip(&tar_bytes("gzip")));
@@ -169,6 +170,16 @@ fn add_extracts_every_archive_format_by_content_and_confines_it() {
             fs::read_link(rootfs.join(dir).join("dir/link")).unwrap(),
             std::path::Path::new("hello.txt")
         );
+    }
+    // --chown owns what the archive held and the directories it created.
+    for path in [
+        "owned",
+        "owned/new",
+        "owned/new/dir",
+        "owned/new/dir/hello.txt",
+    ] {
+        let meta = fs::symlink_metadata(rootfs.join(path)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (42, 43), "{path}");
     }
     assert!(
         rootfs.join("kept/kept.tar.gz").is_file(),

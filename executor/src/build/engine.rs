@@ -609,7 +609,10 @@ impl Engine<'_> {
         for archive in archives {
             let (dest, _) = copy::destination(&args.dest, &copy_opts.workdir);
             let target = copy::under(&staging, &dest);
-            fs::create_dir_all(&target).map_err(io_at(&target))?;
+            // Directories the image has keep their metadata; missing ones
+            // take --chown's owner, as COPY's do.
+            copy::make_dir(&result.rootfs, &staging, &dest, chown.unwrap_or((0, 0)))
+                .map_err(|e| self.step_error(instruction, e))?;
             let file = fs::File::open(&archive.path).map_err(io_at(&archive.path))?;
             apply::apply_layer(
                 io::BufReader::new(file),
@@ -623,6 +626,10 @@ impl Engine<'_> {
             .map_err(|e| {
                 self.step_error(instruction, format!("cannot extract {}: {e}", archive.rel))
             })?;
+            // --chown applies to what the archive held, as in BuildKit.
+            if let Some((uid, gid)) = chown {
+                chown_tree(&target, uid, gid)?;
+            }
         }
         self.commit_layer(result, &staging, instruction.display(), created)
     }
@@ -820,6 +827,19 @@ impl Engine<'_> {
             pushed,
         })
     }
+}
+
+/// Gives everything below `dir` (not `dir` itself) the owner `uid:gid`,
+/// without following symlinks.
+fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(io_at(dir))? {
+        let path = entry.map_err(io_at(dir))?.path();
+        std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(io_at(&path))?;
+        if fs::symlink_metadata(&path).map_err(io_at(&path))?.is_dir() {
+            chown_tree(&path, uid, gid)?;
+        }
+    }
+    Ok(())
 }
 
 /// What a COPY or ADD step needs of its stage besides the stage's result.
