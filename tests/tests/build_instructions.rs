@@ -164,10 +164,12 @@ fn workdir_and_copy_flags() {
     let meta =
         |p: &str| fs::symlink_metadata(rootfs.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
 
-    // WORKDIR created for USER nobody; its parents stay root's.
+    // WORKDIR created for USER nobody, with every directory it had to
+    // create (BuildKit's MkdirAllAndChown); existing parents stay root's.
     let work = meta("home/nobody/work");
     assert_eq!((work.uid(), work.gid()), (65534, 65534));
-    assert_eq!(meta("home/nobody").uid(), 0);
+    assert_eq!(meta("home/nobody").uid(), 65534);
+    assert_eq!(meta("home").uid(), 0);
     let owned = meta("owned/owned.txt");
     assert_eq!((owned.uid(), owned.gid()), (65534, 65534));
     assert_eq!(meta("bin/run.sh").mode() & 0o7777, 0o751);
