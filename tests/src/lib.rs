@@ -208,6 +208,29 @@ impl Registry {
         serde_json::from_str(&run(&mut cmd)).expect("skopeo prints JSON")
     }
 
+    /// The image config of `reference` exactly as stored (`skopeo inspect
+    /// --config --raw`: without `--raw` skopeo converts it to the OCI type
+    /// and drops Docker's `OnBuild`, `Healthcheck` and `Shell`).
+    #[must_use]
+    pub fn raw_config(&self, reference: &str) -> serde_json::Value {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["inspect", "--config", "--raw"])
+            .args(self.skopeo_args(""));
+        cmd.arg(format!("docker://{reference}"));
+        serde_json::from_str(&run(&mut cmd)).expect("skopeo prints JSON")
+    }
+
+    /// The manifest digest of `reference`, from `skopeo inspect`.
+    #[must_use]
+    pub fn digest_of(&self, reference: &str) -> String {
+        let mut cmd = Command::new("skopeo");
+        cmd.arg("inspect").args(self.skopeo_args(""));
+        cmd.arg(format!("docker://{reference}"));
+        let value: serde_json::Value =
+            serde_json::from_str(&run(&mut cmd)).expect("skopeo prints JSON");
+        value["Digest"].as_str().expect("a digest").to_owned()
+    }
+
     /// Pushes the busybox base image here as `busybox:latest`; returns its
     /// reference.
     #[must_use]

@@ -4,94 +4,9 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use executor_e2e::{Registry, RegistryKind, executor_bin};
-
-struct Build {
-    dir: tempfile::TempDir,
-}
-
-impl Build {
-    /// A context directory holding `dockerfile` and `files`.
-    fn new(dockerfile: &str, files: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let context = dir.path().join("context");
-        fs::create_dir_all(&context).unwrap();
-        fs::write(context.join("Dockerfile"), dockerfile).unwrap();
-        for (name, content) in files {
-            let path = context.join(name);
-            fs::create_dir_all(path.parent().unwrap()).unwrap();
-            fs::write(path, content).unwrap();
-        }
-        Self { dir }
-    }
-
-    fn context(&self) -> PathBuf {
-        self.dir.path().join("context")
-    }
-
-    fn cache(&self) -> PathBuf {
-        self.dir.path().join("cache")
-    }
-
-    /// Runs `executor build` with the context and a private store, plus
-    /// `args`.
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(executor_bin())
-            .arg("build")
-            .arg("--context")
-            .arg(self.context())
-            .arg("--cache-dir")
-            .arg(self.cache())
-            .args(args)
-            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
-            .output()
-            .expect("executor runs")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "executor build failed:\n{stderr}");
-        stderr
-    }
-}
-
-/// Unpacks `reference` from `registry` with skopeo + umoci; returns the
-/// rootfs.
-fn unpack(registry: &Registry, reference: &str, into: &Path) -> PathBuf {
-    let layout = into.join("layout");
-    let mut copy = Command::new("skopeo");
-    copy.args(["copy", "--quiet"])
-        .args(registry.skopeo_args("src-"))
-        .arg(format!("docker://{reference}"))
-        .arg(format!("oci:{}:image", layout.display()));
-    let out = copy.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    unpack_layout(&layout, "image", into)
-}
-
-fn unpack_layout(layout: &Path, tag: &str, into: &Path) -> PathBuf {
-    let bundle = into.join("bundle");
-    let out = Command::new("umoci")
-        .args(["unpack", "--image"])
-        .arg(format!("{}:{tag}", layout.display()))
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    bundle.join("rootfs")
-}
+use executor_e2e::{Project, Registry, RegistryKind, unpack, unpack_layout};
 
 #[test]
 fn config_instructions_and_copy_pushed_to_a_registry() {
@@ -112,7 +27,7 @@ fn config_instructions_and_copy_pushed_to_a_registry() {
          ENTRYPOINT [\"/bin/sh\", \"-c\"]\n\
          CMD [\"echo $GREETING\"]\n"
     );
-    let build = Build::new(
+    let build = Project::new(
         &dockerfile,
         &[
             ("app.conf", "port=8080\n"),
@@ -206,7 +121,7 @@ fn multi_stage_copy_from_and_target() {
          FROM scratch AS unused\nCOPY --from=nowhere:404 /x /x\n\
          FROM scratch\nCOPY --from=build /out/ /copied/\nCOPY --from=0 /bin/busybox /busybox\n"
     );
-    let build = Build::new(&dockerfile, &[("a.txt", "from build")]);
+    let build = Project::new(&dockerfile, &[("a.txt", "from build")]);
     let destination = registry.reference("multi:latest");
     build.ok(&[
         "--destination",
@@ -226,7 +141,7 @@ fn multi_stage_copy_from_and_target() {
 #[test]
 fn dockerignore_keeps_files_out() {
     let registry = Registry::start(RegistryKind::Anonymous);
-    let build = Build::new(
+    let build = Project::new(
         "FROM scratch\nCOPY . /ctx/\n",
         &[
             (".dockerignore", "secret*\n*.log\n!keep.log\n"),
@@ -247,7 +162,7 @@ fn dockerignore_keeps_files_out() {
 
 #[test]
 fn tar_and_oci_layout_outputs_without_a_registry() {
-    let build = Build::new("FROM scratch\nCOPY f /f\nCMD [\"/f\"]\n", &[("f", "file")]);
+    let build = Project::new("FROM scratch\nCOPY f /f\nCMD [\"/f\"]\n", &[("f", "file")]);
     let tar = build.dir.path().join("image.tar");
     let layout = build.dir.path().join("layout");
     build.ok(&[
@@ -281,7 +196,7 @@ fn tar_and_oci_layout_outputs_without_a_registry() {
 
 #[test]
 fn run_is_refused_with_the_line_before_any_work() {
-    let build = Build::new("FROM scratch\nCOPY f /f\nRUN echo hi\n", &[("f", "x")]);
+    let build = Project::new("FROM scratch\nCOPY f /f\nRUN echo hi\n", &[("f", "x")]);
     let out = build.run(&["--no-push"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -295,7 +210,7 @@ fn run_is_refused_with_the_line_before_any_work() {
 fn basic_auth_with_docker_config() {
     use base64::Engine as _;
     let registry = Registry::start(RegistryKind::Basic);
-    let build = Build::new("FROM scratch\nCOPY f /f\n", &[("f", "x")]);
+    let build = Project::new("FROM scratch\nCOPY f /f\n", &[("f", "x")]);
     let config_dir = build.dir.path().join("docker-config");
     fs::create_dir_all(&config_dir).unwrap();
     let auth = base64::engine::general_purpose::STANDARD.encode(format!(
@@ -334,7 +249,7 @@ fn basic_auth_with_docker_config() {
 #[test]
 fn tls_registry_with_registry_certificate() {
     let registry = Registry::start(RegistryKind::Tls);
-    let build = Build::new("FROM scratch\nCOPY f /f\n", &[("f", "x")]);
+    let build = Project::new("FROM scratch\nCOPY f /f\n", &[("f", "x")]);
     let destination = registry.reference("tls:1");
     let certificate = format!(
         "{}={}",

@@ -14,23 +14,6 @@ use executor_e2e::{
     Project, Registry, RegistryKind, free_port, raw_manifest, unpack, unpack_layout,
 };
 
-/// The manifest digest of `reference`, from `skopeo inspect`.
-fn digest_of(registry: &Registry, reference: &str) -> String {
-    let out = Command::new("skopeo")
-        .arg("inspect")
-        .args(registry.skopeo_args(""))
-        .arg(format!("docker://{reference}"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["Digest"].as_str().unwrap().to_owned()
-}
-
 /// Does the registry have `reference`?
 fn exists(registry: &Registry, reference: &str) -> bool {
     Command::new("skopeo")
@@ -115,8 +98,8 @@ fn destinations_outputs_digest_files_labels_and_build_args() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let digest = digest_of(&registry, &one);
-    assert_eq!(digest_of(&registry, &two), digest, "one image, two names");
+    let digest = registry.digest_of(&one);
+    assert_eq!(registry.digest_of(&two), digest, "one image, two names");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&format!("{one}@{digest}")), "{stdout}");
     assert!(stdout.contains(&format!("{two}@{digest}")), "{stdout}");

@@ -11,24 +11,6 @@ use std::process::Command;
 
 use executor_e2e::{Project, Registry, RegistryKind, unpack};
 
-/// The config as stored (`skopeo inspect --config --raw`: without `--raw`
-/// skopeo converts it to the OCI type and drops Docker's `OnBuild`,
-/// `Healthcheck` and `Shell`).
-fn raw_config(registry: &Registry, reference: &str) -> serde_json::Value {
-    let out = Command::new("skopeo")
-        .args(["inspect", "--config", "--raw"])
-        .args(registry.skopeo_args(""))
-        .arg(format!("docker://{reference}"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn env_has(config: &serde_json::Value, entry: &str) -> bool {
     config["config"]["Env"]
         .as_array()
@@ -53,7 +35,7 @@ fn onbuild_shell_healthcheck_cmd_entrypoint_and_expansion() {
     );
     let parent_ref = registry.reference("inst/parent:1");
     parent.ok(&["-d", &parent_ref, "--insecure-registry", &registry.host]);
-    let config = raw_config(&registry, &parent_ref);
+    let config = registry.raw_config(&parent_ref);
     assert_eq!(config["config"]["OnBuild"].as_array().unwrap().len(), 2);
 
     let child = Project::new(
@@ -71,7 +53,7 @@ fn onbuild_shell_healthcheck_cmd_entrypoint_and_expansion() {
     );
     let child_ref = registry.reference("inst/child:1");
     child.ok(&["-d", &child_ref, "--insecure-registry", &registry.host]);
-    let config = raw_config(&registry, &child_ref);
+    let config = registry.raw_config(&child_ref);
     let c = &config["config"];
     assert!(
         c["OnBuild"].is_null() || c["OnBuild"].as_array().unwrap().is_empty(),
@@ -108,7 +90,7 @@ fn onbuild_shell_healthcheck_cmd_entrypoint_and_expansion() {
     );
     let cmd_ref = registry.reference("inst/cmd:1");
     cmd_only.ok(&["-d", &cmd_ref, "--insecure-registry", &registry.host]);
-    let c = &raw_config(&registry, &cmd_ref)["config"];
+    let c = &registry.raw_config(&cmd_ref)["config"];
     assert_eq!(c["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
     assert_eq!(c["Cmd"], serde_json::json!(["/bin/ash", "-c", "echo hi"]));
     assert_eq!(
