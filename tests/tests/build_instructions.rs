@@ -6,7 +6,7 @@
 //! naming the input), with no half-pushed image left behind.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::process::Command;
 
 use executor_e2e::{Project, Registry, RegistryKind, unpack};
@@ -296,4 +296,37 @@ fn failed_pushes_leave_no_manifest_with_missing_blobs() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn copy_link_ignores_what_is_below_it() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let project = Project::new(
+        "FROM scratch AS base\n\
+         COPY tree/ /\n\
+         FROM base\n\
+         COPY f /alias/plain/\n\
+         COPY --link f /alias/linked/\n\
+         COPY --link f /private/\n",
+        &[("f", "f\n"), ("tree/real/.keep", "")],
+    );
+    let tree = project.context().join("tree");
+    std::os::unix::fs::symlink("real", tree.join("alias")).unwrap();
+    fs::create_dir(tree.join("private")).unwrap();
+    fs::set_permissions(tree.join("private"), fs::Permissions::from_mode(0o700)).unwrap();
+    let destination = registry.reference("inst/link:1");
+    project.ok(&["-d", &destination, "--insecure-registry", &registry.host]);
+    let rootfs = unpack(&registry, &destination, project.dir.path());
+
+    // Without --link the copy goes through the image's symlink.
+    assert!(rootfs.join("real/plain/f").is_file());
+    // With --link the layer knows nothing of the image: `alias` is a plain
+    // directory in it, which replaces the symlink when the layer is laid
+    // over the base (as with BuildKit), and `private` is made 0755.
+    let alias = fs::symlink_metadata(rootfs.join("alias")).unwrap();
+    assert!(alias.is_dir(), "{alias:?}");
+    assert!(rootfs.join("alias/linked/f").is_file());
+    assert!(!rootfs.join("real/linked").exists());
+    let private = fs::metadata(rootfs.join("private")).unwrap();
+    assert_eq!(private.mode() & 0o7777, 0o755);
 }

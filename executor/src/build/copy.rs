@@ -122,6 +122,14 @@ pub fn under(root: &Path, image_path: &str) -> PathBuf {
 /// unless `follow_last`.
 #[must_use]
 pub fn resolve_in_root(root: &Path, image_path: &str, follow_last: bool) -> PathBuf {
+    under(root, &resolve_image_path(root, image_path, follow_last))
+}
+
+/// [`resolve_in_root`] as an image path: `image_path` with every symlink in
+/// it (the last one only with `follow_last`) replaced by its target inside
+/// `root`. Parts that do not exist are kept as written.
+#[must_use]
+pub fn resolve_image_path(root: &Path, image_path: &str, follow_last: bool) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut todo: Vec<String> = image_path
         .split('/')
@@ -160,7 +168,7 @@ pub fn resolve_in_root(root: &Path, image_path: &str, follow_last: bool) -> Path
         }
         parts.push(part);
     }
-    under(root, &format!("/{}", parts.join("/")))
+    format!("/{}", parts.join("/"))
 }
 
 /// Copies `sources` to `dest` as COPY/ADD does, writing the new content into
@@ -185,6 +193,10 @@ pub fn copy(
             instruction: opts.instruction,
         });
     }
+    // The image's symlinks on the way are followed, as Docker does: `COPY f
+    // /link/` writes into the link's target. A file destination that is a
+    // symlink is replaced, not written through.
+    let dest_path = resolve_image_path(rootfs, &dest_path, into_dir);
     let mut written = Vec::new();
     let mut copier = Copier {
         rootfs,
@@ -629,7 +641,9 @@ mod tests {
         )
         .unwrap();
         assert!(f.staging.join("made/a.txt").is_file());
-        // A symlinked directory in the image is followed inside the root.
+        // A symlinked directory in the image is followed inside the root:
+        // the file lands in its target, and the layer leaves the link be.
+        fs::remove_dir_all(f.staging.join("existing")).unwrap();
         copy(
             &[src(&f, "a.txt")],
             "/via-link",
@@ -638,7 +652,8 @@ mod tests {
             &opts(),
         )
         .unwrap();
-        assert!(f.staging.join("via-link/a.txt").is_file());
+        assert!(f.staging.join("existing/a.txt").is_file());
+        assert!(!f.staging.join("via-link").exists());
     }
 
     #[test]

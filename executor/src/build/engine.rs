@@ -602,8 +602,20 @@ impl Engine<'_> {
             };
             wanted && args.from.is_none() && s.path.is_file() && add::is_local_archive(&s.path)
         });
+        // `--link` makes a layer independent of what is below it, as
+        // BuildKit does: the copy sees an empty root (no symlink in the image
+        // is followed, no existing directory lends its metadata, a
+        // destination without a trailing slash is not looked up), and the
+        // layer is then laid over the stage like any other.
+        let empty_root;
+        let copy_root = if args.link {
+            empty_root = self.new_dir(&format!("stage-{}/link-root", job.index))?;
+            &empty_root
+        } else {
+            &result.rootfs
+        };
         if !plain.is_empty() {
-            copy::copy(&plain, &args.dest, &result.rootfs, &staging, &copy_opts)
+            copy::copy(&plain, &args.dest, copy_root, &staging, &copy_opts)
                 .map_err(|e| self.step_error(instruction, e))?;
         }
         for archive in archives {
@@ -611,7 +623,7 @@ impl Engine<'_> {
             let target = copy::under(&staging, &dest);
             // Directories the image has keep their metadata; missing ones
             // take --chown's owner, as COPY's do.
-            copy::make_dir(&result.rootfs, &staging, &dest, chown.unwrap_or((0, 0)))
+            copy::make_dir(copy_root, &staging, &dest, chown.unwrap_or((0, 0)))
                 .map_err(|e| self.step_error(instruction, e))?;
             let file = fs::File::open(&archive.path).map_err(io_at(&archive.path))?;
             apply::apply_layer(
