@@ -20,7 +20,7 @@ use tempfile::TempDir;
 mod project;
 mod serve;
 
-pub use project::{Project, fails, ok, raw_manifest, unpack, unpack_layout};
+pub use project::{Project, fails, ok, raw_manifest, unpack, unpack_docker_archive, unpack_layout};
 pub use serve::{GitDaemon, GitHttpServer, HttpServer, git, git_commit, git_repo};
 
 /// How a test registry authenticates and serves.

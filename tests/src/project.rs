@@ -112,7 +112,7 @@ impl Project {
 
 /// Runs `cmd`; it must succeed. Returns stderr.
 pub fn ok(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("executor runs");
+    let out = cmd.output().expect("the command runs");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         out.status.success(),
@@ -140,18 +140,26 @@ pub fn fails(cmd: &mut Command) -> String {
 /// returns the rootfs.
 #[must_use]
 pub fn unpack(registry: &Registry, reference: &str, into: &Path) -> PathBuf {
+    fs::create_dir_all(into).expect("the unpack dir");
     let layout = into.join("layout");
-    let mut copy = Command::new("skopeo");
-    copy.args(["copy", "--quiet"])
+    ok(Command::new("skopeo")
+        .args(["copy", "--quiet"])
         .args(registry.skopeo_args("src-"))
         .arg(format!("docker://{reference}"))
-        .arg(format!("oci:{}:image", layout.display()));
-    let out = copy.output().expect("skopeo runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(format!("oci:{}:image", layout.display())));
+    unpack_layout(&layout, "image", into)
+}
+
+/// Reads a `docker save` tarball with `skopeo copy docker-archive:` and
+/// unpacks it with umoci into `into`; returns the rootfs.
+#[must_use]
+pub fn unpack_docker_archive(tar: &Path, into: &Path) -> PathBuf {
+    fs::create_dir_all(into).expect("the unpack dir");
+    let layout = into.join("layout");
+    ok(Command::new("skopeo")
+        .args(["copy", "--quiet"])
+        .arg(format!("docker-archive:{}", tar.display()))
+        .arg(format!("oci:{}:image", layout.display())));
     unpack_layout(&layout, "image", into)
 }
 
@@ -160,17 +168,10 @@ pub fn unpack(registry: &Registry, reference: &str, into: &Path) -> PathBuf {
 #[must_use]
 pub fn unpack_layout(layout: &Path, tag: &str, into: &Path) -> PathBuf {
     let bundle = into.join("bundle");
-    let out = Command::new("umoci")
+    ok(Command::new("umoci")
         .args(["unpack", "--image"])
         .arg(format!("{}:{tag}", layout.display()))
-        .arg(&bundle)
-        .output()
-        .expect("umoci runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(&bundle));
     bundle.join("rootfs")
 }
 

@@ -4,9 +4,8 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::process::Command;
 
-use executor_e2e::{Project, Registry, RegistryKind, unpack, unpack_layout};
+use executor_e2e::{Project, Registry, RegistryKind, unpack, unpack_docker_archive, unpack_layout};
 
 #[test]
 fn config_instructions_and_copy_pushed_to_a_registry() {
@@ -175,19 +174,7 @@ fn tar_and_oci_layout_outputs_without_a_registry() {
         layout.to_str().unwrap(),
     ]);
     // skopeo reads the docker archive.
-    let copied = build.dir.path().join("from-tar");
-    let out = Command::new("skopeo")
-        .args(["copy", "--quiet"])
-        .arg(format!("docker-archive:{}", tar.display()))
-        .arg(format!("oci:{}:image", copied.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rootfs = unpack_layout(&copied, "image", &build.dir.path().join("a"));
+    let rootfs = unpack_docker_archive(&tar, &build.dir.path().join("a"));
     assert_eq!(fs::read_to_string(rootfs.join("f")).unwrap(), "file");
     // umoci reads the OCI layout.
     let rootfs = unpack_layout(&layout, "example.test/app:1", &build.dir.path().join("b"));

@@ -11,7 +11,8 @@ use std::net::TcpStream;
 use std::process::Command;
 
 use executor_e2e::{
-    Project, Registry, RegistryKind, free_port, raw_manifest, unpack, unpack_layout,
+    Project, Registry, RegistryKind, free_port, raw_manifest, unpack, unpack_docker_archive,
+    unpack_layout,
 };
 
 /// Does the registry have `reference`?
@@ -122,19 +123,7 @@ fn destinations_outputs_digest_files_labels_and_build_args() {
     assert_eq!(labels["extra"], "1");
 
     // The docker archive, read by skopeo; the OCI layout, by umoci.
-    let from_tar = project.path("from-tar");
-    let out = Command::new("skopeo")
-        .args(["copy", "--quiet"])
-        .arg(format!("docker-archive:{}", tar.display()))
-        .arg(format!("oci:{}:image", from_tar.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rootfs = unpack_layout(&from_tar, "image", &project.path("a"));
+    let rootfs = unpack_docker_archive(&tar, &project.path("a"));
     assert_eq!(fs::read_to_string(rootfs.join("f")).unwrap(), "file\n");
     assert!(rootfs.join("bin/busybox").is_file());
     let rootfs = unpack_layout(&layout, &one, &project.path("b"));
