@@ -27,6 +27,7 @@ use super::copy::{self, Source, TreeEntry};
 use super::images::{self, LayerRef};
 use super::remote::Remote;
 use super::settings::Settings;
+use super::workdir::ScratchDir;
 use crate::context::{self, Context, ContextSource, PrepareOptions};
 use crate::dockerfile::instructions::{self, Add, CopyArgs, Instruction, Kind};
 use crate::dockerfile::parser;
@@ -109,12 +110,8 @@ struct StageResult {
 pub fn build(settings: &Settings, runtime: &Handle) -> Result<Outcome> {
     let started = Instant::now();
     let store = Store::open(&settings.cache_dir)?;
-    let work = store.root().join("tmp");
-    fs::create_dir_all(&work).map_err(io_at(&work))?;
-    let work = tempfile::Builder::new()
-        .prefix("build-")
-        .tempdir_in(&work)
-        .map_err(io_at(&work))?;
+    let tmp = store.root().join("tmp");
+    let work = ScratchDir::create(&tmp).map_err(io_at(&tmp))?;
 
     let source: ContextSource = settings
         .context

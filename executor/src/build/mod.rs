@@ -9,6 +9,7 @@ pub mod engine;
 pub mod images;
 pub mod remote;
 pub mod settings;
+pub mod workdir;
 
 pub use engine::{BuildError, Outcome, build};
 pub use settings::Settings;
