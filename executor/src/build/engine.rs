@@ -63,6 +63,9 @@ pub enum BuildError {
     Apply(#[from] crate::image::apply::ApplyError),
     #[error(transparent)]
     Image(#[from] images::ImageError),
+    /// A bug (a panic in a stage), reported instead of crashing the build.
+    #[error("{0}")]
+    Internal(String),
     /// Another stage failed first; this one stopped.
     #[error("the build was stopped")]
     Cancelled,
@@ -286,7 +289,16 @@ impl Engine<'_> {
                         let done = done.clone();
                         running += 1;
                         scope.spawn(move || {
-                            let result = self.run_stage(index, &deps);
+                            // A panic in the stage still reports back (as a
+                            // failure), so the loop below never waits forever.
+                            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+                                || self.run_stage(index, &deps),
+                            ))
+                            .unwrap_or_else(|_| {
+                                Err(BuildError::Internal(format!(
+                                    "stage {index} stopped on an internal error (a bug: please report it)"
+                                )))
+                            });
                             if result.is_err() {
                                 self.failed.store(true, Ordering::Relaxed);
                             }
