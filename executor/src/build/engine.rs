@@ -216,18 +216,6 @@ pub fn build(settings: &Settings, runtime: &Handle) -> Result<Outcome> {
     Ok(outcome)
 }
 
-/// Every stage the target needs, directly or through another stage.
-fn needed_closure(plan: &Plan) -> BTreeSet<usize> {
-    let mut needed = BTreeSet::new();
-    let mut todo: Vec<usize> = plan.needed.clone();
-    while let Some(i) = todo.pop() {
-        if needed.insert(i) {
-            todo.extend(plan.stages[i].depends_on.iter().copied());
-        }
-    }
-    needed
-}
-
 /// What every stage of one build shares. Stages run on their own threads;
 /// everything here is read-only but the image roots and the failure flag.
 struct Engine<'a> {
@@ -261,7 +249,8 @@ impl Engine<'_> {
     /// are built: independent stages run at the same time, one thread each.
     /// The first failure stops the others and is returned.
     fn run_stages(&self) -> Result<Built> {
-        let mut pending = needed_closure(self.plan);
+        // `needed` holds every stage the target needs, directly or not.
+        let mut pending: BTreeSet<usize> = self.plan.needed.iter().copied().collect();
         let mut built = Built::new();
         let mut first_error = None;
         let (done, finished) = mpsc::channel::<(usize, Result<StageResult>)>();
@@ -696,15 +685,8 @@ impl Engine<'_> {
 
     /// The root filesystem `COPY --from=` reads: a stage's, or an image's.
     fn source_root(&self, built: &Built, from: &str, instruction: &Instruction) -> Result<PathBuf> {
-        let lower = from.to_ascii_lowercase();
-        let stage = self
-            .plan
-            .stages
-            .iter()
-            .find(|s| s.name.as_deref() == Some(lower.as_str()))
-            .map(|s| s.index)
-            .or_else(|| from.parse::<usize>().ok());
-        if let Some(i) = stage {
+        // The plan has refused an index out of bounds already.
+        if let plan::Source::Stage(i) = self.plan.resolve_from(from) {
             return built.get(&i).map(|r| r.rootfs.clone()).ok_or_else(|| {
                 self.step_error(instruction, format!("stage {from} was not built"))
             });

@@ -142,6 +142,21 @@ pub struct Plan {
     pub globals: Vec<(String, String)>,
 }
 
+impl Plan {
+    /// What a `--from=` value (already expanded) names, resolved as the plan
+    /// resolved it: a stage by name or index, else an image.
+    #[must_use]
+    pub fn resolve_from(&self, reference: &str) -> Source {
+        let names: BTreeMap<String, usize> = self
+            .stages
+            .iter()
+            .filter_map(|s| s.name.clone().map(|n| (n, s.index)))
+            .collect();
+        resolve_reference(reference, &names, self.stages.len())
+            .unwrap_or_else(|_| Source::Image(reference.to_string()))
+    }
+}
+
 /// BuildKit's predefined platform ARGs.
 #[must_use]
 pub fn platform_args(build: &Platform, target: &Platform) -> Vec<(String, String)> {
@@ -864,6 +879,10 @@ mod tests {
         let p = plan(text, &o).unwrap();
         assert_eq!(p.target, 2);
         assert_eq!(p.needed, vec![0, 2]);
+        // `--from=` values resolve as the plan resolved them.
+        assert_eq!(p.resolve_from("One"), Source::Stage(0));
+        assert_eq!(p.resolve_from("2"), Source::Stage(2));
+        assert_eq!(p.resolve_from("busybox:1"), Source::Image("busybox:1".into()));
     }
 
     #[test]
