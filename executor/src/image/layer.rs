@@ -949,7 +949,6 @@ mod tests {
     use super::*;
     use crate::image::digest::sha256_bytes;
     use std::os::unix::fs::{PermissionsExt, symlink};
-    use std::time::{Duration, SystemTime};
 
     fn write_to_vec(
         entries: Vec<LayerEntry>,
@@ -972,19 +971,25 @@ mod tests {
         .1
     }
 
+    /// Sets a path's times without following a final symlink.
     fn set_mtime(path: &Path, secs: u64) {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
-        let times = fs::FileTimes::new().set_modified(t).set_accessed(t);
-        File::options()
-            .write(true)
-            .open(path)
-            .or_else(|_| File::open(path))
-            .unwrap()
-            .set_times(times)
-            .unwrap();
+        let t = rustix::fs::Timespec {
+            tv_sec: i64::try_from(secs).unwrap(),
+            tv_nsec: 0,
+        };
+        let times = rustix::fs::Timestamps {
+            last_access: t,
+            last_modification: t,
+        };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            path,
+            &times,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
     }
 
-    /// A small tree; `reverse` creates its files in the opposite order.
     fn make_tree(root: &Path, mtime: u64, reverse: bool) {
         let mut files: Vec<(&str, &[u8])> = vec![
             ("a.txt", b"alpha"),
@@ -1005,7 +1010,18 @@ mod tests {
         for dir in ["b/d", "b", "."] {
             fs::set_permissions(root.join(dir), fs::Permissions::from_mode(0o755)).unwrap();
         }
-        for path in ["a.txt", "b/c.txt", "b/d/e.bin", "z", "b/d", "b"] {
+        // Every entry, the link and the root included: two trees made in
+        // different seconds must still be the same tree.
+        for path in [
+            "a.txt",
+            "b/c.txt",
+            "b/d/e.bin",
+            "z",
+            "b/link",
+            "b/d",
+            "b",
+            ".",
+        ] {
             set_mtime(&root.join(path), mtime);
         }
     }
