@@ -783,9 +783,17 @@ impl Engine<'_> {
 
         let mut pushed = Vec::new();
         if self.settings.push {
-            let uploads = self.settings.destinations.iter().map(|destination| {
+            // Tags of one repository share its blobs: those go once.
+            let mut repositories: BTreeMap<String, Vec<&ImageReference>> = BTreeMap::new();
+            for destination in &self.settings.destinations {
+                repositories
+                    .entry(destination.name())
+                    .or_default()
+                    .push(destination);
+            }
+            let uploads = repositories.values().map(|tags| {
                 self.registry.push(
-                    destination,
+                    tags,
                     &self.store,
                     &manifest,
                     &config_descriptor,

@@ -145,28 +145,31 @@ impl Remote {
     }
 
     /// Pushes the image whose manifest is `manifest` (config and layers
-    /// already in `store`) to `destination`. Every blob is in the
-    /// repository before the manifest is sent. Returns the manifest digest.
+    /// already in `store`) to `tags`, which all name one repository: the
+    /// blobs go there once, then the manifest under each tag. Every blob is
+    /// in the repository before any manifest is sent.
     pub async fn push(
         &self,
-        destination: &ImageReference,
+        tags: &[&ImageReference],
         store: &Store,
         manifest: &[u8],
         config: &Descriptor,
         layers: &[LayerRef],
-    ) -> Result<Digest> {
-        let config_push = self.push_blob(destination, store, config, None);
+    ) -> Result<()> {
+        let Some(repository) = tags.first() else {
+            return Ok(());
+        };
+        let config_push = self.push_blob(repository, store, config, None);
         let layer_pushes = layers
             .iter()
-            .map(|l| self.push_blob(destination, store, &l.descriptor, l.source.as_ref()));
+            .map(|l| self.push_blob(repository, store, &l.descriptor, l.source.as_ref()));
         futures_util::future::try_join(config_push, try_join_all(layer_pushes)).await?;
-        let digest = self
-            .client
-            .push_manifest(destination, manifest, OCI_MANIFEST)
-            .await?;
-        Digest::try_from(&digest).map_err(|_| ImageError::Digest {
-            value: digest.to_string(),
-        })
+        for tag in tags {
+            self.client
+                .push_manifest(tag, manifest, OCI_MANIFEST)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn push_blob(

@@ -882,7 +882,10 @@ mod tests {
         // `--from=` values resolve as the plan resolved them.
         assert_eq!(p.resolve_from("One"), Source::Stage(0));
         assert_eq!(p.resolve_from("2"), Source::Stage(2));
-        assert_eq!(p.resolve_from("busybox:1"), Source::Image("busybox:1".into()));
+        assert_eq!(
+            p.resolve_from("busybox:1"),
+            Source::Image("busybox:1".into())
+        );
     }
 
     #[test]
