@@ -596,7 +596,9 @@ impl Engine<'_> {
         if self.settings.single_snapshot && self.mode == SnapshotMode::Full {
             // One diff at the end of the stage.
             result.stubs.extend(stubs);
-            result.config.add_history(created_by, true, Some(job.created));
+            result
+                .config
+                .add_history(created_by, true, Some(job.created));
             return Ok(());
         }
         match result.root.take_diff(&stubs, &self.settings.ignore_paths)? {
@@ -604,7 +606,9 @@ impl Engine<'_> {
                 result.root.discard()?;
                 // BuildKit and kaniko write no layer for a step that changed
                 // nothing.
-                result.config.add_history(created_by, true, Some(job.created));
+                result
+                    .config
+                    .add_history(created_by, true, Some(job.created));
             }
             Some(diff) => {
                 let info = self.store_layer(diff.entries)?;
@@ -920,12 +924,7 @@ impl Engine<'_> {
     }
 
     /// Records a written layer in the stage's layers and config.
-    fn record_layer(
-        result: &mut StageState,
-        info: &LayerInfo,
-        created_by: String,
-        created: &str,
-    ) {
+    fn record_layer(result: &mut StageState, info: &LayerInfo, created_by: String, created: &str) {
         result.layers.push(LayerRef {
             descriptor: info.descriptor(),
             diff_id: info.diff_id.to_string(),

@@ -33,9 +33,13 @@ pub enum RunError {
     Exit { command: String, code: i32 },
     #[error("{command} was killed by signal {signal}")]
     Signal { command: String, signal: i32 },
-    #[error("--mount=type=secret,id={0}: no such secret\nhint: pass --secret id={0},src=PATH or --secret id={0},env=VARIABLE")]
+    #[error(
+        "--mount=type=secret,id={0}: no such secret\nhint: pass --secret id={0},src=PATH or --secret id={0},env=VARIABLE"
+    )]
     MissingSecret(String),
-    #[error("--mount=type=ssh,id={0}: no such ssh agent\nhint: pass --ssh {0} (with SSH_AUTH_SOCK set) or --ssh {0}=SOCKET")]
+    #[error(
+        "--mount=type=ssh,id={0}: no such ssh agent\nhint: pass --ssh {0} (with SSH_AUTH_SOCK set) or --ssh {0}=SOCKET"
+    )]
     MissingSsh(String),
     #[error("cannot read secret {id:?} from {}", path.display())]
     SecretFile {
@@ -220,7 +224,15 @@ pub fn execute(step: &Step<'_>, isolation: &dyn Isolation) -> Result<Vec<PathBuf
     let mut locks = Vec::new();
     let (args, shown) = command(step, &mut mounts)?;
     for (n, mount) in step.run.mounts.iter().enumerate() {
-        prepare_mount(step, mount, n, &mut mounts, &mut env, &mut masks, &mut locks)?;
+        prepare_mount(
+            step,
+            mount,
+            n,
+            &mut mounts,
+            &mut env,
+            &mut masks,
+            &mut locks,
+        )?;
     }
     let user_name = if step.config.config.user.is_empty() {
         "0"
@@ -242,7 +254,9 @@ pub fn execute(step: &Step<'_>, isolation: &dyn Isolation) -> Result<Vec<PathBuf
         let pending = Arc::clone(&pending);
         Arc::new(move |stream: Stream, chunk: &[u8]| {
             let index = usize::from(matches!(stream, Stream::Stderr));
-            let mut pending = pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut pending = pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let buf = &mut pending[index];
             buf.extend_from_slice(chunk);
             while let Some(end) = buf.iter().position(|&b| b == b'\n') {
@@ -408,11 +422,18 @@ fn is_sole_heredoc(cmd: &str) -> bool {
     };
     let rest = rest.strip_prefix('-').unwrap_or(rest);
     let word = rest.trim_matches(|c| c == '"' || c == '\'');
-    !word.is_empty() && word.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+    !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
 }
 
 /// An absolute target inside the root, `..` refused.
-fn target_of(mount: &Mount, default: impl FnOnce() -> Option<String>, workdir: &str) -> Result<String> {
+fn target_of(
+    mount: &Mount,
+    default: impl FnOnce() -> Option<String>,
+    workdir: &str,
+) -> Result<String> {
     let target = mount.target.clone().or_else(default).ok_or_else(|| {
         RunError::Invalid(format!("--mount=type={}: no target", mount.kind.as_str()))
     })?;
@@ -489,7 +510,11 @@ fn prepare_mount(
                 ));
             }
             let target = target_of(mount, || None, workdir)?;
-            let id = mount.id.clone().filter(|i| !i.is_empty()).unwrap_or_else(|| target.clone());
+            let id = mount
+                .id
+                .clone()
+                .filter(|i| !i.is_empty())
+                .unwrap_or_else(|| target.clone());
             let dir = cache_dir(step, mount, &id, locks)?;
             mounts.push(sandbox::Mount {
                 target,
@@ -536,7 +561,11 @@ fn prepare_mount(
                 masks.push(trimmed);
             }
             if let Some(var) = &mount.env {
-                let name = if var.is_empty() { id.clone() } else { var.clone() };
+                let name = if var.is_empty() {
+                    id.clone()
+                } else {
+                    var.clone()
+                };
                 env.push((name, String::from_utf8_lossy(&value).into_owned()));
                 if mount.target.is_none() {
                     return Ok(());
@@ -551,10 +580,17 @@ fn prepare_mount(
                 .open(&file)
                 .and_then(|mut f| f.write_all(&value))
                 .map_err(io_err("cannot write the secret file", &file))?;
-            fs::set_permissions(&file, fs::Permissions::from_mode(mount.mode.unwrap_or(0o400)))
-                .map_err(io_err("cannot set the mode of", &file))?;
-            std::os::unix::fs::lchown(&file, Some(mount.uid.unwrap_or(0)), Some(mount.gid.unwrap_or(0)))
-                .map_err(io_err("cannot set the owner of", &file))?;
+            fs::set_permissions(
+                &file,
+                fs::Permissions::from_mode(mount.mode.unwrap_or(0o400)),
+            )
+            .map_err(io_err("cannot set the mode of", &file))?;
+            std::os::unix::fs::lchown(
+                &file,
+                Some(mount.uid.unwrap_or(0)),
+                Some(mount.gid.unwrap_or(0)),
+            )
+            .map_err(io_err("cannot set the owner of", &file))?;
             mounts.push(sandbox::Mount {
                 target,
                 kind: sandbox::MountKind::Bind {
@@ -564,7 +600,11 @@ fn prepare_mount(
             });
         }
         MountKind::Ssh => {
-            let id = mount.id.clone().filter(|i| !i.is_empty()).unwrap_or_else(|| "default".into());
+            let id = mount
+                .id
+                .clone()
+                .filter(|i| !i.is_empty())
+                .unwrap_or_else(|| "default".into());
             let Some(agent) = step.ssh.iter().rev().find(|a| a.id == id) else {
                 if mount.required {
                     return Err(RunError::MissingSsh(id));
@@ -572,7 +612,11 @@ fn prepare_mount(
                 tracing::debug!("ssh agent {id:?} not given; its mount is skipped");
                 return Ok(());
             };
-            let target = target_of(mount, || Some(format!("/run/buildkit/ssh_agent.{n}")), workdir)?;
+            let target = target_of(
+                mount,
+                || Some(format!("/run/buildkit/ssh_agent.{n}")),
+                workdir,
+            )?;
             mounts.push(sandbox::Mount {
                 target: target.clone(),
                 kind: sandbox::MountKind::Bind {
@@ -592,10 +636,17 @@ fn prepare_mount(
 /// owner the first time, and locked as `sharing` asks: `shared` (the
 /// default) lets every step use it at once, `locked` waits for the steps
 /// using it, `private` gets a fresh directory when it is in use.
-fn cache_dir(step: &Step<'_>, mount: &Mount, id: &str, locks: &mut Vec<fs::File>) -> Result<PathBuf> {
+fn cache_dir(
+    step: &Step<'_>,
+    mount: &Mount,
+    id: &str,
+    locks: &mut Vec<fs::File>,
+) -> Result<PathBuf> {
     use crate::dockerfile::instructions::Sharing;
     use rustix::fs::{FlockOperation, flock};
-    let key = crate::image::digest::sha256_bytes(id.as_bytes()).hex().to_string();
+    let key = crate::image::digest::sha256_bytes(id.as_bytes())
+        .hex()
+        .to_string();
     let base = step.store.join("cache-mounts");
     fs::create_dir_all(&base).map_err(io_err("cannot create", &base))?;
     let dir = base.join(&key);
@@ -631,10 +682,17 @@ fn cache_dir(step: &Step<'_>, mount: &Mount, id: &str, locks: &mut Vec<fs::File>
         let tmp = base.join(format!("{key}.{}.tmp", std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir(&tmp).map_err(io_err("cannot create", &tmp))?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(mount.mode.unwrap_or(0o755)))
-            .map_err(io_err("cannot set the mode of", &tmp))?;
-        std::os::unix::fs::chown(&tmp, Some(mount.uid.unwrap_or(0)), Some(mount.gid.unwrap_or(0)))
-            .map_err(io_err("cannot set the owner of", &tmp))?;
+        fs::set_permissions(
+            &tmp,
+            fs::Permissions::from_mode(mount.mode.unwrap_or(0o755)),
+        )
+        .map_err(io_err("cannot set the mode of", &tmp))?;
+        std::os::unix::fs::chown(
+            &tmp,
+            Some(mount.uid.unwrap_or(0)),
+            Some(mount.gid.unwrap_or(0)),
+        )
+        .map_err(io_err("cannot set the owner of", &tmp))?;
         if fs::rename(&tmp, &dir).is_err() {
             let _ = fs::remove_dir_all(&tmp);
         }
@@ -665,7 +723,11 @@ mod tests {
         );
         assert!(Secret::parse("src=/x").unwrap_err().contains("no id"));
         assert!(Secret::parse("id=a,src=/x,env=Y").is_err());
-        assert!(Secret::parse("id=a,colour=red").unwrap_err().contains("colour"));
+        assert!(
+            Secret::parse("id=a,colour=red")
+                .unwrap_err()
+                .contains("colour")
+        );
     }
 
     #[test]

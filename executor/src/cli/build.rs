@@ -350,7 +350,10 @@ impl BuildArgs {
                     if p.is_absolute() {
                         Ok(p.clone())
                     } else {
-                        bail!("invalid --ignore-path {}: expected an absolute image path", p.display())
+                        bail!(
+                            "invalid --ignore-path {}: expected an absolute image path",
+                            p.display()
+                        )
                     }
                 })
                 .collect::<anyhow::Result<_>>()?,
