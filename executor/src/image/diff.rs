@@ -601,3 +601,345 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     }
     Ok(filled)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::fs;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+    use std::path::{Path, PathBuf};
+
+    use rustix::fs::{AtFlags, CWD, FileType, Mode, Timestamps, XattrFlags};
+
+    use super::{copy_tree, diff_trees};
+    use crate::image::apply::{ApplyOptions, apply_layer};
+    use crate::image::layer::{
+        Compression, EntryKind, LayerEntry, WriteOptions, layer_from_overlay_upper, write_layer,
+    };
+    use crate::sandbox::overlay::Overlay;
+
+    /// `security.capability` v2 granting cap_net_bind_service (bit 10),
+    /// effective.
+    const CAP_NET_BIND: [u8; 20] = [1, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+    fn write(root: &Path, rel: &str, data: &str, mode: u32) {
+        let path = root.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, data).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// A base tree with what a RUN can change.
+    fn make_base(root: &Path) {
+        write(root, "bin/tool", "#!/bin/sh\necho tool\n", 0o755);
+        write(root, "bin/ping", "ping binary", 0o755);
+        write(root, "etc/config", "value=1\n", 0o644);
+        write(root, "etc/gone", "to be deleted", 0o644);
+        write(root, "etc/owned", "chowned later", 0o600);
+        write(root, "etc/kept", "untouched", 0o644);
+        rustix::fs::setxattr(
+            root.join("etc/kept").as_path(),
+            "user.note",
+            b"kept",
+            XattrFlags::empty(),
+        )
+        .unwrap();
+        write(root, "var/cache/a", "cached a", 0o644);
+        write(root, "var/cache/b/c", "cached c", 0o644);
+        write(root, "usr/a", "linked", 0o644);
+        fs::hard_link(root.join("usr/a"), root.join("usr/b")).unwrap();
+        fs::create_dir_all(root.join("usr/local")).unwrap();
+        write(root, "opt/thing", "a file, then a dir", 0o644);
+        symlink("etc/kept", root.join("oldlink")).unwrap();
+        rustix::fs::mknodat(
+            CWD,
+            root.join("fifo").as_path(),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+    }
+
+    /// The changes, made the same way in an overlay's merged view and in a
+    /// plain copy.
+    fn mutate(root: &Path) {
+        write(root, "new/dir/file.txt", "brand new", 0o640);
+        rustix::fs::chown(
+            root.join("new/dir/file.txt").as_path(),
+            Some(rustix::fs::Uid::from_raw(1000)),
+            Some(rustix::fs::Gid::from_raw(1000)),
+        )
+        .unwrap();
+        // Same size, time put back: only the content tells.
+        let config = root.join("etc/config");
+        let before = rustix::fs::stat(config.as_path()).unwrap();
+        fs::write(&config, "value=2\n").unwrap();
+        let times = Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: before.st_atime,
+                tv_nsec: i64::try_from(before.st_atime_nsec).unwrap(),
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: before.st_mtime,
+                tv_nsec: i64::try_from(before.st_mtime_nsec).unwrap(),
+            },
+        };
+        rustix::fs::utimensat(CWD, config.as_path(), &times, AtFlags::empty()).unwrap();
+        fs::set_permissions(root.join("bin/tool"), fs::Permissions::from_mode(0o4755)).unwrap();
+        fs::remove_file(root.join("etc/gone")).unwrap();
+        fs::remove_dir_all(root.join("var/cache")).unwrap();
+        write(root, "var/cache/fresh", "recreated", 0o644);
+        fs::hard_link(root.join("bin/tool"), root.join("bin/tool-link")).unwrap();
+        symlink("../../bin/tool", root.join("usr/local/link")).unwrap();
+        rustix::fs::setxattr(
+            root.join("bin/ping").as_path(),
+            "security.capability",
+            &CAP_NET_BIND,
+            XattrFlags::empty(),
+        )
+        .unwrap();
+        rustix::fs::chown(
+            root.join("etc/owned").as_path(),
+            Some(rustix::fs::Uid::from_raw(123)),
+            Some(rustix::fs::Gid::from_raw(456)),
+        )
+        .unwrap();
+        fs::remove_file(root.join("opt/thing")).unwrap();
+        write(root, "opt/thing/inside", "now a dir", 0o644);
+        fs::remove_file(root.join("oldlink")).unwrap();
+        rustix::fs::mknodat(
+            CWD,
+            root.join("dev-null").as_path(),
+            FileType::CharacterDevice,
+            Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(1, 3),
+        )
+        .unwrap();
+    }
+
+    /// Everything a layer carries but times: type, mode, owner, content or
+    /// target or device number, xattrs, and which paths share an inode.
+    pub(crate) fn snapshot(root: &Path) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let mut inodes: BTreeMap<(u64, u64), String> = BTreeMap::new();
+        let mut todo = vec![PathBuf::new()];
+        while let Some(rel) = todo.pop() {
+            let mut names: Vec<_> = fs::read_dir(root.join(&rel))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            for name in names {
+                let rel = rel.join(name);
+                let path = root.join(&rel);
+                let meta = fs::symlink_metadata(&path).unwrap();
+                let ft = meta.file_type();
+                let what = if ft.is_dir() {
+                    todo.push(rel.clone());
+                    "dir".to_owned()
+                } else if ft.is_symlink() {
+                    format!("-> {}", fs::read_link(&path).unwrap().display())
+                } else if ft.is_file() {
+                    format!("file {:?}", fs::read_to_string(&path).unwrap())
+                } else {
+                    format!("node {:o} {}", meta.mode() & 0o170_000, meta.rdev())
+                };
+                let mode = if ft.is_symlink() {
+                    0
+                } else {
+                    meta.mode() & 0o7777
+                };
+                let mut xattrs = crate::image::layer::read_xattrs(&path).unwrap();
+                xattrs.retain(|k, _| {
+                    !k.starts_with("trusted.overlay.") && !k.starts_with("user.overlay.")
+                });
+                let key = rel.display().to_string();
+                let link = if !ft.is_dir() && meta.nlink() > 1 {
+                    let first = inodes
+                        .entry((meta.dev(), meta.ino()))
+                        .or_insert_with(|| key.clone());
+                    format!(" linked with {first}")
+                } else {
+                    String::new()
+                };
+                out.insert(
+                    key,
+                    format!(
+                        "{what} {mode:o} {}:{} {xattrs:?}{link}",
+                        meta.uid(),
+                        meta.gid()
+                    ),
+                );
+            }
+        }
+        out
+    }
+
+    fn apply_entries(entries: Vec<LayerEntry>, root: &Path) {
+        let mut tar = Vec::new();
+        write_layer(
+            entries,
+            Compression::Uncompressed,
+            None,
+            1,
+            &mut tar,
+            &WriteOptions::default(),
+        )
+        .unwrap();
+        let opts = ApplyOptions {
+            root_is_privileged: true,
+            preserve_ownership: true,
+            ignore_paths: Vec::new(),
+        };
+        apply_layer(&tar[..], root, &opts).unwrap();
+    }
+
+    fn kinds(entries: &[LayerEntry]) -> BTreeMap<String, String> {
+        entries
+            .iter()
+            .map(|e| {
+                let kind = match &e.kind {
+                    EntryKind::File(_) => "file".to_owned(),
+                    other => format!("{other:?}"),
+                };
+                (
+                    format!("{} {}", e.path.display(), kind),
+                    format!("{:o} {}:{}", e.mode, e.uid, e.gid),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn copy_tree_keeps_everything() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (base, copy) = (tmp.path().join("base"), tmp.path().join("copy"));
+        fs::create_dir(&base).unwrap();
+        make_base(&base);
+        mutate(&base);
+        copy_tree(&base, &copy).unwrap();
+        assert_eq!(snapshot(&copy), snapshot(&base));
+        // Times to the nanosecond too, and nothing differs for diff_trees.
+        let config = |root: &Path| fs::symlink_metadata(root.join("etc/config")).unwrap();
+        assert_eq!(config(&copy).mtime_nsec(), config(&base).mtime_nsec());
+        assert_eq!(diff_trees(&base, &copy, &[]).unwrap(), Vec::new());
+        let caps = crate::image::layer::read_xattrs(&copy.join("bin/ping")).unwrap();
+        assert_eq!(caps["security.capability"], CAP_NET_BIND);
+    }
+
+    #[test]
+    fn diff_finds_a_same_size_rewrite_and_honours_ignore_paths() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (base, after) = (tmp.path().join("base"), tmp.path().join("after"));
+        fs::create_dir(&base).unwrap();
+        make_base(&base);
+        copy_tree(&base, &after).unwrap();
+        mutate(&after);
+        let entries = diff_trees(
+            &base,
+            &after,
+            &[PathBuf::from("/new"), PathBuf::from("var/cache")],
+        )
+        .unwrap();
+        let got = kinds(&entries);
+        assert!(got.contains_key("etc/config file"), "{got:#?}");
+        assert!(
+            !got.keys()
+                .any(|k| k.starts_with("new") || k.starts_with("var/cache")),
+            "{got:#?}"
+        );
+        assert!(!got.keys().any(|k| k.starts_with("etc/kept")), "{got:#?}");
+    }
+
+    #[test]
+    fn overlay_upper_gives_the_expected_entries() {
+        let tmp = tempfile::tempdir().unwrap();
+        let [base, upper, work, merged] =
+            ["base", "upper", "work", "merged"].map(|d| tmp.path().join(d));
+        for d in [&base, &upper, &work, &merged] {
+            fs::create_dir(d).unwrap();
+        }
+        make_base(&base);
+        let overlay = Overlay::mount(std::slice::from_ref(&base), &upper, &work, &merged).unwrap();
+        mutate(&merged);
+        overlay.unmount().unwrap();
+        let entries = layer_from_overlay_upper(&upper).unwrap();
+        let got = kinds(&entries);
+        let expected: BTreeMap<String, String> = [
+            ("bin Dir", "755 0:0"),
+            ("bin/ping file", "755 0:0"),
+            ("bin/tool file", "4755 0:0"),
+            ("bin/tool-link Hardlink(\"bin/tool\")", "4755 0:0"),
+            ("dev-null CharDevice(1, 3)", "644 0:0"),
+            ("etc Dir", "755 0:0"),
+            ("etc/config file", "644 0:0"),
+            ("etc/gone Whiteout", "644 0:0"),
+            ("etc/owned file", "600 123:456"),
+            ("new Dir", "755 0:0"),
+            ("new/dir Dir", "755 0:0"),
+            ("new/dir/file.txt file", "640 1000:1000"),
+            ("oldlink Whiteout", "644 0:0"),
+            ("opt Dir", "755 0:0"),
+            ("opt/thing Dir", "755 0:0"),
+            ("opt/thing OpaqueWhiteout", "644 0:0"),
+            ("opt/thing/inside file", "644 0:0"),
+            ("usr Dir", "755 0:0"),
+            ("usr/local Dir", "755 0:0"),
+            ("usr/local/link Symlink(\"../../bin/tool\")", "777 0:0"),
+            ("var Dir", "755 0:0"),
+            ("var/cache Dir", "755 0:0"),
+            ("var/cache OpaqueWhiteout", "644 0:0"),
+            ("var/cache/fresh file", "644 0:0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(got, expected);
+        let ping = entries
+            .iter()
+            .find(|e| e.path == Path::new("bin/ping"))
+            .unwrap();
+        assert_eq!(ping.xattrs["security.capability"], CAP_NET_BIND);
+    }
+
+    /// The key property: the overlay snapshot and the full-copy snapshot of
+    /// the same changes are layers that rebuild the same tree.
+    #[test]
+    fn overlay_and_full_copy_snapshots_give_the_same_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let [base, upper, work, merged, full] =
+            ["base", "upper", "work", "merged", "full"].map(|d| tmp.path().join(d));
+        for d in [&base, &upper, &work, &merged] {
+            fs::create_dir(d).unwrap();
+        }
+        make_base(&base);
+
+        let overlay = Overlay::mount(std::slice::from_ref(&base), &upper, &work, &merged).unwrap();
+        mutate(&merged);
+        let merged_view = snapshot(&merged);
+        overlay.unmount().unwrap();
+        let from_overlay = layer_from_overlay_upper(&upper).unwrap();
+
+        copy_tree(&base, &full).unwrap();
+        mutate(&full);
+        let from_full = diff_trees(&base, &full, &[]).unwrap();
+
+        let (root_overlay, root_full) = (tmp.path().join("root-o"), tmp.path().join("root-f"));
+        copy_tree(&base, &root_overlay).unwrap();
+        copy_tree(&base, &root_full).unwrap();
+        apply_entries(from_overlay, &root_overlay);
+        apply_entries(from_full, &root_full);
+
+        let expected = snapshot(&full);
+        assert_eq!(snapshot(&root_full), expected, "full-copy layer");
+        assert_eq!(snapshot(&root_overlay), expected, "overlay layer");
+        assert_eq!(merged_view, expected, "merged view");
+        assert!(
+            expected["bin/tool-link"].ends_with("linked with bin/tool"),
+            "{expected:#?}"
+        );
+        assert!(!expected.contains_key("etc/gone"));
+        assert!(!expected.contains_key("var/cache/a"));
+    }
+}

@@ -413,3 +413,231 @@ fn mount_legacy(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    use std::path::{Path, PathBuf};
+
+    use super::{Overlay, OverlayError, mount_legacy, supported};
+    use crate::image::apply::{ApplyOptions, WhiteoutMode, apply_layer_with};
+    use crate::image::layer::{
+        Compression, EntryKind, LayerEntry, WriteOptions, layer_from_dir, write_layer,
+    };
+
+    fn tar_of(entries: Vec<LayerEntry>) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_layer(
+            entries,
+            Compression::Uncompressed,
+            None,
+            1,
+            &mut out,
+            &WriteOptions::default(),
+        )
+        .unwrap();
+        out
+    }
+
+    /// Appends a hard link entry to an uncompressed layer (write_layer
+    /// refuses links to files that are not in the layer).
+    fn with_hardlink(mut tar: Vec<u8>, name: &str, target: &str) -> Vec<u8> {
+        tar.truncate(tar.len() - 1024);
+        let mut header = tar::Header::new_ustar();
+        header.set_path(name).unwrap();
+        header.set_link_name(target).unwrap();
+        header.set_entry_type(tar::EntryType::Link);
+        header.set_size(0);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.extend_from_slice(header.as_bytes());
+        tar.extend_from_slice(&[0u8; 1024]);
+        tar
+    }
+
+    fn extract(layer: &[u8], dir: &Path, lowers: Vec<PathBuf>) {
+        fs::create_dir(dir).unwrap();
+        let opts = ApplyOptions {
+            root_is_privileged: true,
+            preserve_ownership: true,
+            ignore_paths: Vec::new(),
+        };
+        apply_layer_with(layer, dir, &opts, &WhiteoutMode::overlay(lowers)).unwrap();
+    }
+
+    fn dirs(root: &Path, names: &[&str]) -> Vec<PathBuf> {
+        names
+            .iter()
+            .map(|n| {
+                let d = root.join(n);
+                fs::create_dir_all(&d).unwrap();
+                d
+            })
+            .collect()
+    }
+
+    #[test]
+    fn overlay_form_layers_hide_and_show_the_right_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        for (path, data) in [
+            ("etc/gone", "deleted above"),
+            ("etc/kept", "kept"),
+            ("var/cache/old", "hidden by the opaque dir"),
+            ("var/cache/sub/deep", "hidden too"),
+            ("bin/tool", "the tool"),
+        ] {
+            let path = src.join(path);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, data).unwrap();
+        }
+        let base_dir = tmp.path().join("base");
+        extract(
+            &tar_of(layer_from_dir(&src).unwrap()),
+            &base_dir,
+            Vec::new(),
+        );
+
+        let new_file = tmp.path().join("new-file");
+        fs::write(&new_file, "in the opaque dir").unwrap();
+        let layer = tar_of(vec![
+            LayerEntry::new("etc", EntryKind::Dir),
+            LayerEntry::new("etc/gone", EntryKind::Whiteout),
+            LayerEntry::new("var", EntryKind::Dir),
+            LayerEntry::new("var/cache", EntryKind::Dir),
+            LayerEntry::new("var/cache", EntryKind::OpaqueWhiteout),
+            LayerEntry::new("var/cache/new", EntryKind::File(new_file)),
+            LayerEntry::new("bin", EntryKind::Dir),
+        ]);
+        // A hard link to a file of the layer below.
+        let layer = with_hardlink(layer, "bin/tool-link", "bin/tool");
+        // Not a file of the layer: refused without lower dirs.
+        let refused = tmp.path().join("refused");
+        fs::create_dir(&refused).unwrap();
+        let err = apply_layer_with(
+            &layer[..],
+            &refused,
+            &ApplyOptions {
+                root_is_privileged: true,
+                preserve_ownership: true,
+                ignore_paths: Vec::new(),
+            },
+            &WhiteoutMode::overlay(Vec::new()),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("bin/tool-link"), "{err}");
+
+        let top = tmp.path().join("top");
+        extract(&layer, &top, vec![base_dir.clone()]);
+        let whiteout = fs::symlink_metadata(top.join("etc/gone")).unwrap();
+        assert!(whiteout.file_type().is_char_device());
+        assert_eq!(whiteout.rdev(), 0);
+        let opaque = crate::image::layer::read_xattrs(&top.join("var/cache")).unwrap();
+        assert_eq!(opaque["trusted.overlay.opaque"], b"y");
+        assert_eq!(
+            fs::read_to_string(top.join("bin/tool-link")).unwrap(),
+            "the tool"
+        );
+
+        let [upper, work, merged] = dirs(tmp.path(), &["upper", "work", "merged"])
+            .try_into()
+            .unwrap();
+        let overlay = Overlay::mount(&[base_dir, top], &upper, &work, &merged).unwrap();
+        let read = |p: &str| fs::read_to_string(merged.join(p)).ok();
+        assert_eq!(read("etc/gone"), None);
+        assert_eq!(read("etc/kept").as_deref(), Some("kept"));
+        assert_eq!(read("var/cache/old"), None);
+        assert!(!merged.join("var/cache/sub").exists());
+        assert_eq!(read("var/cache/new").as_deref(), Some("in the opaque dir"));
+        assert_eq!(read("bin/tool").as_deref(), Some("the tool"));
+        assert_eq!(read("bin/tool-link").as_deref(), Some("the tool"));
+        let mut listed: Vec<_> = fs::read_dir(merged.join("var/cache"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        listed.sort();
+        assert_eq!(listed, ["new"]);
+        overlay.unmount().unwrap();
+        assert!(!merged.join("etc").exists(), "unmounted");
+    }
+
+    #[test]
+    fn three_hundred_layers_mount() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Long names: the legacy option string could not hold them.
+        let lowers: Vec<PathBuf> = (0..300)
+            .map(|i| {
+                let d = tmp.path().join(format!("layer-{i:03}-{}", "x".repeat(40)));
+                fs::create_dir(&d).unwrap();
+                fs::write(d.join(format!("f{i}")), i.to_string()).unwrap();
+                fs::write(d.join("top"), i.to_string()).unwrap();
+                d
+            })
+            .collect();
+        let [upper, work, merged] = dirs(tmp.path(), &["upper", "work", "merged"])
+            .try_into()
+            .unwrap();
+        let err = mount_legacy(&lowers, &upper, &work, &merged, false).unwrap_err();
+        assert!(
+            matches!(err, OverlayError::TooManyLayers { layers: 300, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("300 layers"), "{err}");
+
+        let overlay = Overlay::mount(&lowers, &upper, &work, &merged).unwrap();
+        assert_eq!(fs::read_to_string(merged.join("f0")).unwrap(), "0");
+        assert_eq!(fs::read_to_string(merged.join("f299")).unwrap(), "299");
+        // Bottom first: the last lower is on top.
+        assert_eq!(fs::read_to_string(merged.join("top")).unwrap(), "299");
+        overlay.unmount().unwrap();
+    }
+
+    #[test]
+    fn a_stack_without_layers_mounts_and_drop_unmounts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let [upper, work, merged] = dirs(tmp.path(), &["upper", "work", "merged"])
+            .try_into()
+            .unwrap();
+        {
+            let overlay = Overlay::mount(&[], &upper, &work, &merged).unwrap();
+            assert_eq!(overlay.target(), merged);
+            fs::write(merged.join("hello"), "hi").unwrap();
+        }
+        assert_eq!(fs::read_to_string(upper.join("hello")).unwrap(), "hi");
+        assert!(!merged.join("hello").exists(), "unmounted on drop");
+        assert!(
+            !tmp.path().join("work.lower").exists(),
+            "empty lower removed"
+        );
+        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(merged.to_str().unwrap()));
+    }
+
+    #[test]
+    fn legacy_mount_works_for_a_short_stack() {
+        let tmp = tempfile::tempdir().unwrap();
+        let [lower, upper, work, merged] = dirs(tmp.path(), &["lower", "upper", "work", "merged"])
+            .try_into()
+            .unwrap();
+        fs::write(lower.join("a"), "a").unwrap();
+        mount_legacy(&[lower], &upper, &work, &merged, false).unwrap();
+        let overlay = Overlay {
+            target: merged.clone(),
+            empty_lower: None,
+            mounted: true,
+        };
+        assert_eq!(fs::read_to_string(merged.join("a")).unwrap(), "a");
+        overlay.unmount().unwrap();
+    }
+
+    #[test]
+    fn overlay_is_supported_here_and_the_probe_cleans_up() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(supported(tmp.path()));
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+}
