@@ -1339,4 +1339,114 @@ mod tests {
         assert!(matches!(err, StoreError::BlobNotFound { .. }), "{err}");
         assert!(err.to_string().contains(&blobs[2].to_string()), "{err}");
     }
+
+    /// A gzip layer with a whiteout, an opaque directory and a file.
+    fn sample_layer(store: &Store) -> (Digest, Digest) {
+        use crate::image::layer::{Compression, EntryKind, LayerEntry, WriteOptions, write_layer};
+        let src = tempfile::tempdir().unwrap();
+        let file = src.path().join("f");
+        fs::write(&file, "content").unwrap();
+        let entries = vec![
+            LayerEntry::new("etc", EntryKind::Dir),
+            LayerEntry::new("etc/gone", EntryKind::Whiteout),
+            LayerEntry::new("etc/file", EntryKind::File(file)),
+            LayerEntry::new("var", EntryKind::Dir),
+            LayerEntry::new("var", EntryKind::OpaqueWhiteout),
+        ];
+        let mut blob = Vec::new();
+        let info = write_layer(
+            entries,
+            Compression::Gzip,
+            None,
+            1,
+            &mut blob,
+            &WriteOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(store.put_bytes(&blob).unwrap(), info.digest);
+        (info.diff_id, info.digest)
+    }
+
+    #[test]
+    fn extracted_layer_is_extracted_once_in_overlay_form() {
+        let (_dir, store) = store();
+        let (diff_id, blob) = sample_layer(&store);
+        let paths: Vec<PathBuf> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| store.extracted_layer(&diff_id, &blob).unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let path = store.layer_path(&diff_id);
+        assert!(paths.iter().all(|p| *p == path), "{paths:?}");
+        assert_eq!(
+            fs::read_to_string(path.join("etc/file")).unwrap(),
+            "content"
+        );
+        let whiteout = fs::symlink_metadata(path.join("etc/gone")).unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+            &whiteout.file_type()
+        ));
+        assert_eq!(whiteout.rdev(), 0);
+        let xattrs = crate::image::layer::read_xattrs(&path.join("var")).unwrap();
+        assert_eq!(xattrs["trusted.overlay.opaque"], b"y");
+        // Nothing left in tmp/, one directory in layers/.
+        assert!(tmp_files(&store).is_empty(), "{:?}", tmp_files(&store));
+        let layers: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| !n.to_string_lossy().starts_with('.'))
+            .collect();
+        assert_eq!(layers.len(), 1);
+    }
+
+    #[test]
+    fn extracted_layer_rejects_a_blob_that_does_not_match_its_diff_id() {
+        let (_dir, store) = store();
+        let (_, blob) = sample_layer(&store);
+        let wrong = sha256_bytes(b"not this layer");
+        // A leftover of an interrupted extraction of that layer is removed.
+        let leftover = store.tmp_dir().join(format!("layer-{}.stale", wrong.hex()));
+        fs::create_dir(&leftover).unwrap();
+        let err = store.extracted_layer(&wrong, &blob).unwrap_err();
+        assert!(matches!(err, StoreError::DiffIdMismatch { .. }), "{err}");
+        assert!(err.to_string().contains(&wrong.to_string()), "{err}");
+        assert!(!store.layer_path(&wrong).exists());
+        assert!(tmp_files(&store).is_empty(), "{:?}", tmp_files(&store));
+        // A blob that is not a layer at all.
+        let junk = store.put_bytes(b"\x1f\x8b junk that is not gzip").unwrap();
+        let err = store.extracted_layer(&wrong, &junk).unwrap_err();
+        assert!(matches!(err, StoreError::Extract { .. }), "{err}");
+        assert!(!store.layer_path(&wrong).exists());
+        assert!(tmp_files(&store).is_empty(), "{:?}", tmp_files(&store));
+    }
+
+    #[test]
+    fn adopt_layer_renames_and_drops_the_loser() {
+        let (_dir, store) = store();
+        let diff_id = sha256_bytes(b"some layer");
+        let make = |text: &str| {
+            let dir = tempfile::Builder::new()
+                .prefix("upper-")
+                .tempdir_in(store.tmp_dir())
+                .unwrap()
+                .keep();
+            fs::write(dir.join("file"), text).unwrap();
+            dir
+        };
+        let first = make("first");
+        let path = store.adopt_layer(&diff_id, &first).unwrap();
+        assert_eq!(path, store.layer_path(&diff_id));
+        assert!(!first.exists());
+        let second = make("second");
+        assert_eq!(store.adopt_layer(&diff_id, &second).unwrap(), path);
+        assert!(!second.exists(), "the losing copy is removed");
+        assert_eq!(fs::read_to_string(path.join("file")).unwrap(), "first");
+        // Another filesystem cannot be renamed in.
+        let elsewhere = tempfile::tempdir_in("/dev/shm").unwrap();
+        let err = store
+            .adopt_layer(&sha256_bytes(b"other"), elsewhere.path())
+            .unwrap_err();
+        assert!(err.to_string().contains("hint:"), "{err}");
+    }
 }
