@@ -15,7 +15,7 @@ use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -198,8 +198,6 @@ pub(crate) fn proc_path(dir: BorrowedFd<'_>, name: &[u8]) -> PathBuf {
     PathBuf::from(std::ffi::OsString::from_vec(path))
 }
 
-use std::os::unix::ffi::OsStringExt;
-
 /// Copies the non-directory `src_name` in `src` (whose `lstat` is `stat`,
 /// whose path is `src_path` for reading its xattrs) to `dst_name` in
 /// `dst`, which must not exist, with its data, owner (when `chown`), mode,
@@ -278,8 +276,7 @@ fn copy_data(from: &File, to: &File) -> io::Result<()> {
     loop {
         match rfs::copy_file_range(from, None, to, None, 1 << 30) {
             Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(Errno::INTR) => {}
+            Ok(_) | Err(Errno::INTR) => {}
             Err(Errno::XDEV | Errno::NOSYS | Errno::INVAL | Errno::OPNOTSUPP | Errno::PERM) => {
                 let (mut from, mut to) = (from, to);
                 io::copy(&mut from, &mut to)?;

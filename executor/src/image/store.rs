@@ -295,7 +295,7 @@ impl Store {
             });
         }
         let dir = tmp.keep();
-        self.rename_layer(&dir, &dst)
+        Self::rename_layer(&dir, &dst)
     }
 
     /// Moves a finished overlay-form directory (a RUN's upper directory, a
@@ -307,12 +307,12 @@ impl Store {
     pub fn adopt_layer(&self, diff_id: &Digest, dir: &Path) -> Result<PathBuf> {
         let dst = self.layer_path(diff_id);
         let _lock = self.lock_layer(diff_id)?;
-        self.rename_layer(dir, &dst)
+        Self::rename_layer(dir, &dst)
     }
 
     /// Renames `dir` to `dst` unless `dst` exists, in which case `dir` is
     /// removed.
-    fn rename_layer(&self, dir: &Path, dst: &Path) -> Result<PathBuf> {
+    fn rename_layer(dir: &Path, dst: &Path) -> Result<PathBuf> {
         let adopt_err = |source| StoreError::Adopt {
             from: dir.to_path_buf(),
             to: dst.to_path_buf(),
