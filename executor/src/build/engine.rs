@@ -75,6 +75,8 @@ pub enum BuildError {
     Diff(#[from] crate::image::diff::DiffError),
     #[error(transparent)]
     Sandbox(crate::sandbox::SandboxError),
+    #[error(transparent)]
+    Overlay(#[from] crate::sandbox::overlay::OverlayError),
     /// SIGINT or SIGTERM: the steps running were killed.
     #[error("the build was interrupted")]
     Interrupted,

@@ -158,7 +158,7 @@ impl StageRoot {
     /// Mounts the overlay of the current lowers with a fresh upper directory.
     fn remount(&mut self) -> Result<()> {
         if let Some(mount) = self.mount.take() {
-            mount.unmount().map_err(BuildError::Sandbox)?;
+            mount.unmount()?;
         }
         let _ = fs::remove_dir_all(self.work());
         self.generation += 1;
@@ -176,7 +176,7 @@ impl StageRoot {
             &self.lowers
         };
         self.mount =
-            Some(Overlay::mount(lowers, &upper, &work, &self.root).map_err(BuildError::Sandbox)?);
+            Some(Overlay::mount(lowers, &upper, &work, &self.root)?);
         Ok(())
     }
 
@@ -223,7 +223,7 @@ impl StageRoot {
         let entries = match self.mode {
             SnapshotMode::Overlay => {
                 if let Some(mount) = self.mount.take() {
-                    mount.unmount().map_err(BuildError::Sandbox)?;
+                    mount.unmount()?;
                 }
                 let upper = self.upper();
                 remove_stubs(&upper, stubs, true, |rel| self.lower_meta(rel))?;
@@ -453,4 +453,116 @@ pub fn squash(dirs: &[PathBuf]) -> Result<Vec<LayerEntry>> {
     entries.extend(opaque.into_values());
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(entries: &[LayerEntry]) -> Vec<(String, String)> {
+        entries
+            .iter()
+            .map(|e| {
+                let kind = match &e.kind {
+                    EntryKind::File(_) => "file".to_string(),
+                    EntryKind::Dir => "dir".to_string(),
+                    EntryKind::Whiteout => "whiteout".to_string(),
+                    EntryKind::OpaqueWhiteout => "opaque".to_string(),
+                    EntryKind::Hardlink(t) => format!("link:{}", t.display()),
+                    other => format!("{other:?}"),
+                };
+                (e.path.display().to_string(), kind)
+            })
+            .collect()
+    }
+
+    fn whiteout(path: &Path) {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            path,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::empty(),
+            0,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn squash_keeps_the_top_of_each_path_and_drops_what_was_deleted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b, c) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("c"));
+        // a: adds /app/x, /app/y, /tmp/t; b: deletes /app/y and /tmp, replaces
+        // /etc (from the base) with an opaque dir; c: re-creates /tmp,
+        // links /app/z to /app/x of layer a.
+        fs::create_dir_all(a.join("app")).unwrap();
+        fs::create_dir_all(a.join("tmp")).unwrap();
+        fs::write(a.join("app/x"), "x").unwrap();
+        fs::write(a.join("app/y"), "y").unwrap();
+        fs::write(a.join("tmp/t"), "t").unwrap();
+        fs::create_dir_all(b.join("app")).unwrap();
+        whiteout(&b.join("app/y"));
+        whiteout(&b.join("tmp"));
+        fs::create_dir_all(b.join("etc")).unwrap();
+        rustix::fs::setxattr(
+            b.join("etc").as_path(),
+            "trusted.overlay.opaque",
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        fs::write(b.join("etc/new"), "n").unwrap();
+        fs::create_dir_all(c.join("tmp")).unwrap();
+        fs::create_dir_all(c.join("app")).unwrap();
+        fs::write(c.join("app/z"), "z").unwrap();
+        fs::hard_link(c.join("app/z"), c.join("app/z2")).unwrap();
+
+        let entries = squash(&[a, b, c.clone()]).unwrap();
+        assert_eq!(
+            kinds(&entries),
+            [
+                ("app", "dir"),
+                ("app/x", "file"),
+                ("app/y", "whiteout"),
+                ("app/z", "file"),
+                ("app/z2", "link:app/z"),
+                ("etc", "dir"),
+                ("etc", "opaque"),
+                ("etc/new", "file"),
+                ("tmp", "dir"),
+                ("tmp", "opaque"),
+            ]
+            .map(|(p, k)| (p.to_string(), k.to_string()))
+        );
+        // Layer c's file content comes from layer c.
+        let z = entries.iter().find(|e| e.path == Path::new("app/z")).unwrap();
+        assert_eq!(z.kind, EntryKind::File(c.join("app/z")));
+    }
+
+    #[test]
+    fn stubs_leave_no_trace_in_an_upper_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (lower, upper) = (tmp.path().join("lower"), tmp.path().join("upper"));
+        fs::create_dir_all(lower.join("etc")).unwrap();
+        // The sandbox made /etc/hosts and /proc; the step wrote /etc/app.
+        fs::create_dir_all(upper.join("etc")).unwrap();
+        fs::write(upper.join("etc/hosts"), "").unwrap();
+        fs::create_dir_all(upper.join("proc")).unwrap();
+        fs::create_dir_all(upper.join("run/secrets")).unwrap();
+        fs::write(upper.join("run/secrets/token"), "").unwrap();
+        let stubs: Vec<PathBuf> = ["etc/hosts", "proc", "run", "run/secrets", "run/secrets/token"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        let lower_meta = |rel: &Path| fs::symlink_metadata(lower.join(rel)).ok();
+        remove_stubs(&upper, &stubs, true, lower_meta).unwrap();
+        // /etc only held the stub, and the lower layer has it as it is.
+        assert!(fs::read_dir(&upper).unwrap().next().is_none());
+
+        fs::create_dir_all(upper.join("etc")).unwrap();
+        fs::write(upper.join("etc/hosts"), "").unwrap();
+        fs::write(upper.join("etc/app"), "written by the step").unwrap();
+        remove_stubs(&upper, &stubs[..1], true, lower_meta).unwrap();
+        assert!(!upper.join("etc/hosts").exists());
+        assert!(upper.join("etc/app").exists());
+    }
 }
