@@ -225,7 +225,7 @@ pub(super) unsafe fn clone(flags: c_int) -> Result<libc::pid_t, i32> {
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
-            libc::c_ulong::from((flags | libc::SIGCHLD).cast_unsigned()),
+            libc::c_ulong::try_from(flags | libc::SIGCHLD).unwrap_or(0),
             0usize,
             0usize,
             0usize,
@@ -294,8 +294,9 @@ fn loopback_up() -> Result<(), i32> {
     }
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-    request.ifr_name[0] = b'l'.cast_signed();
-    request.ifr_name[1] = b'o'.cast_signed();
+    for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo") {
+        *slot = libc::c_char::try_from(*byte).unwrap_or(0);
+    }
     // SAFETY: SIOCGIFFLAGS fills the flags member of the ifreq union.
     let mut result = unsafe { libc::ioctl(socket, libc::SIOCGIFFLAGS, &raw mut request) };
     if result == 0 {

@@ -70,8 +70,11 @@ pub struct Spec {
     pub mounts: Vec<Mount>,
     /// Called with each chunk of stdout/stderr as it arrives (lines when
     /// possible); the caller logs it.
-    pub output: Arc<dyn Fn(Stream, &[u8]) + Send + Sync>,
+    pub output: Output,
 }
+
+/// Receives the command's output, chunk by chunk.
+pub type Output = Arc<dyn Fn(Stream, &[u8]) + Send + Sync>;
 
 impl fmt::Debug for Spec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -315,7 +318,7 @@ fn wait(pid: i32) -> Result<i32> {
         let result = unsafe {
             libc::waitid(
                 libc::P_PID,
-                pid.cast_unsigned(),
+                libc::id_t::try_from(pid).unwrap_or(0),
                 &raw mut info,
                 libc::WEXITED | libc::WNOWAIT,
             )

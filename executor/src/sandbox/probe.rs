@@ -67,7 +67,7 @@ const STEPS: [&str; 4] = [
     "cannot pivot_root",
 ];
 
-fn mount_check(scratch: &CString, maps: Option<&UserMaps>, report: i32) -> Result<(), (u32, i32)> {
+fn mount_check(scratch: &CString, maps: Option<&UserMaps>) -> Result<(), (u32, i32)> {
     if let Some(maps) = maps {
         maps.apply().map_err(|errno| (0, errno))?;
     }
@@ -90,7 +90,6 @@ fn mount_check(scratch: &CString, maps: Option<&UserMaps>, report: i32) -> Resul
         rustix::mount::unmount(c".", UnmountFlags::DETACH)
     };
     pivot().map_err(|err| (3, err.raw_os_error()))?;
-    let _ = report;
     Ok(())
 }
 
@@ -145,7 +144,7 @@ pub fn probe() -> Result<(), Unavailable> {
     // prepared C strings), `child::report` and _exit.
     let pid = match unsafe { child::clone(flags) } {
         Ok(0) => {
-            let code = match mount_check(&path, maps.as_ref(), write.as_raw_fd()) {
+            let code = match mount_check(&path, maps.as_ref()) {
                 Ok(()) => 0,
                 Err((step, errno)) => {
                     child::report(write.as_raw_fd(), step, errno);

@@ -115,7 +115,7 @@ fn processes_with_cmdline(cmdline: &[u8]) -> Vec<String> {
 fn output_and_exit_codes() {
     let _shared = shared();
     let root = busybox_root();
-    let (spec, captured) = spec(root.path(), "echo hello; echo oops >&2; exit 3");
+    let (spec, captured) = spec(root.path(), "cat; echo hello; echo oops >&2; exit 3");
     let outcome = run(&spec).unwrap();
     assert_eq!(outcome.status, Status::Exited(3));
     assert_eq!(captured.stdout(), "hello\n");
@@ -350,6 +350,34 @@ fn nothing_is_left_behind() {
         .filter(|name| !before.contains(name))
         .collect();
     assert!(after.is_empty(), "{after:?}");
+}
+
+#[test]
+fn a_private_mount_namespace_hides_the_mounts() {
+    let _shared = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let target = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: the (single-threaded) child makes raw calls only, then _exit.
+    let pid = match unsafe { child::clone(0) } {
+        Ok(0) => {
+            let mounted = enter_private_mount_namespace().is_ok()
+                && rustix::mount::mount(
+                    c"tmpfs",
+                    target.as_c_str(),
+                    c"tmpfs",
+                    rustix::mount::MountFlags::empty(),
+                    None,
+                )
+                .is_ok();
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(i32::from(!mounted)) }
+        }
+        Ok(pid) => pid,
+        Err(errno) => panic!("clone: {errno}"),
+    };
+    assert_eq!(wait(pid).unwrap(), 0, "the child could not mount");
+    let key = dir.path().to_string_lossy().into_owned();
+    assert!(mountinfo_mentions(&key).is_empty());
 }
 
 #[test]
