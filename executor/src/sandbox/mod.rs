@@ -26,6 +26,14 @@
 //!
 //! A command that cannot be found is an error ([`SandboxError::NotFound`],
 //! `exec: "foo": executable file not found in $PATH`), not an exit status.
+//!
+//! Limits, for now: the command keeps the caller's capabilities (no
+//! capability drop, seccomp filter or no_new_privs yet); mount targets are
+//! resolved in the root before the fork, so a target below an earlier
+//! mount of the same spec must exist in that mount; stubs are only
+//! reported with an [`Outcome`] (on `Err` the caller discards the layer
+//! anyway); without root, the user namespace maps only the caller (to
+//! uid 0), so other users fail with a clear setup error.
 
 #![allow(unsafe_code)]
 

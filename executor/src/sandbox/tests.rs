@@ -352,6 +352,43 @@ fn nothing_is_left_behind() {
     assert!(after.is_empty(), "{after:?}");
 }
 
+fn parent_of(pid: &str) -> String {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("PPid:"))
+        .unwrap();
+    line["PPid:".len()..].trim().to_owned()
+}
+
+#[test]
+fn pid_1_forwards_sigterm_to_the_command() {
+    let _shared = shared();
+    let root = busybox_root();
+    let (spec, captured) = spec(
+        root.path(),
+        "trap 'echo terminated; exit 7' TERM; sleep 4713 & wait",
+    );
+    let signaller = std::thread::spawn(|| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(sleep) = processes_with_cmdline(b"sleep\x004713\x00").first() {
+                let init = parent_of(&parent_of(sleep));
+                let pid = rustix::process::Pid::from_raw(init.parse().unwrap()).unwrap();
+                rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+                return;
+            }
+            assert!(Instant::now() < deadline, "the command did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let outcome = run(&spec).unwrap();
+    signaller.join().unwrap();
+    assert_eq!(outcome.status, Status::Exited(7));
+    assert_eq!(captured.stdout(), "terminated\n");
+    assert!(processes_with_cmdline(b"sleep\x004713\x00").is_empty());
+}
+
 #[test]
 fn a_private_mount_namespace_hides_the_mounts() {
     let _shared = shared();
