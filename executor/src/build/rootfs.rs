@@ -175,8 +175,7 @@ impl StageRoot {
         } else {
             &self.lowers
         };
-        self.mount =
-            Some(Overlay::mount(lowers, &upper, &work, &self.root)?);
+        self.mount = Some(Overlay::mount(lowers, &upper, &work, &self.root)?);
         Ok(())
     }
 
@@ -490,7 +489,11 @@ mod tests {
     #[test]
     fn squash_keeps_the_top_of_each_path_and_drops_what_was_deleted() {
         let tmp = tempfile::tempdir().unwrap();
-        let (a, b, c) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("c"));
+        let (a, b, c) = (
+            tmp.path().join("a"),
+            tmp.path().join("b"),
+            tmp.path().join("c"),
+        );
         // a: adds /app/x, /app/y, /tmp/t; b: deletes /app/y and /tmp, replaces
         // /etc (from the base) with an opaque dir; c: re-creates /tmp,
         // links /app/z to /app/x of layer a.
@@ -534,7 +537,10 @@ mod tests {
             .map(|(p, k)| (p.to_string(), k.to_string()))
         );
         // Layer c's file content comes from layer c.
-        let z = entries.iter().find(|e| e.path == Path::new("app/z")).unwrap();
+        let z = entries
+            .iter()
+            .find(|e| e.path == Path::new("app/z"))
+            .unwrap();
         assert_eq!(z.kind, EntryKind::File(c.join("app/z")));
     }
 
@@ -549,10 +555,16 @@ mod tests {
         fs::create_dir_all(upper.join("proc")).unwrap();
         fs::create_dir_all(upper.join("run/secrets")).unwrap();
         fs::write(upper.join("run/secrets/token"), "").unwrap();
-        let stubs: Vec<PathBuf> = ["etc/hosts", "proc", "run", "run/secrets", "run/secrets/token"]
-            .iter()
-            .map(PathBuf::from)
-            .collect();
+        let stubs: Vec<PathBuf> = [
+            "etc/hosts",
+            "proc",
+            "run",
+            "run/secrets",
+            "run/secrets/token",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
         let lower_meta = |rel: &Path| fs::symlink_metadata(lower.join(rel)).ok();
         remove_stubs(&upper, &stubs, true, lower_meta).unwrap();
         // /etc only held the stub, and the lower layer has it as it is.
