@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use rustix::fs::{Gid, Mode, StatVfsMountFlags, Uid};
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+use rustix::thread::{CapabilitySet, CapabilitySets};
 
 /// Report steps that are not an index into [`Plan::ops`].
 pub(super) const STEP_EXEC: u32 = u32::MAX;
@@ -24,12 +25,30 @@ pub(super) const STEP_FORK: u32 = u32::MAX - 3;
 pub(super) const STEP_STDIO: u32 = u32::MAX - 4;
 pub(super) const STEP_DEATHSIG: u32 = u32::MAX - 5;
 pub(super) const STEP_USER_MAPS: u32 = u32::MAX - 6;
+pub(super) const STEP_CAPABILITIES: u32 = u32::MAX - 7;
 
 /// Exit status of pid 1 when the setup failed (the report says why).
 const EXIT_SETUP: c_int = 125;
 
 /// Signals pid 1 forwards to the command.
 const FORWARDED: [c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+
+/// The capabilities Docker and BuildKit give a RUN step (moby's
+/// `oci/caps/defaults.go`); the command keeps these and no others.
+pub(super) const DEFAULT_CAPABILITIES: CapabilitySet = CapabilitySet::CHOWN
+    .union(CapabilitySet::DAC_OVERRIDE)
+    .union(CapabilitySet::FSETID)
+    .union(CapabilitySet::FOWNER)
+    .union(CapabilitySet::MKNOD)
+    .union(CapabilitySet::NET_RAW)
+    .union(CapabilitySet::SETGID)
+    .union(CapabilitySet::SETUID)
+    .union(CapabilitySet::SETFCAP)
+    .union(CapabilitySet::SETPCAP)
+    .union(CapabilitySet::NET_BIND_SERVICE)
+    .union(CapabilitySet::SYS_CHROOT)
+    .union(CapabilitySet::KILL)
+    .union(CapabilitySet::AUDIT_WRITE);
 
 /// One setup step of pid 1, run in order before the command is forked.
 #[derive(Debug)]
@@ -411,6 +430,36 @@ impl Op {
     }
 }
 
+/// Reduces the bounding, permitted, effective and inheritable sets to
+/// [`DEFAULT_CAPABILITIES`] and clears the ambient set. The bounding set
+/// goes first (dropping needs CAP_SETPCAP, which capset may remove); a
+/// later `setuid` to a non-root user empties the effective set as usual.
+/// no_new_privs stays off, so setuid programs such as `su` work.
+fn drop_capabilities() -> Result<(), i32> {
+    for bit in 0..u64::BITS {
+        let capability = CapabilitySet::from_bits_retain(1 << bit);
+        if DEFAULT_CAPABILITIES.contains(capability) {
+            continue;
+        }
+        match rustix::thread::remove_capability_from_bounding_set(capability) {
+            Ok(()) => {}
+            // Past the kernel's last capability (cap_last_cap).
+            Err(rustix::io::Errno::INVAL) => break,
+            Err(err) => return Err(raw(err)),
+        }
+    }
+    rustix::thread::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: DEFAULT_CAPABILITIES,
+            permitted: DEFAULT_CAPABILITIES,
+            inheritable: CapabilitySet::empty(),
+        },
+    )
+    .map_err(raw)?;
+    rustix::thread::clear_ambient_capability_set().map_err(raw)
+}
+
 /// The command's pid, for the forwarding signal handler of pid 1.
 static COMMAND: AtomicI32 = AtomicI32::new(0);
 
@@ -513,7 +562,7 @@ pub(super) fn pid1(plan: &Plan, fds: &Fds) -> ! {
     }
 }
 
-/// The command: identity, working directory, then `execve` through the
+/// The command: working directory, capabilities, identity, then `execve` through the
 /// candidates as execvp does (ENOENT, ENOTDIR and EACCES try the next).
 fn command(plan: &Plan, fds: &Fds) -> ! {
     for signal in FORWARDED {
@@ -521,6 +570,9 @@ fn command(plan: &Plan, fds: &Fds) -> ! {
     }
     if let Err(err) = rustix::process::chdir(plan.cwd.as_c_str()) {
         fail(fds.report, STEP_CHDIR, raw(err));
+    }
+    if let Err(errno) = drop_capabilities() {
+        fail(fds.report, STEP_CAPABILITIES, errno);
     }
     let identity = (|| {
         if plan.set_groups {

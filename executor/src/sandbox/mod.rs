@@ -15,8 +15,8 @@
 //! `/proc`, a read-only `/sys`, a tmpfs `/dev` with the host's null, zero,
 //! full, random, urandom and tty bound in, devpts and `/dev/shm`, binds the
 //! `/etc` files and the caller's mounts, then `pivot_root`s and detaches
-//! the old root. It then forks the command (identity, working directory,
-//! `execve` through `PATH`) and stays as a tiny init: it reaps every
+//! the old root. It then forks the command (working directory, Docker's
+//! default capabilities, identity, `execve` through `PATH`) and stays as a tiny init: it reaps every
 //! child, forwards SIGTERM, SIGINT, SIGHUP and SIGQUIT to the command and
 //! exits when the command does, which kills the rest of the namespace.
 //! Pid 1 has `PR_SET_PDEATHSIG(SIGKILL)`, tied to the thread calling
@@ -27,8 +27,16 @@
 //! A command that cannot be found is an error ([`SandboxError::NotFound`],
 //! `exec: "foo": executable file not found in $PATH`), not an exit status.
 //!
-//! Limits, for now: the command keeps the caller's capabilities (no
-//! capability drop, seccomp filter or no_new_privs yet); mount targets are
+//! Capabilities: the command's bounding, permitted and effective sets are
+//! Docker's default list (CHOWN, DAC_OVERRIDE, FSETID, FOWNER, MKNOD,
+//! NET_RAW, SETGID, SETUID, SETFCAP, SETPCAP, NET_BIND_SERVICE,
+//! SYS_CHROOT, KILL, AUDIT_WRITE), the inheritable and ambient sets are
+//! empty (as in Docker since CVE-2022-24769), and a non-root user starts
+//! with none effective. no_new_privs is not set, so setuid programs work.
+//! Pid 1 keeps the caller's capabilities, which also keeps the command
+//! from ptracing it.
+//!
+//! Limits, for now: no seccomp filter; mount targets are
 //! resolved in the root before the fork, so a target below an earlier
 //! mount of the same spec must exist in that mount; stubs are only
 //! reported with an [`Outcome`] (on `Err` the caller discards the layer
@@ -478,6 +486,7 @@ fn step_name(steps: &[String], step: u32, spec: &Spec) -> String {
         child::STEP_STDIO => "setting up stdin, stdout and stderr".into(),
         child::STEP_DEATHSIG => "setting the parent-death signal".into(),
         child::STEP_USER_MAPS => "writing the user namespace's uid and gid maps".into(),
+        child::STEP_CAPABILITIES => "dropping capabilities".into(),
         _ => usize::try_from(step)
             .ok()
             .and_then(|index| steps.get(index))

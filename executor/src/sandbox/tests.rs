@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
-const APPLETS: [&str; 21] = [
+const APPLETS: [&str; 25] = [
     "sh", "echo", "cat", "id", "ls", "touch", "sleep", "ps", "mount", "ip", "pwd", "env",
-    "hostname", "test", "tr", "grep", "wc", "head", "tail", "cut", "sort",
+    "hostname", "test", "tr", "grep", "wc", "head", "tail", "cut", "sort", "mknod", "chown",
+    "stat", "mkdir",
 ];
 
 /// kill_all kills every sandbox of the process: the test using it runs
@@ -229,6 +230,66 @@ fn dev_etc_and_hostname() {
     }
     assert_eq!(fs::read(root.path().join("etc/hosts")).unwrap(), b"");
     assert_eq!(fs::read(root.path().join("etc/hostname")).unwrap(), b"");
+}
+
+/// The `Cap*` lines of the command's /proc/self/status.
+fn capability_lines(root: &Path, user: &str) -> String {
+    let (mut spec, captured) = spec(root, "grep ^Cap /proc/self/status");
+    spec.user = user::resolve(root, user).unwrap();
+    let outcome = run(&spec).unwrap();
+    assert!(outcome.status.success(), "{}", captured.stderr());
+    captured.stdout()
+}
+
+#[test]
+fn the_command_has_dockers_default_capabilities() {
+    let _shared = shared();
+    let root = busybox_root();
+    assert_eq!(
+        DEFAULT_CAPABILITIES_MASK,
+        child::DEFAULT_CAPABILITIES.bits(),
+        "the mask Docker shows for its default set"
+    );
+    assert_eq!(
+        capability_lines(root.path(), "root"),
+        "CapInh:\t0000000000000000\n\
+         CapPrm:\t00000000a80425fb\n\
+         CapEff:\t00000000a80425fb\n\
+         CapBnd:\t00000000a80425fb\n\
+         CapAmb:\t0000000000000000\n"
+    );
+    // setuid to a non-root user empties the permitted and effective sets.
+    assert_eq!(
+        capability_lines(root.path(), "alice"),
+        "CapInh:\t0000000000000000\n\
+         CapPrm:\t0000000000000000\n\
+         CapEff:\t0000000000000000\n\
+         CapBnd:\t00000000a80425fb\n\
+         CapAmb:\t0000000000000000\n"
+    );
+}
+
+const DEFAULT_CAPABILITIES_MASK: u64 = 0xa804_25fb;
+
+#[test]
+fn root_in_the_sandbox_cannot_mount_but_can_mknod_and_chown() {
+    let _shared = shared();
+    let root = busybox_root();
+    let (spec, captured) = spec(
+        root.path(),
+        "mkdir -p /mnt /tmp; mount -t tmpfs none /mnt && echo mounted || echo mount refused; \
+         mknod /tmp/null c 1 3 && test -c /tmp/null && echo mknod; \
+         touch /tmp/owned && chown 1000:10 /tmp/owned && stat -c %u:%g /tmp/owned",
+    );
+    let outcome = run(&spec).unwrap();
+    assert!(outcome.status.success(), "{}", captured.stderr());
+    assert_eq!(captured.stdout(), "mount refused\nmknod\n1000:10\n");
+    assert!(
+        captured.stderr().contains("ermission denied")
+            || captured.stderr().contains("not permitted"),
+        "{}",
+        captured.stderr()
+    );
 }
 
 #[test]
