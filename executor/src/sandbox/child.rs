@@ -78,6 +78,15 @@ pub(super) enum Op {
         source: CString,
         target: CString,
     },
+    /// `/dev/null` bound over a file, a read-only empty tmpfs over a
+    /// directory; skipped when `target` does not exist.
+    Mask {
+        target: CString,
+    },
+    /// `target` bound onto itself read-only; skipped when it does not exist.
+    ReadOnly {
+        target: CString,
+    },
     Mkdir {
         path: CString,
         mode: u32,
@@ -305,6 +314,22 @@ fn bind(source: &CStr, target: &CStr, read_only: bool) -> Result<(), i32> {
     Ok(())
 }
 
+/// Hides `target` as runc does for its masked paths.
+fn mask(target: &CStr) -> Result<(), i32> {
+    match rustix::mount::mount_bind(c"/dev/null", target) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(rustix::io::Errno::NOTDIR) => rustix::mount::mount(
+            c"tmpfs",
+            target,
+            c"tmpfs",
+            MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            Some(c"size=0"),
+        )
+        .map_err(raw),
+        Err(err) => Err(raw(err)),
+    }
+}
+
 fn loopback_up() -> Result<(), i32> {
     // SAFETY: plain socket(2) call.
     let socket = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -402,6 +427,11 @@ impl Op {
                     Err(err) => Err(raw(err)),
                 }
             }
+            Op::Mask { target } => mask(target),
+            Op::ReadOnly { target } => match bind(target, target, true) {
+                Err(libc::ENOENT) => Ok(()),
+                other => other,
+            },
             Op::Mkdir { path, mode } => {
                 match rustix::fs::mkdir(path.as_c_str(), Mode::from_raw_mode(*mode)) {
                     Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),

@@ -12,17 +12,21 @@
 //! multi-threaded, so the children only make raw system calls from that
 //! prepared plan until `execve` (see `child.rs`); no re-exec is needed.
 //! Pid 1 makes the mounts private, binds the root onto itself, mounts
-//! `/proc`, a read-only `/sys`, a tmpfs `/dev` with the host's null, zero,
-//! full, random, urandom and tty bound in, devpts and `/dev/shm`, binds the
-//! `/etc` files and the caller's mounts, then `pivot_root`s and detaches
-//! the old root. It then forks the command (working directory, Docker's
-//! default capabilities, identity, `execve` through `PATH`) and stays as a tiny init: it reaps every
-//! child, forwards SIGTERM, SIGINT, SIGHUP and SIGQUIT to the command and
-//! exits when the command does, which kills the rest of the namespace.
-//! Pid 1 has `PR_SET_PDEATHSIG(SIGKILL)`, tied to the thread calling
-//! [`run`] (which blocks until the end), and [`kill_all`] SIGKILLs every
-//! live pid 1. Every mount lives in the sandbox's mount namespace, so when
-//! [`run`] returns nothing is left in the caller's.
+//! `/proc`, a read-only `/sys` (both masked as in runc's default spec:
+//! `/proc/kcore`, `/proc/keys`, `/sys/firmware` ... hidden, `/proc/sys`,
+//! `/proc/sysrq-trigger` ... read-only; paths the kernel lacks are
+//! skipped), a tmpfs `/dev` with the host's null, zero, full, random,
+//! urandom and tty bound in, devpts and `/dev/shm`, binds the `/etc` files
+//! and the caller's mounts, then `pivot_root`s and detaches the old root.
+//! It then forks the command (working directory, Docker's default
+//! capabilities, identity, `execve` through `PATH`) and stays as a tiny
+//! init: it reaps every child, forwards SIGTERM, SIGINT, SIGHUP and
+//! SIGQUIT to the command and exits when the command does, which kills
+//! the rest of the namespace. Pid 1 has `PR_SET_PDEATHSIG(SIGKILL)`, tied
+//! to the thread calling [`run`] (which blocks until the end), and
+//! [`kill_all`] SIGKILLs every live pid 1. Every mount lives in the
+//! sandbox's mount namespace, so when [`run`] returns nothing is left in
+//! the caller's.
 //!
 //! A command that cannot be found is an error ([`SandboxError::NotFound`],
 //! `exec: "foo": executable file not found in $PATH`), not an exit status.

@@ -17,6 +17,31 @@ use super::{MountKind, Network, SandboxError, Spec};
 /// Host devices bound into the sandbox's `/dev`.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
+/// Paths hidden from the command, as in runc's default spec: `/dev/null`
+/// over files, an empty read-only tmpfs over directories.
+const MASKED: [&str; 11] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths made read-only, as in runc's default spec.
+const READ_ONLY: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
 /// The plan, the step names (parallel to `plan.ops`) and the stubs.
 pub(super) struct Prepared {
     pub plan: Plan,
@@ -199,14 +224,35 @@ pub(super) fn prepare(
     let proc = b.target("/proc", Kind::Dir)?;
     b.mount(
         "proc",
-        proc,
+        proc.clone(),
         "proc",
         MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
         None,
         "mounting /proc".into(),
     )?;
+    let proc_path = PathBuf::from(std::ffi::OsStr::from_bytes(proc.as_bytes()));
     let sys = b.target("/sys", Kind::Dir)?;
+    let sys_path = PathBuf::from(std::ffi::OsStr::from_bytes(sys.as_bytes()));
     b.push(Op::Sysfs { target: sys }, "mounting /sys read-only".into());
+    // The kernel's paths under the fresh /proc and /sys, never the root's.
+    let kernel_path = |inside: &str| {
+        let (base, rest) = match inside.strip_prefix("/proc/") {
+            Some(rest) => (&proc_path, rest),
+            None => (&sys_path, inside.trim_start_matches("/sys/")),
+        };
+        c_path(&base.join(rest))
+    };
+    for inside in MASKED {
+        let target = kernel_path(inside)?;
+        b.push(Op::Mask { target }, format!("masking {inside}"));
+    }
+    for inside in READ_ONLY {
+        let target = kernel_path(inside)?;
+        b.push(
+            Op::ReadOnly { target },
+            format!("making {inside} read-only"),
+        );
+    }
     let dev = b.target("/dev", Kind::Dir)?;
     let dev_path = PathBuf::from(std::ffi::OsStr::from_bytes(dev.as_bytes()));
     b.mount(

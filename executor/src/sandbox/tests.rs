@@ -293,6 +293,55 @@ fn root_in_the_sandbox_cannot_mount_but_can_mknod_and_chown() {
 }
 
 #[test]
+fn proc_and_sys_are_masked_as_in_runc() {
+    let _shared = shared();
+    // What the masks hide has content here (this kernel has no /proc/kcore
+    // or /proc/sysrq-trigger: the sandbox skips them).
+    for path in ["/proc/timer_list", "/proc/keys"] {
+        assert!(!fs::read(path).unwrap().is_empty(), "{path}");
+    }
+    assert!(fs::read_dir("/sys/firmware").unwrap().next().is_some());
+    let root = busybox_root();
+    let (spec, captured) = spec(
+        root.path(),
+        "echo x > /proc/sys/kernel/hostname; \
+         wc -c < /proc/timer_list; wc -c < /proc/keys; \
+         test ! -e /proc/kcore || wc -c < /proc/kcore; \
+         ls -A /sys/firmware | wc -l; \
+         grep -E ' /(proc/sys|proc/bus|proc/keys|sys/firmware) ' /proc/mounts | cut -d' ' -f2,4 | cut -d, -f1 | sort",
+    );
+    let outcome = run(&spec).unwrap();
+    assert!(outcome.status.success(), "{}", captured.stderr());
+    let stdout = captured.stdout();
+    let lines: Vec<&str> = stdout.lines().collect();
+    // timer_list, keys and kcore (when the kernel has it) read empty;
+    // /sys/firmware lists nothing.
+    let counts = lines.iter().take_while(|line| **line == "0").count();
+    assert_eq!(
+        counts,
+        if Path::new("/proc/kcore").exists() {
+            4
+        } else {
+            3
+        },
+        "{stdout}"
+    );
+    for mount in [
+        "/proc/bus ro",
+        "/proc/keys rw",
+        "/proc/sys ro",
+        "/sys/firmware ro",
+    ] {
+        assert!(lines.contains(&mount), "{mount}: {stdout}");
+    }
+    let stderr = captured.stderr();
+    assert!(
+        stderr.contains("/proc/sys/kernel/hostname: Read-only file system"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn network_none_has_only_loopback() {
     let _shared = shared();
     let root = busybox_root();
