@@ -10,12 +10,14 @@
 //! turned into messages by the parent, which knows the step names.
 
 use std::ffi::{CStr, CString, c_char, c_int};
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use rustix::fs::{Gid, Mode, StatVfsMountFlags, Uid};
+use rustix::fs::{FileType, Gid, Mode, OFlags, StatVfsMountFlags, Uid};
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 use rustix::thread::{CapabilitySet, CapabilitySets};
+
+use super::path::Kind;
 
 /// Report steps that are not an index into [`Plan::ops`].
 pub(super) const STEP_EXEC: u32 = u32::MAX;
@@ -90,6 +92,14 @@ pub(super) enum Op {
     Mkdir {
         path: CString,
         mode: u32,
+    },
+    /// A mount target below an earlier mount (`base`, already mounted):
+    /// `names` created in it one by one, never following a symlink, the
+    /// last as a directory or an empty file.
+    MountPoint {
+        base: CString,
+        names: Vec<CString>,
+        kind: Kind,
     },
     Symlink {
         target: CString,
@@ -330,6 +340,49 @@ fn mask(target: &CStr) -> Result<(), i32> {
     }
 }
 
+/// Opens `name` in `dir` as a directory, creating it when missing; a
+/// symlink is an error (ENOTDIR), so nothing outside the mount is touched.
+fn subdir(dir: &OwnedFd, name: &CStr) -> Result<OwnedFd, i32> {
+    match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o755)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(err) => return Err(raw(err)),
+    }
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(raw)
+}
+
+/// Creates `names` below `base` (see [`Op::MountPoint`]).
+fn mount_point(base: &CStr, names: &[CString], kind: Kind) -> Result<(), i32> {
+    let Some((last, parents)) = names.split_last() else {
+        return Ok(());
+    };
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut dir = rustix::fs::open(base, flags, Mode::empty()).map_err(raw)?;
+    for name in parents {
+        dir = subdir(&dir, name)?;
+    }
+    if kind == Kind::Dir {
+        return subdir(&dir, last).map(drop);
+    }
+    let create =
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::openat(&dir, last.as_c_str(), create, Mode::from_raw_mode(0o644)) {
+        Ok(_) => Ok(()),
+        Err(rustix::io::Errno::EXIST) => {
+            let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let file =
+                rustix::fs::openat(&dir, last.as_c_str(), flags, Mode::empty()).map_err(raw)?;
+            let stat = rustix::fs::fstat(&file).map_err(raw)?;
+            if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
+                Err(libc::ELOOP)
+            } else {
+                Ok(())
+            }
+        }
+        Err(err) => Err(raw(err)),
+    }
+}
+
 fn loopback_up() -> Result<(), i32> {
     // SAFETY: plain socket(2) call.
     let socket = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -432,6 +485,7 @@ impl Op {
                 Err(libc::ENOENT) => Ok(()),
                 other => other,
             },
+            Op::MountPoint { base, names, kind } => mount_point(base, names, *kind),
             Op::Mkdir { path, mode } => {
                 match rustix::fs::mkdir(path.as_c_str(), Mode::from_raw_mode(*mode)) {
                     Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),

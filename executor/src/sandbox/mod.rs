@@ -4,7 +4,7 @@
 //!
 //! Process model: [`run`] prepares everything before forking (mount
 //! targets resolved inside the root and missing ones created and reported
-//! as stubs, the `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`
+//! as stubs, unless below an earlier mount, the `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`
 //! files written to a per-run temporary directory, every path and argument
 //! as a C string), then `clone`s pid 1 of new mount, PID, IPC and UTS
 //! namespaces (plus network for [`Network::None`], plus a user namespace
@@ -40,12 +40,18 @@
 //! Pid 1 keeps the caller's capabilities, which also keeps the command
 //! from ptracing it.
 //!
-//! Limits, for now: no seccomp filter; mount targets are
-//! resolved in the root before the fork, so a target below an earlier
-//! mount of the same spec must exist in that mount; stubs are only
-//! reported with an [`Outcome`] (on `Err` the caller discards the layer
-//! anyway); without root, the user namespace maps only the caller (to
-//! uid 0), so other users fail with a clear setup error.
+//! Mount targets: one that lies below an earlier mount (`/proc`, `/sys`,
+//! `/dev`, the `/etc` files or an earlier mount of the spec, as in a tmpfs
+//! on `/run` then a bind on `/run/secrets/x`) is created by pid 1 inside
+//! that mount once it is mounted, component by component without following
+//! symlinks (a symlink there is a setup error), and is not a stub: it
+//! vanishes with a tmpfs, and stays in a bind mount's source as with runc.
+//! Such a target must not contain `..` below the mount.
+//!
+//! Limits, for now: no seccomp filter; stubs are only reported with an
+//! [`Outcome`] (on `Err` the caller discards the layer anyway); without
+//! root, the user namespace maps only the caller (to uid 0), so other
+//! users fail with a clear setup error.
 
 #![allow(unsafe_code)]
 

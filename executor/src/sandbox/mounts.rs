@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use rustix::mount::MountFlags;
 
 use super::child::{Op, Plan, UserMaps};
-use super::path::{self, Kind};
+use super::path::{self, Kind, Target};
 use super::{MountKind, Network, SandboxError, Spec};
 
 /// Host devices bound into the sandbox's `/dev`.
@@ -67,6 +67,8 @@ struct Builder<'a> {
     ops: Vec<Op>,
     steps: Vec<String>,
     stubs: Vec<PathBuf>,
+    /// Where a mount has been planned so far (relative to the root).
+    mount_points: Vec<PathBuf>,
 }
 
 impl Builder<'_> {
@@ -75,15 +77,44 @@ impl Builder<'_> {
         self.steps.push(step);
     }
 
-    /// The host path of `inside`, created (and recorded as a stub) if missing.
+    /// The host path of the mount target `inside`, which the caller mounts
+    /// on next. Missing, it is created in the root (and recorded as a
+    /// stub), or, below an earlier mount, by pid 1 once that is mounted
+    /// (no stub: it lives in the mount).
     fn target(&mut self, inside: &str, kind: Kind) -> Result<CString, SandboxError> {
-        let host = path::ensure(self.root, Path::new(inside), kind, &mut self.stubs).map_err(
-            |source| SandboxError::Prepare {
-                what: format!("mount point {inside} in {}", self.root.display()),
-                source,
-            },
-        )?;
-        c_path(&host)
+        let target = path::ensure(
+            self.root,
+            Path::new(inside),
+            kind,
+            &self.mount_points,
+            &mut self.stubs,
+        )
+        .map_err(|source| SandboxError::Prepare {
+            what: format!("mount point {inside} in {}", self.root.display()),
+            source,
+        })?;
+        let relative = match target {
+            Target::Root(relative) => relative,
+            Target::Mount { index, below } => {
+                let base = self.mount_points[index].clone();
+                if !below.is_empty() {
+                    let names = below
+                        .iter()
+                        .map(|name| c_string("mount target", name.as_bytes()))
+                        .collect::<Result<_, _>>()?;
+                    let op = Op::MountPoint {
+                        base: c_path(&self.root.join(&base))?,
+                        names,
+                        kind,
+                    };
+                    self.push(op, format!("creating the mount point {inside}"));
+                }
+                below.iter().fold(base, |path, name| path.join(name))
+            }
+        };
+        let host = c_path(&self.root.join(&relative))?;
+        self.mount_points.push(relative);
+        Ok(host)
     }
 
     fn mount(
@@ -208,6 +239,7 @@ pub(super) fn prepare(
         ops: Vec::new(),
         steps: Vec::new(),
         stubs: Vec::new(),
+        mount_points: Vec::new(),
     };
     let root_c = c_path(root)?;
     let shown = root.display().to_string();

@@ -415,6 +415,99 @@ fn bind_and_tmpfs_mounts() {
     assert_eq!(mode & 0o777, 0o755);
 }
 
+fn bind(target: &str, source: &Path, read_only: bool) -> Mount {
+    Mount {
+        target: target.into(),
+        kind: MountKind::Bind {
+            source: source.to_owned(),
+            read_only,
+        },
+    }
+}
+
+#[test]
+fn targets_below_an_earlier_mount_are_created_in_it() {
+    let _shared = shared();
+    let root = busybox_root();
+    let data = tempfile::tempdir().unwrap();
+    fs::write(data.path().join("secret"), "s3cret\n").unwrap();
+    fs::create_dir(data.path().join("cache")).unwrap();
+    fs::write(data.path().join("cache/file"), "cached\n").unwrap();
+    fs::write(data.path().join("pipe"), "piped\n").unwrap();
+    let (mut spec, captured) = spec(
+        root.path(),
+        "cat /run/secrets/x /run/cache/d/file /dev/pipes/build; \
+         grep -E ' /(run|dev)(/|$| )' /proc/mounts | cut -d' ' -f2,3 | sort",
+    );
+    spec.mounts = vec![
+        Mount {
+            target: "/run".into(),
+            kind: MountKind::Tmpfs {
+                size: None,
+                mode: None,
+            },
+        },
+        bind("/run/secrets/x", &data.path().join("secret"), true),
+        bind("/run/cache/d", &data.path().join("cache"), false),
+        bind("/dev/pipes/build", &data.path().join("pipe"), false),
+    ];
+    let outcome = run(&spec).unwrap();
+    assert!(outcome.status.success(), "{}", captured.stderr());
+    let stdout = captured.stdout();
+    assert!(stdout.starts_with("s3cret\ncached\npiped\n"), "{stdout}");
+    for mount in [
+        "/dev/pipes/build ",
+        "/run tmpfs",
+        "/run/cache/d ",
+        "/run/secrets/x ",
+    ] {
+        assert!(stdout.contains(mount), "{mount}: {stdout}");
+    }
+    // The mount points live in the tmpfs /run and /dev, not in the root.
+    assert!(outcome.stubs.contains(&PathBuf::from("run")));
+    assert!(
+        outcome
+            .stubs
+            .iter()
+            .all(|stub| stub.parent() != Some(Path::new("run"))
+                && stub.parent() != Some(Path::new("dev"))
+                && !stub.starts_with("run/secrets")
+                && !stub.starts_with("run/cache")
+                && !stub.starts_with("dev/pipes")),
+        "{:?}",
+        outcome.stubs
+    );
+    assert!(!root.path().join("run/secrets").exists());
+    assert!(!root.path().join("dev/pipes").exists());
+}
+
+#[test]
+fn a_symlink_below_an_earlier_mount_is_not_followed() {
+    let _shared = shared();
+    let root = busybox_root();
+    let cache = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    symlink(outside.path(), cache.path().join("escape")).unwrap();
+    let (mut spec, _) = spec(root.path(), "true");
+    spec.mounts = vec![
+        bind("/cache", cache.path(), false),
+        Mount {
+            target: "/cache/escape/planted".into(),
+            kind: MountKind::Tmpfs {
+                size: None,
+                mode: None,
+            },
+        },
+    ];
+    let err = run(&spec).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("creating the mount point /cache/escape/planted"),
+        "{err}"
+    );
+    assert!(!outside.path().join("planted").exists());
+}
+
 #[test]
 fn missing_commands_are_errors() {
     let _shared = shared();
