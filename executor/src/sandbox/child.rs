@@ -238,6 +238,8 @@ pub(super) struct Fds {
     pub status: RawFd,
     /// The parent's ends, closed in the child.
     pub parent_ends: [RawFd; 4],
+    /// A pidfd of the executor (`O_CLOEXEC`), when the kernel has them.
+    pub executor: Option<RawFd>,
 }
 
 fn errno() -> i32 {
@@ -582,6 +584,19 @@ fn reset_signals() {
     }
 }
 
+/// Whether the process behind `pidfd` has exited (its pidfd polls
+/// readable). A raw poll with no wait.
+pub(super) fn exited(pidfd: RawFd) -> bool {
+    let mut entry = libc::pollfd {
+        fd: pidfd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no timeout.
+    let ready = unsafe { libc::poll(&raw mut entry, 1, 0) };
+    ready > 0 && entry.revents & libc::POLLIN != 0
+}
+
 /// Pid 1 of the sandbox: sets up, forks the command, reaps every child and
 /// exits when the command does (the kernel then kills what is left in the
 /// PID namespace), after sending the command's wait status to the parent.
@@ -590,6 +605,17 @@ pub(super) fn pid1(plan: &Plan, fds: &Fds) -> ! {
         rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
     {
         fail(fds.report, STEP_DEATHSIG, raw(err));
+    }
+    if let Some(executor) = fds.executor {
+        // The executor may have died between clone and the prctl above,
+        // which then never fires. getppid() cannot tell: the parent is
+        // outside this PID namespace, so it is always 0 here.
+        if exited(executor) {
+            // SAFETY: see `fail`; nobody is left to read a report.
+            unsafe { libc::_exit(EXIT_SETUP) };
+        }
+        // SAFETY: closes this process's copy of the pidfd.
+        unsafe { libc::close(executor) };
     }
     reset_signals();
     for fd in fds.parent_ends {

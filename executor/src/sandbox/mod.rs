@@ -23,7 +23,9 @@
 //! init: it reaps every child, forwards SIGTERM, SIGINT, SIGHUP and
 //! SIGQUIT to the command and exits when the command does, which kills
 //! the rest of the namespace. Pid 1 has `PR_SET_PDEATHSIG(SIGKILL)`, tied
-//! to the thread calling [`run`] (which blocks until the end), and
+//! to the thread calling [`run`] (which blocks until the end; should the
+//! executor die before the prctl, pid 1 sees it through a pidfd and
+//! exits), and
 //! [`kill_all`] SIGKILLs every live pid 1. Every mount lives in the
 //! sandbox's mount namespace, so when [`run`] returns nothing is left in
 //! the caller's.
@@ -408,6 +410,14 @@ pub fn run(spec: &Spec) -> Result<Outcome> {
     let (err_read, err_write) = pipe("stderr")?;
     let (report_read, report_write) = pipe("report")?;
     let (status_read, status_write) = pipe("status")?;
+    // For pid 1 to see whether the executor died before its
+    // PR_SET_PDEATHSIG took hold; without pidfds (Linux < 5.3) the race
+    // stays open.
+    let executor = rustix::process::pidfd_open(
+        rustix::process::getpid(),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .ok();
     let fds = child::Fds {
         stdin: stdin.as_raw_fd(),
         stdout: out_write.as_raw_fd(),
@@ -420,6 +430,7 @@ pub fn run(spec: &Spec) -> Result<Outcome> {
             report_read.as_raw_fd(),
             status_read.as_raw_fd(),
         ],
+        executor: executor.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
     };
     let mut flags =
         libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
@@ -448,7 +459,14 @@ pub fn run(spec: &Spec) -> Result<Outcome> {
             }
         }
     };
-    drop((stdin, out_write, err_write, report_write, status_write));
+    drop((
+        stdin,
+        out_write,
+        err_write,
+        report_write,
+        status_write,
+        executor,
+    ));
     let output = &*spec.output;
     let (report, waited) = std::thread::scope(|scope| {
         scope.spawn(move || pump(out_read, Stream::Stdout, output));

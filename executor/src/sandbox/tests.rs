@@ -621,6 +621,43 @@ fn a_private_mount_namespace_hides_the_mounts() {
 }
 
 #[test]
+fn pid_1_can_tell_the_executor_has_died() {
+    let _shared = shared();
+    let pidfd = |pid: i32| {
+        rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(pid).unwrap(),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .unwrap()
+    };
+    let me = pidfd(rustix::process::getpid().as_raw_nonzero().get());
+    assert!(!child::exited(me.as_raw_fd()));
+    // SAFETY: the child only calls _exit.
+    let pid = match unsafe { child::clone(0) } {
+        // SAFETY: _exit is async-signal-safe.
+        Ok(0) => unsafe { libc::_exit(0) },
+        Ok(pid) => pid,
+        Err(errno) => panic!("clone: {errno}"),
+    };
+    let gone = pidfd(pid);
+    // Still a zombie: not reaped until `wait`, so the pid is not reused.
+    // SAFETY: zeroed siginfo_t is valid output storage for waitid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid with valid arguments; WNOWAIT leaves the zombie.
+    let waited = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            libc::id_t::try_from(pid).unwrap(),
+            &raw mut info,
+            libc::WEXITED | libc::WNOWAIT,
+        )
+    };
+    assert_eq!(waited, 0);
+    assert!(child::exited(gone.as_raw_fd()));
+    assert_eq!(wait(pid).unwrap(), 0);
+}
+
+#[test]
 fn kill_all_ends_the_tree() {
     let _alone = KILL_LOCK
         .write()
