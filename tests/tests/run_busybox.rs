@@ -161,7 +161,9 @@ fn workdir_env_arg_shell_exec_form_and_streamed_output() {
              ENV TARGET=world\n\
              WORKDIR /made/by/workdir\n\
              RUN pwd > /pwd.txt && echo \"$GREETING $TARGET $UNUSED_DEFAULT\" > /env.txt\n\
-             RUN echo relative > here.txt\n\
+             RUN echo relative > here.txt && cat here.txt > /relative.txt\n\
+             RUN cd / && rm -rf /made/by\n\
+             RUN pwd > /pwd-again.txt\n\
              RUN echo output-line-for-the-log && echo error-line-for-the-log >&2\n\
              RUN [\"cp\", \"/env.txt\", \"/exec-form.txt\"]\n\
              RUN [\"/bin/sh\", \"-c\", \"echo $TARGET from exec > /exec-shell.txt\"]\n\
@@ -187,7 +189,10 @@ fn workdir_env_arg_shell_exec_form_and_streamed_output() {
             .is_dir()
     );
     assert_eq!(read(&rootfs, "pwd.txt"), "/made/by/workdir\n");
-    assert_eq!(read(&rootfs, "made/by/workdir/here.txt"), "relative\n");
+    assert_eq!(read(&rootfs, "relative.txt"), "relative\n");
+    // A RUN whose WORKDIR a previous RUN removed gets it made again.
+    assert_eq!(read(&rootfs, "pwd-again.txt"), "/made/by/workdir\n");
+    assert!(!rootfs.join("made/by/workdir/here.txt").exists());
     // ENV, ARG (overridden and default) in the environment of RUN.
     assert_eq!(read(&rootfs, "env.txt"), "hi world kept\n");
     // ARG does not reach the image config.
