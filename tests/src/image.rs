@@ -102,6 +102,7 @@ fn decompress(blob: &[u8]) -> Vec<u8> {
 pub fn pull_image(registry: &Registry, reference: &str, into: &Path) -> PulledImage {
     let dir = into.join("pulled");
     let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(into).expect("the pull dir");
     ok(Command::new("skopeo")
         .args(["copy", "--quiet"])
         .args(registry.skopeo_args("src-"))
