@@ -215,34 +215,12 @@ fn run_under_a_seccomp_filter_denying_namespaces_fails_clearly_and_copy_works() 
     );
 }
 
-/// `hostUsers: false`: the pod's root is root only in its own user
-/// namespace, mapped to an unprivileged range of this machine's ids.
-#[test]
-fn run_works_as_root_of_a_user_namespace() {
-    const OUTSIDE: u32 = 200_000;
-    let registry = Registry::start(RegistryKind::Anonymous);
-    let base = registry.push_busybox();
-    let project = Project::new(
-        &format!(
-            "FROM {base}\nRUN echo app:x:1000:1000::/home/app:/bin/sh >> /etc/passwd && echo in-userns > /r && mkdir -p /home/app && chown app /r /home/app\nUSER app\nRUN id -u > /home/app/uid\n"
-        ),
-        &[],
-    );
-    // What the namespace's root owns: the project (context, store).
-    let status = Command::new("chown")
-        .args(["-R", &format!("{OUTSIDE}:{OUTSIDE}")])
-        .arg(project.dir.path())
-        .status()
-        .expect("chown runs");
-    assert!(status.success());
-    let destination = registry.reference("restricted/userns:1");
-    let cmd = project.build(&["-d", &destination, "--insecure-registry", &registry.host]);
-    // A user namespace whose root is uid OUTSIDE here, made as the
-    // container runtime makes a pod's: the child unshares, this side (root
-    // outside) writes the id maps, the child becomes root inside and runs
-    // the build in fresh mount and PID namespaces. (unshare(1) cannot: its
-    // --map-users needs an /etc/subuid entry.)
-    const USERNS: &str = r#"
+/// A user namespace whose root is `argv[1]` here, made as the
+/// container runtime makes a pod's: the child unshares, this side (root
+/// outside) writes the id maps, the child becomes root inside and runs
+/// the build in fresh mount and PID namespaces. (unshare(1) cannot: its
+/// --map-users needs an /etc/subuid entry.)
+const USERNS: &str = r#"
 import ctypes, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWPID = 0x10000000, 0x00020000, 0x20000000
@@ -273,6 +251,29 @@ os.write(mapped_w, b"x")
 _, status = os.waitpid(pid, 0)
 sys.exit(os.waitstatus_to_exitcode(status))
 "#;
+
+/// `hostUsers: false`: the pod's root is root only in its own user
+/// namespace, mapped to an unprivileged range of this machine's ids.
+#[test]
+fn run_works_as_root_of_a_user_namespace() {
+    const OUTSIDE: u32 = 200_000;
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let base = registry.push_busybox();
+    let project = Project::new(
+        &format!(
+            "FROM {base}\nRUN echo app:x:1000:1000::/home/app:/bin/sh >> /etc/passwd && echo in-userns > /r && mkdir -p /home/app && chown app /r /home/app\nUSER app\nRUN id -u > /home/app/uid\n"
+        ),
+        &[],
+    );
+    // What the namespace's root owns: the project (context, store).
+    let status = Command::new("chown")
+        .args(["-R", &format!("{OUTSIDE}:{OUTSIDE}")])
+        .arg(project.dir.path())
+        .status()
+        .expect("chown runs");
+    assert!(status.success());
+    let destination = registry.reference("restricted/userns:1");
+    let cmd = project.build(&["-d", &destination, "--insecure-registry", &registry.host]);
     let mut wrapped = Command::new("python3");
     wrapped
         .args(["-c", USERNS])
