@@ -597,6 +597,33 @@ pub(super) fn exited(pidfd: RawFd) -> bool {
     ready > 0 && entry.revents & libc::POLLIN != 0
 }
 
+/// Closes every descriptor from 3 up but `keep`: pid 1 is a copy of the
+/// executor and would otherwise hold whatever it had open, other sandboxes'
+/// pipes included (a concurrent RUN could then not see its own end of file).
+fn close_inherited(keep: [RawFd; 2]) {
+    // No allocation here: this runs between clone and exec.
+    let (low, high) = if keep[0] <= keep[1] {
+        (keep[0], keep[1])
+    } else {
+        (keep[1], keep[0])
+    };
+    let mut first: libc::c_uint = 3;
+    for fd in [low, high] {
+        if fd < 3 {
+            continue;
+        }
+        let fd = fd.unsigned_abs();
+        if fd > first {
+            // SAFETY: close_range(2) on descriptors this process owns; none of
+            // them is used again.
+            unsafe { libc::syscall(libc::SYS_close_range, first, fd - 1, 0) };
+        }
+        first = first.max(fd + 1);
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0) };
+}
+
 /// Pid 1 of the sandbox: sets up, forks the command, reaps every child and
 /// exits when the command does (the kernel then kills what is left in the
 /// PID namespace), after sending the command's wait status to the parent.
@@ -628,6 +655,7 @@ pub(super) fn pid1(plan: &Plan, fds: &Fds) -> ! {
             fail(fds.report, STEP_STDIO, errno());
         }
     }
+    close_inherited([fds.report, fds.status]);
     // SAFETY: umask(2) cannot fail.
     unsafe { libc::umask(0o022) };
     if let Some(maps) = &plan.user_maps {

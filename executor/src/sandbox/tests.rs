@@ -681,3 +681,44 @@ fn kill_all_ends_the_tree() {
     let key = root.path().to_string_lossy().into_owned();
     assert!(mountinfo_mentions(&key).is_empty());
 }
+
+#[test]
+fn a_sandbox_holds_none_of_the_executors_descriptors() {
+    let _alone = KILL_LOCK
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // A pipe of the executor's (another step's output, say) is open while
+    // a sandbox starts: the sandbox must not keep its write end, or the
+    // reader never sees the end of it while the sandbox runs.
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+    let root = busybox_root();
+    let (spec, _) = spec(root.path(), "sleep 4798");
+    let long = std::thread::spawn(move || run(&spec).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_with_cmdline(b"sleep\x004798\x00").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!processes_with_cmdline(b"sleep\x004798\x00").is_empty());
+    drop(write);
+    rustix::fs::fcntl_setfl(&read, rustix::fs::OFlags::NONBLOCK).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut hung_up = false;
+    while Instant::now() < deadline {
+        match rustix::io::read(&read, &mut [0u8; 1]) {
+            Ok(0) => {
+                hung_up = true;
+                break;
+            }
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let still_running = !long.is_finished();
+    kill_all();
+    let outcome = long.join().unwrap();
+    assert!(
+        still_running,
+        "the sandbox ended early: {:?}",
+        outcome.status
+    );
+    assert!(hung_up, "the sandbox kept the executor's pipe open");
+}
