@@ -238,7 +238,7 @@ pub fn build(settings: &Settings, runtime: &Handle) -> Result<Outcome> {
     let mode = match settings.snapshot_mode {
         SnapshotMode::Overlay if !crate::sandbox::overlay::supported(work.path()) => {
             tracing::info!(
-                "overlay mounts are not available here: snapshots copy and compare the root filesystem (slower)"
+                "overlay mounts are not available here: snapshots copy and compare the root filesystem (slower; RUST_LOG=debug says why)"
             );
             SnapshotMode::Full
         }

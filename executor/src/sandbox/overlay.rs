@@ -200,7 +200,7 @@ pub fn supported(scratch: &Path) -> bool {
     match try_overlay(scratch) {
         Ok(()) => true,
         Err(err) => {
-            tracing::info!(scratch = %scratch.display(), error = %err, "overlay mounts are not available");
+            tracing::debug!(scratch = %scratch.display(), error = %err, "overlay mounts are not available");
             false
         }
     }
