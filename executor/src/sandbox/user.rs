@@ -2,8 +2,8 @@
 //! through the root's own `/etc/passwd` and `/etc/group`, as runc's
 //! `GetExecUser` does for Docker: with no explicit group, the user's
 //! passwd group is the primary one and every group listing the user is a
-//! supplementary one; with an explicit group there are no supplementary
-//! groups. The files are read through [`super::path::resolve`], so a
+//! supplementary one; with an explicit group there are no other
+//! supplementary groups. The primary group is always in the list. The files are read through [`super::path::resolve`], so a
 //! symlinked `/etc` never leads out of the root.
 
 use std::fs;
@@ -155,6 +155,12 @@ pub fn resolve(root: &Path, user: &str) -> Result<User> {
             }
         }
     }
+    // The primary group is always among the groups too, as BuildKit and
+    // buildah do since CVE-2023-25173 / CVE-2022-2990 (a process must not
+    // keep the privileges of a group it was never given by leaving it out).
+    if !supplementary.contains(&gid) {
+        supplementary.insert(0, gid);
+    }
     Ok(User {
         uid,
         gid,
@@ -192,16 +198,16 @@ mod tests {
             User {
                 uid: 1000,
                 gid: 1000,
-                groups: vec![10, 44]
+                groups: vec![1000, 10, 44]
             }
         );
         let user = resolve(root.path(), "1001").unwrap();
         assert_eq!(user.gid, 1001);
-        assert_eq!(user.groups, vec![10, 29]);
+        assert_eq!(user.groups, vec![1001, 10, 29]);
     }
 
     #[test]
-    fn explicit_groups_replace_the_supplementary_ones() {
+    fn explicit_groups_replace_the_supplementary_ones_but_stay_in_the_list() {
         let root = root();
         let user = resolve(root.path(), "alice:audio").unwrap();
         assert_eq!(
@@ -209,7 +215,7 @@ mod tests {
             User {
                 uid: 1000,
                 gid: 29,
-                groups: vec![]
+                groups: vec![29]
             }
         );
         assert_eq!(resolve(root.path(), "bob:7").unwrap().gid, 7);
@@ -223,7 +229,7 @@ mod tests {
             User {
                 uid: 4242,
                 gid: 0,
-                groups: vec![]
+                groups: vec![0]
             }
         );
         assert_eq!(resolve(root.path(), "4242:99").unwrap().gid, 99);
