@@ -147,6 +147,8 @@ umoci unpack --image "$work/layout:hello" "$work/bundle" >/dev/null
 www="$work/bundle/rootfs/srv/www"
 grep -q "built without a Docker daemon" "$www/index.html"
 grep -q "built by executor" "$www/build-info.txt"
+grep -qx "./index.html" "$www/files.txt"
+grep -q "^[0-9]* files$" "$www/build-info.txt"
 [ "$(stat -c %U:%G "$www/index.html")" = "33:33" ] || [ "$(stat -c %u:%g "$www/index.html")" = "33:33" ]
 [ -x "$work/bundle/rootfs/bin/httpd" ]
 echo "files: ok" >&2

@@ -8,3 +8,4 @@ pub mod image;
 pub mod platform;
 pub mod progress;
 pub mod registry;
+pub mod sandbox;

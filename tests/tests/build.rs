@@ -182,15 +182,13 @@ fn tar_and_oci_layout_outputs_without_a_registry() {
 }
 
 #[test]
-fn run_is_refused_with_the_line_before_any_work() {
+fn run_without_a_shell_in_the_image_names_the_line_and_the_shell() {
     let build = Project::new("FROM scratch\nCOPY f /f\nRUN echo hi\n", &[("f", "x")]);
     let out = build.run(&["--no-push"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("Dockerfile:3: RUN is not supported yet"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("Dockerfile:3: RUN failed"), "{stderr}");
+    assert!(stderr.contains("/bin/sh"), "{stderr}");
 }
 
 #[test]

@@ -1,13 +1,12 @@
 //! The build engine for one Dockerfile build: stages in dependency order,
 //! each from its base (scratch, an image, an earlier stage), instruction by
-//! instruction: config-only instructions change the config, WORKDIR, COPY
-//! and ADD write layers. Each stage keeps its root filesystem on disk (its
-//! base's layers applied, then every layer it writes) so later instructions
-//! and `COPY --from` see what Docker would. Stages whose dependencies are
-//! built run at the same time, each on its own thread.
-//!
-//! RUN is not executed yet: a Dockerfile whose needed stages hold a RUN is
-//! refused before any work starts, naming the line.
+//! instruction: config-only instructions change the config; WORKDIR, COPY,
+//! ADD and RUN write layers. Each stage keeps its root filesystem
+//! ([`StageRoot`]: an overlay of its layers, or a plain directory) so later
+//! instructions, RUN and `COPY --from` see what Docker would. RUN goes
+//! through an [`Isolation`] (namespaces by default), so another way of
+//! running steps plugs in without touching the engine. Stages whose
+//! dependencies are built run at the same time, each on its own thread.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -26,6 +25,8 @@ use super::config::{self, Applied, ImageConfig, StageFlags};
 use super::copy::{self, Source, TreeEntry};
 use super::images::{self, LayerRef};
 use super::remote::Remote;
+use super::rootfs::{SnapshotMode, StageRoot};
+use super::run;
 use super::settings::Settings;
 use super::workdir::ScratchDir;
 use crate::context::{self, Context, ContextSource, PrepareOptions};
@@ -35,9 +36,10 @@ use crate::dockerfile::plan::{self, Base, Options, Plan, Scope};
 use crate::dockerfile::shell::Lex;
 use crate::image::apply::{self, ApplyOptions};
 use crate::image::digest::Digest;
-use crate::image::layer::{self, Compression, WriteOptions};
+use crate::image::layer::{self, Compression, LayerEntry, LayerInfo, WriteOptions};
 use crate::image::store::Store;
 use crate::registry::ImageReference;
+use crate::sandbox::{self, Isolation};
 
 /// Why a build failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +48,14 @@ pub enum BuildError {
     Dockerfile(String),
     #[error(transparent)]
     Context(#[from] context::Error),
-    #[error("{file}:{line}: RUN is not supported yet: this build cannot run commands")]
-    RunUnsupported { file: String, line: usize },
+    /// RUN cannot be isolated here (a restricted pod).
+    #[error("{file}:{line}: RUN cannot run here: {source}")]
+    Isolation {
+        file: String,
+        line: usize,
+        #[source]
+        source: sandbox::Unavailable,
+    },
     #[error("{file}:{line}: {instruction} failed: {message}")]
     Step {
         file: String,
@@ -63,6 +71,15 @@ pub enum BuildError {
     Apply(#[from] crate::image::apply::ApplyError),
     #[error(transparent)]
     Image(#[from] images::ImageError),
+    #[error(transparent)]
+    Diff(#[from] crate::image::diff::DiffError),
+    #[error(transparent)]
+    Sandbox(crate::sandbox::SandboxError),
+    #[error(transparent)]
+    Overlay(#[from] crate::sandbox::overlay::OverlayError),
+    /// SIGINT or SIGTERM: the steps running were killed.
+    #[error("the build was interrupted")]
+    Interrupted,
     /// A bug (a panic in a stage), reported instead of crashing the build.
     #[error("{0}")]
     Internal(String),
@@ -98,12 +115,44 @@ pub struct Outcome {
     pub pushed: Vec<ImageReference>,
 }
 
-/// One built stage.
+/// One built stage. Its root stays mounted while a later stage may read it.
 #[derive(Debug, Clone)]
 struct StageResult {
     config: ImageConfig,
     layers: Vec<LayerRef>,
-    rootfs: PathBuf,
+    root: Arc<StageRoot>,
+}
+
+/// A stage being built.
+struct StageState {
+    config: ImageConfig,
+    layers: Vec<LayerRef>,
+    root: StageRoot,
+    /// `--single-snapshot`: how many layers the base has; the stage's own
+    /// become one at its end.
+    base_layers: usize,
+    /// `--single-snapshot`: how many history entries the base has.
+    base_history: usize,
+    /// `--single-snapshot`, full mode: the stubs of every RUN, removed at
+    /// the end.
+    stubs: Vec<PathBuf>,
+}
+
+impl StageState {
+    fn rootfs(&self) -> &Path {
+        self.root.path()
+    }
+}
+
+/// Set by SIGINT/SIGTERM (see [`interrupt`]): every stage stops.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Stops every build of this process: running steps are killed, stages stop
+/// at their next instruction, and the builds return
+/// [`BuildError::Interrupted`] after removing their scratch directories.
+pub fn interrupt() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+    sandbox::kill_all();
 }
 
 /// Runs a build as `settings` describe. Blocking: file work runs on the
@@ -170,18 +219,32 @@ pub fn build(settings: &Settings, runtime: &Handle) -> Result<Outcome> {
             warning.rule
         );
     }
-    for &index in &plan.needed {
-        if let Some(run) = plan.stages[index]
+    // RUN needs namespaces: say so before any work when this machine (a
+    // restricted pod) cannot make them.
+    let first_run = plan.needed.iter().find_map(|&index| {
+        plan.stages[index]
             .instructions
             .iter()
             .find(|i| matches!(i.kind, Kind::Run(_)))
-        {
-            return Err(BuildError::RunUnsupported {
-                file: file_name,
-                line: run.start.line,
-            });
-        }
+    });
+    if let Some(run) = first_run {
+        sandbox::probe().map_err(|source| BuildError::Isolation {
+            file: file_name.clone(),
+            line: run.start.line,
+            source,
+        })?;
     }
+    let privileged = rustix::process::geteuid().is_root();
+    let mode = match settings.snapshot_mode {
+        SnapshotMode::Overlay if !crate::sandbox::overlay::supported(work.path()) => {
+            tracing::info!(
+                "overlay mounts are not available here: snapshots copy and compare the root filesystem (slower)"
+            );
+            SnapshotMode::Full
+        }
+        mode => mode,
+    };
+    tracing::debug!("snapshot mode: {}", mode.as_str());
 
     let registry = Remote::new(settings)?;
     let engine = Engine {
@@ -196,6 +259,9 @@ pub fn build(settings: &Settings, runtime: &Handle) -> Result<Outcome> {
         file_name,
         image_roots: Mutex::new(BTreeMap::new()),
         failed: AtomicBool::new(false),
+        mode,
+        privileged,
+        isolation: Box::new(sandbox::Namespaces),
         compression: if settings.zstd {
             Compression::Zstd
         } else {
@@ -228,11 +294,17 @@ struct Engine<'a> {
     registry: Remote,
     runtime: &'a Handle,
     file_name: String,
-    /// Root filesystems of images used by `COPY --from=<image>`, made once.
-    image_roots: Mutex<BTreeMap<String, PathBuf>>,
+    /// Root filesystems of images used by `COPY --from=<image>` and
+    /// `RUN --mount=from=<image>`, made once.
+    image_roots: Mutex<BTreeMap<String, Arc<StageRoot>>>,
     /// Set when a stage fails: the others stop at their next instruction.
     failed: AtomicBool,
     compression: Compression,
+    mode: SnapshotMode,
+    /// Running as root: ownership is kept when layers are applied.
+    privileged: bool,
+    /// How RUN steps run.
+    isolation: Box<dyn Isolation>,
 }
 
 type Built = BTreeMap<usize, Arc<StageResult>>;
@@ -335,20 +407,14 @@ impl Engine<'_> {
         Ok(dir)
     }
 
-    /// Applies `layers` from the store to a fresh directory.
-    fn materialize(&self, name: &str, layers: &[LayerRef]) -> Result<PathBuf> {
-        let root = self.new_dir(name)?;
-        let opts = ApplyOptions {
-            root_is_privileged: rustix::process::geteuid().is_root(),
-            preserve_ownership: true,
-            ignore_paths: Vec::new(),
-        };
-        for layer in layers {
-            let digest = images::descriptor_digest(&layer.descriptor)?;
-            let file = self.store.open_blob(&digest)?;
-            apply::apply_layer(io::BufReader::new(file), &root, &opts)?;
+    /// The root filesystem of `layers` (in the store) under the scratch
+    /// directory `name`.
+    fn stage_root(&self, name: &str, layers: &[LayerRef]) -> Result<StageRoot> {
+        let dir = self.work.join(name);
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(io_at(&dir))?;
         }
-        Ok(root)
+        StageRoot::new(self.mode, &self.store, dir, layers, self.privileged)
     }
 
     fn run_stage(&self, index: usize, built: &Built) -> Result<StageResult> {
@@ -387,15 +453,21 @@ impl Engine<'_> {
                 (image.config, image.layers)
             }
         };
-        let rootfs = self.materialize(&format!("stage-{index}/rootfs"), &layers)?;
-        let mut result = StageResult {
+        let root = self.stage_root(&format!("stage-{index}/root"), &layers)?;
+        let mut result = StageState {
             config: ImageConfig {
                 created: None,
                 ..config.clone()
             },
+            base_layers: layers.len(),
+            base_history: config.history.len(),
             layers,
-            rootfs,
+            root,
+            stubs: Vec::new(),
         };
+        if self.settings.single_snapshot {
+            result.root.before_run()?;
+        }
 
         // ONBUILD triggers of the base run first, then are cleared.
         let mut instructions = Vec::new();
@@ -409,10 +481,11 @@ impl Engine<'_> {
                 })?;
                 instruction.start = stage.from.start;
                 if matches!(instruction.kind, Kind::Run(_)) {
-                    return Err(BuildError::RunUnsupported {
+                    sandbox::probe().map_err(|source| BuildError::Isolation {
                         file: self.file_name.clone(),
                         line: stage.from.start.line,
-                    });
+                        source,
+                    })?;
                 }
                 instructions.push(instruction);
             }
@@ -423,6 +496,9 @@ impl Engine<'_> {
         let mut scope = Scope::new(self.plan, self.opts, result.config.env_pairs());
         let mut flags = StageFlags::default();
         for (n, mut instruction) in instructions.into_iter().enumerate() {
+            if INTERRUPTED.load(Ordering::Relaxed) {
+                return Err(BuildError::Interrupted);
+            }
             if self.failed.load(Ordering::Relaxed) {
                 return Err(BuildError::Cancelled);
             }
@@ -455,7 +531,16 @@ impl Engine<'_> {
                         };
                         self.copy(&job, &mut result, &instruction, &a.args, Some(a))?;
                     }
-                    _ => return Err(self.step_error(&instruction, "is not supported yet")),
+                    Kind::Run(r) => {
+                        let job = Job {
+                            index,
+                            built,
+                            scope: &scope,
+                            created: &created,
+                        };
+                        self.run(&job, &mut result, &instruction, r)?;
+                    }
+                    _ => return Err(self.step_error(&instruction, "is not supported")),
                 },
             }
             tracing::info!(
@@ -465,7 +550,113 @@ impl Engine<'_> {
                 step_started.elapsed().as_secs_f64()
             );
         }
-        Ok(result)
+        if self.settings.single_snapshot {
+            self.single_snapshot(&mut result, &now_rfc3339())?;
+        }
+        Ok(StageResult {
+            config: result.config,
+            layers: result.layers,
+            root: Arc::new(result.root),
+        })
+    }
+
+    /// RUN: the command in the stage's root through the isolation, then its
+    /// changes as a layer.
+    fn run(
+        &self,
+        job: &Job<'_>,
+        result: &mut StageState,
+        instruction: &Instruction,
+        r: &instructions::Run,
+    ) -> Result<()> {
+        let scratch = self.new_dir(&format!("stage-{}/run", job.index))?;
+        result.root.before_run()?;
+        let from_root = |from: &str| -> std::result::Result<PathBuf, String> {
+            self.source_root(job.built, from, instruction)
+                .map(|root| root.path().to_path_buf())
+                .map_err(|e| e.to_string())
+        };
+        let step = run::Step {
+            run: r,
+            config: &result.config,
+            args: job.scope.args(),
+            root: result.root.path(),
+            scratch: &scratch,
+            context: self.context.root(),
+            store: self.store.root(),
+            secrets: &self.settings.secrets,
+            ssh: &self.settings.ssh,
+            from_root: &from_root,
+        };
+        let outcome = run::execute(&step, self.isolation.as_ref());
+        fs::remove_dir_all(&scratch).map_err(io_at(&scratch))?;
+        if INTERRUPTED.load(Ordering::Relaxed) {
+            return Err(BuildError::Interrupted);
+        }
+        let stubs = outcome.map_err(|e| self.step_error(instruction, e))?;
+        let created_by = instruction.display();
+        if self.settings.single_snapshot && self.mode == SnapshotMode::Full {
+            // One diff at the end of the stage.
+            result.stubs.extend(stubs);
+            result
+                .config
+                .add_history(created_by, true, Some(job.created));
+            return Ok(());
+        }
+        match result.root.take_diff(&stubs, &self.settings.ignore_paths)? {
+            None => {
+                result.root.discard()?;
+                // BuildKit and kaniko write no layer for a step that changed
+                // nothing.
+                result
+                    .config
+                    .add_history(created_by, true, Some(job.created));
+            }
+            Some(diff) => {
+                let info = self.store_layer(diff.entries)?;
+                result.root.keep(&self.store, &info.diff_id)?;
+                Self::record_layer(result, &info, created_by, job.created);
+            }
+        }
+        Ok(())
+    }
+
+    /// `--single-snapshot`: the stage's own layers become one.
+    fn single_snapshot(&self, result: &mut StageState, created: &str) -> Result<()> {
+        let entries = match self.mode {
+            SnapshotMode::Overlay => {
+                let dirs = &result.root.layer_dirs()[result.base_layers..];
+                if dirs.is_empty() {
+                    return Ok(());
+                }
+                super::rootfs::squash(dirs)?
+            }
+            SnapshotMode::Full => {
+                let stubs = std::mem::take(&mut result.stubs);
+                match result.root.take_diff(&stubs, &self.settings.ignore_paths)? {
+                    Some(diff) => diff.entries,
+                    None => return Ok(()),
+                }
+            }
+        };
+        let info = self.store_layer(entries)?;
+        result.layers.truncate(result.base_layers);
+        result.layers.push(LayerRef {
+            descriptor: info.descriptor(),
+            diff_id: info.diff_id.to_string(),
+            source: None,
+        });
+        result.config.rootfs.diff_ids.truncate(result.base_layers);
+        result.config.rootfs.diff_ids.push(info.diff_id.to_string());
+        // The steps' history stays, every entry marked empty; the snapshot
+        // is the stage's one layer.
+        for entry in &mut result.config.history[result.base_history..] {
+            entry.empty_layer = true;
+        }
+        result
+            .config
+            .add_history("executor single snapshot".into(), false, Some(created));
+        Ok(())
     }
 
     /// WORKDIR: the directory and its missing parents are created (owned by
@@ -473,25 +664,25 @@ impl Engine<'_> {
     fn workdir(
         &self,
         index: usize,
-        result: &mut StageResult,
+        result: &mut StageState,
         instruction: &Instruction,
         created: &str,
     ) -> Result<()> {
         let dir = result.config.config.working_dir.clone();
         let created_by = instruction.display();
-        if copy::resolve_in_root(&result.rootfs, &dir, true).is_dir() {
+        if copy::resolve_in_root(result.rootfs(), &dir, true).is_dir() {
             result.config.add_history(created_by, true, Some(created));
             return Ok(());
         }
         let owner = match result.config.config.user.as_str() {
             "" => None,
             user => Some(
-                copy::resolve_chown(user, &result.rootfs)
+                copy::resolve_chown(user, result.rootfs())
                     .map_err(|e| self.step_error(instruction, e))?,
             ),
         };
         let staging = self.new_dir(&format!("stage-{index}/staging"))?;
-        copy::make_dir(&result.rootfs, &staging, &dir, owner.unwrap_or((0, 0)))
+        copy::make_dir(result.rootfs(), &staging, &dir, owner.unwrap_or((0, 0)))
             .map_err(|e| self.step_error(instruction, e))?;
         self.commit_layer(result, &staging, created_by, created)
     }
@@ -500,7 +691,7 @@ impl Engine<'_> {
     fn copy(
         &self,
         job: &Job<'_>,
-        result: &mut StageResult,
+        result: &mut StageState,
         instruction: &Instruction,
         args: &CopyArgs,
         add: Option<&Add>,
@@ -510,7 +701,7 @@ impl Engine<'_> {
         let chown = args
             .chown
             .as_deref()
-            .map(|c| copy::resolve_chown(c, &result.rootfs))
+            .map(|c| copy::resolve_chown(c, result.rootfs()))
             .transpose()
             .map_err(|e| self.step_error(instruction, e))?;
         let chmod = args
@@ -576,7 +767,7 @@ impl Engine<'_> {
                 }
                 Some(from) => {
                     let root = self.source_root(job.built, from, instruction)?;
-                    let other = Context::from_dir(&root, None)?;
+                    let other = Context::from_dir(root.path(), None)?;
                     sources.extend(self.context_sources(
                         &other,
                         &patterns,
@@ -610,7 +801,7 @@ impl Engine<'_> {
             empty_root = self.new_dir(&format!("stage-{}/link-root", job.index))?;
             &empty_root
         } else {
-            &result.rootfs
+            result.rootfs()
         };
         if !plain.is_empty() {
             copy::copy(&plain, &args.dest, copy_root, &staging, &copy_opts)
@@ -683,11 +874,17 @@ impl Engine<'_> {
         Ok(out)
     }
 
-    /// The root filesystem `COPY --from=` reads: a stage's, or an image's.
-    fn source_root(&self, built: &Built, from: &str, instruction: &Instruction) -> Result<PathBuf> {
+    /// The root filesystem `COPY --from=` and `RUN --mount=from=` read: a
+    /// stage's, or an image's.
+    fn source_root(
+        &self,
+        built: &Built,
+        from: &str,
+        instruction: &Instruction,
+    ) -> Result<Arc<StageRoot>> {
         // The plan has refused an index out of bounds already.
         if let plan::Source::Stage(i) = self.plan.resolve_from(from) {
-            return built.get(&i).map(|r| r.rootfs.clone()).ok_or_else(|| {
+            return built.get(&i).map(|r| Arc::clone(&r.root)).ok_or_else(|| {
                 self.step_error(instruction, format!("stage {from} was not built"))
             });
         }
@@ -698,7 +895,7 @@ impl Engine<'_> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(root) = roots.get(from) {
-            return Ok(root.clone());
+            return Ok(Arc::clone(root));
         }
         let reference = ImageReference::parse(from).map_err(|e| self.step_error(instruction, e))?;
         let image = self.runtime.block_on(self.registry.fetch(
@@ -707,21 +904,13 @@ impl Engine<'_> {
             &self.store,
         ))?;
         let name = format!("image-{}", roots.len());
-        let root = self.materialize(&name, &image.layers)?;
-        roots.insert(from.to_string(), root.clone());
+        let root = Arc::new(self.stage_root(&name, &image.layers)?);
+        roots.insert(from.to_string(), Arc::clone(&root));
         Ok(root)
     }
 
-    /// Writes the staging tree as a layer into the store, records it, and
-    /// moves it into the stage's root filesystem (as applying it would).
-    fn commit_layer(
-        &self,
-        result: &mut StageResult,
-        staging: &Path,
-        created_by: String,
-        created: &str,
-    ) -> Result<()> {
-        let entries = layer::layer_from_dir(staging)?;
+    /// Writes `entries` as a layer into the store.
+    fn store_layer(&self, entries: Vec<LayerEntry>) -> Result<LayerInfo> {
         let mut writer = self.store.blob_writer()?;
         let info = layer::write_layer(
             entries,
@@ -733,9 +922,11 @@ impl Engine<'_> {
         )?;
         writer.flush().map_err(io_at(self.store.root()))?;
         writer.commit(Some(&info.digest))?;
-        // The staged tree is the layer: move it into the root rather than
-        // extract the layer just written.
-        apply::merge_tree(staging, &result.rootfs)?;
+        Ok(info)
+    }
+
+    /// Records a written layer in the stage's layers and config.
+    fn record_layer(result: &mut StageState, info: &LayerInfo, created_by: String, created: &str) {
         result.layers.push(LayerRef {
             descriptor: info.descriptor(),
             diff_id: info.diff_id.to_string(),
@@ -744,7 +935,23 @@ impl Engine<'_> {
         result
             .config
             .add_layer(&info.diff_id.to_string(), created_by, Some(created));
-        fs::remove_dir_all(staging).map_err(io_at(staging))?;
+    }
+
+    /// Writes the staging tree as a layer into the store, records it, and
+    /// lays it over the stage's root filesystem (as applying it would).
+    fn commit_layer(
+        &self,
+        result: &mut StageState,
+        staging: &Path,
+        created_by: String,
+        created: &str,
+    ) -> Result<()> {
+        let entries = layer::layer_from_dir(staging)?;
+        let info = self.store_layer(entries)?;
+        // The staged tree is the layer: it joins the root rather than the
+        // layer just written being extracted again.
+        result.root.add_layer(&self.store, &info.diff_id, staging)?;
+        Self::record_layer(result, &info, created_by, created);
         Ok(())
     }
 

@@ -8,8 +8,12 @@ pub mod copy;
 pub mod engine;
 pub mod images;
 pub mod remote;
+pub mod rootfs;
+pub mod run;
 pub mod settings;
 pub mod workdir;
 
-pub use engine::{BuildError, Outcome, build};
+pub use engine::{BuildError, Outcome, build, interrupt};
+pub use rootfs::SnapshotMode;
+pub use run::{Secret, SecretSource, SshAgent};
 pub use settings::Settings;

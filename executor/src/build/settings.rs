@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use super::rootfs::SnapshotMode;
+use super::run::{Secret, SshAgent};
 use crate::platform::Platform;
 use crate::registry::ImageReference;
 
@@ -45,4 +47,14 @@ pub struct Settings {
     pub image_download_retry: u32,
     /// The local image store.
     pub cache_dir: PathBuf,
+    /// How RUN steps are snapshotted.
+    pub snapshot_mode: SnapshotMode,
+    /// One layer per stage, after its base (kaniko's `--single-snapshot`).
+    pub single_snapshot: bool,
+    /// Image paths left out of every layer RUN writes (absolute).
+    pub ignore_paths: Vec<PathBuf>,
+    /// `--secret` values RUN steps may mount.
+    pub secrets: Vec<Secret>,
+    /// `--ssh` agents RUN steps may mount.
+    pub ssh: Vec<SshAgent>,
 }

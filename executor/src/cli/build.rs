@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use clap::{ArgAction, Args, ValueEnum};
 
-use executor::build::Settings;
+use executor::build::{Secret, Settings, SnapshotMode, SshAgent};
 use executor::platform::Platform;
 use executor::registry::{Backoff, ImageReference};
 
@@ -193,6 +193,57 @@ pub struct BuildArgs {
     /// across builds
     #[arg(long, env = "EXECUTOR_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+
+    /// A secret RUN steps may mount: `id=ID,src=PATH` or `id=ID,env=VAR`
+    /// (repeatable)
+    #[arg(long = "secret", value_name = "id=ID,src=PATH|env=VAR")]
+    pub secrets: Vec<String>,
+
+    /// An SSH agent RUN steps may mount: `default` (SSH_AUTH_SOCK) or
+    /// `ID=SOCKET` (repeatable)
+    #[arg(long = "ssh", value_name = "default|ID[=SOCKET]")]
+    pub ssh: Vec<String>,
+
+    /// How RUN changes are found: `overlay` (the RUN's overlay upper
+    /// directory is its diff) or `full` (copy and compare); kaniko's
+    /// `redo` and `time` mean `overlay`
+    #[arg(long, env = "EXECUTOR_SNAPSHOT_MODE", default_value = "overlay")]
+    pub snapshot_mode: SnapshotModeArg,
+
+    /// One layer for each stage's own changes instead of one per step
+    #[arg(long, env = "EXECUTOR_SINGLE_SNAPSHOT", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub single_snapshot: bool,
+
+    /// An image path left out of the layers RUN writes (repeatable)
+    #[arg(
+        long = "ignore-path",
+        env = "EXECUTOR_IGNORE_PATH",
+        value_delimiter = ',',
+        value_name = "PATH"
+    )]
+    pub ignore_paths: Vec<PathBuf>,
+
+    /// How RUN steps are isolated; `namespace`: fresh mount, PID, IPC and
+    /// UTS namespaces and pivot_root
+    #[arg(long, env = "EXECUTOR_ISOLATION", default_value = "namespace")]
+    pub isolation: IsolationArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum SnapshotModeArg {
+    #[default]
+    Overlay,
+    Full,
+    /// kaniko's name: the same as overlay.
+    Redo,
+    /// kaniko's name: the same as overlay.
+    Time,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum IsolationArg {
+    #[default]
+    Namespace,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -285,6 +336,37 @@ impl BuildArgs {
             push_retry: self.push_retry,
             image_download_retry: self.image_download_retry,
             cache_dir,
+            snapshot_mode: match self.snapshot_mode {
+                SnapshotModeArg::Full => SnapshotMode::Full,
+                SnapshotModeArg::Overlay | SnapshotModeArg::Redo | SnapshotModeArg::Time => {
+                    SnapshotMode::Overlay
+                }
+            },
+            single_snapshot: self.single_snapshot,
+            ignore_paths: self
+                .ignore_paths
+                .iter()
+                .map(|p| {
+                    if p.is_absolute() {
+                        Ok(p.clone())
+                    } else {
+                        bail!(
+                            "invalid --ignore-path {}: expected an absolute image path",
+                            p.display()
+                        )
+                    }
+                })
+                .collect::<anyhow::Result<_>>()?,
+            secrets: self
+                .secrets
+                .iter()
+                .map(|s| Secret::parse(s).map_err(anyhow::Error::msg))
+                .collect::<anyhow::Result<_>>()?,
+            ssh: self
+                .ssh
+                .iter()
+                .map(|s| SshAgent::parse(s).map_err(anyhow::Error::msg))
+                .collect::<anyhow::Result<_>>()?,
         })
     }
 }
@@ -296,7 +378,26 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<std::process::ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let outcome = executor::build::build(&settings, runtime.handle())?;
+    // SIGINT and SIGTERM kill the running steps; the build then stops,
+    // removes its scratch space and fails.
+    let signals = runtime.spawn(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        tracing::warn!("{name}: stopping the build");
+        executor::build::interrupt();
+    });
+    let outcome = executor::build::build(&settings, runtime.handle());
+    signals.abort();
+    let outcome = outcome?;
     let mut stdout = std::io::stdout().lock();
     if outcome.pushed.is_empty() {
         writeln!(stdout, "{}", outcome.digest)?;

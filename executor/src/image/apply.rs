@@ -101,6 +101,53 @@ pub struct ApplyOptions {
     pub ignore_paths: Vec<PathBuf>,
 }
 
+/// What whiteouts in a layer do.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum WhiteoutMode {
+    /// They delete from the root, which holds the layers below (the
+    /// layer's own meaning, as Docker and containerd apply it).
+    #[default]
+    Apply,
+    /// The layer is extracted alone, into an empty directory, to serve as
+    /// an overlayfs layer: `.wh.NAME` becomes a character device 0:0 named
+    /// `NAME` (unless the layer itself has `NAME`: a whiteout only hides
+    /// lower layers), `.wh..wh..opq` becomes the xattr
+    /// `trusted.overlay.opaque=y` on its directory (`user.overlay.opaque`
+    /// with `user_xattr`, for a `userxattr` mount). The layer's own
+    /// `trusted.overlay.*`/`user.overlay.*` xattrs are dropped (overlayfs
+    /// would act on them). A parent path through a symlink of a lower layer
+    /// is a directory in this one, as with Docker's and containerd's
+    /// overlay snapshotters.
+    Overlay {
+        /// Mark opaque directories in the `user.` namespace.
+        user_xattr: bool,
+        /// The extracted directories of the layers below, bottom first. A
+        /// hard link to a file that is not in this layer (legal in OCI:
+        /// the target may be in a lower layer) becomes a copy of that file
+        /// from the topmost of these that has it (looked up confined to
+        /// that directory, stopping at a whiteout of the file or at an
+        /// opaque parent; whiteouts of its ancestors are not looked at).
+        /// Without a match the link is refused, as in [`WhiteoutMode::Apply`].
+        lower_dirs: Vec<PathBuf>,
+    },
+}
+
+impl WhiteoutMode {
+    /// [`WhiteoutMode::Overlay`] with the xattr namespace an overlay
+    /// mounted by this process uses: `user.` when not root or in a user
+    /// namespace (the mount then has `userxattr`), `trusted.` otherwise.
+    #[must_use]
+    pub fn overlay(lower_dirs: Vec<PathBuf>) -> Self {
+        let in_user_namespace = std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|map| {
+            map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"]
+        });
+        WhiteoutMode::Overlay {
+            user_xattr: in_user_namespace || !rustix::process::geteuid().is_root(),
+            lower_dirs,
+        }
+    }
+}
+
 /// What one apply did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ApplyStats {
@@ -160,6 +207,29 @@ pub fn apply_layer(reader: impl Read, root: &Path, opts: &ApplyOptions) -> Resul
     apply_with(reader, root, opts, Resolver::Openat2)
 }
 
+/// [`apply_layer`] with the whiteouts handled as `whiteouts` says
+/// ([`WhiteoutMode::Overlay`]: extracting a layer for overlayfs).
+pub fn apply_layer_with(
+    reader: impl Read,
+    root: &Path,
+    opts: &ApplyOptions,
+    whiteouts: &WhiteoutMode,
+) -> Result<ApplyStats> {
+    let stream = decompress(reader)?;
+    apply_tar(stream, root, opts, whiteouts, Resolver::Openat2)
+}
+
+/// [`apply_layer_with`] for a stream already decompressed (a plain tar; a
+/// caller that hashes the tar for the diffID decompresses it itself).
+pub fn apply_tar_with(
+    tar: impl Read,
+    root: &Path,
+    opts: &ApplyOptions,
+    whiteouts: &WhiteoutMode,
+) -> Result<ApplyStats> {
+    apply_tar(tar, root, opts, whiteouts, Resolver::Openat2)
+}
+
 /// Opens a compressed-or-plain layer stream as a tar reader (also used by
 /// others to list a layer).
 pub fn decompress<'a>(reader: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
@@ -199,14 +269,25 @@ fn apply_with(
     opts: &ApplyOptions,
     resolver: Resolver,
 ) -> Result<ApplyStats> {
+    let stream = decompress(reader)?;
+    apply_tar(stream, root, opts, &WhiteoutMode::Apply, resolver)
+}
+
+fn apply_tar(
+    stream: impl Read,
+    root: &Path,
+    opts: &ApplyOptions,
+    whiteouts: &WhiteoutMode,
+    resolver: Resolver,
+) -> Result<ApplyStats> {
     let root_dir = Root::open(root, resolver).map_err(|source| ApplyError::Root {
         path: root.to_path_buf(),
         source,
     })?;
-    let stream = decompress(reader)?;
     let mut applier = Applier {
         root: root_dir,
         opts,
+        whiteouts,
         chown: opts.preserve_ownership && opts.root_is_privileged,
         ignore: opts
             .ignore_paths
@@ -399,6 +480,7 @@ enum Target<'a> {
 struct Applier<'o> {
     root: Root,
     opts: &'o ApplyOptions,
+    whiteouts: &'o WhiteoutMode,
     chown: bool,
     ignore: Vec<Vec<Vec<u8>>>,
     /// Everything this layer put in place, as (parent `st_dev`, parent
@@ -411,7 +493,7 @@ struct Applier<'o> {
 }
 
 impl Applier<'_> {
-    fn run(&mut self, stream: Box<dyn Read + '_>) -> Result<()> {
+    fn run(&mut self, stream: impl Read) -> Result<()> {
         let guard = Rc::new(Guard::default());
         let mut archive = tar::Archive::new(Guarded {
             inner: stream,
@@ -573,6 +655,9 @@ impl Applier<'_> {
     fn whiteout(&mut self, parent: &[&[u8]], last: &[u8], target: &[u8]) -> Result<(), Failure> {
         if last == OPAQUE_MARKER {
             self.stats.whiteouts += 1;
+            if let WhiteoutMode::Overlay { user_xattr, .. } = self.whiteouts {
+                return self.overlay_opaque(parent, *user_xattr);
+            }
             return self.opaque(parent);
         }
         if target.starts_with(WHITEOUT_PREFIX) {
@@ -589,6 +674,9 @@ impl Applier<'_> {
         path.push(target);
         if self.ignored(&path) {
             return Ok(());
+        }
+        if let WhiteoutMode::Overlay { .. } = self.whiteouts {
+            return self.overlay_whiteout(parent, target);
         }
         let dir = match self.root.open_dir(parent, false, &mut Vec::new()) {
             Ok(dir) => dir,
@@ -609,6 +697,120 @@ impl Applier<'_> {
             remove_all(dir.as_fd(), target)?;
         }
         Ok(())
+    }
+
+    /// A whiteout in overlay form: a character device 0:0, unless this
+    /// layer has the name itself.
+    fn overlay_whiteout(&mut self, parent: &[&[u8]], name: &[u8]) -> Result<(), Failure> {
+        self.created.clear();
+        let dir = self.root.open_dir(parent, true, &mut self.created)?;
+        self.added.extend(self.created.drain(..));
+        match fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(_) => {
+                tracing::debug!(name = %shown(name), "whiteout of a path this layer has: kept the path");
+                Ok(())
+            }
+            Err(Errno::NOENT) => {
+                fs::mknodat(
+                    &dir,
+                    name,
+                    FileType::CharacterDevice,
+                    Mode::empty(),
+                    fs::makedev(0, 0),
+                )?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The opaque marker in overlay form: an xattr on the directory.
+    fn overlay_opaque(&mut self, parent: &[&[u8]], user_xattr: bool) -> Result<(), Failure> {
+        if self.ignored(parent) {
+            return Ok(());
+        }
+        self.created.clear();
+        let dir = self.root.open_dir(parent, true, &mut self.created)?;
+        self.added.extend(self.created.drain(..));
+        let key = if user_xattr {
+            "user.overlay.opaque"
+        } else {
+            "trusted.overlay.opaque"
+        };
+        fs::fsetxattr(&dir, key, b"y", XattrFlags::empty())?;
+        Ok(())
+    }
+
+    /// A hard link whose target is not in this layer, in overlay form: a
+    /// copy of the target from the topmost lower directory that has it.
+    /// False when none has it.
+    fn copy_from_lowers(
+        &self,
+        dir: &OwnedFd,
+        name: &[u8],
+        target: &[&[u8]],
+    ) -> Result<bool, Failure> {
+        let WhiteoutMode::Overlay { lower_dirs, .. } = self.whiteouts else {
+            return Ok(false);
+        };
+        let Some((&last, parent)) = target.split_last() else {
+            return Ok(false);
+        };
+        for lower in lower_dirs.iter().rev() {
+            let root = Root::open(lower, Resolver::Openat2)?;
+            let parent_dir = match root.open_dir(parent, false, &mut Vec::new()) {
+                Ok(fd) => fd,
+                Err(e)
+                    if matches!(
+                        Errno::from_io_error(&e),
+                        Some(Errno::NOENT | Errno::NOTDIR | Errno::LOOP)
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match fs::statat(&parent_dir, last, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(stat) => {
+                    let file_type = FileType::from_raw_mode(stat.st_mode);
+                    if file_type == FileType::CharacterDevice && stat.st_rdev == 0 {
+                        // Deleted in that layer.
+                        return Ok(false);
+                    }
+                    if file_type == FileType::Directory {
+                        return Err(Failure::Refused(
+                            "it is a hard link to a directory".to_owned(),
+                        ));
+                    }
+                    Self::replace(dir.as_fd(), name, false)?;
+                    let source = crate::image::diff::proc_path(parent_dir.as_fd(), last);
+                    crate::image::diff::copy_node_at(
+                        parent_dir.as_fd(),
+                        last,
+                        dir.as_fd(),
+                        name,
+                        &stat,
+                        &source,
+                        self.chown,
+                    )?;
+                    return Ok(true);
+                }
+                Err(Errno::NOENT) => {
+                    let opaque = ["trusted.overlay.opaque", "user.overlay.opaque"]
+                        .iter()
+                        .any(|key| {
+                            let mut value = [0u8; 1];
+                            fs::fgetxattr(&parent_dir, *key, &mut value[..])
+                                .is_ok_and(|n| n == 1 && value[0] == b'y')
+                        });
+                    if opaque {
+                        return Ok(false);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(false)
     }
 
     /// `.wh..wh..opq`: empties the directory of everything this layer did not
@@ -795,12 +997,20 @@ impl Applier<'_> {
         let Some((&last, parent)) = path.split_last() else {
             return Err(Failure::Refused("it is a hard link to the root".to_owned()));
         };
-        let target_dir = self
+        let missing =
+            |e: &io::Error| matches!(Errno::from_io_error(e), Some(Errno::NOENT | Errno::NOTDIR));
+        let found = self
             .root
             .open_dir(parent, false, &mut Vec::new())
-            .map_err(failed)?;
-        let target_stat = fs::statat(&target_dir, last, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| failed(e.into()))?;
+            .and_then(|target_dir| {
+                let stat = fs::statat(&target_dir, last, AtFlags::SYMLINK_NOFOLLOW)?;
+                Ok((target_dir, stat))
+            });
+        let (target_dir, target_stat) = match found {
+            Ok(found) => found,
+            Err(e) if missing(&e) && self.copy_from_lowers(dir, name, &path)? => return Ok(()),
+            Err(e) => return Err(failed(e)),
+        };
         if FileType::from_raw_mode(target_stat.st_mode) == FileType::Directory {
             return Err(failed(Errno::PERM.into()));
         }
@@ -875,6 +1085,12 @@ impl Applier<'_> {
     /// kernel that refuses one gets a warning, not an error (as Docker).
     fn xattrs(&self, target: Target<'_>, meta: &Meta) -> Result<(), Failure> {
         for (key, value) in &meta.xattrs {
+            if matches!(self.whiteouts, WhiteoutMode::Overlay { .. })
+                && (key.starts_with(b"trusted.overlay.") || key.starts_with(b"user.overlay."))
+            {
+                tracing::debug!(xattr = %shown(key), "overlayfs xattr in the layer dropped");
+                continue;
+            }
             let privileged_only = key.as_slice() != b"security.capability"
                 && (key.starts_with(b"trusted.") || key.starts_with(b"security."));
             if privileged_only && !self.opts.root_is_privileged {

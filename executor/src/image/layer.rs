@@ -821,7 +821,7 @@ fn walk(root: &Path, overlay: bool) -> Result<Vec<LayerEntry>> {
 
 /// The entry for one file of a tree, and whether it is an opaque overlay
 /// directory; `None` for files a layer cannot hold (sockets).
-fn entry_for(
+pub(crate) fn entry_for(
     path: &Path,
     rel: PathBuf,
     meta: &fs::Metadata,
@@ -881,7 +881,7 @@ fn entry_for(
 }
 
 /// Every xattr of `path` (not following symlinks) but `security.selinux`.
-fn read_xattrs(path: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
+pub(crate) fn read_xattrs(path: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
     let read_err = |e: rustix::io::Errno| LayerError::Read {
         path: path.to_owned(),
         source: e.into(),

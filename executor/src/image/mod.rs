@@ -7,6 +7,7 @@
 //! Dockerfiles or registries.
 
 pub mod apply;
+pub mod diff;
 pub mod digest;
 pub mod layer;
 pub mod store;

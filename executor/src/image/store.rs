@@ -99,6 +99,31 @@ pub enum StoreError {
     SizeMismatch { expected: u64, actual: u64 },
     #[error("reference name must not be empty")]
     EmptyRefName,
+    #[error("cannot extract layer {blob} (diffID {diff_id})")]
+    Extract {
+        blob: Digest,
+        diff_id: Digest,
+        #[source]
+        source: super::apply::ApplyError,
+    },
+    #[error(
+        "layer {blob} does not match its diffID: its uncompressed content hashes to {actual}, the image says {expected}"
+    )]
+    DiffIdMismatch {
+        blob: Digest,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error(
+        "cannot move {} into the layer store at {}\nhint: the directory must be on the store's filesystem (make it under the store's tmp/)",
+        from.display(), to.display()
+    )]
+    Adopt {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -166,6 +191,165 @@ impl Store {
 
     fn blob_dir(&self, algorithm: Algorithm) -> PathBuf {
         self.root.join("blobs").join(algorithm.as_str())
+    }
+
+    fn layer_dir(&self, algorithm: Algorithm) -> PathBuf {
+        self.root.join("layers").join(algorithm.as_str())
+    }
+
+    /// Where the extracted copy of the layer with this diffID lives
+    /// (whether or not it exists).
+    #[must_use]
+    pub fn layer_path(&self, diff_id: &Digest) -> PathBuf {
+        self.layer_dir(diff_id.algorithm()).join(diff_id.hex())
+    }
+
+    /// Holds an exclusive `flock` on `layers/<alg>/.<hex>.lock` until
+    /// dropped: one extraction of a layer at a time, across processes.
+    fn lock_layer(&self, diff_id: &Digest) -> Result<File> {
+        let dir = self.layer_dir(diff_id.algorithm());
+        fs::create_dir_all(&dir).map_err(|source| StoreError::Create {
+            path: dir.clone(),
+            source,
+        })?;
+        let path = dir.join(format!(".{}.lock", diff_id.hex()));
+        let lock_err = |source| StoreError::Lock {
+            path: path.clone(),
+            source,
+        };
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(lock_err)?;
+        rustix::fs::flock(&file, FlockOperation::LockExclusive).map_err(|e| lock_err(e.into()))?;
+        Ok(file)
+    }
+
+    /// The layer (blob `blob`, diffID `diff_id`) extracted once into
+    /// `layers/<alg>/<hex>` in overlay form (whiteouts as 0:0 character
+    /// devices, opaque directories by xattr: see
+    /// [`WhiteoutMode::Overlay`](super::apply::WhiteoutMode::Overlay)),
+    /// ready to be an overlay lower directory.
+    ///
+    /// The blob (gzip, zstd, bzip2, xz or plain) is read once: decompressed,
+    /// hashed against `diff_id` (and the compressed bytes against `blob`)
+    /// and extracted into a directory under `tmp/`, renamed into place only
+    /// when all of it matched. A failed extraction removes its directory;
+    /// an interrupted one leaves it under `tmp/`, where the next extraction
+    /// of that layer removes it. Concurrent callers, in this process or
+    /// others, wait for one extraction (a per-layer `flock`) and get the
+    /// same directory. Cross-layer hard links are not resolved (no lower
+    /// directories are known here): such a link fails the extraction.
+    pub fn extracted_layer(&self, diff_id: &Digest, blob: &Digest) -> Result<PathBuf> {
+        let dst = self.layer_path(diff_id);
+        if dst.is_dir() {
+            return Ok(dst);
+        }
+        let _lock = self.lock_layer(diff_id)?;
+        if dst.is_dir() {
+            return Ok(dst);
+        }
+        let prefix = format!("layer-{}.", diff_id.hex());
+        self.remove_leftovers(&prefix);
+        let tmp = tempfile::Builder::new()
+            .prefix(&prefix)
+            .tempdir_in(self.tmp_dir())
+            .map_err(write_err(&self.tmp_dir()))?;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
+            .map_err(write_err(tmp.path()))?;
+
+        let blob_path = self.blob_path(blob);
+        let mut compressed = HashingReader::new(self.open_blob(blob)?, blob.algorithm());
+        let extract_err = |source| StoreError::Extract {
+            blob: blob.clone(),
+            diff_id: diff_id.clone(),
+            source,
+        };
+        let stream = super::apply::decompress(&mut compressed).map_err(extract_err)?;
+        let mut tar = HashingReader::new(stream, diff_id.algorithm());
+        let privileged = rustix::process::geteuid().is_root();
+        let opts = super::apply::ApplyOptions {
+            root_is_privileged: privileged,
+            preserve_ownership: true,
+            ignore_paths: Vec::new(),
+        };
+        let mode = super::apply::WhiteoutMode::overlay(Vec::new());
+        super::apply::apply_tar_with(&mut tar, tmp.path(), &opts, &mode).map_err(extract_err)?;
+        io::copy(&mut tar, &mut io::sink()).map_err(read_err(&blob_path))?;
+        let (_, actual, _) = tar.finish();
+        io::copy(&mut compressed, &mut io::sink()).map_err(read_err(&blob_path))?;
+        let (_, blob_actual, _) = compressed.finish();
+        if blob_actual != *blob {
+            return Err(StoreError::DigestMismatch {
+                expected: blob.clone(),
+                actual: blob_actual,
+            });
+        }
+        if actual != *diff_id {
+            return Err(StoreError::DiffIdMismatch {
+                blob: blob.clone(),
+                expected: diff_id.clone(),
+                actual,
+            });
+        }
+        let dir = tmp.keep();
+        Self::rename_layer(&dir, &dst)
+    }
+
+    /// Moves a finished overlay-form directory (a RUN's upper directory, a
+    /// COPY's staging directory) into the store as the extracted copy of
+    /// `diff_id`, with one `rename` (so `dir` must be on the store's
+    /// filesystem: make it under the store's `tmp/`). When the store
+    /// already has that layer, `dir` is removed and the existing copy
+    /// returned. The content is trusted to be what `diff_id` names.
+    pub fn adopt_layer(&self, diff_id: &Digest, dir: &Path) -> Result<PathBuf> {
+        let dst = self.layer_path(diff_id);
+        let _lock = self.lock_layer(diff_id)?;
+        Self::rename_layer(dir, &dst)
+    }
+
+    /// Renames `dir` to `dst` unless `dst` exists, in which case `dir` is
+    /// removed.
+    fn rename_layer(dir: &Path, dst: &Path) -> Result<PathBuf> {
+        let adopt_err = |source| StoreError::Adopt {
+            from: dir.to_path_buf(),
+            to: dst.to_path_buf(),
+            source,
+        };
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            dir,
+            rustix::fs::CWD,
+            dst,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => Ok(dst.to_path_buf()),
+            Err(rustix::io::Errno::EXIST | rustix::io::Errno::NOTEMPTY) => {
+                tracing::debug!(layer = %dst.display(), "layer already in the store; dropping this copy");
+                remove_tree(dir).map_err(write_err(dir))?;
+                Ok(dst.to_path_buf())
+            }
+            Err(e) => Err(adopt_err(e.into())),
+        }
+    }
+
+    /// Removes the `tmp/` directories named `prefix*`: extractions of one
+    /// layer that were interrupted (the caller holds that layer's lock, so
+    /// none of them is still running).
+    fn remove_leftovers(&self, prefix: &str) {
+        let Ok(entries) = fs::read_dir(self.tmp_dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(prefix) {
+                let path = entry.path();
+                if let Err(err) = remove_tree(&path) {
+                    tracing::debug!(path = %path.display(), %err, "cannot remove an interrupted extraction");
+                }
+            }
+        }
     }
 
     fn index_path(&self) -> PathBuf {
@@ -626,6 +810,29 @@ fn finish_blob_file(tmp: NamedTempFile, dst: &Path) -> Result<()> {
         source: e.error,
     })?;
     Ok(())
+}
+
+/// Removes a directory tree, making read-only directories writable first
+/// (a layer may hold them, and the store may run without root).
+fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(first) => {
+            let mut todo = vec![path.to_path_buf()];
+            while let Some(dir) = todo.pop() {
+                let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700));
+                if let Ok(entries) = fs::read_dir(&dir) {
+                    for entry in entries.flatten() {
+                        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                            todo.push(entry.path());
+                        }
+                    }
+                }
+            }
+            fs::remove_dir_all(path).map_err(|_| first)
+        }
+    }
 }
 
 fn copy_buffered(reader: &mut impl Read, writer: &mut impl Write) -> io::Result<u64> {
@@ -1131,5 +1338,115 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, StoreError::BlobNotFound { .. }), "{err}");
         assert!(err.to_string().contains(&blobs[2].to_string()), "{err}");
+    }
+
+    /// A gzip layer with a whiteout, an opaque directory and a file.
+    fn sample_layer(store: &Store) -> (Digest, Digest) {
+        use crate::image::layer::{Compression, EntryKind, LayerEntry, WriteOptions, write_layer};
+        let src = tempfile::tempdir().unwrap();
+        let file = src.path().join("f");
+        fs::write(&file, "content").unwrap();
+        let entries = vec![
+            LayerEntry::new("etc", EntryKind::Dir),
+            LayerEntry::new("etc/gone", EntryKind::Whiteout),
+            LayerEntry::new("etc/file", EntryKind::File(file)),
+            LayerEntry::new("var", EntryKind::Dir),
+            LayerEntry::new("var", EntryKind::OpaqueWhiteout),
+        ];
+        let mut blob = Vec::new();
+        let info = write_layer(
+            entries,
+            Compression::Gzip,
+            None,
+            1,
+            &mut blob,
+            &WriteOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(store.put_bytes(&blob).unwrap(), info.digest);
+        (info.diff_id, info.digest)
+    }
+
+    #[test]
+    fn extracted_layer_is_extracted_once_in_overlay_form() {
+        let (_dir, store) = store();
+        let (diff_id, blob) = sample_layer(&store);
+        let paths: Vec<PathBuf> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| store.extracted_layer(&diff_id, &blob).unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let path = store.layer_path(&diff_id);
+        assert!(paths.iter().all(|p| *p == path), "{paths:?}");
+        assert_eq!(
+            fs::read_to_string(path.join("etc/file")).unwrap(),
+            "content"
+        );
+        let whiteout = fs::symlink_metadata(path.join("etc/gone")).unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+            &whiteout.file_type()
+        ));
+        assert_eq!(whiteout.rdev(), 0);
+        let xattrs = crate::image::layer::read_xattrs(&path.join("var")).unwrap();
+        assert_eq!(xattrs["trusted.overlay.opaque"], b"y");
+        // Nothing left in tmp/, one directory in layers/.
+        assert!(tmp_files(&store).is_empty(), "{:?}", tmp_files(&store));
+        let layers: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| !n.to_string_lossy().starts_with('.'))
+            .collect();
+        assert_eq!(layers.len(), 1);
+    }
+
+    #[test]
+    fn extracted_layer_rejects_a_blob_that_does_not_match_its_diff_id() {
+        let (_dir, store) = store();
+        let (_, blob) = sample_layer(&store);
+        let wrong = sha256_bytes(b"not this layer");
+        // A leftover of an interrupted extraction of that layer is removed.
+        let leftover = store.tmp_dir().join(format!("layer-{}.stale", wrong.hex()));
+        fs::create_dir(&leftover).unwrap();
+        let err = store.extracted_layer(&wrong, &blob).unwrap_err();
+        assert!(matches!(err, StoreError::DiffIdMismatch { .. }), "{err}");
+        assert!(err.to_string().contains(&wrong.to_string()), "{err}");
+        assert!(!store.layer_path(&wrong).exists());
+        assert!(tmp_files(&store).is_empty(), "{:?}", tmp_files(&store));
+        // A blob that is not a layer at all.
+        let junk = store.put_bytes(b"\x1f\x8b junk that is not gzip").unwrap();
+        let err = store.extracted_layer(&wrong, &junk).unwrap_err();
+        assert!(matches!(err, StoreError::Extract { .. }), "{err}");
+        assert!(!store.layer_path(&wrong).exists());
+        assert!(tmp_files(&store).is_empty(), "{:?}", tmp_files(&store));
+    }
+
+    #[test]
+    fn adopt_layer_renames_and_drops_the_loser() {
+        let (_dir, store) = store();
+        let diff_id = sha256_bytes(b"some layer");
+        let make = |text: &str| {
+            let dir = tempfile::Builder::new()
+                .prefix("upper-")
+                .tempdir_in(store.tmp_dir())
+                .unwrap()
+                .keep();
+            fs::write(dir.join("file"), text).unwrap();
+            dir
+        };
+        let first = make("first");
+        let path = store.adopt_layer(&diff_id, &first).unwrap();
+        assert_eq!(path, store.layer_path(&diff_id));
+        assert!(!first.exists());
+        let second = make("second");
+        assert_eq!(store.adopt_layer(&diff_id, &second).unwrap(), path);
+        assert!(!second.exists(), "the losing copy is removed");
+        assert_eq!(fs::read_to_string(path.join("file")).unwrap(), "first");
+        // Another filesystem cannot be renamed in.
+        let elsewhere = tempfile::tempdir_in("/dev/shm").unwrap();
+        let err = store
+            .adopt_layer(&sha256_bytes(b"other"), elsewhere.path())
+            .unwrap_err();
+        assert!(err.to_string().contains("hint:"), "{err}");
     }
 }

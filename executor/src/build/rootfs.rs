@@ -1,0 +1,580 @@
+//! A stage's root filesystem while it is built, and how a step's changes
+//! become a layer.
+//!
+//! Two snapshotters, chosen once per build:
+//! - **overlay** (the default): the root is an overlay mount whose lower
+//!   directories are the stage's layers, each extracted once into the store
+//!   and shared by every build and stage. A RUN writes into a fresh upper
+//!   directory, which *is* its diff: turning it into a layer costs what the
+//!   RUN changed, never what the image holds. The upper directory then
+//!   becomes that layer's extracted copy in the store (a rename).
+//! - **full** (`--snapshot-mode=full`, or where overlay cannot be mounted):
+//!   the root is a plain directory with every layer applied; before a RUN
+//!   it is copied, and the diff is found by walking both trees and comparing
+//!   metadata and content.
+//!
+//! Both leave out the mount-point stubs the sandbox made, and give the same
+//! file tree.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+
+use super::engine::BuildError;
+use super::images::{self, LayerRef};
+use crate::image::apply::{self, ApplyOptions};
+use crate::image::diff;
+use crate::image::digest::Digest;
+use crate::image::layer::{self, EntryKind, LayerEntry};
+use crate::image::store::Store;
+use crate::sandbox::overlay::Overlay;
+
+type Result<T, E = BuildError> = std::result::Result<T, E>;
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
+    move |source| BuildError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// How RUN steps are snapshotted (`--snapshot-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SnapshotMode {
+    /// Overlay upper directories are the diffs.
+    #[default]
+    Overlay,
+    /// A full copy before each RUN, compared after it.
+    Full,
+}
+
+impl SnapshotMode {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Overlay => "overlay",
+            Self::Full => "full",
+        }
+    }
+}
+
+/// One stage's root filesystem.
+pub struct StageRoot {
+    mode: SnapshotMode,
+    /// This root's own directory in the build's scratch space.
+    dir: PathBuf,
+    /// The root as processes and COPY see it.
+    root: PathBuf,
+    /// Overlay: the extracted layers, bottom first.
+    lowers: Vec<PathBuf>,
+    /// Overlay: the mount, and the generation of its upper directory.
+    mount: Option<Overlay>,
+    generation: usize,
+    /// Full: the copy taken before the current RUN (or before the stage's
+    /// first change, with `--single-snapshot`).
+    before: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for StageRoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StageRoot")
+            .field("mode", &self.mode)
+            .field("root", &self.root)
+            .field("layers", &self.lowers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A step's changes, ready to be written as a layer.
+pub struct Diff {
+    pub entries: Vec<LayerEntry>,
+}
+
+impl StageRoot {
+    /// The root for `layers` (already in the store) under `dir`, which must
+    /// not exist yet.
+    pub fn new(
+        mode: SnapshotMode,
+        store: &Store,
+        dir: PathBuf,
+        layers: &[LayerRef],
+        privileged: bool,
+    ) -> Result<Self> {
+        fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        let root = dir.join("rootfs");
+        fs::create_dir_all(&root).map_err(io_at(&root))?;
+        let mut this = Self {
+            mode,
+            dir,
+            root,
+            lowers: Vec::new(),
+            mount: None,
+            generation: 0,
+            before: None,
+        };
+        match mode {
+            SnapshotMode::Overlay => {
+                for layer in layers {
+                    let blob = images::descriptor_digest(&layer.descriptor)?;
+                    let diff_id: Digest = layer.diff_id.parse().map_err(|_| {
+                        BuildError::Internal(format!("invalid diffID {:?}", layer.diff_id))
+                    })?;
+                    this.lowers.push(store.extracted_layer(&diff_id, &blob)?);
+                }
+                this.remount()?;
+            }
+            SnapshotMode::Full => {
+                let opts = ApplyOptions {
+                    root_is_privileged: privileged,
+                    preserve_ownership: true,
+                    ..ApplyOptions::default()
+                };
+                for layer in layers {
+                    let digest = images::descriptor_digest(&layer.descriptor)?;
+                    let file = store.open_blob(&digest)?;
+                    apply::apply_layer(io::BufReader::new(file), &this.root, &opts)?;
+                }
+            }
+        }
+        Ok(this)
+    }
+
+    /// The root directory, as RUN and COPY see it.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    fn upper(&self) -> PathBuf {
+        self.dir.join(format!("upper-{}", self.generation))
+    }
+
+    fn work(&self) -> PathBuf {
+        self.dir.join(format!("work-{}", self.generation))
+    }
+
+    /// Mounts the overlay of the current lowers with a fresh upper directory.
+    fn remount(&mut self) -> Result<()> {
+        if let Some(mount) = self.mount.take() {
+            mount.unmount()?;
+        }
+        let _ = fs::remove_dir_all(self.work());
+        self.generation += 1;
+        let (upper, work) = (self.upper(), self.work());
+        for dir in [&upper, &work] {
+            fs::create_dir_all(dir).map_err(io_at(dir))?;
+        }
+        let empty;
+        let lowers = if self.lowers.is_empty() {
+            // overlayfs needs one lower directory.
+            empty = vec![self.dir.join("empty")];
+            fs::create_dir_all(&empty[0]).map_err(io_at(&empty[0]))?;
+            &empty
+        } else {
+            &self.lowers
+        };
+        self.mount = Some(Overlay::mount(lowers, &upper, &work, &self.root)?);
+        Ok(())
+    }
+
+    /// Lays a finished layer's tree (a COPY's staging directory, with no
+    /// whiteouts) over the root: overlay adds it to the store as the
+    /// extracted copy of `diff_id` and mounts it as the top lower; full moves
+    /// it into the root.
+    pub fn add_layer(&mut self, store: &Store, diff_id: &Digest, staging: &Path) -> Result<()> {
+        match self.mode {
+            SnapshotMode::Overlay => {
+                let dir = store.adopt_layer(diff_id, staging)?;
+                self.lowers.push(dir);
+                self.remount()
+            }
+            SnapshotMode::Full => {
+                apply::merge_tree(staging, &self.root)?;
+                fs::remove_dir_all(staging).map_err(io_at(staging))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Called before a RUN: full mode copies the root.
+    pub fn before_run(&mut self) -> Result<()> {
+        if self.mode == SnapshotMode::Full && self.before.is_none() {
+            let before = self.dir.join("before");
+            let _ = fs::remove_dir_all(&before);
+            diff::copy_tree(&self.root, &before)?;
+            self.before = Some(before);
+        }
+        Ok(())
+    }
+
+    /// After a RUN: removes the sandbox's mount-point `stubs` and the paths
+    /// in `ignore` (image paths, absolute), and returns what the RUN
+    /// changed (`None` when nothing). Overlay unmounts the root; call
+    /// [`StageRoot::keep`] or [`StageRoot::discard`] next.
+    pub fn take_diff(&mut self, stubs: &[PathBuf], ignore: &[PathBuf]) -> Result<Option<Diff>> {
+        let ignore: Vec<PathBuf> = ignore
+            .iter()
+            .map(|p| p.strip_prefix("/").unwrap_or(p).to_path_buf())
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        let entries = match self.mode {
+            SnapshotMode::Overlay => {
+                if let Some(mount) = self.mount.take() {
+                    mount.unmount()?;
+                }
+                let upper = self.upper();
+                remove_stubs(&upper, stubs, true, |rel| self.lower_meta(rel))?;
+                for path in &ignore {
+                    remove_path(&upper.join(path))?;
+                }
+                layer::layer_from_overlay_upper(&upper)?
+            }
+            SnapshotMode::Full => {
+                let before = self.before.take().ok_or_else(|| {
+                    BuildError::Internal("no copy was taken before the step".into())
+                })?;
+                remove_stubs(&self.root, stubs, false, |rel| {
+                    fs::symlink_metadata(before.join(rel)).ok()
+                })?;
+                let entries = diff::diff_trees(&before, &self.root, &ignore)?;
+                fs::remove_dir_all(&before).map_err(io_at(&before))?;
+                entries
+            }
+        };
+        Ok((!entries.is_empty()).then_some(Diff { entries }))
+    }
+
+    /// Keeps the last RUN's changes as the layer `diff_id`.
+    pub fn keep(&mut self, store: &Store, diff_id: &Digest) -> Result<()> {
+        if self.mode == SnapshotMode::Overlay {
+            let dir = store.adopt_layer(diff_id, &self.upper())?;
+            self.lowers.push(dir);
+            self.remount()?;
+        }
+        Ok(())
+    }
+
+    /// Drops the last RUN's upper directory (it changed nothing).
+    pub fn discard(&mut self) -> Result<()> {
+        if self.mode == SnapshotMode::Overlay {
+            let upper = self.upper();
+            fs::remove_dir_all(&upper).map_err(io_at(&upper))?;
+            self.remount()?;
+        }
+        Ok(())
+    }
+
+    /// The metadata of `rel` in the topmost lower directory holding it.
+    fn lower_meta(&self, rel: &Path) -> Option<fs::Metadata> {
+        self.lowers
+            .iter()
+            .rev()
+            .find_map(|lower| fs::symlink_metadata(lower.join(rel)).ok())
+    }
+
+    /// The extracted directories of the layers, bottom first (overlay only).
+    #[must_use]
+    pub fn layer_dirs(&self) -> &[PathBuf] {
+        &self.lowers
+    }
+}
+
+impl Drop for StageRoot {
+    fn drop(&mut self) {
+        if let Some(mount) = self.mount.take() {
+            if let Err(e) = mount.unmount() {
+                tracing::warn!("cannot unmount {}: {e}", self.root.display());
+            }
+        }
+    }
+}
+
+/// Removes the mount-point stubs the sandbox made under `root` (deepest
+/// first): empty directories and empty files only; anything else was
+/// written by the step and stays. A parent directory whose only change was
+/// getting the stub gets its times back (`original` gives its metadata
+/// before the step); in an overlay upper directory (`upper`), a parent left
+/// empty that the lower layers have as it is is removed altogether.
+fn remove_stubs(
+    root: &Path,
+    stubs: &[PathBuf],
+    upper: bool,
+    original: impl Fn(&Path) -> Option<fs::Metadata>,
+) -> Result<()> {
+    let stubs: Vec<&Path> = stubs
+        .iter()
+        .map(|s| s.strip_prefix("/").unwrap_or(s))
+        .collect();
+    let mut parents = std::collections::BTreeSet::new();
+    for rel in stubs.iter().rev() {
+        let path = root.join(rel);
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let removed = if meta.is_dir() {
+            fs::remove_dir(&path).is_ok()
+        } else if meta.is_file() && meta.len() == 0 {
+            fs::remove_file(&path).is_ok()
+        } else {
+            false
+        };
+        if removed {
+            if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+                parents.insert(parent.to_path_buf());
+            }
+        }
+    }
+    // Deepest first, so a parent emptied by removing its child is seen.
+    for parent in parents.iter().rev() {
+        if stubs.contains(&parent.as_path()) {
+            continue;
+        }
+        let path = root.join(parent);
+        let (Ok(now), Some(before)) = (fs::symlink_metadata(&path), original(parent)) else {
+            continue;
+        };
+        let same = now.is_dir()
+            && before.is_dir()
+            && now.mode() == before.mode()
+            && now.uid() == before.uid()
+            && now.gid() == before.gid();
+        if !same {
+            continue;
+        }
+        let empty = fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
+        if upper && empty && !is_opaque(&path) {
+            let _ = fs::remove_dir(&path);
+        } else {
+            restore_times(&path, &before)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `dir`, in an overlay upper directory, hides the lower ones.
+fn is_opaque(dir: &Path) -> bool {
+    ["trusted.overlay.opaque", "user.overlay.opaque"]
+        .iter()
+        .any(|key| {
+            let mut buf = [0u8; 4];
+            matches!(rustix::fs::lgetxattr(dir, *key, &mut buf), Ok(1) if buf[0] == b'y')
+        })
+}
+
+fn restore_times(path: &Path, before: &fs::Metadata) -> Result<()> {
+    use rustix::fs::{AtFlags, CWD, Timespec, Timestamps};
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: before.atime(),
+            tv_nsec: before.atime_nsec(),
+        },
+        last_modification: Timespec {
+            tv_sec: before.mtime(),
+            tv_nsec: before.mtime_nsec(),
+        },
+    };
+    rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| io_at(path)(e.into()))
+}
+
+fn remove_path(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path).map_err(io_at(path)),
+        Ok(_) => fs::remove_file(path).map_err(io_at(path)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_at(path)(e)),
+    }
+}
+
+/// The layers `dirs` (extracted, overlay form, bottom first) as one layer:
+/// what `--single-snapshot` writes for a stage. Later layers win; a
+/// whiteout or an opaque directory drops what earlier ones put below it.
+pub fn squash(dirs: &[PathBuf]) -> Result<Vec<LayerEntry>> {
+    // Each kept entry with the index of the layer it comes from.
+    let mut merged: BTreeMap<PathBuf, (usize, LayerEntry)> = BTreeMap::new();
+    let mut opaque: BTreeMap<PathBuf, LayerEntry> = BTreeMap::new();
+    let drop_below = |merged: &mut BTreeMap<PathBuf, (usize, LayerEntry)>, path: &Path| {
+        let below: Vec<PathBuf> = merged
+            .range(path.to_path_buf()..)
+            .map(|(p, _)| p.clone())
+            .take_while(|p| p.starts_with(path))
+            .filter(|p| p != path)
+            .collect();
+        for p in below {
+            merged.remove(&p);
+        }
+    };
+    for (layer_index, dir) in dirs.iter().enumerate() {
+        for entry in layer::layer_from_overlay_upper(dir)? {
+            match entry.kind {
+                EntryKind::OpaqueWhiteout => {
+                    drop_below(&mut merged, &entry.path);
+                    opaque.insert(entry.path.clone(), entry);
+                }
+                EntryKind::Whiteout => {
+                    drop_below(&mut merged, &entry.path);
+                    opaque.retain(|p, _| !p.starts_with(&entry.path));
+                    merged.insert(entry.path.clone(), (layer_index, entry));
+                }
+                _ => {
+                    let replaced = merged.get(&entry.path).map(|(_, e)| e.kind.clone());
+                    if entry.kind == EntryKind::Dir {
+                        // A directory where an earlier layer deleted one: what
+                        // was below stays hidden.
+                        if replaced == Some(EntryKind::Whiteout) {
+                            let mut marker =
+                                LayerEntry::new(entry.path.clone(), EntryKind::OpaqueWhiteout);
+                            marker.mtime = entry.mtime;
+                            opaque.insert(entry.path.clone(), marker);
+                        }
+                    } else {
+                        drop_below(&mut merged, &entry.path);
+                        opaque.remove(&entry.path);
+                    }
+                    merged.insert(entry.path.clone(), (layer_index, entry));
+                }
+            }
+        }
+    }
+    let sources: BTreeMap<PathBuf, usize> =
+        merged.iter().map(|(p, (i, _))| (p.clone(), *i)).collect();
+    let mut entries = Vec::with_capacity(merged.len() + opaque.len());
+    for (path, (layer_index, mut entry)) in merged {
+        if let EntryKind::Hardlink(target) = &entry.kind {
+            if sources.get(target) != Some(&layer_index) {
+                entry.kind = EntryKind::File(dirs[layer_index].join(&path));
+            }
+        }
+        entries.push(entry);
+    }
+    entries.extend(opaque.into_values());
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(entries: &[LayerEntry]) -> Vec<(String, String)> {
+        entries
+            .iter()
+            .map(|e| {
+                let kind = match &e.kind {
+                    EntryKind::File(_) => "file".to_string(),
+                    EntryKind::Dir => "dir".to_string(),
+                    EntryKind::Whiteout => "whiteout".to_string(),
+                    EntryKind::OpaqueWhiteout => "opaque".to_string(),
+                    EntryKind::Hardlink(t) => format!("link:{}", t.display()),
+                    other => format!("{other:?}"),
+                };
+                (e.path.display().to_string(), kind)
+            })
+            .collect()
+    }
+
+    fn whiteout(path: &Path) {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            path,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::empty(),
+            0,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn squash_keeps_the_top_of_each_path_and_drops_what_was_deleted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            tmp.path().join("a"),
+            tmp.path().join("b"),
+            tmp.path().join("c"),
+        );
+        // a: adds /app/x, /app/y, /tmp/t; b: deletes /app/y and /tmp, replaces
+        // /etc (from the base) with an opaque dir; c: re-creates /tmp,
+        // links /app/z to /app/x of layer a.
+        fs::create_dir_all(a.join("app")).unwrap();
+        fs::create_dir_all(a.join("tmp")).unwrap();
+        fs::write(a.join("app/x"), "x").unwrap();
+        fs::write(a.join("app/y"), "y").unwrap();
+        fs::write(a.join("tmp/t"), "t").unwrap();
+        fs::create_dir_all(b.join("app")).unwrap();
+        whiteout(&b.join("app/y"));
+        whiteout(&b.join("tmp"));
+        fs::create_dir_all(b.join("etc")).unwrap();
+        rustix::fs::setxattr(
+            b.join("etc").as_path(),
+            "trusted.overlay.opaque",
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        fs::write(b.join("etc/new"), "n").unwrap();
+        fs::create_dir_all(c.join("tmp")).unwrap();
+        fs::create_dir_all(c.join("app")).unwrap();
+        fs::write(c.join("app/z"), "z").unwrap();
+        fs::hard_link(c.join("app/z"), c.join("app/z2")).unwrap();
+
+        let entries = squash(&[a, b, c.clone()]).unwrap();
+        assert_eq!(
+            kinds(&entries),
+            [
+                ("app", "dir"),
+                ("app/x", "file"),
+                ("app/y", "whiteout"),
+                ("app/z", "file"),
+                ("app/z2", "link:app/z"),
+                ("etc", "dir"),
+                ("etc", "opaque"),
+                ("etc/new", "file"),
+                ("tmp", "dir"),
+                ("tmp", "opaque"),
+            ]
+            .map(|(p, k)| (p.to_string(), k.to_string()))
+        );
+        // Layer c's file content comes from layer c.
+        let z = entries
+            .iter()
+            .find(|e| e.path == Path::new("app/z"))
+            .unwrap();
+        assert_eq!(z.kind, EntryKind::File(c.join("app/z")));
+    }
+
+    #[test]
+    fn stubs_leave_no_trace_in_an_upper_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (lower, upper) = (tmp.path().join("lower"), tmp.path().join("upper"));
+        fs::create_dir_all(lower.join("etc")).unwrap();
+        // The sandbox made /etc/hosts and /proc; the step wrote /etc/app.
+        fs::create_dir_all(upper.join("etc")).unwrap();
+        fs::write(upper.join("etc/hosts"), "").unwrap();
+        fs::create_dir_all(upper.join("proc")).unwrap();
+        fs::create_dir_all(upper.join("run/secrets")).unwrap();
+        fs::write(upper.join("run/secrets/token"), "").unwrap();
+        let stubs: Vec<PathBuf> = [
+            "etc/hosts",
+            "proc",
+            "run",
+            "run/secrets",
+            "run/secrets/token",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        let lower_meta = |rel: &Path| fs::symlink_metadata(lower.join(rel)).ok();
+        remove_stubs(&upper, &stubs, true, lower_meta).unwrap();
+        // /etc only held the stub, and the lower layer has it as it is.
+        assert!(fs::read_dir(&upper).unwrap().next().is_none());
+
+        fs::create_dir_all(upper.join("etc")).unwrap();
+        fs::write(upper.join("etc/hosts"), "").unwrap();
+        fs::write(upper.join("etc/app"), "written by the step").unwrap();
+        remove_stubs(&upper, &stubs[..1], true, lower_meta).unwrap();
+        assert!(!upper.join("etc/hosts").exists());
+        assert!(upper.join("etc/app").exists());
+    }
+}

@@ -1,0 +1,564 @@
+//! The code that runs after `clone`: pid 1 of the sandbox (mounts, pivot,
+//! a tiny init) and the command it forks.
+//!
+//! The executor is multi-threaded, so between `clone` and `execve` only
+//! async-signal-safe work is allowed: everything here reads a [`Plan`]
+//! prepared before the fork (C strings, pointer arrays, mount data) and
+//! makes raw system calls (rustix's linux_raw backend, or libc's thin
+//! syscall wrappers). No allocation, no locks, no panics, no `std::io`
+//! objects. Failures are reported as `(step, errno)` through a pipe and
+//! turned into messages by the parent, which knows the step names.
+
+use std::ffi::{CStr, CString, c_char, c_int};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use rustix::fs::{Gid, Mode, StatVfsMountFlags, Uid};
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+
+/// Report steps that are not an index into [`Plan::ops`].
+pub(super) const STEP_EXEC: u32 = u32::MAX;
+pub(super) const STEP_CHDIR: u32 = u32::MAX - 1;
+pub(super) const STEP_IDENTITY: u32 = u32::MAX - 2;
+pub(super) const STEP_FORK: u32 = u32::MAX - 3;
+pub(super) const STEP_STDIO: u32 = u32::MAX - 4;
+pub(super) const STEP_DEATHSIG: u32 = u32::MAX - 5;
+pub(super) const STEP_USER_MAPS: u32 = u32::MAX - 6;
+
+/// Exit status of pid 1 when the setup failed (the report says why).
+const EXIT_SETUP: c_int = 125;
+
+/// Signals pid 1 forwards to the command.
+const FORWARDED: [c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+
+/// One setup step of pid 1, run in order before the command is forked.
+#[derive(Debug)]
+pub(super) enum Op {
+    /// `mount --make-rprivate /`, so nothing propagates back to the host.
+    PrivateRoot,
+    Mount {
+        source: CString,
+        target: CString,
+        fstype: CString,
+        flags: MountFlags,
+        data: Option<CString>,
+    },
+    /// A recursive bind mount, then a read-only remount when asked.
+    Bind {
+        source: CString,
+        target: CString,
+        read_only: bool,
+    },
+    /// A fresh read-only sysfs, else the host's `/sys` bound read-only.
+    Sysfs {
+        target: CString,
+    },
+    /// An empty file on the `/dev` tmpfs with the host's device bound on
+    /// it; skipped when the host lacks the device.
+    Device {
+        source: CString,
+        target: CString,
+    },
+    Mkdir {
+        path: CString,
+        mode: u32,
+    },
+    Symlink {
+        target: CString,
+        link: CString,
+    },
+    Hostname {
+        name: Vec<u8>,
+    },
+    /// `ip link set lo up`, by ioctl.
+    LoopbackUp,
+    /// `pivot_root` into `root` and detach the old root.
+    Pivot {
+        root: CString,
+    },
+    /// A directory created (after the pivot) and owned by the user when
+    /// missing.
+    MkdirOwned {
+        path: CString,
+        uid: u32,
+        gid: u32,
+    },
+}
+
+/// `/proc/self/{setgroups,uid_map,gid_map}` contents for a rootless sandbox.
+#[derive(Debug)]
+pub(super) struct UserMaps {
+    pub files: [(CString, Vec<u8>); 3],
+}
+
+impl UserMaps {
+    /// Maps the caller's effective ids to root in the new user namespace.
+    pub fn for_caller() -> UserMaps {
+        let uid = rustix::process::geteuid().as_raw();
+        let gid = rustix::process::getegid().as_raw();
+        UserMaps {
+            files: [
+                (c"/proc/self/setgroups".to_owned(), b"deny".to_vec()),
+                (
+                    c"/proc/self/uid_map".to_owned(),
+                    format!("0 {uid} 1\n").into_bytes(),
+                ),
+                (
+                    c"/proc/self/gid_map".to_owned(),
+                    format!("0 {gid} 1\n").into_bytes(),
+                ),
+            ],
+        }
+    }
+
+    /// Writes the maps (in the child, raw calls only).
+    pub fn apply(&self) -> Result<(), i32> {
+        for (path, content) in &self.files {
+            // SAFETY: `path` is a NUL-terminated C string.
+            let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+            if fd < 0 {
+                return Err(errno());
+            }
+            // SAFETY: `content` is a live buffer of the given length.
+            let written = unsafe { libc::write(fd, content.as_ptr().cast(), content.len()) };
+            let failed = if written < 0 { Some(errno()) } else { None };
+            // SAFETY: `fd` was opened above and is closed once.
+            unsafe { libc::close(fd) };
+            if let Some(errno) = failed {
+                return Err(errno);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Everything the children need, prepared before the fork.
+pub(super) struct Plan {
+    pub ops: Vec<Op>,
+    pub user_maps: Option<UserMaps>,
+    /// Whether to call setgroups (not allowed in a rootless sandbox, where
+    /// setgroups is denied).
+    pub set_groups: bool,
+    pub groups: Vec<Gid>,
+    pub uid: Uid,
+    pub gid: Gid,
+    pub cwd: CString,
+    /// Paths (inside the root) to try `execve` on, in order.
+    pub candidates: Vec<CString>,
+    /// The storage `argv_ptrs` and `env_ptrs` point into.
+    _argv: Vec<CString>,
+    _env: Vec<CString>,
+    argv_ptrs: Vec<*const c_char>,
+    env_ptrs: Vec<*const c_char>,
+}
+
+impl Plan {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ops: Vec<Op>,
+        user_maps: Option<UserMaps>,
+        user: &super::User,
+        cwd: CString,
+        candidates: Vec<CString>,
+        argv: Vec<CString>,
+        env: Vec<CString>,
+    ) -> Plan {
+        let pointers = |strings: &[CString]| {
+            strings
+                .iter()
+                .map(|string| string.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect::<Vec<_>>()
+        };
+        let argv_ptrs = pointers(&argv);
+        let env_ptrs = pointers(&env);
+        Plan {
+            ops,
+            set_groups: user_maps.is_none(),
+            user_maps,
+            groups: user.groups.iter().map(|&gid| Gid::from_raw(gid)).collect(),
+            uid: Uid::from_raw(user.uid),
+            gid: Gid::from_raw(user.gid),
+            cwd,
+            candidates,
+            _argv: argv,
+            _env: env,
+            argv_ptrs,
+            env_ptrs,
+        }
+    }
+}
+
+/// The file descriptors pid 1 works with (raw numbers, all `O_CLOEXEC`).
+pub(super) struct Fds {
+    pub stdin: RawFd,
+    pub stdout: RawFd,
+    pub stderr: RawFd,
+    /// Write end of the `(step, errno)` report pipe.
+    pub report: RawFd,
+    /// Write end of the pipe pid 1 sends the command's wait status to.
+    pub status: RawFd,
+    /// The parent's ends, closed in the child.
+    pub parent_ends: [RawFd; 4],
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+fn raw(err: rustix::io::Errno) -> i32 {
+    err.raw_os_error()
+}
+
+/// `clone(flags | SIGCHLD)` without a new stack: fork semantics, plus the
+/// namespaces in `flags`. Returns 0 in the child.
+///
+/// # Safety
+///
+/// The child of a multi-threaded process may only make async-signal-safe
+/// calls and must end in `execve` or `_exit`.
+pub(super) unsafe fn clone(flags: c_int) -> Result<libc::pid_t, i32> {
+    // SAFETY: with a null stack the child continues on a copy of this
+    // stack, like fork(2); the caller upholds the post-fork rules.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::c_ulong::try_from(flags | libc::SIGCHLD).unwrap_or(0),
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        Err(errno())
+    } else {
+        Ok(libc::pid_t::try_from(pid).unwrap_or(-1))
+    }
+}
+
+/// Writes `(step, errno)` to the report pipe.
+pub(super) fn report(fd: RawFd, step: u32, errno: i32) {
+    let mut message = [0u8; 8];
+    message[..4].copy_from_slice(&step.to_ne_bytes());
+    message[4..].copy_from_slice(&errno.to_ne_bytes());
+    // SAFETY: `message` is a live 8-byte buffer; a failed write is ignored
+    // (the parent then sees the exit status only).
+    unsafe { libc::write(fd, message.as_ptr().cast(), message.len()) };
+}
+
+fn fail(fd: RawFd, step: u32, errno: i32) -> ! {
+    report(fd, step, errno);
+    // SAFETY: _exit is async-signal-safe and skips the parent's atexit work.
+    unsafe { libc::_exit(EXIT_SETUP) }
+}
+
+fn mount_flags_of(target: &CStr) -> MountFlags {
+    let Ok(stat) = rustix::fs::statvfs(target) else {
+        return MountFlags::empty();
+    };
+    let mut flags = MountFlags::empty();
+    for (have, keep) in [
+        (StatVfsMountFlags::NOSUID, MountFlags::NOSUID),
+        (StatVfsMountFlags::NODEV, MountFlags::NODEV),
+        (StatVfsMountFlags::NOEXEC, MountFlags::NOEXEC),
+        (StatVfsMountFlags::NOATIME, MountFlags::NOATIME),
+        (StatVfsMountFlags::NODIRATIME, MountFlags::NODIRATIME),
+        (StatVfsMountFlags::RELATIME, MountFlags::RELATIME),
+    ] {
+        if stat.f_flag.contains(have) {
+            flags |= keep;
+        }
+    }
+    flags
+}
+
+fn bind(source: &CStr, target: &CStr, read_only: bool) -> Result<(), i32> {
+    rustix::mount::mount_bind_recursive(source, target).map_err(raw)?;
+    if read_only {
+        // The flags the kernel locked on the source (nosuid, nodev ...) must
+        // be repeated, or the remount fails in a user namespace.
+        let flags = MountFlags::BIND | MountFlags::RDONLY | mount_flags_of(target);
+        rustix::mount::mount_remount(target, flags, c"").map_err(raw)?;
+    }
+    Ok(())
+}
+
+fn loopback_up() -> Result<(), i32> {
+    // SAFETY: plain socket(2) call.
+    let socket = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if socket < 0 {
+        return Err(errno());
+    }
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo") {
+        *slot = libc::c_char::try_from(*byte).unwrap_or(0);
+    }
+    // SAFETY: SIOCGIFFLAGS fills the flags member of the ifreq union.
+    let mut result = unsafe { libc::ioctl(socket, libc::SIOCGIFFLAGS, &raw mut request) };
+    if result == 0 {
+        // SAFETY: the flags member was just filled by the kernel.
+        unsafe {
+            request.ifr_ifru.ifru_flags |=
+                libc::c_short::try_from(libc::IFF_UP | libc::IFF_RUNNING).unwrap_or(1);
+        }
+        // SAFETY: SIOCSIFFLAGS reads the ifreq filled above.
+        result = unsafe { libc::ioctl(socket, libc::SIOCSIFFLAGS, &raw const request) };
+    }
+    let failed = if result < 0 { Some(errno()) } else { None };
+    // SAFETY: `socket` is open and closed once.
+    unsafe { libc::close(socket) };
+    failed.map_or(Ok(()), Err)
+}
+
+fn pivot(root: &CStr) -> Result<(), i32> {
+    rustix::process::chdir(root).map_err(raw)?;
+    // pivot_root(".", ".") stacks the old root on the new one; detaching
+    // "." then drops it (pivot_root(2), NOTES), with no put_old directory.
+    rustix::process::pivot_root(c".", c".").map_err(raw)?;
+    rustix::mount::unmount(c".", UnmountFlags::DETACH).map_err(raw)?;
+    rustix::process::chdir(c"/").map_err(raw)
+}
+
+impl Op {
+    fn apply(&self) -> Result<(), i32> {
+        match self {
+            Op::PrivateRoot => rustix::mount::mount_change(
+                c"/",
+                MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+            )
+            .map_err(raw),
+            Op::Mount {
+                source,
+                target,
+                fstype,
+                flags,
+                data,
+            } => rustix::mount::mount(
+                source.as_c_str(),
+                target.as_c_str(),
+                fstype.as_c_str(),
+                *flags,
+                data.as_deref(),
+            )
+            .map_err(raw),
+            Op::Bind {
+                source,
+                target,
+                read_only,
+            } => bind(source, target, *read_only),
+            Op::Sysfs { target } => {
+                let flags = MountFlags::RDONLY
+                    | MountFlags::NOSUID
+                    | MountFlags::NODEV
+                    | MountFlags::NOEXEC;
+                match rustix::mount::mount(c"sysfs", target.as_c_str(), c"sysfs", flags, None) {
+                    Ok(()) => Ok(()),
+                    Err(_) => bind(c"/sys", target, true),
+                }
+            }
+            Op::Device { source, target } => {
+                // SAFETY: `target` is a C string; the fd is closed at once.
+                let fd = unsafe {
+                    libc::open(
+                        target.as_ptr(),
+                        libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC,
+                        0o666,
+                    )
+                };
+                if fd < 0 {
+                    return Err(errno());
+                }
+                // SAFETY: `fd` was just opened.
+                unsafe { libc::close(fd) };
+                match rustix::mount::mount_bind(source.as_c_str(), target.as_c_str()) {
+                    Ok(()) => Ok(()),
+                    Err(rustix::io::Errno::NOENT) => {
+                        let _ = rustix::fs::unlink(target.as_c_str());
+                        Ok(())
+                    }
+                    Err(err) => Err(raw(err)),
+                }
+            }
+            Op::Mkdir { path, mode } => {
+                match rustix::fs::mkdir(path.as_c_str(), Mode::from_raw_mode(*mode)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
+                    Err(err) => Err(raw(err)),
+                }
+            }
+            Op::Symlink { target, link } => {
+                rustix::fs::symlink(target.as_c_str(), link.as_c_str()).map_err(raw)
+            }
+            Op::Hostname { name } => rustix::system::sethostname(name).map_err(raw),
+            Op::LoopbackUp => loopback_up(),
+            Op::Pivot { root } => pivot(root),
+            Op::MkdirOwned { path, uid, gid } => {
+                match rustix::fs::mkdir(path.as_c_str(), Mode::from_raw_mode(0o755)) {
+                    Ok(()) => rustix::fs::chown(
+                        path.as_c_str(),
+                        Some(Uid::from_raw(*uid)),
+                        Some(Gid::from_raw(*gid)),
+                    )
+                    .map_err(raw),
+                    Err(rustix::io::Errno::EXIST) => Ok(()),
+                    Err(err) => Err(raw(err)),
+                }
+            }
+        }
+    }
+}
+
+/// The command's pid, for the forwarding signal handler of pid 1.
+static COMMAND: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(signal: c_int) {
+    let pid = COMMAND.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe.
+        unsafe { libc::kill(pid, signal) };
+    }
+}
+
+fn set_handler(signal: c_int, handler: libc::sighandler_t) {
+    // SAFETY: sigaction with a zeroed (empty-mask) struct and a valid
+    // handler value (SIG_DFL or an extern "C" fn taking the signal number).
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = handler;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigaction(signal, &raw const action, std::ptr::null_mut());
+    }
+}
+
+/// Default handlers and an empty signal mask: the parent's handlers (a
+/// tokio runtime's, say) must not run in the sandbox.
+fn reset_signals() {
+    for signal in 1..libc::SIGRTMAX() {
+        if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+            set_handler(signal, libc::SIG_DFL);
+        }
+    }
+    // SAFETY: an emptied sigset_t, applied to this (only) thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&raw mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &raw const set, std::ptr::null_mut());
+    }
+}
+
+/// Pid 1 of the sandbox: sets up, forks the command, reaps every child and
+/// exits when the command does (the kernel then kills what is left in the
+/// PID namespace), after sending the command's wait status to the parent.
+pub(super) fn pid1(plan: &Plan, fds: &Fds) -> ! {
+    if let Err(err) =
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+    {
+        fail(fds.report, STEP_DEATHSIG, raw(err));
+    }
+    reset_signals();
+    for fd in fds.parent_ends {
+        // SAFETY: closes this process's copy of a parent-only fd.
+        unsafe { libc::close(fd) };
+    }
+    for (from, to) in [(fds.stdin, 0), (fds.stdout, 1), (fds.stderr, 2)] {
+        // SAFETY: dup2 onto the standard descriptors; clears O_CLOEXEC.
+        if unsafe { libc::dup2(from, to) } < 0 {
+            fail(fds.report, STEP_STDIO, errno());
+        }
+    }
+    // SAFETY: umask(2) cannot fail.
+    unsafe { libc::umask(0o022) };
+    if let Some(maps) = &plan.user_maps {
+        if let Err(errno) = maps.apply() {
+            fail(fds.report, STEP_USER_MAPS, errno);
+        }
+    }
+    for (index, op) in plan.ops.iter().enumerate() {
+        if let Err(errno) = op.apply() {
+            fail(fds.report, u32::try_from(index).unwrap_or(0), errno);
+        }
+    }
+    for signal in FORWARDED {
+        set_handler(signal, forward as *const () as libc::sighandler_t);
+    }
+    // SAFETY: this process is single-threaded; the child only runs
+    // `command`, which ends in execve or _exit.
+    let pid = match unsafe { clone(0) } {
+        Ok(0) => command(plan, fds),
+        Ok(pid) => pid,
+        Err(errno) => fail(fds.report, STEP_FORK, errno),
+    };
+    COMMAND.store(pid, Ordering::Relaxed);
+    // SAFETY: pid 1's copy of the report pipe; the command keeps its own
+    // until execve closes it, which is how the parent learns exec worked.
+    unsafe { libc::close(fds.report) };
+    loop {
+        let mut status: c_int = 0;
+        // SAFETY: waitpid with a valid status pointer.
+        let reaped = unsafe { libc::waitpid(-1, &raw mut status, 0) };
+        if reaped == pid {
+            let bytes = status.to_ne_bytes();
+            // SAFETY: `bytes` is a live buffer.
+            unsafe { libc::write(fds.status, bytes.as_ptr().cast(), bytes.len()) };
+            // SAFETY: see `fail`.
+            unsafe { libc::_exit(0) };
+        }
+        if reaped < 0 && errno() != libc::EINTR {
+            // SAFETY: see `fail`.
+            unsafe { libc::_exit(EXIT_SETUP) };
+        }
+    }
+}
+
+/// The command: identity, working directory, then `execve` through the
+/// candidates as execvp does (ENOENT, ENOTDIR and EACCES try the next).
+fn command(plan: &Plan, fds: &Fds) -> ! {
+    for signal in FORWARDED {
+        set_handler(signal, libc::SIG_DFL);
+    }
+    if let Err(err) = rustix::process::chdir(plan.cwd.as_c_str()) {
+        fail(fds.report, STEP_CHDIR, raw(err));
+    }
+    let identity = (|| {
+        if plan.set_groups {
+            rustix::thread::set_thread_groups(&plan.groups)?;
+        }
+        rustix::thread::set_thread_gid(plan.gid)?;
+        rustix::thread::set_thread_uid(plan.uid)
+    })();
+    if let Err(err) = identity {
+        fail(fds.report, STEP_IDENTITY, raw(err));
+    }
+    let mut denied = false;
+    for candidate in &plan.candidates {
+        // SAFETY: NUL-terminated path and NULL-terminated pointer arrays
+        // into `plan`, which outlives the call.
+        unsafe {
+            libc::execve(
+                candidate.as_ptr(),
+                plan.argv_ptrs.as_ptr(),
+                plan.env_ptrs.as_ptr(),
+            );
+        }
+        match errno() {
+            libc::ENOENT | libc::ENOTDIR => {}
+            libc::EACCES => denied = true,
+            other => {
+                report(fds.report, STEP_EXEC, other);
+                // SAFETY: see `fail`.
+                unsafe { libc::_exit(126) };
+            }
+        }
+    }
+    let (errno, status) = if denied {
+        (libc::EACCES, 126)
+    } else {
+        (libc::ENOENT, 127)
+    };
+    report(fds.report, STEP_EXEC, errno);
+    // SAFETY: see `fail`.
+    unsafe { libc::_exit(status) }
+}

@@ -1,0 +1,490 @@
+//! Runs one process tree in a root filesystem, isolated by Linux
+//! namespaces. Knows nothing of images or Dockerfiles: the caller gives a
+//! root directory, a command, its environment and mounts.
+//!
+//! Process model: [`run`] prepares everything before forking (mount
+//! targets resolved inside the root and missing ones created and reported
+//! as stubs, the `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`
+//! files written to a per-run temporary directory, every path and argument
+//! as a C string), then `clone`s pid 1 of new mount, PID, IPC and UTS
+//! namespaces (plus network for [`Network::None`], plus a user namespace
+//! mapping the caller to root when not running as root). The executor is
+//! multi-threaded, so the children only make raw system calls from that
+//! prepared plan until `execve` (see `child.rs`); no re-exec is needed.
+//! Pid 1 makes the mounts private, binds the root onto itself, mounts
+//! `/proc`, a read-only `/sys`, a tmpfs `/dev` with the host's null, zero,
+//! full, random, urandom and tty bound in, devpts and `/dev/shm`, binds the
+//! `/etc` files and the caller's mounts, then `pivot_root`s and detaches
+//! the old root. It then forks the command (identity, working directory,
+//! `execve` through `PATH`) and stays as a tiny init: it reaps every
+//! child, forwards SIGTERM, SIGINT, SIGHUP and SIGQUIT to the command and
+//! exits when the command does, which kills the rest of the namespace.
+//! Pid 1 has `PR_SET_PDEATHSIG(SIGKILL)`, tied to the thread calling
+//! [`run`] (which blocks until the end), and [`kill_all`] SIGKILLs every
+//! live pid 1. Every mount lives in the sandbox's mount namespace, so when
+//! [`run`] returns nothing is left in the caller's.
+//!
+//! A command that cannot be found is an error ([`SandboxError::NotFound`],
+//! `exec: "foo": executable file not found in $PATH`), not an exit status.
+//!
+//! Limits, for now: the command keeps the caller's capabilities (no
+//! capability drop, seccomp filter or no_new_privs yet); mount targets are
+//! resolved in the root before the fork, so a target below an earlier
+//! mount of the same spec must exist in that mount; stubs are only
+//! reported with an [`Outcome`] (on `Err` the caller discards the layer
+//! anyway); without root, the user namespace maps only the caller (to
+//! uid 0), so other users fail with a clear setup error.
+
+#![allow(unsafe_code)]
+
+mod child;
+mod etc;
+mod mounts;
+pub mod overlay;
+mod path;
+mod probe;
+pub mod user;
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read as _};
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rustix::pipe::PipeFlags;
+
+pub use probe::{Unavailable, probe};
+pub use user::UserError;
+
+/// What to run and how.
+pub struct Spec {
+    /// The root filesystem (a directory, usually an overlay's merged dir).
+    /// The sandbox may create mount-point stubs in it and reports them.
+    pub root: PathBuf,
+    /// argv; argv[0] without a '/' is looked up in the PATH of `env`
+    /// inside the root (as runc does), error if not found.
+    pub args: Vec<String>,
+    /// Exactly the command's environment (the caller adds a default PATH).
+    pub env: Vec<(String, String)>,
+    /// Absolute path inside the root; created (owned by `user`) when missing.
+    pub cwd: String,
+    pub user: User,
+    pub hostname: String,
+    pub network: Network,
+    /// Extra lines for /etc/hosts (besides localhost and the hostname).
+    pub extra_hosts: Vec<(String, IpAddr)>,
+    /// Mounts on top of the root, in order.
+    pub mounts: Vec<Mount>,
+    /// Called with each chunk of stdout/stderr as it arrives (lines when
+    /// possible); the caller logs it.
+    pub output: Output,
+}
+
+/// Receives the command's output, chunk by chunk.
+pub type Output = Arc<dyn Fn(Stream, &[u8]) + Send + Sync>;
+
+impl fmt::Debug for Spec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Spec")
+            .field("root", &self.root)
+            .field("args", &self.args)
+            .field("env", &self.env)
+            .field("cwd", &self.cwd)
+            .field("user", &self.user)
+            .field("hostname", &self.hostname)
+            .field("network", &self.network)
+            .field("extra_hosts", &self.extra_hosts)
+            .field("mounts", &self.mounts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The identity the command runs as.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (the primary `gid` need not be repeated).
+    pub groups: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Network {
+    /// The host's network namespace.
+    #[default]
+    Host,
+    /// A fresh network namespace with only `lo`, up.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// Absolute path inside the root.
+    pub target: String,
+    pub kind: MountKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountKind {
+    /// Bind `source` (file or dir); read_only => MS_RDONLY remount.
+    Bind { source: PathBuf, read_only: bool },
+    Tmpfs {
+        size: Option<u64>,
+        mode: Option<u32>,
+    },
+}
+
+/// How the command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl Status {
+    /// Exit status 0.
+    #[must_use]
+    pub fn success(self) -> bool {
+        self == Status::Exited(0)
+    }
+
+    fn from_wait(status: i32) -> Status {
+        if libc::WIFSIGNALED(status) {
+            Status::Signaled(libc::WTERMSIG(status))
+        } else {
+            Status::Exited(libc::WEXITSTATUS(status))
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Status::Exited(code) => write!(f, "exit status {code}"),
+            Status::Signaled(signal) => write!(f, "killed by signal {signal}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: Status,
+    /// Paths (relative to the root, no leading '/') the sandbox created as
+    /// mount-point stubs (dirs or empty files, incl. missing parents), in
+    /// creation order; the caller removes them from the layer.
+    pub stubs: Vec<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("invalid sandbox request: {what}")]
+    Invalid { what: String },
+    #[error("cannot prepare the sandbox: {what}")]
+    Prepare {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot start the sandbox for {command:?}")]
+    Start {
+        command: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("sandbox setup failed: {step}")]
+    Setup {
+        step: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("exec: {command:?}: executable file not found in $PATH")]
+    NotFound { command: String },
+    #[error("cannot execute {command:?}")]
+    Exec {
+        command: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot wait for the sandbox")]
+    Wait {
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "cannot enter a private mount namespace\nhint: call it first thing in main, while single-threaded, with CAP_SYS_ADMIN"
+    )]
+    PrivateNamespace {
+        #[source]
+        source: io::Error,
+    },
+}
+
+type Result<T, E = SandboxError> = std::result::Result<T, E>;
+
+/// The isolation modes; a second mode (kaniko-style, in place in the
+/// executor's own container) implements the same trait later.
+pub trait Isolation: Send + Sync {
+    fn run(&self, spec: &Spec) -> Result<Outcome>;
+}
+
+/// Linux namespaces and `pivot_root` (the default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Namespaces;
+
+impl Isolation for Namespaces {
+    fn run(&self, spec: &Spec) -> Result<Outcome> {
+        run(spec)
+    }
+}
+
+/// Pid 1 of every running sandbox, in the caller's PID namespace.
+static LIVE: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<i32>> {
+    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// SIGKILL every sandbox this process is running (Ctrl-C/SIGTERM handler).
+/// Killing pid 1 makes the kernel kill everything in its PID namespace.
+pub fn kill_all() {
+    let live = live();
+    for &pid in live.iter() {
+        // A pid stays in the registry until it is reaped, so it cannot
+        // name a recycled process here.
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid).expect("registered pids are positive"),
+            rustix::process::Signal::KILL,
+        );
+    }
+}
+
+/// Called first thing in main (single-threaded): unshare a private mount
+/// namespace for the whole executor (MS_REC|MS_PRIVATE on /), so every
+/// mount the executor makes disappears with it, even on SIGKILL.
+pub fn enter_private_mount_namespace() -> Result<()> {
+    // SAFETY: unshare(CLONE_NEWNS) only affects the calling thread's view
+    // of mounts; the caller guarantees it is the only thread.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
+        .and_then(|()| {
+            rustix::mount::mount_change(
+                "/",
+                rustix::mount::MountPropagationFlags::REC
+                    | rustix::mount::MountPropagationFlags::PRIVATE,
+            )
+        })
+        .map_err(|err| SandboxError::PrivateNamespace { source: err.into() })
+}
+
+fn pipe(what: &str) -> Result<(OwnedFd, OwnedFd)> {
+    rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(|err| SandboxError::Prepare {
+        what: format!("{what} pipe"),
+        source: err.into(),
+    })
+}
+
+/// Reads `fd` to the end, passing chunks to `output`: complete lines when
+/// there are any, a partial line once it grows past 8 KiB or at the end.
+fn pump(fd: OwnedFd, stream: Stream, output: &(dyn Fn(Stream, &[u8]) + Send + Sync)) {
+    const LIMIT: usize = 8192;
+    let mut file = File::from(fd);
+    let mut buffer = [0u8; LIMIT];
+    let mut pending = Vec::new();
+    loop {
+        let read = match file.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        pending.extend_from_slice(&buffer[..read]);
+        if let Some(end) = pending.iter().rposition(|&byte| byte == b'\n') {
+            output(stream, &pending[..=end]);
+            pending.drain(..=end);
+        }
+        if pending.len() >= LIMIT {
+            output(stream, &pending);
+            pending.clear();
+        }
+    }
+    if !pending.is_empty() {
+        output(stream, &pending);
+    }
+}
+
+/// Waits for pid 1 without reaping, drops it from the registry, then reaps
+/// it, so [`kill_all`] never signals a recycled pid.
+fn wait(pid: i32) -> Result<i32> {
+    loop {
+        // SAFETY: zeroed siginfo_t is valid output storage for waitid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid with valid arguments; WNOWAIT leaves the zombie.
+        let result = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                libc::id_t::try_from(pid).unwrap_or(0),
+                &raw mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if result == 0 {
+            break;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(SandboxError::Wait { source: err });
+        }
+    }
+    live().retain(|&live| live != pid);
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid with a valid status pointer.
+        if unsafe { libc::waitpid(pid, &raw mut status, 0) } == pid {
+            return Ok(status);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(SandboxError::Wait { source: err });
+        }
+    }
+}
+
+/// Reads the whole pipe (until every writer has closed or exec'd).
+fn read_all(fd: OwnedFd) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let _ = File::from(fd).read_to_end(&mut bytes);
+    bytes
+}
+
+/// Runs `spec.args` in the sandbox and waits for it.
+pub fn run(spec: &Spec) -> Result<Outcome> {
+    let command = spec.args.first().cloned().unwrap_or_default();
+    let _span =
+        tracing::debug_span!("sandbox", root = %spec.root.display(), command = %command).entered();
+    let root = spec
+        .root
+        .canonicalize()
+        .map_err(|source| SandboxError::Prepare {
+            what: format!("root {}", spec.root.display()),
+            source,
+        })?;
+    let scratch = tempfile::Builder::new()
+        .prefix("executor-sandbox-")
+        .tempdir()
+        .map_err(|source| SandboxError::Prepare {
+            what: "temporary directory".into(),
+            source,
+        })?;
+    let rootless = !rustix::process::geteuid().is_root();
+    let prepared = mounts::prepare(spec, &root, scratch.path(), rootless)?;
+    let stdin = File::open("/dev/null").map_err(|source| SandboxError::Prepare {
+        what: "/dev/null".into(),
+        source,
+    })?;
+    let (out_read, out_write) = pipe("stdout")?;
+    let (err_read, err_write) = pipe("stderr")?;
+    let (report_read, report_write) = pipe("report")?;
+    let (status_read, status_write) = pipe("status")?;
+    let fds = child::Fds {
+        stdin: stdin.as_raw_fd(),
+        stdout: out_write.as_raw_fd(),
+        stderr: err_write.as_raw_fd(),
+        report: report_write.as_raw_fd(),
+        status: status_write.as_raw_fd(),
+        parent_ends: [
+            out_read.as_raw_fd(),
+            err_read.as_raw_fd(),
+            report_read.as_raw_fd(),
+            status_read.as_raw_fd(),
+        ],
+    };
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    if spec.network == Network::None {
+        flags |= libc::CLONE_NEWNET;
+    }
+    if rootless {
+        flags |= libc::CLONE_NEWUSER;
+    }
+    let pid = {
+        // Registered under the lock, so kill_all cannot miss it.
+        let mut live = live();
+        // SAFETY: the child runs only `child::pid1`, which makes raw system
+        // calls from the prepared plan and ends in execve or _exit.
+        match unsafe { child::clone(flags) } {
+            Ok(0) => child::pid1(&prepared.plan, &fds),
+            Ok(pid) => {
+                live.push(pid);
+                pid
+            }
+            Err(errno) => {
+                return Err(SandboxError::Start {
+                    command,
+                    source: io::Error::from_raw_os_error(errno),
+                });
+            }
+        }
+    };
+    drop((stdin, out_write, err_write, report_write, status_write));
+    let output = &*spec.output;
+    let (report, waited) = std::thread::scope(|scope| {
+        scope.spawn(move || pump(out_read, Stream::Stdout, output));
+        scope.spawn(move || pump(err_read, Stream::Stderr, output));
+        let report = read_all(report_read);
+        (report, wait(pid))
+    });
+    let waited = waited?;
+    let status = read_all(status_read);
+    if let Err(err) = scratch.close() {
+        tracing::warn!("cannot remove the sandbox's temporary directory: {err}");
+    }
+    if report.len() >= 8 {
+        let step = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
+        let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
+        let source = io::Error::from_raw_os_error(errno);
+        return Err(match step {
+            child::STEP_EXEC if errno == libc::ENOENT => SandboxError::NotFound { command },
+            child::STEP_EXEC => SandboxError::Exec { command, source },
+            _ => SandboxError::Setup {
+                step: step_name(&prepared.steps, step, spec),
+                source,
+            },
+        });
+    }
+    let status = match <[u8; 4]>::try_from(status.as_slice()) {
+        Ok(bytes) => Status::from_wait(i32::from_ne_bytes(bytes)),
+        Err(_) => Status::from_wait(waited),
+    };
+    tracing::debug!(%status, "sandbox finished");
+    Ok(Outcome {
+        status,
+        stubs: prepared.stubs,
+    })
+}
+
+fn step_name(steps: &[String], step: u32, spec: &Spec) -> String {
+    match step {
+        child::STEP_CHDIR => format!("changing to the working directory {}", spec.cwd),
+        child::STEP_IDENTITY => format!(
+            "switching to uid {} gid {} groups {:?}",
+            spec.user.uid, spec.user.gid, spec.user.groups
+        ),
+        child::STEP_FORK => "forking the command".into(),
+        child::STEP_STDIO => "setting up stdin, stdout and stderr".into(),
+        child::STEP_DEATHSIG => "setting the parent-death signal".into(),
+        child::STEP_USER_MAPS => "writing the user namespace's uid and gid maps".into(),
+        _ => usize::try_from(step)
+            .ok()
+            .and_then(|index| steps.get(index))
+            .cloned()
+            .unwrap_or_else(|| format!("step {step}")),
+    }
+}
+
+#[cfg(test)]
+mod tests;

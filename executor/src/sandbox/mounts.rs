@@ -1,0 +1,373 @@
+//! Turns a [`Spec`] into the [`Plan`] pid 1 runs: mount targets resolved
+//! inside the root (stubs created and recorded), the `/etc` files written
+//! to the per-run scratch directory, C strings for every path, the exec
+//! candidates. Runs before the fork; allocates freely, mounts nothing.
+
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::{Path, PathBuf};
+
+use rustix::mount::MountFlags;
+
+use super::child::{Op, Plan, UserMaps};
+use super::path::{self, Kind};
+use super::{MountKind, Network, SandboxError, Spec};
+
+/// Host devices bound into the sandbox's `/dev`.
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// The plan, the step names (parallel to `plan.ops`) and the stubs.
+pub(super) struct Prepared {
+    pub plan: Plan,
+    pub steps: Vec<String>,
+    pub stubs: Vec<PathBuf>,
+}
+
+fn c_string(what: &str, value: impl Into<Vec<u8>>) -> Result<CString, SandboxError> {
+    CString::new(value).map_err(|_| SandboxError::Invalid {
+        what: format!("{what} contains a NUL byte"),
+    })
+}
+
+fn c_path(path: &Path) -> Result<CString, SandboxError> {
+    c_string(
+        &format!("path {}", path.display()),
+        path.as_os_str().as_bytes(),
+    )
+}
+
+struct Builder<'a> {
+    root: &'a Path,
+    ops: Vec<Op>,
+    steps: Vec<String>,
+    stubs: Vec<PathBuf>,
+}
+
+impl Builder<'_> {
+    fn push(&mut self, op: Op, step: String) {
+        self.ops.push(op);
+        self.steps.push(step);
+    }
+
+    /// The host path of `inside`, created (and recorded as a stub) if missing.
+    fn target(&mut self, inside: &str, kind: Kind) -> Result<CString, SandboxError> {
+        let host = path::ensure(self.root, Path::new(inside), kind, &mut self.stubs).map_err(
+            |source| SandboxError::Prepare {
+                what: format!("mount point {inside} in {}", self.root.display()),
+                source,
+            },
+        )?;
+        c_path(&host)
+    }
+
+    fn mount(
+        &mut self,
+        source: &str,
+        target: CString,
+        fstype: &str,
+        flags: MountFlags,
+        data: Option<&str>,
+        step: String,
+    ) -> Result<(), SandboxError> {
+        let op = Op::Mount {
+            source: c_string("mount source", source)?,
+            target,
+            fstype: c_string("file system type", fstype)?,
+            flags,
+            data: data
+                .map(|data| c_string("mount options", data))
+                .transpose()?,
+        };
+        self.push(op, step);
+        Ok(())
+    }
+
+    fn dev(&mut self, dev: &Path, rootless: bool) -> Result<(), SandboxError> {
+        let at = |name: &str| c_path(&dev.join(name));
+        for name in DEVICES {
+            let op = Op::Device {
+                source: c_string("device", format!("/dev/{name}"))?,
+                target: at(name)?,
+            };
+            self.push(op, format!("binding /dev/{name} into the sandbox"));
+        }
+        self.push(
+            Op::Mkdir {
+                path: at("pts")?,
+                mode: 0o755,
+            },
+            "creating /dev/pts".into(),
+        );
+        let devpts = if rootless {
+            "newinstance,ptmxmode=0666,mode=0620"
+        } else {
+            "newinstance,ptmxmode=0666,mode=0620,gid=5"
+        };
+        self.mount(
+            "devpts",
+            at("pts")?,
+            "devpts",
+            MountFlags::NOSUID | MountFlags::NOEXEC,
+            Some(devpts),
+            "mounting devpts on /dev/pts".into(),
+        )?;
+        for (target, link) in [
+            ("pts/ptmx", "ptmx"),
+            ("/proc/self/fd", "fd"),
+            ("/proc/self/fd/0", "stdin"),
+            ("/proc/self/fd/1", "stdout"),
+            ("/proc/self/fd/2", "stderr"),
+        ] {
+            let op = Op::Symlink {
+                target: c_string("link", target)?,
+                link: at(link)?,
+            };
+            self.push(op, format!("creating the symlink /dev/{link}"));
+        }
+        self.push(
+            Op::Mkdir {
+                path: at("shm")?,
+                mode: 0o1777,
+            },
+            "creating /dev/shm".into(),
+        );
+        self.mount(
+            "shm",
+            at("shm")?,
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            Some("mode=1777,size=65536k"),
+            "mounting a tmpfs on /dev/shm".into(),
+        )
+    }
+}
+
+/// The exec candidates for `program`: itself when it has a `/`, else each
+/// directory of `PATH` (from `env`) joined with it, as runc looks it up.
+fn candidates(program: &str, env: &[(String, String)]) -> Vec<String> {
+    if program.contains('/') {
+        return vec![program.to_owned()];
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find(|(name, _)| name == "PATH")
+        .map(|(_, value)| value.as_str())
+        .unwrap_or_default();
+    path.split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| format!("{}/{program}", dir.trim_end_matches('/')))
+        .collect()
+}
+
+/// Prepares a run of `spec`; `scratch` is the per-run temporary directory.
+pub(super) fn prepare(
+    spec: &Spec,
+    root: &Path,
+    scratch: &Path,
+    rootless: bool,
+) -> Result<Prepared, SandboxError> {
+    let Some(program) = spec.args.first() else {
+        return Err(SandboxError::Invalid {
+            what: "empty command".into(),
+        });
+    };
+    if !spec.cwd.starts_with('/') {
+        return Err(SandboxError::Invalid {
+            what: format!("working directory {:?} is not absolute", spec.cwd),
+        });
+    }
+    let mut b = Builder {
+        root,
+        ops: Vec::new(),
+        steps: Vec::new(),
+        stubs: Vec::new(),
+    };
+    let root_c = c_path(root)?;
+    let shown = root.display().to_string();
+    b.push(Op::PrivateRoot, "making the mounts private".into());
+    b.push(
+        Op::Bind {
+            source: root_c.clone(),
+            target: root_c.clone(),
+            read_only: false,
+        },
+        format!("binding the root {shown} onto itself"),
+    );
+
+    let proc = b.target("/proc", Kind::Dir)?;
+    b.mount(
+        "proc",
+        proc,
+        "proc",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        None,
+        "mounting /proc".into(),
+    )?;
+    let sys = b.target("/sys", Kind::Dir)?;
+    b.push(Op::Sysfs { target: sys }, "mounting /sys read-only".into());
+    let dev = b.target("/dev", Kind::Dir)?;
+    let dev_path = PathBuf::from(std::ffi::OsStr::from_bytes(dev.as_bytes()));
+    b.mount(
+        "tmpfs",
+        dev,
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::STRICTATIME,
+        Some("mode=755,size=65536k"),
+        "mounting a tmpfs on /dev".into(),
+    )?;
+    b.dev(&dev_path, rootless)?;
+
+    let files = [
+        (
+            "hosts",
+            super::etc::hosts(&spec.hostname, &spec.extra_hosts),
+        ),
+        ("resolv.conf", super::etc::resolv_conf()),
+        ("hostname", super::etc::hostname(&spec.hostname)),
+    ];
+    for (name, content) in files {
+        let source = scratch.join(name);
+        fs::write(&source, content).map_err(|source_err| SandboxError::Prepare {
+            what: format!("file {}", source.display()),
+            source: source_err,
+        })?;
+        let inside = format!("/etc/{name}");
+        let target = b.target(&inside, Kind::File)?;
+        b.push(
+            Op::Bind {
+                source: c_path(&source)?,
+                target,
+                read_only: false,
+            },
+            format!("binding {inside}"),
+        );
+    }
+
+    for mount in &spec.mounts {
+        if !mount.target.starts_with('/') {
+            return Err(SandboxError::Invalid {
+                what: format!("mount target {:?} is not absolute", mount.target),
+            });
+        }
+        match &mount.kind {
+            MountKind::Bind { source, read_only } => {
+                let meta = fs::metadata(source).map_err(|err| SandboxError::Prepare {
+                    what: format!("bind mount source {}", source.display()),
+                    source: err,
+                })?;
+                let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
+                let target = b.target(&mount.target, kind)?;
+                b.push(
+                    Op::Bind {
+                        source: c_path(source)?,
+                        target,
+                        read_only: *read_only,
+                    },
+                    format!("binding {} onto {}", source.display(), mount.target),
+                );
+            }
+            MountKind::Tmpfs { size, mode } => {
+                let mut options = Vec::new();
+                if let Some(size) = size {
+                    options.push(format!("size={size}"));
+                }
+                if let Some(mode) = mode {
+                    options.push(format!("mode={mode:o}"));
+                }
+                let target = b.target(&mount.target, Kind::Dir)?;
+                let options = options.join(",");
+                b.mount(
+                    "tmpfs",
+                    target,
+                    "tmpfs",
+                    MountFlags::NOSUID | MountFlags::NODEV,
+                    Some(&options)
+                        .filter(|options| !options.is_empty())
+                        .map(String::as_str),
+                    format!("mounting a tmpfs on {}", mount.target),
+                )?;
+            }
+        }
+    }
+
+    b.push(
+        Op::Hostname {
+            name: spec.hostname.as_bytes().to_vec(),
+        },
+        format!("setting the hostname {:?}", spec.hostname),
+    );
+    if matches!(spec.network, Network::None) {
+        b.push(Op::LoopbackUp, "bringing up the loopback interface".into());
+    }
+    b.push(
+        Op::Pivot { root: root_c },
+        format!("pivoting into the root {shown}"),
+    );
+    let mut prefix = String::new();
+    for name in spec.cwd.split('/').filter(|name| !name.is_empty()) {
+        prefix.push('/');
+        prefix.push_str(name);
+        b.push(
+            Op::MkdirOwned {
+                path: c_string("working directory", prefix.as_str())?,
+                uid: spec.user.uid,
+                gid: spec.user.gid,
+            },
+            format!("creating the working directory {prefix}"),
+        );
+    }
+
+    let candidates = candidates(program, &spec.env)
+        .into_iter()
+        .map(|candidate| c_string("command", candidate))
+        .collect::<Result<_, _>>()?;
+    let argv = spec
+        .args
+        .iter()
+        .map(|arg| c_string("argument", arg.as_str()))
+        .collect::<Result<_, _>>()?;
+    let env = spec
+        .env
+        .iter()
+        .map(|(name, value)| {
+            if name.is_empty() || name.contains('=') {
+                return Err(SandboxError::Invalid {
+                    what: format!("environment variable name {name:?}"),
+                });
+            }
+            c_string("environment variable", format!("{name}={value}"))
+        })
+        .collect::<Result<_, _>>()?;
+    let plan = Plan::new(
+        b.ops,
+        rootless.then(UserMaps::for_caller),
+        &spec.user,
+        c_string("working directory", spec.cwd.as_str())?,
+        candidates,
+        argv,
+        env,
+    );
+    Ok(Prepared {
+        plan,
+        steps: b.steps,
+        stubs: b.stubs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_looked_up_in_the_path_of_the_environment() {
+        let env = vec![
+            ("PATH".to_owned(), "/usr/bin:/bin/".to_owned()),
+            ("HOME".to_owned(), "/".to_owned()),
+        ];
+        assert_eq!(candidates("sh", &env), vec!["/usr/bin/sh", "/bin/sh"]);
+        assert_eq!(candidates("./run", &env), vec!["./run"]);
+        assert!(candidates("sh", &[]).is_empty());
+    }
+}

@@ -1,0 +1,197 @@
+//! Whether the sandbox can work here: namespaces, mounts and `pivot_root`
+//! tried in a throwaway child, so a restricted pod fails at start with a
+//! message naming what is missing and what to grant.
+
+use std::ffi::CString;
+use std::fmt;
+use std::fs::File;
+use std::io::Read as _;
+use std::os::fd::AsRawFd as _;
+use std::os::unix::ffi::OsStrExt as _;
+
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+use rustix::pipe::PipeFlags;
+
+use super::child::{self, UserMaps};
+
+/// What to grant, for every failure.
+const HINT: &str = "hint: the sandbox needs CAP_SYS_ADMIN and a seccomp profile that allows unshare, mount and pivot_root (Kubernetes: securityContext.capabilities.add [SYS_ADMIN] and seccompProfile.type Unconfined, AppArmor unconfined), or `hostUsers: false` on a node with user namespaces enabled";
+
+/// The sandbox cannot run here.
+#[derive(Debug)]
+pub struct Unavailable {
+    /// What failed, e.g. "cannot create a mount namespace".
+    pub what: String,
+    /// The error number the kernel answered with.
+    pub errno: i32,
+}
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = std::io::Error::from_raw_os_error(self.errno).to_string();
+        let text = text.split(" (os error").next().unwrap_or_default();
+        let mut chars = text.chars();
+        let text: String = chars
+            .next()
+            .map(|first| first.to_lowercase().chain(chars).collect())
+            .unwrap_or_default();
+        write!(f, "{}: {text}\n{HINT}", self.what)
+    }
+}
+
+impl std::error::Error for Unavailable {}
+
+fn unavailable(what: impl Into<String>, errno: i32) -> Unavailable {
+    Unavailable {
+        what: what.into(),
+        errno,
+    }
+}
+
+fn reap(pid: i32) -> i32 {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid with a valid status pointer.
+        let result = unsafe { libc::waitpid(pid, &raw mut status, 0) };
+        if result == pid || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return status;
+        }
+    }
+}
+
+/// Steps of the mount check, reported by the child.
+const STEPS: [&str; 4] = [
+    "cannot write the user namespace's id maps",
+    "cannot make the mounts private",
+    "cannot mount a tmpfs",
+    "cannot pivot_root",
+];
+
+fn mount_check(scratch: &CString, maps: Option<&UserMaps>) -> Result<(), (u32, i32)> {
+    if let Some(maps) = maps {
+        maps.apply().map_err(|errno| (0, errno))?;
+    }
+    rustix::mount::mount_change(
+        c"/",
+        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+    )
+    .map_err(|err| (1, err.raw_os_error()))?;
+    rustix::mount::mount(
+        c"tmpfs",
+        scratch.as_c_str(),
+        c"tmpfs",
+        MountFlags::empty(),
+        None,
+    )
+    .map_err(|err| (2, err.raw_os_error()))?;
+    let pivot = || {
+        rustix::process::chdir(scratch.as_c_str())?;
+        rustix::process::pivot_root(c".", c".")?;
+        rustix::mount::unmount(c".", UnmountFlags::DETACH)
+    };
+    pivot().map_err(|err| (3, err.raw_os_error()))?;
+    Ok(())
+}
+
+/// Whether namespaces, mounts and pivot_root work here; Err names what is
+/// missing (capability, seccomp, user namespaces) and what to grant.
+pub fn probe() -> Result<(), Unavailable> {
+    let rootless = !rustix::process::geteuid().is_root();
+    let mut namespaces = Vec::new();
+    if rootless {
+        namespaces.push((libc::CLONE_NEWUSER, "user"));
+    }
+    namespaces.extend([
+        (libc::CLONE_NEWNS, "mount"),
+        (libc::CLONE_NEWPID, "PID"),
+        (libc::CLONE_NEWIPC, "IPC"),
+        (libc::CLONE_NEWUTS, "UTS"),
+    ]);
+    let mut flags = 0;
+    for (flag, name) in namespaces {
+        flags |= flag;
+        // SAFETY: the child only calls _exit.
+        match unsafe { child::clone(flags) } {
+            // SAFETY: _exit is async-signal-safe.
+            Ok(0) => unsafe { libc::_exit(0) },
+            Ok(pid) => {
+                reap(pid);
+            }
+            Err(errno) => {
+                return Err(unavailable(
+                    format!("cannot create a {name} namespace"),
+                    errno,
+                ));
+            }
+        }
+    }
+
+    let scratch = tempfile::Builder::new()
+        .prefix("executor-probe-")
+        .tempdir()
+        .map_err(|err| {
+            unavailable(
+                "cannot create a temporary directory",
+                err.raw_os_error().unwrap_or(libc::EIO),
+            )
+        })?;
+    let path = CString::new(scratch.path().as_os_str().as_bytes())
+        .map_err(|_| unavailable("cannot use the temporary directory", libc::EINVAL))?;
+    let maps = rootless.then(UserMaps::for_caller);
+    let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC)
+        .map_err(|err| unavailable("cannot create a pipe", err.raw_os_error()))?;
+    // SAFETY: the child only runs `mount_check` (raw system calls on
+    // prepared C strings), `child::report` and _exit.
+    let pid = match unsafe { child::clone(flags) } {
+        Ok(0) => {
+            let code = match mount_check(&path, maps.as_ref()) {
+                Ok(()) => 0,
+                Err((step, errno)) => {
+                    child::report(write.as_raw_fd(), step, errno);
+                    1
+                }
+            };
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(code) }
+        }
+        Ok(pid) => pid,
+        Err(errno) => return Err(unavailable("cannot create the sandbox's namespaces", errno)),
+    };
+    drop(write);
+    let mut message = Vec::new();
+    let _ = File::from(read).read_to_end(&mut message);
+    reap(pid);
+    drop(scratch);
+    if message.len() >= 8 {
+        let step = u32::from_ne_bytes([message[0], message[1], message[2], message[3]]);
+        let errno = i32::from_ne_bytes([message[4], message[5], message[6], message[7]]);
+        let what = usize::try_from(step)
+            .ok()
+            .and_then(|step| STEPS.get(step))
+            .copied()
+            .unwrap_or("cannot set up mounts");
+        return Err(unavailable(what, errno));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sandbox_works_here() {
+        probe().unwrap();
+    }
+
+    #[test]
+    fn unavailable_names_the_failure_and_the_remedy() {
+        let err = unavailable("cannot create a mount namespace", libc::EPERM);
+        let text = err.to_string();
+        assert!(
+            text.starts_with("cannot create a mount namespace: operation not permitted\nhint: "),
+            "{text}"
+        );
+        assert!(text.contains("CAP_SYS_ADMIN") && text.contains("hostUsers: false"));
+    }
+}

@@ -1,0 +1,443 @@
+//! The sandbox run for real, as root, in a busybox root filesystem.
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt as _, symlink};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+const APPLETS: [&str; 21] = [
+    "sh", "echo", "cat", "id", "ls", "touch", "sleep", "ps", "mount", "ip", "pwd", "env",
+    "hostname", "test", "tr", "grep", "wc", "head", "tail", "cut", "sort",
+];
+
+/// kill_all kills every sandbox of the process: the test using it runs
+/// alone (as does the one counting temporary directories), the others share.
+static KILL_LOCK: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    KILL_LOCK
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A root with busybox, /etc/passwd and /etc/group, and nothing else.
+fn busybox_root() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in APPLETS {
+        symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(
+        root.join("etc/group"),
+        "root:x:0:\nalice:x:1000:\nwheel:x:10:alice\n",
+    )
+    .unwrap();
+    dir
+}
+
+struct Captured {
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Captured {
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned()
+    }
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+}
+
+fn spec(root: &Path, script: &str) -> (Spec, Captured) {
+    let stdout = Arc::new(Mutex::new(Vec::new()));
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let captured = Captured {
+        stdout: Arc::clone(&stdout),
+        stderr: Arc::clone(&stderr),
+    };
+    let spec = Spec {
+        root: root.to_owned(),
+        args: vec!["sh".into(), "-c".into(), script.into()],
+        env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+        cwd: "/".into(),
+        user: User::default(),
+        hostname: "sandbox-test".into(),
+        network: Network::Host,
+        extra_hosts: Vec::new(),
+        mounts: Vec::new(),
+        output: Arc::new(move |stream, bytes| match stream {
+            Stream::Stdout => stdout.lock().unwrap().extend_from_slice(bytes),
+            Stream::Stderr => stderr.lock().unwrap().extend_from_slice(bytes),
+        }),
+    };
+    (spec, captured)
+}
+
+/// Runs `script` and returns the outcome and its stdout.
+fn sh(root: &Path, script: &str) -> (Outcome, String) {
+    let (spec, captured) = spec(root, script);
+    let outcome = run(&spec).unwrap();
+    (outcome, captured.stdout())
+}
+
+fn mountinfo_mentions(needle: &str) -> Vec<String> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|line| line.contains(needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn processes_with_cmdline(cmdline: &[u8]) -> Vec<String> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|entry| fs::read(entry.path().join("cmdline")).is_ok_and(|line| line == cmdline))
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn output_and_exit_codes() {
+    let _shared = shared();
+    let root = busybox_root();
+    let (spec, captured) = spec(root.path(), "cat; echo hello; echo oops >&2; exit 3");
+    let outcome = run(&spec).unwrap();
+    assert_eq!(outcome.status, Status::Exited(3));
+    assert_eq!(captured.stdout(), "hello\n");
+    assert_eq!(captured.stderr(), "oops\n");
+    let (outcome, _) = sh(root.path(), "true");
+    assert!(outcome.status.success());
+    let (outcome, _) = sh(root.path(), "kill -TERM $$");
+    assert_eq!(outcome.status, Status::Signaled(libc::SIGTERM));
+}
+
+#[test]
+fn the_environment_is_exactly_the_spec() {
+    let _shared = shared();
+    let root = busybox_root();
+    let (mut spec, captured) = spec(root.path(), "env | sort");
+    spec.env.push(("GREETING".into(), "hello world".into()));
+    let outcome = run(&spec).unwrap();
+    assert!(outcome.status.success());
+    // busybox sh adds PWD, SHLVL; nothing of the test's own environment.
+    let stdout = captured.stdout();
+    assert!(stdout.contains("GREETING=hello world\n"), "{stdout}");
+    assert!(stdout.contains("PATH=/usr/bin:/bin\n"), "{stdout}");
+    assert!(!stdout.contains("CARGO"), "{stdout}");
+}
+
+#[test]
+fn user_groups_and_a_created_working_directory() {
+    let _shared = shared();
+    let root = busybox_root();
+    let (mut spec, captured) = spec(
+        root.path(),
+        "id -u; id -g; id -G; pwd; touch mine && ls -ln",
+    );
+    spec.user = user::resolve(root.path(), "alice").unwrap();
+    spec.cwd = "/home/alice/work".into();
+    let outcome = run(&spec).unwrap();
+    assert!(outcome.status.success(), "{}", captured.stderr());
+    let stdout = captured.stdout();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[..4], ["1000", "1000", "1000 10", "/home/alice/work"]);
+    assert!(
+        stdout.contains(" 1000 ") && stdout.contains("mine"),
+        "{stdout}"
+    );
+    let meta = fs::metadata(root.path().join("home/alice/work")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&meta),
+        1000,
+        "the working directory belongs to the user"
+    );
+}
+
+#[test]
+fn proc_shows_only_the_sandbox() {
+    let _shared = shared();
+    let root = busybox_root();
+    let (outcome, stdout) = sh(
+        root.path(),
+        "cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /proc | grep -c '^[0-9]'",
+    );
+    assert!(outcome.status.success());
+    let lines: Vec<&str> = stdout.lines().collect();
+    // pid 1 is our init: a fork of this test binary, not the command.
+    let own = fs::read("/proc/self/cmdline").unwrap();
+    let own = String::from_utf8_lossy(&own).replace('\0', " ");
+    assert_eq!(lines[0], own);
+    // pid 1, sh, ls and grep at most.
+    let count: u32 = lines[1].trim().parse().unwrap();
+    assert!(count <= 4, "{stdout}");
+}
+
+#[test]
+fn dev_etc_and_hostname() {
+    let _shared = shared();
+    let root = busybox_root();
+    let (mut spec, captured) = spec(
+        root.path(),
+        "echo x > /dev/null && cat /dev/null && head -c 4 /dev/zero | wc -c; \
+         test -c /dev/urandom && test -L /dev/ptmx && test -d /dev/pts && test -d /dev/shm && echo devices; \
+         cat /etc/hosts; hostname; cat /etc/hostname; \
+         touch /sys/x 2>/dev/null || echo sys read-only",
+    );
+    spec.extra_hosts = vec![("db".into(), "10.1.2.3".parse().unwrap())];
+    let outcome = run(&spec).unwrap();
+    assert!(outcome.status.success(), "{}", captured.stderr());
+    let stdout = captured.stdout();
+    assert!(
+        stdout.starts_with("4\ndevices\n127.0.0.1\tlocalhost\tsandbox-test\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("10.1.2.3\tdb\n"), "{stdout}");
+    assert!(
+        stdout.ends_with("sandbox-test\nsandbox-test\nsys read-only\n"),
+        "{stdout}"
+    );
+    // The files were bound in, never written into the root; the missing
+    // ones were created as empty stubs and reported.
+    for stub in [
+        "etc/hosts",
+        "etc/resolv.conf",
+        "etc/hostname",
+        "proc",
+        "sys",
+        "dev",
+    ] {
+        assert!(
+            outcome.stubs.contains(&PathBuf::from(stub)),
+            "{:?}",
+            outcome.stubs
+        );
+    }
+    assert_eq!(fs::read(root.path().join("etc/hosts")).unwrap(), b"");
+    assert_eq!(fs::read(root.path().join("etc/hostname")).unwrap(), b"");
+}
+
+#[test]
+fn network_none_has_only_loopback() {
+    let _shared = shared();
+    let root = busybox_root();
+    let (mut spec, captured) = spec(
+        root.path(),
+        "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; ip link show lo",
+    );
+    spec.network = Network::None;
+    let outcome = run(&spec).unwrap();
+    assert!(outcome.status.success(), "{}", captured.stderr());
+    let stdout = captured.stdout();
+    assert!(stdout.starts_with("lo\n"), "{stdout}");
+    assert!(stdout.contains("UP"), "{stdout}");
+}
+
+#[test]
+fn bind_and_tmpfs_mounts() {
+    let _shared = shared();
+    let root = busybox_root();
+    let data = tempfile::tempdir().unwrap();
+    fs::write(data.path().join("file"), "content\n").unwrap();
+    let (mut spec, captured) = spec(
+        root.path(),
+        "cat /data/ro/file; touch /data/ro/new 2>/dev/null || echo refused; \
+         touch /data/rw/new && echo written; \
+         grep ' /scratch ' /proc/mounts | cut -d' ' -f3,4 | cut -d, -f1; touch /scratch/x && echo tmpfs",
+    );
+    spec.mounts = vec![
+        Mount {
+            target: "/data/ro".into(),
+            kind: MountKind::Bind {
+                source: data.path().to_owned(),
+                read_only: true,
+            },
+        },
+        Mount {
+            target: "/data/rw".into(),
+            kind: MountKind::Bind {
+                source: data.path().to_owned(),
+                read_only: false,
+            },
+        },
+        Mount {
+            target: "/scratch".into(),
+            kind: MountKind::Tmpfs {
+                size: Some(1 << 20),
+                mode: Some(0o1777),
+            },
+        },
+    ];
+    let outcome = run(&spec).unwrap();
+    assert!(outcome.status.success(), "{}", captured.stderr());
+    assert_eq!(
+        captured.stdout(),
+        "content\nrefused\nwritten\ntmpfs rw\ntmpfs\n"
+    );
+    assert!(data.path().join("new").exists());
+    let stubs = &outcome.stubs;
+    let data_at = stubs
+        .iter()
+        .position(|stub| stub == Path::new("data"))
+        .unwrap();
+    assert_eq!(stubs[data_at + 1], Path::new("data/ro"));
+    assert_eq!(stubs[data_at + 2], Path::new("data/rw"));
+    assert!(stubs.contains(&PathBuf::from("scratch")));
+    assert!(!root.path().join("scratch/x").exists());
+    let mode = fs::metadata(root.path().join("data/ro"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+}
+
+#[test]
+fn missing_commands_are_errors() {
+    let _shared = shared();
+    let root = busybox_root();
+    let (mut spec, _) = spec(root.path(), "");
+    spec.args = vec!["no-such-command".into()];
+    let err = run(&spec).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "exec: \"no-such-command\": executable file not found in $PATH"
+    );
+    spec.args = vec!["/bin/nothing".into()];
+    assert!(matches!(run(&spec), Err(SandboxError::NotFound { .. })));
+}
+
+#[test]
+fn nothing_is_left_behind() {
+    // Alone, so no other test's temporary directory is in the way.
+    let _alone = KILL_LOCK
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let root = busybox_root();
+    let key = root.path().to_string_lossy().into_owned();
+    let before: Vec<_> = fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name())
+        .filter(|name| name.to_string_lossy().starts_with("executor-sandbox-"))
+        .collect();
+    let (outcome, _) = sh(root.path(), "sleep 5000 & mount | grep -c proc; exit 1");
+    assert_eq!(outcome.status, Status::Exited(1));
+    assert!(
+        mountinfo_mentions(&key).is_empty(),
+        "{:?}",
+        mountinfo_mentions(&key)
+    );
+    assert!(processes_with_cmdline(b"sleep\x005000\x00").is_empty());
+    let after: Vec<_> = fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name())
+        .filter(|name| name.to_string_lossy().starts_with("executor-sandbox-"))
+        .filter(|name| !before.contains(name))
+        .collect();
+    assert!(after.is_empty(), "{after:?}");
+}
+
+fn parent_of(pid: &str) -> String {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("PPid:"))
+        .unwrap();
+    line["PPid:".len()..].trim().to_owned()
+}
+
+#[test]
+fn pid_1_forwards_sigterm_to_the_command() {
+    let _shared = shared();
+    let root = busybox_root();
+    let (spec, captured) = spec(
+        root.path(),
+        "trap 'echo terminated; exit 7' TERM; sleep 4713 & wait",
+    );
+    let signaller = std::thread::spawn(|| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(sleep) = processes_with_cmdline(b"sleep\x004713\x00").first() {
+                let init = parent_of(&parent_of(sleep));
+                let pid = rustix::process::Pid::from_raw(init.parse().unwrap()).unwrap();
+                rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+                return;
+            }
+            assert!(Instant::now() < deadline, "the command did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let outcome = run(&spec).unwrap();
+    signaller.join().unwrap();
+    assert_eq!(outcome.status, Status::Exited(7));
+    assert_eq!(captured.stdout(), "terminated\n");
+    assert!(processes_with_cmdline(b"sleep\x004713\x00").is_empty());
+}
+
+#[test]
+fn a_private_mount_namespace_hides_the_mounts() {
+    let _shared = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let target = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: the (single-threaded) child makes raw calls only, then _exit.
+    let pid = match unsafe { child::clone(0) } {
+        Ok(0) => {
+            let mounted = enter_private_mount_namespace().is_ok()
+                && rustix::mount::mount(
+                    c"tmpfs",
+                    target.as_c_str(),
+                    c"tmpfs",
+                    rustix::mount::MountFlags::empty(),
+                    None,
+                )
+                .is_ok();
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(i32::from(!mounted)) }
+        }
+        Ok(pid) => pid,
+        Err(errno) => panic!("clone: {errno}"),
+    };
+    assert_eq!(wait(pid).unwrap(), 0, "the child could not mount");
+    let key = dir.path().to_string_lossy().into_owned();
+    assert!(mountinfo_mentions(&key).is_empty());
+}
+
+#[test]
+fn kill_all_ends_the_tree() {
+    let _alone = KILL_LOCK
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let root = busybox_root();
+    let (spec, _) = spec(root.path(), "sleep 4711 & sleep 4712");
+    let started = Instant::now();
+    let killer = std::thread::spawn(|| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while processes_with_cmdline(b"sleep\x004712\x00").is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        kill_all();
+    });
+    let outcome = run(&spec).unwrap();
+    killer.join().unwrap();
+    assert_eq!(outcome.status, Status::Signaled(libc::SIGKILL));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(processes_with_cmdline(b"sleep\x004711\x00").is_empty());
+    assert!(processes_with_cmdline(b"sleep\x004712\x00").is_empty());
+    let key = root.path().to_string_lossy().into_owned();
+    assert!(mountinfo_mentions(&key).is_empty());
+}

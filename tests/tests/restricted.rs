@@ -1,0 +1,268 @@
+//! `executor build` under the restrictions of Kubernetes pods, checked here
+//! as the README documents them:
+//! - without `CAP_SYS_ADMIN` (`capsh --drop=cap_sys_admin`, what a pod gets
+//!   by default): a Dockerfile with RUN fails before any work with a message
+//!   naming what is missing and what to grant; one without RUN builds and
+//!   pushes (snapshots fall back from overlay to copies);
+//! - under a seccomp filter like the container runtimes' default profile
+//!   (unshare, mount, pivot_root and namespace-creating clone refused): the
+//!   same;
+//! - in a user namespace as root mapped to an unprivileged range (what
+//!   `hostUsers: false` gives a pod): RUN works.
+
+// The seccomp filter is installed between fork and exec.
+#![allow(unsafe_code)]
+
+use std::os::unix::process::CommandExt as _;
+use std::process::Command;
+
+use executor_e2e::{Project, Registry, RegistryKind, unpack};
+
+/// `cmd`'s program and arguments, run under `capsh` without
+/// `CAP_SYS_ADMIN` in the bounding set (so not after exec either).
+fn without_cap_sys_admin(cmd: &Command) -> Command {
+    let mut wrapped = Command::new("capsh");
+    wrapped
+        .arg("--drop=cap_sys_admin")
+        .args(["--", "-c", "exec \"$0\" \"$@\""])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(v) => wrapped.env(key, v),
+            None => wrapped.env_remove(key),
+        };
+    }
+    wrapped
+}
+
+/// A classic BPF seccomp filter refusing what the runtimes' default
+/// profile refuses a container without `CAP_SYS_ADMIN`: unshare, setns,
+/// mount, umount2, pivot_root (EPERM), clone with a namespace flag (EPERM),
+/// clone3 (ENOSYS, so libc falls back to clone). Everything else passes.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::cast_possible_truncation)] // BPF opcodes are 16-bit
+fn deny_namespaces(cmd: &mut Command) {
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    const RET_ERRNO: u32 = 0x0005_0000;
+    const EPERM: u32 = 1;
+    const ENOSYS: u32 = 38;
+    const NAMESPACE_FLAGS: u32 = 0x0002_0000 // CLONE_NEWNS
+        | 0x0200_0000 // CLONE_NEWCGROUP
+        | 0x0400_0000 // CLONE_NEWUTS
+        | 0x0800_0000 // CLONE_NEWIPC
+        | 0x1000_0000 // CLONE_NEWUSER
+        | 0x2000_0000 // CLONE_NEWPID
+        | 0x4000_0000; // CLONE_NEWNET
+    // Syscall numbers on x86_64.
+    const UNSHARE: u32 = 272;
+    const SETNS: u32 = 308;
+    const MOUNT: u32 = 165;
+    const UMOUNT2: u32 = 166;
+    const PIVOT_ROOT: u32 = 155;
+    const CLONE: u32 = 56;
+    const CLONE3: u32 = 435;
+    fn stmt(code: u16, k: u32) -> libc::sock_filter {
+        libc::sock_filter {
+            code,
+            jt: 0,
+            jf: 0,
+            k,
+        }
+    }
+    fn jeq(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt,
+            jf,
+            k,
+        }
+    }
+    let load = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    let ret = (libc::BPF_RET | libc::BPF_K) as u16;
+    let filter = vec![
+        /* 0 */ stmt(load, 4), // seccomp_data.arch
+        /* 1 */ jeq(AUDIT_ARCH_X86_64, 1, 0),
+        /* 2 */ stmt(ret, RET_ALLOW),
+        /* 3 */ stmt(load, 0), // seccomp_data.nr
+        /* 4 */ jeq(UNSHARE, 9, 0),
+        /* 5 */ jeq(SETNS, 8, 0),
+        /* 6 */ jeq(MOUNT, 7, 0),
+        /* 7 */ jeq(UMOUNT2, 6, 0),
+        /* 8 */ jeq(PIVOT_ROOT, 5, 0),
+        /* 9 */ jeq(CLONE3, 6, 0),
+        /* 10 */ jeq(CLONE, 1, 0),
+        /* 11 */ stmt(ret, RET_ALLOW),
+        /* 12 */ stmt(load, 16), // clone's flags (args[0], low half)
+        /* 13 */
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: NAMESPACE_FLAGS,
+        },
+        /* 14 */ stmt(ret, RET_ERRNO | EPERM),
+        /* 15 */ stmt(ret, RET_ALLOW),
+        /* 16 */ stmt(ret, RET_ERRNO | ENOSYS),
+    ];
+    // Jumps above: 4..=8 go to 14 (EPERM), 9 goes to 16 (ENOSYS), 10 to 12.
+    assert_eq!(filter.len(), 17);
+    // SAFETY: runs in the child between fork and exec, calling only prctl
+    // (async-signal-safe) on memory the closure owns.
+    unsafe {
+        cmd.pre_exec(move || {
+            let prog = libc::sock_fprog {
+                len: u16::try_from(filter.len()).expect("a short filter"),
+                filter: filter.as_ptr().cast_mut(),
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &raw const prog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+fn run_dockerfile(base: &str) -> Project {
+    Project::new(
+        &format!("FROM {base}\nCOPY f /f\nRUN echo restricted > /r\n"),
+        &[("f", "x")],
+    )
+}
+
+fn copy_dockerfile(base: &str) -> Project {
+    Project::new(
+        &format!("FROM {base}\nCOPY f /srv/f\nWORKDIR /srv/app\n"),
+        &[("f", "copied")],
+    )
+}
+
+fn assert_names_what_to_grant(stderr: &str) {
+    assert!(
+        stderr.contains("Dockerfile:3: RUN cannot run here"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint:"), "{stderr}");
+    assert!(stderr.contains("CAP_SYS_ADMIN"), "{stderr}");
+    // Refused before any work: the base image was not even pulled.
+    assert!(!stderr.contains("STEP 2/"), "{stderr}");
+}
+
+#[test]
+fn run_without_cap_sys_admin_fails_naming_what_to_grant() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let base = registry.push_busybox();
+    let project = run_dockerfile(&base);
+    let destination = registry.reference("restricted/run:1");
+    let cmd = project.build(&["-d", &destination, "--insecure-registry", &registry.host]);
+    let stderr = executor_e2e::fails(&mut without_cap_sys_admin(&cmd));
+    assert_names_what_to_grant(&stderr);
+    let probe = Command::new("skopeo")
+        .arg("inspect")
+        .args(registry.skopeo_args(""))
+        .arg(format!("docker://{destination}"))
+        .output()
+        .expect("skopeo runs");
+    assert!(!probe.status.success(), "nothing may be pushed");
+}
+
+#[test]
+fn copy_only_build_works_without_cap_sys_admin() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let base = registry.push_busybox();
+    let project = copy_dockerfile(&base);
+    let destination = registry.reference("restricted/copy:1");
+    let cmd = project.build(&["-d", &destination, "--insecure-registry", &registry.host]);
+    executor_e2e::ok(&mut without_cap_sys_admin(&cmd));
+    let rootfs = unpack(&registry, &destination, &project.path("unpacked"));
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("srv/f")).unwrap(),
+        "copied"
+    );
+    assert!(rootfs.join("srv/app").is_dir());
+    assert!(rootfs.join("bin/busybox").is_file());
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn run_under_a_seccomp_filter_denying_namespaces_fails_clearly_and_copy_works() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let base = registry.push_busybox();
+
+    let project = run_dockerfile(&base);
+    let mut cmd = project.build(&["--no-push"]);
+    deny_namespaces(&mut cmd);
+    let stderr = executor_e2e::fails(&mut cmd);
+    assert_names_what_to_grant(&stderr);
+    assert!(stderr.contains("seccomp"), "{stderr}");
+
+    let project = copy_dockerfile(&base);
+    let destination = registry.reference("restricted/seccomp:1");
+    let mut cmd = project.build(&["-d", &destination, "--insecure-registry", &registry.host]);
+    deny_namespaces(&mut cmd);
+    executor_e2e::ok(&mut cmd);
+    let rootfs = unpack(&registry, &destination, &project.path("unpacked"));
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("srv/f")).unwrap(),
+        "copied"
+    );
+}
+
+/// `hostUsers: false`: the pod's root is root only in its own user
+/// namespace, mapped to an unprivileged range of this machine's ids.
+#[test]
+fn run_works_as_root_of_a_user_namespace() {
+    const OUTSIDE: u32 = 200_000;
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let base = registry.push_busybox();
+    let project = Project::new(
+        &format!(
+            "FROM {base}\nRUN adduser -D -u 1000 app && echo in-userns > /r && chown app /r\nUSER app\nRUN id -u > /tmp/uid\n"
+        ),
+        &[],
+    );
+    // What the namespace's root owns: the project (context, store).
+    let status = Command::new("chown")
+        .args(["-R", &format!("{OUTSIDE}:{OUTSIDE}")])
+        .arg(project.dir.path())
+        .status()
+        .expect("chown runs");
+    assert!(status.success());
+    let destination = registry.reference("restricted/userns:1");
+    let cmd = project.build(&["-d", &destination, "--insecure-registry", &registry.host]);
+    let mut wrapped = Command::new("unshare");
+    wrapped
+        .args([
+            &format!("--map-users={OUTSIDE},0,65536"),
+            &format!("--map-groups={OUTSIDE},0,65536"),
+            "--mount",
+            "--pid",
+            "--fork",
+            "--",
+        ])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(v) => wrapped.env(key, v),
+            None => wrapped.env_remove(key),
+        };
+    }
+    executor_e2e::ok(&mut wrapped);
+    let rootfs = unpack(&registry, &destination, &project.path("unpacked"));
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("r")).unwrap(),
+        "in-userns\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("tmp/uid")).unwrap(),
+        "1000\n"
+    );
+}
