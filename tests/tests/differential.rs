@@ -93,6 +93,24 @@ enum Quirk {
     /// directories are dropped from buildah's tree on the same terms as
     /// [`Quirk::RunStubs`]'s, deepest first.
     MountParents(&'static [&'static str]),
+    /// `ln` of a file of a lower layer: buildah's vfs storage finds the old
+    /// name unchanged (content, mode, owner: it ignores the link count), so
+    /// its layer holds only the new name, as a plain file. An overlay upper
+    /// directory holds both names, linked, because linking copied the old
+    /// name up; executor's layer is that upper directory, as the diff of
+    /// Docker's overlay2 driver is. For the listed paths, which names are
+    /// links of one file is not compared (content, mode and owner are).
+    LinkToLowerLayer(&'static [&'static str]),
+    /// A RUN writes to one name of a file that has several since a lower
+    /// layer. On overlayfs with `index=off` (the kernel's default, and what
+    /// Docker's overlay2 driver and containerd's overlayfs snapshotter, so
+    /// BuildKit, mount) copy-up breaks the link: the name written to is
+    /// copied up alone, the other names keep the old content, in the RUN
+    /// itself and in the image. In buildah's vfs storage, a plain
+    /// directory, every name sees the write. The listed names (the ones not
+    /// written to) are compared without their content, and no name of the
+    /// case without its hard links.
+    CopyUpBreaksLinks(&'static [&'static str]),
 }
 
 /// The mount points buildah's chroot isolation leaves in a RUN's layer
@@ -610,6 +628,25 @@ fn apply_quirks(case: &Case, executor: &mut Built, buildah: &mut Built) {
             }
             Quirk::RunStubs => drop_stubs(BUILDAH_RUN_STUBS, executor, buildah),
             Quirk::MountParents(parents) => drop_stubs(parents, executor, buildah),
+            Quirk::LinkToLowerLayer(paths) => {
+                for side in [&mut executor.tree, &mut buildah.tree] {
+                    for path in *paths {
+                        if let Some(entry) = side.get_mut(*path) {
+                            entry.hard_link = None;
+                        }
+                    }
+                }
+            }
+            Quirk::CopyUpBreaksLinks(others) => {
+                for side in [&mut executor.tree, &mut buildah.tree] {
+                    for (path, entry) in side.iter_mut() {
+                        entry.hard_link = None;
+                        if others.contains(&path.as_str()) {
+                            entry.content = None;
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -1194,16 +1231,18 @@ fn run_commands_and_environment() {
                 ARG LATE=late\n\
                 RUN echo \"$LATE\" > /late\n",
             build_args: &["FROM_CLI=from-cli"],
-            quirks: &[Quirk::RunStubs],
+            quirks: &[Quirk::RunStubs, Quirk::EnvOverrideAppends],
             expect: &["/vars", "/tool-output"],
             ..CASE
         },
         Case {
             name: "run_as_user",
-            // Owners of what each USER writes; `id` shows the supplementary groups
-            // from /etc/group (only when USER names no group, as runc does).
+            // Owners of what each USER writes; `id` shows the supplementary groups:
+            // those listing the user in /etc/group when USER names no group (runc's
+            // GetExecUser), and always the primary group (BuildKit since
+            // moby/buildkit#3651, CVE-2023-25173; buildah since CVE-2022-2990).
             dockerfile: "FROM @BUSYBOX@\n\
-                RUN echo 'staff:x:50:nobody' >> /etc/group && mkdir -p /home/nobody /shared && chown nobody:nogroup /home/nobody && chmod 1777 /shared\n\
+                RUN id > /id-root && echo 'staff:x:50:nobody' >> /etc/group && mkdir -p /home/nobody /shared && chown nobody:nogroup /home/nobody && chmod 1777 /shared\n\
                 USER nobody\n\
                 RUN id > /home/nobody/id && touch /home/nobody/file && mkdir /home/nobody/dir && touch /shared/by-nobody\n\
                 USER nobody:root\n\
@@ -1369,7 +1408,10 @@ fn run_filesystem_changes() {
             // name has its content.
             dockerfile: "FROM @BUSYBOX@\n\
                 RUN ln /etc/passwd /passwd-hard\n",
-            quirks: &[Quirk::RunStubs],
+            quirks: &[
+                Quirk::RunStubs,
+                Quirk::LinkToLowerLayer(&["/etc/passwd", "/passwd-hard"]),
+            ],
             expect: &["/passwd-hard"],
             ..CASE
         },
@@ -1380,7 +1422,7 @@ fn run_filesystem_changes() {
             dockerfile: "FROM @BUSYBOX@\n\
                 RUN echo data > /f && ln /f /hl\n\
                 RUN echo changed >> /f\n",
-            quirks: &[Quirk::RunStubs],
+            quirks: &[Quirk::RunStubs, Quirk::CopyUpBreaksLinks(&["/hl"])],
             expect: &["/hl"],
             ..CASE
         },
