@@ -22,10 +22,11 @@
 //!
 //! Left out because buildah 1.28 refuses them, so there is nothing to
 //! compare against: COPY `--parents`, `--exclude` and `--link`, heredocs
-//! (COPY and RUN: it reads `<<EOF` as a file name or a plain word), ADD's
-//! `--checksum`, `--unpack` and `--keep-git-dir`, and RUN's
-//! `--mount=type=secret|ssh` (tested against the expected image in the RUN
-//! tests instead). Left out because buildah 1.28 gets them wrong: a
+//! (COPY reads `<<EOF` as a file name; RUN takes `<<EOF` as its command and
+//! the body's lines as instructions: `Unknown instruction: "ECHO"`), ADD's
+//! `--checksum`, `--unpack` and `--keep-git-dir`. Not compared here: RUN
+//! `--mount=type=secret` and `type=ssh`. Left out because buildah 1.28 gets
+//! them wrong: a
 //! `--mount=type=tmpfs` on a directory that exists (its clean-up then
 //! empties the whole root filesystem: the image has no files at all), and
 //! `mknod` (its chroot isolation drops `CAP_MKNOD`, which BuildKit grants).
