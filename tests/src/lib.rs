@@ -6,7 +6,9 @@
 //!
 //! Base images are built once per test run and reused: the busybox image is
 //! an OCI layout made with `umoci` from `/bin/busybox` (package
-//! `busybox-static`) and copied to a test's registry with `skopeo`.
+//! `busybox-static`) and copied to a test's registry with `skopeo`; the
+//! Debian image (module `debian`) is `debootstrap --variant=minbase
+//! bookworm`, made by `tests/fixtures/debian-base.sh`.
 
 use std::fmt::Write as _;
 use std::net::{TcpListener, TcpStream};
@@ -17,9 +19,15 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+mod debian;
+mod image;
+mod leftovers;
 mod project;
 mod serve;
 
+pub use debian::{DEFAULT_PATH, debian_layout, debian_tarball};
+pub use image::{Node, PulledImage, pull_image, tree};
+pub use leftovers::{Leftovers, processes_with};
 pub use project::{Project, fails, ok, raw_manifest, unpack, unpack_docker_archive, unpack_layout};
 pub use serve::{GitDaemon, GitHttpServer, HttpServer, git, git_commit, git_repo};
 
@@ -48,6 +56,8 @@ pub struct Registry {
     pub cert_dir: Option<PathBuf>,
     child: Child,
     dir: TempDir,
+    /// `debian:bookworm` once pushed here (see `push_debian`).
+    debian: OnceLock<String>,
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released).
@@ -144,6 +154,7 @@ impl Registry {
             cert_dir,
             child,
             dir,
+            debian: OnceLock::new(),
         };
         registry.wait_ready();
         registry

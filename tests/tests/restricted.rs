@@ -215,6 +215,43 @@ fn run_under_a_seccomp_filter_denying_namespaces_fails_clearly_and_copy_works() 
     );
 }
 
+/// A user namespace whose root is `argv[1]` here, made as the
+/// container runtime makes a pod's: the child unshares, this side (root
+/// outside) writes the id maps, the child becomes root inside and runs
+/// the build in fresh mount and PID namespaces. (unshare(1) cannot: its
+/// --map-users needs an /etc/subuid entry.)
+const USERNS: &str = r#"
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWPID = 0x10000000, 0x00020000, 0x20000000
+outside = sys.argv[1]
+ready_r, ready_w = os.pipe()
+mapped_r, mapped_w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    if libc.unshare(CLONE_NEWUSER) != 0:
+        sys.exit("unshare(CLONE_NEWUSER): " + os.strerror(ctypes.get_errno()))
+    os.write(ready_w, b"x")
+    os.read(mapped_r, 1)
+    os.setgid(0)
+    os.setgroups([])
+    os.setuid(0)
+    if libc.unshare(CLONE_NEWNS | CLONE_NEWPID) != 0:
+        sys.exit("unshare(CLONE_NEWNS|CLONE_NEWPID): " + os.strerror(ctypes.get_errno()))
+    inner = os.fork()
+    if inner == 0:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    _, status = os.waitpid(inner, 0)
+    sys.exit(os.waitstatus_to_exitcode(status))
+os.read(ready_r, 1)
+for name in ("uid_map", "gid_map"):
+    with open(f"/proc/{pid}/{name}", "w") as f:
+        f.write(f"0 {outside} 65536\n")
+os.write(mapped_w, b"x")
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+
 /// `hostUsers: false`: the pod's root is root only in its own user
 /// namespace, mapped to an unprivileged range of this machine's ids.
 #[test]
@@ -224,7 +261,7 @@ fn run_works_as_root_of_a_user_namespace() {
     let base = registry.push_busybox();
     let project = Project::new(
         &format!(
-            "FROM {base}\nRUN adduser -D -u 1000 app && echo in-userns > /r && chown app /r\nUSER app\nRUN id -u > /tmp/uid\n"
+            "FROM {base}\nRUN echo app:x:1000:1000::/home/app:/bin/sh >> /etc/passwd && echo in-userns > /r && mkdir -p /home/app && chown app /r /home/app\nUSER app\nRUN id -u > /home/app/uid\n"
         ),
         &[],
     );
@@ -237,32 +274,31 @@ fn run_works_as_root_of_a_user_namespace() {
     assert!(status.success());
     let destination = registry.reference("restricted/userns:1");
     let cmd = project.build(&["-d", &destination, "--insecure-registry", &registry.host]);
-    let mut wrapped = Command::new("unshare");
+    let mut wrapped = Command::new("python3");
     wrapped
-        .args([
-            &format!("--map-users={OUTSIDE},0,65536"),
-            &format!("--map-groups={OUTSIDE},0,65536"),
-            "--mount",
-            "--pid",
-            "--fork",
-            "--",
-        ])
+        .args(["-c", USERNS])
+        .arg(OUTSIDE.to_string())
         .arg(cmd.get_program())
-        .args(cmd.get_args());
+        .args(cmd.get_args())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     for (key, value) in cmd.get_envs() {
         match value {
             Some(v) => wrapped.env(key, v),
             None => wrapped.env_remove(key),
         };
     }
-    executor_e2e::ok(&mut wrapped);
+    let child = wrapped.spawn().expect("python3 runs");
+    let out = child.wait_with_output().expect("the build ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
     let rootfs = unpack(&registry, &destination, &project.path("unpacked"));
     assert_eq!(
         std::fs::read_to_string(rootfs.join("r")).unwrap(),
         "in-userns\n"
     );
     assert_eq!(
-        std::fs::read_to_string(rootfs.join("tmp/uid")).unwrap(),
+        std::fs::read_to_string(rootfs.join("home/app/uid")).unwrap(),
         "1000\n"
     );
 }

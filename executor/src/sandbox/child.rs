@@ -10,11 +10,14 @@
 //! turned into messages by the parent, which knows the step names.
 
 use std::ffi::{CStr, CString, c_char, c_int};
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use rustix::fs::{Gid, Mode, StatVfsMountFlags, Uid};
+use rustix::fs::{FileType, Gid, Mode, OFlags, StatVfsMountFlags, Uid};
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+use rustix::thread::{CapabilitySet, CapabilitySets};
+
+use super::path::Kind;
 
 /// Report steps that are not an index into [`Plan::ops`].
 pub(super) const STEP_EXEC: u32 = u32::MAX;
@@ -24,12 +27,30 @@ pub(super) const STEP_FORK: u32 = u32::MAX - 3;
 pub(super) const STEP_STDIO: u32 = u32::MAX - 4;
 pub(super) const STEP_DEATHSIG: u32 = u32::MAX - 5;
 pub(super) const STEP_USER_MAPS: u32 = u32::MAX - 6;
+pub(super) const STEP_CAPABILITIES: u32 = u32::MAX - 7;
 
 /// Exit status of pid 1 when the setup failed (the report says why).
 const EXIT_SETUP: c_int = 125;
 
 /// Signals pid 1 forwards to the command.
 const FORWARDED: [c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+
+/// The capabilities Docker and BuildKit give a RUN step (moby's
+/// `oci/caps/defaults.go`); the command keeps these and no others.
+pub(super) const DEFAULT_CAPABILITIES: CapabilitySet = CapabilitySet::CHOWN
+    .union(CapabilitySet::DAC_OVERRIDE)
+    .union(CapabilitySet::FSETID)
+    .union(CapabilitySet::FOWNER)
+    .union(CapabilitySet::MKNOD)
+    .union(CapabilitySet::NET_RAW)
+    .union(CapabilitySet::SETGID)
+    .union(CapabilitySet::SETUID)
+    .union(CapabilitySet::SETFCAP)
+    .union(CapabilitySet::SETPCAP)
+    .union(CapabilitySet::NET_BIND_SERVICE)
+    .union(CapabilitySet::SYS_CHROOT)
+    .union(CapabilitySet::KILL)
+    .union(CapabilitySet::AUDIT_WRITE);
 
 /// One setup step of pid 1, run in order before the command is forked.
 #[derive(Debug)]
@@ -59,9 +80,26 @@ pub(super) enum Op {
         source: CString,
         target: CString,
     },
+    /// `/dev/null` bound over a file, a read-only empty tmpfs over a
+    /// directory; skipped when `target` does not exist.
+    Mask {
+        target: CString,
+    },
+    /// `target` bound onto itself read-only; skipped when it does not exist.
+    ReadOnly {
+        target: CString,
+    },
     Mkdir {
         path: CString,
         mode: u32,
+    },
+    /// A mount target below an earlier mount (`base`, already mounted):
+    /// `names` created in it one by one, never following a symlink, the
+    /// last as a directory or an empty file.
+    MountPoint {
+        base: CString,
+        names: Vec<CString>,
+        kind: Kind,
     },
     Symlink {
         target: CString,
@@ -200,6 +238,8 @@ pub(super) struct Fds {
     pub status: RawFd,
     /// The parent's ends, closed in the child.
     pub parent_ends: [RawFd; 4],
+    /// A pidfd of the executor (`O_CLOEXEC`), when the kernel has them.
+    pub executor: Option<RawFd>,
 }
 
 fn errno() -> i32 {
@@ -284,6 +324,65 @@ fn bind(source: &CStr, target: &CStr, read_only: bool) -> Result<(), i32> {
         rustix::mount::mount_remount(target, flags, c"").map_err(raw)?;
     }
     Ok(())
+}
+
+/// Hides `target` as runc does for its masked paths.
+fn mask(target: &CStr) -> Result<(), i32> {
+    match rustix::mount::mount_bind(c"/dev/null", target) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(rustix::io::Errno::NOTDIR) => rustix::mount::mount(
+            c"tmpfs",
+            target,
+            c"tmpfs",
+            MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            Some(c"size=0"),
+        )
+        .map_err(raw),
+        Err(err) => Err(raw(err)),
+    }
+}
+
+/// Opens `name` in `dir` as a directory, creating it when missing; a
+/// symlink is an error (ENOTDIR), so nothing outside the mount is touched.
+fn subdir(dir: &OwnedFd, name: &CStr) -> Result<OwnedFd, i32> {
+    match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o755)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(err) => return Err(raw(err)),
+    }
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(raw)
+}
+
+/// Creates `names` below `base` (see [`Op::MountPoint`]).
+fn mount_point(base: &CStr, names: &[CString], kind: Kind) -> Result<(), i32> {
+    let Some((last, parents)) = names.split_last() else {
+        return Ok(());
+    };
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut dir = rustix::fs::open(base, flags, Mode::empty()).map_err(raw)?;
+    for name in parents {
+        dir = subdir(&dir, name)?;
+    }
+    if kind == Kind::Dir {
+        return subdir(&dir, last).map(drop);
+    }
+    let create =
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::openat(&dir, last.as_c_str(), create, Mode::from_raw_mode(0o644)) {
+        Ok(_) => Ok(()),
+        Err(rustix::io::Errno::EXIST) => {
+            let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let file =
+                rustix::fs::openat(&dir, last.as_c_str(), flags, Mode::empty()).map_err(raw)?;
+            let stat = rustix::fs::fstat(&file).map_err(raw)?;
+            if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
+                Err(libc::ELOOP)
+            } else {
+                Ok(())
+            }
+        }
+        Err(err) => Err(raw(err)),
+    }
 }
 
 fn loopback_up() -> Result<(), i32> {
@@ -383,6 +482,12 @@ impl Op {
                     Err(err) => Err(raw(err)),
                 }
             }
+            Op::Mask { target } => mask(target),
+            Op::ReadOnly { target } => match bind(target, target, true) {
+                Err(libc::ENOENT) => Ok(()),
+                other => other,
+            },
+            Op::MountPoint { base, names, kind } => mount_point(base, names, *kind),
             Op::Mkdir { path, mode } => {
                 match rustix::fs::mkdir(path.as_c_str(), Mode::from_raw_mode(*mode)) {
                     Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
@@ -409,6 +514,36 @@ impl Op {
             }
         }
     }
+}
+
+/// Reduces the bounding, permitted, effective and inheritable sets to
+/// [`DEFAULT_CAPABILITIES`] and clears the ambient set. The bounding set
+/// goes first (dropping needs CAP_SETPCAP, which capset may remove); a
+/// later `setuid` to a non-root user empties the effective set as usual.
+/// no_new_privs stays off, so setuid programs such as `su` work.
+fn drop_capabilities() -> Result<(), i32> {
+    for bit in 0..u64::BITS {
+        let capability = CapabilitySet::from_bits_retain(1 << bit);
+        if DEFAULT_CAPABILITIES.contains(capability) {
+            continue;
+        }
+        match rustix::thread::remove_capability_from_bounding_set(capability) {
+            Ok(()) => {}
+            // Past the kernel's last capability (cap_last_cap).
+            Err(rustix::io::Errno::INVAL) => break,
+            Err(err) => return Err(raw(err)),
+        }
+    }
+    rustix::thread::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: DEFAULT_CAPABILITIES,
+            permitted: DEFAULT_CAPABILITIES,
+            inheritable: CapabilitySet::empty(),
+        },
+    )
+    .map_err(raw)?;
+    rustix::thread::clear_ambient_capability_set().map_err(raw)
 }
 
 /// The command's pid, for the forwarding signal handler of pid 1.
@@ -449,6 +584,46 @@ fn reset_signals() {
     }
 }
 
+/// Whether the process behind `pidfd` has exited (its pidfd polls
+/// readable). A raw poll with no wait.
+pub(super) fn exited(pidfd: RawFd) -> bool {
+    let mut entry = libc::pollfd {
+        fd: pidfd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no timeout.
+    let ready = unsafe { libc::poll(&raw mut entry, 1, 0) };
+    ready > 0 && entry.revents & libc::POLLIN != 0
+}
+
+/// Closes every descriptor from 3 up but `keep`: pid 1 is a copy of the
+/// executor and would otherwise hold whatever it had open, other sandboxes'
+/// pipes included (a concurrent RUN could then not see its own end of file).
+fn close_inherited(keep: [RawFd; 2]) {
+    // No allocation here: this runs between clone and exec.
+    let (low, high) = if keep[0] <= keep[1] {
+        (keep[0], keep[1])
+    } else {
+        (keep[1], keep[0])
+    };
+    let mut first: libc::c_uint = 3;
+    for fd in [low, high] {
+        if fd < 3 {
+            continue;
+        }
+        let fd = fd.unsigned_abs();
+        if fd > first {
+            // SAFETY: close_range(2) on descriptors this process owns; none of
+            // them is used again.
+            unsafe { libc::syscall(libc::SYS_close_range, first, fd - 1, 0) };
+        }
+        first = first.max(fd + 1);
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0) };
+}
+
 /// Pid 1 of the sandbox: sets up, forks the command, reaps every child and
 /// exits when the command does (the kernel then kills what is left in the
 /// PID namespace), after sending the command's wait status to the parent.
@@ -457,6 +632,17 @@ pub(super) fn pid1(plan: &Plan, fds: &Fds) -> ! {
         rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
     {
         fail(fds.report, STEP_DEATHSIG, raw(err));
+    }
+    if let Some(executor) = fds.executor {
+        // The executor may have died between clone and the prctl above,
+        // which then never fires. getppid() cannot tell: the parent is
+        // outside this PID namespace, so it is always 0 here.
+        if exited(executor) {
+            // SAFETY: see `fail`; nobody is left to read a report.
+            unsafe { libc::_exit(EXIT_SETUP) };
+        }
+        // SAFETY: closes this process's copy of the pidfd.
+        unsafe { libc::close(executor) };
     }
     reset_signals();
     for fd in fds.parent_ends {
@@ -469,6 +655,7 @@ pub(super) fn pid1(plan: &Plan, fds: &Fds) -> ! {
             fail(fds.report, STEP_STDIO, errno());
         }
     }
+    close_inherited([fds.report, fds.status]);
     // SAFETY: umask(2) cannot fail.
     unsafe { libc::umask(0o022) };
     if let Some(maps) = &plan.user_maps {
@@ -513,7 +700,7 @@ pub(super) fn pid1(plan: &Plan, fds: &Fds) -> ! {
     }
 }
 
-/// The command: identity, working directory, then `execve` through the
+/// The command: working directory, capabilities, identity, then `execve` through the
 /// candidates as execvp does (ENOENT, ENOTDIR and EACCES try the next).
 fn command(plan: &Plan, fds: &Fds) -> ! {
     for signal in FORWARDED {
@@ -521,6 +708,9 @@ fn command(plan: &Plan, fds: &Fds) -> ! {
     }
     if let Err(err) = rustix::process::chdir(plan.cwd.as_c_str()) {
         fail(fds.report, STEP_CHDIR, raw(err));
+    }
+    if let Err(errno) = drop_capabilities() {
+        fail(fds.report, STEP_CAPABILITIES, errno);
     }
     let identity = (|| {
         if plan.set_groups {

@@ -4,7 +4,7 @@
 //!
 //! Process model: [`run`] prepares everything before forking (mount
 //! targets resolved inside the root and missing ones created and reported
-//! as stubs, the `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`
+//! as stubs, unless below an earlier mount, the `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`
 //! files written to a per-run temporary directory, every path and argument
 //! as a C string), then `clone`s pid 1 of new mount, PID, IPC and UTS
 //! namespaces (plus network for [`Network::None`], plus a user namespace
@@ -12,28 +12,48 @@
 //! multi-threaded, so the children only make raw system calls from that
 //! prepared plan until `execve` (see `child.rs`); no re-exec is needed.
 //! Pid 1 makes the mounts private, binds the root onto itself, mounts
-//! `/proc`, a read-only `/sys`, a tmpfs `/dev` with the host's null, zero,
-//! full, random, urandom and tty bound in, devpts and `/dev/shm`, binds the
-//! `/etc` files and the caller's mounts, then `pivot_root`s and detaches
-//! the old root. It then forks the command (identity, working directory,
-//! `execve` through `PATH`) and stays as a tiny init: it reaps every
-//! child, forwards SIGTERM, SIGINT, SIGHUP and SIGQUIT to the command and
-//! exits when the command does, which kills the rest of the namespace.
-//! Pid 1 has `PR_SET_PDEATHSIG(SIGKILL)`, tied to the thread calling
-//! [`run`] (which blocks until the end), and [`kill_all`] SIGKILLs every
-//! live pid 1. Every mount lives in the sandbox's mount namespace, so when
-//! [`run`] returns nothing is left in the caller's.
+//! `/proc`, a read-only `/sys` (both masked as in runc's default spec:
+//! `/proc/kcore`, `/proc/keys`, `/sys/firmware` ... hidden, `/proc/sys`,
+//! `/proc/sysrq-trigger` ... read-only; paths the kernel lacks are
+//! skipped), a tmpfs `/dev` with the host's null, zero, full, random,
+//! urandom and tty bound in, devpts and `/dev/shm`, binds the `/etc` files
+//! and the caller's mounts, then `pivot_root`s and detaches the old root.
+//! It then forks the command (working directory, Docker's default
+//! capabilities, identity, `execve` through `PATH`) and stays as a tiny
+//! init: it reaps every child, forwards SIGTERM, SIGINT, SIGHUP and
+//! SIGQUIT to the command and exits when the command does, which kills
+//! the rest of the namespace. Pid 1 has `PR_SET_PDEATHSIG(SIGKILL)`, tied
+//! to the thread calling [`run`] (which blocks until the end; should the
+//! executor die before the prctl, pid 1 sees it through a pidfd and
+//! exits), and
+//! [`kill_all`] SIGKILLs every live pid 1. Every mount lives in the
+//! sandbox's mount namespace, so when [`run`] returns nothing is left in
+//! the caller's.
 //!
 //! A command that cannot be found is an error ([`SandboxError::NotFound`],
 //! `exec: "foo": executable file not found in $PATH`), not an exit status.
 //!
-//! Limits, for now: the command keeps the caller's capabilities (no
-//! capability drop, seccomp filter or no_new_privs yet); mount targets are
-//! resolved in the root before the fork, so a target below an earlier
-//! mount of the same spec must exist in that mount; stubs are only
-//! reported with an [`Outcome`] (on `Err` the caller discards the layer
-//! anyway); without root, the user namespace maps only the caller (to
-//! uid 0), so other users fail with a clear setup error.
+//! Capabilities: the command's bounding, permitted and effective sets are
+//! Docker's default list (CHOWN, DAC_OVERRIDE, FSETID, FOWNER, MKNOD,
+//! NET_RAW, SETGID, SETUID, SETFCAP, SETPCAP, NET_BIND_SERVICE,
+//! SYS_CHROOT, KILL, AUDIT_WRITE), the inheritable and ambient sets are
+//! empty (as in Docker since CVE-2022-24769), and a non-root user starts
+//! with none effective. no_new_privs is not set, so setuid programs work.
+//! Pid 1 keeps the caller's capabilities, which also keeps the command
+//! from ptracing it.
+//!
+//! Mount targets: one that lies below an earlier mount (`/proc`, `/sys`,
+//! `/dev`, the `/etc` files or an earlier mount of the spec, as in a tmpfs
+//! on `/run` then a bind on `/run/secrets/x`) is created by pid 1 inside
+//! that mount once it is mounted, component by component without following
+//! symlinks (a symlink there is a setup error), and is not a stub: it
+//! vanishes with a tmpfs, and stays in a bind mount's source as with runc.
+//! Such a target must not contain `..` below the mount.
+//!
+//! Limits, for now: no seccomp filter; stubs are only reported with an
+//! [`Outcome`] (on `Err` the caller discards the layer anyway); without
+//! root, the user namespace maps only the caller (to uid 0), so other
+//! users fail with a clear setup error.
 
 #![allow(unsafe_code)]
 
@@ -390,6 +410,14 @@ pub fn run(spec: &Spec) -> Result<Outcome> {
     let (err_read, err_write) = pipe("stderr")?;
     let (report_read, report_write) = pipe("report")?;
     let (status_read, status_write) = pipe("status")?;
+    // For pid 1 to see whether the executor died before its
+    // PR_SET_PDEATHSIG took hold; without pidfds (Linux < 5.3) the race
+    // stays open.
+    let executor = rustix::process::pidfd_open(
+        rustix::process::getpid(),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .ok();
     let fds = child::Fds {
         stdin: stdin.as_raw_fd(),
         stdout: out_write.as_raw_fd(),
@@ -402,6 +430,7 @@ pub fn run(spec: &Spec) -> Result<Outcome> {
             report_read.as_raw_fd(),
             status_read.as_raw_fd(),
         ],
+        executor: executor.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
     };
     let mut flags =
         libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
@@ -430,7 +459,14 @@ pub fn run(spec: &Spec) -> Result<Outcome> {
             }
         }
     };
-    drop((stdin, out_write, err_write, report_write, status_write));
+    drop((
+        stdin,
+        out_write,
+        err_write,
+        report_write,
+        status_write,
+        executor,
+    ));
     let output = &*spec.output;
     let (report, waited) = std::thread::scope(|scope| {
         scope.spawn(move || pump(out_read, Stream::Stdout, output));
@@ -478,6 +514,7 @@ fn step_name(steps: &[String], step: u32, spec: &Spec) -> String {
         child::STEP_STDIO => "setting up stdin, stdout and stderr".into(),
         child::STEP_DEATHSIG => "setting the parent-death signal".into(),
         child::STEP_USER_MAPS => "writing the user namespace's uid and gid maps".into(),
+        child::STEP_CAPABILITIES => "dropping capabilities".into(),
         _ => usize::try_from(step)
             .ok()
             .and_then(|index| steps.get(index))

@@ -11,11 +11,36 @@ use std::path::{Path, PathBuf};
 use rustix::mount::MountFlags;
 
 use super::child::{Op, Plan, UserMaps};
-use super::path::{self, Kind};
+use super::path::{self, Kind, Target};
 use super::{MountKind, Network, SandboxError, Spec};
 
 /// Host devices bound into the sandbox's `/dev`.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Paths hidden from the command, as in runc's default spec: `/dev/null`
+/// over files, an empty read-only tmpfs over directories.
+const MASKED: [&str; 11] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths made read-only, as in runc's default spec.
+const READ_ONLY: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
 
 /// The plan, the step names (parallel to `plan.ops`) and the stubs.
 pub(super) struct Prepared {
@@ -42,6 +67,8 @@ struct Builder<'a> {
     ops: Vec<Op>,
     steps: Vec<String>,
     stubs: Vec<PathBuf>,
+    /// Where a mount has been planned so far (relative to the root).
+    mount_points: Vec<PathBuf>,
 }
 
 impl Builder<'_> {
@@ -50,15 +77,44 @@ impl Builder<'_> {
         self.steps.push(step);
     }
 
-    /// The host path of `inside`, created (and recorded as a stub) if missing.
+    /// The host path of the mount target `inside`, which the caller mounts
+    /// on next. Missing, it is created in the root (and recorded as a
+    /// stub), or, below an earlier mount, by pid 1 once that is mounted
+    /// (no stub: it lives in the mount).
     fn target(&mut self, inside: &str, kind: Kind) -> Result<CString, SandboxError> {
-        let host = path::ensure(self.root, Path::new(inside), kind, &mut self.stubs).map_err(
-            |source| SandboxError::Prepare {
-                what: format!("mount point {inside} in {}", self.root.display()),
-                source,
-            },
-        )?;
-        c_path(&host)
+        let target = path::ensure(
+            self.root,
+            Path::new(inside),
+            kind,
+            &self.mount_points,
+            &mut self.stubs,
+        )
+        .map_err(|source| SandboxError::Prepare {
+            what: format!("mount point {inside} in {}", self.root.display()),
+            source,
+        })?;
+        let relative = match target {
+            Target::Root(relative) => relative,
+            Target::Mount { index, below } => {
+                let base = self.mount_points[index].clone();
+                if !below.is_empty() {
+                    let names = below
+                        .iter()
+                        .map(|name| c_string("mount target", name.as_bytes()))
+                        .collect::<Result<_, _>>()?;
+                    let op = Op::MountPoint {
+                        base: c_path(&self.root.join(&base))?,
+                        names,
+                        kind,
+                    };
+                    self.push(op, format!("creating the mount point {inside}"));
+                }
+                below.iter().fold(base, |path, name| path.join(name))
+            }
+        };
+        let host = c_path(&self.root.join(&relative))?;
+        self.mount_points.push(relative);
+        Ok(host)
     }
 
     fn mount(
@@ -183,6 +239,7 @@ pub(super) fn prepare(
         ops: Vec::new(),
         steps: Vec::new(),
         stubs: Vec::new(),
+        mount_points: Vec::new(),
     };
     let root_c = c_path(root)?;
     let shown = root.display().to_string();
@@ -199,14 +256,35 @@ pub(super) fn prepare(
     let proc = b.target("/proc", Kind::Dir)?;
     b.mount(
         "proc",
-        proc,
+        proc.clone(),
         "proc",
         MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
         None,
         "mounting /proc".into(),
     )?;
+    let proc_path = PathBuf::from(std::ffi::OsStr::from_bytes(proc.as_bytes()));
     let sys = b.target("/sys", Kind::Dir)?;
+    let sys_path = PathBuf::from(std::ffi::OsStr::from_bytes(sys.as_bytes()));
     b.push(Op::Sysfs { target: sys }, "mounting /sys read-only".into());
+    // The kernel's paths under the fresh /proc and /sys, never the root's.
+    let kernel_path = |inside: &str| {
+        let (base, rest) = match inside.strip_prefix("/proc/") {
+            Some(rest) => (&proc_path, rest),
+            None => (&sys_path, inside.trim_start_matches("/sys/")),
+        };
+        c_path(&base.join(rest))
+    };
+    for inside in MASKED {
+        let target = kernel_path(inside)?;
+        b.push(Op::Mask { target }, format!("masking {inside}"));
+    }
+    for inside in READ_ONLY {
+        let target = kernel_path(inside)?;
+        b.push(
+            Op::ReadOnly { target },
+            format!("making {inside} read-only"),
+        );
+    }
     let dev = b.target("/dev", Kind::Dir)?;
     let dev_path = PathBuf::from(std::ffi::OsStr::from_bytes(dev.as_bytes()));
     b.mount(

@@ -6,7 +6,7 @@
 //! The mount is made so that the upper directory is a plain diff, readable
 //! without overlayfs: `index=off` (no hard-link index in the work dir),
 //! `metacopy=off` (a chmod copies the data up, never a metadata-only
-//! inode), `redirect_dir=off` (renaming a lower directory fails with
+//! inode), `redirect_dir=nofollow` (renaming a lower directory fails with
 //! `EXDEV`, and `mv` and friends fall back to copying). An option this
 //! kernel does not know is left out (its default then is the same, since
 //! the feature predates the option), and logged.
@@ -40,7 +40,11 @@ const LEGACY_DATA_MAX: usize = 4095;
 const PLAIN_DIFF_OPTIONS: [(&str, &str); 3] = [
     ("index", "off"),
     ("metacopy", "off"),
-    ("redirect_dir", "off"),
+    // `off` still follows redirects where the module's
+    // redirect_always_follow is set (the default), which `userxattr` refuses;
+    // our layers never hold redirects, so neither making nor following them
+    // is right everywhere.
+    ("redirect_dir", "nofollow"),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,8 @@
 //! Paths inside a root filesystem, resolved from the host as if the root
 //! were `/`: symlinks are followed, but an absolute link or a `..` never
-//! leaves the root. Used for mount targets, `/etc/passwd` and mount-point
-//! stubs; it never mounts anything.
+//! leaves the root. Used for mount targets (stopping at the mount points
+//! planned so far: below them only the mounted file system can answer),
+//! `/etc/passwd` and mount-point stubs; it never mounts anything.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -32,6 +33,27 @@ fn components(path: &Path) -> impl Iterator<Item = OsString> + '_ {
 
 /// Resolves `path` (taken as absolute inside `root`) under `root`.
 pub(crate) fn resolve(root: &Path, path: &Path) -> io::Result<Resolved> {
+    match walk(root, path, &[])? {
+        Walk::Root(resolved) => Ok(resolved),
+        Walk::Mount { .. } => unreachable!("no mount points to stop at"),
+    }
+}
+
+/// Where a path led.
+#[derive(Debug)]
+enum Walk {
+    Root(Resolved),
+    /// It reached `mount_points[index]`; `below` are the components left
+    /// (no `..`), which only the mounted file system can resolve.
+    Mount {
+        index: usize,
+        below: Vec<OsString>,
+    },
+}
+
+/// Resolves `path` under `root`, stopping at the first of `mount_points`
+/// (paths relative to the root, symlinks resolved) it reaches.
+fn walk(root: &Path, path: &Path, mount_points: &[PathBuf]) -> io::Result<Walk> {
     let mut inner = PathBuf::new();
     let mut pending: VecDeque<OsString> = components(path).collect();
     let mut links = 0;
@@ -57,7 +79,19 @@ pub(crate) fn resolve(root: &Path, path: &Path) -> io::Result<Resolved> {
                     pending.push_front(name);
                 }
             }
-            Ok(_) => inner = candidate,
+            Ok(_) => {
+                inner = candidate;
+                if let Some(index) = mount_points.iter().rposition(|point| *point == inner) {
+                    let below: Vec<OsString> = pending.into_iter().collect();
+                    if below.iter().any(|name| name == "..") {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            "a path below an earlier mount must not contain '..'",
+                        ));
+                    }
+                    return Ok(Walk::Mount { index, below });
+                }
+            }
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 let mut missing = vec![name];
                 for name in pending {
@@ -67,15 +101,15 @@ pub(crate) fn resolve(root: &Path, path: &Path) -> io::Result<Resolved> {
                         inner.pop();
                     }
                 }
-                return Ok(Resolved { inner, missing });
+                return Ok(Walk::Root(Resolved { inner, missing }));
             }
             Err(err) => return Err(err),
         }
     }
-    Ok(Resolved {
+    Ok(Walk::Root(Resolved {
         inner,
         missing: Vec::new(),
-    })
+    }))
 }
 
 /// What a mount target must be when the sandbox has to create it.
@@ -85,16 +119,31 @@ pub(crate) enum Kind {
     File,
 }
 
-/// Resolves `path` inside `root` and creates what is missing (parent
-/// directories, then a directory or an empty file), appending each created
-/// path (relative to the root) to `stubs`. Returns the host path.
+/// A mount target.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// In the root itself: the path relative to the root, now existing.
+    Root(PathBuf),
+    /// Below `mount_points[index]`: `below` is created by pid 1 once that
+    /// mount is in place (a tmpfs starts empty, a bind shows its source).
+    Mount { index: usize, below: Vec<OsString> },
+}
+
+/// Resolves `path` inside `root` and, unless it lies below one of
+/// `mount_points` (relative to the root, symlinks resolved), creates what
+/// is missing (parent directories, then a directory or an empty file),
+/// appending each created path (relative to the root) to `stubs`.
 pub(crate) fn ensure(
     root: &Path,
     path: &Path,
     kind: Kind,
+    mount_points: &[PathBuf],
     stubs: &mut Vec<PathBuf>,
-) -> io::Result<PathBuf> {
-    let resolved = resolve(root, path)?;
+) -> io::Result<Target> {
+    let resolved = match walk(root, path, mount_points)? {
+        Walk::Root(resolved) => resolved,
+        Walk::Mount { index, below } => return Ok(Target::Mount { index, below }),
+    };
     let mut relative = resolved.inner;
     let count = resolved.missing.len();
     for (index, name) in resolved.missing.into_iter().enumerate() {
@@ -111,7 +160,7 @@ pub(crate) fn ensure(
         }
         stubs.push(relative.clone());
     }
-    Ok(root.join(relative))
+    Ok(Target::Root(relative))
 }
 
 #[cfg(test)]
@@ -141,9 +190,18 @@ mod tests {
         })
         .unwrap();
         let mut stubs = Vec::new();
-        let host = ensure(root, Path::new("/etc/resolv.conf"), Kind::File, &mut stubs).unwrap();
-        assert_eq!(host, root.join("run/x/resolv.conf"));
-        assert!(host.is_file());
+        let target = ensure(
+            root,
+            Path::new("/etc/resolv.conf"),
+            Kind::File,
+            &[],
+            &mut stubs,
+        );
+        assert_eq!(
+            target.unwrap(),
+            Target::Root(PathBuf::from("run/x/resolv.conf"))
+        );
+        assert!(root.join("run/x/resolv.conf").is_file());
         assert_eq!(
             stubs,
             vec![
@@ -152,8 +210,61 @@ mod tests {
                 PathBuf::from("run/x/resolv.conf")
             ]
         );
-        let again = ensure(root, Path::new("/etc/resolv.conf"), Kind::File, &mut stubs).unwrap();
-        assert_eq!(again, host);
+        let again = ensure(
+            root,
+            Path::new("/etc/resolv.conf"),
+            Kind::File,
+            &[],
+            &mut stubs,
+        );
+        assert_eq!(
+            again.unwrap(),
+            Target::Root(PathBuf::from("run/x/resolv.conf"))
+        );
         assert_eq!(stubs.len(), 3);
+    }
+
+    #[test]
+    fn paths_below_a_mount_point_are_left_to_the_mount() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("run/lock")).unwrap();
+        fs::create_dir_all(root.join("var")).unwrap();
+        symlink("../run", root.join("var/run")).unwrap();
+        let points = [PathBuf::from("dev"), PathBuf::from("run")];
+        let mut stubs = Vec::new();
+        let target = ensure(
+            root,
+            Path::new("/var/run/lock/x"),
+            Kind::File,
+            &points,
+            &mut stubs,
+        );
+        assert_eq!(
+            target.unwrap(),
+            Target::Mount {
+                index: 1,
+                below: vec![OsString::from("lock"), OsString::from("x")]
+            }
+        );
+        // The mount point itself is a target in the mount, with nothing below.
+        let target = ensure(root, Path::new("/run"), Kind::Dir, &points, &mut stubs);
+        assert_eq!(
+            target.unwrap(),
+            Target::Mount {
+                index: 1,
+                below: Vec::new()
+            }
+        );
+        assert!(stubs.is_empty());
+        assert!(!root.join("run/lock/x").exists());
+        let err = ensure(
+            root,
+            Path::new("/run/a/../b"),
+            Kind::Dir,
+            &points,
+            &mut stubs,
+        );
+        assert_eq!(err.unwrap_err().kind(), io::ErrorKind::InvalidInput);
     }
 }

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
-const APPLETS: [&str; 21] = [
+const APPLETS: [&str; 25] = [
     "sh", "echo", "cat", "id", "ls", "touch", "sleep", "ps", "mount", "ip", "pwd", "env",
-    "hostname", "test", "tr", "grep", "wc", "head", "tail", "cut", "sort",
+    "hostname", "test", "tr", "grep", "wc", "head", "tail", "cut", "sort", "mknod", "chown",
+    "stat", "mkdir",
 ];
 
 /// kill_all kills every sandbox of the process: the test using it runs
@@ -231,6 +232,115 @@ fn dev_etc_and_hostname() {
     assert_eq!(fs::read(root.path().join("etc/hostname")).unwrap(), b"");
 }
 
+/// The `Cap*` lines of the command's /proc/self/status.
+fn capability_lines(root: &Path, user: &str) -> String {
+    let (mut spec, captured) = spec(root, "grep ^Cap /proc/self/status");
+    spec.user = user::resolve(root, user).unwrap();
+    let outcome = run(&spec).unwrap();
+    assert!(outcome.status.success(), "{}", captured.stderr());
+    captured.stdout()
+}
+
+#[test]
+fn the_command_has_dockers_default_capabilities() {
+    let _shared = shared();
+    let root = busybox_root();
+    assert_eq!(
+        DEFAULT_CAPABILITIES_MASK,
+        child::DEFAULT_CAPABILITIES.bits(),
+        "the mask Docker shows for its default set"
+    );
+    assert_eq!(
+        capability_lines(root.path(), "root"),
+        "CapInh:\t0000000000000000\n\
+         CapPrm:\t00000000a80425fb\n\
+         CapEff:\t00000000a80425fb\n\
+         CapBnd:\t00000000a80425fb\n\
+         CapAmb:\t0000000000000000\n"
+    );
+    // setuid to a non-root user empties the permitted and effective sets.
+    assert_eq!(
+        capability_lines(root.path(), "alice"),
+        "CapInh:\t0000000000000000\n\
+         CapPrm:\t0000000000000000\n\
+         CapEff:\t0000000000000000\n\
+         CapBnd:\t00000000a80425fb\n\
+         CapAmb:\t0000000000000000\n"
+    );
+}
+
+const DEFAULT_CAPABILITIES_MASK: u64 = 0xa804_25fb;
+
+#[test]
+fn root_in_the_sandbox_cannot_mount_but_can_mknod_and_chown() {
+    let _shared = shared();
+    let root = busybox_root();
+    let (spec, captured) = spec(
+        root.path(),
+        "mkdir -p /mnt /tmp; mount -t tmpfs none /mnt && echo mounted || echo mount refused; \
+         mknod /tmp/null c 1 3 && test -c /tmp/null && echo mknod; \
+         touch /tmp/owned && chown 1000:10 /tmp/owned && stat -c %u:%g /tmp/owned",
+    );
+    let outcome = run(&spec).unwrap();
+    assert!(outcome.status.success(), "{}", captured.stderr());
+    assert_eq!(captured.stdout(), "mount refused\nmknod\n1000:10\n");
+    assert!(
+        captured.stderr().contains("ermission denied")
+            || captured.stderr().contains("not permitted"),
+        "{}",
+        captured.stderr()
+    );
+}
+
+#[test]
+fn proc_and_sys_are_masked_as_in_runc() {
+    let _shared = shared();
+    // What the masks hide has content here (this kernel has no /proc/kcore
+    // or /proc/sysrq-trigger: the sandbox skips them).
+    for path in ["/proc/timer_list", "/proc/keys"] {
+        assert!(!fs::read(path).unwrap().is_empty(), "{path}");
+    }
+    assert!(fs::read_dir("/sys/firmware").unwrap().next().is_some());
+    let root = busybox_root();
+    let (spec, captured) = spec(
+        root.path(),
+        "echo x > /proc/sys/kernel/hostname; \
+         wc -c < /proc/timer_list; wc -c < /proc/keys; \
+         test ! -e /proc/kcore || wc -c < /proc/kcore; \
+         ls -A /sys/firmware | wc -l; \
+         grep -E ' /(proc/sys|proc/bus|proc/keys|sys/firmware) ' /proc/mounts | cut -d' ' -f2,4 | cut -d, -f1 | sort",
+    );
+    let outcome = run(&spec).unwrap();
+    assert!(outcome.status.success(), "{}", captured.stderr());
+    let stdout = captured.stdout();
+    let lines: Vec<&str> = stdout.lines().collect();
+    // timer_list, keys and kcore (when the kernel has it) read empty;
+    // /sys/firmware lists nothing.
+    let counts = lines.iter().take_while(|line| **line == "0").count();
+    assert_eq!(
+        counts,
+        if Path::new("/proc/kcore").exists() {
+            4
+        } else {
+            3
+        },
+        "{stdout}"
+    );
+    for mount in [
+        "/proc/bus ro",
+        "/proc/keys rw",
+        "/proc/sys ro",
+        "/sys/firmware ro",
+    ] {
+        assert!(lines.contains(&mount), "{mount}: {stdout}");
+    }
+    let stderr = captured.stderr();
+    assert!(
+        stderr.contains("/proc/sys/kernel/hostname: Read-only file system"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn network_none_has_only_loopback() {
     let _shared = shared();
@@ -303,6 +413,99 @@ fn bind_and_tmpfs_mounts() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o755);
+}
+
+fn bind(target: &str, source: &Path, read_only: bool) -> Mount {
+    Mount {
+        target: target.into(),
+        kind: MountKind::Bind {
+            source: source.to_owned(),
+            read_only,
+        },
+    }
+}
+
+#[test]
+fn targets_below_an_earlier_mount_are_created_in_it() {
+    let _shared = shared();
+    let root = busybox_root();
+    let data = tempfile::tempdir().unwrap();
+    fs::write(data.path().join("secret"), "s3cret\n").unwrap();
+    fs::create_dir(data.path().join("cache")).unwrap();
+    fs::write(data.path().join("cache/file"), "cached\n").unwrap();
+    fs::write(data.path().join("pipe"), "piped\n").unwrap();
+    let (mut spec, captured) = spec(
+        root.path(),
+        "cat /run/secrets/x /run/cache/d/file /dev/pipes/build; \
+         grep -E ' /(run|dev)(/|$| )' /proc/mounts | cut -d' ' -f2,3 | sort",
+    );
+    spec.mounts = vec![
+        Mount {
+            target: "/run".into(),
+            kind: MountKind::Tmpfs {
+                size: None,
+                mode: None,
+            },
+        },
+        bind("/run/secrets/x", &data.path().join("secret"), true),
+        bind("/run/cache/d", &data.path().join("cache"), false),
+        bind("/dev/pipes/build", &data.path().join("pipe"), false),
+    ];
+    let outcome = run(&spec).unwrap();
+    assert!(outcome.status.success(), "{}", captured.stderr());
+    let stdout = captured.stdout();
+    assert!(stdout.starts_with("s3cret\ncached\npiped\n"), "{stdout}");
+    for mount in [
+        "/dev/pipes/build ",
+        "/run tmpfs",
+        "/run/cache/d ",
+        "/run/secrets/x ",
+    ] {
+        assert!(stdout.contains(mount), "{mount}: {stdout}");
+    }
+    // The mount points live in the tmpfs /run and /dev, not in the root.
+    assert!(outcome.stubs.contains(&PathBuf::from("run")));
+    assert!(
+        outcome
+            .stubs
+            .iter()
+            .all(|stub| stub.parent() != Some(Path::new("run"))
+                && stub.parent() != Some(Path::new("dev"))
+                && !stub.starts_with("run/secrets")
+                && !stub.starts_with("run/cache")
+                && !stub.starts_with("dev/pipes")),
+        "{:?}",
+        outcome.stubs
+    );
+    assert!(!root.path().join("run/secrets").exists());
+    assert!(!root.path().join("dev/pipes").exists());
+}
+
+#[test]
+fn a_symlink_below_an_earlier_mount_is_not_followed() {
+    let _shared = shared();
+    let root = busybox_root();
+    let cache = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    symlink(outside.path(), cache.path().join("escape")).unwrap();
+    let (mut spec, _) = spec(root.path(), "true");
+    spec.mounts = vec![
+        bind("/cache", cache.path(), false),
+        Mount {
+            target: "/cache/escape/planted".into(),
+            kind: MountKind::Tmpfs {
+                size: None,
+                mode: None,
+            },
+        },
+    ];
+    let err = run(&spec).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("creating the mount point /cache/escape/planted"),
+        "{err}"
+    );
+    assert!(!outside.path().join("planted").exists());
 }
 
 #[test]
@@ -418,6 +621,43 @@ fn a_private_mount_namespace_hides_the_mounts() {
 }
 
 #[test]
+fn pid_1_can_tell_the_executor_has_died() {
+    let _shared = shared();
+    let pidfd = |pid: i32| {
+        rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(pid).unwrap(),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .unwrap()
+    };
+    let me = pidfd(rustix::process::getpid().as_raw_nonzero().get());
+    assert!(!child::exited(me.as_raw_fd()));
+    // SAFETY: the child only calls _exit.
+    let pid = match unsafe { child::clone(0) } {
+        // SAFETY: _exit is async-signal-safe.
+        Ok(0) => unsafe { libc::_exit(0) },
+        Ok(pid) => pid,
+        Err(errno) => panic!("clone: {errno}"),
+    };
+    let gone = pidfd(pid);
+    // Still a zombie: not reaped until `wait`, so the pid is not reused.
+    // SAFETY: zeroed siginfo_t is valid output storage for waitid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid with valid arguments; WNOWAIT leaves the zombie.
+    let waited = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            libc::id_t::try_from(pid).unwrap(),
+            &raw mut info,
+            libc::WEXITED | libc::WNOWAIT,
+        )
+    };
+    assert_eq!(waited, 0);
+    assert!(child::exited(gone.as_raw_fd()));
+    assert_eq!(wait(pid).unwrap(), 0);
+}
+
+#[test]
 fn kill_all_ends_the_tree() {
     let _alone = KILL_LOCK
         .write()
@@ -440,4 +680,45 @@ fn kill_all_ends_the_tree() {
     assert!(processes_with_cmdline(b"sleep\x004712\x00").is_empty());
     let key = root.path().to_string_lossy().into_owned();
     assert!(mountinfo_mentions(&key).is_empty());
+}
+
+#[test]
+fn a_sandbox_holds_none_of_the_executors_descriptors() {
+    let _alone = KILL_LOCK
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // A pipe of the executor's (another step's output, say) is open while
+    // a sandbox starts: the sandbox must not keep its write end, or the
+    // reader never sees the end of it while the sandbox runs.
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+    let root = busybox_root();
+    let (spec, _) = spec(root.path(), "sleep 4798");
+    let long = std::thread::spawn(move || run(&spec).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_with_cmdline(b"sleep\x004798\x00").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!processes_with_cmdline(b"sleep\x004798\x00").is_empty());
+    drop(write);
+    rustix::fs::fcntl_setfl(&read, rustix::fs::OFlags::NONBLOCK).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut hung_up = false;
+    while Instant::now() < deadline {
+        match rustix::io::read(&read, &mut [0u8; 1]) {
+            Ok(0) => {
+                hung_up = true;
+                break;
+            }
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let still_running = !long.is_finished();
+    kill_all();
+    let outcome = long.join().unwrap();
+    assert!(
+        still_running,
+        "the sandbox ended early: {:?}",
+        outcome.status
+    );
+    assert!(hung_up, "the sandbox kept the executor's pipe open");
 }
