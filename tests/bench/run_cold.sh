@@ -44,7 +44,8 @@
 #   RUNS=3              rounds per case
 #   CASES="apt busybox20"
 #   DEBIAN_TARBALL=path the rootfs tarball (default: what
-#                       tests/fixtures/debian-base.sh prints)
+#                       tests/fixtures/debian-base.sh prints, which keeps it
+#                       under $EXECUTOR_FIXTURES or target/e2e-fixtures)
 #   BENCH_CACHE=~/.cache/executor-bench   where the bases' layouts live
 #   BENCH_TMP=/tmp      where each round's stores go
 #   EXECUTOR=path       use this binary instead of building

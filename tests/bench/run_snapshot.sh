@@ -43,8 +43,10 @@
 #   GROW_MB=2048 GROW_FILES=40000   the grown layer's shape
 #   GROWTH_LIMIT=1.5 SLACK_S=0.25   the pass/fail line (see above)
 #   DEBIAN_TARBALL=path the rootfs tarball (default: what
-#                       tests/fixtures/debian-base.sh prints; it builds it
-#                       once with debootstrap, which needs the Debian mirror)
+#                       tests/fixtures/debian-base.sh prints, which keeps it
+#                       under $EXECUTOR_FIXTURES or target/e2e-fixtures;
+#                       it builds it once with debootstrap, which needs the
+#                       Debian mirror)
 #   BENCH_CACHE=~/.cache/executor-bench   where the bases' layouts live
 #   BENCH_TMP=/tmp      where the store, registry and logs go
 #   EXECUTOR=path       use this binary instead of building
