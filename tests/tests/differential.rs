@@ -3,24 +3,38 @@
 //! buildah 1.28), and the two images must agree on the runtime config
 //! (Env, Cmd, Entrypoint, WorkingDir, User, Labels, ExposedPorts, Volumes,
 //! StopSignal, Healthcheck, Shell, OnBuild and the author) and on the file
-//! tree (paths, file type, permission bits, owner, symlink targets,
-//! contents; mtimes are ignored).
+//! tree (paths, file type, permission bits, owner, symlink targets, device
+//! numbers, which names are hard links of one file, contents; mtimes are
+//! ignored).
 //!
 //! Docker's BuildKit is the reference where the two differ. Where buildah
 //! 1.28 is the one that departs from it, the case names the difference as a
 //! [`Quirk`], which removes exactly that detail from the comparison; every
 //! quirk says why.
 //!
+//! RUN is compared on the busybox base: shell and exec form, ENV and ARG in
+//! its environment, USER (owners of what it writes, supplementary groups),
+//! WORKDIR, SHELL, deleting and replacing files of lower layers, opaque
+//! directories, hard links, symlinks, modes and owners, special files,
+//! `--mount=type=bind|cache|tmpfs` and `--network=none`. What a RUN writes
+//! must not depend on the tool: the commands print chosen values, never the
+//! whole environment (buildah sets a random `HOSTNAME`).
+//!
 //! Left out because buildah 1.28 refuses them, so there is nothing to
 //! compare against: COPY `--parents`, `--exclude` and `--link`, heredocs
-//! (it reads `<<EOF` as a file name), and ADD's `--checksum`, `--unpack`
-//! and `--keep-git-dir`. RUN is left out because executor refuses it for
-//! now.
+//! (COPY reads `<<EOF` as a file name; RUN takes `<<EOF` as its command and
+//! the body's lines as instructions: `Unknown instruction: "ECHO"`), ADD's
+//! `--checksum`, `--unpack` and `--keep-git-dir`. Not compared here: RUN
+//! `--mount=type=secret` and `type=ssh`. Left out because buildah 1.28 gets
+//! them wrong: a
+//! `--mount=type=tmpfs` on a directory that exists (its clean-up then
+//! empties the whole root filesystem: the image has no files at all), and
+//! `mknod` (its chroot isolation drops `CAP_MKNOD`, which BuildKit grants).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -36,6 +50,13 @@ const BLOB_URL: &str = "@BLOB_URL@";
 /// The placeholder for the image the `onbuild_base` case pushed, by the same
 /// tool that builds the Dockerfile.
 const ONBUILD_BASE: &str = "@ONBUILD_BASE@";
+/// The placeholder for `--network=none` in a RUN: executor's Dockerfile gets
+/// the flag, buildah's gets nothing. buildah 1.28 refuses the flag ("RUN
+/// only supports the --mount flag") and, under chroot isolation, any network
+/// but the host's (`bud --network=none` fails too), so its side runs with the
+/// host's network. Such a case compares that the flag leaves no trace in the
+/// image; that the network is gone is the RUN tests' business.
+const NETWORK_NONE: &str = "@NETWORK_NONE@";
 
 /// A known departure of buildah 1.28 from BuildKit, removed from the
 /// comparison for one case.
@@ -55,7 +76,55 @@ enum Quirk {
     /// (dockerfile2llb's `addEnv`); buildah 1.28 removes it and appends it at
     /// the end. Both sides' Env are compared as sorted lists.
     EnvOverrideAppends,
+    /// buildah 1.28's chroot isolation leaves the mount points it made in a
+    /// RUN's layer: the empty directories `/dev`, `/proc`, `/sys` and `/run`
+    /// (the last for `/run/.containerenv`, a file it does remove) and the
+    /// empty files `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`
+    /// (mode 0755), when the image had none of them. BuildKit removes the
+    /// stubs it made for its mounts (`executor/stubs.go`,
+    /// `MountStubsCleaner`), and executor leaves out every one its sandbox
+    /// made. Each of these paths is dropped from buildah's tree when it is
+    /// an empty directory or an empty file there and executor's image does
+    /// not have it.
+    RunStubs,
+    /// buildah 1.28 removes a `RUN --mount` target it created but not the
+    /// missing parent directories it created for it (`--mount=...,target=
+    /// /mnt/a` leaves an empty `/mnt`); BuildKit's `MountStubsCleaner` walks
+    /// up and removes those too, and so does executor. The listed
+    /// directories are dropped from buildah's tree on the same terms as
+    /// [`Quirk::RunStubs`]'s, deepest first.
+    MountParents(&'static [&'static str]),
+    /// `ln` of a file of a lower layer: buildah's vfs storage finds the old
+    /// name unchanged (content, mode, owner: it ignores the link count), so
+    /// its layer holds only the new name, as a plain file. An overlay upper
+    /// directory holds both names, linked, because linking copied the old
+    /// name up; executor's layer is that upper directory, as the diff of
+    /// Docker's overlay2 driver is. For the listed paths, which names are
+    /// links of one file is not compared (content, mode and owner are).
+    LinkToLowerLayer(&'static [&'static str]),
+    /// A RUN writes to one name of a file that has several since a lower
+    /// layer. On overlayfs with `index=off` (the kernel's default, and what
+    /// Docker's overlay2 driver and containerd's overlayfs snapshotter, so
+    /// BuildKit, mount) copy-up breaks the link: the name written to is
+    /// copied up alone, the other names keep the old content, in the RUN
+    /// itself and in the image. In buildah's vfs storage, a plain
+    /// directory, every name sees the write. The listed names (the ones not
+    /// written to) are compared without their content, and no name of the
+    /// case without its hard links.
+    CopyUpBreaksLinks(&'static [&'static str]),
 }
+
+/// The mount points buildah's chroot isolation leaves in a RUN's layer
+/// ([`Quirk::RunStubs`]).
+const BUILDAH_RUN_STUBS: &[&str] = &[
+    "/dev",
+    "/proc",
+    "/sys",
+    "/run",
+    "/etc/hosts",
+    "/etc/hostname",
+    "/etc/resolv.conf",
+];
 
 /// One Dockerfile built by both tools.
 struct Case {
@@ -113,6 +182,11 @@ struct Entry {
     gid: u32,
     /// A symlink's target.
     link: Option<String>,
+    /// A device's `major:minor`.
+    device: Option<(u32, u32)>,
+    /// For a file with several names: the first of them in path order
+    /// (the same for every name of that file).
+    hard_link: Option<String>,
     /// A regular file's contents.
     content: Option<Vec<u8>>,
 }
@@ -126,6 +200,12 @@ impl std::fmt::Display for Entry {
         )?;
         if let Some(link) = &self.link {
             write!(f, " -> {link}")?;
+        }
+        if let Some((major, minor)) = self.device {
+            write!(f, " {major}:{minor}")?;
+        }
+        if let Some(first) = &self.hard_link {
+            write!(f, " (hard link of {first})")?;
         }
         if let Some(content) = &self.content {
             if content.len() <= 64 {
@@ -228,7 +308,15 @@ impl Bench {
             .dockerfile
             .replace(BUSYBOX, &self.busybox)
             .replace(BLOB_URL, &self.blob_url)
-            .replace(ONBUILD_BASE, &base("onbuild-base"));
+            .replace(ONBUILD_BASE, &base("onbuild-base"))
+            .replace(
+                &format!("{NETWORK_NONE} "),
+                if tool == "executor" {
+                    "--network=none "
+                } else {
+                    ""
+                },
+            );
         fs::write(context.join("Dockerfile"), dockerfile).unwrap();
         for (name, content) in case.files {
             let path = context.join(name);
@@ -426,26 +514,72 @@ fn unpack(layout: &Path, dir: &Path, what: &str) -> Result<BTreeMap<String, Entr
     )?;
     let rootfs = bundle.join("rootfs");
     let mut tree = BTreeMap::new();
-    walk(&rootfs, &rootfs, &mut tree);
+    let mut inodes = BTreeMap::new();
+    walk(&rootfs, &rootfs, &mut tree, &mut inodes);
+    // Every name of a file with several: the first name (paths are walked
+    // in no particular order, `inodes` keeps them sorted).
+    for names in inodes
+        .values()
+        .filter(|names: &&Vec<String>| names.len() > 1)
+    {
+        let mut sorted = names.clone();
+        sorted.sort();
+        for name in names {
+            if let Some(entry) = tree.get_mut(name) {
+                entry.hard_link = Some(sorted[0].clone());
+            }
+        }
+    }
     Ok(tree)
 }
 
-fn walk(root: &Path, dir: &Path, tree: &mut BTreeMap<String, Entry>) {
+/// Adds every entry under `dir` to `tree`, and the names of each regular
+/// file with more than one link to `inodes` (by device and inode).
+fn walk(
+    root: &Path,
+    dir: &Path,
+    tree: &mut BTreeMap<String, Entry>,
+    inodes: &mut BTreeMap<(u64, u64), Vec<String>>,
+) {
     for entry in fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let meta = fs::symlink_metadata(&path).unwrap();
         let file_type = meta.file_type();
-        let (kind, link, content) = if file_type.is_symlink() {
-            let target = fs::read_link(&path).unwrap();
-            ("symlink", Some(target.display().to_string()), None)
-        } else if file_type.is_dir() {
-            ("dir", None, None)
-        } else if file_type.is_file() {
-            ("file", None, Some(fs::read(&path).unwrap()))
-        } else {
-            ("special", None, None)
-        };
         let name = format!("/{}", path.strip_prefix(root).unwrap().display());
+        let (mut link, mut content, mut device) = (None, None, None);
+        let kind = if file_type.is_symlink() {
+            link = Some(fs::read_link(&path).unwrap().display().to_string());
+            "symlink"
+        } else if file_type.is_dir() {
+            "dir"
+        } else if file_type.is_file() {
+            content = Some(fs::read(&path).unwrap());
+            if meta.nlink() > 1 {
+                inodes
+                    .entry((meta.dev(), meta.ino()))
+                    .or_default()
+                    .push(name.clone());
+            }
+            "file"
+        } else if file_type.is_fifo() {
+            "fifo"
+        } else if file_type.is_socket() {
+            "socket"
+        } else {
+            let rdev = meta.rdev();
+            // glibc's gnu_dev_major/gnu_dev_minor.
+            let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
+            let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
+            device = Some((
+                u32::try_from(major).unwrap_or(u32::MAX),
+                u32::try_from(minor).unwrap_or(u32::MAX),
+            ));
+            if file_type.is_char_device() {
+                "char device"
+            } else {
+                "block device"
+            }
+        };
         tree.insert(
             name,
             Entry {
@@ -454,11 +588,13 @@ fn walk(root: &Path, dir: &Path, tree: &mut BTreeMap<String, Entry>) {
                 uid: meta.uid(),
                 gid: meta.gid(),
                 link,
+                device,
+                hard_link: None,
                 content,
             },
         );
         if file_type.is_dir() {
-            walk(root, &path, tree);
+            walk(root, &path, tree, inodes);
         }
     }
 }
@@ -491,6 +627,54 @@ fn apply_quirks(case: &Case, executor: &mut Built, buildah: &mut Built) {
                     }
                 }
             }
+            Quirk::RunStubs => drop_stubs(BUILDAH_RUN_STUBS, executor, buildah),
+            Quirk::MountParents(parents) => drop_stubs(parents, executor, buildah),
+            Quirk::LinkToLowerLayer(paths) => {
+                for side in [&mut executor.tree, &mut buildah.tree] {
+                    for path in *paths {
+                        if let Some(entry) = side.get_mut(*path) {
+                            entry.hard_link = None;
+                        }
+                    }
+                }
+            }
+            Quirk::CopyUpBreaksLinks(others) => {
+                for side in [&mut executor.tree, &mut buildah.tree] {
+                    for (path, entry) in side.iter_mut() {
+                        entry.hard_link = None;
+                        if others.contains(&path.as_str()) {
+                            entry.content = None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Drops each of `paths` from buildah's tree where it is an empty directory
+/// or an empty regular file and executor's tree lacks it, deepest first (so
+/// a parent whose only child was a stub goes too).
+fn drop_stubs(paths: &[&str], executor: &Built, buildah: &mut Built) {
+    let mut paths = paths.to_vec();
+    paths.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+    for path in paths {
+        if executor.tree.contains_key(path) {
+            continue;
+        }
+        let prefix = format!("{path}/");
+        let has_children = buildah
+            .tree
+            .range(prefix.clone()..)
+            .next()
+            .is_some_and(|(p, _)| p.starts_with(&prefix));
+        let empty = match buildah.tree.get(path) {
+            Some(e) if e.kind == "dir" => !has_children,
+            Some(e) if e.kind == "file" => e.content.as_ref().is_some_and(Vec::is_empty),
+            _ => false,
+        };
+        if empty {
+            buildah.tree.remove(path);
         }
     }
 }
@@ -1006,6 +1190,336 @@ fn stages_targets_and_onbuild() {
     ]);
 }
 
+#[test]
+fn run_commands_and_environment() {
+    compare(&[
+        Case {
+            name: "run_shell_form",
+            dockerfile: "FROM @BUSYBOX@\n\
+                RUN echo hello > /hello && mkdir -p /a/b && printf 'x\\ny\\n' | sort -r > /a/b/sorted\n\
+                RUN set -e; for i in 1 2 3; do echo \"line $i\" >> /a/lines; done; echo \"$0\" > /a/argv0\n\
+                RUN echo 'single '\"'\"'quoted'\"'\"' \"double\" \\$dollar' > /a/quotes \\\n\
+                && echo continued \\\n\
+                lines > /a/continued\n",
+            quirks: &[Quirk::RunStubs],
+            expect: &["/a/argv0", "/a/continued"],
+            ..CASE
+        },
+        Case {
+            name: "run_exec_form",
+            dockerfile: "FROM @BUSYBOX@\n\
+                ENV GREETING=hi\n\
+                RUN [\"/bin/sh\", \"-c\", \"echo exec $GREETING > /exec\"]\n\
+                RUN [\"mkdir\", \"-p\", \"/looked-up/in/path\"]\n\
+                RUN [\"/bin/touch\", \"/not $GREETING expanded\"]\n\
+                RUN [ \"sh\", \"-c\", \"printf '%s|' \\\"$@\\\" > /args\", \"argv0\", \"one\", \"two words\" ]\n",
+            quirks: &[Quirk::RunStubs],
+            expect: &["/not $GREETING expanded", "/args"],
+            ..CASE
+        },
+        Case {
+            name: "run_env_and_args",
+            dockerfile: "ARG GLOBAL=global\n\
+                FROM @BUSYBOX@\n\
+                ARG GLOBAL\n\
+                ARG FROM_CLI=default\n\
+                ARG WITH_DEFAULT=set-in-file\n\
+                ENV FROM_ENV=env-value PATH=/opt/tools:$PATH\n\
+                RUN mkdir -p /opt/tools && printf '#!/bin/sh\\necho tool ran\\n' > /opt/tools/mytool && chmod 755 /opt/tools/mytool\n\
+                RUN echo \"$GLOBAL $FROM_CLI $WITH_DEFAULT $FROM_ENV ${UNDECLARED:-unset}\" > /vars && mytool > /tool-output\n\
+                ENV WITH_DEFAULT=env-wins\n\
+                RUN echo \"$WITH_DEFAULT\" > /env-wins && echo \"$PATH\" > /path\n\
+                ARG LATE=late\n\
+                RUN echo \"$LATE\" > /late\n",
+            build_args: &["FROM_CLI=from-cli"],
+            quirks: &[Quirk::RunStubs, Quirk::EnvOverrideAppends],
+            expect: &["/vars", "/tool-output"],
+            ..CASE
+        },
+        Case {
+            name: "run_as_user",
+            // Owners of what each USER writes; `id` shows the supplementary groups:
+            // those listing the user in /etc/group when USER names no group (runc's
+            // GetExecUser), and always the primary group (BuildKit since
+            // moby/buildkit#3651, CVE-2023-25173; buildah since CVE-2022-2990).
+            dockerfile: "FROM @BUSYBOX@\n\
+                RUN id > /id-root && echo 'staff:x:50:nobody' >> /etc/group && mkdir -p /home/nobody /shared && chown nobody:nogroup /home/nobody && chmod 1777 /shared\n\
+                USER nobody\n\
+                RUN id > /home/nobody/id && touch /home/nobody/file && mkdir /home/nobody/dir && touch /shared/by-nobody\n\
+                USER nobody:root\n\
+                RUN id > /shared/id-nobody-root && touch /shared/nobody-root\n\
+                USER 1000:1000\n\
+                RUN id > /shared/id-numeric && mkdir /shared/numeric-dir\n\
+                USER 0\n\
+                RUN touch /shared/by-root\n",
+            quirks: &[Quirk::RunStubs],
+            expect: &["/home/nobody/id", "/shared/numeric-dir"],
+            ..CASE
+        },
+        Case {
+            name: "workdir_missing_and_run",
+            // The second RUN removes its own working directory: the next RUN
+            // must get it back (runc creates a missing cwd, so does buildah).
+            dockerfile: "FROM @BUSYBOX@\n\
+                WORKDIR /made/by/workdir\n\
+                RUN pwd > here && touch relative\n\
+                WORKDIR /gone\n\
+                RUN cd / && rmdir /gone\n\
+                RUN pwd > /pwd-after-rmdir\n\
+                USER nobody\n\
+                WORKDIR /tmp\n\
+                RUN pwd > /dev/null\n",
+            quirks: &[Quirk::RunStubs],
+            expect: &["/made/by/workdir/here", "/pwd-after-rmdir"],
+            ..CASE
+        },
+        Case {
+            name: "shell_then_run",
+            // The SHELL's script records each command it is given, proving that
+            // shell-form RUN went through it and exec form did not.
+            dockerfile: "FROM @BUSYBOX@\n\
+                SHELL [\"/bin/sh\", \"-c\", \"echo \\\"$0\\\" >> /shell-saw; eval \\\"$0\\\"\"]\n\
+                RUN touch /one\n\
+                RUN echo two > /two\n\
+                SHELL [\"/bin/sh\", \"-euc\"]\n\
+                RUN echo \"strict $HOME\" > /strict || true\n\
+                RUN [\"/bin/sh\", \"-c\", \"echo exec ignores shell > /exec\"]\n",
+            quirks: &[Quirk::RunStubs],
+            expect: &["/shell-saw", "/strict"],
+            ..CASE
+        },
+        Case {
+            name: "run_writes_nothing",
+            // Empty layers: no stub, no /tmp entry, nothing of the sandbox.
+            dockerfile: "FROM @BUSYBOX@\n\
+                RUN true\n\
+                RUN echo to the log only && ls / > /dev/null\n\
+                RUN touch /tmp/x && rm /tmp/x\n",
+            quirks: &[Quirk::RunStubs],
+            ..CASE
+        },
+        Case {
+            name: "run_network_none",
+            // See NETWORK_NONE: buildah's side runs with the host's network.
+            dockerfile: "FROM @BUSYBOX@\n\
+                RUN @NETWORK_NONE@ echo offline > /offline && cat /etc/hosts /etc/resolv.conf > /dev/null\n\
+                RUN @NETWORK_NONE@ touch /tmp/also-offline\n\
+                RUN echo online again > /online\n",
+            quirks: &[Quirk::RunStubs],
+            expect: &["/offline", "/tmp/also-offline"],
+            ..CASE
+        },
+        Case {
+            name: "multi_stage_run_and_copy_from",
+            dockerfile: "FROM @BUSYBOX@ AS build\n\
+                RUN mkdir -p /out/bin && echo '#!/bin/sh' > /out/bin/tool && chmod 755 /out/bin/tool && ln -s tool /out/bin/alias\n\
+                RUN echo built > /out/stamp && chown nobody /out/stamp\n\
+                FROM build AS derived\n\
+                RUN rm /out/stamp && echo derived > /out/derived\n\
+                FROM @BUSYBOX@\n\
+                RUN mkdir /app && echo final > /app/final\n\
+                COPY --from=build /out/ /app/\n\
+                COPY --from=derived /out/derived /app/\n\
+                RUN ls -R /app > /app/listing\n",
+            quirks: &[Quirk::RunStubs],
+            expect: &["/app/bin/alias", "/app/listing"],
+            ..CASE
+        },
+    ]);
+}
+
+#[test]
+fn run_filesystem_changes() {
+    compare(&[
+        Case {
+            name: "delete_base_files",
+            dockerfile: "FROM @BUSYBOX@\n\
+                RUN rm /etc/group /bin/vi /bin/wget && rmdir /home\n\
+                RUN rm /etc/passwd && echo 'root:x:0:0:root:/root:/bin/sh' > /etc/passwd.new\n",
+            quirks: &[Quirk::RunStubs],
+            ..CASE
+        },
+        Case {
+            name: "rm_rf_and_recreate_directory",
+            dockerfile: "FROM @BUSYBOX@\n\
+                RUN mkdir -p /d/sub /keep && echo 1 > /d/sub/a && echo 2 > /d/b && echo 3 > /keep/k\n\
+                RUN rm -rf /d && mkdir -p /d/other && echo 4 > /d/other/c\n\
+                RUN rm -rf /root && mkdir -m 0750 /root && echo new > /root/.profile\n\
+                RUN rm -rf /keep/* && echo 5 > /keep/new\n",
+            quirks: &[Quirk::RunStubs],
+            ..CASE
+        },
+        Case {
+            name: "file_replaced_by_directory_and_back",
+            dockerfile: "FROM @BUSYBOX@\n\
+                RUN echo f > /x && mkdir /y && touch /y/inner\n\
+                RUN rm /x && mkdir /x && touch /x/in && rm -rf /y && echo now-a-file > /y\n\
+                RUN rm /bin/vi && mkdir /bin/vi && touch /bin/vi/inside && rm -rf /home && echo file > /home\n",
+            quirks: &[Quirk::RunStubs],
+            ..CASE
+        },
+        Case {
+            name: "successive_runs_modify",
+            dockerfile: "FROM @BUSYBOX@\n\
+                RUN mkdir /w && echo a > /w/a && echo b > /w/b && echo c > /w/c && mkdir /w/d\n\
+                RUN echo a2 >> /w/a && rm /w/b && chmod 600 /w/c && touch /w/d/new\n\
+                RUN mv /w/a /w/e && echo b-again > /w/b && rm -r /w/d\n\
+                RUN cp /w/e /w/a && rm /w/e && chown nobody /w/c\n",
+            quirks: &[Quirk::RunStubs],
+            ..CASE
+        },
+        Case {
+            name: "chmod_chown_base_files",
+            dockerfile: "FROM @BUSYBOX@\n\
+                RUN chmod 600 /etc/passwd && chown nobody:nogroup /etc/group && chmod 1777 /home && chown 1:2 /root\n\
+                RUN chmod 0700 /tmp && chown -h nobody /bin/ls\n",
+            quirks: &[Quirk::RunStubs],
+            ..CASE
+        },
+        Case {
+            name: "setuid_and_sticky_bits",
+            dockerfile: "FROM @BUSYBOX@\n\
+                RUN printf '#!/bin/sh\\n' > /suid && chmod 4755 /suid && cp /suid /sgid && chmod 2755 /sgid && mkdir -m 2775 /sgid-dir && mkdir -m 1777 /sticky\n\
+                RUN chmod 4755 /bin/busybox && chmod 6711 /suid\n",
+            quirks: &[Quirk::RunStubs],
+            ..CASE
+        },
+        Case {
+            name: "symlinks",
+            dockerfile: "FROM @BUSYBOX@\n\
+                RUN ln -s /etc/passwd /abs && mkdir /rel && ln -s ../etc /rel/etc-dir && ln -s missing /dangling && ln -s /bin/sh /sh-link\n\
+                RUN ln -sf ls /bin/cat && rm /bin/vi && echo 'not a link' > /bin/vi\n\
+                RUN rm /abs && ln -s /etc/group /abs && ln -s /rel/etc-dir/passwd /through-link\n",
+            quirks: &[Quirk::RunStubs],
+            ..CASE
+        },
+        Case {
+            name: "hard_links",
+            // Names of one file made in one RUN stay one file in the image.
+            dockerfile: "FROM @BUSYBOX@\n\
+                RUN echo data > /f && ln /f /hl && mkdir /d && ln /f /d/hl2\n\
+                RUN echo new > /g && ln /g /g2 && ln /g /tmp/g3\n",
+            quirks: &[Quirk::RunStubs],
+            expect: &["/d/hl2", "/tmp/g3"],
+            ..CASE
+        },
+        Case {
+            name: "hard_link_to_a_lower_layer_file",
+            // A link to a file of the base: the base's name is unchanged, the new
+            // name has its content.
+            dockerfile: "FROM @BUSYBOX@\n\
+                RUN ln /etc/passwd /passwd-hard\n",
+            quirks: &[
+                Quirk::RunStubs,
+                Quirk::LinkToLowerLayer(&["/etc/passwd", "/passwd-hard"]),
+            ],
+            expect: &["/passwd-hard"],
+            ..CASE
+        },
+        Case {
+            name: "hard_link_written_in_a_later_run",
+            // A later RUN appends to one name of a file with two: on a real
+            // filesystem (buildah's vfs storage) both names see the write.
+            dockerfile: "FROM @BUSYBOX@\n\
+                RUN echo data > /f && ln /f /hl\n\
+                RUN echo changed >> /f\n",
+            quirks: &[Quirk::RunStubs, Quirk::CopyUpBreaksLinks(&["/hl"])],
+            expect: &["/hl"],
+            ..CASE
+        },
+        Case {
+            name: "special_files",
+            // FIFOs only: buildah's chroot isolation cannot mknod (module doc).
+            dockerfile: "FROM @BUSYBOX@\n\
+                RUN mkfifo /fifo && mkfifo -m 0600 /tmp/private-fifo && mkdir /sockets\n\
+                RUN rm /fifo && mkfifo -m 0640 /fifo\n",
+            quirks: &[Quirk::RunStubs],
+            expect: &["/fifo"],
+            ..CASE
+        },
+        Case {
+            name: "files_in_tmp",
+            dockerfile: "FROM @BUSYBOX@\n\
+                RUN touch /tmp/marker && echo y > /tmp/y && mkdir /tmp/sub\n\
+                RUN rm /tmp/y && echo z > /tmp/sub/z\n",
+            quirks: &[Quirk::RunStubs],
+            ..CASE
+        },
+        Case {
+            name: "mkdir_deep_trees",
+            dockerfile: "FROM @BUSYBOX@\n\
+                RUN mkdir -p /deep/$(seq -s / 1 40) && echo bottom > /deep/$(seq -s / 1 40)/file\n\
+                RUN mkdir -p -m 0700 /private/a/b && for i in $(seq 1 150); do mkdir -p /wide/d$((i % 15)); echo $i > /wide/d$((i % 15))/f$i; done\n",
+            quirks: &[Quirk::RunStubs],
+            expect: &["/wide/d0/f150"],
+            ..CASE
+        },
+        Case {
+            name: "large_file",
+            // 50 MB of text and 16 MiB of zeros, compared byte for byte.
+            dockerfile: "FROM @BUSYBOX@\n\
+                RUN yes 0123456789abcdef | head -c 50000000 > /big && dd if=/dev/zero of=/zeros bs=1M count=16 2>/dev/null\n\
+                RUN echo tail >> /big\n",
+            quirks: &[Quirk::RunStubs],
+            expect: &["/big"],
+            ..CASE
+        },
+    ]);
+}
+
+#[test]
+fn run_mounts() {
+    compare(&[
+        Case {
+            name: "run_mount_bind",
+            // Context (file and whole), another stage, an image, a read-write
+            // bind whose writes must stay out of the image (buildah 1.28 writes
+            // them through to the context directory, which is not compared).
+            dockerfile: "FROM @BUSYBOX@ AS build\n\
+                RUN mkdir /out && echo from-stage > /out/f\n\
+                FROM @BUSYBOX@\n\
+                RUN --mount=type=bind,source=a.txt,target=/mnt/a cp /mnt/a /from-context\n\
+                RUN --mount=type=bind,from=build,source=/out,target=/src cp /src/f /from-stage\n\
+                RUN --mount=type=bind,target=/ctx cat /ctx/dir/one > /from-context-dir\n\
+                RUN --mount=type=bind,source=dir,target=/etc/extra ls /etc/extra > /listing\n\
+                RUN --mount=type=bind,target=/ctx,rw touch /ctx/discarded && ls /ctx > /rw-listing\n\
+                RUN --mount=type=bind,from=@BUSYBOX@,source=/etc,target=/base-etc cp /base-etc/passwd /from-image\n",
+            files: FILES,
+            quirks: &[Quirk::RunStubs, Quirk::MountParents(&["/mnt"])],
+            expect: &["/from-context", "/from-stage", "/from-image", "/rw-listing"],
+            ..CASE
+        },
+        Case {
+            name: "run_mount_cache",
+            // One cache id under two targets: the second RUN sees the first's
+            // file. buildah keeps caches under /var/tmp between runs, so the first
+            // RUN empties it first. uid, gid and mode apply to the cache's root.
+            dockerfile: "FROM @BUSYBOX@\n\
+                RUN --mount=type=cache,target=/cache,id=executor-diff-cache rm -rf /cache/* && echo cached > /cache/f && cp /cache/f /from-cache\n\
+                RUN --mount=type=cache,target=/elsewhere,id=executor-diff-cache cp /elsewhere/f /seen-again\n\
+                RUN --mount=type=cache,target=/var/cache/apt touch /var/cache/apt/pkg\n\
+                RUN --mount=type=cache,target=/owned,uid=65534,gid=65534,mode=0700 stat -c '%u:%g %a' /owned > /owned-stat\n",
+            quirks: &[
+                Quirk::RunStubs,
+                Quirk::MountParents(&["/var", "/var/cache"]),
+            ],
+            expect: &["/seen-again", "/owned-stat"],
+            ..CASE
+        },
+        Case {
+            name: "run_mount_tmpfs",
+            // Only on missing targets: a tmpfs over an existing directory (say
+            // /tmp) makes buildah 1.28 empty the whole image (module doc).
+            dockerfile: "FROM @BUSYBOX@\n\
+                RUN --mount=type=tmpfs,target=/scratch echo x > /scratch/f && cp /scratch/f /from-tmpfs\n\
+                RUN --mount=type=tmpfs,target=/deep/er/scratch touch /deep/er/scratch/gone && ls /deep/er > /deep-listing\n",
+            quirks: &[Quirk::RunStubs, Quirk::MountParents(&["/deep", "/deep/er"])],
+            expect: &["/from-tmpfs", "/deep-listing"],
+            ..CASE
+        },
+    ]);
+}
+
 /// The comparison itself: each kind of difference is reported, and a quirk
 /// hides only its own detail.
 #[test]
@@ -1016,6 +1530,8 @@ fn differences_are_reported() {
         uid: 0,
         gid: 0,
         link: None,
+        device: None,
+        hard_link: None,
         content: Some(content.as_bytes().to_vec()),
     };
     let built = |config: Value, tree: &[(&str, Entry)]| Built {
@@ -1094,5 +1610,41 @@ fn differences_are_reported() {
     assert_eq!(
         differences(&executor, &buildah),
         "  config User:\n    executor: (unset)\n    buildah:  \"x\"\n"
+    );
+
+    // The stub quirks drop buildah's empty stubs that executor lacks, and
+    // only those: not a stub with content, not one executor has too.
+    let dir = || Entry {
+        kind: "dir",
+        content: None,
+        ..file(0o755, "")
+    };
+    let case = Case {
+        quirks: &[Quirk::RunStubs, Quirk::MountParents(&["/mnt", "/mnt/deep"])],
+        ..CASE
+    };
+    let mut executor = built(
+        serde_json::json!({}),
+        &[("/f", file(0o644, "x")), ("/sys", dir())],
+    );
+    let mut buildah = built(
+        serde_json::json!({}),
+        &[
+            ("/f", file(0o644, "x")),
+            ("/dev", dir()),
+            ("/proc", dir()),
+            ("/proc/kept", file(0o644, "")),
+            ("/sys", dir()),
+            ("/etc/hosts", file(0o755, "")),
+            ("/etc/resolv.conf", file(0o755, "nameserver 1.1.1.1\n")),
+            ("/mnt", dir()),
+            ("/mnt/deep", dir()),
+        ],
+    );
+    apply_quirks(&case, &mut executor, &mut buildah);
+    let left: Vec<&str> = buildah.tree.keys().map(String::as_str).collect();
+    assert_eq!(
+        left,
+        ["/etc/resolv.conf", "/f", "/proc", "/proc/kept", "/sys"]
     );
 }
