@@ -229,6 +229,7 @@ impl StageRoot {
                 for path in &ignore {
                     remove_path(&upper.join(path))?;
                 }
+                relink_copied_up(&upper, &self.lowers)?;
                 layer::layer_from_overlay_upper(&upper)?
             }
             SnapshotMode::Full => {
@@ -348,6 +349,179 @@ fn remove_stubs(
             let _ = fs::remove_dir(&path);
         } else {
             restore_times(&path, &before)?;
+        }
+    }
+    Ok(())
+}
+
+/// The overlayfs bookkeeping xattrs a copy-up leaves (`index=on`); dropped
+/// from an upper directory before it becomes a lower one.
+const BOOKKEEPING: [&str; 3] = [
+    "trusted.overlay.origin",
+    "trusted.overlay.nlink",
+    "trusted.overlay.impure",
+];
+
+fn has_xattr(path: &Path, name: &str) -> bool {
+    let mut buf = [0u8; 256];
+    !matches!(
+        rustix::fs::lgetxattr(path, name, &mut buf),
+        Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP)
+    )
+}
+
+/// Completes a RUN's upper directory where overlayfs leaves a hard link
+/// half-written: with `index=on` a file copied up for one of its names is,
+/// in the merged view, the file every name shows (as on any file system),
+/// but only the names the RUN touched are in the upper directory. Every
+/// other name of such a file that the merged view shows is linked in, so
+/// the layer (and the snapshot mode `full`) agree with what the RUN saw.
+/// Copies are told from new files by `trusted.overlay.origin`; the lower
+/// layer holding the file is scanned for its names only then. The
+/// bookkeeping xattrs, and opaque markers on directories no lower layer
+/// has, are dropped on the way.
+fn relink_copied_up(upper: &Path, lowers: &[PathBuf]) -> Result<()> {
+    let mut copied = Vec::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(rel) = pending.pop() {
+        let dir = upper.join(&rel);
+        for key in BOOKKEEPING {
+            if has_xattr(&dir, key) {
+                let _ = rustix::fs::lremovexattr(&dir, key);
+            }
+        }
+        // overlayfs marks a directory made inside a merged one opaque even
+        // when no lower layer has anything there to hide; such a marker
+        // would only be noise in the layer.
+        if !rel.as_os_str().is_empty()
+            && is_opaque(&dir)
+            && !lowers
+                .iter()
+                .any(|lower| fs::symlink_metadata(lower.join(&rel)).is_ok())
+        {
+            let _ = rustix::fs::lremovexattr(&dir, "trusted.overlay.opaque");
+        }
+        for entry in fs::read_dir(&dir).map_err(io_at(&dir))? {
+            let entry = entry.map_err(io_at(&dir))?;
+            let child = rel.join(entry.file_name());
+            let path = upper.join(&child);
+            let kind = entry.file_type().map_err(io_at(&path))?;
+            if kind.is_dir() {
+                pending.push(child);
+            } else if !kind.is_symlink() {
+                if kind.is_file() && has_xattr(&path, BOOKKEEPING[0]) {
+                    copied.push(child);
+                }
+                for key in BOOKKEEPING {
+                    if has_xattr(&path, key) {
+                        let _ = rustix::fs::lremovexattr(&path, key);
+                    }
+                }
+            }
+        }
+    }
+    let mut names: BTreeMap<usize, std::collections::HashMap<u64, Vec<PathBuf>>> = BTreeMap::new();
+    for rel in copied {
+        let Some((index, meta)) = lowers
+            .iter()
+            .enumerate()
+            .rev()
+            .find_map(|(i, lower)| fs::symlink_metadata(lower.join(&rel)).ok().map(|m| (i, m)))
+        else {
+            continue;
+        };
+        if !meta.is_file() || meta.nlink() < 2 {
+            continue;
+        }
+        let by_inode = match names.entry(index) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(linked_files(&lowers[index])?)
+            }
+        };
+        let Some(aliases) = by_inode.get(&meta.ino()) else {
+            continue;
+        };
+        for alias in aliases {
+            if *alias == rel || !shows_through(alias, index, upper, lowers) {
+                continue;
+            }
+            make_parents(upper, alias, lowers)?;
+            let target = upper.join(alias);
+            fs::hard_link(upper.join(&rel), &target).map_err(io_at(&target))?;
+        }
+    }
+    Ok(())
+}
+
+/// The regular files of `dir` with several names, by inode.
+fn linked_files(dir: &Path) -> Result<std::collections::HashMap<u64, Vec<PathBuf>>> {
+    let mut out: std::collections::HashMap<u64, Vec<PathBuf>> = std::collections::HashMap::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(rel) = pending.pop() {
+        let path = dir.join(&rel);
+        for entry in fs::read_dir(&path).map_err(io_at(&path))? {
+            let entry = entry.map_err(io_at(&path))?;
+            let child = rel.join(entry.file_name());
+            let meta = entry.metadata().map_err(io_at(&path))?;
+            if meta.is_dir() {
+                pending.push(child);
+            } else if meta.is_file() && meta.nlink() > 1 {
+                out.entry(meta.ino()).or_default().push(child);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `rel` of lower layer `index` is what the merged view shows: no
+/// upper or higher entry at it, and nothing above hiding a parent (a
+/// whiteout, a non-directory, an opaque directory).
+fn shows_through(rel: &Path, index: usize, upper: &Path, lowers: &[PathBuf]) -> bool {
+    let layers = std::iter::once(upper).chain(lowers[index + 1..].iter().map(PathBuf::as_path));
+    for layer in layers {
+        if fs::symlink_metadata(layer.join(rel)).is_ok() {
+            return false;
+        }
+        for ancestor in rel.ancestors().skip(1) {
+            if ancestor.as_os_str().is_empty() {
+                break;
+            }
+            let path = layer.join(ancestor);
+            match fs::symlink_metadata(&path) {
+                Ok(meta) if !meta.is_dir() || is_opaque(&path) => return false,
+                _ => {}
+            }
+        }
+    }
+    true
+}
+
+/// Creates the missing parents of `rel` in `upper` as copies of the merged
+/// view's (the topmost lower layer holding each): mode, owner and times.
+fn make_parents(upper: &Path, rel: &Path, lowers: &[PathBuf]) -> Result<()> {
+    let mut missing: Vec<&Path> = rel
+        .ancestors()
+        .skip(1)
+        .filter(|a| !a.as_os_str().is_empty() && !upper.join(a).exists())
+        .collect();
+    missing.reverse();
+    for dir in missing {
+        let path = upper.join(dir);
+        fs::create_dir(&path).map_err(io_at(&path))?;
+        if let Some(meta) = lowers
+            .iter()
+            .rev()
+            .find_map(|l| fs::symlink_metadata(l.join(dir)).ok())
+        {
+            std::os::unix::fs::lchown(&path, Some(meta.uid()), Some(meta.gid()))
+                .map_err(io_at(&path))?;
+            fs::set_permissions(
+                &path,
+                std::os::unix::fs::PermissionsExt::from_mode(meta.mode() & 0o7777),
+            )
+            .map_err(io_at(&path))?;
+            restore_times(&path, &meta)?;
         }
     }
     Ok(())
@@ -576,5 +750,58 @@ mod tests {
         remove_stubs(&upper, &stubs[..1], true, lower_meta).unwrap();
         assert!(!upper.join("etc/hosts").exists());
         assert!(upper.join("etc/app").exists());
+    }
+
+    #[test]
+    fn a_copied_up_file_keeps_all_its_names_a_new_one_does_not() {
+        use std::os::unix::fs::MetadataExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let lower = dir.join("lower");
+        fs::create_dir_all(lower.join("etc")).unwrap();
+        fs::create_dir_all(lower.join("usr/bin")).unwrap();
+        fs::write(lower.join("usr/bin/tool"), "v1").unwrap();
+        fs::hard_link(lower.join("usr/bin/tool"), lower.join("etc/tool-alias")).unwrap();
+        fs::write(lower.join("g"), "old").unwrap();
+        fs::hard_link(lower.join("g"), lower.join("g-alias")).unwrap();
+        let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("merged"));
+        for d in [&upper, &work, &merged] {
+            fs::create_dir_all(d).unwrap();
+        }
+        let mount = Overlay::mount(std::slice::from_ref(&lower), &upper, &work, &merged).unwrap();
+        // Written through one name: every name shows it (index=on).
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(merged.join("usr/bin/tool"))
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"+v2").unwrap();
+        drop(f);
+        assert_eq!(
+            fs::read_to_string(merged.join("etc/tool-alias")).unwrap(),
+            "v1+v2"
+        );
+        // Replaced: the other name keeps the old file.
+        fs::remove_file(merged.join("g")).unwrap();
+        fs::write(merged.join("g"), "new").unwrap();
+        mount.unmount().unwrap();
+
+        relink_copied_up(&upper, std::slice::from_ref(&lower)).unwrap();
+        let tool = fs::symlink_metadata(upper.join("usr/bin/tool")).unwrap();
+        let alias = fs::symlink_metadata(upper.join("etc/tool-alias")).unwrap();
+        assert_eq!(tool.ino(), alias.ino());
+        assert_eq!(
+            fs::read_to_string(upper.join("etc/tool-alias")).unwrap(),
+            "v1+v2"
+        );
+        assert!(!upper.join("g-alias").exists());
+        assert_eq!(fs::read_to_string(upper.join("g")).unwrap(), "new");
+        assert!(!has_xattr(
+            &upper.join("usr/bin/tool"),
+            "trusted.overlay.origin"
+        ));
+        // The layer holds both names, linked.
+        let entries = layer::layer_from_overlay_upper(&upper).unwrap();
+        assert!(entries.iter().any(|e| e.path == Path::new("usr/bin/tool")
+            && e.kind == EntryKind::Hardlink(PathBuf::from("etc/tool-alias"))));
     }
 }

@@ -874,6 +874,11 @@ mod tests {
             ("etc/gone Whiteout", "644 0:0"),
             ("etc/owned file", "600 123:456"),
             ("new Dir", "755 0:0"),
+            // With index=on the root is a merged directory, and overlayfs
+            // marks a directory made in a merged one opaque (the
+            // snapshotter drops such markers where no lower layer has
+            // the path: `build::rootfs`).
+            ("new OpaqueWhiteout", "644 0:0"),
             ("new/dir Dir", "755 0:0"),
             ("new/dir/file.txt file", "640 1000:1000"),
             ("oldlink Whiteout", "644 0:0"),

@@ -36,16 +36,25 @@ use rustix::mount::{
 /// The largest legacy `mount(2)` option string (one page, with its NUL).
 const LEGACY_DATA_MAX: usize = 4095;
 
-/// The options that keep the upper directory a plain diff.
-const PLAIN_DIFF_OPTIONS: [(&str, &str); 3] = [
-    ("index", "off"),
-    ("metacopy", "off"),
-    // `off` still follows redirects where the module's
-    // redirect_always_follow is set (the default), which `userxattr` refuses;
-    // our layers never hold redirects, so neither making nor following them
-    // is right everywhere.
-    ("redirect_dir", "nofollow"),
-];
+/// The options that keep the upper directory a plain diff. `index=on`
+/// (where it can be had: not with `userxattr`) keeps hard links whole: a
+/// file copied up for one of its names is the file all its names show, and
+/// the copy carries `trusted.overlay.origin`, which tells a copy-up from a
+/// file made anew (the snapshotter then adds the other names to the diff).
+fn plain_diff_options(index: bool) -> [(&'static str, &'static str); 3] {
+    [
+        ("index", if index { "on" } else { "off" }),
+        ("metacopy", "off"),
+        // `off` still follows redirects where the module's
+        // redirect_always_follow is set (the default), which `userxattr`
+        // refuses; our layers never hold redirects, so neither making nor
+        // following them is right everywhere.
+        ("redirect_dir", "nofollow"),
+    ]
+}
+
+/// The keys of [`plain_diff_options`].
+const PLAIN_DIFF_KEYS: [&str; 3] = ["index", "metacopy", "redirect_dir"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum OverlayError {
@@ -131,13 +140,23 @@ impl Overlay {
             lowers.push(empty);
         }
         let userxattr = in_user_namespace();
-        match mount_new_api(&lowers, upper, work, target, userxattr) {
-            Ok(()) => {}
-            Err(NewApi::Unavailable(why)) => {
-                tracing::debug!(reason = %why, "new mount API unavailable; using mount(2)");
-                mount_legacy(&lowers, upper, work, target, userxattr)?;
+        let mut index = !userxattr;
+        loop {
+            match mount_new_api(&lowers, upper, work, target, userxattr, index) {
+                Ok(()) => break,
+                Err(NewApi::Unavailable(why)) => {
+                    tracing::debug!(reason = %why, "new mount API unavailable; using mount(2)");
+                    mount_legacy(&lowers, upper, work, target, userxattr, index)?;
+                    break;
+                }
+                // The index needs file handles of the lower and upper
+                // file systems: without it, hard links split on copy-up.
+                Err(NewApi::Failed(e)) if index => {
+                    tracing::debug!(error = %e, "overlay refused index=on; mounting without it");
+                    index = false;
+                }
+                Err(NewApi::Failed(e)) => return Err(e),
             }
-            Err(NewApi::Failed(e)) => return Err(e),
         }
         overlay.mounted = true;
         tracing::debug!(target = %target.display(), layers = lowers.len(), "overlay mounted");
@@ -254,6 +273,7 @@ fn mount_new_api(
     work: &Path,
     target: &Path,
     userxattr: bool,
+    index: bool,
 ) -> Result<(), NewApi> {
     let failed = |fs_fd: Option<&rustix::fd::OwnedFd>, e: Errno| {
         NewApi::Failed(OverlayError::Mount {
@@ -285,7 +305,7 @@ fn mount_new_api(
     }
     set("upperdir", upper)?;
     set("workdir", work)?;
-    for (key, value) in PLAIN_DIFF_OPTIONS {
+    for (key, value) in plain_diff_options(index) {
         if let Err(e) = rustix::mount::fsconfig_set_string(fs_fd, key, value) {
             tracing::debug!(option = key, error = %e, log = %read_log(fs_fd), "overlay option refused; left out");
         }
@@ -335,6 +355,7 @@ fn mount_legacy(
     work: &Path,
     target: &Path,
     userxattr: bool,
+    index: bool,
 ) -> Result<()> {
     let check = |path: &Path| {
         let bytes = path.as_os_str().as_bytes();
@@ -360,7 +381,7 @@ fn mount_legacy(
         data.extend_from_slice(path.as_os_str().as_bytes());
     }
     let base_len = data.len();
-    let mut options: Vec<(&str, &str)> = PLAIN_DIFF_OPTIONS.to_vec();
+    let mut options: Vec<(&str, &str)> = plain_diff_options(index).to_vec();
     if userxattr {
         options.push(("userxattr", ""));
     }
@@ -394,14 +415,10 @@ fn mount_legacy(
             Ok(()) => return Ok(()),
             // An option this kernel does not know: leave the last
             // plain-diff one out and retry (userxattr stays: it is needed).
-            Err(Errno::INVAL)
-                if options
-                    .iter()
-                    .any(|(k, _)| PLAIN_DIFF_OPTIONS.iter().any(|(p, _)| p == k)) =>
-            {
+            Err(Errno::INVAL) if options.iter().any(|(k, _)| PLAIN_DIFF_KEYS.contains(k)) => {
                 let i = options
                     .iter()
-                    .rposition(|(k, _)| PLAIN_DIFF_OPTIONS.iter().any(|(p, _)| p == k))
+                    .rposition(|(k, _)| PLAIN_DIFF_KEYS.contains(k))
                     .expect("checked above");
                 tracing::debug!(option = options[i].0, "overlay option refused; left out");
                 options.remove(i);
@@ -585,7 +602,7 @@ mod tests {
         let [upper, work, merged] = dirs(tmp.path(), &["upper", "work", "merged"])
             .try_into()
             .unwrap();
-        let err = mount_legacy(&lowers, &upper, &work, &merged, false).unwrap_err();
+        let err = mount_legacy(&lowers, &upper, &work, &merged, false, false).unwrap_err();
         assert!(
             matches!(err, OverlayError::TooManyLayers { layers: 300, .. }),
             "{err}"
@@ -628,7 +645,7 @@ mod tests {
             .try_into()
             .unwrap();
         fs::write(lower.join("a"), "a").unwrap();
-        mount_legacy(&[lower], &upper, &work, &merged, false).unwrap();
+        mount_legacy(&[lower], &upper, &work, &merged, false, true).unwrap();
         let overlay = Overlay {
             target: merged.clone(),
             empty_lower: None,
