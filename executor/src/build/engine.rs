@@ -74,6 +74,8 @@ pub enum BuildError {
     #[error(transparent)]
     Diff(#[from] crate::image::diff::DiffError),
     #[error(transparent)]
+    Upper(#[from] crate::image::upper::UpperError),
+    #[error(transparent)]
     Sandbox(crate::sandbox::SandboxError),
     #[error(transparent)]
     Overlay(#[from] crate::sandbox::overlay::OverlayError),
@@ -629,7 +631,7 @@ impl Engine<'_> {
                 if dirs.is_empty() {
                     return Ok(());
                 }
-                super::rootfs::squash(dirs)?
+                crate::image::upper::squash(dirs)?
             }
             SnapshotMode::Full => {
                 let stubs = std::mem::take(&mut result.stubs);

@@ -11,6 +11,7 @@ pub mod diff;
 pub mod digest;
 pub mod layer;
 pub mod store;
+pub mod upper;
 
 pub use digest::{
     Algorithm, Digest, DigestError, Hasher, HashingReader, HashingWriter, sha256_bytes,

@@ -1,0 +1,542 @@
+//! An overlay upper directory (or a RUN's changed root, in full mode)
+//! made ready to be a layer: the sandbox's mount-point stubs removed, hard
+//! links overlayfs left half-copied completed, overlayfs' bookkeeping
+//! dropped; and a stage's layers squashed into one (`--single-snapshot`).
+//! It works on directories only: mounting is `sandbox::overlay`'s, and
+//! deciding what is a layer is the build engine's.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+
+use super::layer::{self, EntryKind, LayerEntry};
+
+/// What went wrong, and where.
+#[derive(Debug, thiserror::Error)]
+pub enum UpperError {
+    #[error("cannot prepare {} as a layer", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Layer(#[from] layer::LayerError),
+}
+
+type Result<T, E = UpperError> = std::result::Result<T, E>;
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> UpperError + '_ {
+    move |source| UpperError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Removes the mount-point stubs the sandbox made under `root` (deepest
+/// first): empty directories and empty files only; anything else was
+/// written by the step and stays. A parent directory whose only change was
+/// getting the stub gets its times back (`original` gives its metadata
+/// before the step); in an overlay upper directory (`upper`), a parent left
+/// empty that the lower layers have as it is is removed altogether.
+pub fn remove_stubs(
+    root: &Path,
+    stubs: &[PathBuf],
+    upper: bool,
+    original: impl Fn(&Path) -> Option<fs::Metadata>,
+) -> Result<()> {
+    let stubs: Vec<&Path> = stubs
+        .iter()
+        .map(|s| s.strip_prefix("/").unwrap_or(s))
+        .collect();
+    let mut parents = std::collections::BTreeSet::new();
+    for rel in stubs.iter().rev() {
+        let path = root.join(rel);
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let removed = if meta.is_dir() {
+            fs::remove_dir(&path).is_ok()
+        } else if meta.is_file() && meta.len() == 0 {
+            fs::remove_file(&path).is_ok()
+        } else {
+            false
+        };
+        if removed {
+            if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+                parents.insert(parent.to_path_buf());
+            }
+        }
+    }
+    // Deepest first, so a parent emptied by removing its child is seen.
+    for parent in parents.iter().rev() {
+        if stubs.contains(&parent.as_path()) {
+            continue;
+        }
+        let path = root.join(parent);
+        let (Ok(now), Some(before)) = (fs::symlink_metadata(&path), original(parent)) else {
+            continue;
+        };
+        let same = now.is_dir()
+            && before.is_dir()
+            && now.mode() == before.mode()
+            && now.uid() == before.uid()
+            && now.gid() == before.gid();
+        if !same {
+            continue;
+        }
+        let empty = fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
+        if upper && empty && !is_opaque(&path) {
+            let _ = fs::remove_dir(&path);
+        } else {
+            restore_times(&path, &before)?;
+        }
+    }
+    Ok(())
+}
+
+/// The overlayfs bookkeeping xattrs a copy-up leaves (`index=on`); dropped
+/// from an upper directory before it becomes a lower one.
+const BOOKKEEPING: [&str; 3] = [
+    "trusted.overlay.origin",
+    "trusted.overlay.nlink",
+    "trusted.overlay.impure",
+];
+
+fn has_xattr(path: &Path, name: &str) -> bool {
+    let mut buf = [0u8; 256];
+    !matches!(
+        rustix::fs::lgetxattr(path, name, &mut buf),
+        Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP)
+    )
+}
+
+/// Completes a RUN's upper directory where overlayfs leaves a hard link
+/// half-written: with `index=on` a file copied up for one of its names is,
+/// in the merged view, the file every name shows (as on any file system),
+/// but only the names the RUN touched are in the upper directory. Every
+/// other name of such a file that the merged view shows is linked in, so
+/// the layer (and the snapshot mode `full`) agree with what the RUN saw.
+/// Copies are told from new files by `trusted.overlay.origin`; the lower
+/// layer holding the file is scanned for its names only then. The
+/// bookkeeping xattrs, and opaque markers on directories no lower layer
+/// has, are dropped on the way.
+pub fn relink_copied_up(upper: &Path, lowers: &[PathBuf]) -> Result<()> {
+    let mut copied = Vec::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(rel) = pending.pop() {
+        let dir = upper.join(&rel);
+        for key in BOOKKEEPING {
+            if has_xattr(&dir, key) {
+                let _ = rustix::fs::lremovexattr(&dir, key);
+            }
+        }
+        // overlayfs marks a directory made inside a merged one opaque even
+        // when no lower layer has anything there to hide; such a marker
+        // would only be noise in the layer.
+        if !rel.as_os_str().is_empty()
+            && is_opaque(&dir)
+            && !lowers
+                .iter()
+                .any(|lower| fs::symlink_metadata(lower.join(&rel)).is_ok())
+        {
+            let _ = rustix::fs::lremovexattr(&dir, "trusted.overlay.opaque");
+        }
+        for entry in fs::read_dir(&dir).map_err(io_at(&dir))? {
+            let entry = entry.map_err(io_at(&dir))?;
+            let child = rel.join(entry.file_name());
+            let path = upper.join(&child);
+            let kind = entry.file_type().map_err(io_at(&path))?;
+            if kind.is_dir() {
+                pending.push(child);
+            } else if !kind.is_symlink() {
+                if kind.is_file() && has_xattr(&path, BOOKKEEPING[0]) {
+                    copied.push(child);
+                }
+                for key in BOOKKEEPING {
+                    if has_xattr(&path, key) {
+                        let _ = rustix::fs::lremovexattr(&path, key);
+                    }
+                }
+            }
+        }
+    }
+    let mut names: BTreeMap<usize, std::collections::HashMap<u64, Vec<PathBuf>>> = BTreeMap::new();
+    for rel in copied {
+        let Some((index, meta)) = lowers
+            .iter()
+            .enumerate()
+            .rev()
+            .find_map(|(i, lower)| fs::symlink_metadata(lower.join(&rel)).ok().map(|m| (i, m)))
+        else {
+            continue;
+        };
+        if !meta.is_file() || meta.nlink() < 2 {
+            continue;
+        }
+        let by_inode = match names.entry(index) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(linked_files(&lowers[index])?)
+            }
+        };
+        let Some(aliases) = by_inode.get(&meta.ino()) else {
+            continue;
+        };
+        for alias in aliases {
+            if *alias == rel || !shows_through(alias, index, upper, lowers) {
+                continue;
+            }
+            make_parents(upper, alias, lowers)?;
+            let target = upper.join(alias);
+            fs::hard_link(upper.join(&rel), &target).map_err(io_at(&target))?;
+        }
+    }
+    Ok(())
+}
+
+/// The regular files of `dir` with several names, by inode.
+fn linked_files(dir: &Path) -> Result<std::collections::HashMap<u64, Vec<PathBuf>>> {
+    let mut out: std::collections::HashMap<u64, Vec<PathBuf>> = std::collections::HashMap::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(rel) = pending.pop() {
+        let path = dir.join(&rel);
+        for entry in fs::read_dir(&path).map_err(io_at(&path))? {
+            let entry = entry.map_err(io_at(&path))?;
+            let child = rel.join(entry.file_name());
+            let meta = entry.metadata().map_err(io_at(&path))?;
+            if meta.is_dir() {
+                pending.push(child);
+            } else if meta.is_file() && meta.nlink() > 1 {
+                out.entry(meta.ino()).or_default().push(child);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `rel` of lower layer `index` is what the merged view shows: no
+/// upper or higher entry at it, and nothing above hiding a parent (a
+/// whiteout, a non-directory, an opaque directory).
+fn shows_through(rel: &Path, index: usize, upper: &Path, lowers: &[PathBuf]) -> bool {
+    let layers = std::iter::once(upper).chain(lowers[index + 1..].iter().map(PathBuf::as_path));
+    for layer in layers {
+        if fs::symlink_metadata(layer.join(rel)).is_ok() {
+            return false;
+        }
+        for ancestor in rel.ancestors().skip(1) {
+            if ancestor.as_os_str().is_empty() {
+                break;
+            }
+            let path = layer.join(ancestor);
+            match fs::symlink_metadata(&path) {
+                Ok(meta) if !meta.is_dir() || is_opaque(&path) => return false,
+                _ => {}
+            }
+        }
+    }
+    true
+}
+
+/// Creates the missing parents of `rel` in `upper` as copies of the merged
+/// view's (the topmost lower layer holding each): mode, owner and times.
+fn make_parents(upper: &Path, rel: &Path, lowers: &[PathBuf]) -> Result<()> {
+    let mut missing: Vec<&Path> = rel
+        .ancestors()
+        .skip(1)
+        .filter(|a| !a.as_os_str().is_empty() && !upper.join(a).exists())
+        .collect();
+    missing.reverse();
+    for dir in missing {
+        let path = upper.join(dir);
+        fs::create_dir(&path).map_err(io_at(&path))?;
+        if let Some(meta) = lowers
+            .iter()
+            .rev()
+            .find_map(|l| fs::symlink_metadata(l.join(dir)).ok())
+        {
+            std::os::unix::fs::lchown(&path, Some(meta.uid()), Some(meta.gid()))
+                .map_err(io_at(&path))?;
+            fs::set_permissions(
+                &path,
+                std::os::unix::fs::PermissionsExt::from_mode(meta.mode() & 0o7777),
+            )
+            .map_err(io_at(&path))?;
+            restore_times(&path, &meta)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `dir`, in an overlay upper directory, hides the lower ones.
+fn is_opaque(dir: &Path) -> bool {
+    ["trusted.overlay.opaque", "user.overlay.opaque"]
+        .iter()
+        .any(|key| {
+            let mut buf = [0u8; 4];
+            matches!(rustix::fs::lgetxattr(dir, *key, &mut buf), Ok(1) if buf[0] == b'y')
+        })
+}
+
+fn restore_times(path: &Path, before: &fs::Metadata) -> Result<()> {
+    use rustix::fs::{AtFlags, CWD, Timespec, Timestamps};
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: before.atime(),
+            tv_nsec: before.atime_nsec(),
+        },
+        last_modification: Timespec {
+            tv_sec: before.mtime(),
+            tv_nsec: before.mtime_nsec(),
+        },
+    };
+    rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| io_at(path)(e.into()))
+}
+
+/// The layers `dirs` (extracted, overlay form, bottom first) as one layer:
+/// what `--single-snapshot` writes for a stage. Later layers win; a
+/// whiteout or an opaque directory drops what earlier ones put below it.
+pub fn squash(dirs: &[PathBuf]) -> Result<Vec<LayerEntry>> {
+    // Each kept entry with the index of the layer it comes from.
+    let mut merged: BTreeMap<PathBuf, (usize, LayerEntry)> = BTreeMap::new();
+    let mut opaque: BTreeMap<PathBuf, LayerEntry> = BTreeMap::new();
+    let drop_below = |merged: &mut BTreeMap<PathBuf, (usize, LayerEntry)>, path: &Path| {
+        let below: Vec<PathBuf> = merged
+            .range(path.to_path_buf()..)
+            .map(|(p, _)| p.clone())
+            .take_while(|p| p.starts_with(path))
+            .filter(|p| p != path)
+            .collect();
+        for p in below {
+            merged.remove(&p);
+        }
+    };
+    for (layer_index, dir) in dirs.iter().enumerate() {
+        for entry in layer::layer_from_overlay_upper(dir)? {
+            match entry.kind {
+                EntryKind::OpaqueWhiteout => {
+                    drop_below(&mut merged, &entry.path);
+                    opaque.insert(entry.path.clone(), entry);
+                }
+                EntryKind::Whiteout => {
+                    drop_below(&mut merged, &entry.path);
+                    opaque.retain(|p, _| !p.starts_with(&entry.path));
+                    merged.insert(entry.path.clone(), (layer_index, entry));
+                }
+                _ => {
+                    let replaced = merged.get(&entry.path).map(|(_, e)| e.kind.clone());
+                    if entry.kind == EntryKind::Dir {
+                        // A directory where an earlier layer deleted one: what
+                        // was below stays hidden.
+                        if replaced == Some(EntryKind::Whiteout) {
+                            let mut marker =
+                                LayerEntry::new(entry.path.clone(), EntryKind::OpaqueWhiteout);
+                            marker.mtime = entry.mtime;
+                            opaque.insert(entry.path.clone(), marker);
+                        }
+                    } else {
+                        drop_below(&mut merged, &entry.path);
+                        opaque.remove(&entry.path);
+                    }
+                    merged.insert(entry.path.clone(), (layer_index, entry));
+                }
+            }
+        }
+    }
+    let sources: BTreeMap<PathBuf, usize> =
+        merged.iter().map(|(p, (i, _))| (p.clone(), *i)).collect();
+    let mut entries = Vec::with_capacity(merged.len() + opaque.len());
+    for (path, (layer_index, mut entry)) in merged {
+        if let EntryKind::Hardlink(target) = &entry.kind {
+            if sources.get(target) != Some(&layer_index) {
+                entry.kind = EntryKind::File(dirs[layer_index].join(&path));
+            }
+        }
+        entries.push(entry);
+    }
+    entries.extend(opaque.into_values());
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::overlay::Overlay;
+
+    fn kinds(entries: &[LayerEntry]) -> Vec<(String, String)> {
+        entries
+            .iter()
+            .map(|e| {
+                let kind = match &e.kind {
+                    EntryKind::File(_) => "file".to_string(),
+                    EntryKind::Dir => "dir".to_string(),
+                    EntryKind::Whiteout => "whiteout".to_string(),
+                    EntryKind::OpaqueWhiteout => "opaque".to_string(),
+                    EntryKind::Hardlink(t) => format!("link:{}", t.display()),
+                    other => format!("{other:?}"),
+                };
+                (e.path.display().to_string(), kind)
+            })
+            .collect()
+    }
+
+    fn whiteout(path: &Path) {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            path,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::empty(),
+            0,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn squash_keeps_the_top_of_each_path_and_drops_what_was_deleted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            tmp.path().join("a"),
+            tmp.path().join("b"),
+            tmp.path().join("c"),
+        );
+        // a: adds /app/x, /app/y, /tmp/t; b: deletes /app/y and /tmp, replaces
+        // /etc (from the base) with an opaque dir; c: re-creates /tmp,
+        // links /app/z to /app/x of layer a.
+        fs::create_dir_all(a.join("app")).unwrap();
+        fs::create_dir_all(a.join("tmp")).unwrap();
+        fs::write(a.join("app/x"), "x").unwrap();
+        fs::write(a.join("app/y"), "y").unwrap();
+        fs::write(a.join("tmp/t"), "t").unwrap();
+        fs::create_dir_all(b.join("app")).unwrap();
+        whiteout(&b.join("app/y"));
+        whiteout(&b.join("tmp"));
+        fs::create_dir_all(b.join("etc")).unwrap();
+        rustix::fs::setxattr(
+            b.join("etc").as_path(),
+            "trusted.overlay.opaque",
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        fs::write(b.join("etc/new"), "n").unwrap();
+        fs::create_dir_all(c.join("tmp")).unwrap();
+        fs::create_dir_all(c.join("app")).unwrap();
+        fs::write(c.join("app/z"), "z").unwrap();
+        fs::hard_link(c.join("app/z"), c.join("app/z2")).unwrap();
+
+        let entries = squash(&[a, b, c.clone()]).unwrap();
+        assert_eq!(
+            kinds(&entries),
+            [
+                ("app", "dir"),
+                ("app/x", "file"),
+                ("app/y", "whiteout"),
+                ("app/z", "file"),
+                ("app/z2", "link:app/z"),
+                ("etc", "dir"),
+                ("etc", "opaque"),
+                ("etc/new", "file"),
+                ("tmp", "dir"),
+                ("tmp", "opaque"),
+            ]
+            .map(|(p, k)| (p.to_string(), k.to_string()))
+        );
+        // Layer c's file content comes from layer c.
+        let z = entries
+            .iter()
+            .find(|e| e.path == Path::new("app/z"))
+            .unwrap();
+        assert_eq!(z.kind, EntryKind::File(c.join("app/z")));
+    }
+
+    #[test]
+    fn stubs_leave_no_trace_in_an_upper_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (lower, upper) = (tmp.path().join("lower"), tmp.path().join("upper"));
+        fs::create_dir_all(lower.join("etc")).unwrap();
+        // The sandbox made /etc/hosts and /proc; the step wrote /etc/app.
+        fs::create_dir_all(upper.join("etc")).unwrap();
+        fs::write(upper.join("etc/hosts"), "").unwrap();
+        fs::create_dir_all(upper.join("proc")).unwrap();
+        fs::create_dir_all(upper.join("run/secrets")).unwrap();
+        fs::write(upper.join("run/secrets/token"), "").unwrap();
+        let stubs: Vec<PathBuf> = [
+            "etc/hosts",
+            "proc",
+            "run",
+            "run/secrets",
+            "run/secrets/token",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        let lower_meta = |rel: &Path| fs::symlink_metadata(lower.join(rel)).ok();
+        remove_stubs(&upper, &stubs, true, lower_meta).unwrap();
+        // /etc only held the stub, and the lower layer has it as it is.
+        assert!(fs::read_dir(&upper).unwrap().next().is_none());
+
+        fs::create_dir_all(upper.join("etc")).unwrap();
+        fs::write(upper.join("etc/hosts"), "").unwrap();
+        fs::write(upper.join("etc/app"), "written by the step").unwrap();
+        remove_stubs(&upper, &stubs[..1], true, lower_meta).unwrap();
+        assert!(!upper.join("etc/hosts").exists());
+        assert!(upper.join("etc/app").exists());
+    }
+
+    #[test]
+    fn a_copied_up_file_keeps_all_its_names_a_new_one_does_not() {
+        use std::os::unix::fs::MetadataExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let lower = dir.join("lower");
+        fs::create_dir_all(lower.join("etc")).unwrap();
+        fs::create_dir_all(lower.join("usr/bin")).unwrap();
+        fs::write(lower.join("usr/bin/tool"), "v1").unwrap();
+        fs::hard_link(lower.join("usr/bin/tool"), lower.join("etc/tool-alias")).unwrap();
+        fs::write(lower.join("g"), "old").unwrap();
+        fs::hard_link(lower.join("g"), lower.join("g-alias")).unwrap();
+        let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("merged"));
+        for d in [&upper, &work, &merged] {
+            fs::create_dir_all(d).unwrap();
+        }
+        let mount = Overlay::mount(std::slice::from_ref(&lower), &upper, &work, &merged).unwrap();
+        // Written through one name: every name shows it (index=on).
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(merged.join("usr/bin/tool"))
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"+v2").unwrap();
+        drop(f);
+        assert_eq!(
+            fs::read_to_string(merged.join("etc/tool-alias")).unwrap(),
+            "v1+v2"
+        );
+        // Replaced: the other name keeps the old file.
+        fs::remove_file(merged.join("g")).unwrap();
+        fs::write(merged.join("g"), "new").unwrap();
+        mount.unmount().unwrap();
+
+        relink_copied_up(&upper, std::slice::from_ref(&lower)).unwrap();
+        let tool = fs::symlink_metadata(upper.join("usr/bin/tool")).unwrap();
+        let alias = fs::symlink_metadata(upper.join("etc/tool-alias")).unwrap();
+        assert_eq!(tool.ino(), alias.ino());
+        assert_eq!(
+            fs::read_to_string(upper.join("etc/tool-alias")).unwrap(),
+            "v1+v2"
+        );
+        assert!(!upper.join("g-alias").exists());
+        assert_eq!(fs::read_to_string(upper.join("g")).unwrap(), "new");
+        assert!(!has_xattr(
+            &upper.join("usr/bin/tool"),
+            "trusted.overlay.origin"
+        ));
+        // The layer holds both names, linked.
+        let entries = layer::layer_from_overlay_upper(&upper).unwrap();
+        assert!(entries.iter().any(|e| e.path == Path::new("usr/bin/tool")
+            && e.kind == EntryKind::Hardlink(PathBuf::from("etc/tool-alias"))));
+    }
+}
