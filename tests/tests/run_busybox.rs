@@ -530,6 +530,38 @@ fn run_mount_bind_from_context_stage_and_image() {
 }
 
 #[test]
+fn run_mount_bind_from_the_context_honours_dockerignore() {
+    let (registry, base) = bed();
+    let project = Project::new(
+        &format!(
+            "FROM {base}
+             RUN --mount=type=bind,target=/ctx ls -a /ctx | sort > /listing.txt
+             RUN --mount=type=bind,source=sub,target=/sub ls /sub | sort > /sub-listing.txt
+"
+        ),
+        &[
+            (".dockerignore", "*.key
+sub/private
+"),
+            ("kept.txt", "kept
+"),
+            ("deploy.key", "not for the build
+"),
+            ("sub/public", "public
+"),
+            ("sub/private", "private
+"),
+        ],
+    );
+    let rootfs = build_unpacked(&registry, &project, "bind-ignore", &[]);
+    let listing = read(&rootfs, "listing.txt");
+    assert!(listing.contains("kept.txt"), "{listing}");
+    assert!(listing.contains("Dockerfile"), "{listing}");
+    assert!(!listing.contains("deploy.key"), "{listing}");
+    assert_eq!(read(&rootfs, "sub-listing.txt"), "public\n");
+}
+
+#[test]
 fn run_mount_cache_persists_between_builds_and_stays_out_of_layers() {
     let (registry, base) = bed();
     let project = Project::new(

@@ -578,13 +578,17 @@ impl Engine<'_> {
                 .map(|root| root.path().to_path_buf())
                 .map_err(|e| e.to_string())
         };
+        let context_source = |source: &str| -> std::result::Result<PathBuf, String> {
+            self.context_view(source, &scratch, instruction)
+                .map_err(|e| e.to_string())
+        };
         let step = run::Step {
             run: r,
             config: &result.config,
             args: job.scope.args(),
             root: result.root.path(),
             scratch: &scratch,
-            context: self.context.root(),
+            context_source: &context_source,
             store: self.store.root(),
             secrets: &self.settings.secrets,
             ssh: &self.settings.ssh,
@@ -621,6 +625,53 @@ impl Engine<'_> {
             }
         }
         Ok(())
+    }
+
+    /// What `RUN --mount=type=bind` (no `from`) shows of `source`: the
+    /// build context as COPY sees it, so `.dockerignore` applies as in
+    /// BuildKit (which sends only the files it keeps). Without a
+    /// `.dockerignore` that is the context's own path; with one, a view of
+    /// the files kept, made under `scratch` (hard links where the context
+    /// shares the store's file system, copies elsewhere).
+    fn context_view(
+        &self,
+        source: &str,
+        scratch: &Path,
+        instruction: &Instruction,
+    ) -> Result<PathBuf> {
+        let path = copy::resolve_in_root(self.context.root(), source, true);
+        if self.context.dockerignore().is_none() {
+            return Ok(path);
+        }
+        let sources =
+            self.context_sources(&self.context, &[source.to_string()], &[], instruction)?;
+        let mut n = 0;
+        let view = loop {
+            let candidate = scratch.join(format!("context-{n}"));
+            if !candidate.exists() {
+                break candidate;
+            }
+            n += 1;
+        };
+        let empty = view.with_extension("root");
+        for dir in [&view, &empty] {
+            fs::create_dir_all(dir).map_err(io_at(dir))?;
+        }
+        let opts = copy::Options {
+            instruction: "RUN --mount",
+            chown: None,
+            chmod: None,
+            parents: false,
+            workdir: "/".to_string(),
+            // As a bind mount shows them: owners kept.
+            from_context: false,
+        };
+        copy::copy(&sources, "/", &empty, &view, &opts)
+            .map_err(|e| self.step_error(instruction, e))?;
+        Ok(match (path.is_dir(), path.file_name()) {
+            (false, Some(name)) => view.join(name),
+            _ => view,
+        })
     }
 
     /// `--single-snapshot`: the stage's own layers become one.

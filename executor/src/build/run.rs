@@ -199,8 +199,9 @@ pub struct Step<'a> {
     pub root: &'a Path,
     /// An empty directory for this step's files; removed by the caller.
     pub scratch: &'a Path,
-    /// The build context's directory (`--mount=type=bind` without `from`).
-    pub context: &'a Path,
+    /// What `--mount=type=bind` without `from` binds for a `source` path:
+    /// the context as COPY sees it.
+    pub context_source: &'a dyn Fn(&str) -> std::result::Result<PathBuf, String>,
     /// The local store's directory (cache mounts live under it).
     pub store: &'a Path,
     pub secrets: &'a [Secret],
@@ -470,12 +471,14 @@ fn prepare_mount(
     match mount.kind {
         MountKind::Bind => {
             let target = target_of(mount, || None, workdir)?;
-            let base = match &mount.from {
-                Some(from) => (step.from_root)(from).map_err(RunError::Invalid)?,
-                None => step.context.to_path_buf(),
-            };
             let source_path = mount.source.as_deref().unwrap_or("/");
-            let mut source = copy::resolve_in_root(&base, source_path, true);
+            let mut source = match &mount.from {
+                Some(from) => {
+                    let base = (step.from_root)(from).map_err(RunError::Invalid)?;
+                    copy::resolve_in_root(&base, source_path, true)
+                }
+                None => (step.context_source)(source_path).map_err(RunError::Invalid)?,
+            };
             if fs::symlink_metadata(&source).is_err() {
                 return Err(RunError::Invalid(format!(
                     "--mount=type=bind: source {source_path:?} does not exist{}",
