@@ -179,26 +179,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-registry=127.0.0.1:$port
-mkdir -p "$top/registry"
-cat >"$top/registry.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $top/registry
-http:
-  addr: $registry
-EOF
-docker-registry serve "$top/registry.yml" >"$top/registry.log" 2>&1 &
-registry_pid=$!
-for _ in $(seq 100); do
-  curl -fsS "http://$registry/v2/" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-curl -fsS "http://$registry/v2/" >/dev/null || die "the registry did not start: $(cat "$top/registry.log")"
+# shellcheck source=tests/bench/registry.sh
+source "$repo/tests/bench/registry.sh"
+start_registry "$top"
 # No registries.conf from the host for buildah: no short names, no mirrors.
 printf 'unqualified-search-registries = []\n' >"$top/registries.conf"
 export REGISTRIES_CONFIG_PATH=$top/registries.conf

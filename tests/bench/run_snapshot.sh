@@ -154,26 +154,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-registry=127.0.0.1:$port
-mkdir -p "$work/registry"
-cat >"$work/registry.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $work/registry
-http:
-  addr: $registry
-EOF
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-registry_pid=$!
-for _ in $(seq 100); do
-  curl -fsS "http://$registry/v2/" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-curl -fsS "http://$registry/v2/" >/dev/null || die "the registry did not start: $(cat "$work/registry.log")"
+# shellcheck source=tests/bench/registry.sh
+source "$repo/tests/bench/registry.sh"
+start_registry "$work"
 for tag in plain "$grown_tag"; do
   skopeo copy --quiet --dest-tls-verify=false "oci:$layout:$tag" "docker://$registry/bench/debian:$tag" ||
     die "pushing the $tag base failed"

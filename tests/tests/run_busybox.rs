@@ -534,23 +534,16 @@ fn run_mount_bind_from_the_context_honours_dockerignore() {
     let (registry, base) = bed();
     let project = Project::new(
         &format!(
-            "FROM {base}
-             RUN --mount=type=bind,target=/ctx ls -a /ctx | sort > /listing.txt
-             RUN --mount=type=bind,source=sub,target=/sub ls /sub | sort > /sub-listing.txt
-"
+            "FROM {base}\n\
+             RUN --mount=type=bind,target=/ctx ls -a /ctx | sort > /listing.txt\n\
+             RUN --mount=type=bind,source=sub,target=/sub ls /sub | sort > /sub-listing.txt\n"
         ),
         &[
-            (".dockerignore", "*.key
-sub/private
-"),
-            ("kept.txt", "kept
-"),
-            ("deploy.key", "not for the build
-"),
-            ("sub/public", "public
-"),
-            ("sub/private", "private
-"),
+            (".dockerignore", "*.key\nsub/private\n"),
+            ("kept.txt", "kept\n"),
+            ("deploy.key", "not for the build\n"),
+            ("sub/public", "public\n"),
+            ("sub/private", "private\n"),
         ],
     );
     let rootfs = build_unpacked(&registry, &project, "bind-ignore", &[]);
