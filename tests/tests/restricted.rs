@@ -302,3 +302,53 @@ fn run_works_as_root_of_a_user_namespace() {
         "1000\n"
     );
 }
+
+/// Without root at all (a pod with `runAsUser: 1000` and user namespaces
+/// allowed): RUN runs in a user namespace that maps the caller to root, and
+/// what the caller owns is root's in the image.
+#[test]
+fn run_works_without_root() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let base = registry.push_busybox();
+    let project = Project::new(
+        &format!("FROM {base}\nCOPY f /srv/f\nRUN id -u > /uid && echo rootless > /srv/r\n"),
+        &[("f", "copied")],
+    );
+    let status = Command::new("chown")
+        .args(["-R", "1000:1000"])
+        .arg(project.dir.path())
+        .status()
+        .expect("chown runs");
+    assert!(status.success());
+    let destination = registry.reference("restricted/rootless:1");
+    let cmd = project.build(&["-d", &destination, "--insecure-registry", &registry.host]);
+    let mut wrapped = Command::new("setpriv");
+    wrapped
+        .args(["--reuid", "1000", "--regid", "1000", "--clear-groups", "--"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(v) => wrapped.env(key, v),
+            None => wrapped.env_remove(key),
+        };
+    }
+    executor_e2e::ok(&mut wrapped);
+    let rootfs = unpack(&registry, &destination, &project.path("unpacked"));
+    assert_eq!(std::fs::read_to_string(rootfs.join("uid")).unwrap(), "0\n");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("srv/r")).unwrap(),
+        "rootless\n"
+    );
+    for path in ["uid", "srv", "srv/f", "srv/r"] {
+        let meta = std::fs::symlink_metadata(rootfs.join(path)).unwrap();
+        assert_eq!(
+            (
+                std::os::unix::fs::MetadataExt::uid(&meta),
+                std::os::unix::fs::MetadataExt::gid(&meta)
+            ),
+            (0, 0),
+            "/{path}"
+        );
+    }
+}

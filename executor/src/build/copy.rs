@@ -359,8 +359,7 @@ impl Copier<'_> {
                     let (uid, gid) = self.opts.chown.unwrap_or((0, 0));
                     fs::set_permissions(&staged, fs::Permissions::from_mode(0o755))
                         .map_err(io_err(&staged))?;
-                    std::os::unix::fs::lchown(&staged, Some(uid), Some(gid))
-                        .map_err(io_err(&staged))?;
+                    set_owner(&staged, uid, gid)?;
                     self.written.push(current.clone());
                 }
             }
@@ -474,6 +473,18 @@ fn has_layer_xattrs(path: &Path) -> bool {
     }
 }
 
+/// Gives `path` (not following a symlink) the owner `uid:gid`. Without
+/// root, files can only be the caller's, and the caller stands for root:
+/// RUN's user namespace maps it to root and layers are written with its
+/// files as root's. So root's files are left the caller's; another owner
+/// is an error (it needs root).
+fn set_owner(path: &Path, uid: u32, gid: u32) -> Result<()> {
+    if (uid, gid) == (0, 0) && !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io_err(path))
+}
+
 /// Copies owner, mode and times from `meta` onto `path` (not following a
 /// symlink at `path`), with optional overrides.
 fn set_metadata(
@@ -483,7 +494,7 @@ fn set_metadata(
     chmod: Option<u32>,
 ) -> Result<()> {
     let (uid, gid) = owner.unwrap_or((meta.uid(), meta.gid()));
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io_err(path))?;
+    set_owner(path, uid, gid)?;
     let is_link = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
     if !is_link {
         let mode = chmod.unwrap_or(meta.mode() & 0o7777);

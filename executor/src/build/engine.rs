@@ -963,7 +963,21 @@ impl Engine<'_> {
     }
 
     /// Writes `entries` as a layer into the store.
-    fn store_layer(&self, entries: Vec<LayerEntry>) -> Result<LayerInfo> {
+    fn store_layer(&self, mut entries: Vec<LayerEntry>) -> Result<LayerInfo> {
+        if !self.privileged {
+            // Without root the caller stands for root (RUN's user namespace
+            // maps it so): its files are root's in the image.
+            let uid = u64::from(rustix::process::geteuid().as_raw());
+            let gid = u64::from(rustix::process::getegid().as_raw());
+            for entry in &mut entries {
+                if entry.uid == uid {
+                    entry.uid = 0;
+                }
+                if entry.gid == gid {
+                    entry.gid = 0;
+                }
+            }
+        }
         let mut writer = self.store.blob_writer()?;
         let info = layer::write_layer(
             entries,
