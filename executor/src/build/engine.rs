@@ -311,10 +311,15 @@ struct Engine<'a> {
 
 type Built = BTreeMap<usize, Arc<StageResult>>;
 
-fn now_rfc3339() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+/// The time the image records for a step or for itself: the clock's, or
+/// `SOURCE_DATE_EPOCH` (`--reproducible`) so that two builds of the same
+/// inputs give the same config.
+fn timestamp(settings: &Settings) -> String {
+    let secs = settings.source_date_epoch.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    });
     config::rfc3339(secs)
 }
 
@@ -508,7 +513,7 @@ impl Engine<'_> {
             scope
                 .apply(&mut instruction, &self.plan.parsed)
                 .map_err(|e| BuildError::Dockerfile(e.render(&self.file_name)))?;
-            let created = now_rfc3339();
+            let created = timestamp(self.settings);
             match config::apply(&mut result.config, &mut flags, &instruction, Some(&created)) {
                 Applied::Config => {}
                 Applied::NotConfigOnly => match &instruction.kind {
@@ -553,7 +558,7 @@ impl Engine<'_> {
             );
         }
         if self.settings.single_snapshot {
-            self.single_snapshot(&mut result, &now_rfc3339())?;
+            self.single_snapshot(&mut result, &timestamp(self.settings))?;
         }
         Ok(StageResult {
             config: result.config,
@@ -985,7 +990,13 @@ impl Engine<'_> {
             self.settings.compression_level,
             0,
             &mut writer,
-            &WriteOptions::default(),
+            &WriteOptions {
+                // File times later than SOURCE_DATE_EPOCH are clamped to it.
+                source_date_epoch: self
+                    .settings
+                    .source_date_epoch
+                    .map(|epoch| u64::try_from(epoch).unwrap_or(0)),
+            },
         )?;
         writer.flush().map_err(io_at(self.store.root()))?;
         writer.commit(Some(&info.digest))?;
@@ -1027,7 +1038,7 @@ impl Engine<'_> {
         for (k, v) in &self.settings.labels {
             result.config.config.labels.insert(k.clone(), v.clone());
         }
-        result.config.created = Some(now_rfc3339());
+        result.config.created = Some(timestamp(self.settings));
         let config_bytes = result
             .config
             .to_json()

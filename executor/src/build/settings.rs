@@ -57,4 +57,7 @@ pub struct Settings {
     pub secrets: Vec<Secret>,
     /// `--ssh` agents RUN steps may mount.
     pub ssh: Vec<SshAgent>,
+    /// `SOURCE_DATE_EPOCH` (or 0 with `--reproducible`): the time the config
+    /// and history record, and the latest file time a layer holds.
+    pub source_date_epoch: Option<i64>,
 }

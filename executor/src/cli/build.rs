@@ -223,6 +223,13 @@ pub struct BuildArgs {
     )]
     pub ignore_paths: Vec<PathBuf>,
 
+    /// Strip times from the image: config and history at SOURCE_DATE_EPOCH
+    /// (0 when unset), file times clamped to it, so the same inputs give the
+    /// same digest. `SOURCE_DATE_EPOCH` as a build arg or in the environment
+    /// does the same.
+    #[arg(long, env = "EXECUTOR_REPRODUCIBLE", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub reproducible: bool,
+
     /// How RUN steps are isolated; `namespace`: fresh mount, PID, IPC and
     /// UTS namespaces and pivot_root
     #[arg(long, env = "EXECUTOR_ISOLATION", default_value = "namespace")]
@@ -264,6 +271,26 @@ fn default_cache_dir() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".cache/executor"))
 }
 
+/// `SOURCE_DATE_EPOCH` from a build arg, else the environment; 0 with
+/// `--reproducible` and neither.
+fn source_date_epoch(
+    build_args: &std::collections::BTreeMap<String, String>,
+    reproducible: bool,
+) -> anyhow::Result<Option<i64>> {
+    let value = build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+        .filter(|v| !v.is_empty());
+    match value {
+        Some(v) => match v.trim().parse::<i64>() {
+            Ok(secs) if secs >= 0 => Ok(Some(secs)),
+            _ => bail!("invalid SOURCE_DATE_EPOCH {v:?}: expected whole seconds since 1970-01-01"),
+        },
+        None => Ok(reproducible.then_some(0)),
+    }
+}
+
 /// `HOST=PATH` pairs.
 fn pairs(values: &[String], flag: &str) -> anyhow::Result<Vec<(String, PathBuf)>> {
     values
@@ -297,6 +324,7 @@ impl BuildArgs {
             };
             labels.push((k.to_string(), v.to_string()));
         }
+        let build_args = super::dockerfile::build_args(&self.args);
         let cache_dir = match &self.cache_dir {
             Some(dir) => dir.clone(),
             None => default_cache_dir()?,
@@ -306,7 +334,8 @@ impl BuildArgs {
             context_sub_path: self.context_sub_path.clone(),
             dockerfile: self.dockerfile.clone(),
             git: self.git.clone(),
-            build_args: super::dockerfile::build_args(&self.args),
+            source_date_epoch: source_date_epoch(&build_args, self.reproducible)?,
+            build_args,
             target: self.target.clone(),
             labels,
             destinations: self
