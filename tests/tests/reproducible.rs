@@ -1,7 +1,8 @@
 //! Reproducible images: `--reproducible` and `SOURCE_DATE_EPOCH` give the
 //! same manifest digest for the same inputs, built from different
-//! checkouts (file times differ), into different stores, and under a
-//! different wall clock (`faketime`, Debian's package of libfaketime).
+//! checkouts (file times differ), into different stores, with different
+//! numbers of compression threads, and under a different wall clock
+//! (`faketime`, Debian's package of libfaketime).
 
 use std::process::Command;
 
@@ -67,7 +68,7 @@ fn reproducible_builds_give_one_digest_whatever_the_clock() {
         &registry,
         &base,
         "b",
-        &["--reproducible"],
+        &["--reproducible", "--compression-threads", "1"],
         Some("2031-05-05 12:00:00"),
     );
     assert_eq!(first, second);
@@ -82,7 +83,13 @@ fn reproducible_builds_give_one_digest_whatever_the_clock() {
     // SOURCE_DATE_EPOCH as a build arg: its time, the same digest twice.
     let epoch = ["--build-arg", "SOURCE_DATE_EPOCH=1700000000"];
     let (third, config) = build(&registry, &base, "c", &epoch, None);
-    let (fourth, _) = build(&registry, &base, "d", &epoch, Some("2029-01-01 00:00:00"));
+    let (fourth, _) = build(
+        &registry,
+        &base,
+        "d",
+        &[epoch[0], epoch[1], "--compression-threads", "3"],
+        Some("2029-01-01 00:00:00"),
+    );
     assert_eq!(third, fourth);
     assert_ne!(third, first);
     assert_eq!(config["created"], "2023-11-14T22:13:20Z");

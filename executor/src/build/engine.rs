@@ -988,7 +988,7 @@ impl Engine<'_> {
             entries,
             self.compression,
             self.settings.compression_level,
-            0,
+            self.settings.compression_threads,
             &mut writer,
             &WriteOptions {
                 // File times later than SOURCE_DATE_EPOCH are clamped to it.

@@ -35,6 +35,8 @@ pub struct Settings {
     /// zstd instead of gzip.
     pub zstd: bool,
     pub compression_level: Option<i32>,
+    /// Compression threads per layer; 0 for one per core.
+    pub compression_threads: usize,
     pub insecure_push: bool,
     pub insecure_pull: bool,
     pub insecure_registries: Vec<String>,

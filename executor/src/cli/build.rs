@@ -127,6 +127,11 @@ pub struct BuildArgs {
     #[arg(long, env = "EXECUTOR_COMPRESSION_LEVEL")]
     pub compression_level: Option<i32>,
 
+    /// Threads compressing each layer (0: one per core); digests do not
+    /// depend on it
+    #[arg(long, env = "EXECUTOR_COMPRESSION_THREADS", default_value_t = 0)]
+    pub compression_threads: usize,
+
     /// Push to and pull from plain-HTTP registries
     #[arg(long, env = "EXECUTOR_INSECURE", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub insecure: bool,
@@ -354,6 +359,7 @@ impl BuildArgs {
             platform: self.custom_platform.clone().unwrap_or_else(Platform::host),
             zstd: self.compression == Compression::Zstd,
             compression_level: self.compression_level,
+            compression_threads: self.compression_threads,
             insecure_push: self.insecure,
             insecure_pull: self.insecure_pull,
             insecure_registries: self.insecure_registry.clone(),
