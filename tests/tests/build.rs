@@ -249,3 +249,45 @@ fn tls_registry_with_registry_certificate() {
     ]);
     assert_eq!(registry.inspect_config(&destination)["os"], "linux");
 }
+
+#[test]
+fn the_summary_and_metrics_file_count_steps_and_bytes() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let base = registry.push_busybox();
+    let build = Project::new(
+        &format!("FROM {base}\nENV A=1\nCOPY f /f\nRUN echo hi > /g\n"),
+        &[("f", "x")],
+    );
+    let destination = registry.reference("metrics/app:1");
+    let metrics = build.arg("metrics.json");
+    let args = [
+        "-d",
+        destination.as_str(),
+        "--insecure-registry",
+        registry.host.as_str(),
+        "--metrics-file",
+        metrics.as_str(),
+    ];
+    let stderr = build.ok(&args);
+    assert!(stderr.contains("3 steps executed, 0 cached"), "{stderr}");
+    let first: serde_json::Value =
+        serde_json::from_slice(&fs::read(build.path("metrics.json")).unwrap()).unwrap();
+    assert_eq!(first["steps_executed"], 3);
+    assert_eq!(first["steps_cached"], 0);
+    assert!(first["bytes_downloaded"].as_u64().unwrap() > 0, "{first}");
+    assert!(first["bytes_uploaded"].as_u64().unwrap() > 0, "{first}");
+    let steps = first["steps"].as_array().unwrap();
+    let layers: Vec<bool> = steps.iter().map(|s| s["layer"] == true).collect();
+    assert_eq!(layers, [false, true, true], "{first}");
+    assert!(
+        steps[2]["instruction"]
+            .as_str()
+            .unwrap()
+            .starts_with("RUN echo hi")
+    );
+    // The base is in the store now: nothing to download.
+    build.ok(&args);
+    let second: serde_json::Value =
+        serde_json::from_slice(&fs::read(build.path("metrics.json")).unwrap()).unwrap();
+    assert_eq!(second["bytes_downloaded"], 0, "{second}");
+}

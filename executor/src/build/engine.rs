@@ -105,6 +105,35 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
     }
 }
 
+/// One step as the build's summary and `--metrics-file` report it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepMetric {
+    /// The stage's index in the Dockerfile.
+    pub stage: usize,
+    /// The step's number in its stage (FROM is 1).
+    pub step: usize,
+    pub instruction: String,
+    pub seconds: f64,
+    /// Whether the step wrote a layer.
+    pub layer: bool,
+    /// Taken from the cache instead of executed.
+    pub cached: bool,
+}
+
+/// What a build did, for its summary line and `--metrics-file`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Metrics {
+    pub digest: String,
+    pub seconds: f64,
+    pub steps_executed: usize,
+    pub steps_cached: usize,
+    /// Blob bytes received from registries (base images, ADD excluded).
+    pub bytes_downloaded: u64,
+    /// Blob bytes sent to registries.
+    pub bytes_uploaded: u64,
+    pub steps: Vec<StepMetric>,
+}
+
 /// What a finished build produced.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -115,6 +144,7 @@ pub struct Outcome {
     pub config: ImageConfig,
     /// The destinations pushed to.
     pub pushed: Vec<ImageReference>,
+    pub metrics: Metrics,
 }
 
 /// One built stage. Its root stays mounted while a later stage may read it.
@@ -264,6 +294,7 @@ pub fn build(settings: &Settings, runtime: &Handle) -> Result<Outcome> {
         mode,
         privileged,
         isolation: Box::new(sandbox::Namespaces),
+        steps: Mutex::new(Vec::new()),
         compression: if settings.zstd {
             Compression::Zstd
         } else {
@@ -275,12 +306,37 @@ pub fn build(settings: &Settings, runtime: &Handle) -> Result<Outcome> {
         .remove(&plan.target)
         .expect("the target stage was built");
     let final_stage = Arc::try_unwrap(final_stage).unwrap_or_else(|shared| (*shared).clone());
-    let outcome = engine.finish(final_stage)?;
+    let mut outcome = engine.finish(final_stage)?;
+    let mut steps = engine
+        .steps
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
+    steps.sort_by_key(|s| (s.stage, s.step));
+    let (bytes_downloaded, bytes_uploaded) = engine.registry.transferred();
+    outcome.metrics = Metrics {
+        digest: outcome.digest.to_string(),
+        seconds: started.elapsed().as_secs_f64(),
+        steps_executed: steps.iter().filter(|s| !s.cached).count(),
+        steps_cached: steps.iter().filter(|s| s.cached).count(),
+        bytes_downloaded,
+        bytes_uploaded,
+        steps,
+    };
+    let m = &outcome.metrics;
     tracing::info!(
-        "built {} in {:.1}s",
+        "built {} in {:.1}s: {} steps executed, {} cached; {} downloaded, {} uploaded",
         outcome.digest,
-        started.elapsed().as_secs_f64()
+        m.seconds,
+        m.steps_executed,
+        m.steps_cached,
+        human_bytes(m.bytes_downloaded),
+        human_bytes(m.bytes_uploaded),
     );
+    if let Some(path) = &settings.metrics_file {
+        let json = serde_json::to_vec_pretty(m)
+            .map_err(|e| BuildError::Internal(format!("cannot encode the metrics: {e}")))?;
+        fs::write(path, json).map_err(io_at(path))?;
+    }
     Ok(outcome)
 }
 
@@ -307,6 +363,8 @@ struct Engine<'a> {
     privileged: bool,
     /// How RUN steps run.
     isolation: Box<dyn Isolation>,
+    /// Every step done so far, for the summary.
+    steps: Mutex<Vec<StepMetric>>,
 }
 
 type Built = BTreeMap<usize, Arc<StageResult>>;
@@ -510,6 +568,7 @@ impl Engine<'_> {
                 return Err(BuildError::Cancelled);
             }
             let step_started = Instant::now();
+            let layers_before = result.layers.len();
             scope
                 .apply(&mut instruction, &self.plan.parsed)
                 .map_err(|e| BuildError::Dockerfile(e.render(&self.file_name)))?;
@@ -550,12 +609,23 @@ impl Engine<'_> {
                     _ => return Err(self.step_error(&instruction, "is not supported")),
                 },
             }
+            let seconds = step_started.elapsed().as_secs_f64();
+            let shown = instruction.display();
             tracing::info!(
-                "[{position}/{total_stages}] STEP {}/{steps}: {} ({:.2}s)",
+                "[{position}/{total_stages}] STEP {}/{steps}: {shown} ({seconds:.2}s)",
                 n + 2,
-                instruction.display(),
-                step_started.elapsed().as_secs_f64()
             );
+            self.steps
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(StepMetric {
+                    stage: index,
+                    step: n + 2,
+                    instruction: shown,
+                    seconds,
+                    layer: result.layers.len() > layers_before,
+                    cached: false,
+                });
         }
         if self.settings.single_snapshot {
             self.single_snapshot(&mut result, &timestamp(self.settings))?;
@@ -1121,7 +1191,25 @@ impl Engine<'_> {
             manifest: manifest_descriptor,
             config: result.config,
             pushed,
+            metrics: Metrics::default(),
         })
+    }
+}
+
+/// `n` bytes as B, KiB, MiB or GiB, for the summary line.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    #[allow(clippy::cast_precision_loss)] // a summary line
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
     }
 }
 

@@ -13,7 +13,7 @@ pub mod run;
 pub mod settings;
 pub mod workdir;
 
-pub use engine::{BuildError, Outcome, build, interrupt};
+pub use engine::{BuildError, Metrics, Outcome, StepMetric, build, interrupt};
 pub use rootfs::SnapshotMode;
 pub use run::{Secret, SecretSource, SshAgent};
 pub use settings::Settings;

@@ -7,6 +7,8 @@
 use std::fs;
 use std::io::{self, Write as _};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use futures_util::future::try_join_all;
@@ -29,6 +31,9 @@ type Result<T, E = ImageError> = std::result::Result<T, E>;
 /// The registries one build talks to.
 pub struct Remote {
     client: RegistryClient,
+    /// Blob bytes received and sent (retries count again: bytes moved).
+    downloaded: Arc<AtomicU64>,
+    uploaded: Arc<AtomicU64>,
 }
 
 impl Remote {
@@ -53,7 +58,11 @@ impl Remote {
             ..RegistryOptions::default()
         };
         let client = RegistryClient::from_env(options)?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            downloaded: Arc::default(),
+            uploaded: Arc::default(),
+        })
     }
 
     /// Resolves `reference` for `platform` and makes sure its config and
@@ -140,7 +149,7 @@ impl Remote {
             .pull_blob(
                 source,
                 descriptor,
-                SyncBlobWriter(&mut writer, bar.as_ref()),
+                SyncBlobWriter(&mut writer, bar.as_ref(), &self.downloaded),
             )
             .await;
         if let Some(bar) = bar {
@@ -149,6 +158,15 @@ impl Remote {
         pulled?;
         writer.commit(Some(&digest))?;
         Ok(())
+    }
+
+    /// Blob bytes downloaded and uploaded so far.
+    #[must_use]
+    pub fn transferred(&self) -> (u64, u64) {
+        (
+            self.downloaded.load(Ordering::Relaxed),
+            self.uploaded.load(Ordering::Relaxed),
+        )
     }
 
     /// Pushes the image whose manifest is `manifest` (config and layers
@@ -213,12 +231,13 @@ impl Remote {
             .push_blob_with(destination, descriptor.digest(), descriptor.size(), || {
                 let path = path.clone();
                 let bar = bar.clone();
+                let uploaded = Arc::clone(&self.uploaded);
                 async move {
                     let file = tokio::fs::File::open(path).await?;
                     if let Some(bar) = &bar {
                         bar.set_position(0);
                     }
-                    Ok(CountingReader(file, bar))
+                    Ok(CountingReader(file, bar, uploaded))
                 }
             })
             .await;
@@ -234,7 +253,7 @@ impl Remote {
 /// into. Writes go to a buffered local temporary file, so doing them inline
 /// blocks the task no longer than a page-cache copy.
 /// Moves the transfer's bar, if there is one.
-struct SyncBlobWriter<'a>(&'a mut BlobWriter, Option<&'a ProgressBar>);
+struct SyncBlobWriter<'a>(&'a mut BlobWriter, Option<&'a ProgressBar>, &'a AtomicU64);
 
 impl tokio::io::AsyncWrite for SyncBlobWriter<'_> {
     fn poll_write(
@@ -244,8 +263,11 @@ impl tokio::io::AsyncWrite for SyncBlobWriter<'_> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = this.0.write(buf);
-        if let (Ok(n), Some(bar)) = (&written, this.1) {
-            bar.inc(*n as u64);
+        if let Ok(n) = &written {
+            this.2.fetch_add(*n as u64, Ordering::Relaxed);
+            if let Some(bar) = this.1 {
+                bar.inc(*n as u64);
+            }
         }
         Poll::Ready(written)
     }
@@ -260,7 +282,7 @@ impl tokio::io::AsyncWrite for SyncBlobWriter<'_> {
 }
 
 /// A blob file being uploaded, moving the transfer's bar as it is read.
-struct CountingReader(tokio::fs::File, Option<ProgressBar>);
+struct CountingReader(tokio::fs::File, Option<ProgressBar>, Arc<AtomicU64>);
 
 impl tokio::io::AsyncRead for CountingReader {
     fn poll_read(
@@ -271,8 +293,12 @@ impl tokio::io::AsyncRead for CountingReader {
         let this = self.get_mut();
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.0).poll_read(cx, buf);
-        if let (Poll::Ready(Ok(())), Some(bar)) = (&polled, &this.1) {
-            bar.inc((buf.filled().len() - before) as u64);
+        if let Poll::Ready(Ok(())) = &polled {
+            let n = (buf.filled().len() - before) as u64;
+            this.2.fetch_add(n, Ordering::Relaxed);
+            if let Some(bar) = &this.1 {
+                bar.inc(n);
+            }
         }
         polled
     }

@@ -62,4 +62,6 @@ pub struct Settings {
     /// `SOURCE_DATE_EPOCH` (or 0 with `--reproducible`): the time the config
     /// and history record, and the latest file time a layer holds.
     pub source_date_epoch: Option<i64>,
+    /// `--metrics-file`: the build's summary as JSON.
+    pub metrics_file: Option<PathBuf>,
 }

@@ -110,6 +110,11 @@ pub struct BuildArgs {
     )]
     pub image_name_tag_with_digest_file: Option<PathBuf>,
 
+    /// Write the build's summary as JSON to this file: each step's time,
+    /// steps executed and cached, blob bytes downloaded and uploaded
+    #[arg(long, env = "EXECUTOR_METRICS_FILE", value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+
     /// The platform to build for, OS/ARCH[/VARIANT]; this machine's by
     /// default
     #[arg(
@@ -340,6 +345,7 @@ impl BuildArgs {
             dockerfile: self.dockerfile.clone(),
             git: self.git.clone(),
             source_date_epoch: source_date_epoch(&build_args, self.reproducible)?,
+            metrics_file: self.metrics_file.clone(),
             build_args,
             target: self.target.clone(),
             labels,
