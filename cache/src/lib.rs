@@ -11,8 +11,10 @@
 //! is not an input of the build (a file's mtime, the clock) into a key.
 
 mod key;
+mod tree;
 
 pub use key::{
-    BaseRef, CopyStep, EntryKind, Key, KeyEncoder, MountSpec, ParseDigestError, RunStep, Step,
-    TreeEntry, TreeHash, TreeHasher, UrlContent, hash_dir, key,
+    BaseRef, CopyStep, Key, KeyEncoder, MountSpec, ParseDigestError, RunStep, Step, TreeHash,
+    UrlContent, VERSION, key,
 };
+pub use tree::{EntryKind, TreeEntry, TreeHasher, hash_dir};
