@@ -1,0 +1,20 @@
+//! The layer cache: cache keys (and, later, the stores that hold entries
+//! under them).
+//!
+//! This crate owns what a build step's cache key is made of and how those
+//! inputs are encoded: a versioned, length-framed encoding chained from the
+//! parent step's key, so that no two different inputs share a key and a
+//! changed step changes every key after it. It knows nothing of Dockerfile
+//! syntax: the build engine resolves an instruction (expanding variables,
+//! selecting files, hashing the bind-mounted sources) and hands it a typed
+//! [`Step`]. It must never see a secret's value, and never let a time that
+//! is not an input of the build (a file's mtime, the clock) into a key.
+
+mod key;
+mod tree;
+
+pub use key::{
+    BaseRef, CopyStep, Key, KeyEncoder, MountSpec, ParseDigestError, RunStep, Step, TreeHash,
+    UrlContent, VERSION, key,
+};
+pub use tree::{EntryKind, TreeEntry, TreeHasher, hash_dir};

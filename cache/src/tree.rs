@@ -1,0 +1,475 @@
+//! Content hashes of file trees: what a COPY, an ADD or a bind mount's
+//! source contributes to a cache key.
+//!
+//! A [`TreeHash`] covers each file's path, type, mode, owner, link target,
+//! xattrs and content. It must never cover an mtime (touching a file must
+//! not miss the cache), nor depend on the order files were found in. It
+//! knows nothing of which files a step selects: `.dockerignore` and
+//! `--exclude` are the engine's business.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::key::{KeyEncoder, TreeHash};
+
+/// The first bytes of a [`TreeHash`]'s encoding.
+const TREE_VERSION: &str = "executor-cache-tree/1";
+
+/// The type of a [`TreeEntry`], with what the type needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    File {
+        content_sha256: [u8; 32],
+    },
+    Dir,
+    Symlink {
+        target: PathBuf,
+    },
+    /// A hard link to an earlier path of the same tree.
+    Hardlink {
+        target: PathBuf,
+    },
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
+    BlockDevice {
+        major: u32,
+        minor: u32,
+    },
+    Fifo,
+}
+
+/// One file of a tree. There is no mtime: it is not an input of a build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeEntry {
+    /// Relative to the tree's root, `/`-separated.
+    pub path: PathBuf,
+    pub kind: EntryKind,
+    /// Permission bits, with setuid, setgid and sticky (`& 0o7777`).
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+/// Hashes a set of files fed in any order: [`TreeHasher::finish`] sorts
+/// them by path, so the walk order of a file system does not matter.
+#[derive(Debug, Clone, Default)]
+pub struct TreeHasher {
+    /// (path bytes, the entry's framed encoding).
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TreeHasher {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add(&mut self, entry: &TreeEntry) {
+        let path = entry.path.as_os_str().as_bytes().to_vec();
+        let mut e = KeyEncoder::with_prefix("");
+        e.bytes(&path);
+        match &entry.kind {
+            EntryKind::File { content_sha256 } => {
+                e.str("file");
+                e.digest(content_sha256);
+            }
+            EntryKind::Dir => e.str("dir"),
+            EntryKind::Symlink { target } => {
+                e.str("symlink");
+                e.bytes(target.as_os_str().as_bytes());
+            }
+            EntryKind::Hardlink { target } => {
+                e.str("hardlink");
+                e.bytes(target.as_os_str().as_bytes());
+            }
+            EntryKind::CharDevice { major, minor } => {
+                e.str("char-device");
+                e.u64(u64::from(*major));
+                e.u64(u64::from(*minor));
+            }
+            EntryKind::BlockDevice { major, minor } => {
+                e.str("block-device");
+                e.u64(u64::from(*major));
+                e.u64(u64::from(*minor));
+            }
+            EntryKind::Fifo => e.str("fifo"),
+        }
+        e.u64(u64::from(entry.mode & 0o7777));
+        e.u64(entry.uid);
+        e.u64(entry.gid);
+        let xattrs: Vec<(&String, &Vec<u8>)> = entry.xattrs.iter().collect();
+        e.list(&xattrs, |e, (name, value)| {
+            e.str(name);
+            e.bytes(value);
+        });
+        self.entries.push((path, e.buf));
+    }
+
+    /// The hash of every entry added, sorted by path.
+    #[must_use]
+    pub fn finish(mut self) -> TreeHash {
+        self.entries.sort_unstable();
+        let mut e = KeyEncoder::with_prefix(TREE_VERSION);
+        e.list(&self.entries, |e, (_, encoded)| {
+            e.buf.extend_from_slice(encoded);
+        });
+        TreeHash::from_bytes(*e.finish().as_bytes())
+    }
+}
+
+/// The [`TreeHash`] of everything under `dir`, `dir` itself included as
+/// `.`. Symlinks are recorded, not followed; a file's content is hashed
+/// as it streams; a file hard-linked to an earlier path (in sorted order)
+/// is recorded as a [`EntryKind::Hardlink`] to it; sockets are left out
+/// (no layer can hold one), and so are `security.selinux`, which belongs to
+/// the host, and xattrs whose names are not UTF-8, which layers leave out.
+pub fn hash_dir(dir: &Path) -> io::Result<TreeHash> {
+    let mut found = Vec::new();
+    walk(dir, Path::new(""), &mut found)?;
+    found.sort_by(|a, b| a.0.as_os_str().as_bytes().cmp(b.0.as_os_str().as_bytes()));
+    let mut first_links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut hasher = TreeHasher::new();
+    for (rel, meta) in found {
+        let full = if rel.as_os_str().is_empty() {
+            dir.to_owned()
+        } else {
+            dir.join(&rel)
+        };
+        let ft = meta.file_type();
+        if ft.is_socket() {
+            continue;
+        }
+        let earlier = if !ft.is_dir() && meta.nlink() > 1 {
+            match first_links.entry((meta.dev(), meta.ino())) {
+                std::collections::hash_map::Entry::Occupied(first) => Some(first.get().clone()),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(rel.clone());
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let kind = if let Some(target) = earlier {
+            EntryKind::Hardlink { target }
+        } else if ft.is_dir() {
+            EntryKind::Dir
+        } else if ft.is_symlink() {
+            EntryKind::Symlink {
+                target: fs::read_link(&full)?,
+            }
+        } else if ft.is_file() {
+            EntryKind::File {
+                content_sha256: sha256_file(&full)?,
+            }
+        } else if ft.is_fifo() {
+            EntryKind::Fifo
+        } else if ft.is_char_device() || ft.is_block_device() {
+            let (major, minor) = (
+                rustix::fs::major(meta.rdev()),
+                rustix::fs::minor(meta.rdev()),
+            );
+            if ft.is_char_device() {
+                EntryKind::CharDevice { major, minor }
+            } else {
+                EntryKind::BlockDevice { major, minor }
+            }
+        } else {
+            continue;
+        };
+        let path = if rel.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            rel
+        };
+        hasher.add(&TreeEntry {
+            path,
+            kind,
+            mode: meta.mode() & 0o7777,
+            uid: u64::from(meta.uid()),
+            gid: u64::from(meta.gid()),
+            xattrs: read_xattrs(&full)?,
+        });
+    }
+    Ok(hasher.finish())
+}
+
+/// `dir/rel` and everything under it, not following symlinks.
+fn walk(dir: &Path, rel: &Path, out: &mut Vec<(PathBuf, Metadata)>) -> io::Result<()> {
+    let full = dir.join(rel);
+    let meta = fs::symlink_metadata(&full)?;
+    let is_dir = meta.is_dir();
+    out.push((rel.to_owned(), meta));
+    if is_dir {
+        for child in fs::read_dir(&full)? {
+            walk(dir, &rel.join(child?.file_name()), out)?;
+        }
+    }
+    Ok(())
+}
+
+fn sha256_file(path: &Path) -> io::Result<[u8; 32]> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(hasher.finalize().into()),
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Every xattr of `path` (not following symlinks) but `security.selinux`;
+/// none where the file system has no xattrs.
+fn read_xattrs(path: &Path) -> io::Result<BTreeMap<String, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    let mut list = Vec::new();
+    loop {
+        let len = match rustix::fs::llistxattr_query(path) {
+            Ok(0) | Err(rustix::io::Errno::NOTSUP) => return Ok(out),
+            Ok(len) => len,
+            Err(e) => return Err(e.into()),
+        };
+        list.resize(len, 0);
+        match rustix::fs::llistxattr(path, &mut list[..]) {
+            Ok(n) => {
+                list.truncate(n);
+                break;
+            }
+            Err(rustix::io::Errno::RANGE) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        // layers leave out names that are not UTF-8, so no image has them
+        let Ok(name) = std::str::from_utf8(name) else {
+            continue;
+        };
+        if name == "security.selinux" {
+            continue;
+        }
+        if let Some(value) = read_xattr(path, name)? {
+            out.insert(name.to_owned(), value);
+        }
+    }
+    Ok(out)
+}
+
+/// One xattr's value; `None` if it disappeared meanwhile.
+fn read_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
+    loop {
+        let len = match rustix::fs::lgetxattr_query(path, name) {
+            Ok(len) => len,
+            Err(rustix::io::Errno::NODATA) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut value = vec![0u8; len];
+        match rustix::fs::lgetxattr(path, name, &mut value[..]) {
+            Ok(n) => {
+                value.truncate(n);
+                return Ok(Some(value));
+            }
+            Err(rustix::io::Errno::RANGE) => {}
+            Err(rustix::io::Errno::NODATA) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    use std::time::{Duration, SystemTime};
+
+    fn entry(path: &str, kind: EntryKind) -> TreeEntry {
+        TreeEntry {
+            path: path.into(),
+            kind,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            xattrs: BTreeMap::new(),
+        }
+    }
+
+    fn file(path: &str, content: &[u8]) -> TreeEntry {
+        entry(
+            path,
+            EntryKind::File {
+                content_sha256: Sha256::digest(content).into(),
+            },
+        )
+    }
+
+    fn tree(entries: &[TreeEntry]) -> TreeHash {
+        let mut h = TreeHasher::new();
+        for e in entries {
+            h.add(e);
+        }
+        h.finish()
+    }
+
+    #[test]
+    fn tree_ignores_order() {
+        let a = file("a", b"1");
+        let b = file("b/c", b"2");
+        let d = entry("b", EntryKind::Dir);
+        assert_eq!(tree(&[a.clone(), b.clone(), d.clone()]), tree(&[b, d, a]));
+    }
+
+    #[test]
+    fn tree_sees_every_attribute() {
+        let base = {
+            let mut e = file("a", b"1");
+            e.xattrs.insert("user.x".into(), b"1".to_vec());
+            e
+        };
+        let link = |target: &str| {
+            entry(
+                "l",
+                EntryKind::Symlink {
+                    target: target.into(),
+                },
+            )
+        };
+        let h = |e: TreeEntry| tree(&[e]);
+        let reference = h(base.clone());
+        let changed = [
+            TreeEntry {
+                mode: 0o755,
+                ..base.clone()
+            },
+            TreeEntry {
+                uid: 1,
+                ..base.clone()
+            },
+            TreeEntry {
+                gid: 1,
+                ..base.clone()
+            },
+            TreeEntry {
+                path: "b".into(),
+                ..base.clone()
+            },
+            TreeEntry {
+                kind: file("a", b"2").kind,
+                ..base.clone()
+            },
+            TreeEntry {
+                xattrs: BTreeMap::from([("user.x".into(), b"2".to_vec())]),
+                ..base.clone()
+            },
+            TreeEntry {
+                xattrs: BTreeMap::new(),
+                ..base.clone()
+            },
+            TreeEntry {
+                kind: EntryKind::Hardlink { target: "z".into() },
+                ..base.clone()
+            },
+        ];
+        for c in changed {
+            assert_ne!(h(c.clone()), reference, "{c:?}");
+        }
+        assert_ne!(h(link("x")), h(link("y")));
+        assert_ne!(
+            h(entry("l", EntryKind::Hardlink { target: "x".into() })),
+            h(link("x"))
+        );
+        assert_ne!(
+            h(entry("d", EntryKind::CharDevice { major: 1, minor: 3 })),
+            h(entry("d", EntryKind::BlockDevice { major: 1, minor: 3 }))
+        );
+        assert_ne!(tree(&[]), tree(&[entry("d", EntryKind::Dir)]));
+    }
+
+    fn set_mtime(path: &Path, secs: u64) {
+        File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+            .unwrap();
+    }
+
+    #[test]
+    fn hash_dir_ignores_mtime_and_sees_mode_content_and_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fs::create_dir(root.join("sub")).unwrap();
+        fs::write(root.join("sub/a"), b"hello").unwrap();
+        fs::write(root.join("b"), b"world").unwrap();
+        symlink("sub/a", root.join("link")).unwrap();
+        let first = hash_dir(root).unwrap();
+
+        set_mtime(&root.join("sub/a"), 1_000_000);
+        assert_eq!(hash_dir(root).unwrap(), first, "mtime changed the hash");
+
+        fs::set_permissions(root.join("sub/a"), fs::Permissions::from_mode(0o600)).unwrap();
+        let chmodded = hash_dir(root).unwrap();
+        assert_ne!(chmodded, first, "chmod did not change the hash");
+
+        fs::write(root.join("b"), b"World").unwrap();
+        let edited = hash_dir(root).unwrap();
+        assert_ne!(edited, chmodded, "new content did not change the hash");
+
+        fs::remove_file(root.join("link")).unwrap();
+        symlink("b", root.join("link")).unwrap();
+        let relinked = hash_dir(root).unwrap();
+        assert_ne!(relinked, edited, "new link target did not change the hash");
+
+        fs::hard_link(root.join("b"), root.join("c")).unwrap();
+        let linked = hash_dir(root).unwrap();
+        fs::remove_file(root.join("c")).unwrap();
+        fs::copy(root.join("b"), root.join("c")).unwrap();
+        fs::set_permissions(root.join("c"), fs::Permissions::from_mode(0o644)).unwrap();
+        fs::set_permissions(root.join("b"), fs::Permissions::from_mode(0o644)).unwrap();
+        assert_ne!(
+            hash_dir(root).unwrap(),
+            linked,
+            "a hard link hashed as a copy"
+        );
+    }
+
+    /// hash_dir records what a caller feeding TreeHasher by hand would: the
+    /// root as `.`, a hard link as a link to the first path in sorted order.
+    #[test]
+    fn hash_dir_matches_hand_fed_entries() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fs::write(root.join("b"), b"x").unwrap();
+        fs::hard_link(root.join("b"), root.join("a")).unwrap();
+        fs::set_permissions(root.join("a"), fs::Permissions::from_mode(0o640)).unwrap();
+        fs::set_permissions(root, fs::Permissions::from_mode(0o755)).unwrap();
+        let meta = fs::metadata(root).unwrap();
+        let (uid, gid) = (u64::from(meta.uid()), u64::from(meta.gid()));
+        let owned = |mut e: TreeEntry, mode: u32| {
+            e.uid = uid;
+            e.gid = gid;
+            e.mode = mode;
+            e
+        };
+        let expected = tree(&[
+            owned(entry(".", EntryKind::Dir), 0o755),
+            owned(file("a", b"x"), 0o640),
+            owned(
+                entry("b", EntryKind::Hardlink { target: "a".into() }),
+                0o640,
+            ),
+        ]);
+        assert_eq!(hash_dir(root).unwrap(), expected);
+    }
+}
