@@ -291,3 +291,56 @@ fn the_summary_and_metrics_file_count_steps_and_bytes() {
         serde_json::from_slice(&fs::read(build.path("metrics.json")).unwrap()).unwrap();
     assert_eq!(second["bytes_downloaded"], 0, "{second}");
 }
+
+#[test]
+fn cache_warm_fills_the_store_so_the_build_downloads_nothing() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let base = registry.push_busybox();
+    let build = Project::new("ARG BASE\nFROM ${BASE}\nRUN echo warm > /w\n", &[]);
+    let base_arg = format!("BASE={base}");
+    // From the Dockerfile's FROM lines, with its build args.
+    let mut warm = build.executor();
+    warm.args(["cache", "warm", "--cache-dir"])
+        .arg(build.cache())
+        .args(["--dockerfile"])
+        .arg(build.context().join("Dockerfile"))
+        .args([
+            "--build-arg",
+            &base_arg,
+            "--insecure-registry",
+            &registry.host,
+        ]);
+    executor_e2e::ok(&mut warm);
+    let metrics = build.arg("metrics.json");
+    build.ok(&[
+        "--no-push",
+        "--build-arg",
+        &base_arg,
+        "--insecure-registry",
+        &registry.host,
+        "--metrics-file",
+        &metrics,
+    ]);
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&fs::read(build.path("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["bytes_downloaded"], 0, "{metrics}");
+
+    // By reference, into another store.
+    let other = build.path("other-store");
+    let mut warm = build.executor();
+    warm.args(["cache", "warm", "--image", &base, "--cache-dir"])
+        .arg(&other)
+        .args(["--insecure-registry", &registry.host]);
+    let out = warm.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(1 layer)"));
+
+    let mut nothing = build.executor();
+    nothing.args(["cache", "warm"]);
+    let stderr = executor_e2e::fails(&mut nothing);
+    assert!(stderr.contains("nothing to warm"), "{stderr}");
+}

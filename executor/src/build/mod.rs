@@ -11,6 +11,7 @@ pub mod remote;
 pub mod rootfs;
 pub mod run;
 pub mod settings;
+pub mod warm;
 pub mod workdir;
 
 pub use engine::{BuildError, Metrics, Outcome, StepMetric, build, interrupt};

@@ -2,6 +2,7 @@
 //! turns raw arguments into settings for the library. No engine logic here.
 
 mod build;
+mod cache;
 mod dockerfile;
 mod logging;
 
@@ -57,6 +58,8 @@ pub enum Command {
     Build(Box<build::BuildArgs>),
     /// Work with Dockerfiles without building them
     Dockerfile(dockerfile::DockerfileArgs),
+    /// The local store's base images
+    Cache(cache::CacheArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -88,6 +91,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Some(Command::Build(args)) => build::run(&args),
         Some(Command::Dockerfile(args)) => dockerfile::run(args),
+        Some(Command::Cache(args)) => cache::run(&args),
         None => build::run(&cli.kaniko),
     }
 }

@@ -1,0 +1,95 @@
+//! `executor cache warm`: base images fetched into the local store ahead of
+//! builds (kaniko's warmer), so a build on that store downloads none of
+//! their layers; in overlay mode their layers are extracted too.
+
+use std::collections::BTreeSet;
+use std::fs;
+
+use tokio::runtime::Handle;
+
+use super::engine::BuildError;
+use super::images;
+use super::remote::Remote;
+use super::settings::Settings;
+use crate::dockerfile::parser;
+use crate::dockerfile::plan::{self, Base, Options};
+use crate::image::digest::Digest;
+use crate::image::store::Store;
+use crate::registry::ImageReference;
+
+/// One image put in the store.
+#[derive(Debug, Clone)]
+pub struct Warmed {
+    pub reference: ImageReference,
+    pub layers: usize,
+}
+
+/// The images a Dockerfile's needed stages start from, as its plan (build
+/// args, `--target`) resolves them.
+pub fn dockerfile_bases(settings: &Settings) -> Result<Vec<String>, BuildError> {
+    let path = &settings.dockerfile;
+    let text = fs::read(path).map_err(|source| BuildError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let text = String::from_utf8_lossy(&text);
+    let name = path.display().to_string();
+    let parsed =
+        parser::parse_named(&name, &text).map_err(|e| BuildError::Dockerfile(e.render(&name)))?;
+    let opts = Options {
+        build_args: settings.build_args.clone(),
+        target: settings.target.clone(),
+        build_platform: crate::platform::Platform::host(),
+        target_platform: settings.platform.clone(),
+    };
+    let plan = plan::plan_parsed(parsed, &opts).map_err(|errors| {
+        BuildError::Dockerfile(
+            errors
+                .0
+                .iter()
+                .map(|e| e.render(&name))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
+    let mut bases = BTreeSet::new();
+    for &index in &plan.needed {
+        if let Base::Image(reference) = &plan.stages[index].base {
+            bases.insert(reference.clone());
+        }
+    }
+    Ok(bases.into_iter().collect())
+}
+
+/// Fetches `images` into the store at `settings.cache_dir` (config and
+/// layers, each verified), and extracts their layers for overlay roots.
+pub fn warm(
+    settings: &Settings,
+    images: &[String],
+    runtime: &Handle,
+) -> Result<Vec<Warmed>, BuildError> {
+    let store = Store::open(&settings.cache_dir)?;
+    let registry = Remote::new(settings)?;
+    let mut warmed = Vec::new();
+    for image in images {
+        let reference = ImageReference::parse(image)
+            .map_err(|e| BuildError::Dockerfile(format!("invalid --image {image:?}: {e}")))?;
+        let source = runtime.block_on(registry.fetch(&reference, &settings.platform, &store))?;
+        // Overlay roots need root (the build falls back to copies without).
+        let extract = rustix::process::geteuid().is_root();
+        for layer in source.layers.iter().filter(|_| extract) {
+            let blob = images::descriptor_digest(&layer.descriptor)?;
+            let diff_id: Digest = layer
+                .diff_id
+                .parse()
+                .map_err(|_| BuildError::Internal(format!("invalid diffID {:?}", layer.diff_id)))?;
+            store.extracted_layer(&diff_id, &blob)?;
+        }
+        tracing::info!("warmed {reference}");
+        warmed.push(Warmed {
+            reference,
+            layers: source.layers.len(),
+        });
+    }
+    Ok(warmed)
+}
