@@ -115,14 +115,8 @@ pub struct BuildArgs {
     #[arg(long, env = "EXECUTOR_METRICS_FILE", value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
 
-    /// The platform to build for, OS/ARCH[/VARIANT]; this machine's by
-    /// default
-    #[arg(
-        long,
-        env = "EXECUTOR_CUSTOM_PLATFORM",
-        value_name = "OS/ARCH[/VARIANT]"
-    )]
-    pub custom_platform: Option<Platform>,
+    #[command(flatten)]
+    pub pull: PullArgs,
 
     /// Layer compression
     #[arg(long, env = "EXECUTOR_COMPRESSION", default_value = "gzip")]
@@ -141,68 +135,14 @@ pub struct BuildArgs {
     #[arg(long, env = "EXECUTOR_INSECURE", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub insecure: bool,
 
-    /// Pull from plain-HTTP registries
-    #[arg(long, env = "EXECUTOR_INSECURE_PULL", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
-    pub insecure_pull: bool,
-
-    /// A registry to reach over plain HTTP, HOST[:PORT] (repeatable)
-    #[arg(
-        long,
-        env = "EXECUTOR_INSECURE_REGISTRY",
-        value_delimiter = ',',
-        value_name = "HOST"
-    )]
-    pub insecure_registry: Vec<String>,
-
     /// Do not verify TLS certificates when pushing
     #[arg(long, env = "EXECUTOR_SKIP_TLS_VERIFY", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub skip_tls_verify: bool,
-
-    /// Do not verify TLS certificates when pulling
-    #[arg(long, env = "EXECUTOR_SKIP_TLS_VERIFY_PULL", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
-    pub skip_tls_verify_pull: bool,
-
-    /// A registry whose TLS certificate is not verified (repeatable)
-    #[arg(
-        long,
-        env = "EXECUTOR_SKIP_TLS_VERIFY_REGISTRY",
-        value_delimiter = ',',
-        value_name = "HOST"
-    )]
-    pub skip_tls_verify_registry: Vec<String>,
-
-    /// A CA certificate for a registry, HOST=PATH (repeatable)
-    #[arg(
-        long,
-        env = "EXECUTOR_REGISTRY_CERTIFICATE",
-        value_delimiter = ',',
-        value_name = "HOST=PATH"
-    )]
-    pub registry_certificate: Vec<String>,
-
-    /// A mirror for docker.io (repeatable; tried in order)
-    #[arg(
-        long,
-        env = "EXECUTOR_REGISTRY_MIRROR",
-        value_delimiter = ',',
-        value_name = "HOST"
-    )]
-    pub registry_mirror: Vec<String>,
 
     /// Retries of a failed push request (429, 5xx, dropped connection),
     /// with exponential backoff
     #[arg(long, env = "EXECUTOR_PUSH_RETRY", default_value_t = Backoff::default().retries)]
     pub push_retry: u32,
-
-    /// Retries of a failed base image request (429, 5xx, dropped
-    /// connection), with exponential backoff
-    #[arg(long, env = "EXECUTOR_IMAGE_DOWNLOAD_RETRY", default_value_t = Backoff::default().retries)]
-    pub image_download_retry: u32,
-
-    /// The local image store (an OCI layout); pulled base images are reused
-    /// across builds
-    #[arg(long, env = "EXECUTOR_CACHE_DIR", value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
 
     /// A secret RUN steps may mount: `id=ID,src=PATH` or `id=ID,env=VAR`
     /// (repeatable)
@@ -244,6 +184,74 @@ pub struct BuildArgs {
     /// UTS namespaces and pivot_root
     #[arg(long, env = "EXECUTOR_ISOLATION", default_value = "namespace")]
     pub isolation: IsolationArg,
+}
+
+/// What fetching images takes: the store, the platform and the registry
+/// settings for pulls. Shared by `executor build` and `executor cache warm`.
+#[derive(Debug, Clone, Args, Default)]
+pub struct PullArgs {
+    /// The platform to build for, OS/ARCH[/VARIANT]; this machine's by
+    /// default
+    #[arg(
+        long,
+        env = "EXECUTOR_CUSTOM_PLATFORM",
+        value_name = "OS/ARCH[/VARIANT]"
+    )]
+    pub custom_platform: Option<Platform>,
+
+    /// Pull from plain-HTTP registries
+    #[arg(long, env = "EXECUTOR_INSECURE_PULL", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub insecure_pull: bool,
+
+    /// A registry to reach over plain HTTP, HOST[:PORT] (repeatable)
+    #[arg(
+        long,
+        env = "EXECUTOR_INSECURE_REGISTRY",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    pub insecure_registry: Vec<String>,
+
+    /// Do not verify TLS certificates when pulling
+    #[arg(long, env = "EXECUTOR_SKIP_TLS_VERIFY_PULL", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub skip_tls_verify_pull: bool,
+
+    /// A registry whose TLS certificate is not verified (repeatable)
+    #[arg(
+        long,
+        env = "EXECUTOR_SKIP_TLS_VERIFY_REGISTRY",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    pub skip_tls_verify_registry: Vec<String>,
+
+    /// A CA certificate for a registry, HOST=PATH (repeatable)
+    #[arg(
+        long,
+        env = "EXECUTOR_REGISTRY_CERTIFICATE",
+        value_delimiter = ',',
+        value_name = "HOST=PATH"
+    )]
+    pub registry_certificate: Vec<String>,
+
+    /// A mirror for docker.io (repeatable; tried in order)
+    #[arg(
+        long,
+        env = "EXECUTOR_REGISTRY_MIRROR",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    pub registry_mirror: Vec<String>,
+
+    /// Retries of a failed base image request (429, 5xx, dropped
+    /// connection), with exponential backoff
+    #[arg(long, env = "EXECUTOR_IMAGE_DOWNLOAD_RETRY", default_value_t = Backoff::default().retries)]
+    pub image_download_retry: u32,
+
+    /// The local image store (an OCI layout); pulled base images are reused
+    /// across builds
+    #[arg(long, env = "EXECUTOR_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -335,7 +343,7 @@ impl BuildArgs {
             labels.push((k.to_string(), v.to_string()));
         }
         let build_args = super::dockerfile::build_args(&self.args);
-        let cache_dir = match &self.cache_dir {
+        let cache_dir = match &self.pull.cache_dir {
             Some(dir) => dir.clone(),
             None => default_cache_dir()?,
         };
@@ -362,20 +370,27 @@ impl BuildArgs {
             digest_file: self.digest_file.clone(),
             image_name_with_digest_file: self.image_name_with_digest_file.clone(),
             image_name_tag_with_digest_file: self.image_name_tag_with_digest_file.clone(),
-            platform: self.custom_platform.clone().unwrap_or_else(Platform::host),
+            platform: self
+                .pull
+                .custom_platform
+                .clone()
+                .unwrap_or_else(Platform::host),
             zstd: self.compression == Compression::Zstd,
             compression_level: self.compression_level,
             compression_threads: self.compression_threads,
             insecure_push: self.insecure,
-            insecure_pull: self.insecure_pull,
-            insecure_registries: self.insecure_registry.clone(),
+            insecure_pull: self.pull.insecure_pull,
+            insecure_registries: self.pull.insecure_registry.clone(),
             skip_tls_verify_push: self.skip_tls_verify,
-            skip_tls_verify_pull: self.skip_tls_verify_pull,
-            skip_tls_verify_registries: self.skip_tls_verify_registry.clone(),
-            registry_certificates: pairs(&self.registry_certificate, "--registry-certificate")?,
-            registry_mirrors: self.registry_mirror.clone(),
+            skip_tls_verify_pull: self.pull.skip_tls_verify_pull,
+            skip_tls_verify_registries: self.pull.skip_tls_verify_registry.clone(),
+            registry_certificates: pairs(
+                &self.pull.registry_certificate,
+                "--registry-certificate",
+            )?,
+            registry_mirrors: self.pull.registry_mirror.clone(),
             push_retry: self.push_retry,
-            image_download_retry: self.image_download_retry,
+            image_download_retry: self.pull.image_download_retry,
             cache_dir,
             snapshot_mode: match self.snapshot_mode {
                 SnapshotModeArg::Full => SnapshotMode::Full,

@@ -6,9 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 
-use super::build::BuildArgs;
-use executor::platform::Platform;
-use executor::registry::Backoff;
+use super::build::{BuildArgs, PullArgs};
 
 #[derive(Debug, Args)]
 pub struct CacheArgs {
@@ -41,61 +39,9 @@ pub struct WarmArgs {
     #[arg(long)]
     pub target: Option<String>,
 
-    /// The local image store, as for `executor build`
-    #[arg(long, env = "EXECUTOR_CACHE_DIR", value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
-
-    /// The platform to fetch, OS/ARCH[/VARIANT]; this machine's by default
-    #[arg(
-        long,
-        env = "EXECUTOR_CUSTOM_PLATFORM",
-        value_name = "OS/ARCH[/VARIANT]"
-    )]
-    pub custom_platform: Option<Platform>,
-
-    /// A registry to reach over plain HTTP, HOST[:PORT] (repeatable)
-    #[arg(
-        long,
-        env = "EXECUTOR_INSECURE_REGISTRY",
-        value_delimiter = ',',
-        value_name = "HOST"
-    )]
-    pub insecure_registry: Vec<String>,
-
-    /// Pull from plain-HTTP registries
-    #[arg(long, env = "EXECUTOR_INSECURE_PULL")]
-    pub insecure_pull: bool,
-
-    /// A registry whose TLS certificate is not verified (repeatable)
-    #[arg(
-        long,
-        env = "EXECUTOR_SKIP_TLS_VERIFY_REGISTRY",
-        value_delimiter = ',',
-        value_name = "HOST"
-    )]
-    pub skip_tls_verify_registry: Vec<String>,
-
-    /// A CA certificate for a registry, HOST=PATH (repeatable)
-    #[arg(
-        long,
-        env = "EXECUTOR_REGISTRY_CERTIFICATE",
-        value_delimiter = ',',
-        value_name = "HOST=PATH"
-    )]
-    pub registry_certificate: Vec<String>,
-
-    /// A mirror for docker.io (repeatable; tried in order)
-    #[arg(
-        long,
-        env = "EXECUTOR_REGISTRY_MIRROR",
-        value_delimiter = ',',
-        value_name = "HOST"
-    )]
-    pub registry_mirror: Vec<String>,
-
-    /// Retries of a failed request, with exponential backoff
-    #[arg(long, env = "EXECUTOR_IMAGE_DOWNLOAD_RETRY", default_value_t = Backoff::default().retries)]
-    pub image_download_retry: u32,
+    /// The store, platform and registry settings, as for `executor build`
+    #[command(flatten)]
+    pub pull: PullArgs,
 }
 
 pub fn run(args: &CacheArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -116,14 +62,7 @@ fn run_warm(args: &WarmArgs) -> anyhow::Result<std::process::ExitCode> {
         args: args.args.clone(),
         target: args.target.clone(),
         dockerfile: args.dockerfile.clone().unwrap_or_default(),
-        cache_dir: args.cache_dir.clone(),
-        custom_platform: args.custom_platform.clone(),
-        insecure_registry: args.insecure_registry.clone(),
-        insecure_pull: args.insecure_pull,
-        skip_tls_verify_registry: args.skip_tls_verify_registry.clone(),
-        registry_certificate: args.registry_certificate.clone(),
-        registry_mirror: args.registry_mirror.clone(),
-        image_download_retry: args.image_download_retry,
+        pull: args.pull.clone(),
         ..BuildArgs::default()
     };
     let settings = build.settings()?;
