@@ -28,7 +28,9 @@ mod serve;
 pub use debian::{DEFAULT_PATH, debian_layout, debian_tarball};
 pub use image::{Node, PulledImage, pull_image, tree};
 pub use leftovers::{Leftovers, processes_with};
-pub use project::{Project, fails, ok, raw_manifest, unpack, unpack_docker_archive, unpack_layout};
+pub use project::{
+    Project, fails, ok, raw_manifest, unpack, unpack_docker_archive, unpack_layout, wrapped,
+};
 pub use serve::{GitDaemon, GitHttpServer, HttpServer, git, git_commit, git_repo};
 
 /// How a test registry authenticates and serves.

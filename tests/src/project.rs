@@ -110,6 +110,23 @@ impl Project {
     }
 }
 
+/// `cmd` run through `wrapper` (a program and its arguments, such as
+/// `["faketime", "2030-01-01"]`): the wrapper gets `cmd`'s program and
+/// arguments after its own, and `cmd`'s environment changes.
+#[must_use]
+pub fn wrapped(wrapper: &[&str], cmd: &Command) -> Command {
+    let (program, args) = wrapper.split_first().expect("a wrapper program");
+    let mut outer = Command::new(program);
+    outer.args(args).arg(cmd.get_program()).args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(v) => outer.env(key, v),
+            None => outer.env_remove(key),
+        };
+    }
+    outer
+}
+
 /// Runs `cmd`; it must succeed. Returns stderr.
 pub fn ok(cmd: &mut Command) -> String {
     let out = cmd.output().expect("the command runs");

@@ -4,8 +4,6 @@
 //! numbers of compression threads, and under a different wall clock
 //! (`faketime`, Debian's package of libfaketime).
 
-use std::process::Command;
-
 use executor_e2e::{Project, Registry, RegistryKind};
 
 fn dockerfile(base: &str) -> String {
@@ -42,17 +40,7 @@ fn build(
     let cmd = project.build(&full_args);
     let mut cmd = match faketime {
         None => cmd,
-        Some(at) => {
-            let mut wrapped = Command::new("faketime");
-            wrapped.arg(at).arg(cmd.get_program()).args(cmd.get_args());
-            for (key, value) in cmd.get_envs() {
-                match value {
-                    Some(v) => wrapped.env(key, v),
-                    None => wrapped.env_remove(key),
-                };
-            }
-            wrapped
-        }
+        Some(at) => executor_e2e::wrapped(&["faketime", at], &cmd),
     };
     executor_e2e::ok(&mut cmd);
     let digest = std::fs::read_to_string(project.path("digest")).unwrap();

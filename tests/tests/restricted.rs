@@ -16,24 +16,32 @@
 use std::os::unix::process::CommandExt as _;
 use std::process::Command;
 
-use executor_e2e::{Project, Registry, RegistryKind, unpack};
+use executor_e2e::{Project, Registry, RegistryKind, unpack, wrapped};
 
 /// `cmd`'s program and arguments, run under `capsh` without
 /// `CAP_SYS_ADMIN` in the bounding set (so not after exec either).
 fn without_cap_sys_admin(cmd: &Command) -> Command {
-    let mut wrapped = Command::new("capsh");
-    wrapped
-        .arg("--drop=cap_sys_admin")
-        .args(["--", "-c", "exec \"$0\" \"$@\""])
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    for (key, value) in cmd.get_envs() {
-        match value {
-            Some(v) => wrapped.env(key, v),
-            None => wrapped.env_remove(key),
-        };
-    }
-    wrapped
+    wrapped(
+        &[
+            "capsh",
+            "--drop=cap_sys_admin",
+            "--",
+            "-c",
+            "exec \"$0\" \"$@\"",
+        ],
+        cmd,
+    )
+}
+
+/// Gives the project's directory (context, store) to `owner`, as a pod's
+/// volume belongs to its user.
+fn chown_project(project: &Project, owner: &str) {
+    let status = Command::new("chown")
+        .args(["-R", owner])
+        .arg(project.dir.path())
+        .status()
+        .expect("chown runs");
+    assert!(status.success());
 }
 
 /// A classic BPF seccomp filter refusing what the runtimes' default
@@ -266,32 +274,11 @@ fn run_works_as_root_of_a_user_namespace() {
         &[],
     );
     // What the namespace's root owns: the project (context, store).
-    let status = Command::new("chown")
-        .args(["-R", &format!("{OUTSIDE}:{OUTSIDE}")])
-        .arg(project.dir.path())
-        .status()
-        .expect("chown runs");
-    assert!(status.success());
+    chown_project(&project, &format!("{OUTSIDE}:{OUTSIDE}"));
     let destination = registry.reference("restricted/userns:1");
     let cmd = project.build(&["-d", &destination, "--insecure-registry", &registry.host]);
-    let mut wrapped = Command::new("python3");
-    wrapped
-        .args(["-c", USERNS])
-        .arg(OUTSIDE.to_string())
-        .arg(cmd.get_program())
-        .args(cmd.get_args())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    for (key, value) in cmd.get_envs() {
-        match value {
-            Some(v) => wrapped.env(key, v),
-            None => wrapped.env_remove(key),
-        };
-    }
-    let child = wrapped.spawn().expect("python3 runs");
-    let out = child.wait_with_output().expect("the build ends");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let outside = OUTSIDE.to_string();
+    executor_e2e::ok(&mut wrapped(&["python3", "-c", USERNS, &outside], &cmd));
     let rootfs = unpack(&registry, &destination, &project.path("unpacked"));
     assert_eq!(
         std::fs::read_to_string(rootfs.join("r")).unwrap(),
@@ -314,26 +301,21 @@ fn run_works_without_root() {
         &format!("FROM {base}\nCOPY f /srv/f\nRUN id -u > /uid && echo rootless > /srv/r\n"),
         &[("f", "copied")],
     );
-    let status = Command::new("chown")
-        .args(["-R", "1000:1000"])
-        .arg(project.dir.path())
-        .status()
-        .expect("chown runs");
-    assert!(status.success());
+    chown_project(&project, "1000:1000");
     let destination = registry.reference("restricted/rootless:1");
     let cmd = project.build(&["-d", &destination, "--insecure-registry", &registry.host]);
-    let mut wrapped = Command::new("setpriv");
-    wrapped
-        .args(["--reuid", "1000", "--regid", "1000", "--clear-groups", "--"])
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    for (key, value) in cmd.get_envs() {
-        match value {
-            Some(v) => wrapped.env(key, v),
-            None => wrapped.env_remove(key),
-        };
-    }
-    executor_e2e::ok(&mut wrapped);
+    executor_e2e::ok(&mut wrapped(
+        &[
+            "setpriv",
+            "--reuid",
+            "1000",
+            "--regid",
+            "1000",
+            "--clear-groups",
+            "--",
+        ],
+        &cmd,
+    ));
     let rootfs = unpack(&registry, &destination, &project.path("unpacked"));
     assert_eq!(std::fs::read_to_string(rootfs.join("uid")).unwrap(), "0\n");
     assert_eq!(
