@@ -80,13 +80,9 @@ hint: apt-get install -y buildah, or BUILDAH=0 for executor alone"
 fi
 
 # --- the executor binary ------------------------------------------------------
-if [[ -z ${EXECUTOR:-} ]]; then
-  echo "== cargo build --release -p executor" >&2
-  (cd "$repo" && cargo build --release --locked -p executor >&2)
-  target_dir=${CARGO_TARGET_DIR:-$repo/target}
-  EXECUTOR=$target_dir/release/executor
-fi
-[[ -x $EXECUTOR ]] || die "no executor binary at $EXECUTOR"
+# shellcheck source=tests/bench/common.sh
+source "$repo/tests/bench/common.sh"
+executor_binary
 
 # --- the context, generated once ----------------------------------------------
 context=$BENCH_CACHE/copy-heavy-v1-${FILES}f-${MB}m

@@ -86,13 +86,9 @@ for c in $CASES; do
 done
 
 # --- the executor binary ------------------------------------------------------
-if [[ -z ${EXECUTOR:-} ]]; then
-  echo "== cargo build --release -p executor" >&2
-  (cd "$repo" && cargo build --release --locked -p executor >&2)
-  target_dir=${CARGO_TARGET_DIR:-$repo/target}
-  EXECUTOR=$target_dir/release/executor
-fi
-[[ -x $EXECUTOR ]] || die "no executor binary at $EXECUTOR"
+# shellcheck source=tests/bench/common.sh
+source "$repo/tests/bench/common.sh"
+executor_binary
 
 # --- the bases, made once -------------------------------------------------------
 mkdir -p "$BENCH_CACHE"
@@ -179,8 +175,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# shellcheck source=tests/bench/registry.sh
-source "$repo/tests/bench/registry.sh"
 start_registry "$top"
 # No registries.conf from the host for buildah: no short names, no mirrors.
 printf 'unqualified-search-registries = []\n' >"$top/registries.conf"

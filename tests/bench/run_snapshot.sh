@@ -83,13 +83,9 @@ hint: apt-get install -y umoci skopeo docker-registry curl python3"
 done
 
 # --- the executor binary ------------------------------------------------------
-if [[ -z ${EXECUTOR:-} ]]; then
-  echo "== cargo build --release -p executor" >&2
-  (cd "$repo" && cargo build --release --locked -p executor >&2)
-  target_dir=${CARGO_TARGET_DIR:-$repo/target}
-  EXECUTOR=$target_dir/release/executor
-fi
-[[ -x $EXECUTOR ]] || die "no executor binary at $EXECUTOR"
+# shellcheck source=tests/bench/common.sh
+source "$repo/tests/bench/common.sh"
+executor_binary
 
 # --- the bases, made once -------------------------------------------------------
 if [[ -z ${DEBIAN_TARBALL:-} ]]; then
@@ -154,8 +150,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# shellcheck source=tests/bench/registry.sh
-source "$repo/tests/bench/registry.sh"
 start_registry "$work"
 for tag in plain "$grown_tag"; do
   skopeo copy --quiet --dest-tls-verify=false "oci:$layout:$tag" "docker://$registry/bench/debian:$tag" ||
