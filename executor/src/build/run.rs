@@ -242,7 +242,8 @@ pub fn execute(step: &Step<'_>, isolation: &dyn Isolation) -> Result<Vec<PathBuf
     };
     let user = sandbox::user::resolve(step.root, user_name)?;
     if !env.iter().any(|(k, _)| k == "HOME") {
-        env.push(("HOME".into(), home_of(step.root, user.uid)));
+        let home = sandbox::user::home(step.root, user.uid)?.unwrap_or_else(|| "/".into());
+        env.push(("HOME".into(), home));
     }
     let cwd = match step.config.config.working_dir.as_str() {
         "" => "/".to_string(),
@@ -331,20 +332,6 @@ fn environment(step: &Step<'_>) -> Vec<(String, String)> {
         env.insert(0, ("PATH".into(), DEFAULT_PATH.into()));
     }
     env
-}
-
-/// The home directory of `uid` in the image's /etc/passwd, else `/`.
-fn home_of(root: &Path, uid: u32) -> String {
-    fs::read_to_string(copy::resolve_in_root(root, "/etc/passwd", true))
-        .ok()
-        .and_then(|db| {
-            db.lines().find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.len() >= 6 && f[2].parse() == Ok(uid)).then(|| f[5].to_string())
-            })
-        })
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "/".to_string())
 }
 
 /// The argv and the command as the error shows it. Heredocs run as

@@ -38,6 +38,7 @@ struct PasswdEntry {
     name: String,
     uid: u32,
     gid: u32,
+    home: String,
 }
 
 struct GroupEntry {
@@ -73,6 +74,7 @@ fn passwd(text: &str) -> Vec<PasswdEntry> {
                 name: (*fields.first()?).to_owned(),
                 uid: fields.get(2)?.trim().parse().ok()?,
                 gid: fields.get(3)?.trim().parse().ok()?,
+                home: fields.get(5).map_or_else(String::new, |h| (*h).to_owned()),
             })
         })
         .collect()
@@ -99,6 +101,17 @@ fn groups(text: &str) -> Vec<GroupEntry> {
             })
         })
         .collect()
+}
+
+/// The home directory of `uid` in the root's `/etc/passwd` (`None` when
+/// the uid has no entry or an empty one): the `HOME` a command gets when
+/// the image sets none, as runc gives it.
+pub fn home(root: &Path, uid: u32) -> Result<Option<String>> {
+    Ok(passwd(&read_etc(root, "passwd")?)
+        .into_iter()
+        .find(|entry| entry.uid == uid)
+        .map(|entry| entry.home)
+        .filter(|home| !home.is_empty()))
 }
 
 /// Resolves `user` (`name|uid[:group|gid]`) through the root's files.
@@ -187,6 +200,17 @@ mod tests {
         )
         .unwrap();
         dir
+    }
+
+    #[test]
+    fn homes_come_from_passwd() {
+        let root = root();
+        assert_eq!(
+            home(root.path(), 1000).unwrap().as_deref(),
+            Some("/home/alice")
+        );
+        assert_eq!(home(root.path(), 1001).unwrap().as_deref(), Some("/"));
+        assert_eq!(home(root.path(), 4242).unwrap(), None);
     }
 
     #[test]
