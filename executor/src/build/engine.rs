@@ -76,8 +76,6 @@ pub enum BuildError {
     #[error(transparent)]
     Upper(#[from] crate::image::upper::UpperError),
     #[error(transparent)]
-    Sandbox(crate::sandbox::SandboxError),
-    #[error(transparent)]
     Overlay(#[from] crate::sandbox::overlay::OverlayError),
     /// SIGINT or SIGTERM: the steps running were killed.
     #[error("the build was interrupted")]

@@ -159,22 +159,19 @@ impl StageRoot {
         if let Some(mount) = self.mount.take() {
             mount.unmount()?;
         }
+        // The last generation's directories: its upper one is gone already
+        // when it became a layer or was discarded, and empty after a COPY
+        // (which writes no upper directory).
         let _ = fs::remove_dir_all(self.work());
+        let _ = fs::remove_dir_all(self.upper());
         self.generation += 1;
         let (upper, work) = (self.upper(), self.work());
         for dir in [&upper, &work] {
             fs::create_dir_all(dir).map_err(io_at(dir))?;
         }
-        let empty;
-        let lowers = if self.lowers.is_empty() {
-            // overlayfs needs one lower directory.
-            empty = vec![self.dir.join("empty")];
-            fs::create_dir_all(&empty[0]).map_err(io_at(&empty[0]))?;
-            &empty
-        } else {
-            &self.lowers
-        };
-        self.mount = Some(Overlay::mount(lowers, &upper, &work, &self.root)?);
+        // No layers at all (FROM scratch) is fine: Overlay mounts an empty
+        // lower directory of its own.
+        self.mount = Some(Overlay::mount(&self.lowers, &upper, &work, &self.root)?);
         Ok(())
     }
 
