@@ -215,32 +215,8 @@ pub fn build(settings: &Settings, runtime: &Handle) -> Result<Outcome> {
             scratch_dir: Some(work.path().to_path_buf()),
         },
     )?;
-    let dockerfile_path = context.dockerfile().to_path_buf();
     let file_name = settings.dockerfile.display().to_string();
-    let text = fs::read(&dockerfile_path).map_err(|source| BuildError::Io {
-        path: dockerfile_path.clone(),
-        source,
-    })?;
-    let text = String::from_utf8_lossy(&text);
-
-    let opts = Options {
-        build_args: settings.build_args.clone(),
-        target: settings.target.clone(),
-        build_platform: crate::platform::Platform::host(),
-        target_platform: settings.platform.clone(),
-    };
-    let parsed = parser::parse_named(&file_name, &text)
-        .map_err(|e| BuildError::Dockerfile(e.render(&file_name)))?;
-    let plan = plan::plan_parsed(parsed, &opts).map_err(|errors| {
-        BuildError::Dockerfile(
-            errors
-                .0
-                .iter()
-                .map(|e| e.render(&file_name))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        )
-    })?;
+    let (plan, opts) = plan_dockerfile(context.dockerfile(), &file_name, settings)?;
     for warning in &plan.warnings {
         tracing::warn!(
             "{file_name}:{}: {} ({})",
@@ -336,6 +312,36 @@ pub fn build(settings: &Settings, runtime: &Handle) -> Result<Outcome> {
         fs::write(path, json).map_err(io_at(path))?;
     }
     Ok(outcome)
+}
+
+/// Reads the Dockerfile at `path` (`name` in messages) and plans it with
+/// the build's args, target and platform.
+pub(super) fn plan_dockerfile(
+    path: &Path,
+    name: &str,
+    settings: &Settings,
+) -> Result<(Plan, Options)> {
+    let text = fs::read(path).map_err(io_at(path))?;
+    let text = String::from_utf8_lossy(&text);
+    let opts = Options {
+        build_args: settings.build_args.clone(),
+        target: settings.target.clone(),
+        build_platform: crate::platform::Platform::host(),
+        target_platform: settings.platform.clone(),
+    };
+    let parsed =
+        parser::parse_named(name, &text).map_err(|e| BuildError::Dockerfile(e.render(name)))?;
+    let plan = plan::plan_parsed(parsed, &opts).map_err(|errors| {
+        BuildError::Dockerfile(
+            errors
+                .0
+                .iter()
+                .map(|e| e.render(name))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
+    Ok((plan, opts))
 }
 
 /// What every stage of one build shares. Stages run on their own threads;

@@ -3,16 +3,14 @@
 //! their layers; in overlay mode their layers are extracted too.
 
 use std::collections::BTreeSet;
-use std::fs;
 
 use tokio::runtime::Handle;
 
-use super::engine::BuildError;
+use super::engine::{BuildError, plan_dockerfile};
 use super::images;
 use super::remote::Remote;
 use super::settings::Settings;
-use crate::dockerfile::parser;
-use crate::dockerfile::plan::{self, Base, Options};
+use crate::dockerfile::plan::Base;
 use crate::image::digest::Digest;
 use crate::image::store::Store;
 use crate::registry::ImageReference;
@@ -27,31 +25,8 @@ pub struct Warmed {
 /// The images a Dockerfile's needed stages start from, as its plan (build
 /// args, `--target`) resolves them.
 pub fn dockerfile_bases(settings: &Settings) -> Result<Vec<String>, BuildError> {
-    let path = &settings.dockerfile;
-    let text = fs::read(path).map_err(|source| BuildError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    let text = String::from_utf8_lossy(&text);
-    let name = path.display().to_string();
-    let parsed =
-        parser::parse_named(&name, &text).map_err(|e| BuildError::Dockerfile(e.render(&name)))?;
-    let opts = Options {
-        build_args: settings.build_args.clone(),
-        target: settings.target.clone(),
-        build_platform: crate::platform::Platform::host(),
-        target_platform: settings.platform.clone(),
-    };
-    let plan = plan::plan_parsed(parsed, &opts).map_err(|errors| {
-        BuildError::Dockerfile(
-            errors
-                .0
-                .iter()
-                .map(|e| e.render(&name))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        )
-    })?;
+    let name = settings.dockerfile.display().to_string();
+    let (plan, _) = plan_dockerfile(&settings.dockerfile, &name, settings)?;
     let mut bases = BTreeSet::new();
     for &index in &plan.needed {
         if let Base::Image(reference) = &plan.stages[index].base {
