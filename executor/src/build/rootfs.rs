@@ -115,13 +115,7 @@ impl StageRoot {
         };
         match mode {
             SnapshotMode::Overlay => {
-                for layer in layers {
-                    let blob = images::descriptor_digest(&layer.descriptor)?;
-                    let diff_id: Digest = layer.diff_id.parse().map_err(|_| {
-                        BuildError::Internal(format!("invalid diffID {:?}", layer.diff_id))
-                    })?;
-                    this.lowers.push(store.extracted_layer(&diff_id, &blob)?);
-                }
+                this.lowers = extract_layers(store, layers)?;
                 this.remount()?;
             }
             SnapshotMode::Full => {
@@ -286,6 +280,22 @@ impl Drop for StageRoot {
             }
         }
     }
+}
+
+/// The layers' extracted directories in the store (each extracted once,
+/// shared by every build), bottom first.
+pub fn extract_layers(store: &Store, layers: &[LayerRef]) -> Result<Vec<PathBuf>> {
+    layers
+        .iter()
+        .map(|layer| {
+            let blob = images::descriptor_digest(&layer.descriptor)?;
+            let diff_id: Digest = layer
+                .diff_id
+                .parse()
+                .map_err(|_| BuildError::Internal(format!("invalid diffID {:?}", layer.diff_id)))?;
+            Ok(store.extracted_layer(&diff_id, &blob)?)
+        })
+        .collect()
 }
 
 fn remove_path(path: &Path) -> Result<()> {

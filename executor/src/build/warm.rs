@@ -7,11 +7,10 @@ use std::collections::BTreeSet;
 use tokio::runtime::Handle;
 
 use super::engine::{BuildError, plan_dockerfile};
-use super::images;
 use super::remote::Remote;
+use super::rootfs::extract_layers;
 use super::settings::Settings;
 use crate::dockerfile::plan::Base;
-use crate::image::digest::Digest;
 use crate::image::store::Store;
 use crate::registry::ImageReference;
 
@@ -52,13 +51,8 @@ pub fn warm(
         let source = runtime.block_on(registry.fetch(&reference, &settings.platform, &store))?;
         // Overlay roots need root (the build falls back to copies without).
         let extract = rustix::process::geteuid().is_root();
-        for layer in source.layers.iter().filter(|_| extract) {
-            let blob = images::descriptor_digest(&layer.descriptor)?;
-            let diff_id: Digest = layer
-                .diff_id
-                .parse()
-                .map_err(|_| BuildError::Internal(format!("invalid diffID {:?}", layer.diff_id)))?;
-            store.extracted_layer(&diff_id, &blob)?;
+        if extract {
+            extract_layers(&store, &source.layers)?;
         }
         tracing::info!("warmed {reference}");
         warmed.push(Warmed {
