@@ -95,26 +95,7 @@ mkdir -p "$BENCH_CACHE"
 PATH_ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 declare -A layout_of
 if [[ " $CASES " == *" apt "* ]]; then
-  if [[ -z ${DEBIAN_TARBALL:-} ]]; then
-    DEBIAN_TARBALL=$(bash "$repo/tests/fixtures/debian-base.sh") ||
-      die "tests/fixtures/debian-base.sh failed"
-  fi
-  [[ -s $DEBIAN_TARBALL ]] || die "no Debian rootfs tarball at $DEBIAN_TARBALL"
-  # The same layout run_snapshot.sh makes (it adds a tag, never changes this one).
-  layout=$BENCH_CACHE/debian-oci-$(stat -c %s "$DEBIAN_TARBALL")
-  if [[ ! -f $layout/.plain-complete ]]; then
-    echo "== making the Debian base image from $DEBIAN_TARBALL (once)" >&2
-    rm -rf "$layout" "$layout.bundle"
-    umoci init --layout "$layout"
-    umoci new --image "$layout:plain"
-    umoci unpack --image "$layout:plain" "$layout.bundle" >/dev/null
-    tar -C "$layout.bundle/rootfs" --numeric-owner --xattrs --xattrs-include='*' \
-      -xpf "$DEBIAN_TARBALL"
-    umoci repack --image "$layout:plain" "$layout.bundle"
-    umoci config --image "$layout:plain" --config.cmd bash --config.env "$PATH_ENV"
-    rm -rf "$layout.bundle"
-    touch "$layout/.plain-complete"
-  fi
+  debian_layout
   layout_of[apt]=$layout:plain
 fi
 if [[ " $CASES " == *" busybox20 "* ]]; then

@@ -88,28 +88,7 @@ source "$repo/tests/bench/common.sh"
 executor_binary
 
 # --- the bases, made once -------------------------------------------------------
-if [[ -z ${DEBIAN_TARBALL:-} ]]; then
-  DEBIAN_TARBALL=$(bash "$repo/tests/fixtures/debian-base.sh") ||
-    die "tests/fixtures/debian-base.sh failed"
-fi
-[[ -s $DEBIAN_TARBALL ]] || die "no Debian rootfs tarball at $DEBIAN_TARBALL"
-
-layout=$BENCH_CACHE/debian-oci-$(stat -c %s "$DEBIAN_TARBALL")
-mkdir -p "$BENCH_CACHE"
-if [[ ! -f $layout/.plain-complete ]]; then
-  echo "== making the Debian base image from $DEBIAN_TARBALL (once)" >&2
-  rm -rf "$layout" "$layout.bundle"
-  umoci init --layout "$layout"
-  umoci new --image "$layout:plain"
-  umoci unpack --image "$layout:plain" "$layout.bundle" >/dev/null
-  tar -C "$layout.bundle/rootfs" --numeric-owner --xattrs --xattrs-include='*' \
-    -xpf "$DEBIAN_TARBALL"
-  umoci repack --image "$layout:plain" "$layout.bundle"
-  umoci config --image "$layout:plain" --config.cmd bash \
-    --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-  rm -rf "$layout.bundle"
-  touch "$layout/.plain-complete"
-fi
+debian_layout
 grown_tag=grown-${GROW_FILES}f-${GROW_MB}m
 if [[ ! -f $layout/.$grown_tag-complete ]]; then
   echo "== growing it by $GROW_FILES files, $GROW_MB MiB (once; a few minutes)" >&2
