@@ -21,7 +21,7 @@ use sha2::{Digest as _, Sha256};
 
 /// The first bytes of every key's encoding; bump it when the encoding of
 /// any step changes, so that old cache entries become misses.
-pub const VERSION: &str = "executor-cache-key/1";
+pub const VERSION: &str = "executor-cache-key/2";
 
 /// A digest string that is not `sha256:` and 64 lower-case hex digits.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -323,6 +323,8 @@ pub struct RunStep {
     /// The content of each bind mount's source, in the order of the bind
     /// mounts in `mounts`.
     pub bind_sources: Vec<TreeHash>,
+    /// Heredoc bodies the command reads, `(delimiter, body)`, as written.
+    pub heredocs: Vec<(String, String)>,
 }
 
 /// A `COPY`, or an `ADD` of local files or a git repository.
@@ -340,6 +342,12 @@ pub struct CopyStep {
     pub parents: bool,
     pub excludes: Vec<String>,
     pub dest: String,
+    /// The instruction as expanded, flags and sources included: what the
+    /// fields above do not spell out (`--unpack`, `--keep-git-dir`, the
+    /// source patterns of a `--from` copy) still reaches the key.
+    pub canonical: String,
+    /// Heredoc sources, `(file name, body after expansion)`.
+    pub heredocs: Vec<(String, String)>,
 }
 
 /// What identifies an `ADD`ed URL's content.
@@ -416,6 +424,7 @@ fn encode_step(e: &mut KeyEncoder, step: &Step) {
             network,
             mounts,
             bind_sources,
+            heredocs,
         }) => {
             e.str("run");
             e.strs(command);
@@ -428,6 +437,10 @@ fn encode_step(e: &mut KeyEncoder, step: &Step) {
             e.str(network);
             e.list(mounts, encode_mount);
             e.list(bind_sources, |e, t| e.digest(t.as_bytes()));
+            e.list(heredocs, |e, (name, body)| {
+                e.str(name);
+                e.str(body);
+            });
         }
         Step::Copy(CopyStep {
             files,
@@ -439,6 +452,8 @@ fn encode_step(e: &mut KeyEncoder, step: &Step) {
             parents,
             excludes,
             dest,
+            canonical,
+            heredocs,
         }) => {
             e.str("copy");
             e.digest(files.as_bytes());
@@ -450,6 +465,11 @@ fn encode_step(e: &mut KeyEncoder, step: &Step) {
             e.bool(*parents);
             e.strs(excludes);
             e.str(dest);
+            e.str(canonical);
+            e.list(heredocs, |e, (name, body)| {
+                e.str(name);
+                e.str(body);
+            });
         }
         Step::AddUrl {
             url,
@@ -570,6 +590,7 @@ mod tests {
             network: "default".into(),
             mounts: vec![],
             bind_sources: vec![],
+            heredocs: vec![],
         }
     }
 
@@ -584,6 +605,8 @@ mod tests {
             parents: false,
             excludes: vec![],
             dest: "/app/".into(),
+            canonical: "COPY . /app/".into(),
+            heredocs: vec![],
         }
     }
 
@@ -769,7 +792,7 @@ mod tests {
         });
         assert_eq!(
             key(None, &step).to_string(),
-            "sha256:75106c96279ad22043a6467a16ce9f9d415ae69d0a2c892fb8be5b72ebf1d905"
+            "sha256:7bec5c1286b34207e9439620c7a1dad6ab01901c435a5b655e94314198596473"
         );
     }
 
