@@ -106,6 +106,17 @@ macro_rules! sha256_newtype {
     };
 }
 
+/// Checks that `s` is `sha256:` and 64 lower-case hex digits, the only
+/// digests the cache writes or accepts.
+pub(crate) fn check_digest(s: &str) -> Result<(), ParseDigestError> {
+    match s.strip_prefix("sha256:").and_then(parse_hex) {
+        Some(_) => Ok(()),
+        None => Err(ParseDigestError {
+            input: s.to_owned(),
+        }),
+    }
+}
+
 /// A build step's cache key: the sha256 of its [`key`] encoding.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key([u8; 32]);

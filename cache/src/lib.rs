@@ -10,9 +10,14 @@
 //! [`Step`]. It must never see a secret's value, and never let a time that
 //! is not an input of the build (a file's mtime, the clock) into a key.
 
+mod entry;
 mod key;
 mod tree;
 
+pub use entry::{
+    BlobRef, ENTRY_MEDIA_TYPE, Entry, EntryError, EntryLayer, Lookup, OCI_MANIFEST, check,
+    parse_manifest,
+};
 pub use key::{
     BaseRef, CopyStep, Key, KeyEncoder, MountSpec, ParseDigestError, RunStep, Step, TreeHash,
     UrlContent, VERSION, key,
