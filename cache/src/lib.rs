@@ -12,6 +12,7 @@
 
 mod entry;
 mod key;
+mod layout;
 mod tree;
 
 pub use entry::{
@@ -22,4 +23,5 @@ pub use key::{
     BaseRef, CopyStep, Key, KeyEncoder, MountSpec, ParseDigestError, RunStep, Step, TreeHash,
     UrlContent, VERSION, key,
 };
+pub use layout::{Layout, StoreError};
 pub use tree::{EntryKind, TreeEntry, TreeHasher, hash_dir};
