@@ -88,7 +88,33 @@ macro_rules! sha256_newtype {
                     })
             }
         }
+
+        /// As its [`fmt::Display`] form, `sha256:<64 hex digits>`.
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        /// From its [`fmt::Display`] form; any other spelling is an error.
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <String as serde::Deserialize>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
     };
+}
+
+/// Checks that `s` is `sha256:` and 64 lower-case hex digits, the only
+/// digests the cache writes or accepts.
+pub(crate) fn check_digest(s: &str) -> Result<(), ParseDigestError> {
+    match s.strip_prefix("sha256:").and_then(parse_hex) {
+        Some(_) => Ok(()),
+        None => Err(ParseDigestError {
+            input: s.to_owned(),
+        }),
+    }
 }
 
 /// A build step's cache key: the sha256 of its [`key`] encoding.
@@ -819,6 +845,13 @@ mod tests {
         ] {
             assert!(bad.parse::<Key>().is_err(), "{bad:?} parsed");
         }
+        assert_eq!(serde_json::to_string(&key).unwrap(), format!("\"{shown}\""));
+        assert_eq!(
+            serde_json::from_str::<Key>(&format!("\"{shown}\"")).unwrap(),
+            key
+        );
+        assert!(serde_json::from_str::<Key>(&format!("\"{tag}\"")).is_err());
+        assert!(serde_json::from_str::<Key>("1").is_err());
         assert_eq!(
             "x".parse::<Key>().unwrap_err().to_string(),
             "\"x\" is not a sha256 digest: expected sha256:<64 lower-case hex digits>"

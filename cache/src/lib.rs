@@ -1,5 +1,5 @@
-//! The layer cache: cache keys (and, later, the stores that hold entries
-//! under them).
+//! The layer cache: cache keys, and the stores that hold the entries filed
+//! under them.
 //!
 //! This crate owns what a build step's cache key is made of and how those
 //! inputs are encoded: a versioned, length-framed encoding chained from the
@@ -9,12 +9,29 @@
 //! selecting files, hashing the bind-mounted sources) and hands it a typed
 //! [`Step`]. It must never see a secret's value, and never let a time that
 //! is not an input of the build (a file's mtime, the clock) into a key.
+//!
+//! It also owns what an [`Entry`] is (the step's image config and layer, as
+//! versioned JSON and as the OCI manifest filing it) and two stores of
+//! entries on disk: an OCI image [`Layout`] (`--cache-repo oci:PATH`) and
+//! the local store's [`LocalEntries`]. A lookup never fails a build: it is a
+//! [`Lookup`], whose `Invalid` the engine logs and treats as a miss. The
+//! registry store is the engine's, built on [`Entry::manifest`] and
+//! [`parse_manifest`]: this crate does no network I/O.
 
+mod entry;
 mod key;
+mod layout;
+mod local;
 mod tree;
 
+pub use entry::{
+    BlobRef, ENTRY_MEDIA_TYPE, Entry, EntryError, EntryLayer, Lookup, OCI_MANIFEST, check,
+    parse_manifest,
+};
 pub use key::{
     BaseRef, CopyStep, Key, KeyEncoder, MountSpec, ParseDigestError, RunStep, Step, TreeHash,
     UrlContent, VERSION, key,
 };
+pub use layout::{Layout, StoreError};
+pub use local::LocalEntries;
 pub use tree::{EntryKind, TreeEntry, TreeHasher, hash_dir};
