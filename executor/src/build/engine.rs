@@ -21,9 +21,11 @@ use oci_spec::image::{Descriptor, MediaType};
 use tokio::runtime::Handle;
 
 use super::add;
+use super::cache::{Cache, Hit};
 use super::config::{self, Applied, ImageConfig, StageFlags};
 use super::copy::{self, Source, TreeEntry};
 use super::images::{self, LayerRef};
+use super::keys;
 use super::remote::Remote;
 use super::rootfs::{SnapshotMode, StageRoot};
 use super::run;
@@ -40,6 +42,7 @@ use crate::image::layer::{self, Compression, LayerEntry, LayerInfo, WriteOptions
 use crate::image::store::Store;
 use crate::registry::ImageReference;
 use crate::sandbox::{self, Isolation};
+use executor_cache::{BaseRef, Key, TreeHash};
 
 /// Why a build failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +80,9 @@ pub enum BuildError {
     Upper(#[from] crate::image::upper::UpperError),
     #[error(transparent)]
     Overlay(#[from] crate::sandbox::overlay::OverlayError),
+    /// The cache cannot be opened (a lookup or write never fails a build).
+    #[error("{0}")]
+    Cache(String),
     /// SIGINT or SIGTERM: the steps running were killed.
     #[error("the build was interrupted")]
     Interrupted,
@@ -145,19 +151,25 @@ pub struct Outcome {
     pub metrics: Metrics,
 }
 
-/// One built stage. Its root stays mounted while a later stage may read it.
-#[derive(Debug, Clone)]
+/// One built stage. Its root stays mounted while a later stage may read
+/// it; a stage taken whole from the cache has none until a later step reads
+/// it (`COPY --from`, `RUN --mount=from=`).
 struct StageResult {
     config: ImageConfig,
     layers: Vec<LayerRef>,
-    root: Arc<StageRoot>,
+    /// The key of its last step, when every step had one.
+    key: Option<Key>,
+    root: Mutex<Option<Arc<StageRoot>>>,
 }
 
 /// A stage being built.
 struct StageState {
+    index: usize,
     config: ImageConfig,
     layers: Vec<LayerRef>,
-    root: StageRoot,
+    /// Made (its layers downloaded and extracted) when the first step that
+    /// is not taken from the cache executes.
+    root: Option<StageRoot>,
     /// `--single-snapshot`: how many layers the base has; the stage's own
     /// become one at its end.
     base_layers: usize,
@@ -169,9 +181,26 @@ struct StageState {
 }
 
 impl StageState {
-    fn rootfs(&self) -> &Path {
-        self.root.path()
+    fn root(&mut self) -> &mut StageRoot {
+        self.root
+            .as_mut()
+            .expect("the stage root is made before a step executes")
     }
+
+    fn rootfs(&self) -> &Path {
+        self.root
+            .as_ref()
+            .expect("the stage root is made before a step executes")
+            .path()
+    }
+}
+
+/// One instruction of a stage, expanded, with the variables in scope at it
+/// and its cache key.
+struct Planned<'p> {
+    instruction: Instruction,
+    scope: Scope<'p>,
+    key: Option<Key>,
 }
 
 /// Set by SIGINT/SIGTERM (see [`interrupt`]): every stage stops.
@@ -253,7 +282,18 @@ pub fn build(settings: &Settings, runtime: &Handle) -> Result<Outcome> {
     tracing::debug!("snapshot mode: {}", mode.as_str());
 
     let registry = Remote::new(settings)?;
+    let cache = match &settings.cache {
+        Some(_) if settings.single_snapshot => {
+            tracing::warn!(
+                "--cache is not used with --single-snapshot: the stage's steps make one layer"
+            );
+            None
+        }
+        Some(cache) => Some(Cache::open(cache, &store).map_err(BuildError::Cache)?),
+        None => None,
+    };
     let engine = Engine {
+        cache,
         settings,
         store,
         context,
@@ -279,8 +319,7 @@ pub fn build(settings: &Settings, runtime: &Handle) -> Result<Outcome> {
     let final_stage = results
         .remove(&plan.target)
         .expect("the target stage was built");
-    let final_stage = Arc::try_unwrap(final_stage).unwrap_or_else(|shared| (*shared).clone());
-    let mut outcome = engine.finish(final_stage)?;
+    let mut outcome = engine.finish(final_stage.config.clone(), &final_stage.layers)?;
     let mut steps = engine
         .steps
         .into_inner()
@@ -348,6 +387,8 @@ pub(super) fn plan_dockerfile(
 /// everything here is read-only but the image roots and the failure flag.
 struct Engine<'a> {
     settings: &'a Settings,
+    /// `--cache`.
+    cache: Option<Cache>,
     store: Store,
     context: Context,
     plan: &'a Plan,
@@ -385,7 +426,7 @@ fn timestamp(settings: &Settings) -> String {
     config::rfc3339(secs)
 }
 
-impl Engine<'_> {
+impl<'a> Engine<'a> {
     /// Builds every needed stage, each as soon as the stages it depends on
     /// are built: independent stages run at the same time, one thread each.
     /// The first failure stops the others and is returned.
@@ -505,25 +546,41 @@ impl Engine<'_> {
             "[{position}/{total_stages}] STEP 1/{steps}: {}",
             stage.from.display()
         );
-        let (mut config, layers) = match &stage.base {
-            Base::Scratch => (ImageConfig::scratch(&platform), Vec::new()),
+        // The base's layers are not downloaded here: the first step that
+        // executes needs them, a step taken from the cache does not.
+        let (mut config, layers, base) = match &stage.base {
+            Base::Scratch => (
+                ImageConfig::scratch(&platform),
+                Vec::new(),
+                Some(BaseRef::Scratch),
+            ),
             Base::Stage(i) => {
                 let base = built.get(i).expect("dependencies are built first");
-                (base.config.clone(), base.layers.clone())
+                (
+                    base.config.clone(),
+                    base.layers.clone(),
+                    base.key.map(BaseRef::Stage),
+                )
             }
             Base::Image(reference) => {
                 let reference = ImageReference::parse(reference)
                     .map_err(|e| self.step_error(&stage.from, e))?;
-                let image = self.runtime.block_on(self.registry.fetch(
+                let image = self.runtime.block_on(self.registry.resolve(
                     &reference,
                     &platform,
                     &self.store,
                 ))?;
-                (image.config, image.layers)
+                (
+                    image.config,
+                    image.layers,
+                    Some(BaseRef::Image {
+                        manifest_digest: image.digest,
+                    }),
+                )
             }
         };
-        let root = self.stage_root(&format!("stage-{index}/root"), &layers)?;
         let mut result = StageState {
+            index,
             config: ImageConfig {
                 created: None,
                 ..config.clone()
@@ -531,11 +588,11 @@ impl Engine<'_> {
             base_layers: layers.len(),
             base_history: config.history.len(),
             layers,
-            root,
+            root: None,
             stubs: Vec::new(),
         };
         if self.settings.single_snapshot {
-            result.root.before_run()?;
+            self.ensure_root(&mut result)?;
         }
 
         // ONBUILD triggers of the base run first, then are cleared.
@@ -562,9 +619,138 @@ impl Engine<'_> {
         result.config.config.on_build.clear();
         instructions.extend(stage.instructions.iter().cloned());
 
-        let mut scope = Scope::new(self.plan, self.opts, result.config.env_pairs());
+        // Every instruction is expanded, and with --cache keyed, before any
+        // runs; the keys are looked up at once.
+        let base_key = base.and_then(|base| {
+            self.cache.as_ref()?;
+            let from = executor_cache::key(None, &executor_cache::Step::From { base });
+            // A scratch stage's config names the platform.
+            Some(executor_cache::key(
+                Some(&from),
+                &executor_cache::Step::Config {
+                    canonical: format!("platform {platform}"),
+                },
+            ))
+        });
+        let planned = self.plan_steps(index, built, instructions, &result.config, base_key)?;
+        let mut hits: Vec<Option<Hit>> = match &self.cache {
+            Some(cache) => {
+                let keys: Vec<Option<Key>> = planned.iter().map(|p| p.key).collect();
+                self.runtime
+                    .block_on(cache.lookup_all(&keys, &self.registry, &self.store))
+            }
+            None => Vec::new(),
+        };
+        hits.resize_with(planned.len(), || None);
+        let stage_key = planned.last().map_or(base_key, |p| p.key);
+
+        // Results of executed steps, filed in the cache when the stage ends
+        // (failed or not: what succeeded is worth keeping).
+        let mut saves: Vec<(Key, ImageConfig, Option<LayerRef>)> = Vec::new();
+        let outcome = self.run_steps(
+            (position, total_stages, steps),
+            built,
+            &mut result,
+            planned,
+            hits,
+            &mut saves,
+        );
+        if let Some(cache) = &self.cache
+            && !saves.is_empty()
+        {
+            let writes = saves.iter().map(|(key, config, layer)| {
+                cache.save(*key, config, layer.as_ref(), &self.registry, &self.store)
+            });
+            self.runtime
+                .block_on(futures_util::future::join_all(writes));
+        }
+        outcome?;
+        if self.settings.single_snapshot {
+            self.single_snapshot(&mut result, &timestamp(self.settings))?;
+        }
+        Ok(StageResult {
+            config: result.config,
+            layers: result.layers,
+            key: stage_key,
+            root: Mutex::new(result.root.map(Arc::new)),
+        })
+    }
+
+    /// Expands the stage's instructions in order, keeping the variables in
+    /// scope at each, and with `--cache` computes each one's key, chained
+    /// from `base_key`. A step that is not cached (by the `--cache-*-layers`
+    /// flags, or because what it reads has no identity) has no key, and
+    /// neither has any step after it.
+    fn plan_steps(
+        &self,
+        index: usize,
+        built: &Built,
+        instructions: Vec<Instruction>,
+        config: &ImageConfig,
+        base_key: Option<Key>,
+    ) -> Result<Vec<Planned<'a>>> {
+        let mut scope = Scope::new(self.plan, self.opts, config.env_pairs());
+        let mut simulated = config.clone();
         let mut flags = StageFlags::default();
-        for (n, mut instruction) in instructions.into_iter().enumerate() {
+        let mut parent = base_key;
+        let mut planned = Vec::with_capacity(instructions.len());
+        for mut instruction in instructions {
+            scope
+                .apply(&mut instruction, &self.plan.parsed)
+                .map_err(|e| BuildError::Dockerfile(e.render(&self.file_name)))?;
+            let key = match (&self.cache, parent) {
+                (Some(cache), Some(parent)) => {
+                    let step = match config::apply(&mut simulated, &mut flags, &instruction, None) {
+                        Applied::Config => Some(keys::config_step(&instruction)),
+                        Applied::NotConfigOnly => match &instruction.kind {
+                            Kind::Workdir(_) => Some(keys::config_step(&instruction)),
+                            Kind::Run(r) if cache.settings.run_layers => Some(self.run_key(
+                                index,
+                                built,
+                                &instruction,
+                                r,
+                                &simulated,
+                                &scope,
+                            )?),
+                            Kind::Copy(c) if cache.settings.copy_layers => {
+                                self.copy_key(index, built, &instruction, &c.args, None, &scope)?
+                            }
+                            Kind::Add(a) if cache.settings.copy_layers => {
+                                self.copy_key(index, built, &instruction, &a.args, Some(a), &scope)?
+                            }
+                            _ => None,
+                        },
+                    };
+                    step.map(|step| executor_cache::key(Some(&parent), &step))
+                }
+                _ => None,
+            };
+            parent = key;
+            planned.push(Planned {
+                instruction,
+                scope: scope.clone(),
+                key,
+            });
+        }
+        Ok(planned)
+    }
+
+    /// Runs the planned steps: while every step so far came from the cache,
+    /// a hit is used as is (its layer not downloaded); from the first miss
+    /// on, steps execute on the stage's root, made then.
+    fn run_steps(
+        &self,
+        (position, total_stages, steps): (usize, usize, usize),
+        built: &Built,
+        result: &mut StageState,
+        planned: Vec<Planned<'_>>,
+        hits: Vec<Option<Hit>>,
+        saves: &mut Vec<(Key, ImageConfig, Option<LayerRef>)>,
+    ) -> Result<()> {
+        let index = result.index;
+        let mut flags = StageFlags::default();
+        let mut all_cached = true;
+        for (n, (step, hit)) in planned.into_iter().zip(hits).enumerate() {
             if INTERRUPTED.load(Ordering::Relaxed) {
                 return Err(BuildError::Interrupted);
             }
@@ -573,50 +759,52 @@ impl Engine<'_> {
             }
             let step_started = Instant::now();
             let layers_before = result.layers.len();
-            scope
-                .apply(&mut instruction, &self.plan.parsed)
-                .map_err(|e| BuildError::Dockerfile(e.render(&self.file_name)))?;
-            let created = timestamp(self.settings);
-            match config::apply(&mut result.config, &mut flags, &instruction, Some(&created)) {
-                Applied::Config => {}
-                Applied::NotConfigOnly => match &instruction.kind {
-                    Kind::Workdir(_) => {
-                        self.workdir(index, &mut result, &instruction, &created)?;
-                    }
-                    Kind::Copy(c) => {
+            let Planned {
+                instruction,
+                scope,
+                key,
+            } = step;
+            let hit = if all_cached { hit } else { None };
+            all_cached = hit.is_some();
+            if let Some(hit) = hit {
+                Self::use_hit(result, &mut flags, &instruction, hit);
+            } else {
+                let created = timestamp(self.settings);
+                match config::apply(&mut result.config, &mut flags, &instruction, Some(&created)) {
+                    Applied::Config => {}
+                    Applied::NotConfigOnly => {
+                        self.ensure_root(result)?;
                         let job = Job {
                             index,
                             built,
                             scope: &scope,
                             created: &created,
                         };
-                        self.copy(&job, &mut result, &instruction, &c.args, None)?;
+                        match &instruction.kind {
+                            Kind::Workdir(_) => {
+                                self.workdir(index, result, &instruction, &created)?;
+                            }
+                            Kind::Copy(c) => {
+                                self.copy(&job, result, &instruction, &c.args, None)?;
+                            }
+                            Kind::Add(a) => {
+                                self.copy(&job, result, &instruction, &a.args, Some(a))?;
+                            }
+                            Kind::Run(r) => self.run(&job, result, &instruction, r)?,
+                            _ => return Err(self.step_error(&instruction, "is not supported")),
+                        }
                     }
-                    Kind::Add(a) => {
-                        let job = Job {
-                            index,
-                            built,
-                            scope: &scope,
-                            created: &created,
-                        };
-                        self.copy(&job, &mut result, &instruction, &a.args, Some(a))?;
-                    }
-                    Kind::Run(r) => {
-                        let job = Job {
-                            index,
-                            built,
-                            scope: &scope,
-                            created: &created,
-                        };
-                        self.run(&job, &mut result, &instruction, r)?;
-                    }
-                    _ => return Err(self.step_error(&instruction, "is not supported")),
-                },
+                }
+                if let Some(key) = key {
+                    let layer = result.layers[layers_before..].last().cloned();
+                    saves.push((key, result.config.clone(), layer));
+                }
             }
             let seconds = step_started.elapsed().as_secs_f64();
             let shown = instruction.display();
+            let cached = if all_cached { " (cached)" } else { "" };
             tracing::info!(
-                "[{position}/{total_stages}] STEP {}/{steps}: {shown} ({seconds:.2}s)",
+                "[{position}/{total_stages}] STEP {}/{steps}: {shown}{cached} ({seconds:.2}s)",
                 n + 2,
             );
             self.steps
@@ -628,17 +816,202 @@ impl Engine<'_> {
                     instruction: shown,
                     seconds,
                     layer: result.layers.len() > layers_before,
-                    cached: false,
+                    cached: all_cached,
                 });
         }
-        if self.settings.single_snapshot {
-            self.single_snapshot(&mut result, &timestamp(self.settings))?;
+        Ok(())
+    }
+
+    /// A step taken from the cache. The instruction is applied to the
+    /// config as executing it would (so the history says what this build
+    /// did, e.g. an `ARG`'s value now), with the time the cached step was
+    /// made, and the cached layer joins the stage without being downloaded.
+    fn use_hit(
+        result: &mut StageState,
+        flags: &mut StageFlags,
+        instruction: &Instruction,
+        hit: Hit,
+    ) {
+        let created = hit.config.history.last().and_then(|h| h.created.clone());
+        let created = created.as_deref();
+        if matches!(
+            config::apply(&mut result.config, flags, instruction, created),
+            Applied::Config
+        ) {
+            return;
         }
-        Ok(StageResult {
-            config: result.config,
-            layers: result.layers,
-            root: Arc::new(result.root),
-        })
+        let created_by = instruction.display();
+        match hit.layer {
+            Some(layer) => {
+                result.config.add_layer(&layer.diff_id, created_by, created);
+                result.layers.push(layer);
+            }
+            None => result.config.add_history(created_by, true, created),
+        }
+    }
+
+    /// Makes the stage's root from its layers (downloading those not in the
+    /// store) if it is not made yet.
+    fn ensure_root(&self, result: &mut StageState) -> Result<()> {
+        if result.root.is_some() {
+            return Ok(());
+        }
+        self.runtime
+            .block_on(self.registry.ensure_layers(&result.layers, &self.store))?;
+        let mut root = self.stage_root(&format!("stage-{}/root", result.index), &result.layers)?;
+        if self.settings.single_snapshot {
+            root.before_run()?;
+        }
+        result.root = Some(root);
+        Ok(())
+    }
+
+    /// The identity of a `--from` source for a key: a stage by its last
+    /// key, an image by its manifest digest (resolved, not downloaded).
+    /// `None` when the stage has no key.
+    fn source_identity(
+        &self,
+        built: &Built,
+        from: &str,
+        instruction: &Instruction,
+    ) -> Result<Option<String>> {
+        if let plan::Source::Stage(i) = self.plan.resolve_from(from) {
+            return Ok(built
+                .get(&i)
+                .and_then(|stage| stage.key)
+                .map(|key| format!("stage:{key}")));
+        }
+        let reference = ImageReference::parse(from).map_err(|e| self.step_error(instruction, e))?;
+        let image = self.runtime.block_on(self.registry.resolve(
+            &reference,
+            &self.settings.platform,
+            &self.store,
+        ))?;
+        Ok(Some(format!("image:{}", image.digest)))
+    }
+
+    /// The content hash of `patterns` selected from the build context, as
+    /// COPY (and a RUN bind mount) would read them.
+    fn context_hash(
+        &self,
+        patterns: &[String],
+        excludes: &[String],
+        instruction: &Instruction,
+    ) -> Result<TreeHash> {
+        let selected = self
+            .context
+            .select(patterns, excludes)
+            .map_err(|e| self.step_error(instruction, e))?;
+        let digest = self
+            .context
+            .content_hash(&selected, excludes)
+            .map_err(|e| self.step_error(instruction, e))?;
+        Ok(TreeHash::from_bytes(digest.0))
+    }
+
+    /// A RUN's key step: its command and environment, and what its bind
+    /// mounts read.
+    fn run_key(
+        &self,
+        _index: usize,
+        built: &Built,
+        instruction: &Instruction,
+        r: &instructions::Run,
+        config: &ImageConfig,
+        scope: &Scope<'_>,
+    ) -> Result<executor_cache::Step> {
+        let mut bind_sources = Vec::new();
+        for mount in r
+            .mounts
+            .iter()
+            .filter(|m| m.kind == instructions::MountKind::Bind)
+        {
+            let source = mount.source.clone().unwrap_or_else(|| "/".to_string());
+            let hash = match &mount.from {
+                None => self.context_hash(&[source], &[], instruction)?,
+                Some(from) => match self.source_identity(built, from, instruction)? {
+                    Some(id) => keys::identity("source", &format!("{id}:{source}")),
+                    // A stage without a key: the step cannot be keyed
+                    // soundly, so its identity is the stage's name and
+                    // this build's time; it never hits.
+                    None => {
+                        keys::identity("unkeyed", &format!("{from}:{}", timestamp(self.settings)))
+                    }
+                },
+            };
+            bind_sources.push(hash);
+        }
+        Ok(keys::run_step(r, config, scope.args(), bind_sources))
+    }
+
+    /// A COPY's or ADD's key step, `None` when what it reads has no
+    /// identity (a `--from` stage that was not keyed).
+    fn copy_key(
+        &self,
+        index: usize,
+        built: &Built,
+        instruction: &Instruction,
+        args: &CopyArgs,
+        add: Option<&Add>,
+        scope: &Scope<'_>,
+    ) -> Result<Option<executor_cache::Step>> {
+        let mut heredocs = Vec::new();
+        for heredoc in &args.heredocs {
+            heredocs.push((
+                heredoc.name.clone(),
+                self.heredoc_content(heredoc, scope, instruction)?,
+            ));
+        }
+        let (remote, local): (Vec<&String>, Vec<&String>) = args
+            .sources
+            .iter()
+            .partition(|s| add.is_some() && add::is_remote(s));
+        let mut parts = Vec::new();
+        // A URL is known by its checksum when given, else by its content,
+        // fetched now (and again if the step executes).
+        for url in remote {
+            let (checksum, keep_git_dir) = add.map_or((None, false), |a| {
+                (a.checksum.as_deref(), a.keep_git_dir == Some(true))
+            });
+            if let Some(checksum) = checksum {
+                parts.push(keys::identity("checksum", checksum));
+                continue;
+            }
+            let scratch = self.new_dir(&format!("stage-{index}/key-sources"))?;
+            let fetched = add::fetch(url, None, keep_git_dir, &scratch, self.runtime)
+                .map_err(|e| self.step_error(instruction, add::render(&e)))?;
+            // A download is a file alone in its directory; a git
+            // repository a directory.
+            let tree = if fetched.path.is_dir() {
+                fetched.path.clone()
+            } else {
+                fetched.path.parent().unwrap_or(&scratch).to_path_buf()
+            };
+            let hash = executor_cache::hash_dir(&tree).map_err(io_at(&tree))?;
+            fs::remove_dir_all(&scratch).map_err(io_at(&scratch))?;
+            parts.push(hash);
+        }
+        let patterns: Vec<String> = local.into_iter().cloned().collect();
+        let from = match &args.from {
+            None => {
+                if !patterns.is_empty() {
+                    parts.push(self.context_hash(&patterns, &args.exclude, instruction)?);
+                }
+                None
+            }
+            Some(from) => match self.source_identity(built, from, instruction)? {
+                Some(id) => Some(id),
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(keys::copy_step(
+            instruction,
+            args,
+            add,
+            keys::combine(&parts),
+            from,
+            heredocs,
+        )))
     }
 
     /// RUN: the command in the stage's root through the isolation, then its
@@ -651,7 +1024,7 @@ impl Engine<'_> {
         r: &instructions::Run,
     ) -> Result<()> {
         let scratch = self.new_dir(&format!("stage-{}/run", job.index))?;
-        result.root.before_run()?;
+        result.root().before_run()?;
         let from_root = |from: &str| -> std::result::Result<PathBuf, String> {
             self.source_root(job.built, from, instruction)
                 .map(|root| root.path().to_path_buf())
@@ -665,7 +1038,7 @@ impl Engine<'_> {
             run: r,
             config: &result.config,
             args: job.scope.args(),
-            root: result.root.path(),
+            root: result.rootfs(),
             scratch: &scratch,
             context_source: &context_source,
             store: self.store.root(),
@@ -688,9 +1061,12 @@ impl Engine<'_> {
                 .add_history(created_by, true, Some(job.created));
             return Ok(());
         }
-        match result.root.take_diff(&stubs, &self.settings.ignore_paths)? {
+        match result
+            .root()
+            .take_diff(&stubs, &self.settings.ignore_paths)?
+        {
             None => {
-                result.root.discard()?;
+                result.root().discard()?;
                 // BuildKit and kaniko write no layer for a step that changed
                 // nothing.
                 result
@@ -699,7 +1075,7 @@ impl Engine<'_> {
             }
             Some(diff) => {
                 let info = self.store_layer(diff.entries)?;
-                result.root.keep(&self.store, &info.diff_id)?;
+                result.root().keep(&self.store, &info.diff_id)?;
                 Self::record_layer(result, &info, created_by, job.created);
             }
         }
@@ -757,7 +1133,8 @@ impl Engine<'_> {
     fn single_snapshot(&self, result: &mut StageState, created: &str) -> Result<()> {
         let entries = match self.mode {
             SnapshotMode::Overlay => {
-                let dirs = &result.root.layer_dirs()[result.base_layers..];
+                let base_layers = result.base_layers;
+                let dirs = &result.root().layer_dirs()[base_layers..];
                 if dirs.is_empty() {
                     return Ok(());
                 }
@@ -765,7 +1142,10 @@ impl Engine<'_> {
             }
             SnapshotMode::Full => {
                 let stubs = std::mem::take(&mut result.stubs);
-                match result.root.take_diff(&stubs, &self.settings.ignore_paths)? {
+                match result
+                    .root()
+                    .take_diff(&stubs, &self.settings.ignore_paths)?
+                {
                     Some(diff) => diff.entries,
                     None => return Ok(()),
                 }
@@ -855,17 +1235,7 @@ impl Engine<'_> {
         let mut sources = Vec::new();
         // Heredoc sources are files named by their delimiter.
         for heredoc in &args.heredocs {
-            let content = if heredoc.expand {
-                let lex = Lex {
-                    raw_quotes: true,
-                    raw_escapes: true,
-                    ..Lex::new(self.plan.parsed.escape)
-                };
-                lex.process_word(&heredoc.content, scope)
-                    .map_err(|e| self.step_error(instruction, e.message))?
-            } else {
-                heredoc.content.clone()
-            };
+            let content = self.heredoc_content(heredoc, scope, instruction)?;
             let path = scratch.join(&heredoc.name);
             fs::write(&path, content).map_err(io_at(&path))?;
             sources.push(Source {
@@ -967,6 +1337,26 @@ impl Engine<'_> {
         self.commit_layer(result, &staging, instruction.display(), created)
     }
 
+    /// A COPY heredoc's file content: expanded unless its delimiter was
+    /// quoted.
+    fn heredoc_content(
+        &self,
+        heredoc: &instructions::HeredocFile,
+        scope: &Scope<'_>,
+        instruction: &Instruction,
+    ) -> Result<String> {
+        if !heredoc.expand {
+            return Ok(heredoc.content.clone());
+        }
+        let lex = Lex {
+            raw_quotes: true,
+            raw_escapes: true,
+            ..Lex::new(self.plan.parsed.escape)
+        };
+        lex.process_word(&heredoc.content, scope)
+            .map_err(|e| self.step_error(instruction, e.message))
+    }
+
     /// Selected files of `ctx` as copy sources.
     fn context_sources(
         &self,
@@ -1016,9 +1406,19 @@ impl Engine<'_> {
     ) -> Result<Arc<StageRoot>> {
         // The plan has refused an index out of bounds already.
         if let plan::Source::Stage(i) = self.plan.resolve_from(from) {
-            return built.get(&i).map(|r| Arc::clone(&r.root)).ok_or_else(|| {
+            let stage = built.get(&i).ok_or_else(|| {
                 self.step_error(instruction, format!("stage {from} was not built"))
-            });
+            })?;
+            let mut root = stage.root.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(root) = &*root {
+                return Ok(Arc::clone(root));
+            }
+            // A stage taken from the cache: its root is made now.
+            self.runtime
+                .block_on(self.registry.ensure_layers(&stage.layers, &self.store))?;
+            let made = Arc::new(self.stage_root(&format!("stage-{i}/root"), &stage.layers)?);
+            *root = Some(Arc::clone(&made));
+            return Ok(made);
         }
         // Held while the image is fetched and unpacked, so stages that copy
         // from the same image wait for one copy of it.
@@ -1102,17 +1502,40 @@ impl Engine<'_> {
         let info = self.store_layer(entries)?;
         // The staged tree is the layer: it joins the root rather than the
         // layer just written being extracted again.
-        result.root.add_layer(&self.store, &info.diff_id, staging)?;
+        result
+            .root()
+            .add_layer(&self.store, &info.diff_id, staging)?;
         Self::record_layer(result, &info, created_by, created);
         Ok(())
     }
 
     /// Assembles the image, stores it and writes every output.
-    fn finish(&self, mut result: StageResult) -> Result<Outcome> {
+    fn finish(&self, mut config: ImageConfig, layers: &[LayerRef]) -> Result<Outcome> {
         for (k, v) in &self.settings.labels {
-            result.config.config.labels.insert(k.clone(), v.clone());
+            config.config.labels.insert(k.clone(), v.clone());
         }
-        result.config.created = Some(timestamp(self.settings));
+        // The image was made when its last step was: a build whose steps
+        // all come from the cache gives the same config, and digest, as the
+        // build that filled it.
+        config.created = Some(
+            config
+                .history
+                .last()
+                .and_then(|h| h.created.clone())
+                .unwrap_or_else(|| timestamp(self.settings)),
+        );
+        // Layers taken from the cache are downloaded only when needed: for
+        // the local store's copy when nothing is pushed, and for the files
+        // written here.
+        let pushed_somewhere = self.settings.push && !self.settings.destinations.is_empty();
+        if !pushed_somewhere
+            || self.settings.tar_path.is_some()
+            || self.settings.oci_layout_path.is_some()
+        {
+            self.runtime
+                .block_on(self.registry.ensure_layers(layers, &self.store))?;
+        }
+        let result = FinalImage { config, layers };
         let config_bytes = result
             .config
             .to_json()
@@ -1156,7 +1579,7 @@ impl Engine<'_> {
                     &self.store,
                     &manifest,
                     &config_descriptor,
-                    &result.layers,
+                    result.layers,
                 )
             });
             self.runtime.block_on(try_join_all(uploads))?;
@@ -1171,7 +1594,7 @@ impl Engine<'_> {
                 &self.store,
                 &config_digest,
                 &config_bytes,
-                &result.layers,
+                result.layers,
                 &self.settings.destinations,
             )?;
             tracing::info!("wrote {}", path.display());
@@ -1198,6 +1621,12 @@ impl Engine<'_> {
             metrics: Metrics::default(),
         })
     }
+}
+
+/// The target stage's config and layers, as `finish` writes them.
+struct FinalImage<'l> {
+    config: ImageConfig,
+    layers: &'l [LayerRef],
 }
 
 /// `n` bytes as B, KiB, MiB or GiB, for the summary line.

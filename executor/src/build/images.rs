@@ -50,6 +50,8 @@ pub struct LayerRef {
 pub struct ImageSource {
     pub config: ImageConfig,
     pub layers: Vec<LayerRef>,
+    /// The digest of its platform-specific manifest (`sha256:...`).
+    pub digest: String,
 }
 
 /// Our digest type from a descriptor's.

@@ -3,10 +3,12 @@
 //! text itself.
 
 pub mod add;
+pub mod cache;
 pub mod config;
 pub mod copy;
 pub mod engine;
 pub mod images;
+pub mod keys;
 pub mod remote;
 pub mod rootfs;
 pub mod run;
@@ -14,6 +16,7 @@ pub mod settings;
 pub mod warm;
 pub mod workdir;
 
+pub use cache::{CacheRepo, CacheSettings};
 pub use engine::{BuildError, Metrics, Outcome, StepMetric, build, interrupt};
 pub use rootfs::SnapshotMode;
 pub use run::{Secret, SecretSource, SshAgent};

@@ -16,7 +16,7 @@ use indicatif::ProgressBar;
 use oci_spec::image::Descriptor;
 
 use super::config::ImageConfig;
-use super::images::{ImageError, ImageSource, LayerRef};
+use super::images::{self, ImageError, ImageSource, LayerRef};
 use super::settings::Settings;
 use crate::image::digest::Digest;
 use crate::image::store::{BlobWriter, Store};
@@ -74,6 +74,22 @@ impl Remote {
         platform: &Platform,
         store: &Store,
     ) -> Result<ImageSource> {
+        let image = self.resolve(reference, platform, store).await?;
+        self.ensure_layers(&image.layers, store).await?;
+        tracing::debug!(image = %reference, digest = %image.digest, "base image ready");
+        Ok(image)
+    }
+
+    /// Resolves `reference` for `platform` into its manifest digest, config
+    /// and layer list, storing the manifest and config but downloading no
+    /// layer: a build whose steps all come from the cache never needs them
+    /// ([`Remote::ensure_layers`] fetches them when a step does).
+    pub async fn resolve(
+        &self,
+        reference: &ImageReference,
+        platform: &Platform,
+        store: &Store,
+    ) -> Result<ImageSource> {
         let resolved = self.client.resolve(reference, platform).await?;
         store.put_bytes(&resolved.manifest_bytes)?;
         store.put_bytes(&resolved.config)?;
@@ -95,11 +111,6 @@ impl Remote {
             });
         }
         let source = &resolved.source;
-        let downloads = resolved
-            .layers
-            .iter()
-            .map(|layer| self.fetch_blob(source, layer, store));
-        try_join_all(downloads).await?;
         let layers = resolved
             .layers
             .iter()
@@ -110,8 +121,40 @@ impl Remote {
                 source: Some(source.clone()),
             })
             .collect();
-        tracing::debug!(image = %reference, digest = %resolved.manifest_digest, "base image ready");
-        Ok(ImageSource { config, layers })
+        Ok(ImageSource {
+            config,
+            layers,
+            digest: resolved.manifest_digest.to_string(),
+        })
+    }
+
+    /// Makes sure every layer of `layers` is in `store`, downloading those
+    /// that are not from the repository each came from. A layer with no
+    /// source was written by this machine and must be stored already.
+    pub async fn ensure_layers(&self, layers: &[LayerRef], store: &Store) -> Result<()> {
+        let downloads = layers.iter().map(|layer| async move {
+            if let Some(source) = &layer.source {
+                return self.fetch_blob(source, &layer.descriptor, store).await;
+            }
+            let digest = images::descriptor_digest(&layer.descriptor)?;
+            if store.has_blob(&digest) {
+                Ok(())
+            } else {
+                Err(ImageError::Image {
+                    reference: digest.to_string(),
+                    message: "the layer is neither in the local store nor in a registry"
+                        .to_string(),
+                })
+            }
+        });
+        try_join_all(downloads).await?;
+        Ok(())
+    }
+
+    /// The registry client, for calls of the layer cache.
+    #[must_use]
+    pub fn client(&self) -> &RegistryClient {
+        &self.client
     }
 
     async fn fetch_blob(
@@ -197,7 +240,7 @@ impl Remote {
         Ok(())
     }
 
-    async fn push_blob(
+    pub(super) async fn push_blob(
         &self,
         destination: &ImageReference,
         store: &Store,
@@ -220,6 +263,26 @@ impl Remote {
                 // A mount is an optimisation: on any failure, upload.
                 Err(e) => tracing::debug!(%digest, error = %e, "blob mount failed; uploading"),
             }
+        }
+        if !store.has_blob(&digest) {
+            // A layer taken from the cache without being downloaded, which
+            // could not be mounted (another registry): the destination may
+            // have it already; if not, it is downloaded, then uploaded.
+            if self
+                .client
+                .blob_exists(destination, descriptor.digest())
+                .await?
+            {
+                return Ok(());
+            }
+            let Some(from) = from else {
+                return Err(ImageError::Image {
+                    reference: digest.to_string(),
+                    message: "the layer is neither in the local store nor in a registry"
+                        .to_string(),
+                });
+            };
+            self.fetch_blob(from, descriptor, store).await?;
         }
         let path = store.blob_path(&digest);
         let bar = progress::bar(

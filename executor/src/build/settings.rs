@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use super::cache::CacheSettings;
 use super::rootfs::SnapshotMode;
 use super::run::{Secret, SshAgent};
 use crate::platform::Platform;
@@ -64,4 +65,6 @@ pub struct Settings {
     pub source_date_epoch: Option<i64>,
     /// `--metrics-file`: the build's summary as JSON.
     pub metrics_file: Option<PathBuf>,
+    /// `--cache`: the layer cache's settings; `None` without it.
+    pub cache: Option<CacheSettings>,
 }

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use clap::{ArgAction, Args, ValueEnum};
 
-use executor::build::{Secret, Settings, SnapshotMode, SshAgent};
+use executor::build::{CacheRepo, CacheSettings, Secret, Settings, SnapshotMode, SshAgent};
+use executor::dockerfile::instructions::parse_go_duration;
 use executor::platform::Platform;
 use executor::registry::{Backoff, ImageReference};
 
@@ -117,6 +118,39 @@ pub struct BuildArgs {
 
     #[command(flatten)]
     pub pull: PullArgs,
+
+    /// Use the layer cache: every step is looked up (by a key of its inputs)
+    /// before it runs, and its result stored after
+    #[arg(long, env = "EXECUTOR_CACHE", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub cache: bool,
+
+    /// Where cache entries are kept: a repository (`REGISTRY/REPO`), or an
+    /// OCI image layout directory (`oci:PATH`); default: the first
+    /// destination's repository followed by `/cache`
+    #[arg(long, env = "EXECUTOR_CACHE_REPO", value_name = "REPO|oci:PATH")]
+    pub cache_repo: Option<String>,
+
+    /// Cache entries older than this are misses (Go syntax: `336h`, `90m`)
+    #[arg(
+        long,
+        env = "EXECUTOR_CACHE_TTL",
+        default_value = "336h",
+        value_name = "DURATION"
+    )]
+    pub cache_ttl: String,
+
+    /// Cache COPY and ADD steps too (default true: a fully cached build
+    /// then executes nothing; kaniko's default is false)
+    #[arg(long, env = "EXECUTOR_CACHE_COPY_LAYERS", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "true")]
+    pub cache_copy_layers: bool,
+
+    /// Cache RUN steps
+    #[arg(long, env = "EXECUTOR_CACHE_RUN_LAYERS", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "true")]
+    pub cache_run_layers: bool,
+
+    /// Look up cache entries but never write any
+    #[arg(long, env = "EXECUTOR_NO_PUSH_CACHE", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub no_push_cache: bool,
 
     /// Layer compression
     #[arg(long, env = "EXECUTOR_COMPRESSION", default_value = "gzip")]
@@ -347,7 +381,9 @@ impl BuildArgs {
             Some(dir) => dir.clone(),
             None => default_cache_dir()?,
         };
+        let cache = self.cache_settings()?;
         Ok(Settings {
+            cache,
             context: self.context.clone(),
             context_sub_path: self.context_sub_path.clone(),
             dockerfile: self.dockerfile.clone(),
@@ -424,6 +460,48 @@ impl BuildArgs {
                 .map(|s| SshAgent::parse(s).map_err(anyhow::Error::msg))
                 .collect::<anyhow::Result<_>>()?,
         })
+    }
+}
+
+impl BuildArgs {
+    /// `--cache` and the flags that go with it.
+    fn cache_settings(&self) -> anyhow::Result<Option<CacheSettings>> {
+        if !self.cache {
+            return Ok(None);
+        }
+        let ttl = parse_go_duration(&self.cache_ttl)
+            .ok()
+            .and_then(|nanos| u64::try_from(nanos).ok())
+            .map(std::time::Duration::from_nanos)
+            .with_context(|| {
+                format!(
+                    "invalid --cache-ttl {:?}: expected a positive duration such as 336h or 90m",
+                    self.cache_ttl
+                )
+            })?;
+        let repo = match &self.cache_repo {
+            Some(repo) => Some(
+                CacheRepo::parse(repo)
+                    .map_err(|e| anyhow::anyhow!("invalid --cache-repo {repo:?}: {e}"))?,
+            ),
+            // kaniko's default: the first destination's repository + /cache.
+            None => self
+                .destinations
+                .first()
+                .map(|d| -> anyhow::Result<CacheRepo> {
+                    let destination = ImageReference::parse(d)
+                        .with_context(|| format!("invalid --destination {d:?}"))?;
+                    Ok(CacheRepo::default_for(&destination))
+                })
+                .transpose()?,
+        };
+        Ok(Some(CacheSettings {
+            repo,
+            ttl,
+            copy_layers: self.cache_copy_layers,
+            run_layers: self.cache_run_layers,
+            push: !self.no_push_cache,
+        }))
     }
 }
 

@@ -102,6 +102,22 @@ impl RegistryClient {
         })
     }
 
+    /// The manifest `reference` names, exactly as served, with its digest;
+    /// `None` when the registry does not have it (404: no such tag, or no
+    /// such repository yet). Unlike [`RegistryClient::resolve`] an index is
+    /// not followed: the layer cache's entries are looked up with this.
+    pub async fn get_manifest(
+        &self,
+        reference: &ImageReference,
+    ) -> Result<Option<(Vec<u8>, Digest)>> {
+        let host = self.host(reference, Direction::Pull)?;
+        match self.fetch_manifest(&host, reference, Direction::Pull).await {
+            Ok((bytes, _, digest)) => Ok(Some((bytes, digest))),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Streams the blob `descriptor` names from `reference`'s repository
     /// into `writer`, checking its size and digest (a mismatch is an error
     /// and `writer` then holds bad bytes: discard them). A dropped transfer

@@ -1,0 +1,187 @@
+//! How an expanded Dockerfile instruction becomes the typed step the cache
+//! crate keys (`executor_cache::Step`). The engine gathers what needs the
+//! file system or a registry (the content hash of the files a COPY selects,
+//! the identity of a `--from` source); this module only arranges values.
+//!
+//! What is left out of a key on purpose: an `ARG`'s value (it reaches every
+//! later key that can depend on it: RUN through the build args in scope,
+//! other instructions through their expansion), so that a changed build arg
+//! misses the cache only from the first step that uses it.
+
+use executor_cache::{CopyStep, KeyEncoder, MountSpec, RunStep, Step, TreeHash};
+
+use super::config::ImageConfig;
+use crate::dockerfile::instructions::{
+    Add, Command, CopyArgs, Instruction, Kind, Mount, MountKind, NetworkMode, Run, SecurityMode,
+    Sharing,
+};
+
+/// A config-only instruction (and WORKDIR, whose directory follows from
+/// the steps before it): its canonical spelling, an ARG by its names only.
+#[must_use]
+pub fn config_step(instruction: &Instruction) -> Step {
+    let canonical = match &instruction.kind {
+        Kind::Arg(arg) => {
+            let names: Vec<&str> = arg.args.iter().map(|d| d.key.as_str()).collect();
+            format!("ARG {}", names.join(" "))
+        }
+        _ => instruction.display(),
+    };
+    Step::Config { canonical }
+}
+
+/// The identity of something a step reads that its key names rather than
+/// hashes: a stage by its last key, an image by its manifest digest, a
+/// fetched URL by its content.
+#[must_use]
+pub fn identity(kind: &str, id: &str) -> TreeHash {
+    let mut e = KeyEncoder::new();
+    e.str("identity");
+    e.str(kind);
+    e.str(id);
+    TreeHash::from_bytes(*e.finish().as_bytes())
+}
+
+/// Several hashes as one, in order.
+#[must_use]
+pub fn combine(parts: &[TreeHash]) -> TreeHash {
+    let mut e = KeyEncoder::new();
+    e.str("combined");
+    e.list(parts, |e, t| e.digest(t.as_bytes()));
+    TreeHash::from_bytes(*e.finish().as_bytes())
+}
+
+/// A RUN in the config it runs with: `args` are the build args in scope,
+/// `bind_sources` the content (or identity) of each bind mount's source,
+/// in mount order.
+#[must_use]
+pub fn run_step(
+    run: &Run,
+    config: &ImageConfig,
+    args: &[(String, String)],
+    bind_sources: Vec<TreeHash>,
+) -> Step {
+    let (command, shell_form) = match &run.command {
+        Command::Exec(words) => (words.clone(), false),
+        Command::Shell(line) => (vec![line.clone()], true),
+    };
+    let network = match run.network {
+        None | Some(NetworkMode::Default) => "default",
+        Some(NetworkMode::None) => "none",
+        Some(NetworkMode::Host) => "host",
+    };
+    let security = match run.security {
+        None | Some(SecurityMode::Sandbox) => "",
+        Some(SecurityMode::Insecure) => "+insecure",
+    };
+    Step::Run(RunStep {
+        command,
+        shell_form,
+        env: config.env_pairs(),
+        args: args.to_vec(),
+        user: config.config.user.clone(),
+        workdir: config.config.working_dir.clone(),
+        shell: config.shell(),
+        network: format!("{network}{security}"),
+        mounts: run.mounts.iter().map(mount_spec).collect(),
+        bind_sources,
+        heredocs: run
+            .heredocs
+            .iter()
+            .map(|h| (h.name.clone(), h.content.clone()))
+            .collect(),
+    })
+}
+
+/// A mount with BuildKit's defaults filled in (see [`Mount`]).
+fn mount_spec(m: &Mount) -> MountSpec {
+    let target = m.target.clone().unwrap_or_default();
+    let owner = |default_mode: u32| {
+        (
+            m.mode.unwrap_or(default_mode),
+            u64::from(m.uid.unwrap_or(0)),
+            u64::from(m.gid.unwrap_or(0)),
+        )
+    };
+    match m.kind {
+        MountKind::Bind => MountSpec::Bind {
+            target,
+            from: m.from.clone(),
+            source: m.source.clone().unwrap_or_default(),
+            readwrite: !m.read_only,
+        },
+        MountKind::Cache => {
+            let (mode, uid, gid) = owner(0o755);
+            MountSpec::Cache {
+                id: m.id.clone().unwrap_or_else(|| target.clone()),
+                target,
+                sharing: match m.sharing {
+                    None | Some(Sharing::Shared) => "shared",
+                    Some(Sharing::Private) => "private",
+                    Some(Sharing::Locked) => "locked",
+                }
+                .to_string(),
+                from: m.from.clone(),
+                source: m.source.clone().unwrap_or_default(),
+                readonly: m.read_only,
+                mode,
+                uid,
+                gid,
+            }
+        }
+        MountKind::Tmpfs => MountSpec::Tmpfs {
+            target,
+            size: m.size,
+        },
+        MountKind::Secret => {
+            let (mode, uid, gid) = owner(0o400);
+            MountSpec::Secret {
+                id: m.id.clone().unwrap_or_default(),
+                target: m.target.clone(),
+                env: m.env.clone(),
+                required: m.required,
+                mode,
+                uid,
+                gid,
+            }
+        }
+        MountKind::Ssh => {
+            let (mode, uid, gid) = owner(0o600);
+            MountSpec::Ssh {
+                id: m.id.clone().unwrap_or_else(|| "default".to_string()),
+                target: m.target.clone(),
+                required: m.required,
+                mode,
+                uid,
+                gid,
+            }
+        }
+    }
+}
+
+/// A COPY or ADD: `files` is the content of what it reads (the selected
+/// context files, fetched URLs), `from` the identity of a `--from` source,
+/// `heredocs` its heredoc files after expansion.
+#[must_use]
+pub fn copy_step(
+    instruction: &Instruction,
+    args: &CopyArgs,
+    add: Option<&Add>,
+    files: TreeHash,
+    from: Option<String>,
+    heredocs: Vec<(String, String)>,
+) -> Step {
+    Step::Copy(CopyStep {
+        files,
+        add: add.is_some(),
+        chown: args.chown.clone(),
+        chmod: args.chmod.clone(),
+        from,
+        link: args.link,
+        parents: args.parents,
+        excludes: args.exclude.clone(),
+        dest: args.dest.clone(),
+        canonical: instruction.display(),
+        heredocs,
+    })
+}
