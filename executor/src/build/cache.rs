@@ -462,3 +462,39 @@ async fn registry_lookup(
     };
     Ok(Some(Hit { config, layer }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_repo_parses_a_repository_or_a_layout() {
+        assert_eq!(
+            CacheRepo::parse("oci:/tmp/cache"),
+            Ok(CacheRepo::Layout(PathBuf::from("/tmp/cache")))
+        );
+        let CacheRepo::Registry(reference) =
+            CacheRepo::parse("registry.example:5000/team/app/cache").unwrap()
+        else {
+            panic!("a registry repository");
+        };
+        assert_eq!(reference.name(), "registry.example:5000/team/app/cache");
+        for bad in [
+            "oci:",
+            "registry.example/app:tag",
+            "registry.example/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "UPPER/case",
+        ] {
+            assert!(CacheRepo::parse(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn the_default_cache_repo_is_the_destination_repository_plus_cache() {
+        let destination = ImageReference::parse("registry.example:5000/team/app:1.0").unwrap();
+        assert_eq!(
+            CacheRepo::default_for(&destination).to_string(),
+            "registry.example:5000/team/app/cache"
+        );
+    }
+}

@@ -185,3 +185,62 @@ pub fn copy_step(
         heredocs,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dockerfile::parser;
+
+    fn instruction(line: &str) -> Instruction {
+        let parsed = parser::parse(line).unwrap();
+        crate::dockerfile::instructions::parse_node(&parsed.nodes[0], &parsed).unwrap()
+    }
+
+    fn key_of(line: &str, value: Option<&str>) -> executor_cache::Key {
+        let mut i = instruction(line);
+        if let Kind::Arg(arg) = &mut i.kind {
+            arg.args[0].value = value.map(str::to_string);
+        }
+        executor_cache::key(None, &config_step(&i))
+    }
+
+    #[test]
+    fn an_arg_value_is_not_in_its_key_but_other_instructions_are_spelled_out() {
+        assert_eq!(key_of("ARG V", Some("1")), key_of("ARG V", Some("2")));
+        assert_ne!(key_of("ARG V", None), key_of("ARG W", None));
+        assert_ne!(key_of("ENV V=1", None), key_of("ENV V=2", None));
+        assert_ne!(key_of("LABEL a=b", None), key_of("LABEL a=c", None));
+    }
+
+    #[test]
+    fn identities_and_combinations_differ_by_every_part() {
+        assert_ne!(identity("stage", "a"), identity("image", "a"));
+        assert_ne!(identity("stage", "ab"), identity("stagea", "b"));
+        let (a, b) = (identity("x", "1"), identity("x", "2"));
+        assert_ne!(combine(&[a, b]), combine(&[b, a]));
+        assert_ne!(combine(&[a]), combine(&[a, a]));
+    }
+
+    #[test]
+    fn a_secret_mount_enters_a_run_key_by_id_only() {
+        let i = instruction("RUN --mount=type=secret,id=token,env=TOKEN make");
+        let Kind::Run(run) = &i.kind else {
+            panic!("a RUN");
+        };
+        let Step::Run(step) = run_step(run, &ImageConfig::default(), &[], Vec::new()) else {
+            panic!("a run step");
+        };
+        assert_eq!(
+            step.mounts,
+            vec![MountSpec::Secret {
+                id: "token".into(),
+                target: None,
+                env: Some("TOKEN".into()),
+                required: false,
+                mode: 0o400,
+                uid: 0,
+                gid: 0,
+            }]
+        );
+    }
+}
