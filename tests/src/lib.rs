@@ -19,12 +19,14 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+mod cache;
 mod debian;
 mod image;
 mod leftovers;
 mod project;
 mod serve;
 
+pub use cache::{CacheEntry, LogMark, Metrics, Request, layout_cache_entries};
 pub use debian::{DEFAULT_PATH, debian_layout, debian_tarball};
 pub use image::{Node, PulledImage, pull_image, tree};
 pub use leftovers::{Leftovers, processes_with};

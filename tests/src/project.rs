@@ -83,12 +83,19 @@ impl Project {
     /// `executor build --context CONTEXT --cache-dir CACHE ARGS...`.
     #[must_use]
     pub fn build(&self, args: &[&str]) -> Command {
+        self.build_in(&self.cache(), args)
+    }
+
+    /// `executor build --context CONTEXT --cache-dir STORE ARGS...`: a
+    /// build with a store of its own, such as a CI pod's empty one.
+    #[must_use]
+    pub fn build_in(&self, store: &Path, args: &[&str]) -> Command {
         let mut cmd = self.executor();
         cmd.arg("build")
             .arg("--context")
             .arg(self.context())
             .arg("--cache-dir")
-            .arg(self.cache())
+            .arg(store)
             .args(args);
         cmd
     }
