@@ -92,36 +92,13 @@ executor_binary
 
 # --- the bases, made once -------------------------------------------------------
 mkdir -p "$BENCH_CACHE"
-PATH_ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 declare -A layout_of
 if [[ " $CASES " == *" apt "* ]]; then
   debian_layout
   layout_of[apt]=$layout:plain
 fi
 if [[ " $CASES " == *" busybox20 "* ]]; then
-  [[ -x /bin/busybox ]] || die "/bin/busybox is missing
-hint: apt-get install -y busybox-static"
-  # As tests/src/lib.rs busybox_layout makes it.
-  layout=$BENCH_CACHE/busybox-oci
-  if [[ ! -f $layout/.complete ]]; then
-    echo "== making the busybox base image (once)" >&2
-    rm -rf "$layout" "$layout.bundle"
-    umoci init --layout "$layout"
-    umoci new --image "$layout:latest"
-    umoci unpack --image "$layout:latest" "$layout.bundle" >/dev/null
-    rootfs=$layout.bundle/rootfs
-    mkdir -p "$rootfs"/{bin,etc,tmp,root,home}
-    cp /bin/busybox "$rootfs/bin/busybox"
-    for applet in $(/bin/busybox --list); do
-      [[ $applet == busybox ]] || ln -s busybox "$rootfs/bin/$applet"
-    done
-    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$rootfs/etc/passwd"
-    printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
-    umoci repack --image "$layout:latest" "$layout.bundle"
-    umoci config --image "$layout:latest" --config.cmd /bin/sh --config.env "$PATH_ENV"
-    rm -rf "$layout.bundle"
-    touch "$layout/.complete"
-  fi
+  busybox_layout
   layout_of[busybox20]=$layout:latest
 fi
 
