@@ -242,6 +242,8 @@ round() {
   local name=round-$n work=$top/$c/round-$n
   mkdir -p "$work"
 
+  # Each timed build starts with the previous one's writes on disk.
+  sync
   off=$(log_offset)
   t0=$(now)
   executor_build "$c" "$name" "$work/executor-store"
@@ -251,6 +253,7 @@ round() {
   read -r exec_bytes exec_blobs < <(registry_layer_bytes "$top" "$off")
   cached=$(metrics "$top/$c/executor-$name.json")
 
+  sync
   off=$(log_offset)
   t0=$(now)
   buildah_build "$c" "$name" "$work/buildah" --cache-from "$registry/bench/$c/buildah-cache"
