@@ -270,17 +270,6 @@ pub fn build(settings: &Settings, runtime: &Handle) -> Result<Outcome> {
         })?;
     }
     let privileged = rustix::process::geteuid().is_root();
-    let mode = match settings.snapshot_mode {
-        SnapshotMode::Overlay if !crate::sandbox::overlay::supported(work.path()) => {
-            tracing::info!(
-                "overlay mounts are not available here: snapshots copy and compare the root filesystem (slower; RUST_LOG=debug says why)"
-            );
-            SnapshotMode::Full
-        }
-        mode => mode,
-    };
-    tracing::debug!("snapshot mode: {}", mode.as_str());
-
     let registry = Remote::new(settings)?;
     let cache = match &settings.cache {
         Some(_) if settings.single_snapshot => {
@@ -305,7 +294,7 @@ pub fn build(settings: &Settings, runtime: &Handle) -> Result<Outcome> {
         file_name,
         image_roots: Mutex::new(BTreeMap::new()),
         failed: AtomicBool::new(false),
-        mode,
+        mode: std::sync::OnceLock::new(),
         privileged,
         isolation: Box::new(sandbox::Namespaces),
         steps: Mutex::new(Vec::new()),
@@ -403,7 +392,9 @@ struct Engine<'a> {
     /// Set when a stage fails: the others stop at their next instruction.
     failed: AtomicBool,
     compression: Compression,
-    mode: SnapshotMode,
+    /// How snapshots are taken, decided when a stage root is first made
+    /// (a build whose steps all come from the cache makes none).
+    mode: std::sync::OnceLock<SnapshotMode>,
     /// Running as root: ownership is kept when layers are applied.
     privileged: bool,
     /// How RUN steps run.
@@ -508,6 +499,23 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// `--snapshot-mode`, or full snapshots where overlay cannot be
+    /// mounted (checked once, on first use).
+    fn mode(&self) -> SnapshotMode {
+        *self.mode.get_or_init(|| match self.settings.snapshot_mode {
+            SnapshotMode::Overlay if !crate::sandbox::overlay::supported(&self.work) => {
+                tracing::info!(
+                    "overlay mounts are not available here: snapshots copy and compare the root filesystem (slower; RUST_LOG=debug says why)"
+                );
+                SnapshotMode::Full
+            }
+            mode => {
+                tracing::debug!("snapshot mode: {}", mode.as_str());
+                mode
+            }
+        })
+    }
+
     fn new_dir(&self, name: &str) -> Result<PathBuf> {
         let dir = self.work.join(name);
         if dir.exists() {
@@ -524,7 +532,7 @@ impl<'a> Engine<'a> {
         if dir.exists() {
             fs::remove_dir_all(&dir).map_err(io_at(&dir))?;
         }
-        StageRoot::new(self.mode, &self.store, dir, layers, self.privileged)
+        StageRoot::new(self.mode(), &self.store, dir, layers, self.privileged)
     }
 
     fn run_stage(&self, index: usize, built: &Built) -> Result<StageResult> {
@@ -1053,7 +1061,7 @@ impl<'a> Engine<'a> {
         }
         let stubs = outcome.map_err(|e| self.step_error(instruction, e))?;
         let created_by = instruction.display();
-        if self.settings.single_snapshot && self.mode == SnapshotMode::Full {
+        if self.settings.single_snapshot && self.mode() == SnapshotMode::Full {
             // One diff at the end of the stage.
             result.stubs.extend(stubs);
             result
@@ -1131,7 +1139,7 @@ impl<'a> Engine<'a> {
 
     /// `--single-snapshot`: the stage's own layers become one.
     fn single_snapshot(&self, result: &mut StageState, created: &str) -> Result<()> {
-        let entries = match self.mode {
+        let entries = match self.mode() {
             SnapshotMode::Overlay => {
                 let base_layers = result.base_layers;
                 let dirs = &result.root().layer_dirs()[base_layers..];
