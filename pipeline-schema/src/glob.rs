@@ -89,6 +89,10 @@ impl Filter {
         }
     }
 
+    pub(crate) fn from_patterns(patterns: Vec<(bool, Glob)>) -> Self {
+        Self { patterns }
+    }
+
     /// Whether `candidate` passes the filter.
     #[must_use]
     pub fn matches(&self, candidate: &str) -> bool {
