@@ -391,6 +391,12 @@ fn image(
                 .needs
                 .as_ref()
                 .is_some_and(|needs| needs.iter().any(|(n, _)| n.value == job.value));
+            // A `needs` entry that named no job (reported) may be this one.
+            let needs_failed =
+                p.needs.as_ref().map(Vec::len) != p.spec.needs.as_ref().map(Vec::len);
+            if needs_failed {
+                return None;
+            }
             if !needed {
                 cx.error(
                     &job.at,
