@@ -147,8 +147,10 @@ impl Cx {
         ctx: &Ctx,
         keys: &'static [&'static str],
     ) {
-        let hint = did_you_mean(&entry.key, keys.iter().copied())
-            .unwrap_or_else(|| format!("the keys here are {}", keys.join(", ")));
+        let hint = did_you_mean(&entry.key, keys.iter().copied()).unwrap_or_else(|| match keys {
+            [only] => format!("the only key here is `{only}`"),
+            _ => format!("the keys here are {}", keys.join(", ")),
+        });
         let child = ctx.key(&entry.key, &entry.value);
         self.error(
             &entry.key_at,
