@@ -387,10 +387,12 @@ fn image(
                     return None;
                 }
             };
-            let needed = p
-                .needs
-                .as_ref()
-                .is_some_and(|needs| needs.iter().any(|(n, _)| n.value == job.value));
+            // Needed: named in `needs`, itself or through its matrix job.
+            let needed = p.needs.as_ref().is_some_and(|needs| {
+                needs
+                    .iter()
+                    .any(|(_, needed)| targets.iter().all(|t| needed.contains(t)))
+            });
             // A `needs` entry that named no job (reported) may be this one.
             let needs_failed =
                 p.needs.as_ref().map(Vec::len) != p.spec.needs.as_ref().map(Vec::len);

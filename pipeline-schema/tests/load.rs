@@ -31,6 +31,13 @@ fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 #[test]
+fn a_pipeline_can_be_shared_between_threads() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<Pipeline>();
+    send_sync::<pipeline_schema::Errors>();
+}
+
+#[test]
 fn every_key_resolves() {
     let p = Pipeline::load(data("valid/full.yaml")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(p.files().len(), 2, "the pipeline and its include");
@@ -325,6 +332,10 @@ jobs:
     needs: ['build: [arm64, linux]']
     image: {job: 'build: [arm64, linux]'}
     script: [t]
+  riscv:
+    needs: [build]
+    image: {job: 'build: [riscv64]'}
+    script: [t]
 ",
     );
     assert_eq!(
@@ -340,6 +351,11 @@ jobs:
     assert_eq!(
         one.script().unwrap().image,
         Some(Image::Job("build: [arm64, linux]".into()))
+    );
+    assert_eq!(
+        p.job("riscv").unwrap().script().unwrap().image,
+        Some(Image::Job("build: [riscv64]".into())),
+        "an instance of a matrix job in needs"
     );
     let riscv = p.job("build: [riscv64]").unwrap();
     assert_eq!(riscv.matrix, [("ARCH".to_string(), "riscv64".to_string())]);
