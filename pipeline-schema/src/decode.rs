@@ -6,7 +6,7 @@
 //! `None`, and its siblings are still read. Mappings are read through
 //! [`Fields`], which reports unknown keys with the nearest valid one. The
 //! keys each type accepts are the same constants its JSON Schema is checked
-//! against (see `spec.rs`'s tests).
+//! against (see the tests of `spec/mod.rs`).
 
 use std::fmt;
 
