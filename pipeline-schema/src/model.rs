@@ -160,7 +160,7 @@ impl Job {
     /// list of changed paths, `None` when unknown: `changes` then match);
     /// [`When::Never`] when rules exist and none matches; `on_success`
     /// without rules.
-    pub fn decide<S: AsRef<str>>(&self, vars: &impl Lookup, changed: Option<&[S]>) -> When {
+    pub fn decide(&self, vars: &impl Lookup, changed: Option<&[String]>) -> When {
         if self.rules.is_empty() {
             return When::OnSuccess;
         }
@@ -373,7 +373,7 @@ pub struct Rule {
 impl Rule {
     /// Whether the rule applies: its `if` holds and one of the `changed`
     /// paths matches its `changes` (any, when `changed` is `None`).
-    pub fn matches<S: AsRef<str>>(&self, vars: &impl Lookup, changed: Option<&[S]>) -> bool {
+    pub fn matches(&self, vars: &impl Lookup, changed: Option<&[String]>) -> bool {
         self.condition.as_ref().is_none_or(|c| c.evaluate(vars))
             && match (&self.changes, changed) {
                 (Some(filter), Some(paths)) => filter.matches_any(paths),

@@ -133,23 +133,19 @@ fn rules_decide_with_variables_and_changes() {
     assert_eq!(test.decide(&pr, Some(&src)), When::OnSuccess);
     assert_eq!(test.decide(&pr, Some(&docs)), When::Manual, "falls through");
     assert_eq!(
-        test.decide(&pr, None::<&[String]>),
+        test.decide(&pr, None),
         When::OnSuccess,
         "unknown changes match"
     );
     let tag = vars(&[("CI_COMMIT_TAG", "v2.0")]);
-    assert_eq!(test.decide(&tag, None::<&[String]>), When::OnSuccess);
+    assert_eq!(test.decide(&tag, None), When::OnSuccess);
     let deploy = p.job("deploy").unwrap();
     let main = vars(&[("CI_COMMIT_BRANCH", "main")]);
     let other = vars(&[("CI_COMMIT_BRANCH", "feature")]);
-    assert_eq!(deploy.decide(&main, None::<&[String]>), When::OnSuccess);
-    assert_eq!(deploy.decide(&other, None::<&[String]>), When::Never);
+    assert_eq!(deploy.decide(&main, None), When::OnSuccess);
+    assert_eq!(deploy.decide(&other, None), When::Never);
     let lint = p.job("lint").unwrap();
-    assert_eq!(
-        lint.decide(&other, None::<&[String]>),
-        When::OnSuccess,
-        "no rules"
-    );
+    assert_eq!(lint.decide(&other, None), When::OnSuccess, "no rules");
 }
 
 #[test]
