@@ -5,6 +5,8 @@ mod build;
 mod cache;
 mod dockerfile;
 mod logging;
+mod schema;
+mod validate;
 
 use std::process::ExitCode;
 
@@ -60,6 +62,11 @@ pub enum Command {
     Dockerfile(dockerfile::DockerfileArgs),
     /// The local store's base images
     Cache(cache::CacheArgs),
+    /// Check a pipeline file; print every error as file:line:column, or that
+    /// it is valid
+    Validate(validate::ValidateArgs),
+    /// Print the JSON Schema of pipeline.yaml, for editors
+    Schema,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -92,6 +99,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Build(args)) => build::run(&args),
         Some(Command::Dockerfile(args)) => dockerfile::run(args),
         Some(Command::Cache(args)) => cache::run(&args),
+        Some(Command::Validate(args)) => validate::run(&args),
+        Some(Command::Schema) => schema::run(),
         None => build::run(&cli.kaniko),
     }
 }
