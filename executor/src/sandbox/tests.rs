@@ -733,7 +733,7 @@ fn a_kill_switch_ends_its_own_sandbox_only() {
         "until test -e /go-4813; do sleep 0.1; done; echo survived",
     );
     let switch = KillSwitch::new();
-    let (killed, survivor) = std::thread::scope(|scope| {
+    let (outcome, survivor) = std::thread::scope(|scope| {
         let survivor = scope.spawn(|| run(&other).unwrap());
         let killer = scope.spawn(|| {
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -744,13 +744,13 @@ fn a_kill_switch_ends_its_own_sandbox_only() {
             }
             switch.kill();
         });
-        let killed = run_killable(&target, &switch).unwrap();
+        let outcome = run_killable(&target, &switch).unwrap();
         killer.join().unwrap();
         fs::write(root.path().join("go-4813"), "").unwrap();
-        (killed, survivor.join().unwrap())
+        (outcome, survivor.join().unwrap())
     });
     assert!(switch.killed());
-    assert_eq!(killed.status, Status::Signaled(libc::SIGKILL));
+    assert_eq!(outcome.status, Status::Signaled(libc::SIGKILL));
     assert!(processes_with_cmdline(b"sleep\x004811\x00").is_empty());
     assert!(processes_with_cmdline(b"sleep\x004812\x00").is_empty());
     assert_eq!(survivor.status, Status::Exited(0));
