@@ -1,11 +1,14 @@
 //! Pipeline runs: the runner's building blocks, independent of the
 //! `pipeline.yaml` types (the `pipeline-schema` crate owns those, and the
 //! run's planner drives these): the commit a run works on ([`checkout`]),
-//! GitLab's predefined variables and `$VAR` expansion ([`vars`]). Nothing
+//! GitLab's predefined variables and `$VAR` expansion ([`vars`]), and a
+//! run's logs, live and on disk, with secrets masked ([`logs`]). Nothing
 //! here speaks HTTP.
 
 pub mod checkout;
+pub mod logs;
 pub mod vars;
 
 pub use checkout::{Checkout, CheckoutError, GitRef};
+pub use logs::{JobLog, LogsError, RunId, RunLogs};
 pub use vars::{PipelineSource, Predefined, Variables, expand, expand_all};
