@@ -7,8 +7,10 @@
 
 pub mod checkout;
 pub mod logs;
+pub mod script;
 pub mod vars;
 
 pub use checkout::{Checkout, CheckoutError, GitRef};
 pub use logs::{JobLog, LogsError, RunId, RunLogs};
+pub use script::{JobImage, JobOutcome, ScriptError, ScriptJob, ScriptStatus, run_script};
 pub use vars::{PipelineSource, Predefined, Variables, expand, expand_all};
