@@ -5,6 +5,7 @@ mod build;
 mod cache;
 mod dockerfile;
 mod logging;
+mod logs;
 
 use std::process::ExitCode;
 
@@ -60,6 +61,8 @@ pub enum Command {
     Dockerfile(dockerfile::DockerfileArgs),
     /// The local store's base images
     Cache(cache::CacheArgs),
+    /// Print a pipeline run's logs: every job's, or one job's
+    Logs(logs::LogsArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -92,6 +95,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Build(args)) => build::run(&args),
         Some(Command::Dockerfile(args)) => dockerfile::run(args),
         Some(Command::Cache(args)) => cache::run(&args),
+        Some(Command::Logs(args)) => logs::run(&args),
         None => build::run(&cli.kaniko),
     }
 }
