@@ -5,6 +5,7 @@ pub mod build;
 pub mod context;
 pub mod dockerfile;
 pub mod image;
+pub mod pipeline;
 pub mod platform;
 pub mod progress;
 pub mod registry;

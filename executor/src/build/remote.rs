@@ -57,6 +57,13 @@ impl Remote {
             },
             ..RegistryOptions::default()
         };
+        Self::from_options(options)
+    }
+
+    /// A client with these options and the credentials found from the
+    /// environment (for callers without a build's [`Settings`]: a
+    /// pipeline's script jobs).
+    pub fn from_options(options: RegistryOptions) -> Result<Self> {
         let client = RegistryClient::from_env(options)?;
         Ok(Self {
             client,

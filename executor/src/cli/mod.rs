@@ -5,6 +5,7 @@ mod build;
 mod cache;
 mod dockerfile;
 mod logging;
+mod logs;
 mod schema;
 mod validate;
 
@@ -67,6 +68,8 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Print the JSON Schema of pipeline.yaml, for editors
     Schema,
+    /// Print a pipeline run's logs: every job's, or one job's
+    Logs(logs::LogsArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -101,6 +104,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Cache(args)) => cache::run(&args),
         Some(Command::Validate(args)) => validate::run(&args),
         Some(Command::Schema) => schema::run(),
+        Some(Command::Logs(args)) => logs::run(&args),
         None => build::run(&cli.kaniko),
     }
 }

@@ -9,7 +9,7 @@
 
 mod archive;
 mod git;
-mod gomatch;
+pub(crate) mod gomatch;
 pub mod hash;
 pub mod select;
 pub mod source;

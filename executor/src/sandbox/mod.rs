@@ -26,7 +26,8 @@
 //! to the thread calling [`run`] (which blocks until the end; should the
 //! executor die before the prctl, pid 1 sees it through a pidfd and
 //! exits), and
-//! [`kill_all`] SIGKILLs every live pid 1. Every mount lives in the
+//! [`kill_all`] SIGKILLs every live pid 1; [`run_killable`] with a
+//! [`KillSwitch`] lets another thread kill one sandbox (a job's timeout). Every mount lives in the
 //! sandbox's mount namespace, so when [`run`] returns nothing is left in
 //! the caller's.
 //!
@@ -286,6 +287,49 @@ pub fn kill_all() {
     }
 }
 
+/// Kills one sandbox from another thread: give it to [`run_killable`], and
+/// call [`KillSwitch::kill`] (a timeout, a cancelled job). Killing pid 1
+/// kills everything in its PID namespace, as [`kill_all`] does.
+#[derive(Debug, Default)]
+pub struct KillSwitch {
+    /// Pid 1 of the sandbox, once it runs.
+    pid: Mutex<Option<i32>>,
+    killed: std::sync::atomic::AtomicBool,
+}
+
+impl KillSwitch {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// SIGKILLs the sandbox's pid 1 if it runs; a sandbox that has not
+    /// started yet is killed as soon as it starts.
+    pub fn kill(&self) {
+        // The order of locks is the one `run_killable` takes: `LIVE`, then
+        // the pid.
+        let live = live();
+        self.killed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let pid = *self.pid.lock().unwrap_or_else(PoisonError::into_inner);
+        // Only a pid still registered (so not reaped, so not recycled).
+        if let Some(pid) = pid.filter(|pid| live.contains(pid)) {
+            kill_pid(pid);
+        }
+    }
+
+    /// Whether [`KillSwitch::kill`] was called.
+    #[must_use]
+    pub fn killed(&self) -> bool {
+        self.killed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn kill_pid(pid: i32) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
+}
+
 /// Called first thing in main (single-threaded): unshare a private mount
 /// namespace for the whole executor (MS_REC|MS_PRIVATE on /), so every
 /// mount the executor makes disappears with it, even on SIGKILL.
@@ -383,6 +427,16 @@ fn read_all(fd: OwnedFd) -> Vec<u8> {
 
 /// Runs `spec.args` in the sandbox and waits for it.
 pub fn run(spec: &Spec) -> Result<Outcome> {
+    run_inner(spec, None)
+}
+
+/// [`run`], killed when `switch` is (the status is then
+/// `Signaled(SIGKILL)`).
+pub fn run_killable(spec: &Spec, switch: &KillSwitch) -> Result<Outcome> {
+    run_inner(spec, Some(switch))
+}
+
+fn run_inner(spec: &Spec, switch: Option<&KillSwitch>) -> Result<Outcome> {
     let command = spec.args.first().cloned().unwrap_or_default();
     let _span =
         tracing::debug_span!("sandbox", root = %spec.root.display(), command = %command).entered();
@@ -449,6 +503,12 @@ pub fn run(spec: &Spec) -> Result<Outcome> {
             Ok(0) => child::pid1(&prepared.plan, &fds),
             Ok(pid) => {
                 live.push(pid);
+                if let Some(switch) = switch {
+                    *switch.pid.lock().unwrap_or_else(PoisonError::into_inner) = Some(pid);
+                    if switch.killed() {
+                        kill_pid(pid);
+                    }
+                }
                 pid
             }
             Err(errno) => {

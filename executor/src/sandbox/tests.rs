@@ -722,3 +722,49 @@ fn a_sandbox_holds_none_of_the_executors_descriptors() {
     );
     assert!(hung_up, "the sandbox kept the executor's pipe open");
 }
+
+#[test]
+fn a_kill_switch_ends_its_own_sandbox_only() {
+    let _shared = shared();
+    let root = busybox_root();
+    let (target, _) = spec(root.path(), "sleep 4811 & sleep 4812");
+    let (other, survivor_out) = spec(
+        root.path(),
+        "until test -e /go-4813; do sleep 0.1; done; echo survived",
+    );
+    let switch = KillSwitch::new();
+    let (outcome, survivor) = std::thread::scope(|scope| {
+        let survivor = scope.spawn(|| run(&other).unwrap());
+        let killer = scope.spawn(|| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while processes_with_cmdline(b"sleep\x004812\x00").is_empty()
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            switch.kill();
+        });
+        let outcome = run_killable(&target, &switch).unwrap();
+        killer.join().unwrap();
+        fs::write(root.path().join("go-4813"), "").unwrap();
+        (outcome, survivor.join().unwrap())
+    });
+    assert!(switch.killed());
+    assert_eq!(outcome.status, Status::Signaled(libc::SIGKILL));
+    assert!(processes_with_cmdline(b"sleep\x004811\x00").is_empty());
+    assert!(processes_with_cmdline(b"sleep\x004812\x00").is_empty());
+    assert_eq!(survivor.status, Status::Exited(0));
+    assert_eq!(survivor_out.stdout(), "survived\n");
+}
+
+#[test]
+fn a_kill_switch_thrown_before_the_start_kills_at_once() {
+    let _shared = shared();
+    let root = busybox_root();
+    let (spec, _) = spec(root.path(), "sleep 4821");
+    let switch = KillSwitch::new();
+    switch.kill();
+    let outcome = run_killable(&spec, &switch).unwrap();
+    assert_eq!(outcome.status, Status::Signaled(libc::SIGKILL));
+    assert!(processes_with_cmdline(b"sleep\x004821\x00").is_empty());
+}
