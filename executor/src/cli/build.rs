@@ -313,7 +313,7 @@ pub enum Compression {
 }
 
 /// The default store: `$XDG_CACHE_HOME/executor`, else `~/.cache/executor`.
-fn default_cache_dir() -> anyhow::Result<PathBuf> {
+pub(super) fn default_cache_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir).join("executor"));
     }
@@ -344,7 +344,7 @@ fn source_date_epoch(
 }
 
 /// `HOST=PATH` pairs.
-fn pairs(values: &[String], flag: &str) -> anyhow::Result<Vec<(String, PathBuf)>> {
+pub(super) fn pairs(values: &[String], flag: &str) -> anyhow::Result<Vec<(String, PathBuf)>> {
     values
         .iter()
         .map(|v| match v.split_once('=') {

@@ -6,6 +6,7 @@ mod cache;
 mod dockerfile;
 mod logging;
 mod logs;
+mod run;
 mod schema;
 mod validate;
 
@@ -63,6 +64,9 @@ pub enum Command {
     Dockerfile(dockerfile::DockerfileArgs),
     /// The local store's base images
     Cache(cache::CacheArgs),
+    /// Run a pipeline (pipeline.yaml) on this machine: its build and script
+    /// jobs, as their needs finish
+    Run(Box<run::RunArgs>),
     /// Check a pipeline file; print every error as file:line:column, or that
     /// it is valid
     Validate(validate::ValidateArgs),
@@ -102,6 +106,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Build(args)) => build::run(&args),
         Some(Command::Dockerfile(args)) => dockerfile::run(args),
         Some(Command::Cache(args)) => cache::run(&args),
+        Some(Command::Run(args)) => run::run(&args),
         Some(Command::Validate(args)) => validate::run(&args),
         Some(Command::Schema) => schema::run(),
         Some(Command::Logs(args)) => logs::run(&args),

@@ -10,6 +10,7 @@
 pub mod artifacts;
 pub mod checkout;
 pub mod logs;
+pub mod run;
 pub mod script;
 pub mod vars;
 

@@ -1,0 +1,3 @@
+#!/bin/sh
+# The quickstart's "application": prints the greeting baked into the image.
+cat /etc/greeting

@@ -1,0 +1,218 @@
+//! `executor run [PIPELINE]`: a whole pipeline on this machine (see
+//! `executor::pipeline::run`). Registry settings take `executor build`'s
+//! flags and `EXECUTOR_*` variables, so a pipeline file never holds
+//! machine-specific settings.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::{ArgAction, Args};
+
+use executor::pipeline::checkout::Checkout;
+use executor::pipeline::run::{self, RunOptions};
+use executor::pipeline::vars::PipelineSource;
+use executor::platform::Platform;
+use executor::registry::{Backoff, RegistryOptions, TransferOptions};
+
+use super::build::{PullArgs, default_cache_dir, pairs};
+
+#[derive(Debug, Args)]
+#[allow(clippy::struct_excessive_bools)]
+pub struct RunArgs {
+    /// The pipeline file (in the clone with --commit)
+    #[arg(default_value = pipeline_schema::DEFAULT_FILE)]
+    pub pipeline: PathBuf,
+
+    /// The repository: a path or a URL; the one around the current
+    /// directory by default
+    #[arg(long, env = "EXECUTOR_REPO", value_name = "PATH_OR_URL")]
+    pub repo: Option<String>,
+
+    /// Clone this commit (a sha, branch or tag) into a fresh directory and
+    /// run its pipeline, as CI does; without it the working tree runs as it
+    /// is
+    #[arg(long, env = "EXECUTOR_COMMIT", value_name = "REV")]
+    pub commit: Option<String>,
+
+    /// The event the run stands for: push, tag, pull_request, manual
+    /// (default: tag with --tag, else push)
+    #[arg(long, env = "EXECUTOR_EVENT", value_name = "EVENT")]
+    pub event: Option<String>,
+
+    /// The branch the commit is on (default: the checkout's)
+    #[arg(long, env = "EXECUTOR_BRANCH", value_name = "BRANCH")]
+    pub branch: Option<String>,
+
+    /// The tag the commit is (for tag pipelines)
+    #[arg(long, env = "EXECUTOR_TAG", value_name = "TAG")]
+    pub tag: Option<String>,
+
+    /// A variable, KEY=VALUE, winning over the pipeline's (repeatable)
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    pub vars: Vec<String>,
+
+    /// Run only this job and the jobs it needs (repeatable); also starts a
+    /// manual job
+    #[arg(long = "job", value_name = "NAME")]
+    pub jobs: Vec<String>,
+
+    /// Jobs at once (default: one per core)
+    #[arg(long = "jobs", short = 'j', env = "EXECUTOR_JOBS", value_name = "N")]
+    pub parallel: Option<usize>,
+
+    /// Print which jobs would run, in order, and run none
+    #[arg(long, action = ArgAction::SetTrue)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub pull: PullArgs,
+
+    /// Push to plain-HTTP registries (build jobs)
+    #[arg(long, env = "EXECUTOR_INSECURE", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub insecure: bool,
+
+    /// Do not verify TLS certificates when pushing (build jobs)
+    #[arg(long, env = "EXECUTOR_SKIP_TLS_VERIFY", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub skip_tls_verify: bool,
+
+    /// Retries of a failed push request (build jobs)
+    #[arg(long, env = "EXECUTOR_PUSH_RETRY", default_value_t = Backoff::default().retries)]
+    pub push_retry: u32,
+}
+
+impl RunArgs {
+    fn options(&self) -> anyhow::Result<RunOptions> {
+        let event = self
+            .event
+            .as_deref()
+            .map(|e| {
+                e.parse::<PipelineSource>().map_err(|_| {
+                    anyhow::anyhow!(
+                        "invalid --event {e:?}: expected push, tag, pull_request or manual"
+                    )
+                })
+            })
+            .transpose()?;
+        let mut vars = Vec::new();
+        for var in &self.vars {
+            let Some((k, v)) = var.split_once('=') else {
+                bail!("invalid --var {var:?}: expected KEY=VALUE");
+            };
+            vars.push((k.to_string(), v.to_string()));
+        }
+        let store = match &self.pull.cache_dir {
+            Some(dir) => dir.clone(),
+            None => default_cache_dir()?,
+        };
+        let p = &self.pull;
+        let certificates = pairs(&p.registry_certificate, "--registry-certificate")?;
+        let registry = RegistryOptions {
+            insecure: p.insecure_registry.clone(),
+            skip_tls_verify: p.skip_tls_verify_registry.clone(),
+            certificates: certificates.clone(),
+            mirrors: p.registry_mirror.clone(),
+            pull: TransferOptions {
+                insecure: p.insecure_pull,
+                skip_tls_verify: p.skip_tls_verify_pull,
+                retries: p.image_download_retry,
+            },
+            push: TransferOptions {
+                insecure: self.insecure,
+                skip_tls_verify: self.skip_tls_verify,
+                retries: self.push_retry,
+            },
+            ..RegistryOptions::default()
+        };
+        // The same settings for build jobs, as `executor build` flags.
+        let mut build_flags = Vec::new();
+        for host in &p.insecure_registry {
+            build_flags.extend(["--insecure-registry".to_string(), host.clone()]);
+        }
+        for host in &p.skip_tls_verify_registry {
+            build_flags.extend(["--skip-tls-verify-registry".to_string(), host.clone()]);
+        }
+        for value in &p.registry_certificate {
+            build_flags.extend(["--registry-certificate".to_string(), value.clone()]);
+        }
+        for mirror in &p.registry_mirror {
+            build_flags.extend(["--registry-mirror".to_string(), mirror.clone()]);
+        }
+        for (flag, on) in [
+            ("--insecure-pull", p.insecure_pull),
+            ("--skip-tls-verify-pull", p.skip_tls_verify_pull),
+            ("--insecure", self.insecure),
+            ("--skip-tls-verify", self.skip_tls_verify),
+        ] {
+            if on {
+                build_flags.push(flag.to_string());
+            }
+        }
+        build_flags.extend([
+            "--image-download-retry".to_string(),
+            p.image_download_retry.to_string(),
+            "--push-retry".to_string(),
+            self.push_retry.to_string(),
+        ]);
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        let logs_base = Checkout::working_tree(&cwd).map_or(cwd, |checkout| checkout.dir);
+        Ok(RunOptions {
+            pipeline: self.pipeline.clone(),
+            repo: self.repo.clone(),
+            commit: self.commit.clone(),
+            event,
+            branch: self.branch.clone(),
+            tag: self.tag.clone(),
+            vars,
+            only: self.jobs.clone(),
+            parallel: self.parallel.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+            }),
+            dry_run: self.dry_run,
+            store,
+            platform: p.custom_platform.clone().unwrap_or_else(Platform::host),
+            registry,
+            build_flags,
+            logs_base,
+        })
+    }
+}
+
+/// Runs `executor run`: exit status 1 when a job that may not fail failed,
+/// 130 on Ctrl-C.
+pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let options = args.options()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let signals = runtime.spawn(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        tracing::warn!("{name}: stopping the run");
+        run::interrupt();
+    });
+    let report = run::run(&options, runtime.handle());
+    signals.abort();
+    let report = report?;
+    if options.dry_run {
+        return Ok(ExitCode::SUCCESS);
+    }
+    run::print_summary(&report, &options.logs_base);
+    Ok(if report.interrupted {
+        ExitCode::from(130)
+    } else if report.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
