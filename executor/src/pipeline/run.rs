@@ -249,7 +249,9 @@ fn changed_paths(checkout: &Checkout, working_tree: bool) -> Option<Vec<String>>
     let commit = repo.find_commit(oid).ok()?;
     let parent = commit.parent(0).ok()?.tree().ok()?;
     let diff = if working_tree {
-        repo.diff_tree_to_workdir_with_index(Some(&parent), None)
+        let mut options = git2::DiffOptions::new();
+        options.include_untracked(true).recurse_untracked_dirs(true);
+        repo.diff_tree_to_workdir_with_index(Some(&parent), Some(&mut options))
             .ok()?
     } else {
         repo.diff_tree_to_tree(Some(&parent), Some(&commit.tree().ok()?), None)

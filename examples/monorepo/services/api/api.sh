@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "api on shared base $(cat /opt/shared/VERSION)"

@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "web on shared base $(cat /opt/shared/VERSION)"
