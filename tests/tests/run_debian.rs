@@ -10,7 +10,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
-use executor_e2e::{DEFAULT_PATH, Project, Registry, RegistryKind, ok, pull_image, unpack};
+use executor_e2e::{DEFAULT_PATH, Project, Registry, RegistryKind, pull_image, unpack};
 
 /// A registry with the Debian base pushed; the base's reference.
 fn bed() -> (Registry, String) {
@@ -254,18 +254,65 @@ fn flask_example_needs_debian_mirror_and_pypi() {
     }
     let python_ref = push(&registry, &python, "python", &[]);
 
-    // The example, built from the repository as it is.
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/flask-app");
-    let flask_ref = registry.reference("debian-run/flask-app:1");
-    ok(python
-        .executor()
-        .arg("build")
-        .arg("--context")
-        .arg(&example)
-        .arg("--cache-dir")
-        .arg(python.cache())
-        .args(["--build-arg", &format!("BASE={python_ref}")])
-        .args(["-d", &flask_ref, "--insecure-registry", &registry.host]));
+    // The example's pipeline, run on the repository's working tree as it
+    // is: build (with the registry cache), the app's tests inside the
+    // image, and on main the push of :SHA and :latest.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let example = root.join("examples/flask-app");
+    let image = registry.reference("debian-run/flask-app");
+    let run = |branch: &str| {
+        let out = python
+            .executor()
+            .current_dir(&root)
+            .args([
+                "run",
+                "examples/flask-app/pipeline.yaml",
+                "--branch",
+                branch,
+            ])
+            .args(["--var", &format!("REGISTRY={}", registry.host)])
+            .args(["--var", &format!("BASE={python_ref}")])
+            .args(["--var", &format!("IMAGE={image}")])
+            .arg("--cache-dir")
+            .arg(python.cache())
+            .args(["--insecure-registry", &registry.host])
+            .output()
+            .expect("executor runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "executor run failed:\n{text}");
+        text
+    };
+    let out = run("feature");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("test ") && l.trim_end().ends_with("| OK")),
+        "the app's tests did not pass:\n{out}"
+    );
+    assert!(
+        registry.tags("debian-run/flask-app").is_empty(),
+        "a pipeline off main pushed:\n{out}"
+    );
+    let out = run("main");
+    let sha = executor_e2e::git(&root, &["rev-parse", "--short=8", "HEAD"]);
+    let mut tags = registry.tags("debian-run/flask-app");
+    tags.sort();
+    assert_eq!(tags, vec![sha.clone(), "latest".to_string()], "{out}");
+    // The release job rebuilds what the image job built: every step comes
+    // from the cache.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("release") && l.contains(" 0 steps executed")),
+        "{out}"
+    );
+    let flask_ref = format!("{image}:latest");
+    assert_eq!(
+        registry.digest_of(&flask_ref),
+        registry.digest_of(&format!("{image}:{sha}"))
+    );
     let config = registry.raw_config(&flask_ref);
     let c = &config["config"];
     assert_eq!(c["Cmd"], serde_json::json!(["python3", "app.py"]));
