@@ -418,11 +418,35 @@ async fn registry_lookup(
         entry_blob.size,
         oci_spec::image::Digest::from(&digest),
     );
-    let mut json = Vec::new();
-    client
-        .pull_blob(&reference, &descriptor, &mut json)
-        .await
-        .map_err(|e| e.to_string())?;
+    // The entry is read while the layers its manifest lists are checked
+    // for: two round trips after the manifest's, not three.
+    let read_entry = async {
+        let mut json = Vec::new();
+        client
+            .pull_blob(&reference, &descriptor, &mut json)
+            .await
+            .map(|_| json)
+            .map_err(|e| e.to_string())
+    };
+    let check_layers = futures_util::future::try_join_all(layers.iter().map(|layer| async move {
+        let digest: oci_spec::image::Digest = layer
+            .digest
+            .parse()
+            .map_err(|_| format!("its layer digest {:?} is not valid", layer.digest))?;
+        let present = client
+            .blob_exists(repo, &digest)
+            .await
+            .map_err(|e| e.to_string())?;
+        if present {
+            Ok(())
+        } else {
+            Err(format!(
+                "its layer blob {} is missing from the registry",
+                layer.digest
+            ))
+        }
+    }));
+    let (json, _) = futures_util::future::try_join(read_entry, check_layers).await?;
     let entry = match executor_cache::check(&json, key, now, ttl) {
         Lookup::Hit(entry) => entry,
         Lookup::Miss => return Ok(None),
@@ -437,29 +461,15 @@ async fn registry_lookup(
         Lookup::Invalid(reason) => return Err(reason),
     };
     let config = entry_config(&entry)?;
-    let layer = match &entry.layer {
-        None => None,
-        Some(layer) => {
-            if !layers.iter().any(|l| l.digest == layer.digest) {
-                return Err(format!(
-                    "its manifest does not list its layer {}",
-                    layer.digest
-                ));
-            }
-            let layer = layer_ref(layer, Some(repo.clone()))?;
-            let present = client
-                .blob_exists(repo, layer.descriptor.digest())
-                .await
-                .map_err(|e| e.to_string())?;
-            if !present {
-                return Err(format!(
-                    "its layer blob {} is missing from the registry",
-                    layer.descriptor.digest()
-                ));
-            }
-            Some(layer)
-        }
-    };
+    let listed: Vec<BlobRef> = entry.layer.iter().map(BlobRef::from).collect();
+    if listed != layers {
+        return Err("its manifest's layers are not its entry's layer".to_string());
+    }
+    let layer = entry
+        .layer
+        .as_ref()
+        .map(|layer| layer_ref(layer, Some(repo.clone())))
+        .transpose()?;
     Ok(Some(Hit { config, layer }))
 }
 
