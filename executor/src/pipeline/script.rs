@@ -243,7 +243,8 @@ impl JobOutcome {
 /// Runs `job`: its image fetched through `remote` (registry calls on
 /// `runtime`) into `store`, its root filesystem made, its scripts run with
 /// their output passed to `output`. Blocking; call it off async threads
-/// (`spawn_blocking`). A failing command is an [`Ok`] outcome; an error
+/// (`spawn_blocking`), with the handle of a multi-thread runtime (a
+/// current-thread runtime's handle cannot drive its I/O from here). A failing command is an [`Ok`] outcome; an error
 /// means the job could not be run at all.
 pub fn run_script(
     job: &ScriptJob,
@@ -691,7 +692,8 @@ mod tests {
     }
 
     fn run(job: &ScriptJob, store: &Store) -> Ran {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();

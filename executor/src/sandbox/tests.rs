@@ -728,8 +728,11 @@ fn a_kill_switch_ends_its_own_sandbox_only() {
     let _shared = shared();
     let root = busybox_root();
     let (target, _) = spec(root.path(), "sleep 4811 & sleep 4812");
+    // A root of its own: two sandboxes preparing one root at once race
+    // for its mount-point stubs.
+    let other_root = busybox_root();
     let (other, survivor_out) = spec(
-        root.path(),
+        other_root.path(),
         "until test -e /go-4813; do sleep 0.1; done; echo survived",
     );
     let switch = KillSwitch::new();
@@ -746,7 +749,7 @@ fn a_kill_switch_ends_its_own_sandbox_only() {
         });
         let outcome = run_killable(&target, &switch).unwrap();
         killer.join().unwrap();
-        fs::write(root.path().join("go-4813"), "").unwrap();
+        fs::write(other_root.path().join("go-4813"), "").unwrap();
         (outcome, survivor.join().unwrap())
     });
     assert!(switch.killed());
