@@ -300,9 +300,18 @@ impl Cache {
                     .await
                     .map_err(|e| e.to_string())?;
                 let manifest = entry.manifest(&entry_blob);
+                // Both blobs were just pushed (or found there).
+                let present: Vec<String> = std::iter::once(entry_blob.digest.clone())
+                    .chain(layer.map(|l| l.descriptor.digest().to_string()))
+                    .collect();
                 registry
                     .client()
-                    .push_manifest(&repo.with_tag(&key.tag()), &manifest, OCI_MANIFEST)
+                    .push_manifest_with(
+                        &repo.with_tag(&key.tag()),
+                        &manifest,
+                        OCI_MANIFEST,
+                        &present,
+                    )
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(())

@@ -255,14 +255,18 @@ pub fn build(settings: &Settings, runtime: &Handle) -> Result<Outcome> {
         );
     }
     // RUN needs namespaces: say so before any work when this machine (a
-    // restricted pod) cannot make them.
+    // restricted pod) cannot make them. With --cache, the first RUN that
+    // executes checks instead: a build whose RUN steps all come from the
+    // cache then works there too, and pays nothing for the check.
     let first_run = plan.needed.iter().find_map(|&index| {
         plan.stages[index]
             .instructions
             .iter()
             .find(|i| matches!(i.kind, Kind::Run(_)))
     });
-    if let Some(run) = first_run {
+    if let Some(run) = first_run
+        && settings.cache.is_none()
+    {
         sandbox::probe().map_err(|source| BuildError::Isolation {
             file: file_name.clone(),
             line: run.start.line,
@@ -283,6 +287,7 @@ pub fn build(settings: &Settings, runtime: &Handle) -> Result<Outcome> {
     };
     let engine = Engine {
         cache,
+        probed: std::sync::OnceLock::new(),
         settings,
         store,
         context,
@@ -378,6 +383,9 @@ struct Engine<'a> {
     settings: &'a Settings,
     /// `--cache`.
     cache: Option<Cache>,
+    /// With `--cache`, whether RUN can be isolated here, checked when the
+    /// first RUN executes (without, before the build starts).
+    probed: std::sync::OnceLock<std::result::Result<(), sandbox::Unavailable>>,
     store: Store,
     context: Context,
     plan: &'a Plan,
@@ -1031,6 +1039,16 @@ impl<'a> Engine<'a> {
         instruction: &Instruction,
         r: &instructions::Run,
     ) -> Result<()> {
+        if self.cache.is_some() {
+            self.probed
+                .get_or_init(sandbox::probe)
+                .clone()
+                .map_err(|source| BuildError::Isolation {
+                    file: self.file_name.clone(),
+                    line: instruction.start.line,
+                    source,
+                })?;
+        }
         let scratch = self.new_dir(&format!("stage-{}/run", job.index))?;
         result.root().before_run()?;
         let from_root = |from: &str| -> std::result::Result<PathBuf, String> {

@@ -239,9 +239,14 @@ impl Remote {
             .iter()
             .map(|l| self.push_blob(repository, store, &l.descriptor, l.source.as_ref()));
         futures_util::future::try_join(config_push, try_join_all(layer_pushes)).await?;
+        // Every blob was just uploaded, mounted or found there.
+        let present: Vec<String> = std::iter::once(config)
+            .chain(layers.iter().map(|l| &l.descriptor))
+            .map(|d| d.digest().to_string())
+            .collect();
         for tag in tags {
             self.client
-                .push_manifest(tag, manifest, OCI_MANIFEST)
+                .push_manifest_with(tag, manifest, OCI_MANIFEST, &present)
                 .await?;
         }
         Ok(())

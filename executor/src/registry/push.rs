@@ -270,6 +270,21 @@ impl RegistryClient {
         bytes: &[u8],
         media_type: &str,
     ) -> Result<Digest> {
+        self.push_manifest_with(reference, bytes, media_type, &[])
+            .await
+    }
+
+    /// [`RegistryClient::push_manifest`], not checking again the blobs in
+    /// `present`: digests this client has just uploaded or mounted into the
+    /// repository (the registry said so), which an image push of many
+    /// layers would otherwise ask about once more each.
+    pub async fn push_manifest_with(
+        &self,
+        reference: &ImageReference,
+        bytes: &[u8],
+        media_type: &str,
+        present: &[String],
+    ) -> Result<Digest> {
         let computed = sha256(bytes);
         let context = format!("pushing manifest {reference}");
         if let Some(pinned) = reference.digest()
@@ -284,10 +299,13 @@ impl RegistryClient {
         let (manifest, _) = parse_manifest(&reference.to_string(), bytes, Some(media_type))?;
         let host = self.host(reference, Direction::Push)?;
         let (blobs, manifests) = references(&manifest);
-        let blob_checks = blobs.iter().map(|b| async {
-            let found = self.blob_exists_at(&host, reference, b.digest()).await?;
-            Ok::<_, Error>((found, b.digest().to_string()))
-        });
+        let blob_checks = blobs
+            .iter()
+            .filter(|b| !present.iter().any(|p| p == b.digest().as_ref()))
+            .map(|b| async {
+                let found = self.blob_exists_at(&host, reference, b.digest()).await?;
+                Ok::<_, Error>((found, b.digest().to_string()))
+            });
         let manifest_checks = manifests.iter().map(|m| async {
             let child = reference.with_digest(m.digest().as_ref());
             let found = self.manifest_exists_at(&host, &child).await?;

@@ -18,7 +18,7 @@ use super::child::{self, UserMaps};
 const HINT: &str = "hint: the sandbox needs CAP_SYS_ADMIN and a seccomp profile that allows unshare, mount and pivot_root (Kubernetes: securityContext.capabilities.add [SYS_ADMIN] and seccompProfile.type Unconfined, AppArmor unconfined), or `hostUsers: false` on a node with user namespaces enabled";
 
 /// The sandbox cannot run here.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Unavailable {
     /// What failed, e.g. "cannot create a mount namespace".
     pub what: String,
