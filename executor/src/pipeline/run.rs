@@ -908,12 +908,17 @@ impl RunContext<'_> {
         }
         let digest_file = job_dir.join("digest");
         let context = checkout_dir.join(expand(&build.context));
+        // The Dockerfile is the context's: given as it is written,
+        // `executor build` would first look for it from its own working
+        // directory, the one `executor run` started in (the working tree,
+        // whichever commit runs).
+        let dockerfile = context.join(expand(&build.dockerfile));
         let mut args: Vec<String> = vec![
             "build".into(),
             "--context".into(),
             context.display().to_string(),
             "--dockerfile".into(),
-            expand(&build.dockerfile),
+            dockerfile.display().to_string(),
             "--cache-dir".into(),
             self.store.root().display().to_string(),
             "--digest-file".into(),
