@@ -858,7 +858,12 @@ impl RunContext<'_> {
                         let into = self.scratch.join(format!("artifacts-{n}"));
                         match artifacts::collect_artifacts(checkout_dir, &script.artifacts, &into) {
                             Ok(paths) => {
-                                log.line(&format!("artifacts: {} files kept", paths.len()));
+                                // The list names the directories copied too.
+                                let files = paths
+                                    .iter()
+                                    .filter(|p| !into.join(p).is_dir())
+                                    .count();
+                                log.line(&format!("artifacts: {files} files kept"));
                                 outputs.artifacts = Some(into);
                             }
                             Err(e) => {
