@@ -174,14 +174,25 @@ impl RunReport {
         let name_width = self
             .jobs
             .iter()
-            .map(|j| j.name.len())
+            .map(|j| j.name.chars().count())
             .max()
             .unwrap_or(3)
             .max(3);
-        let status_width = self
+        let statuses: Vec<String> = self
             .jobs
             .iter()
-            .map(|j| j.status.label().len())
+            .map(|job| {
+                let status = job.status.label();
+                if job.attempts > 1 {
+                    format!("{status} ({} attempts)", job.attempts)
+                } else {
+                    status
+                }
+            })
+            .collect();
+        let status_width = statuses
+            .iter()
+            .map(|s| s.chars().count())
             .max()
             .unwrap_or(6)
             .max(6);
@@ -189,16 +200,12 @@ impl RunReport {
             "{:name_width$}  {:status_width$}  {:>8}  IMAGE\n",
             "JOB", "STATUS", "DURATION"
         );
-        for job in &self.jobs {
+        for (job, status) in self.jobs.iter().zip(statuses) {
             let duration = if job.seconds > 0.0 {
                 format!("{:.2}s", job.seconds)
             } else {
                 "-".into()
             };
-            let mut status = job.status.label();
-            if job.attempts > 1 {
-                status = format!("{status} ({} attempts)", job.attempts);
-            }
             let _ = writeln!(
                 out,
                 "{:name_width$}  {status:status_width$}  {duration:>8}  {}",
@@ -859,10 +866,7 @@ impl RunContext<'_> {
                         match artifacts::collect_artifacts(checkout_dir, &script.artifacts, &into) {
                             Ok(paths) => {
                                 // The list names the directories copied too.
-                                let files = paths
-                                    .iter()
-                                    .filter(|p| !into.join(p).is_dir())
-                                    .count();
+                                let files = paths.iter().filter(|p| !into.join(p).is_dir()).count();
                                 log.line(&format!("artifacts: {files} files kept"));
                                 outputs.artifacts = Some(into);
                             }
@@ -1194,4 +1198,42 @@ pub fn print_summary(report: &RunReport, logs_base: &Path) {
             .display(),
         report.id.as_str()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(name: &str, status: JobStatus, attempts: u32) -> JobReport {
+        JobReport {
+            name: name.into(),
+            status,
+            seconds: 1.5,
+            attempts,
+            image: None,
+            digest: None,
+        }
+    }
+
+    #[test]
+    fn the_summary_columns_line_up_with_attempts_and_wide_names() {
+        let report = RunReport {
+            id: RunId::at(0, 0),
+            jobs: vec![
+                job("retried", JobStatus::Succeeded, 3),
+                job("été", JobStatus::Canceled, 1),
+            ],
+            interrupted: false,
+        };
+        let table = report.table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "JOB      STATUS                  DURATION  IMAGE",
+                "retried  succeeded (3 attempts)     1.50s  ",
+                "été      canceled                   1.50s  ",
+            ]
+        );
+    }
 }
