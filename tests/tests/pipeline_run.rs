@@ -450,6 +450,26 @@ fn unique() -> u64 {
     100_000_000 + (n * 1000 + seconds % 1000) % 800_000_000
 }
 
+/// Kills, when dropped, every process whose command line holds one of its
+/// markers: what a failing test would otherwise leave running (a build
+/// job's `executor build` is in a process group of its own).
+struct Reaper(Vec<String>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for marker in &self.0 {
+            for (pid, _) in processes_with(marker) {
+                if let Some(pid) = i32::try_from(pid)
+                    .ok()
+                    .and_then(rustix::process::Pid::from_raw)
+                {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+        }
+    }
+}
+
 /// Asserts that no run left a scratch directory (`run-*`, `job-*`,
 /// `build-*`) in the store's `tmp/`.
 fn assert_no_scratch(store: &Path) {
@@ -700,6 +720,7 @@ jobs:
 "#
     );
     let bed = Bed::new(&[("pipeline.yaml", &pipeline)]);
+    let _reaper = Reaper(vec![format!("sleep {marker}")]);
     let leftovers = Leftovers::before(&bed.store());
     let run = bed.run(&["--jobs", "3"]);
     run.exits(1)
@@ -1384,6 +1405,11 @@ jobs:
             "slow/Dockerfile",
             &format!("ARG BASE\nFROM $BASE\nRUN sleep {build_marker}\n"),
         ),
+    ]);
+    let _reaper = Reaper(vec![
+        bed.dir.path().display().to_string(),
+        format!("sleep {script_marker}"),
+        format!("sleep {build_marker}"),
     ]);
     let leftovers = Leftovers::before(&bed.store());
     let stdout = fs::File::create(bed.path("stdout")).unwrap();
