@@ -551,6 +551,22 @@ fn a_job_starts_only_after_its_needs_and_earlier_stages_finished() {
             );
         }
     }
+
+    // --job: that job and what it needs, nothing else.
+    bed.coordinator.clear();
+    let run = bed.run(&["--job", "d"]);
+    run.exits(0)
+        .has("e", "skipped: not selected with --job")
+        .has("f", "skipped: not selected with --job");
+    assert_eq!(run.succeeded(), set(&["a", "b", "c", "d"]), "{run:?}");
+    assert_eq!(bed.coordinator.events().len(), 8);
+    let out = bed.run_command(&["--job", "nope"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--job nope: pipeline.yaml has no such job (it has: a, b, c, d, e, f)"),
+        "{stderr}"
+    );
 }
 
 /// Two independent jobs, each recording that it is up and then waiting (up
@@ -612,6 +628,7 @@ defaults:
 jobs:
   broken:
     script: [bin/mark broken, "exit 3", bin/mark not-reached]
+    after_script: [bin/mark after-script]
   after-broken:
     needs: [broken]
     script: [bin/mark after-broken]
@@ -672,6 +689,7 @@ fn a_failing_job_skips_its_dependants_and_fails_the_run_unless_it_may_fail() {
         events,
         set(&[
             "broken",
+            "after-script",
             "on-failure",
             "always",
             "independent",
@@ -717,13 +735,31 @@ jobs:
   after-slow:
     needs: [slow]
     script: [bin/mark after-slow]
+  slow-build:
+    timeout: 3s
+    build:
+      context: slow
+      args: {{BASE: $REGISTRY/busybox:latest}}
+      push: false
 "#
     );
-    let bed = Bed::new(&[("pipeline.yaml", &pipeline)]);
-    let _reaper = Reaper(vec![format!("sleep {marker}")]);
+    let build_marker = unique();
+    let bed = Bed::new(&[
+        ("pipeline.yaml", &pipeline),
+        (
+            "slow/Dockerfile",
+            &format!("ARG BASE\nFROM $BASE\nRUN sleep {build_marker}\n"),
+        ),
+    ]);
+    let _reaper = Reaper(vec![
+        bed.dir.path().display().to_string(),
+        format!("sleep {marker}"),
+        format!("sleep {build_marker}"),
+    ]);
     let leftovers = Leftovers::before(&bed.store());
-    let run = bed.run(&["--jobs", "3"]);
+    let run = bed.run(&["--jobs", "4"]);
     run.exits(1)
+        .has("slow-build", "failed: timed out after 3s")
         .has("flaky", "succeeded (2 attempts)")
         .has("not-retried", "failed (allowed): the script")
         .has("slow", "failed: timed out after 3s (2 attempts)")
@@ -737,8 +773,10 @@ jobs:
     let log = run.log("slow");
     assert!(log.contains(&format!("$ sleep {marker}")), "{log}");
     assert!(log.contains("timed out after 3s"), "{log}");
-    // Both attempts' sleeps were killed with their sandboxes.
+    // Both attempts' sleeps were killed with their sandboxes, the build's
+    // with its process group.
     leftovers.assert_none(&format!("sleep {marker}"));
+    leftovers.assert_none(&format!("sleep {build_marker}"));
     assert_no_scratch(&bed.store());
 }
 
@@ -1135,7 +1173,24 @@ fn script_jobs_run_in_the_images_build_jobs_made_pushed_or_not() {
         ("app/Dockerfile", APP_DOCKERFILE),
     ]);
     let short = &git(&bed.repo(), &["rev-parse", "HEAD"])[..8];
-    let run = bed.run(&["--jobs", "2"]);
+    // Registry settings from the environment, as `executor build` takes
+    // them (comma-separated), for script jobs' pulls and build jobs alike.
+    let store = bed.store().display().to_string();
+    let registry = format!("REGISTRY={}", bed.registry.host);
+    let mut cmd = bed.executor(&[
+        "run",
+        "--cache-dir",
+        &store,
+        "--var",
+        &registry,
+        "--jobs",
+        "2",
+    ]);
+    cmd.env(
+        "EXECUTOR_INSECURE_REGISTRY",
+        format!("elsewhere.invalid:5000,{}", bed.registry.host),
+    );
+    let run = Run::new(&cmd.output().unwrap(), &bed.repo());
     run.exits(0);
     assert_eq!(
         run.succeeded(),
