@@ -641,7 +641,22 @@ impl RunContext<'_> {
                     }
                     break;
                 }
-                let Ok((n, report, out)) = finished.recv() else {
+                let next = loop {
+                    match finished.recv_timeout(Duration::from_millis(200)) {
+                        Ok(next) => break Some(next),
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            // A job that was starting when Ctrl-C came
+                            // (fetching its image, copying its checkout)
+                            // starts its sandbox after `interrupt` killed
+                            // the running ones: it is killed now.
+                            if INTERRUPTED.load(Ordering::SeqCst) {
+                                crate::sandbox::kill_all();
+                            }
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break None,
+                    }
+                };
+                let Some((n, report, out)) = next else {
                     break;
                 };
                 running.remove(&n);
@@ -753,6 +768,9 @@ impl RunContext<'_> {
         inputs: &[Outputs],
         log: &JobLog,
     ) -> Attempt {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return Attempt::Failed(RetryWhen::SystemFailure, "interrupted".into());
+        }
         // Every job works on a checkout of its own when it gets artifacts
         // or runs a script (which may write to it); a build job with no
         // artifacts to add reads the run's checkout.
@@ -1105,6 +1123,11 @@ fn run_child(
             }
             if started.elapsed() >= timeout && term_sent.is_none() {
                 timed_out = true;
+                kill_group(pgid, libc::SIGTERM);
+                term_sent = Some(Instant::now());
+            }
+            // Started after `interrupt` signalled the running builds.
+            if INTERRUPTED.load(Ordering::SeqCst) && term_sent.is_none() {
                 kill_group(pgid, libc::SIGTERM);
                 term_sent = Some(Instant::now());
             }
