@@ -35,7 +35,7 @@ use std::fmt::{self, Write as _};
 use std::fs;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -45,7 +45,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use executor_e2e::{
     GitDaemon, GitHttpServer, Leftovers, Registry, RegistryKind, executor_bin, git, git_commit,
-    git_repo, processes_with, unpack,
+    git_repo, ok, processes_with, unpack,
 };
 
 // ---------------------------------------------------------------------------
@@ -1434,6 +1434,96 @@ fn commit_clones_that_exact_commit_from_a_path_http_or_git_daemon() {
 // ---------------------------------------------------------------------------
 // Ctrl-C.
 
+/// `executor run` in the background, in a process group of its own (as a
+/// shell runs a foreground job: Ctrl-C signals the whole group), its
+/// output in files.
+struct Background<'b> {
+    bed: &'b Bed,
+    child: std::process::Child,
+}
+
+impl<'b> Background<'b> {
+    fn start(bed: &'b Bed, args: &[&str]) -> Self {
+        let stdout = fs::File::create(bed.path("stdout")).unwrap();
+        let stderr = fs::File::create(bed.path("stderr")).unwrap();
+        let child = bed
+            .run_command(args)
+            .stdout(stdout)
+            .stderr(stderr)
+            .process_group(0)
+            .spawn()
+            .expect("executor starts");
+        Self { bed, child }
+    }
+
+    fn stdout(&self) -> String {
+        fs::read_to_string(self.bed.path("stdout")).unwrap()
+    }
+
+    fn stderr(&self) -> String {
+        fs::read_to_string(self.bed.path("stderr")).unwrap()
+    }
+
+    /// Waits (up to 5 minutes) until `done` holds while the run goes on.
+    fn wait_until(&mut self, what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !done() {
+            let exited = self.child.try_wait().unwrap();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "{what}: not so ({exited:?})\n{}\n{}",
+                self.stdout(),
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGINT to the run's process group.
+    fn interrupt(&self) {
+        let group = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process_group(group, rustix::process::Signal::INT).expect("SIGINT");
+    }
+
+    /// Waits (up to a minute) for the run to end.
+    fn finish(mut self) -> Run {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "executor run still running a minute after SIGINT\n{}\n{}",
+                self.stdout(),
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let run = Run {
+            code: status.code(),
+            stdout: self.stdout(),
+            stderr: self.stderr(),
+            base: self.bed.repo(),
+        };
+        assert!(!run.stderr.contains("panicked"), "{run:?}");
+        run
+    }
+
+    /// Ctrl-C, and the run's end.
+    fn ctrl_c(self) -> Run {
+        self.interrupt();
+        self.finish()
+    }
+}
+
+impl Drop for Background<'_> {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn ctrl_c_stops_every_job_cancels_the_rest_and_leaves_nothing() {
     let (script_marker, build_marker) = (unique(), unique());
@@ -1467,63 +1557,72 @@ jobs:
         format!("sleep {build_marker}"),
     ]);
     let leftovers = Leftovers::before(&bed.store());
-    let stdout = fs::File::create(bed.path("stdout")).unwrap();
-    let stderr = fs::File::create(bed.path("stderr")).unwrap();
-    // A process group of its own, as a shell gives a foreground job: Ctrl-C
-    // signals the whole group.
-    let mut child = bed
-        .run_command(&["--jobs", "2"])
-        .stdout(stdout)
-        .stderr(stderr)
-        .process_group(0)
-        .spawn()
-        .expect("executor starts");
+    let mut run = Background::start(&bed, &["--jobs", "2"]);
     let sleeps = [
         format!("sleep {script_marker}"),
         format!("sleep {build_marker}"),
     ];
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !sleeps.iter().all(|s| !processes_with(s).is_empty()) {
-        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the two jobs did not both start:\n{}\n{}",
-                fs::read_to_string(bed.path("stdout")).unwrap(),
-                fs::read_to_string(bed.path("stderr")).unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let group = rustix::process::Pid::from_child(&child);
-    rustix::process::kill_process_group(group, rustix::process::Signal::INT).expect("SIGINT");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("executor run still running 60 s after SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let run = Run {
-        code: status.code(),
-        stdout: fs::read_to_string(bed.path("stdout")).unwrap(),
-        stderr: fs::read_to_string(bed.path("stderr")).unwrap(),
-        base: bed.repo(),
-    };
+    run.wait_until("the two jobs are running", || {
+        sleeps.iter().all(|s| !processes_with(s).is_empty())
+    });
+    let run = run.ctrl_c();
     run.exits(130)
         .has("sleeper", "canceled")
         .has("builder", "canceled")
         .has("later", "canceled");
-    assert!(!run.stderr.contains("panicked"), "{run:?}");
     assert_eq!(bed.coordinator.events(), ["sleeper"]);
     for sleep in &sleeps {
         leftovers.assert_none(sleep);
     }
+    assert_no_scratch(&bed.store());
+}
+
+/// A job still starting when Ctrl-C comes (here reading a secret from a
+/// FIFO, as it could be fetching its image) does not go on to run.
+#[test]
+fn ctrl_c_also_stops_a_job_that_was_still_starting() {
+    let marker = unique();
+    let gate = tempfile::tempdir().unwrap();
+    let fifo = gate.path().join("gate");
+    ok(Command::new("mkfifo").arg(&fifo));
+    let pipeline = format!(
+        r"version: 1
+defaults:
+  image: $REGISTRY/busybox:latest
+jobs:
+  starting:
+    secrets:
+      GATE: {{file: {fifo}}}
+    script: [bin/mark started, sleep {marker}]
+",
+        fifo = fifo.display()
+    );
+    let bed = Bed::new(&[("pipeline.yaml", &pipeline)]);
+    let _reaper = Reaper(vec![format!("sleep {marker}")]);
+    let leftovers = Leftovers::before(&bed.store());
+    let mut run = Background::start(&bed, &[]);
+    // The job is reading the FIFO once it can be opened for writing.
+    let mut writer = None;
+    run.wait_until("the job is reading its secret", || {
+        writer = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .ok();
+        writer.is_some()
+    });
+    run.interrupt();
+    run.wait_until("the run saw SIGINT", || {
+        fs::read_to_string(bed.path("stderr")).is_ok_and(|e| e.contains("SIGINT"))
+    });
+    // Now the job gets its secret, and could go on.
+    let mut writer = writer.unwrap();
+    writer.write_all(b"open sesame").unwrap();
+    drop(writer);
+    let run = run.finish();
+    run.exits(130).has("starting", "canceled");
+    assert!(bed.coordinator.events().is_empty());
+    leftovers.assert_none(&format!("sleep {marker}"));
     assert_no_scratch(&bed.store());
 }
 
