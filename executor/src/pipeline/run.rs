@@ -174,14 +174,25 @@ impl RunReport {
         let name_width = self
             .jobs
             .iter()
-            .map(|j| j.name.len())
+            .map(|j| j.name.chars().count())
             .max()
             .unwrap_or(3)
             .max(3);
-        let status_width = self
+        let statuses: Vec<String> = self
             .jobs
             .iter()
-            .map(|j| j.status.label().len())
+            .map(|job| {
+                let status = job.status.label();
+                if job.attempts > 1 {
+                    format!("{status} ({} attempts)", job.attempts)
+                } else {
+                    status
+                }
+            })
+            .collect();
+        let status_width = statuses
+            .iter()
+            .map(|s| s.chars().count())
             .max()
             .unwrap_or(6)
             .max(6);
@@ -189,16 +200,12 @@ impl RunReport {
             "{:name_width$}  {:status_width$}  {:>8}  IMAGE\n",
             "JOB", "STATUS", "DURATION"
         );
-        for job in &self.jobs {
+        for (job, status) in self.jobs.iter().zip(statuses) {
             let duration = if job.seconds > 0.0 {
                 format!("{:.2}s", job.seconds)
             } else {
                 "-".into()
             };
-            let mut status = job.status.label();
-            if job.attempts > 1 {
-                status = format!("{status} ({} attempts)", job.attempts);
-            }
             let _ = writeln!(
                 out,
                 "{:name_width$}  {status:status_width$}  {duration:>8}  {}",
@@ -636,7 +643,22 @@ impl RunContext<'_> {
                     }
                     break;
                 }
-                let Ok((n, report, out)) = finished.recv() else {
+                let next = loop {
+                    match finished.recv_timeout(Duration::from_millis(200)) {
+                        Ok(next) => break Some(next),
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            // A job that was starting when Ctrl-C came
+                            // (fetching its image, copying its checkout)
+                            // starts its sandbox after `interrupt` killed
+                            // the running ones: it is killed now.
+                            if INTERRUPTED.load(Ordering::SeqCst) {
+                                crate::sandbox::kill_all();
+                            }
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break None,
+                    }
+                };
+                let Some((n, report, out)) = next else {
                     break;
                 };
                 running.remove(&n);
@@ -748,6 +770,9 @@ impl RunContext<'_> {
         inputs: &[Outputs],
         log: &JobLog,
     ) -> Attempt {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return Attempt::Failed(RetryWhen::SystemFailure, "interrupted".into());
+        }
         // Every job works on a checkout of its own when it gets artifacts
         // or runs a script (which may write to it); a build job with no
         // artifacts to add reads the run's checkout.
@@ -860,7 +885,9 @@ impl RunContext<'_> {
                         let into = self.scratch.join(format!("artifacts-{n}"));
                         match artifacts::collect_artifacts(checkout_dir, &script.artifacts, &into) {
                             Ok(paths) => {
-                                log.line(&format!("artifacts: {} files kept", paths.len()));
+                                // The list names the directories copied too.
+                                let files = paths.iter().filter(|p| !into.join(p).is_dir()).count();
+                                log.line(&format!("artifacts: {files} files kept"));
                                 outputs.artifacts = Some(into);
                             }
                             Err(e) => {
@@ -910,12 +937,17 @@ impl RunContext<'_> {
         }
         let digest_file = job_dir.join("digest");
         let context = checkout_dir.join(expand(&build.context));
+        // The Dockerfile is the context's: given as it is written,
+        // `executor build` would first look for it from its own working
+        // directory, the one `executor run` started in (the working tree,
+        // whichever commit runs).
+        let dockerfile = context.join(expand(&build.dockerfile));
         let mut args: Vec<String> = vec![
             "build".into(),
             "--context".into(),
             context.display().to_string(),
             "--dockerfile".into(),
-            expand(&build.dockerfile),
+            dockerfile.display().to_string(),
             "--cache-dir".into(),
             self.store.root().display().to_string(),
             "--digest-file".into(),
@@ -1096,6 +1128,11 @@ fn run_child(
                 kill_group(pgid, libc::SIGTERM);
                 term_sent = Some(Instant::now());
             }
+            // Started after `interrupt` signalled the running builds.
+            if INTERRUPTED.load(Ordering::SeqCst) && term_sent.is_none() {
+                kill_group(pgid, libc::SIGTERM);
+                term_sent = Some(Instant::now());
+            }
             if term_sent.is_some_and(|t| t.elapsed() >= Duration::from_secs(10)) {
                 kill_group(pgid, libc::SIGKILL);
             }
@@ -1186,4 +1223,42 @@ pub fn print_summary(report: &RunReport, logs_base: &Path) {
             .display(),
         report.id.as_str()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(name: &str, status: JobStatus, attempts: u32) -> JobReport {
+        JobReport {
+            name: name.into(),
+            status,
+            seconds: 1.5,
+            attempts,
+            image: None,
+            digest: None,
+        }
+    }
+
+    #[test]
+    fn the_summary_columns_line_up_with_attempts_and_wide_names() {
+        let report = RunReport {
+            id: RunId::at(0, 0),
+            jobs: vec![
+                job("retried", JobStatus::Succeeded, 3),
+                job("été", JobStatus::Canceled, 1),
+            ],
+            interrupted: false,
+        };
+        let table = report.table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "JOB      STATUS                  DURATION  IMAGE",
+                "retried  succeeded (3 attempts)     1.50s  ",
+                "été      canceled                   1.50s  ",
+            ]
+        );
+    }
 }
