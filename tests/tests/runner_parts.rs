@@ -333,10 +333,11 @@ fn a_checkout_is_the_exact_commit_from_a_path_or_over_http() {
             );
         }
     }
-    // Over HTTP a branch's tip comes shallow: one commit.
+    // Over HTTP a branch's tip comes shallow: the commit and its parent
+    // (which `rules: changes` compares it with), not the third commit.
     let into = dir.path().join("shallow");
     Checkout::clone_commit(&url, "main", &into).expect("a clone");
-    assert_eq!(git(&into, &["rev-list", "--count", "HEAD"]), "1");
+    assert_eq!(git(&into, &["rev-list", "--count", "HEAD"]), "2");
 
     let err = Checkout::clone_commit(&url, "no-such-branch", &dir.path().join("x"))
         .expect_err("an unknown rev");

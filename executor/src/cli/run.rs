@@ -198,8 +198,17 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             _ = int.recv() => "SIGINT",
             _ = term.recv() => "SIGTERM",
         };
-        tracing::warn!("{name}: stopping the run");
+        tracing::warn!("{name}: stopping the run (again to quit at once)");
         run::interrupt();
+        // A second signal: something hangs (a pull, a job ignoring
+        // SIGTERM); quit now, killing what is left.
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::warn!("stopping at once");
+        run::interrupt();
+        std::process::exit(130);
     });
     let report = run::run(&options, runtime.handle());
     signals.abort();

@@ -6,7 +6,8 @@
 //!   the working tree as they are, uncommitted changes included.
 //! - [`Checkout::clone_commit`]: a fresh clone of one commit, as CI has it:
 //!   `rev` (a branch, a tag or a commit id) fetched with git2 (libgit2),
-//!   shallow (depth 1) where the transport allows it and in full where it
+//!   shallow (depth 2: the commit and its parent, for `rules: changes`)
+//!   where the transport allows it and in full where it
 //!   does not (libgit2's local transport, for one, cannot fetch shallow;
 //!   most servers refuse a commit that is not a ref's tip by id), then
 //!   checked out detached. The checkout keeps its `.git`, with `origin`
@@ -406,15 +407,16 @@ fn fetch(
     remote.fetch(specs, Some(&mut options), None)
 }
 
-/// Fetches `spec` at depth 1, else in full (the full fetch's error is the
-/// one reported).
+/// Fetches `spec` at depth 2 (the commit and its parent, which `rules:
+/// changes` and `on` path filters compare it with), else in full (the full
+/// fetch's error is the one reported).
 fn fetch_shallow_first(
     remote: &mut git2::Remote<'_>,
     spec: &str,
     shown: &str,
 ) -> Result<(), git2::Error> {
     let specs = [spec.to_owned()];
-    match fetch(remote, &specs, Some(1)) {
+    match fetch(remote, &specs, Some(2)) {
         Ok(()) => Ok(()),
         Err(error) if error.code() == ErrorCode::Auth => Err(error),
         Err(error) => {

@@ -148,7 +148,7 @@ spec! {
         tag: Trigger<TagFilterSpec> => "tag",
         /// A pull (merge) request: `true`, or filters on its target branch.
         pull_request: Trigger<BranchFilterSpec> => "pull_request",
-        /// A run started by hand (`executor run` by default).
+        /// A run started by hand (`executor run --event manual`).
         manual: bool => "manual",
     }
 }
