@@ -96,14 +96,7 @@ common=(--insecure-registry "$registry" --cache-dir "$out/store")
 say "building the base image: busybox from Debian's busybox-static"
 ctx="$work/busybox-base"
 cp -a examples/busybox-base "$ctx"
-mkdir -p "$ctx/rootfs/bin" "$ctx/rootfs/tmp" "$ctx/rootfs/root"
-cp -a "$ctx/rootfs-files/." "$ctx/rootfs/"
-cp /bin/busybox "$ctx/rootfs/bin/busybox"
-for applet in $(/bin/busybox --list); do
-    [ "$applet" = busybox ] || ln -s busybox "$ctx/rootfs/bin/$applet"
-done
-chmod 1777 "$ctx/rootfs/tmp"
-chmod 0700 "$ctx/rootfs/root"
+bash examples/busybox-base/make-rootfs.sh "$ctx/rootfs"
 "$executor" build "${common[@]}" \
     --context "$ctx" \
     --destination "$registry/examples/busybox:1" \

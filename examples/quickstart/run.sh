@@ -45,16 +45,7 @@ else
 fi
 
 say "putting busybox from Debian's busybox-static in examples/quickstart/rootfs"
-rootfs=examples/quickstart/rootfs
-rm -rf "$rootfs"
-mkdir -p "$rootfs/bin" "$rootfs/tmp" "$rootfs/root"
-cp -a examples/busybox-base/rootfs-files/. "$rootfs/"
-cp /bin/busybox "$rootfs/bin/busybox"
-for applet in $(/bin/busybox --list); do
-    [ "$applet" = busybox ] || ln -s busybox "$rootfs/bin/$applet"
-done
-chmod 1777 "$rootfs/tmp"
-chmod 0700 "$rootfs/root"
+bash examples/busybox-base/make-rootfs.sh examples/quickstart/rootfs
 
 say "executor run examples/quickstart/pipeline.yaml"
 "$executor" run examples/quickstart/pipeline.yaml "$@"

@@ -392,13 +392,10 @@ fn health_config(check: &Healthcheck) -> HealthConfig {
     }
 }
 
-/// RFC 3339 UTC time (`2006-01-02T15:04:05Z`) of a Unix timestamp, as image
-/// configs write it.
+/// Howard Hinnant's `civil_from_days`: (year, month, day) of a day count
+/// since 1970-01-01.
 #[must_use]
-pub fn rfc3339(unix_seconds: i64) -> String {
-    let days = unix_seconds.div_euclid(86_400);
-    let secs = unix_seconds.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -408,6 +405,16 @@ pub fn rfc3339(unix_seconds: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// RFC 3339 UTC time (`2006-01-02T15:04:05Z`) of a Unix timestamp, as image
+/// configs write it.
+#[must_use]
+pub fn rfc3339(unix_seconds: i64) -> String {
+    let days = unix_seconds.div_euclid(86_400);
+    let secs = unix_seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
         secs / 3600,

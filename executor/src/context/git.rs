@@ -234,8 +234,20 @@ fn find_commit(repo: &Repository, id: &str) -> Option<Oid> {
 }
 
 fn callbacks(options: &GitOptions) -> RemoteCallbacks<'static> {
+    let mut callbacks = credential_callbacks(options.credentials.clone());
+    if options.insecure_skip_tls {
+        callbacks.certificate_check(|_, _| Ok(CertificateCheckStatus::CertificateOk));
+    }
+    callbacks
+}
+
+/// Callbacks answering a server's request for credentials with
+/// `credentials` (user and password or token) once: a refusal is an
+/// authentication error, not a loop. Shared with `executor run`'s clones.
+pub(crate) fn credential_callbacks(
+    credentials: Option<super::source::GitCredentials>,
+) -> RemoteCallbacks<'static> {
     let mut callbacks = RemoteCallbacks::new();
-    let credentials = options.credentials.clone();
     let mut attempts = 0;
     callbacks.credentials(move |_url, _username, allowed| {
         attempts += 1;
@@ -256,9 +268,6 @@ fn callbacks(options: &GitOptions) -> RemoteCallbacks<'static> {
             )),
         }
     });
-    if options.insecure_skip_tls {
-        callbacks.certificate_check(|_, _| Ok(CertificateCheckStatus::CertificateOk));
-    }
     callbacks
 }
 

@@ -8,7 +8,7 @@
 //! that leads out of it is an error.
 
 mod archive;
-mod git;
+pub(crate) mod git;
 pub(crate) mod gomatch;
 pub mod hash;
 pub mod select;

@@ -23,8 +23,7 @@ use std::path::{Path, PathBuf};
 
 use git2::build::CheckoutBuilder;
 use git2::{
-    AutotagOption, Commit, Cred, CredentialType, Direction, ErrorCode, FetchOptions, Oid,
-    RemoteCallbacks, Repository,
+    AutotagOption, Commit, Direction, ErrorCode, FetchOptions, Oid, RemoteCallbacks, Repository,
 };
 
 use crate::context::source::GitCredentials;
@@ -486,29 +485,7 @@ fn source_url(repo: &str) -> String {
 }
 
 fn callbacks() -> RemoteCallbacks<'static> {
-    let mut callbacks = RemoteCallbacks::new();
-    let credentials = GitCredentials::from_env();
-    let mut attempts = 0;
-    callbacks.credentials(move |_url, _username, allowed| {
-        attempts += 1;
-        match &credentials {
-            // libgit2 asks again when the server refuses: do not loop.
-            Some(_) if attempts > 1 => Err(git2::Error::new(
-                ErrorCode::Auth,
-                git2::ErrorClass::Http,
-                "the server refused the credentials",
-            )),
-            Some(c) if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) => {
-                Cred::userpass_plaintext(&c.username, &c.password)
-            }
-            _ => Err(git2::Error::new(
-                ErrorCode::Auth,
-                git2::ErrorClass::Http,
-                "the server asks for credentials",
-            )),
-        }
-    });
-    callbacks
+    crate::context::git::credential_callbacks(GitCredentials::from_env())
 }
 
 fn hint_for(error: &git2::Error) -> &'static str {

@@ -692,6 +692,8 @@ mod tests {
     }
 
     fn run(job: &ScriptJob, store: &Store) -> Ran {
+        // The sandbox tests' kill_all would kill this job's sandbox too.
+        let _shared = crate::sandbox::tests::shared();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()

@@ -584,4 +584,4 @@ fn step_name(steps: &[String], step: u32, spec: &Spec) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -18,7 +18,9 @@ const APPLETS: [&str; 25] = [
 /// alone (as does the one counting temporary directories), the others share.
 static KILL_LOCK: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
-fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+/// Shared by every test of the crate that runs a sandbox (`pipeline::script`'s
+/// too): a test calling `kill_all` waits for them, and they for it.
+pub(crate) fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
     KILL_LOCK
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
