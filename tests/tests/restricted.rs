@@ -221,6 +221,15 @@ fn run_under_a_seccomp_filter_denying_namespaces_fails_clearly_and_copy_works() 
         std::fs::read_to_string(rootfs.join("srv/f")).unwrap(),
         "copied"
     );
+    // The filter lets the new mount API through but refuses umount2, and
+    // the build shares the host's mounts: it must have mounted nothing
+    // (an overlay probe used to stay mounted here).
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let key = project.cache().to_string_lossy().into_owned();
+    assert!(
+        !mounts.lines().any(|l| l.contains(&key)),
+        "the build left mounts behind:\n{mounts}"
+    );
 }
 
 /// A user namespace whose root is `argv[1]` here, made as the

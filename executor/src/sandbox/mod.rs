@@ -344,7 +344,22 @@ pub fn enter_private_mount_namespace() -> Result<()> {
                     | rustix::mount::MountPropagationFlags::PRIVATE,
             )
         })
-        .map_err(|err| SandboxError::PrivateNamespace { source: err.into() })
+        .map_err(|err| SandboxError::PrivateNamespace { source: err.into() })?;
+    PRIVATE_MOUNTS.store(true, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
+}
+
+/// Set once [`enter_private_mount_namespace`] succeeded.
+static PRIVATE_MOUNTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process's mounts are its own (see
+/// [`enter_private_mount_namespace`]): only then does the build mount
+/// overlays itself. Elsewhere a mount could outlive the build: a seccomp
+/// profile that lets the new mount API through but refuses `umount2`
+/// leaves every overlay mounted on the host.
+#[must_use]
+pub fn has_private_mounts() -> bool {
+    PRIVATE_MOUNTS.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 fn pipe(what: &str) -> Result<(OwnedFd, OwnedFd)> {

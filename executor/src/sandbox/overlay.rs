@@ -216,6 +216,12 @@ impl Drop for Overlay {
 /// and everything is removed afterwards.
 #[must_use]
 pub fn supported(scratch: &Path) -> bool {
+    if !super::has_private_mounts() {
+        tracing::debug!(
+            "overlay mounts are not used: this process has no mount namespace of its own, so they could outlive it"
+        );
+        return false;
+    }
     match try_overlay(scratch) {
         Ok(()) => true,
         Err(err) => {
@@ -656,9 +662,19 @@ mod tests {
     }
 
     #[test]
-    fn overlay_is_supported_here_and_the_probe_cleans_up() {
+    fn overlay_works_here_and_the_probe_cleans_up() {
         let tmp = tempfile::tempdir().unwrap();
-        assert!(supported(tmp.path()));
+        super::try_overlay(tmp.path()).unwrap();
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn no_overlay_without_a_mount_namespace_of_its_own() {
+        // The test process shares the host's mounts (it never entered a
+        // namespace of its own): a mount here could outlive it.
+        assert!(!super::super::has_private_mounts());
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(!supported(tmp.path()));
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
     }
 }
