@@ -284,8 +284,10 @@ enum Plan {
 
 /// Runs the pipeline as `options` say. `Ok` with the report whether or not
 /// jobs failed; an error when the run could not start.
+///
+/// A Ctrl-C ([`interrupt`]) that comes before the run starts cancels it:
+/// the flag is never cleared (a process runs one pipeline).
 pub fn run(options: &RunOptions, runtime: &Handle) -> Result<RunReport> {
-    INTERRUPTED.store(false, Ordering::SeqCst);
     let store = Store::open(&options.store)?;
     let scratch_root = store.root().join("tmp");
     fs::create_dir_all(&scratch_root).map_err(io_at(&scratch_root))?;
@@ -316,6 +318,12 @@ pub fn run(options: &RunOptions, runtime: &Handle) -> Result<RunReport> {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         (Checkout::working_tree(dir)?, pipeline, true)
+    };
+    // How the pipeline is named in what the run prints: a clone's path
+    // means nothing once the run is over.
+    let shown = match &options.commit {
+        Some(rev) => format!("{} at {rev}", options.pipeline.display()),
+        None => pipeline_path.display().to_string(),
     };
     if !pipeline_path.is_file() {
         return Err(RunError::Usage(format!(
@@ -431,7 +439,7 @@ pub fn run(options: &RunOptions, runtime: &Handle) -> Result<RunReport> {
         .collect();
 
     if options.dry_run {
-        print_plan(&pipeline, &plans, &predefined, event);
+        print_plan(&shown, &pipeline, &plans, &predefined, event);
         return Ok(RunReport {
             id,
             jobs: Vec::new(),
@@ -440,20 +448,14 @@ pub fn run(options: &RunOptions, runtime: &Handle) -> Result<RunReport> {
     }
     if !runs {
         println!(
-            "{}: the pipeline does not run on {} {} (see its `on`)",
-            pipeline_path.display(),
+            "{shown}: the pipeline does not run on {} {} (see its `on`)",
             source.as_str(),
             git_ref.as_deref().unwrap_or("")
         );
     }
     let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
     let logs = RunLogs::create(&options.logs_base, id.clone(), &names)?;
-    println!(
-        "run {} of {} at {}",
-        id.as_str(),
-        pipeline_path.display(),
-        &checkout.sha
-    );
+    println!("run {} of {shown} ({})", id.as_str(), &checkout.sha);
     let remote = Remote::from_options(options.registry.clone())?;
     let context = RunContext {
         options,
@@ -501,10 +503,15 @@ fn variables(predefined: &Predefined, job: &Job, n: usize, overrides: &Variables
     vars::expand_all(&all)
 }
 
-fn print_plan(pipeline: &Pipeline, plans: &[Plan], predefined: &Predefined, event: Event<'_>) {
+fn print_plan(
+    shown: &str,
+    pipeline: &Pipeline,
+    plans: &[Plan],
+    predefined: &Predefined,
+    event: Event<'_>,
+) {
     println!(
-        "{} on {} {} ({}): {} jobs",
-        pipeline.path().display(),
+        "{shown} on {} {} ({}): {} jobs",
         event.kind.as_str(),
         event.git_ref.unwrap_or(""),
         predefined.sha.get(..8).unwrap_or(&predefined.sha),
