@@ -49,7 +49,7 @@ if [ -n "${EXECUTOR:-}" ]; then
 else
     say "building executor (release)"
     cargo build --release --locked -p executor --bin executor
-    executor="$root/target/release/executor"
+    executor="${CARGO_TARGET_DIR:-$root/target}/release/executor"
 fi
 
 out="${EXECUTOR_EXAMPLES_OUT:-$root/target/examples}"

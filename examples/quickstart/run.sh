@@ -41,7 +41,7 @@ if [ -n "${EXECUTOR:-}" ]; then
 else
     say "building executor (release)"
     cargo build --release --locked -p executor --bin executor
-    executor="$root/target/release/executor"
+    executor="${CARGO_TARGET_DIR:-$root/target}/release/executor"
 fi
 
 say "putting busybox from Debian's busybox-static in examples/quickstart/rootfs"
