@@ -57,23 +57,8 @@ pub(crate) fn clone(
         .remote("origin", &url)
         .map_err(git_error("adding the remote".to_owned()))?;
 
-    let heads: Vec<(String, Oid, Option<String>)> = {
-        let connection = remote
-            .connect_auth(Direction::Fetch, Some(callbacks(options)), None)
-            .map_err(git_error("connecting".to_owned()))?;
-        connection
-            .list()
-            .map_err(git_error("listing refs".to_owned()))?
-            .iter()
-            .map(|head| {
-                (
-                    head.name().to_owned(),
-                    head.oid(),
-                    head.symref_target().map(str::to_owned),
-                )
-            })
-            .collect()
-    };
+    let heads = list_heads(&mut remote, callbacks(options))
+        .map_err(|(what, e)| git_error(what.to_owned())(e))?;
     let asked = source.reference.as_deref().or(options.branch.as_deref());
     let want = resolve_ref(&heads, asked).ok_or_else(|| Error::GitRef {
         url: shown.clone(),
@@ -197,7 +182,7 @@ enum Want {
 /// Find what the user named among the advertised refs: `HEAD` (following
 /// its symref), a full ref, `refs/heads/NAME`, `refs/tags/NAME`, else a
 /// commit id.
-fn resolve_ref(heads: &[(String, Oid, Option<String>)], asked: Option<&str>) -> Option<Want> {
+fn resolve_ref(heads: &[Head], asked: Option<&str>) -> Option<Want> {
     let advertised = |name: &str| heads.iter().any(|(n, _, _)| n == name);
     match asked {
         None | Some("HEAD") => {
@@ -239,6 +224,33 @@ fn callbacks(options: &GitOptions) -> RemoteCallbacks<'static> {
         callbacks.certificate_check(|_, _| Ok(CertificateCheckStatus::CertificateOk));
     }
     callbacks
+}
+
+/// A remote ref: its name, the commit it points at, and the ref a
+/// symbolic one (`HEAD`) names.
+pub(crate) type Head = (String, Oid, Option<String>);
+
+/// The refs `remote` advertises, connecting with `callbacks`; on failure,
+/// what was being done (`connecting`, `listing refs`) and git's error.
+pub(crate) fn list_heads(
+    remote: &mut git2::Remote<'_>,
+    callbacks: RemoteCallbacks<'static>,
+) -> std::result::Result<Vec<Head>, (&'static str, git2::Error)> {
+    let connection = remote
+        .connect_auth(Direction::Fetch, Some(callbacks), None)
+        .map_err(|e| ("connecting", e))?;
+    Ok(connection
+        .list()
+        .map_err(|e| ("listing refs", e))?
+        .iter()
+        .map(|head| {
+            (
+                head.name().to_owned(),
+                head.oid(),
+                head.symref_target().map(str::to_owned),
+            )
+        })
+        .collect())
 }
 
 /// Callbacks answering a server's request for credentials with

@@ -22,10 +22,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use git2::build::CheckoutBuilder;
-use git2::{
-    AutotagOption, Commit, Direction, ErrorCode, FetchOptions, Oid, RemoteCallbacks, Repository,
-};
+use git2::{AutotagOption, Commit, ErrorCode, FetchOptions, Oid, RemoteCallbacks, Repository};
 
+use crate::context::git::Head;
 use crate::context::source::GitCredentials;
 
 /// GitLab's `CI_COMMIT_SHORT_SHA` length.
@@ -204,23 +203,8 @@ impl Checkout {
         let mut remote = local
             .remote("origin", &url)
             .map_err(git_error("adding the remote".into()))?;
-        let heads: Vec<(String, Oid, Option<String>)> = {
-            let connection = remote
-                .connect_auth(Direction::Fetch, Some(callbacks()), None)
-                .map_err(git_error("connecting".into()))?;
-            connection
-                .list()
-                .map_err(git_error("listing refs".into()))?
-                .iter()
-                .map(|head| {
-                    (
-                        head.name().to_owned(),
-                        head.oid(),
-                        head.symref_target().map(str::to_owned),
-                    )
-                })
-                .collect()
-        };
+        let heads = crate::context::git::list_heads(&mut remote, callbacks())
+            .map_err(|(what, e)| git_error(what.into())(e))?;
         let want = resolve_rev(&heads, rev).ok_or_else(|| CheckoutError::RevNotFound {
             repo: shown.clone(),
             rev: rev.to_owned(),
@@ -349,7 +333,7 @@ enum Want {
 
 /// Finds `rev` among the advertised refs: `HEAD` (its branch, when it
 /// points at one), a full ref name, a branch, a tag; else a commit id.
-fn resolve_rev(heads: &[(String, Oid, Option<String>)], rev: &str) -> Option<Want> {
+fn resolve_rev(heads: &[Head], rev: &str) -> Option<Want> {
     let advertised = |name: &str| heads.iter().any(|(n, _, _)| n == name);
     let name = if rev == "HEAD" {
         let (_, _, target) = heads.iter().find(|(n, _, _)| n == "HEAD")?;
@@ -431,7 +415,7 @@ fn fetch_shallow_first(
 fn fetch_commit(
     local: &Repository,
     remote: &mut git2::Remote<'_>,
-    heads: &[(String, Oid, Option<String>)],
+    heads: &[Head],
     id: &str,
     shown: &str,
 ) -> Result<Option<Oid>, git2::Error> {
