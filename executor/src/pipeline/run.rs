@@ -918,7 +918,7 @@ impl RunContext<'_> {
                     ),
                 ),
             },
-            Err(e) => Attempt::Failed(RetryWhen::SystemFailure, e.to_string()),
+            Err(e) => Attempt::Failed(RetryWhen::SystemFailure, with_causes(&e)),
         }
     }
 
@@ -1060,6 +1060,22 @@ impl RunContext<'_> {
         };
         Attempt::Succeeded(outputs, Some(image_ref), Some(digest.to_string()))
     }
+}
+
+/// An error and its causes, `: `-separated (what the log shows of a job
+/// that could not run).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let shown = cause.to_string();
+        if !text.contains(&shown) {
+            text.push_str(": ");
+            text.push_str(&shown);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// How a build job's process ended.
