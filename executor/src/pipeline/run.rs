@@ -34,6 +34,7 @@ use crate::image::digest::Digest;
 use crate::image::store::Store;
 use crate::platform::Platform;
 use crate::registry::RegistryOptions;
+use crate::sandbox::overlay::Overlay;
 
 /// Why a run could not start (a job failing is not an error: it is in the
 /// summary and the exit status).
@@ -552,6 +553,25 @@ struct RunContext<'r> {
     job_vars: &'r [Variables],
 }
 
+/// A job's view of the project: an overlay over it, or a copy.
+struct JobTree {
+    dir: PathBuf,
+    overlay: Option<Overlay>,
+}
+
+impl JobTree {
+    /// Unmounts the overlay, if any (its upper directory goes with the
+    /// job's scratch directory).
+    fn release(self) -> Result<(), String> {
+        match self.overlay {
+            Some(overlay) => overlay
+                .unmount()
+                .map_err(|e| format!("cannot unmount {}: {e}", self.dir.display())),
+            None => Ok(()),
+        }
+    }
+}
+
 /// What a finished job hands to the jobs that need it.
 #[derive(Debug, Clone, Default)]
 struct Outputs {
@@ -786,14 +806,17 @@ impl RunContext<'_> {
         let archives: Vec<&PathBuf> = inputs.iter().filter_map(|i| i.artifacts.as_ref()).collect();
         let needs_copy = matches!(job.kind, JobKind::Script(_)) || !archives.is_empty();
         let job_dir = self.scratch.join(format!("job-{n}"));
-        let checkout_dir = if needs_copy {
+        let tree = if needs_copy {
             match self.job_checkout(&job_dir, &archives) {
-                Ok(dir) => dir,
+                Ok(tree) => Some(tree),
                 Err(e) => return Attempt::Failed(RetryWhen::SystemFailure, e),
             }
         } else {
-            self.project_dir.to_path_buf()
+            None
         };
+        let checkout_dir = tree
+            .as_ref()
+            .map_or_else(|| self.project_dir.to_path_buf(), |t| t.dir.clone());
         let attempt = match &job.kind {
             JobKind::Build(build) => {
                 self.build_job(job, build, &checkout_dir, &job_dir, vars, secrets, log)
@@ -802,6 +825,9 @@ impl RunContext<'_> {
                 self.script_job(n, job, script, &checkout_dir, vars, secrets, inputs, log)
             }
         };
+        if let Some(Err(e)) = tree.map(JobTree::release) {
+            tracing::warn!("{e}");
+        }
         if job_dir.exists()
             && let Err(e) = remove_tree(&job_dir)
         {
@@ -810,26 +836,48 @@ impl RunContext<'_> {
         attempt
     }
 
-    /// A copy of the checkout for one job (`.executor/` left out), with
-    /// the artifacts of the jobs it needs restored over it.
-    fn job_checkout(&self, job_dir: &Path, archives: &[&PathBuf]) -> Result<PathBuf, String> {
+    /// The project as one job sees it (`.executor/` left out), with the
+    /// artifacts of the jobs it needs restored over it: an overlay whose
+    /// lower layer is the project, so a job costs nothing however large
+    /// the working tree and never writes to it; a copy where overlays
+    /// cannot be mounted (no mount namespace of our own, no privileges).
+    fn job_checkout(&self, job_dir: &Path, archives: &[&PathBuf]) -> Result<JobTree, String> {
         if job_dir.exists() {
             remove_tree(job_dir).map_err(|e| format!("cannot clean {}: {e}", job_dir.display()))?;
         }
         let dir = job_dir.join("checkout");
-        fs::create_dir_all(job_dir)
-            .map_err(|e| format!("cannot create {}: {e}", job_dir.display()))?;
-        crate::image::diff::copy_tree(self.project_dir, &dir)
-            .map_err(|e| format!("cannot copy the checkout: {e}"))?;
-        let own = dir.join(".executor");
+        let (upper, work) = (job_dir.join("upper"), job_dir.join("work"));
+        for d in [&dir, &upper, &work] {
+            fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+        }
+        let overlay = if crate::sandbox::has_private_mounts()
+            && rustix::process::geteuid().is_root()
+        {
+            match Overlay::mount(&[self.project_dir.to_path_buf()], &upper, &work, &dir) {
+                Ok(overlay) => Some(overlay),
+                Err(e) => {
+                    tracing::debug!(error = %e, "the project cannot be an overlay's lower layer; copying it");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if overlay.is_none() {
+            crate::image::diff::copy_tree(self.project_dir, &dir)
+                .map_err(|e| format!("cannot copy the checkout: {e}"))?;
+        }
+        let tree = JobTree { dir, overlay };
+        // The run's own logs are being written there.
+        let own = tree.dir.join(".executor");
         if own.exists() {
             remove_tree(&own).map_err(|e| format!("cannot clean {}: {e}", own.display()))?;
         }
         for archive in archives {
-            artifacts::restore_artifacts(archive, &dir)
+            artifacts::restore_artifacts(archive, &tree.dir)
                 .map_err(|e| format!("cannot restore artifacts: {e}"))?;
         }
-        Ok(dir)
+        Ok(tree)
     }
 
     #[allow(clippy::too_many_arguments)]
