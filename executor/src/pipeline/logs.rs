@@ -298,6 +298,19 @@ impl RunLogs {
             path: dir.clone(),
             source,
         })?;
+        // `.executor/` sits in the user's working tree: git is told to
+        // leave it out, as pytest and others do with their caches.
+        let ignore = base.join(".executor/.gitignore");
+        if !ignore.exists() {
+            fs::write(
+                &ignore,
+                "# made by executor run: its logs stay out of git\n*\n",
+            )
+            .map_err(|source| LogsError::Create {
+                path: ignore.clone(),
+                source,
+            })?;
+        }
         let width = job_names
             .iter()
             .map(|name| name.chars().count())
@@ -574,6 +587,21 @@ mod tests {
         )
         .unwrap();
         (logs, captured)
+    }
+
+    #[test]
+    fn git_is_told_to_leave_the_logs_out() {
+        let base = tempfile::tempdir().unwrap();
+        let (_logs, _) = run(base.path(), &["a"], false);
+        let ignore = fs::read_to_string(base.path().join(".executor/.gitignore")).unwrap();
+        assert!(ignore.lines().any(|l| l == "*"), "{ignore}");
+        // A .gitignore the user wrote there is theirs.
+        fs::write(base.path().join(".executor/.gitignore"), "runs/\n").unwrap();
+        let (_logs, _) = run(base.path(), &["a"], false);
+        assert_eq!(
+            fs::read_to_string(base.path().join(".executor/.gitignore")).unwrap(),
+            "runs/\n"
+        );
     }
 
     #[test]
