@@ -250,8 +250,16 @@ pub fn jobs(base: &Path, run: &RunId) -> Result<Vec<String>> {
         })
         .collect();
     jobs.sort();
+    // In the order the run gave (its pipeline's), when it says.
+    if let Ok(order) = fs::read_to_string(dir.join(ORDER_FILE)) {
+        let position = |job: &String| order.lines().position(|line| line == job);
+        jobs.sort_by_key(|job| position(job).unwrap_or(usize::MAX));
+    }
     Ok(jobs)
 }
+
+/// The file of a run's directory listing its jobs in the run's order.
+const ORDER_FILE: &str = "jobs.txt";
 
 /// Where live output goes, shared by every job of a run.
 struct Live {
@@ -279,7 +287,8 @@ impl fmt::Debug for RunLogs {
 impl RunLogs {
     /// The logs of run `id` under `base` (its directory is created), live
     /// output on stdout (coloured when stdout is a terminal and `NO_COLOR`
-    /// is not set). `job_names` sets the width job names are padded to.
+    /// is not set). `job_names` sets the width job names are padded to,
+    /// and the order `executor logs` lists the jobs in.
     pub fn create(base: &Path, id: RunId, job_names: &[&str]) -> Result<Self> {
         let colour = io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         Self::with_output(base, id, job_names, Box::new(io::stdout()), colour)
@@ -296,6 +305,13 @@ impl RunLogs {
         let dir = runs_dir(base).join(id.as_str());
         fs::create_dir_all(&dir).map_err(|source| LogsError::Create {
             path: dir.clone(),
+            source,
+        })?;
+        let order = dir.join(ORDER_FILE);
+        let mut listed = job_names.join("\n");
+        listed.push('\n');
+        fs::write(&order, listed).map_err(|source| LogsError::Create {
+            path: order.clone(),
             source,
         })?;
         // `.executor/` sits in the user's working tree: git is told to
@@ -587,6 +603,19 @@ mod tests {
         )
         .unwrap();
         (logs, captured)
+    }
+
+    #[test]
+    fn jobs_are_listed_in_the_runs_order() {
+        let base = tempfile::tempdir().unwrap();
+        let (logs, _) = run(base.path(), &["zeta", "alpha", "mid"], false);
+        for name in ["alpha", "mid", "zeta"] {
+            logs.job(name, &[]).unwrap().finish().unwrap();
+        }
+        assert_eq!(
+            jobs(base.path(), logs.id()).unwrap(),
+            vec!["zeta", "alpha", "mid"]
+        );
     }
 
     #[test]

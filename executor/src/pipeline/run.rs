@@ -454,7 +454,13 @@ pub fn run(options: &RunOptions, runtime: &Handle) -> Result<RunReport> {
             git_ref.as_deref().unwrap_or("")
         );
     }
-    let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+    // The pipeline's order: needs first (what `executor logs` shows).
+    let names: Vec<&str> = pipeline
+        .dag()
+        .order()
+        .iter()
+        .map(|&n| jobs[n].name.as_str())
+        .collect();
     let logs = RunLogs::create(&options.logs_base, id.clone(), &names)?;
     println!("run {} of {shown} ({})", id.as_str(), &checkout.sha);
     let remote = Remote::from_options(options.registry.clone())?;
