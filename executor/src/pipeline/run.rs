@@ -651,7 +651,23 @@ impl RunContext<'_> {
                     let inputs: Vec<Outputs> = deps.iter().map(|&d| outputs[d].clone()).collect();
                     let done = done.clone();
                     scope.spawn(move || {
-                        let (report, out) = self.run_job(n, &inputs);
+                        // A panic (a bug) fails the job instead of leaving
+                        // the loop below waiting for it forever.
+                        let (report, out) =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                self.run_job(n, &inputs)
+                            }))
+                            .unwrap_or_else(|_| {
+                                let job = &self.pipeline.jobs()[n];
+                                let status = JobStatus::Failed {
+                                    allowed: false,
+                                    reason: "an internal error (a bug: please report it)".into(),
+                                };
+                                (
+                                    Self::report(job, Instant::now(), 1, status),
+                                    Outputs::default(),
+                                )
+                            });
                         let _ = done.send((n, report, out));
                     });
                 }
