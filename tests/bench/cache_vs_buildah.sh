@@ -95,18 +95,6 @@ registry_pid=
 storages=()
 driver=overlay
 
-cleanup_buildah() {
-  local root=$1
-  [[ -d $root ]] || return 0
-  buildah --root "$root/root" --runroot "$root/run" --storage-driver "$driver" \
-    rmi --all --force >/dev/null 2>&1 || true
-  # The overlay driver may leave its home bind-mounted.
-  local m
-  for m in $(findmnt -rn -o TARGET | grep -F "$root/" | sort -r); do
-    umount -l "$m" 2>/dev/null || true
-  done
-}
-
 cleanup() {
   local s
   for s in "${storages[@]}"; do cleanup_buildah "$s"; done
@@ -127,13 +115,7 @@ EOF
 export REGISTRIES_CONFIG_PATH=$top/registries.conf
 
 # Pick the buildah storage driver: overlay where it works, vfs otherwise.
-probe=$top/probe
-if ! buildah --root "$probe/root" --runroot "$probe/run" --storage-driver overlay \
-  images >/dev/null 2>&1; then
-  driver=vfs
-fi
-cleanup_buildah "$probe"
-rm -rf "$probe"
+pick_buildah_driver "$top/probe"
 
 # --- the bases and contexts ---------------------------------------------------------
 declare -A base_of

@@ -13,6 +13,13 @@
 # busybox_layout: /bin/busybox from busybox-static with its applets,
 # /etc/passwd and /etc/group), made once.
 #
+# pick_buildah_driver DIR: sets `driver` to overlay where buildah's overlay
+# storage works here, else vfs (trying it under DIR, removed afterwards).
+#
+# cleanup_buildah ROOT: removes the images of the buildah storage under ROOT
+# (`ROOT/root`, `ROOT/run`, driver `driver`) and unmounts what the overlay
+# driver may leave mounted below ROOT.
+#
 # start_registry DIR: starts Debian's docker-registry on a free 127.0.0.1
 # port with its storage (DIR/registry) and log (DIR/registry.log, its access
 # log included) under DIR, waits until it answers, and sets `registry`
@@ -147,4 +154,27 @@ with open(os.path.join(top, "registry.log"), "rb") as f:
             count += 1
 print(total, count)
 PY
+}
+
+pick_buildah_driver() {
+  local probe=$1
+  driver=overlay
+  if ! buildah --root "$probe/root" --runroot "$probe/run" --storage-driver overlay \
+    images >/dev/null 2>&1; then
+    driver=vfs
+  fi
+  cleanup_buildah "$probe"
+  rm -rf "$probe"
+}
+
+cleanup_buildah() {
+  local root=$1
+  [[ -d $root ]] || return 0
+  buildah --root "$root/root" --runroot "$root/run" --storage-driver "$driver" \
+    rmi --all --force >/dev/null 2>&1 || true
+  # The overlay driver may leave its home bind-mounted.
+  local m
+  for m in $(findmnt -rn -o TARGET | grep -F "$root/" | sort -r); do
+    umount -l "$m" 2>/dev/null || true
+  done
 }

@@ -185,18 +185,6 @@ tar -C "$context" -cf - . | cat >/dev/null
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
-cleanup_buildah() {
-  local root=$1
-  [[ -d $root ]] || return 0
-  buildah --root "$root/root" --runroot "$root/run" --storage-driver "$driver" \
-    rmi --all --force >/dev/null 2>&1 || true
-  # The overlay driver may leave its home bind-mounted.
-  local m
-  for m in $(findmnt -rn -o TARGET | grep -F "$root/" | sort -r); do
-    umount -l "$m" 2>/dev/null || true
-  done
-}
-
 driver=overlay
 results=()
 
@@ -271,13 +259,7 @@ trap finish_round EXIT
 
 # Pick the buildah storage driver: overlay where it works, vfs otherwise.
 if [[ $BUILDAH == 1 ]]; then
-  probe=$(mktemp -d "$BENCH_TMP/copy-heavy-probe-XXXXXX")
-  if ! buildah --root "$probe/root" --runroot "$probe/run" --storage-driver overlay \
-    images >/dev/null 2>&1; then
-    driver=vfs
-  fi
-  cleanup_buildah "$probe"
-  rm -rf "$probe"
+  pick_buildah_driver "$(mktemp -d "$BENCH_TMP/copy-heavy-probe-XXXXXX")"
 fi
 
 echo "== context $context ($FILES files, $MB MiB); output $OUTPUT; buildah driver $driver; $(nproc) cores" >&2

@@ -107,18 +107,6 @@ top=$(mktemp -d "$BENCH_TMP/run-cold-XXXXXX")
 registry_pid=
 work=
 
-cleanup_buildah() {
-  local root=$1
-  [[ -d $root ]] || return 0
-  buildah --root "$root/root" --runroot "$root/run" --storage-driver "$driver" \
-    rmi --all --force >/dev/null 2>&1 || true
-  # The overlay driver may leave its home bind-mounted.
-  local m
-  for m in $(findmnt -rn -o TARGET | grep -F "$root/" | sort -r); do
-    umount -l "$m" 2>/dev/null || true
-  done
-}
-
 finish_round() {
   [[ -n $work ]] || return 0
   cleanup_buildah "$work/buildah"
@@ -158,13 +146,7 @@ done
 # Pick the buildah storage driver: overlay where it works, vfs otherwise.
 driver=overlay
 if [[ $BUILDAH == 1 ]]; then
-  probe=$top/probe
-  if ! buildah --root "$probe/root" --runroot "$probe/run" --storage-driver overlay \
-    images >/dev/null 2>&1; then
-    driver=vfs
-  fi
-  cleanup_buildah "$probe"
-  rm -rf "$probe"
+  pick_buildah_driver "$top/probe"
 fi
 
 # --- one round ------------------------------------------------------------------
