@@ -23,6 +23,8 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 say() { printf '\n== %s\n' "$*" >&2; }
+# shellcheck source=examples/common.sh
+source examples/common.sh
 
 need=()
 command -v docker-registry >/dev/null || need+=(docker-registry)
@@ -33,24 +35,8 @@ command -v cc >/dev/null || need+=(build-essential)
 command -v curl >/dev/null || need+=(curl)
 command -v python3 >/dev/null || need+=(python3)
 command -v pkg-config >/dev/null || need+=(pkg-config libssl-dev)
-if [ ${#need[@]} -gt 0 ]; then
-    if [ "$(id -u)" != 0 ]; then
-        echo "missing packages: ${need[*]} (run as root, or install them)" >&2
-        exit 1
-    fi
-    say "installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need[@]}" ca-certificates >/dev/null
-fi
-
-if [ -n "${EXECUTOR:-}" ]; then
-    executor=$EXECUTOR
-else
-    say "building executor (release)"
-    cargo build --release --locked -p executor --bin executor
-    executor="${CARGO_TARGET_DIR:-$root/target}/release/executor"
-fi
+install_missing ${need[@]+"${need[@]}"}
+executor_binary
 
 out="${EXECUTOR_EXAMPLES_OUT:-$root/target/examples}"
 rm -rf "$out"

@@ -14,9 +14,10 @@
 # Extra arguments go to `executor run` (e.g. --cache-dir DIR, --dry-run).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=$PWD
 
 say() { printf '\n== %s\n' "$*" >&2; }
+# shellcheck source=examples/common.sh
+source examples/common.sh
 
 need=()
 [ -x /bin/busybox ] || need+=(busybox-static)
@@ -25,24 +26,8 @@ if [ -z "${EXECUTOR:-}" ]; then
     command -v pkg-config >/dev/null || need+=(pkg-config libssl-dev)
     command -v git >/dev/null || need+=(git)
 fi
-if [ ${#need[@]} -gt 0 ]; then
-    if [ "$(id -u)" != 0 ]; then
-        echo "missing packages: ${need[*]} (run as root, or install them)" >&2
-        exit 1
-    fi
-    say "installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need[@]}" ca-certificates >/dev/null
-fi
-
-if [ -n "${EXECUTOR:-}" ]; then
-    executor=$EXECUTOR
-else
-    say "building executor (release)"
-    cargo build --release --locked -p executor --bin executor
-    executor="${CARGO_TARGET_DIR:-$root/target}/release/executor"
-fi
+install_missing ${need[@]+"${need[@]}"}
+executor_binary
 
 say "putting busybox from Debian's busybox-static in examples/quickstart/rootfs"
 bash examples/busybox-base/make-rootfs.sh examples/quickstart/rootfs

@@ -1753,6 +1753,11 @@ fn examples_quickstart_run_sh_builds_and_tests_its_image() {
             &repo.join("examples").join(example),
         );
     }
+    fs::copy(
+        root.join("examples/common.sh"),
+        repo.join("examples/common.sh"),
+    )
+    .unwrap();
     fs::write(
         repo.join(".gitignore"),
         ".executor/\nexamples/quickstart/rootfs/\n",
