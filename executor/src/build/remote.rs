@@ -147,11 +147,7 @@ impl Remote {
             if store.has_blob(&digest) {
                 Ok(())
             } else {
-                Err(ImageError::Image {
-                    reference: digest.to_string(),
-                    message: "the layer is neither in the local store nor in a registry"
-                        .to_string(),
-                })
+                Err(nowhere(&digest))
             }
         });
         try_join_all(downloads).await?;
@@ -288,11 +284,7 @@ impl Remote {
                 return Ok(());
             }
             let Some(from) = from else {
-                return Err(ImageError::Image {
-                    reference: digest.to_string(),
-                    message: "the layer is neither in the local store nor in a registry"
-                        .to_string(),
-                });
+                return Err(nowhere(&digest));
             };
             self.fetch_blob(from, descriptor, store).await?;
         }
@@ -321,6 +313,14 @@ impl Remote {
         }
         pushed?;
         Ok(())
+    }
+}
+
+/// A layer with no source that the local store does not have either.
+fn nowhere(digest: &Digest) -> ImageError {
+    ImageError::Image {
+        reference: digest.to_string(),
+        message: "the layer is neither in the local store nor in a registry".to_string(),
     }
 }
 

@@ -165,18 +165,8 @@ pub struct BuildArgs {
     #[arg(long, env = "EXECUTOR_COMPRESSION_THREADS", default_value_t = 0)]
     pub compression_threads: usize,
 
-    /// Push to and pull from plain-HTTP registries
-    #[arg(long, env = "EXECUTOR_INSECURE", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
-    pub insecure: bool,
-
-    /// Do not verify TLS certificates when pushing
-    #[arg(long, env = "EXECUTOR_SKIP_TLS_VERIFY", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
-    pub skip_tls_verify: bool,
-
-    /// Retries of a failed push request (429, 5xx, dropped connection),
-    /// with exponential backoff
-    #[arg(long, env = "EXECUTOR_PUSH_RETRY", default_value_t = Backoff::default().retries)]
-    pub push_retry: u32,
+    #[command(flatten)]
+    pub push_args: PushArgs,
 
     /// A secret RUN steps may mount: `id=ID,src=PATH` or `id=ID,env=VAR`
     /// (repeatable)
@@ -218,6 +208,42 @@ pub struct BuildArgs {
     /// UTS namespaces and pivot_root
     #[arg(long, env = "EXECUTOR_ISOLATION", default_value = "namespace")]
     pub isolation: IsolationArg,
+}
+
+/// The registry settings for pushes. Shared by `executor build` and
+/// `executor run` (for its build jobs).
+#[derive(Debug, Clone, Args, Default)]
+pub struct PushArgs {
+    /// Push to and pull from plain-HTTP registries
+    #[arg(long, env = "EXECUTOR_INSECURE", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub insecure: bool,
+
+    /// Do not verify TLS certificates when pushing
+    #[arg(long, env = "EXECUTOR_SKIP_TLS_VERIFY", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub skip_tls_verify: bool,
+
+    /// Retries of a failed push request (429, 5xx, dropped connection),
+    /// with exponential backoff
+    #[arg(long, env = "EXECUTOR_PUSH_RETRY", default_value_t = Backoff::default().retries)]
+    pub push_retry: u32,
+}
+
+impl PushArgs {
+    /// These settings as `executor build` flags.
+    #[must_use]
+    pub fn as_flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        for (flag, on) in [
+            ("--insecure", self.insecure),
+            ("--skip-tls-verify", self.skip_tls_verify),
+        ] {
+            if on {
+                flags.push(flag.to_string());
+            }
+        }
+        flags.extend(["--push-retry".to_string(), self.push_retry.to_string()]);
+        flags
+    }
 }
 
 /// What fetching images takes: the store, the platform and the registry
@@ -286,6 +312,38 @@ pub struct PullArgs {
     /// across builds
     #[arg(long, env = "EXECUTOR_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+}
+
+impl PullArgs {
+    /// The registry settings among these (not the store or the platform)
+    /// as `executor build` flags.
+    #[must_use]
+    pub fn registry_flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        for (flag, values) in [
+            ("--insecure-registry", &self.insecure_registry),
+            ("--skip-tls-verify-registry", &self.skip_tls_verify_registry),
+            ("--registry-certificate", &self.registry_certificate),
+            ("--registry-mirror", &self.registry_mirror),
+        ] {
+            for value in values {
+                flags.extend([flag.to_string(), value.clone()]);
+            }
+        }
+        for (flag, on) in [
+            ("--insecure-pull", self.insecure_pull),
+            ("--skip-tls-verify-pull", self.skip_tls_verify_pull),
+        ] {
+            if on {
+                flags.push(flag.to_string());
+            }
+        }
+        flags.extend([
+            "--image-download-retry".to_string(),
+            self.image_download_retry.to_string(),
+        ]);
+        flags
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -414,10 +472,10 @@ impl BuildArgs {
             zstd: self.compression == Compression::Zstd,
             compression_level: self.compression_level,
             compression_threads: self.compression_threads,
-            insecure_push: self.insecure,
+            insecure_push: self.push_args.insecure,
             insecure_pull: self.pull.insecure_pull,
             insecure_registries: self.pull.insecure_registry.clone(),
-            skip_tls_verify_push: self.skip_tls_verify,
+            skip_tls_verify_push: self.push_args.skip_tls_verify,
             skip_tls_verify_pull: self.pull.skip_tls_verify_pull,
             skip_tls_verify_registries: self.pull.skip_tls_verify_registry.clone(),
             registry_certificates: pairs(
@@ -425,7 +483,7 @@ impl BuildArgs {
                 "--registry-certificate",
             )?,
             registry_mirrors: self.pull.registry_mirror.clone(),
-            push_retry: self.push_retry,
+            push_retry: self.push_args.push_retry,
             image_download_retry: self.pull.image_download_retry,
             cache_dir,
             snapshot_mode: match self.snapshot_mode {

@@ -13,12 +13,11 @@ use executor::pipeline::checkout::Checkout;
 use executor::pipeline::run::{self, RunOptions};
 use executor::pipeline::vars::PipelineSource;
 use executor::platform::Platform;
-use executor::registry::{Backoff, RegistryOptions, TransferOptions};
+use executor::registry::{RegistryOptions, TransferOptions};
 
-use super::build::{PullArgs, default_cache_dir, pairs};
+use super::build::{PullArgs, PushArgs, default_cache_dir, pairs};
 
 #[derive(Debug, Args)]
-#[allow(clippy::struct_excessive_bools)]
 pub struct RunArgs {
     /// The pipeline file (in the clone with --commit)
     #[arg(default_value = pipeline_schema::DEFAULT_FILE)]
@@ -68,17 +67,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub pull: PullArgs,
 
-    /// Push to plain-HTTP registries (build jobs)
-    #[arg(long, env = "EXECUTOR_INSECURE", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
-    pub insecure: bool,
-
-    /// Do not verify TLS certificates when pushing (build jobs)
-    #[arg(long, env = "EXECUTOR_SKIP_TLS_VERIFY", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
-    pub skip_tls_verify: bool,
-
-    /// Retries of a failed push request (build jobs)
-    #[arg(long, env = "EXECUTOR_PUSH_RETRY", default_value_t = Backoff::default().retries)]
-    pub push_retry: u32,
+    #[command(flatten)]
+    pub push: PushArgs,
 }
 
 impl RunArgs {
@@ -118,42 +108,15 @@ impl RunArgs {
                 retries: p.image_download_retry,
             },
             push: TransferOptions {
-                insecure: self.insecure,
-                skip_tls_verify: self.skip_tls_verify,
-                retries: self.push_retry,
+                insecure: self.push.insecure,
+                skip_tls_verify: self.push.skip_tls_verify,
+                retries: self.push.push_retry,
             },
             ..RegistryOptions::default()
         };
         // The same settings for build jobs, as `executor build` flags.
-        let mut build_flags = Vec::new();
-        for host in &p.insecure_registry {
-            build_flags.extend(["--insecure-registry".to_string(), host.clone()]);
-        }
-        for host in &p.skip_tls_verify_registry {
-            build_flags.extend(["--skip-tls-verify-registry".to_string(), host.clone()]);
-        }
-        for value in &p.registry_certificate {
-            build_flags.extend(["--registry-certificate".to_string(), value.clone()]);
-        }
-        for mirror in &p.registry_mirror {
-            build_flags.extend(["--registry-mirror".to_string(), mirror.clone()]);
-        }
-        for (flag, on) in [
-            ("--insecure-pull", p.insecure_pull),
-            ("--skip-tls-verify-pull", p.skip_tls_verify_pull),
-            ("--insecure", self.insecure),
-            ("--skip-tls-verify", self.skip_tls_verify),
-        ] {
-            if on {
-                build_flags.push(flag.to_string());
-            }
-        }
-        build_flags.extend([
-            "--image-download-retry".to_string(),
-            p.image_download_retry.to_string(),
-            "--push-retry".to_string(),
-            self.push_retry.to_string(),
-        ]);
+        let mut build_flags = p.registry_flags();
+        build_flags.extend(self.push.as_flags());
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
         let logs_base = Checkout::working_tree(&cwd).map_or(cwd, |checkout| checkout.dir);
         Ok(RunOptions {

@@ -813,8 +813,9 @@ fn finish_blob_file(tmp: NamedTempFile, dst: &Path) -> Result<()> {
 }
 
 /// Removes a directory tree, making read-only directories writable first
-/// (a layer may hold them, and the store may run without root).
-fn remove_tree(path: &Path) -> io::Result<()> {
+/// (a layer may hold them, and the store may run without root); a tree
+/// already gone is fine.
+pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
     match fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -31,7 +31,7 @@ use super::script::{self, JobImage, ScriptJob, ScriptStatus};
 use super::vars::{self, PipelineSource, Predefined, Variables};
 use crate::build::remote::Remote;
 use crate::image::digest::Digest;
-use crate::image::store::Store;
+use crate::image::store::{Store, remove_tree};
 use crate::platform::Platform;
 use crate::registry::RegistryOptions;
 use crate::sandbox::overlay::Overlay;
@@ -146,6 +146,20 @@ pub struct JobReport {
     /// it was not pushed).
     pub image: Option<String>,
     pub digest: Option<String>,
+}
+
+impl JobReport {
+    /// A job that did not run: skipped, or canceled before it started.
+    fn not_run(job: &Job, status: JobStatus) -> Self {
+        Self {
+            name: job.name.clone(),
+            status,
+            seconds: 0.0,
+            attempts: 0,
+            image: None,
+            digest: None,
+        }
+    }
 }
 
 /// The run's result.
@@ -601,7 +615,7 @@ impl RunContext<'_> {
     fn schedule(&self, plans: &[Plan]) -> Vec<JobReport> {
         let jobs = self.pipeline.jobs();
         let dag = self.pipeline.dag();
-        let mut status: Vec<Option<JobStatus>> = vec![None; jobs.len()];
+        // A job's report, once it has ended (or will never run).
         let mut reports: Vec<Option<JobReport>> = vec![None; jobs.len()];
         let mut outputs: Vec<Outputs> = vec![Outputs::default(); jobs.len()];
         let mut running = BTreeSet::new();
@@ -611,16 +625,16 @@ impl RunContext<'_> {
             loop {
                 let interrupted = INTERRUPTED.load(Ordering::SeqCst);
                 for &n in dag.order() {
-                    if status[n].is_some() || running.contains(&n) {
+                    if reports[n].is_some() || running.contains(&n) {
                         continue;
                     }
                     let deps = dag.dependencies(n);
-                    if deps.iter().any(|&d| status[d].is_none()) {
+                    if deps.iter().any(|&d| reports[d].is_none()) {
                         continue;
                     }
                     let upstream_failed = deps
                         .iter()
-                        .any(|&d| status[d].as_ref().is_some_and(JobStatus::blocks));
+                        .any(|&d| reports[d].as_ref().is_some_and(|r| r.status.blocks()));
                     let verdict = match plans[n] {
                         _ if interrupted => Some(JobStatus::Canceled),
                         Plan::Skip(reason) => Some(JobStatus::Skipped(reason.to_string())),
@@ -633,15 +647,7 @@ impl RunContext<'_> {
                         Plan::Run(_) => None,
                     };
                     if let Some(verdict) = verdict {
-                        reports[n] = Some(JobReport {
-                            name: jobs[n].name.clone(),
-                            status: verdict.clone(),
-                            seconds: 0.0,
-                            attempts: 0,
-                            image: None,
-                            digest: None,
-                        });
-                        status[n] = Some(verdict);
+                        reports[n] = Some(JobReport::not_run(&jobs[n], verdict));
                         continue;
                     }
                     if running.len() >= parallel {
@@ -671,24 +677,14 @@ impl RunContext<'_> {
                         let _ = done.send((n, report, out));
                     });
                 }
-                if running.is_empty() && status.iter().all(Option::is_some) {
+                if running.is_empty() && reports.iter().all(Option::is_some) {
                     break;
                 }
                 if running.is_empty() {
                     // Nothing runs and nothing can start: only possible if
                     // the graph were cyclic, which loading refuses.
-                    for (n, s) in status.iter_mut().enumerate() {
-                        if s.is_none() {
-                            *s = Some(JobStatus::Canceled);
-                            reports[n] = Some(JobReport {
-                                name: jobs[n].name.clone(),
-                                status: JobStatus::Canceled,
-                                seconds: 0.0,
-                                attempts: 0,
-                                image: None,
-                                digest: None,
-                            });
-                        }
+                    for (report, job) in reports.iter_mut().zip(jobs) {
+                        report.get_or_insert_with(|| JobReport::not_run(job, JobStatus::Canceled));
                     }
                     break;
                 }
@@ -711,7 +707,6 @@ impl RunContext<'_> {
                     break;
                 };
                 running.remove(&n);
-                status[n] = Some(report.status.clone());
                 reports[n] = Some(report);
                 outputs[n] = out;
             }
@@ -1274,33 +1269,6 @@ fn resolve_secrets(job: &Job) -> Result<Variables, String> {
         out.push((secret.name.clone(), value));
     }
     Ok(out)
-}
-
-/// Removes a job's scratch tree, making read-only directories writable
-/// first (a job may leave some).
-fn remove_tree(path: &Path) -> io::Result<()> {
-    match fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(_) => {
-            make_writable(path);
-            fs::remove_dir_all(path)
-        }
-    }
-}
-
-fn make_writable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt as _;
-    if let Ok(meta) = fs::symlink_metadata(path)
-        && meta.is_dir()
-    {
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
-        if let Ok(entries) = fs::read_dir(path) {
-            for entry in entries.flatten() {
-                make_writable(&entry.path());
-            }
-        }
-    }
 }
 
 /// Prints the summary and the run's log directory.
