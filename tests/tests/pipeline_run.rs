@@ -1237,6 +1237,80 @@ fn script_jobs_run_in_the_images_build_jobs_made_pushed_or_not() {
 }
 
 // ---------------------------------------------------------------------------
+// Paths out of the project.
+
+/// A build job cannot build, or read as its Dockerfile, anything outside
+/// the project, whichever way the path gets there: a variable (absolute or
+/// `..`, expanded after the pipeline was checked), a committed symlink, an
+/// absolute `dockerfile`, a Dockerfile that is a symlink out. Each is
+/// refused before anything is read, naming the job and the value; what the
+/// file outside holds shows nowhere.
+#[test]
+fn build_jobs_never_reach_outside_the_project() {
+    let marker = format!("OUTSIDE-{}-CONTENT", unique());
+    let outside = tempfile::Builder::new()
+        .prefix("executor-outside-")
+        .tempdir()
+        .unwrap();
+    let dir = outside.path().display().to_string();
+    fs::write(
+        outside.path().join("Dockerfile"),
+        format!("FROM scratch\n{marker} and more\nCOPY . /\n"),
+    )
+    .unwrap();
+    fs::write(outside.path().join("data.txt"), &marker).unwrap();
+    let dockerfile = format!("{dir}/Dockerfile");
+    let pipeline = format!(
+        r"version: 1
+jobs:
+  var-absolute:
+    variables: {{CTX: {dir}}}
+    build: {{context: $CTX, push: false}}
+  var-parent:
+    variables: {{CTX: ../../{name}}}
+    build: {{context: $CTX, push: false}}
+  symlink-context:
+    build: {{context: linked, push: false}}
+  absolute-dockerfile:
+    build: {{context: app, dockerfile: {dockerfile}, push: false}}
+  symlink-dockerfile:
+    build: {{context: app, dockerfile: Evil.dockerfile, push: false}}
+",
+        name = outside.path().file_name().unwrap().to_string_lossy()
+    );
+    let bed = Bed::new(&[
+        ("pipeline.yaml", &pipeline),
+        ("app/Dockerfile", "FROM scratch\n"),
+    ]);
+    // `repo/` is two levels below the temp dir `outside` is in.
+    assert_eq!(bed.dir.path().parent(), outside.path().parent());
+    std::os::unix::fs::symlink(outside.path(), bed.repo().join("linked")).unwrap();
+    std::os::unix::fs::symlink(&dockerfile, bed.repo().join("app/Evil.dockerfile")).unwrap();
+    git_commit(&bed.repo(), &[], "symlinks out");
+    let run = bed.run(&["--jobs", "1"]);
+    run.exits(1);
+    let parent = format!(
+        "../../{}",
+        outside.path().file_name().unwrap().to_string_lossy()
+    );
+    for (job, what, value) in [
+        ("var-absolute", "context", dir.as_str()),
+        ("var-parent", "context", parent.as_str()),
+        ("symlink-context", "context", "linked"),
+        ("absolute-dockerfile", "dockerfile", dockerfile.as_str()),
+        ("symlink-dockerfile", "dockerfile", "Evil.dockerfile"),
+    ] {
+        let refusal = format!("job {job}: the build {what} {value:?} is outside the project");
+        run.has(job, &format!("failed: {refusal}"));
+        assert!(run.log(job).contains(&refusal), "{}", run.log(job));
+        assert!(!run.log(job).contains(&marker), "{}", run.log(job));
+    }
+    assert!(!run.stdout.contains(&marker), "{run:?}");
+    assert!(!run.stderr.contains(&marker), "{run:?}");
+    assert_no_scratch(&bed.store());
+}
+
+// ---------------------------------------------------------------------------
 // Secrets.
 
 #[test]

@@ -8,6 +8,7 @@
 //! speaks HTTP.
 
 pub mod artifacts;
+pub mod build_job;
 pub mod checkout;
 pub mod logs;
 pub mod run;

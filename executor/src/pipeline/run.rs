@@ -25,6 +25,7 @@ use pipeline_schema::{
 use tokio::runtime::Handle;
 
 use super::artifacts;
+use super::build_job::{BuildPaths, resolve_paths};
 use super::checkout::Checkout;
 use super::logs::{JobLog, RunId, RunLogs};
 use super::script::{self, JobImage, ScriptJob, ScriptStatus};
@@ -1008,12 +1009,21 @@ impl RunContext<'_> {
             );
         }
         let digest_file = job_dir.join("digest");
-        let context = checkout_dir.join(expand(&build.context));
-        // The Dockerfile is the context's: given as it is written,
-        // `executor build` would first look for it from its own working
-        // directory, the one `executor run` started in (the working tree,
-        // whichever commit runs).
-        let dockerfile = context.join(expand(&build.dockerfile));
+        // Both resolved here, inside the checkout, and passed absolute: the
+        // Dockerfile is the context's (given as written, `executor build`
+        // would first look for it from its own working directory).
+        let BuildPaths {
+            context,
+            dockerfile,
+        } = match resolve_paths(
+            &job.name,
+            checkout_dir,
+            &expand(&build.context),
+            &expand(&build.dockerfile),
+        ) {
+            Ok(paths) => paths,
+            Err(e) => return Attempt::Failed(RetryWhen::SystemFailure, with_causes(&e)),
+        };
         let mut args: Vec<String> = vec![
             "build".into(),
             "--context".into(),
