@@ -100,7 +100,7 @@ impl RunArgs {
         let registry = RegistryOptions {
             insecure: p.insecure_registry.clone(),
             skip_tls_verify: p.skip_tls_verify_registry.clone(),
-            certificates: certificates.clone(),
+            certificates,
             mirrors: p.registry_mirror.clone(),
             pull: TransferOptions {
                 insecure: p.insecure_pull,
@@ -114,9 +114,6 @@ impl RunArgs {
             },
             ..RegistryOptions::default()
         };
-        // The same settings for build jobs, as `executor build` flags.
-        let mut build_flags = p.registry_flags();
-        build_flags.extend(self.push.as_flags());
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
         let logs_base = Checkout::working_tree(&cwd).map_or(cwd, |checkout| checkout.dir);
         Ok(RunOptions {
@@ -135,7 +132,6 @@ impl RunArgs {
             store,
             platform: p.custom_platform.clone().unwrap_or_else(Platform::host),
             registry,
-            build_flags,
             logs_base,
         })
     }

@@ -1,12 +1,202 @@
 //! A build job: its `build:` spec, with the job's variables expanded,
-//! turned into what the build needs, and nothing outside the project let
-//! through. The context and the Dockerfile are resolved after expansion and
-//! through symlinks, and must stay inside the job's checkout: a pipeline
-//! (someone's pull request) must not build, and push, a directory of the
+//! turned into the build's [`Settings`] (the typed contract between a
+//! pipeline and a build: the `executor build` a job starts reads them from a
+//! file, never from flags), with this machine's store, platform and
+//! registry settings. Nothing outside the project is let through: the
+//! context and the Dockerfile are resolved after expansion and through
+//! symlinks, and must stay inside the job's checkout, so a pipeline
+//! (someone's pull request) can neither build, and push, a directory of the
 //! machine that runs it, nor have a file of it read as a Dockerfile.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use pipeline_schema::Build;
+
+use super::vars::{self, Variables};
+use crate::build::settings::{SourceDateEpochError, source_date_epoch};
+use crate::build::{CacheRepo, CacheSettings, Secret, SecretSource, Settings, SnapshotMode};
+use crate::platform::{Platform, PlatformError};
+use crate::registry::{ImageReference, ReferenceError, RegistryOptions};
+
+/// `--cache-ttl`'s default (kaniko's, two weeks), for a `cache:` without
+/// `ttl`.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(336 * 60 * 60);
+
+/// What this machine gives every build job, whatever the pipeline says.
+#[derive(Debug, Clone, Copy)]
+pub struct Machine<'a> {
+    /// The local store.
+    pub store: &'a Path,
+    /// The platform built for when the job names none.
+    pub platform: &'a Platform,
+    pub registry: &'a RegistryOptions,
+}
+
+/// A `build:` value that does not make a build, once expanded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("job {job}: invalid destination {value:?}")]
+    Destination {
+        job: String,
+        value: String,
+        #[source]
+        source: ReferenceError,
+    },
+    #[error("job {job}: invalid platform {value:?}")]
+    Platform {
+        job: String,
+        value: String,
+        #[source]
+        source: PlatformError,
+    },
+    #[error("job {job}: invalid cache repository {value:?}: {reason}")]
+    CacheRepo {
+        job: String,
+        value: String,
+        reason: String,
+    },
+    #[error("job {job}: cannot tell the build's time")]
+    SourceDateEpoch {
+        job: String,
+        #[source]
+        source: SourceDateEpochError,
+    },
+}
+
+/// The environment variable the build reads secret `index` of the job
+/// from (its value never goes in the settings file).
+#[must_use]
+pub fn secret_variable(index: usize) -> String {
+    format!("EXECUTOR_JOB_SECRET_{index}")
+}
+
+/// What job `job`'s `build:` asks for, `vars` expanded in each value: the
+/// build of `paths`, its digest written to `digest_file`, `secret_ids`
+/// (the job's secrets, in order) readable by RUN from the variables
+/// [`secret_variable`] names, and this machine's settings for the rest.
+pub fn settings(
+    job: &str,
+    build: &Build,
+    vars: &Variables,
+    paths: BuildPaths,
+    digest_file: PathBuf,
+    secret_ids: &[&str],
+    machine: Machine<'_>,
+) -> Result<Settings, SettingsError> {
+    let expand = |s: &str| vars::expand(s, vars);
+    let build_args: BTreeMap<String, String> = build
+        .args
+        .iter()
+        .map(|(k, v)| (k.clone(), expand(v)))
+        .collect();
+    let destinations = build
+        .destinations
+        .iter()
+        .map(|d| {
+            let value = expand(d);
+            ImageReference::parse(&value).map_err(|source| SettingsError::Destination {
+                job: job.to_owned(),
+                value,
+                source,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let platform = match &build.platform {
+        Some(p) => {
+            let value = expand(p);
+            value
+                .parse::<Platform>()
+                .map_err(|source| SettingsError::Platform {
+                    job: job.to_owned(),
+                    value,
+                    source,
+                })?
+        }
+        None => machine.platform.clone(),
+    };
+    let cache = match &build.cache {
+        Some(cache) => {
+            let value = expand(&cache.repo);
+            let repo = CacheRepo::parse(&value).map_err(|reason| SettingsError::CacheRepo {
+                job: job.to_owned(),
+                value,
+                reason,
+            })?;
+            Some(CacheSettings {
+                repo: Some(repo),
+                // Whole seconds, at least one, as `--cache-ttl` took them.
+                ttl: cache.ttl.map_or(DEFAULT_CACHE_TTL, |ttl| {
+                    Duration::from_secs(ttl.as_secs().max(1))
+                }),
+                copy_layers: true,
+                run_layers: true,
+                push: true,
+            })
+        }
+        None => None,
+    };
+    let source_date_epoch =
+        source_date_epoch(&build_args, build.reproducible).map_err(|source| {
+            SettingsError::SourceDateEpoch {
+                job: job.to_owned(),
+                source,
+            }
+        })?;
+    let registry = machine.registry;
+    Ok(Settings {
+        context: paths.context.display().to_string(),
+        context_sub_path: None,
+        dockerfile: paths.dockerfile,
+        git: Vec::new(),
+        build_args,
+        target: build.target.as_deref().map(expand),
+        labels: build
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), expand(v)))
+            .collect(),
+        destinations,
+        push: build.pushes(),
+        tar_path: None,
+        oci_layout_path: None,
+        digest_file: Some(digest_file),
+        image_name_with_digest_file: None,
+        image_name_tag_with_digest_file: None,
+        platform,
+        zstd: false,
+        compression_level: None,
+        compression_threads: 0,
+        insecure_push: registry.push.insecure,
+        insecure_pull: registry.pull.insecure,
+        insecure_registries: registry.insecure.clone(),
+        skip_tls_verify_push: registry.push.skip_tls_verify,
+        skip_tls_verify_pull: registry.pull.skip_tls_verify,
+        skip_tls_verify_registries: registry.skip_tls_verify.clone(),
+        registry_certificates: registry.certificates.clone(),
+        registry_mirrors: registry.mirrors.clone(),
+        push_retry: registry.push.retries,
+        image_download_retry: registry.pull.retries,
+        cache_dir: machine.store.to_path_buf(),
+        snapshot_mode: SnapshotMode::default(),
+        single_snapshot: false,
+        ignore_paths: Vec::new(),
+        secrets: secret_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| Secret {
+                id: (*id).to_owned(),
+                source: SecretSource::Env(secret_variable(i)),
+            })
+            .collect(),
+        ssh: Vec::new(),
+        source_date_epoch,
+        metrics_file: None,
+        cache,
+    })
+}
 
 /// A build job's path that is refused.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +305,209 @@ fn inside(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::TransferOptions;
+
+    /// Every field of `build:` set, each value through a variable.
+    #[test]
+    fn every_field_of_the_build_spec_reaches_the_settings() {
+        let var = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let vars = vec![
+            var("REG", "registry.test:5000"),
+            var("TAG", "v1"),
+            var("STAGE", "final"),
+            var("ARCH", "arm64"),
+        ];
+        let build = Build {
+            context: "app".into(),
+            dockerfile: "Dockerfile".into(),
+            target: Some("$STAGE".into()),
+            args: [("VERSION".to_owned(), "$TAG".to_owned())].into(),
+            labels: [("org.test.tag".to_owned(), "tag-$TAG".to_owned())].into(),
+            destinations: vec!["$REG/app:$TAG".into(), "$REG/app:latest".into()],
+            push: true,
+            platform: Some("linux/$ARCH".into()),
+            cache: Some(pipeline_schema::Cache {
+                repo: "$REG/app/cache".into(),
+                ttl: Some(Duration::from_millis(90_500)),
+            }),
+            secrets: vec![],
+            reproducible: true,
+        };
+        let registry = RegistryOptions {
+            insecure: vec!["registry.test:5000".into()],
+            skip_tls_verify: vec!["other.test".into()],
+            certificates: vec![("ca.test".into(), PathBuf::from("/ca.pem"))],
+            mirrors: vec!["mirror.test".into()],
+            pull: TransferOptions {
+                insecure: true,
+                skip_tls_verify: true,
+                retries: 7,
+            },
+            push: TransferOptions {
+                insecure: true,
+                skip_tls_verify: false,
+                retries: 9,
+            },
+            ..RegistryOptions::default()
+        };
+        let paths = BuildPaths {
+            context: PathBuf::from("/checkout/app"),
+            dockerfile: PathBuf::from("/checkout/app/Dockerfile"),
+        };
+        let host = Platform::host();
+        let machine = Machine {
+            store: Path::new("/store"),
+            platform: &host,
+            registry: &registry,
+        };
+        let settings = settings(
+            "image",
+            &build,
+            &vars,
+            paths,
+            PathBuf::from("/scratch/digest"),
+            &["npm", "TOKEN"],
+            machine,
+        )
+        .unwrap();
+        let reference = |r: &str| ImageReference::parse(r).unwrap();
+        let expected = Settings {
+            context: "/checkout/app".into(),
+            context_sub_path: None,
+            dockerfile: PathBuf::from("/checkout/app/Dockerfile"),
+            git: vec![],
+            build_args: [("VERSION".to_owned(), "v1".to_owned())].into(),
+            target: Some("final".into()),
+            labels: vec![("org.test.tag".into(), "tag-v1".into())],
+            destinations: vec![
+                reference("registry.test:5000/app:v1"),
+                reference("registry.test:5000/app:latest"),
+            ],
+            push: true,
+            tar_path: None,
+            oci_layout_path: None,
+            digest_file: Some(PathBuf::from("/scratch/digest")),
+            image_name_with_digest_file: None,
+            image_name_tag_with_digest_file: None,
+            platform: "linux/arm64".parse().unwrap(),
+            zstd: false,
+            compression_level: None,
+            compression_threads: 0,
+            insecure_push: true,
+            insecure_pull: true,
+            insecure_registries: vec!["registry.test:5000".into()],
+            skip_tls_verify_push: false,
+            skip_tls_verify_pull: true,
+            skip_tls_verify_registries: vec!["other.test".into()],
+            registry_certificates: vec![("ca.test".into(), PathBuf::from("/ca.pem"))],
+            registry_mirrors: vec!["mirror.test".into()],
+            push_retry: 9,
+            image_download_retry: 7,
+            cache_dir: PathBuf::from("/store"),
+            snapshot_mode: SnapshotMode::Overlay,
+            single_snapshot: false,
+            ignore_paths: vec![],
+            secrets: vec![
+                Secret {
+                    id: "npm".into(),
+                    source: SecretSource::Env("EXECUTOR_JOB_SECRET_0".into()),
+                },
+                Secret {
+                    id: "TOKEN".into(),
+                    source: SecretSource::Env("EXECUTOR_JOB_SECRET_1".into()),
+                },
+            ],
+            ssh: vec![],
+            source_date_epoch: Some(0),
+            metrics_file: None,
+            cache: Some(CacheSettings {
+                repo: Some(CacheRepo::Registry(reference(
+                    "registry.test:5000/app/cache",
+                ))),
+                ttl: Duration::from_secs(90),
+                copy_layers: true,
+                run_layers: true,
+                push: true,
+            }),
+        };
+        assert_eq!(settings, expected);
+        // What the child reads is what was written.
+        let json = serde_json::to_string(&settings).unwrap();
+        assert_eq!(serde_json::from_str::<Settings>(&json).unwrap(), expected);
+
+        // Without push, platform or cache: the machine's platform, nothing
+        // pushed, no cache.
+        let plain = Build {
+            push: false,
+            platform: None,
+            cache: None,
+            reproducible: false,
+            ..build
+        };
+        let paths = BuildPaths {
+            context: PathBuf::from("/c"),
+            dockerfile: PathBuf::from("/c/Dockerfile"),
+        };
+        let settings = settings_of(&plain, &vars, paths, machine);
+        assert!(!settings.push);
+        assert_eq!(settings.platform, host);
+        assert_eq!(settings.cache, None);
+    }
+
+    fn settings_of(
+        build: &Build,
+        vars: &Variables,
+        paths: BuildPaths,
+        machine: Machine<'_>,
+    ) -> Settings {
+        settings("j", build, vars, paths, PathBuf::from("/d"), &[], machine).unwrap()
+    }
+
+    #[test]
+    fn values_that_make_no_build_name_the_job_and_the_value() {
+        let build = |f: &dyn Fn(&mut Build)| {
+            let mut build = Build {
+                context: ".".into(),
+                dockerfile: "Dockerfile".into(),
+                target: None,
+                args: BTreeMap::new(),
+                labels: BTreeMap::new(),
+                destinations: vec![],
+                push: false,
+                platform: None,
+                cache: None,
+                secrets: vec![],
+                reproducible: false,
+            };
+            f(&mut build);
+            build
+        };
+        let host = Platform::host();
+        let registry = RegistryOptions::default();
+        let machine = Machine {
+            store: Path::new("/store"),
+            platform: &host,
+            registry: &registry,
+        };
+        let vars = vec![("BAD".to_owned(), "Not A Reference".to_owned())];
+        let error = |b: &Build| {
+            let paths = BuildPaths {
+                context: PathBuf::from("/c"),
+                dockerfile: PathBuf::from("/c/Dockerfile"),
+            };
+            settings("j", b, &vars, paths, PathBuf::from("/d"), &[], machine)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            error(&build(&|b| b.destinations = vec!["$BAD".into()])),
+            "job j: invalid destination \"Not A Reference\""
+        );
+        assert_eq!(
+            error(&build(&|b| b.platform = Some("$BAD".into()))),
+            "job j: invalid platform \"Not A Reference\""
+        );
+    }
 
     fn project() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();

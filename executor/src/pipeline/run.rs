@@ -25,7 +25,7 @@ use pipeline_schema::{
 use tokio::runtime::Handle;
 
 use super::artifacts;
-use super::build_job::{BuildPaths, resolve_paths};
+use super::build_job::{self, Machine, resolve_paths};
 use super::checkout::Checkout;
 use super::logs::{JobLog, RunId, RunLogs};
 use super::script::{self, JobImage, ScriptJob, ScriptStatus};
@@ -95,10 +95,8 @@ pub struct RunOptions {
     /// The local store (`--cache-dir`).
     pub store: PathBuf,
     pub platform: Platform,
-    /// Registry settings for script jobs' images.
+    /// Registry settings, for script jobs' images and build jobs.
     pub registry: RegistryOptions,
-    /// The same settings as `executor build` flags, for build jobs.
-    pub build_flags: Vec<String>,
     /// Where `.executor/runs` is kept.
     pub logs_base: PathBuf,
 }
@@ -1012,10 +1010,7 @@ impl RunContext<'_> {
         // Both resolved here, inside the checkout, and passed absolute: the
         // Dockerfile is the context's (given as written, `executor build`
         // would first look for it from its own working directory).
-        let BuildPaths {
-            context,
-            dockerfile,
-        } = match resolve_paths(
+        let paths = match resolve_paths(
             &job.name,
             checkout_dir,
             &expand(&build.context),
@@ -1024,54 +1019,44 @@ impl RunContext<'_> {
             Ok(paths) => paths,
             Err(e) => return Attempt::Failed(RetryWhen::SystemFailure, with_causes(&e)),
         };
-        let mut args: Vec<String> = vec![
-            "build".into(),
-            "--context".into(),
-            context.display().to_string(),
-            "--dockerfile".into(),
-            dockerfile.display().to_string(),
-            "--cache-dir".into(),
-            self.store.root().display().to_string(),
-            "--digest-file".into(),
-            digest_file.display().to_string(),
+        let ids: Vec<&str> = secrets.iter().map(|(id, _)| id.as_str()).collect();
+        let machine = Machine {
+            store: self.store.root(),
+            platform: &self.options.platform,
+            registry: &self.options.registry,
+        };
+        let settings = match build_job::settings(
+            &job.name,
+            build,
+            vars,
+            paths,
+            digest_file.clone(),
+            &ids,
+            machine,
+        ) {
+            Ok(settings) => settings,
+            Err(e) => return Attempt::Failed(RetryWhen::SystemFailure, with_causes(&e)),
+        };
+        let settings_file = job_dir.join("settings.json");
+        let written = serde_json::to_vec_pretty(&settings)
+            .map_err(io::Error::other)
+            .and_then(|json| fs::write(&settings_file, json));
+        if let Err(e) = written {
+            return Attempt::Failed(
+                RetryWhen::SystemFailure,
+                format!("cannot write {}: {e}", settings_file.display()),
+            );
+        }
+        let env: Vec<(String, String)> = secrets
+            .iter()
+            .enumerate()
+            .map(|(i, (_, value))| (build_job::secret_variable(i), value.clone()))
+            .collect();
+        let args = vec![
+            "build".to_owned(),
+            "--settings-file".to_owned(),
+            settings_file.display().to_string(),
         ];
-        args.extend(self.options.build_flags.iter().cloned());
-        if let Some(target) = &build.target {
-            args.extend(["--target".into(), expand(target)]);
-        }
-        for (k, v) in &build.args {
-            args.extend(["--build-arg".into(), format!("{k}={}", expand(v))]);
-        }
-        for (k, v) in &build.labels {
-            args.extend(["--label".into(), format!("{k}={}", expand(v))]);
-        }
-        let destinations: Vec<String> = build.destinations.iter().map(|d| expand(d)).collect();
-        for d in &destinations {
-            args.extend(["--destination".into(), d.clone()]);
-        }
-        if !build.pushes() {
-            args.push("--no-push".into());
-        }
-        let platform = build
-            .platform
-            .as_ref()
-            .map_or_else(|| self.options.platform.to_string(), |p| expand(p));
-        args.extend(["--custom-platform".into(), platform]);
-        if let Some(cache) = &build.cache {
-            args.extend(["--cache".into(), "--cache-repo".into(), expand(&cache.repo)]);
-            if let Some(ttl) = cache.ttl {
-                args.extend(["--cache-ttl".into(), format!("{}s", ttl.as_secs().max(1))]);
-            }
-        }
-        if build.reproducible {
-            args.push("--reproducible".into());
-        }
-        let mut env: Vec<(String, String)> = Vec::new();
-        for (i, (id, value)) in secrets.iter().enumerate() {
-            let var = format!("EXECUTOR_JOB_SECRET_{i}");
-            args.extend(["--secret".into(), format!("id={id},env={var}")]);
-            env.push((var, value.clone()));
-        }
         let exe = match std::env::current_exe() {
             Ok(exe) => exe,
             Err(e) => {
@@ -1081,7 +1066,11 @@ impl RunContext<'_> {
                 );
             }
         };
-        log.line(&format!("executor {}", args.join(" ")));
+        log.line(&format!(
+            "executor build of {} ({})",
+            settings.context,
+            settings.dockerfile.display()
+        ));
         let status = run_child(&exe, &args, &env, job.timeout, log);
         match status {
             ChildEnd::Exited(0) => {}
@@ -1116,11 +1105,9 @@ impl RunContext<'_> {
         };
         // Pushed: others pull it by digest (its layers may be only in the
         // registry, taken from the cache); else it is in the local store.
-        let (image_ref, image) = match destinations.first() {
-            Some(destination) if build.pushes() => {
-                let name = crate::registry::ImageReference::parse(destination)
-                    .map_or_else(|_| destination.clone(), |r| r.name());
-                let reference = format!("{name}@{digest}");
+        let (image_ref, image) = match settings.destinations.first() {
+            Some(destination) if settings.push => {
+                let reference = format!("{}@{digest}", destination.name());
                 (reference.clone(), JobImage::Reference(reference))
             }
             _ => (digest.to_string(), JobImage::Stored(digest.clone())),
