@@ -511,7 +511,17 @@ impl BuildArgs {
 /// Runs `executor build`.
 pub fn run(args: &BuildArgs) -> anyhow::Result<std::process::ExitCode> {
     let settings = match &args.settings_file {
-        Some(path) => settings_file(path)?,
+        Some(path) => {
+            // A pipeline's build job: it ends with the run that started it,
+            // as SIGTERM would end it (`executor run` quitting at once on a
+            // second Ctrl-C).
+            if let Err(e) = rustix::process::set_parent_process_death_signal(Some(
+                rustix::process::Signal::TERM,
+            )) {
+                tracing::debug!("no parent-death signal: {e}");
+            }
+            settings_file(path)?
+        }
         None => args.settings()?,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use clap::{ArgAction, Args};
 
+use executor::pipeline::CancellationToken;
 use executor::pipeline::checkout::Checkout;
 use executor::pipeline::run::{self, RunOptions};
 use executor::pipeline::vars::PipelineSource;
@@ -145,7 +146,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let signals = runtime.spawn(async {
+    let cancel = CancellationToken::new();
+    let cancel_on_signal = cancel.clone();
+    let signals = runtime.spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut int), Ok(mut term)) = (
             signal(SignalKind::interrupt()),
@@ -158,7 +161,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             _ = term.recv() => "SIGTERM",
         };
         tracing::warn!("{name}: stopping the run (again to quit at once)");
-        run::interrupt();
+        cancel_on_signal.cancel();
         // A second signal: something hangs (a pull, a job ignoring
         // SIGTERM); quit now, killing what is left.
         tokio::select! {
@@ -166,10 +169,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             _ = term.recv() => {}
         }
         tracing::warn!("stopping at once");
-        run::interrupt();
+        // This process runs this one pipeline: every sandbox in it is the
+        // run's. Build jobs' processes had their SIGTERM; they get another
+        // as this process ends (their parent-death signal).
+        executor::sandbox::kill_all();
         std::process::exit(130);
     });
-    let report = run::run(&options, runtime.handle());
+    let report = run::run(&options, runtime.handle(), &cancel);
     signals.abort();
     let report = report?;
     if options.dry_run {

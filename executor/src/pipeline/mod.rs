@@ -19,4 +19,7 @@ pub use artifacts::{ArtifactError, collect_artifacts, restore_artifacts};
 pub use checkout::{Checkout, CheckoutError, GitRef};
 pub use logs::{JobLog, LogsError, RunId, RunLogs};
 pub use script::{JobImage, JobOutcome, ScriptError, ScriptJob, ScriptStatus, run_script};
+/// What stops a run, or one job of it (each job's token is a child of its
+/// run's).
+pub use tokio_util::sync::CancellationToken;
 pub use vars::{PipelineSource, Predefined, Variables, expand, expand_all};

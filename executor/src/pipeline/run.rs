@@ -15,14 +15,14 @@ use std::fs;
 use std::io::{self, BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use pipeline_schema::{
     Build, Event, EventKind, Image, Job, JobKind, Pipeline, RetryWhen, Script, SecretSource, When,
 };
 use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
 
 use super::artifacts;
 use super::build_job::{self, Machine, resolve_paths};
@@ -231,26 +231,6 @@ impl RunReport {
     }
 }
 
-/// Set by Ctrl-C ([`interrupt`]): no job starts, running ones are killed.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// Process groups of the build jobs running, killed by [`interrupt`].
-static CHILDREN: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
-
-/// Stops the run: no job starts any more, build jobs' processes and script
-/// jobs' sandboxes are killed; the run then cleans up and reports.
-pub fn interrupt() {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-    crate::sandbox::kill_all();
-    for &pgid in CHILDREN
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .iter()
-    {
-        kill_group(pgid, libc::SIGTERM);
-    }
-}
-
 fn kill_group(pgid: i32, signal: i32) {
     if let Some(pid) = rustix::process::Pid::from_raw(pgid) {
         let signal = rustix::process::Signal::from_named_raw(signal);
@@ -299,9 +279,16 @@ enum Plan {
 /// Runs the pipeline as `options` say. `Ok` with the report whether or not
 /// jobs failed; an error when the run could not start.
 ///
-/// A Ctrl-C ([`interrupt`]) that comes before the run starts cancels it:
-/// the flag is never cleared (a process runs one pipeline).
-pub fn run(options: &RunOptions, runtime: &Handle) -> Result<RunReport> {
+/// `cancel` stops the run (Ctrl-C in the CLI; a server cancels one run of
+/// many): no job starts any more, build jobs' processes get SIGTERM (then
+/// SIGKILL ten seconds later), script jobs' sandboxes are killed, and the
+/// run cleans up and reports the jobs as canceled. Cancelled before the
+/// run starts, it runs nothing. Other runs in the process are not touched.
+pub fn run(
+    options: &RunOptions,
+    runtime: &Handle,
+    cancel: &CancellationToken,
+) -> Result<RunReport> {
     let store = Store::open(&options.store)?;
     let scratch_root = store.root().join("tmp");
     fs::create_dir_all(&scratch_root).map_err(io_at(&scratch_root))?;
@@ -488,9 +475,10 @@ pub fn run(options: &RunOptions, runtime: &Handle) -> Result<RunReport> {
         logs: &logs,
         scratch: scratch.path(),
         job_vars: &job_vars,
+        cancel,
     };
     let reports = context.schedule(&plans);
-    let interrupted = INTERRUPTED.load(Ordering::SeqCst);
+    let interrupted = cancel.is_cancelled();
     Ok(RunReport {
         id,
         jobs: reports,
@@ -570,6 +558,8 @@ struct RunContext<'r> {
     logs: &'r RunLogs,
     scratch: &'r Path,
     job_vars: &'r [Variables],
+    /// The run's: each job watches a child of it.
+    cancel: &'r CancellationToken,
 }
 
 /// A job's view of the project: an overlay over it, or a copy.
@@ -622,7 +612,7 @@ impl RunContext<'_> {
         let parallel = self.options.parallel.max(1);
         std::thread::scope(|scope| {
             loop {
-                let interrupted = INTERRUPTED.load(Ordering::SeqCst);
+                let interrupted = self.cancel.is_cancelled();
                 for &n in dag.order() {
                     if reports[n].is_some() || running.contains(&n) {
                         continue;
@@ -687,22 +677,9 @@ impl RunContext<'_> {
                     }
                     break;
                 }
-                let next = loop {
-                    match finished.recv_timeout(Duration::from_millis(200)) {
-                        Ok(next) => break Some(next),
-                        Err(mpsc::RecvTimeoutError::Timeout) => {
-                            // A job that was starting when Ctrl-C came
-                            // (fetching its image, copying its checkout)
-                            // starts its sandbox after `interrupt` killed
-                            // the running ones: it is killed now.
-                            if INTERRUPTED.load(Ordering::SeqCst) {
-                                crate::sandbox::kill_all();
-                            }
-                        }
-                        Err(mpsc::RecvTimeoutError::Disconnected) => break None,
-                    }
-                };
-                let Some((n, report, out)) = next else {
+                // Each job watches its own token: a cancelled run's jobs end
+                // by themselves, and report.
+                let Ok((n, report, out)) = finished.recv() else {
                     break;
                 };
                 running.remove(&n);
@@ -718,6 +695,7 @@ impl RunContext<'_> {
     fn run_job(&self, n: usize, inputs: &[Outputs]) -> (JobReport, Outputs) {
         let job = &self.pipeline.jobs()[n];
         let started = Instant::now();
+        let cancel = self.cancel.child_token();
         let mut vars = self.job_vars[n].clone();
         for input in inputs {
             vars.extend(input.variables.iter().cloned());
@@ -749,13 +727,13 @@ impl RunContext<'_> {
             attempts += 1;
             let attempt = match &secret_error {
                 Some(e) => Attempt::Failed(RetryWhen::SystemFailure, e.clone()),
-                None => self.attempt(n, job, &vars, &secrets, inputs, &log),
+                None => self.attempt(n, job, &vars, &secrets, inputs, &log, &cancel),
             };
             match attempt {
                 Attempt::Failed(kind, reason)
                     if attempts <= job.retry.max
                         && job.retry.covers(kind)
-                        && !INTERRUPTED.load(Ordering::SeqCst) =>
+                        && !cancel.is_cancelled() =>
                 {
                     log.line(&format!(
                         "job failed ({reason}); retrying (attempt {} of {})",
@@ -773,7 +751,7 @@ impl RunContext<'_> {
             }
             Attempt::Failed(_, reason) => {
                 log.line(&format!("job failed: {reason}"));
-                let status = if INTERRUPTED.load(Ordering::SeqCst) {
+                let status = if cancel.is_cancelled() {
                     JobStatus::Canceled
                 } else {
                     JobStatus::Failed {
@@ -804,6 +782,7 @@ impl RunContext<'_> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn attempt(
         &self,
         n: usize,
@@ -812,9 +791,10 @@ impl RunContext<'_> {
         secrets: &Variables,
         inputs: &[Outputs],
         log: &JobLog,
+        cancel: &CancellationToken,
     ) -> Attempt {
-        if INTERRUPTED.load(Ordering::SeqCst) {
-            return Attempt::Failed(RetryWhen::SystemFailure, "interrupted".into());
+        if cancel.is_cancelled() {
+            return Attempt::Failed(RetryWhen::SystemFailure, "canceled".into());
         }
         // Every job works on a checkout of its own when it gets artifacts
         // or runs a script (which may write to it); a build job with no
@@ -834,12 +814,27 @@ impl RunContext<'_> {
             .as_ref()
             .map_or_else(|| self.project_dir.to_path_buf(), |t| t.dir.clone());
         let attempt = match &job.kind {
-            JobKind::Build(build) => {
-                self.build_job(job, build, &checkout_dir, &job_dir, vars, secrets, log)
-            }
-            JobKind::Script(script) => {
-                self.script_job(n, job, script, &checkout_dir, vars, secrets, inputs, log)
-            }
+            JobKind::Build(build) => self.build_job(
+                job,
+                build,
+                &checkout_dir,
+                &job_dir,
+                vars,
+                secrets,
+                log,
+                cancel,
+            ),
+            JobKind::Script(script) => self.script_job(
+                n,
+                job,
+                script,
+                &checkout_dir,
+                vars,
+                secrets,
+                inputs,
+                log,
+                cancel,
+            ),
         };
         if let Some(Err(e)) = tree.map(JobTree::release) {
             tracing::warn!("{e}");
@@ -907,6 +902,7 @@ impl RunContext<'_> {
         secrets: &Variables,
         inputs: &[Outputs],
         log: &JobLog,
+        cancel: &CancellationToken,
     ) -> Attempt {
         let image = match &script.image {
             None => {
@@ -946,6 +942,7 @@ impl RunContext<'_> {
         spec.variables.clone_from(vars);
         spec.secrets.clone_from(secrets);
         spec.timeout = Some(job.timeout);
+        spec.cancel = cancel.clone();
         log.line(&format!("running in {image}"));
         let output = |chunk: &[u8]| log.write(chunk);
         match script::run_script(&spec, self.store, self.remote, self.runtime, &output) {
@@ -998,6 +995,7 @@ impl RunContext<'_> {
         vars: &Variables,
         secrets: &Variables,
         log: &JobLog,
+        cancel: &CancellationToken,
     ) -> Attempt {
         let expand = |s: &str| vars::expand(s, vars);
         if let Err(e) = fs::create_dir_all(job_dir) {
@@ -1071,7 +1069,7 @@ impl RunContext<'_> {
             settings.context,
             settings.dockerfile.display()
         ));
-        let status = run_child(&exe, &args, &env, job.timeout, log);
+        let status = run_child(&exe, &args, &env, job.timeout, log, cancel);
         match status {
             ChildEnd::Exited(0) => {}
             ChildEnd::Exited(code) => {
@@ -1148,14 +1146,15 @@ enum ChildEnd {
 }
 
 /// Runs `exe args` in a process group of its own with `env` added, each
-/// output line into `log`; after `timeout` the group is sent SIGTERM, then
-/// SIGKILL ten seconds later.
+/// output line into `log`; after `timeout`, or once `cancel` is cancelled,
+/// the group is sent SIGTERM, then SIGKILL ten seconds later.
 fn run_child(
     exe: &Path,
     args: &[String],
     env: &[(String, String)],
     timeout: Duration,
     log: &JobLog,
+    cancel: &CancellationToken,
 ) -> ChildEnd {
     use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
     let mut command = Command::new(exe);
@@ -1172,10 +1171,6 @@ fn run_child(
         Err(e) => return ChildEnd::Error(format!("cannot start {}: {e}", exe.display())),
     };
     let pgid = i32::try_from(child.id()).unwrap_or(0);
-    CHILDREN
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(pgid);
     let streams = [
         child
             .stdout
@@ -1213,8 +1208,7 @@ fn run_child(
                 kill_group(pgid, libc::SIGTERM);
                 term_sent = Some(Instant::now());
             }
-            // Started after `interrupt` signalled the running builds.
-            if INTERRUPTED.load(Ordering::SeqCst) && term_sent.is_none() {
+            if cancel.is_cancelled() && term_sent.is_none() {
                 kill_group(pgid, libc::SIGTERM);
                 term_sent = Some(Instant::now());
             }
@@ -1224,10 +1218,6 @@ fn run_child(
             std::thread::sleep(Duration::from_millis(50));
         }
     });
-    CHILDREN
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&pgid);
     match result {
         _ if timed_out => ChildEnd::TimedOut,
         Ok(status) => ChildEnd::Exited(

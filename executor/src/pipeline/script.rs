@@ -22,8 +22,9 @@
 //!   but not after a timeout (as in GitLab); its failure does not fail the
 //!   job, and it has a timeout of its own.
 //! - A timeout kills the job's whole process tree (the sandbox's PID
-//!   namespace, through a [`KillSwitch`]); Ctrl-C kills every job through
-//!   [`sandbox::kill_all`].
+//!   namespace, through a [`KillSwitch`]), and so does cancelling the job's
+//!   [`CancellationToken`] (Ctrl-C, a cancelled run): this job's sandbox
+//!   only, never another's.
 //!
 //! Output goes to the caller's callback chunk by chunk (whole lines where
 //! possible), unmasked: the caller's [`JobLog`](super::logs::JobLog) masks
@@ -39,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use oci_spec::image::ImageManifest;
 use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
 
 use super::vars::Variables;
 use crate::build::BuildError;
@@ -176,6 +178,8 @@ pub struct ScriptJob {
     /// The time `after_script` may take.
     pub after_script_timeout: Duration,
     pub network: Network,
+    /// Cancelled: the job's processes are killed (or never started).
+    pub cancel: CancellationToken,
 }
 
 impl ScriptJob {
@@ -197,6 +201,7 @@ impl ScriptJob {
             timeout: None,
             after_script_timeout: DEFAULT_AFTER_SCRIPT_TIMEOUT,
             network: Network::Host,
+            cancel: CancellationToken::new(),
         }
     }
 }
@@ -362,9 +367,11 @@ pub fn run_script(
             },
         }
     };
-    let script =
-        run_killable(spec("script.sh"), job.timeout, output).map_err(sandbox_error("script"))?;
-    let after_script = if job.after_script.is_empty() || matches!(script, ScriptStatus::TimedOut(_))
+    let script = run_killable(spec("script.sh"), job.timeout, &job.cancel, output)
+        .map_err(sandbox_error("script"))?;
+    let after_script = if job.after_script.is_empty()
+        || matches!(script, ScriptStatus::TimedOut(_))
+        || job.cancel.is_cancelled()
     {
         None
     } else {
@@ -373,6 +380,7 @@ pub fn run_script(
             run_killable(
                 spec("after_script.sh"),
                 Some(job.after_script_timeout),
+                &job.cancel,
                 output,
             )
             .map_err(sandbox_error("after_script"))?,
@@ -550,11 +558,17 @@ fn write_script(path: &Path, commands: &[&String]) -> io::Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(0o644))
 }
 
+/// How often a running sandbox looks at its cancellation token.
+const CANCEL_POLL: Duration = Duration::from_millis(100);
+
 /// Runs `spec` in the sandbox on a thread of its own, passing its output
-/// to `output` on this thread, and kills it when `timeout` passes.
+/// to `output` on this thread, and kills it when `timeout` passes or
+/// `cancel` is cancelled (a sandbox cancelled before it starts is killed as
+/// it starts).
 fn run_killable(
     mut spec: Spec,
     timeout: Option<Duration>,
+    cancel: &CancellationToken,
     output: &dyn Fn(&[u8]),
 ) -> std::result::Result<ScriptStatus, sandbox::SandboxError> {
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
@@ -566,27 +580,40 @@ fn run_killable(
             .send(chunk.to_vec());
     });
     let switch = KillSwitch::new();
+    if cancel.is_cancelled() {
+        switch.kill();
+    }
     let deadline = timeout.map(|limit| Instant::now() + limit);
+    let mut timed_out = false;
     let outcome = std::thread::scope(|scope| {
         let switch = &switch;
         // The spec (and with it the channel's sender) is dropped when the
         // sandbox ends, which ends the loop below.
         let running = scope.spawn(move || sandbox::run_killable(&spec, switch));
         loop {
-            let received = match deadline {
-                Some(deadline) if !switch.killed() => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match rx.recv_timeout(left) {
-                        Ok(chunk) => Some(chunk),
-                        Err(mpsc::RecvTimeoutError::Timeout) => {
-                            tracing::info!("timeout: killing the job");
+            let received = if switch.killed() {
+                rx.recv().ok()
+            } else {
+                let left = deadline.map_or(CANCEL_POLL, |deadline| {
+                    deadline
+                        .saturating_duration_since(Instant::now())
+                        .min(CANCEL_POLL)
+                });
+                match rx.recv_timeout(left) {
+                    Ok(chunk) => Some(chunk),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if cancel.is_cancelled() {
+                            tracing::info!("canceled: killing the job");
                             switch.kill();
-                            continue;
+                        } else if deadline.is_some_and(|d| Instant::now() >= d) {
+                            tracing::info!("timeout: killing the job");
+                            timed_out = true;
+                            switch.kill();
                         }
-                        Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                        continue;
                     }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => None,
                 }
-                _ => rx.recv().ok(),
             };
             match received {
                 Some(chunk) => output(&chunk),
@@ -600,7 +627,7 @@ fn run_killable(
         Err(panic) => std::panic::resume_unwind(panic),
     };
     Ok(match (outcome.status, timeout) {
-        (_, Some(limit)) if switch.killed() => ScriptStatus::TimedOut(limit),
+        (_, Some(limit)) if timed_out => ScriptStatus::TimedOut(limit),
         (Status::Exited(0), _) => ScriptStatus::Succeeded,
         (status, _) => ScriptStatus::Failed(status),
     })

@@ -1,0 +1,184 @@
+//! Pipelines run through the `executor` library, as a server runs them:
+//! several at once in one process, each with its own cancellation token,
+//! against the real registry (the busybox base pushed there) and real git
+//! repositories.
+//!
+//! What happened is read from the runs' reports, the processes left and a
+//! gate the tests hold: a script job calls it with busybox `wget` and waits
+//! until the test answers, so a job is known to be running, never guessed
+//! from time.
+
+use std::fs;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use executor::pipeline::CancellationToken;
+use executor::pipeline::run::{self, JobStatus, RunOptions, RunReport};
+use executor::platform::Platform;
+use executor::registry::RegistryOptions;
+use executor_e2e::{Leftovers, Registry, RegistryKind, git_repo, processes_with};
+
+/// Waits until `ready` holds, or fails the test after two minutes saying
+/// what it waited for.
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ready() {
+        assert!(Instant::now() < deadline, "gave up waiting: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A git repository holding `pipeline` as `pipeline.yaml`, below `dir`.
+fn project(dir: &Path, name: &str, pipeline: &str) -> PathBuf {
+    let repo = dir.join(name);
+    git_repo(&repo, &[("pipeline.yaml", pipeline)]);
+    repo
+}
+
+/// `executor run`'s options for the pipeline in `repo`, against `registry`.
+fn options(repo: &Path, store: &Path, registry: &Registry) -> RunOptions {
+    RunOptions {
+        pipeline: repo.join("pipeline.yaml"),
+        repo: None,
+        commit: None,
+        event: None,
+        branch: None,
+        tag: None,
+        vars: vec![("REGISTRY".to_owned(), registry.host.clone())],
+        only: Vec::new(),
+        parallel: 2,
+        dry_run: false,
+        store: store.to_path_buf(),
+        platform: Platform::host(),
+        registry: RegistryOptions {
+            insecure: vec![registry.host.clone()],
+            ..RegistryOptions::default()
+        },
+        logs_base: repo.to_path_buf(),
+    }
+}
+
+/// Each job's name and status, in the report's order.
+fn statuses(report: &RunReport) -> Vec<(String, JobStatus)> {
+    report
+        .jobs
+        .iter()
+        .map(|job| (job.name.clone(), job.status.clone()))
+        .collect()
+}
+
+#[test]
+fn two_runs_at_once_one_cancelled_mid_job_and_the_other_completes() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let _ = registry.push_busybox();
+    let dir = tempfile::Builder::new()
+        .prefix("executor-library-")
+        .tempdir()
+        .unwrap();
+    let gate = TcpListener::bind("127.0.0.1:0").unwrap();
+    gate.set_nonblocking(true).unwrap();
+    let gate_host = gate.local_addr().unwrap().to_string();
+    let marker = format!("{}", 100_000_000 + std::process::id() % 800_000_000);
+    let cancelled = project(
+        dir.path(),
+        "cancelled",
+        &format!(
+            "version: 1\n\
+             defaults:\n  image: $REGISTRY/busybox:latest\n\
+             jobs:\n\
+             \x20 long:\n    script: [sleep {marker}]\n\
+             \x20 after:\n    needs: [long]\n    script: [echo never]\n"
+        ),
+    );
+    let completes = project(
+        dir.path(),
+        "completes",
+        &format!(
+            "version: 1\n\
+             defaults:\n  image: $REGISTRY/busybox:latest\n\
+             jobs:\n\
+             \x20 gated:\n    script: ['wget -q -O - http://{gate_host}/open']\n\
+             \x20 next:\n    needs: [gated]\n    script: [echo next ran]\n\
+             \x20 side:\n    script: [echo side ran]\n"
+        ),
+    );
+    // One store, as one server has.
+    let store = dir.path().join("store");
+    fs::create_dir_all(&store).unwrap();
+    let leftovers = Leftovers::before(&store);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (cancel_one, keep_other) = (CancellationToken::new(), CancellationToken::new());
+    let (one, other) = (
+        options(&cancelled, &store, &registry),
+        options(&completes, &store, &registry),
+    );
+    let (first, second) = std::thread::scope(|scope| {
+        let first = scope.spawn(|| run::run(&one, runtime.handle(), &cancel_one));
+        let second = scope.spawn(|| run::run(&other, runtime.handle(), &keep_other));
+        // Both runs are mid-job: `long` sleeps, `gated` waits at the gate.
+        let mut waiting: Option<TcpStream> = None;
+        wait_until("the gated job calls the gate", || {
+            waiting = gate.accept().ok().map(|(stream, _)| stream);
+            waiting.is_some()
+        });
+        wait_until("the long job sleeps", || {
+            !processes_with(&format!("sleep {marker}")).is_empty()
+        });
+        cancel_one.cancel();
+        let first = first.join().unwrap();
+        // The other run's job is still waiting; now it may go on.
+        let stream = waiting.unwrap();
+        stream.set_nonblocking(false).unwrap();
+        let mut request = String::new();
+        BufReader::new(&stream).read_line(&mut request).unwrap();
+        assert!(request.starts_with("GET /open "), "{request:?}");
+        (&stream)
+            .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nopen\n")
+            .unwrap();
+        drop(stream);
+        (first, second.join().unwrap())
+    });
+
+    let first = first.expect("the cancelled run started");
+    assert!(first.interrupted);
+    assert!(!first.success());
+    assert_eq!(
+        statuses(&first),
+        [
+            ("long".to_owned(), JobStatus::Canceled),
+            ("after".to_owned(), JobStatus::Canceled),
+        ]
+    );
+    let second = second.expect("the other run started");
+    assert!(!second.interrupted);
+    assert!(second.success(), "{:?}", second.jobs);
+    let mut done = statuses(&second);
+    done.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        done,
+        [
+            ("gated".to_owned(), JobStatus::Succeeded),
+            ("next".to_owned(), JobStatus::Succeeded),
+            ("side".to_owned(), JobStatus::Succeeded),
+        ]
+    );
+    for job in &second.jobs {
+        assert_eq!(job.attempts, 1, "{job:?}");
+    }
+    let log = |run: &RunReport, repo: &Path, job: &str| {
+        repo.join(".executor/runs")
+            .join(run.id.as_str())
+            .join(format!("{job}.log"))
+    };
+    let read = |path: PathBuf| fs::read_to_string(path).unwrap();
+    assert!(read(log(&second, &completes, "gated")).contains("open"));
+    assert!(read(log(&second, &completes, "next")).contains("next ran"));
+    // Canceled before it started: it never had a log.
+    assert!(!log(&first, &cancelled, "after").exists());
+    leftovers.assert_none(&format!("sleep {marker}"));
+}
