@@ -1798,6 +1798,88 @@ fn dry_run_prints_the_plan_validate_checks_and_logs_prints_the_runs_logs() {
 }
 
 // ---------------------------------------------------------------------------
+// What `executor run` prints.
+
+const OUTPUT: &str = r#"version: 1
+stages: [test, deploy]
+defaults:
+  image: $REGISTRY/busybox:latest
+jobs:
+  hello:
+    stage: test
+    script:
+      - echo "hello from $CI_JOB_NAME"
+      - echo "to stderr" >&2
+  may-fail:
+    stage: test
+    needs: [hello]
+    allow_failure: true
+    script: [echo about to fail, exit 3]
+  never:
+    stage: test
+    rules: [{when: never}]
+    script: [echo never]
+  deploy:
+    stage: deploy
+    script: [echo deployed]
+"#;
+
+/// What changes from run to run in `executor run`'s output: the bed's
+/// paths, the registry's port, run ids, commits, digests, durations.
+fn output_filters(bed: &Bed) -> Vec<(String, String)> {
+    vec![
+        (
+            regex_quote(&bed.dir.path().display().to_string()),
+            "[BED]".into(),
+        ),
+        (regex_quote(&bed.registry.host), "[REGISTRY]".into()),
+        (r"\d{8}-\d{6}-\d{3}-[0-9a-f]{6}".into(), "[RUN_ID]".into()),
+        (r"sha256:[0-9a-f]{64}".into(), "[DIGEST]".into()),
+        (r"\b[0-9a-f]{40}\b".into(), "[SHA]".into()),
+        (r"\(([0-9a-f]{8})\)".into(), "([SHORT_SHA])".into()),
+        // Durations, the summary's columns kept as wide.
+        (r"\b\d\.\d\ds\b".into(), "N.NNs".into()),
+        (r"\b\d\d\.\d\ds\b".into(), " N.NNs".into()),
+    ]
+}
+
+/// `text` matching itself in a regex.
+fn regex_quote(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The live lines, the summary, a dry run's plan and a run that cannot
+/// start, as `executor run` prints them (snapshots, with what changes from
+/// run to run filtered out).
+#[test]
+fn run_output_stays_as_it_is() {
+    let bed = Bed::new(&[("pipeline.yaml", OUTPUT)]);
+    let run = bed.run(&["--jobs", "1"]);
+    run.exits(0);
+    let dry = bed.run_command(&["--dry-run"]).output().unwrap();
+    assert!(dry.status.success());
+    let missing = bed.run_command(&["missing.yaml"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    let filters = output_filters(&bed);
+    let filters: Vec<(&str, &str)> = filters
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    insta::with_settings!({ filters => filters }, {
+        insta::assert_snapshot!("run_stdout", run.stdout);
+        insta::assert_snapshot!("dry_run_stdout", String::from_utf8_lossy(&dry.stdout));
+        insta::assert_snapshot!("missing_pipeline_stderr", String::from_utf8_lossy(&missing.stderr));
+    });
+}
+
+// ---------------------------------------------------------------------------
 // The examples.
 
 /// Copies `from` into `to`, recursively.
