@@ -12,9 +12,11 @@ use std::fs;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use executor::pipeline::CancellationToken;
+use executor::pipeline::events::{EventSink, JobReport, RunEvent, Stream};
 use executor::pipeline::run::{self, JobStatus, RunOptions, RunReport};
 use executor::platform::Platform;
 use executor::registry::RegistryOptions;
@@ -57,6 +59,48 @@ fn options(repo: &Path, store: &Path, registry: &Registry) -> RunOptions {
             ..RegistryOptions::default()
         },
         logs_base: repo.to_path_buf(),
+    }
+}
+
+/// Every event of a run, in the order they came.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<RunEvent>>);
+
+impl EventSink for Recorder {
+    fn event(&self, event: &RunEvent) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}
+
+impl Recorder {
+    fn events(&self) -> Vec<RunEvent> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// The log lines of `job`, from its events.
+    fn lines(&self, job: &str) -> Vec<(Stream, String)> {
+        self.events()
+            .into_iter()
+            .filter_map(|event| match event {
+                RunEvent::Log {
+                    job: j,
+                    stream,
+                    line,
+                } if j == job => Some((stream, line)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The reports of the jobs that finished, in the order they did.
+    fn finished(&self) -> Vec<JobReport> {
+        self.events()
+            .into_iter()
+            .filter_map(|event| match event {
+                RunEvent::JobFinished(report) => Some(report),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -117,9 +161,18 @@ fn two_runs_at_once_one_cancelled_mid_job_and_the_other_completes() {
         options(&cancelled, &store, &registry),
         options(&completes, &store, &registry),
     );
+    let (recorder_one, recorder_other) =
+        (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
+    let (events_one, events_other): (Arc<dyn EventSink>, Arc<dyn EventSink>) =
+        (recorder_one.clone(), recorder_other.clone());
     let (first, second) = std::thread::scope(|scope| {
-        let first = scope.spawn(|| run::run(&one, runtime.handle(), &cancel_one));
-        let second = scope.spawn(|| run::run(&other, runtime.handle(), &keep_other));
+        let first = scope.spawn(|| {
+            run::run(&one, runtime.handle(), &cancel_one, &events_one).map_err(|e| e.to_string())
+        });
+        let second = scope.spawn(|| {
+            run::run(&other, runtime.handle(), &keep_other, &events_other)
+                .map_err(|e| e.to_string())
+        });
         // Both runs are mid-job: `long` sleeps, `gated` waits at the gate.
         let mut waiting: Option<TcpStream> = None;
         wait_until("the gated job calls the gate", || {
@@ -180,5 +233,55 @@ fn two_runs_at_once_one_cancelled_mid_job_and_the_other_completes() {
     assert!(read(log(&second, &completes, "next")).contains("next ran"));
     // Canceled before it started: it never had a log.
     assert!(!log(&first, &cancelled, "after").exists());
+
+    // What each run reported as it went: its own jobs only.
+    let events = recorder_other.events();
+    assert!(
+        matches!(&events[0], RunEvent::Planned(plan) if plan.jobs.len() == 3),
+        "{events:?}"
+    );
+    assert!(
+        matches!(&events[1], RunEvent::RunStarted { id, .. } if *id == second.id),
+        "{events:?}"
+    );
+    assert!(
+        matches!(events.last(), Some(RunEvent::RunFinished { report, .. }) if *report == second),
+        "{events:?}"
+    );
+    let mut finished = recorder_other.finished();
+    finished.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(finished, {
+        let mut jobs = second.jobs.clone();
+        jobs.sort_by(|a, b| a.name.cmp(&b.name));
+        jobs
+    });
+    for job in ["gated", "next", "side"] {
+        let started: Vec<u32> = events
+            .iter()
+            .filter_map(|event| match event {
+                RunEvent::JobStarted { job: j, attempt } if j == job => Some(*attempt),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(started, [1], "{job}: {events:?}");
+    }
+    let next = recorder_other.lines("next");
+    assert!(
+        next.contains(&(Stream::Stdout, "next ran".to_owned())),
+        "{next:?}"
+    );
+    assert_eq!(
+        next.last(),
+        Some(&(Stream::Runner, "job succeeded".to_owned()))
+    );
+    assert!(recorder_other.lines("long").is_empty());
+    let cancelled_finished = recorder_one.finished();
+    assert_eq!(cancelled_finished.len(), 2, "{cancelled_finished:?}");
+    assert!(
+        cancelled_finished
+            .iter()
+            .all(|r| r.status == JobStatus::Canceled)
+    );
+    assert!(recorder_one.lines("gated").is_empty());
     leftovers.assert_none(&format!("sleep {marker}"));
 }

@@ -5,18 +5,20 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::{ArgAction, Args};
 
-use executor::pipeline::CancellationToken;
 use executor::pipeline::checkout::Checkout;
 use executor::pipeline::run::{self, RunOptions};
 use executor::pipeline::vars::PipelineSource;
+use executor::pipeline::{CancellationToken, EventSink};
 use executor::platform::Platform;
 use executor::registry::{RegistryOptions, TransferOptions};
 
 use super::build::{PullArgs, PushArgs, default_cache_dir, pairs};
+use super::run_output::Terminal;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -175,13 +177,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         executor::sandbox::kill_all();
         std::process::exit(130);
     });
-    let report = run::run(&options, runtime.handle(), &cancel);
+    let terminal: Arc<dyn EventSink> = Arc::new(Terminal::new(options.dry_run));
+    let report = run::run(&options, runtime.handle(), &cancel, &terminal);
     signals.abort();
     let report = report?;
     if options.dry_run {
         return Ok(ExitCode::SUCCESS);
     }
-    run::print_summary(&report, &options.logs_base);
     Ok(if report.interrupted {
         ExitCode::from(130)
     } else if report.success() {

@@ -10,9 +10,8 @@
 //! summary table.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::fs;
-use std::io::{self, BufRead as _, BufReader, Write as _};
+use std::io::{self, BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, mpsc};
@@ -27,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 use super::artifacts;
 use super::build_job::{self, Machine, resolve_paths};
 use super::checkout::Checkout;
+use super::events::{Decision, EventSink, Plan, PlannedJob, RunEvent, Stream, UPSTREAM};
+pub use super::events::{JobReport, JobStatus, RunReport};
 use super::logs::{JobLog, RunId, RunLogs};
 use super::script::{self, JobImage, ScriptJob, ScriptStatus};
 use super::vars::{self, PipelineSource, Predefined, Variables};
@@ -101,136 +102,6 @@ pub struct RunOptions {
     pub logs_base: PathBuf,
 }
 
-/// How a job ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobStatus {
-    Succeeded,
-    Failed { allowed: bool, reason: String },
-    Skipped(String),
-    Canceled,
-}
-
-impl JobStatus {
-    fn label(&self) -> String {
-        match self {
-            Self::Succeeded => "succeeded".into(),
-            Self::Failed {
-                allowed: true,
-                reason,
-            } => format!("failed (allowed): {reason}"),
-            Self::Failed { reason, .. } => format!("failed: {reason}"),
-            Self::Skipped(reason) => format!("skipped: {reason}"),
-            Self::Canceled => "canceled".into(),
-        }
-    }
-
-    /// A failure its dependants see: not allowed, or never run because of
-    /// one.
-    fn blocks(&self) -> bool {
-        matches!(self, Self::Failed { allowed: false, .. } | Self::Canceled)
-            || matches!(self, Self::Skipped(r) if r.starts_with(UPSTREAM))
-    }
-}
-
-const UPSTREAM: &str = "a job it needs failed";
-
-/// One job's result in the summary.
-#[derive(Debug, Clone)]
-pub struct JobReport {
-    pub name: String,
-    pub status: JobStatus,
-    pub seconds: f64,
-    pub attempts: u32,
-    /// A build job's image: reference by digest (or the digest alone when
-    /// it was not pushed).
-    pub image: Option<String>,
-    pub digest: Option<String>,
-}
-
-impl JobReport {
-    /// A job that did not run: skipped, or canceled before it started.
-    fn not_run(job: &Job, status: JobStatus) -> Self {
-        Self {
-            name: job.name.clone(),
-            status,
-            seconds: 0.0,
-            attempts: 0,
-            image: None,
-            digest: None,
-        }
-    }
-}
-
-/// The run's result.
-#[derive(Debug, Clone)]
-pub struct RunReport {
-    pub id: RunId,
-    pub jobs: Vec<JobReport>,
-    pub interrupted: bool,
-}
-
-impl RunReport {
-    /// Whether every job that may not fail succeeded or was skipped.
-    #[must_use]
-    pub fn success(&self) -> bool {
-        !self.interrupted
-            && self.jobs.iter().all(|j| {
-                !matches!(
-                    j.status,
-                    JobStatus::Failed { allowed: false, .. } | JobStatus::Canceled
-                )
-            })
-    }
-
-    /// The summary table: job, status, duration, image.
-    #[must_use]
-    pub fn table(&self) -> String {
-        let name_width = self
-            .jobs
-            .iter()
-            .map(|j| j.name.chars().count())
-            .max()
-            .unwrap_or(3)
-            .max(3);
-        let statuses: Vec<String> = self
-            .jobs
-            .iter()
-            .map(|job| {
-                let status = job.status.label();
-                if job.attempts > 1 {
-                    format!("{status} ({} attempts)", job.attempts)
-                } else {
-                    status
-                }
-            })
-            .collect();
-        let status_width = statuses
-            .iter()
-            .map(|s| s.chars().count())
-            .max()
-            .unwrap_or(6)
-            .max(6);
-        let mut out = format!(
-            "{:name_width$}  {:status_width$}  {:>8}  IMAGE\n",
-            "JOB", "STATUS", "DURATION"
-        );
-        for (job, status) in self.jobs.iter().zip(statuses) {
-            let duration = if job.seconds > 0.0 {
-                format!("{:.2}s", job.seconds)
-            } else {
-                "-".into()
-            };
-            let _ = writeln!(
-                out,
-                "{:name_width$}  {status:status_width$}  {duration:>8}  {}",
-                job.name,
-                job.image.as_deref().unwrap_or("")
-            );
-        }
-        out
-    }
-}
-
 fn kill_group(pgid: i32, signal: i32) {
     if let Some(pid) = rustix::process::Pid::from_raw(pgid) {
         let signal = rustix::process::Signal::from_named_raw(signal);
@@ -269,13 +140,6 @@ fn changed_paths(checkout: &Checkout, working_tree: bool) -> Option<Vec<String>>
     Some(paths.into_iter().collect())
 }
 
-/// What the run decided for each job before anything runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Plan {
-    Run(When),
-    Skip(&'static str),
-}
-
 /// Runs the pipeline as `options` say. `Ok` with the report whether or not
 /// jobs failed; an error when the run could not start.
 ///
@@ -288,6 +152,7 @@ pub fn run(
     options: &RunOptions,
     runtime: &Handle,
     cancel: &CancellationToken,
+    events: &Arc<dyn EventSink>,
 ) -> Result<RunReport> {
     let store = Store::open(&options.store)?;
     let scratch_root = store.root().join("tmp");
@@ -417,30 +282,36 @@ pub fn run(
         .enumerate()
         .map(|(n, job)| variables(&predefined, job, n, &options.vars))
         .collect();
-    let plans: Vec<Plan> = jobs
+    let plans: Vec<Decision> = jobs
         .iter()
         .enumerate()
         .map(|(n, job)| {
             if !runs {
-                return Plan::Skip("the pipeline does not run on this event");
+                return Decision::Skip("the pipeline does not run on this event");
             }
             if !selected.contains(&n) {
-                return Plan::Skip("not selected with --job");
+                return Decision::Skip("not selected with --job");
             }
             let lookup: BTreeMap<String, String> = job_vars[n].iter().cloned().collect();
             match job.decide(&lookup, changed.as_deref()) {
-                When::Never => Plan::Skip("its rules exclude it"),
+                When::Never => Decision::Skip("its rules exclude it"),
                 When::Manual if !options.only.contains(&job.name) => {
-                    Plan::Skip("manual: run it with --job")
+                    Decision::Skip("manual: run it with --job")
                 }
-                When::Manual => Plan::Run(When::OnSuccess),
-                when => Plan::Run(when),
+                When::Manual => Decision::Run(When::OnSuccess),
+                when => Decision::Run(when),
             }
         })
         .collect();
 
+    events.event(&RunEvent::Planned(plan(
+        &shown,
+        &pipeline,
+        &plans,
+        &predefined,
+        event,
+    )));
     if options.dry_run {
-        print_plan(&shown, &pipeline, &plans, &predefined, event);
         return Ok(RunReport {
             id,
             jobs: Vec::new(),
@@ -448,11 +319,11 @@ pub fn run(
         });
     }
     if !runs {
-        println!(
-            "{shown}: the pipeline does not run on {} {} (see its `on`)",
-            source.as_str(),
-            git_ref.as_deref().unwrap_or("")
-        );
+        events.event(&RunEvent::NotTriggered {
+            pipeline: shown.clone(),
+            event: source.as_str(),
+            git_ref: git_ref.clone(),
+        });
     }
     // The pipeline's order: needs first (what `executor logs` shows).
     let names: Vec<&str> = pipeline
@@ -461,8 +332,20 @@ pub fn run(
         .iter()
         .map(|&n| jobs[n].name.as_str())
         .collect();
-    let logs = RunLogs::create(&options.logs_base, id.clone(), &names)?;
-    println!("run {} of {shown} ({})", id.as_str(), &checkout.sha);
+    let logs = RunLogs::create(&options.logs_base, id.clone(), &names, Arc::clone(events))?;
+    events.event(&RunEvent::RunStarted {
+        id: id.clone(),
+        pipeline: shown.clone(),
+        sha: checkout.sha.clone(),
+        jobs: names.iter().map(|&n| n.to_owned()).collect(),
+    });
+    for &n in pipeline.dag().order() {
+        if matches!(plans[n], Decision::Run(_)) {
+            events.event(&RunEvent::JobQueued {
+                job: jobs[n].name.clone(),
+            });
+        }
+    }
     let remote = Remote::from_options(options.registry.clone())?;
     let context = RunContext {
         options,
@@ -476,14 +359,19 @@ pub fn run(
         scratch: scratch.path(),
         job_vars: &job_vars,
         cancel,
+        events: events.as_ref(),
     };
     let reports = context.schedule(&plans);
-    let interrupted = cancel.is_cancelled();
-    Ok(RunReport {
+    let report = RunReport {
         id,
         jobs: reports,
-        interrupted,
-    })
+        interrupted: cancel.is_cancelled(),
+    };
+    events.event(&RunEvent::RunFinished {
+        report: report.clone(),
+        logs: logs.dir().to_path_buf(),
+    });
+    Ok(report)
 }
 
 /// The jobs `only` names and every job they depend on; all jobs when
@@ -511,37 +399,39 @@ fn variables(predefined: &Predefined, job: &Job, n: usize, overrides: &Variables
     vars::expand_all(&all)
 }
 
-fn print_plan(
+/// The plan of a run: every job in the pipeline's order, with what was
+/// decided for it.
+fn plan(
     shown: &str,
     pipeline: &Pipeline,
-    plans: &[Plan],
+    decisions: &[Decision],
     predefined: &Predefined,
     event: Event<'_>,
-) {
-    println!(
-        "{shown} on {} {} ({}): {} jobs",
-        event.kind.as_str(),
-        event.git_ref.unwrap_or(""),
-        predefined.sha.get(..8).unwrap_or(&predefined.sha),
-        pipeline.jobs().len()
-    );
-    for &n in pipeline.dag().order() {
-        let job = &pipeline.jobs()[n];
-        let kind = match &job.kind {
-            JobKind::Build(_) => "build",
-            JobKind::Script(_) => "script",
-        };
-        let decision = match plans[n] {
-            Plan::Run(When::OnSuccess) => "runs".to_string(),
-            Plan::Run(when) => format!("runs ({})", when.as_str()),
-            Plan::Skip(reason) => format!("skipped: {reason}"),
-        };
-        let needs = if job.depends_on.is_empty() {
-            String::new()
-        } else {
-            format!(" after {}", job.depends_on.join(", "))
-        };
-        println!("  {} [{}, {kind}]{needs}: {decision}", job.name, job.stage);
+) -> Plan {
+    let jobs = pipeline
+        .dag()
+        .order()
+        .iter()
+        .map(|&n| {
+            let job = &pipeline.jobs()[n];
+            PlannedJob {
+                name: job.name.clone(),
+                stage: job.stage.clone(),
+                kind: match &job.kind {
+                    JobKind::Build(_) => "build",
+                    JobKind::Script(_) => "script",
+                },
+                needs: job.depends_on.clone(),
+                decision: decisions[n],
+            }
+        })
+        .collect();
+    Plan {
+        pipeline: shown.to_owned(),
+        event: event.kind.as_str(),
+        git_ref: event.git_ref.map(str::to_owned),
+        sha: predefined.sha.clone(),
+        jobs,
     }
 }
 
@@ -560,6 +450,7 @@ struct RunContext<'r> {
     job_vars: &'r [Variables],
     /// The run's: each job watches a child of it.
     cancel: &'r CancellationToken,
+    events: &'r dyn EventSink,
 }
 
 /// A job's view of the project: an overlay over it, or a copy.
@@ -601,7 +492,7 @@ enum Attempt {
 impl RunContext<'_> {
     /// Starts each job when what it depends on has finished, up to
     /// `--jobs` at once, until none is left.
-    fn schedule(&self, plans: &[Plan]) -> Vec<JobReport> {
+    fn schedule(&self, plans: &[Decision]) -> Vec<JobReport> {
         let jobs = self.pipeline.jobs();
         let dag = self.pipeline.dag();
         // A job's report, once it has ended (or will never run).
@@ -626,17 +517,19 @@ impl RunContext<'_> {
                         .any(|&d| reports[d].as_ref().is_some_and(|r| r.status.blocks()));
                     let verdict = match plans[n] {
                         _ if interrupted => Some(JobStatus::Canceled),
-                        Plan::Skip(reason) => Some(JobStatus::Skipped(reason.to_string())),
-                        Plan::Run(When::OnSuccess) if upstream_failed => {
+                        Decision::Skip(reason) => Some(JobStatus::Skipped(reason.to_string())),
+                        Decision::Run(When::OnSuccess) if upstream_failed => {
                             Some(JobStatus::Skipped(UPSTREAM.to_string()))
                         }
-                        Plan::Run(When::OnFailure) if !upstream_failed => Some(JobStatus::Skipped(
-                            "on_failure, and nothing it needs failed".into(),
-                        )),
-                        Plan::Run(_) => None,
+                        Decision::Run(When::OnFailure) if !upstream_failed => Some(
+                            JobStatus::Skipped("on_failure, and nothing it needs failed".into()),
+                        ),
+                        Decision::Run(_) => None,
                     };
                     if let Some(verdict) = verdict {
-                        reports[n] = Some(JobReport::not_run(&jobs[n], verdict));
+                        let report = JobReport::not_run(&jobs[n].name, verdict);
+                        self.events.event(&RunEvent::JobFinished(report.clone()));
+                        reports[n] = Some(report);
                         continue;
                     }
                     if running.len() >= parallel {
@@ -673,7 +566,9 @@ impl RunContext<'_> {
                     // Nothing runs and nothing can start: only possible if
                     // the graph were cyclic, which loading refuses.
                     for (report, job) in reports.iter_mut().zip(jobs) {
-                        report.get_or_insert_with(|| JobReport::not_run(job, JobStatus::Canceled));
+                        report.get_or_insert_with(|| {
+                            JobReport::not_run(&job.name, JobStatus::Canceled)
+                        });
                     }
                     break;
                 }
@@ -683,6 +578,7 @@ impl RunContext<'_> {
                     break;
                 };
                 running.remove(&n);
+                self.events.event(&RunEvent::JobFinished(report.clone()));
                 reports[n] = Some(report);
                 outputs[n] = out;
             }
@@ -725,6 +621,10 @@ impl RunContext<'_> {
         let mut attempts = 0;
         let outcome = loop {
             attempts += 1;
+            self.events.event(&RunEvent::JobStarted {
+                job: job.name.clone(),
+                attempt: attempts,
+            });
             let attempt = match &secret_error {
                 Some(e) => Attempt::Failed(RetryWhen::SystemFailure, e.clone()),
                 None => self.attempt(n, job, &vars, &secrets, inputs, &log, &cancel),
@@ -1175,23 +1075,23 @@ fn run_child(
         child
             .stdout
             .take()
-            .map(|s| Box::new(s) as Box<dyn io::Read + Send>),
+            .map(|s| (Stream::Stdout, Box::new(s) as Box<dyn io::Read + Send>)),
         child
             .stderr
             .take()
-            .map(|s| Box::new(s) as Box<dyn io::Read + Send>),
+            .map(|s| (Stream::Stderr, Box::new(s) as Box<dyn io::Read + Send>)),
     ];
     let log = Arc::new(log);
     let started = Instant::now();
     let mut timed_out = false;
     let result = std::thread::scope(|scope| {
-        for stream in streams.into_iter().flatten() {
+        for (name, stream) in streams.into_iter().flatten() {
             let log = Arc::clone(&log);
             scope.spawn(move || {
                 let mut reader = BufReader::new(stream);
                 let mut line = Vec::new();
                 while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-                    log.write(&line);
+                    log.write_to(name, &line);
                     line.clear();
                 }
             });
@@ -1256,57 +1156,4 @@ fn resolve_secrets(job: &Job) -> Result<Variables, String> {
         out.push((secret.name.clone(), value));
     }
     Ok(out)
-}
-
-/// Prints the summary and the run's log directory.
-pub fn print_summary(report: &RunReport, logs_base: &Path) {
-    let mut out = io::stdout().lock();
-    let _ = writeln!(out);
-    let _ = write!(out, "{}", report.table());
-    let _ = writeln!(
-        out,
-        "logs: {} (executor logs {})",
-        super::logs::runs_dir(logs_base)
-            .join(report.id.as_str())
-            .display(),
-        report.id.as_str()
-    );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn job(name: &str, status: JobStatus, attempts: u32) -> JobReport {
-        JobReport {
-            name: name.into(),
-            status,
-            seconds: 1.5,
-            attempts,
-            image: None,
-            digest: None,
-        }
-    }
-
-    #[test]
-    fn the_summary_columns_line_up_with_attempts_and_wide_names() {
-        let report = RunReport {
-            id: RunId::at(0, 0),
-            jobs: vec![
-                job("retried", JobStatus::Succeeded, 3),
-                job("été", JobStatus::Canceled, 1),
-            ],
-            interrupted: false,
-        };
-        let table = report.table();
-        let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(
-            lines,
-            [
-                "JOB      STATUS                  DURATION  IMAGE",
-                "retried  succeeded (3 attempts)     1.50s  ",
-                "été      canceled                   1.50s  ",
-            ]
-        );
-    }
 }
