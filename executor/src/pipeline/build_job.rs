@@ -6,18 +6,28 @@
 //! context and the Dockerfile are resolved after expansion and through
 //! symlinks, and must stay inside the job's checkout, so a pipeline
 //! (someone's pull request) can neither build, and push, a directory of the
-//! machine that runs it, nor have a file of it read as a Dockerfile.
+//! machine that runs it, nor have a file of it read as a Dockerfile. The
+//! job then runs the build in a child process ([`super::child`]) and hands
+//! its image (by digest, pushed or in the local store) to the jobs that
+//! need it.
 
 use std::collections::BTreeMap;
+use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use pipeline_schema::Build;
+use pipeline_schema::{Build, Job, RetryWhen};
+use tokio_util::sync::CancellationToken;
 
+use super::child::{ChildEnd, run_child};
+use super::logs::JobLog;
+use super::schedule::{Attempt, Outputs, RunContext, with_causes};
+use super::script::JobImage;
 use super::vars::{self, Variables};
 use crate::build::settings::{SourceDateEpochError, source_date_epoch};
 use crate::build::{CacheRepo, CacheSettings, Secret, SecretSource, Settings, SnapshotMode};
+use crate::image::digest::Digest;
 use crate::platform::{Platform, PlatformError};
 use crate::registry::{ImageReference, ReferenceError, RegistryOptions};
 
@@ -299,6 +309,146 @@ fn inside(
         Ok(resolved)
     } else {
         Err(outside())
+    }
+}
+
+impl RunContext<'_> {
+    /// A build job: `executor build` in a child process of its own group,
+    /// its output into the job's log, killed whole on timeout.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn build_job(
+        &self,
+        job: &Job,
+        build: &Build,
+        checkout_dir: &Path,
+        job_dir: &Path,
+        vars: &Variables,
+        secrets: &Variables,
+        log: &JobLog,
+        cancel: &CancellationToken,
+    ) -> Attempt {
+        let expand = |s: &str| vars::expand(s, vars);
+        if let Err(e) = fs::create_dir_all(job_dir) {
+            return Attempt::Failed(
+                RetryWhen::SystemFailure,
+                format!("cannot create {}: {e}", job_dir.display()),
+            );
+        }
+        let digest_file = job_dir.join("digest");
+        // Both resolved here, inside the checkout, and passed absolute: the
+        // Dockerfile is the context's (given as written, `executor build`
+        // would first look for it from its own working directory).
+        let paths = match resolve_paths(
+            &job.name,
+            checkout_dir,
+            &expand(&build.context),
+            &expand(&build.dockerfile),
+        ) {
+            Ok(paths) => paths,
+            Err(e) => return Attempt::Failed(RetryWhen::SystemFailure, with_causes(&e)),
+        };
+        let ids: Vec<&str> = secrets.iter().map(|(id, _)| id.as_str()).collect();
+        let machine = Machine {
+            store: self.store.root(),
+            platform: &self.options.platform,
+            registry: &self.options.registry,
+        };
+        let settings = match settings(
+            &job.name,
+            build,
+            vars,
+            paths,
+            digest_file.clone(),
+            &ids,
+            machine,
+        ) {
+            Ok(settings) => settings,
+            Err(e) => return Attempt::Failed(RetryWhen::SystemFailure, with_causes(&e)),
+        };
+        let settings_file = job_dir.join("settings.json");
+        let written = serde_json::to_vec_pretty(&settings)
+            .map_err(io::Error::other)
+            .and_then(|json| fs::write(&settings_file, json));
+        if let Err(e) = written {
+            return Attempt::Failed(
+                RetryWhen::SystemFailure,
+                format!("cannot write {}: {e}", settings_file.display()),
+            );
+        }
+        let env: Vec<(String, String)> = secrets
+            .iter()
+            .enumerate()
+            .map(|(i, (_, value))| (secret_variable(i), value.clone()))
+            .collect();
+        let args = vec![
+            "build".to_owned(),
+            "--settings-file".to_owned(),
+            settings_file.display().to_string(),
+        ];
+        let exe = match std::env::current_exe() {
+            Ok(exe) => exe,
+            Err(e) => {
+                return Attempt::Failed(
+                    RetryWhen::SystemFailure,
+                    format!("cannot find the executor binary: {e}"),
+                );
+            }
+        };
+        log.line(&format!(
+            "executor build of {} ({})",
+            settings.context,
+            settings.dockerfile.display()
+        ));
+        let status = run_child(&exe, &args, &env, job.timeout, log, cancel);
+        match status {
+            ChildEnd::Exited(0) => {}
+            ChildEnd::Exited(code) => {
+                return Attempt::Failed(
+                    RetryWhen::ScriptFailure,
+                    format!("the build exited with status {code}"),
+                );
+            }
+            ChildEnd::TimedOut => {
+                return Attempt::Failed(
+                    RetryWhen::Timeout,
+                    format!(
+                        "timed out after {}",
+                        pipeline_schema::format_duration(job.timeout)
+                    ),
+                );
+            }
+            ChildEnd::Error(e) => return Attempt::Failed(RetryWhen::SystemFailure, e),
+        }
+        let digest = match fs::read_to_string(&digest_file)
+            .map_err(|e| e.to_string())
+            .and_then(|d| d.trim().parse::<Digest>().map_err(|e| e.to_string()))
+        {
+            Ok(d) => d,
+            Err(e) => {
+                return Attempt::Failed(
+                    RetryWhen::SystemFailure,
+                    format!("the build wrote no digest: {e}"),
+                );
+            }
+        };
+        // Pushed: others pull it by digest (its layers may be only in the
+        // registry, taken from the cache); else it is in the local store.
+        let (image_ref, image) = match settings.destinations.first() {
+            Some(destination) if settings.push => {
+                let reference = format!("{}@{digest}", destination.name());
+                (reference.clone(), JobImage::Reference(reference))
+            }
+            _ => (digest.to_string(), JobImage::Stored(digest.clone())),
+        };
+        let outputs = Outputs {
+            variables: vec![
+                (job.image_variable(), image_ref.clone()),
+                (job.digest_variable(), digest.to_string()),
+            ],
+            image: Some(image),
+            artifacts: None,
+        };
+        Attempt::Succeeded(outputs, Some(image_ref), Some(digest.to_string()))
     }
 }
 

@@ -11,9 +11,11 @@
 pub mod artifacts;
 pub mod build_job;
 pub mod checkout;
+mod child;
 pub mod events;
 pub mod logs;
 pub mod run;
+mod schedule;
 pub mod script;
 pub mod vars;
 
