@@ -8,6 +8,7 @@
 pub mod build;
 pub mod context;
 pub mod dockerfile;
+pub mod error_chain;
 pub mod image;
 pub mod pipeline;
 pub mod platform;

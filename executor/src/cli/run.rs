@@ -3,6 +3,7 @@
 //! flags and `EXECUTOR_*` variables, so a pipeline file never holds
 //! machine-specific settings.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use anyhow::{Context as _, bail};
 use clap::{ArgAction, Args};
 
 use executor::pipeline::checkout::Checkout;
-use executor::pipeline::run::{self, RunOptions};
+use executor::pipeline::run::{self, RunError, RunOptions};
 use executor::pipeline::vars::PipelineSource;
 use executor::pipeline::{CancellationToken, EventSink};
 use executor::platform::Platform;
@@ -180,7 +181,18 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let terminal: Arc<dyn EventSink> = Arc::new(Terminal::new(options.dry_run));
     let report = run::run(&options, runtime.handle(), &cancel, &terminal);
     signals.abort();
-    let report = report?;
+    let report = match report {
+        Ok(report) => report,
+        // Every error of the file, one per line (as `executor validate`
+        // prints them), then how many.
+        Err(RunError::Pipeline { path, errors }) => {
+            let mut stderr = std::io::stderr().lock();
+            writeln!(stderr, "error: {errors}")?;
+            writeln!(stderr, "{}: {}", path.display(), errors.summary())?;
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(e.into()),
+    };
     if options.dry_run {
         return Ok(ExitCode::SUCCESS);
     }

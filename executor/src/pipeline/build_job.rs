@@ -17,12 +17,13 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use pipeline_schema::{Build, Job, RetryWhen};
+use pipeline_schema::{Build, Job};
 use tokio_util::sync::CancellationToken;
 
 use super::child::{ChildEnd, run_child};
+use super::failure::{ChildError, JobFailure};
 use super::logs::JobLog;
-use super::schedule::{Attempt, Outputs, RunContext, with_causes};
+use super::schedule::{Attempt, Outputs, RunContext};
 use super::script::JobImage;
 use super::vars::{self, Variables};
 use crate::build::settings::{SourceDateEpochError, source_date_epoch};
@@ -327,33 +328,54 @@ impl RunContext<'_> {
         log: &JobLog,
         cancel: &CancellationToken,
     ) -> Attempt {
+        self.try_build_job(
+            job,
+            build,
+            checkout_dir,
+            job_dir,
+            vars,
+            secrets,
+            log,
+            cancel,
+        )
+        .unwrap_or_else(Attempt::Failed)
+    }
+
+    /// [`RunContext::build_job`], its failures as errors.
+    #[allow(clippy::too_many_arguments)]
+    fn try_build_job(
+        &self,
+        job: &Job,
+        build: &Build,
+        checkout_dir: &Path,
+        job_dir: &Path,
+        vars: &Variables,
+        secrets: &Variables,
+        log: &JobLog,
+        cancel: &CancellationToken,
+    ) -> Result<Attempt, JobFailure> {
         let expand = |s: &str| vars::expand(s, vars);
-        if let Err(e) = fs::create_dir_all(job_dir) {
-            return Attempt::Failed(
-                RetryWhen::SystemFailure,
-                format!("cannot create {}: {e}", job_dir.display()),
-            );
-        }
+        fs::create_dir_all(job_dir).map_err(|source| JobFailure::CreateDir {
+            path: job_dir.to_path_buf(),
+            source,
+        })?;
         let digest_file = job_dir.join("digest");
         // Both resolved here, inside the checkout, and passed absolute: the
         // Dockerfile is the context's (given as written, `executor build`
         // would first look for it from its own working directory).
-        let paths = match resolve_paths(
+        let paths = resolve_paths(
             &job.name,
             checkout_dir,
             &expand(&build.context),
             &expand(&build.dockerfile),
-        ) {
-            Ok(paths) => paths,
-            Err(e) => return Attempt::Failed(RetryWhen::SystemFailure, with_causes(&e)),
-        };
+        )?;
         let ids: Vec<&str> = secrets.iter().map(|(id, _)| id.as_str()).collect();
         let machine = Machine {
             store: self.store.root(),
             platform: &self.options.platform,
             registry: &self.options.registry,
         };
-        let settings = match settings(
+        let settings = settings(
             &job.name,
             build,
             vars,
@@ -361,20 +383,15 @@ impl RunContext<'_> {
             digest_file.clone(),
             &ids,
             machine,
-        ) {
-            Ok(settings) => settings,
-            Err(e) => return Attempt::Failed(RetryWhen::SystemFailure, with_causes(&e)),
-        };
+        )?;
         let settings_file = job_dir.join("settings.json");
-        let written = serde_json::to_vec_pretty(&settings)
+        serde_json::to_vec_pretty(&settings)
             .map_err(io::Error::other)
-            .and_then(|json| fs::write(&settings_file, json));
-        if let Err(e) = written {
-            return Attempt::Failed(
-                RetryWhen::SystemFailure,
-                format!("cannot write {}: {e}", settings_file.display()),
-            );
-        }
+            .and_then(|json| fs::write(&settings_file, json))
+            .map_err(|source| JobFailure::WriteSettings {
+                path: settings_file.clone(),
+                source,
+            })?;
         let env: Vec<(String, String)> = secrets
             .iter()
             .enumerate()
@@ -385,52 +402,28 @@ impl RunContext<'_> {
             "--settings-file".to_owned(),
             settings_file.display().to_string(),
         ];
-        let exe = match std::env::current_exe() {
-            Ok(exe) => exe,
-            Err(e) => {
-                return Attempt::Failed(
-                    RetryWhen::SystemFailure,
-                    format!("cannot find the executor binary: {e}"),
-                );
-            }
-        };
+        let exe = std::env::current_exe().map_err(ChildError::Executable)?;
         log.line(&format!(
             "executor build of {} ({})",
             settings.context,
             settings.dockerfile.display()
         ));
-        let status = run_child(&exe, &args, &env, job.timeout, log, cancel);
-        match status {
+        match run_child(&exe, &args, &env, job.timeout, log, cancel)? {
             ChildEnd::Exited(0) => {}
-            ChildEnd::Exited(code) => {
-                return Attempt::Failed(
-                    RetryWhen::ScriptFailure,
-                    format!("the build exited with status {code}"),
-                );
-            }
-            ChildEnd::TimedOut => {
-                return Attempt::Failed(
-                    RetryWhen::Timeout,
-                    format!(
-                        "timed out after {}",
-                        pipeline_schema::format_duration(job.timeout)
-                    ),
-                );
-            }
-            ChildEnd::Error(e) => return Attempt::Failed(RetryWhen::SystemFailure, e),
+            ChildEnd::Exited(code) => return Err(JobFailure::BuildExited(code)),
+            ChildEnd::TimedOut => return Err(JobFailure::TimedOut(job.timeout)),
         }
-        let digest = match fs::read_to_string(&digest_file)
-            .map_err(|e| e.to_string())
-            .and_then(|d| d.trim().parse::<Digest>().map_err(|e| e.to_string()))
-        {
-            Ok(d) => d,
-            Err(e) => {
-                return Attempt::Failed(
-                    RetryWhen::SystemFailure,
-                    format!("the build wrote no digest: {e}"),
-                );
-            }
-        };
+        let digest = fs::read_to_string(&digest_file)
+            .map_err(|source| JobFailure::NoDigest {
+                path: digest_file.clone(),
+                source,
+            })?
+            .trim()
+            .parse::<Digest>()
+            .map_err(|source| JobFailure::BadDigest {
+                path: digest_file.clone(),
+                source,
+            })?;
         // Pushed: others pull it by digest (its layers may be only in the
         // registry, taken from the cache); else it is in the local store.
         let (image_ref, image) = match settings.destinations.first() {
@@ -448,7 +441,11 @@ impl RunContext<'_> {
             image: Some(image),
             artifacts: None,
         };
-        Attempt::Succeeded(outputs, Some(image_ref), Some(digest.to_string()))
+        Ok(Attempt::Succeeded(
+            outputs,
+            Some(image_ref),
+            Some(digest.to_string()),
+        ))
     }
 }
 

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::events::Stream;
+use super::failure::ChildError;
 use super::logs::JobLog;
 
 /// How a build job's process ended.
 pub(super) enum ChildEnd {
     Exited(i32),
     TimedOut,
-    Error(String),
 }
 
 /// Runs `exe args` in a process group of its own with `env` added, each
@@ -30,7 +30,7 @@ pub(super) fn run_child(
     timeout: Duration,
     log: &JobLog,
     cancel: &CancellationToken,
-) -> ChildEnd {
+) -> Result<ChildEnd, ChildError> {
     use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
     let mut command = Command::new(exe);
     command
@@ -43,7 +43,12 @@ pub(super) fn run_child(
         .process_group(0);
     let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(e) => return ChildEnd::Error(format!("cannot start {}: {e}", exe.display())),
+        Err(source) => {
+            return Err(ChildError::Start {
+                exe: exe.to_path_buf(),
+                source,
+            });
+        }
     };
     let pgid = i32::try_from(child.id()).unwrap_or(0);
     let streams = [
@@ -94,13 +99,13 @@ pub(super) fn run_child(
         }
     });
     match result {
-        _ if timed_out => ChildEnd::TimedOut,
-        Ok(status) => ChildEnd::Exited(
+        _ if timed_out => Ok(ChildEnd::TimedOut),
+        Ok(status) => Ok(ChildEnd::Exited(
             status
                 .code()
                 .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
-        ),
-        Err(e) => ChildEnd::Error(format!("cannot wait for the build: {e}")),
+        )),
+        Err(source) => Err(ChildError::Wait(source)),
     }
 }
 

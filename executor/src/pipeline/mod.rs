@@ -13,6 +13,7 @@ pub mod build_job;
 pub mod checkout;
 mod child;
 pub mod events;
+pub mod failure;
 pub mod logs;
 pub mod run;
 mod schedule;

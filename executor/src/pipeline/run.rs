@@ -33,18 +33,32 @@ use crate::registry::RegistryOptions;
 pub enum RunError {
     #[error(transparent)]
     Checkout(#[from] super::checkout::CheckoutError),
-    /// The pipeline file is not valid: every error, one per line.
-    #[error("{0}")]
-    Pipeline(String),
-    #[error("{0}")]
-    Usage(String),
+    /// The pipeline file is not valid: its errors, one per line, are the
+    /// source.
+    #[error("{}: {}", path.display(), errors.summary())]
+    Pipeline {
+        path: PathBuf,
+        #[source]
+        errors: pipeline_schema::Errors,
+    },
+    #[error(
+        "{}: no pipeline file there\nhint: write one (executor schema prints its JSON Schema), or name it: executor run path/to/pipeline.yaml",
+        path.display()
+    )]
+    NoPipeline { path: PathBuf },
+    #[error("--job {job}: {} has no such job (it has: {})", path.display(), jobs.join(", "))]
+    UnknownJob {
+        job: String,
+        path: PathBuf,
+        jobs: Vec<String>,
+    },
     #[error(transparent)]
     Logs(#[from] super::logs::LogsError),
     #[error(transparent)]
     Store(#[from] crate::image::store::StoreError),
     #[error(transparent)]
     Image(#[from] crate::build::images::ImageError),
-    #[error("cannot use {}: {source}", path.display())]
+    #[error("cannot use {}", path.display())]
     Io {
         path: PathBuf,
         #[source]
@@ -172,10 +186,9 @@ pub fn run(
         None => pipeline_path.display().to_string(),
     };
     if !pipeline_path.is_file() {
-        return Err(RunError::Usage(format!(
-            "{}: no pipeline file there\nhint: write one (executor schema prints its JSON Schema), or name it: executor run path/to/pipeline.yaml",
-            pipeline_path.display()
-        )));
+        return Err(RunError::NoPipeline {
+            path: pipeline_path,
+        });
     }
     // The project is the directory holding the pipeline file (the
     // repository's root, unless the pipeline lives further down, as the
@@ -187,12 +200,9 @@ pub fn run(
         .unwrap_or(Path::new("."))
         .canonicalize()
         .map_err(io_at(&pipeline_path))?;
-    let pipeline = Pipeline::load(&pipeline_path).map_err(|errors| {
-        RunError::Pipeline(format!(
-            "{errors}\n{}: {}",
-            pipeline_path.display(),
-            errors.summary()
-        ))
+    let pipeline = Pipeline::load(&pipeline_path).map_err(|errors| RunError::Pipeline {
+        path: pipeline_path.clone(),
+        errors,
     })?;
 
     let source = options.event.unwrap_or(if options.tag.is_some() {
@@ -246,14 +256,11 @@ pub fn run(
     let jobs = pipeline.jobs();
     for name in &options.only {
         if pipeline.job(name).is_none() {
-            return Err(RunError::Usage(format!(
-                "--job {name}: {} has no such job (it has: {})",
-                pipeline_path.display(),
-                jobs.iter()
-                    .map(|j| j.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+            return Err(RunError::UnknownJob {
+                job: name.clone(),
+                path: pipeline_path,
+                jobs: jobs.iter().map(|j| j.name.clone()).collect(),
+            });
         }
     }
     let selected = selection(&pipeline, &options.only);

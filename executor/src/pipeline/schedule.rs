@@ -10,20 +10,22 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
-use pipeline_schema::{Image, Job, JobKind, Pipeline, RetryWhen, Script, SecretSource, When};
+use pipeline_schema::{Image, Job, JobKind, Pipeline, Script, SecretSource, When};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use super::artifacts;
 use super::events::{Decision, EventSink, JobReport, JobStatus, RunEvent, UPSTREAM};
+use super::failure::{JobFailure, SecretError};
 use super::logs::{JobLog, RunLogs};
 use super::run::RunOptions;
 use super::script::{self, JobImage, ScriptJob, ScriptStatus};
 use super::vars::{self, Predefined, Variables};
 use crate::build::remote::Remote;
+use crate::error_chain::one_line;
 use crate::image::store::{Store, remove_tree};
 use crate::sandbox::overlay::Overlay;
 
@@ -54,11 +56,9 @@ struct JobTree {
 impl JobTree {
     /// Unmounts the overlay, if any (its upper directory goes with the
     /// job's scratch directory).
-    fn release(self) -> Result<(), String> {
+    fn release(self) -> Result<(), crate::sandbox::overlay::OverlayError> {
         match self.overlay {
-            Some(overlay) => overlay
-                .unmount()
-                .map_err(|e| format!("cannot unmount {}: {e}", self.dir.display())),
+            Some(overlay) => overlay.unmount(),
             None => Ok(()),
         }
     }
@@ -78,7 +78,7 @@ pub(super) struct Outputs {
 /// How one attempt of a job ended.
 pub(super) enum Attempt {
     Succeeded(Outputs, Option<String>, Option<String>),
-    Failed(RetryWhen, String),
+    Failed(JobFailure),
 }
 
 impl RunContext<'_> {
@@ -190,7 +190,7 @@ impl RunContext<'_> {
         }
         let (secrets, secret_error) = match resolve_secrets(job) {
             Ok(secrets) => (secrets, None),
-            Err(e) => (Vec::new(), Some(e)),
+            Err(e) => (Vec::new(), Some(Arc::new(e))),
         };
         let masks: Vec<String> = secrets.iter().map(|(_, v)| v.clone()).collect();
         let log = match self.logs.job(&job.name, &masks) {
@@ -203,7 +203,7 @@ impl RunContext<'_> {
                         1,
                         JobStatus::Failed {
                             allowed: job.allow_failure,
-                            reason: e.to_string(),
+                            reason: one_line(&e),
                         },
                     ),
                     Outputs::default(),
@@ -218,17 +218,18 @@ impl RunContext<'_> {
                 attempt: attempts,
             });
             let attempt = match &secret_error {
-                Some(e) => Attempt::Failed(RetryWhen::SystemFailure, e.clone()),
+                Some(e) => Attempt::Failed(JobFailure::Secret(Arc::clone(e))),
                 None => self.attempt(n, job, &vars, &secrets, inputs, &log, &cancel),
             };
             match attempt {
-                Attempt::Failed(kind, reason)
+                Attempt::Failed(failure)
                     if attempts <= job.retry.max
-                        && job.retry.covers(kind)
+                        && job.retry.covers(failure.kind())
                         && !cancel.is_cancelled() =>
                 {
                     log.line(&format!(
-                        "job failed ({reason}); retrying (attempt {} of {})",
+                        "job failed ({}); retrying (attempt {} of {})",
+                        one_line(&failure),
                         attempts + 1,
                         job.retry.max + 1
                     ));
@@ -241,7 +242,8 @@ impl RunContext<'_> {
                 log.line("job succeeded");
                 (JobStatus::Succeeded, outputs, image, digest)
             }
-            Attempt::Failed(_, reason) => {
+            Attempt::Failed(failure) => {
+                let reason = one_line(&failure);
                 log.line(&format!("job failed: {reason}"));
                 let status = if cancel.is_cancelled() {
                     JobStatus::Canceled
@@ -255,7 +257,7 @@ impl RunContext<'_> {
             }
         };
         if let Err(e) = log.finish() {
-            tracing::warn!("cannot finish the log of {}: {e}", job.name);
+            tracing::warn!("job {}: {}", job.name, one_line(&e));
         }
         let mut report = Self::report(job, started, attempts, status);
         report.image = image;
@@ -286,7 +288,7 @@ impl RunContext<'_> {
         cancel: &CancellationToken,
     ) -> Attempt {
         if cancel.is_cancelled() {
-            return Attempt::Failed(RetryWhen::SystemFailure, "canceled".into());
+            return Attempt::Failed(JobFailure::Canceled);
         }
         // Every job works on a checkout of its own when it gets artifacts
         // or runs a script (which may write to it); a build job with no
@@ -297,7 +299,7 @@ impl RunContext<'_> {
         let tree = if needs_copy {
             match self.job_checkout(&job_dir, &archives) {
                 Ok(tree) => Some(tree),
-                Err(e) => return Attempt::Failed(RetryWhen::SystemFailure, e),
+                Err(e) => return Attempt::Failed(e),
             }
         } else {
             None
@@ -329,7 +331,7 @@ impl RunContext<'_> {
             ),
         };
         if let Some(Err(e)) = tree.map(JobTree::release) {
-            tracing::warn!("{e}");
+            tracing::warn!("{}", one_line(&e));
         }
         if job_dir.exists()
             && let Err(e) = remove_tree(&job_dir)
@@ -344,14 +346,23 @@ impl RunContext<'_> {
     /// lower layer is the project, so a job costs nothing however large
     /// the working tree and never writes to it; a copy where overlays
     /// cannot be mounted (no mount namespace of our own, no privileges).
-    fn job_checkout(&self, job_dir: &Path, archives: &[&PathBuf]) -> Result<JobTree, String> {
+    fn job_checkout(&self, job_dir: &Path, archives: &[&PathBuf]) -> Result<JobTree, JobFailure> {
+        let clean = |path: &Path| {
+            remove_tree(path).map_err(|source| JobFailure::Clean {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
         if job_dir.exists() {
-            remove_tree(job_dir).map_err(|e| format!("cannot clean {}: {e}", job_dir.display()))?;
+            clean(job_dir)?;
         }
         let dir = job_dir.join("checkout");
         let (upper, work) = (job_dir.join("upper"), job_dir.join("work"));
         for d in [&dir, &upper, &work] {
-            fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+            fs::create_dir_all(d).map_err(|source| JobFailure::CreateDir {
+                path: d.clone(),
+                source,
+            })?;
         }
         let overlay = if crate::sandbox::has_private_mounts()
             && rustix::process::geteuid().is_root()
@@ -368,17 +379,17 @@ impl RunContext<'_> {
         };
         if overlay.is_none() {
             crate::image::diff::copy_tree(self.project_dir, &dir)
-                .map_err(|e| format!("cannot copy the checkout: {e}"))?;
+                .map_err(JobFailure::CopyCheckout)?;
         }
         let tree = JobTree { dir, overlay };
         // The run's own logs are being written there.
         let own = tree.dir.join(".executor");
         if own.exists() {
-            remove_tree(&own).map_err(|e| format!("cannot clean {}: {e}", own.display()))?;
+            clean(&own)?;
         }
         for archive in archives {
             artifacts::restore_artifacts(archive, &tree.dir)
-                .map_err(|e| format!("cannot restore artifacts: {e}"))?;
+                .map_err(JobFailure::RestoreArtifacts)?;
         }
         Ok(tree)
     }
@@ -397,12 +408,7 @@ impl RunContext<'_> {
         cancel: &CancellationToken,
     ) -> Attempt {
         let image = match &script.image {
-            None => {
-                return Attempt::Failed(
-                    RetryWhen::SystemFailure,
-                    "no image: give the job an `image`, or set `defaults.image`".into(),
-                );
-            }
+            None => return Attempt::Failed(JobFailure::NoImage),
             Some(Image::Reference(reference)) => JobImage::Reference(vars::expand(reference, vars)),
             Some(Image::Job(name)) => {
                 let dependencies = self.pipeline.dag().dependencies(n);
@@ -413,12 +419,7 @@ impl RunContext<'_> {
                     .and_then(|(_, out)| out.image.clone());
                 match found {
                     Some(image) => image,
-                    None => {
-                        return Attempt::Failed(
-                            RetryWhen::SystemFailure,
-                            format!("the image of job {name} is not there: it did not succeed"),
-                        );
-                    }
+                    None => return Attempt::Failed(JobFailure::NoJobImage(name.clone())),
                 }
             }
         };
@@ -450,51 +451,22 @@ impl RunContext<'_> {
                                 log.line(&format!("artifacts: {files} files kept"));
                                 outputs.artifacts = Some(into);
                             }
-                            Err(e) => {
-                                return Attempt::Failed(
-                                    RetryWhen::SystemFailure,
-                                    format!("cannot keep artifacts: {e}"),
-                                );
-                            }
+                            Err(e) => return Attempt::Failed(JobFailure::KeepArtifacts(e)),
                         }
                     }
                     Attempt::Succeeded(outputs, None, None)
                 }
-                ScriptStatus::Failed(status) => {
-                    Attempt::Failed(RetryWhen::ScriptFailure, format!("the script {status}"))
-                }
-                ScriptStatus::TimedOut(limit) => Attempt::Failed(
-                    RetryWhen::Timeout,
-                    format!(
-                        "timed out after {}",
-                        pipeline_schema::format_duration(limit)
-                    ),
-                ),
+                ScriptStatus::Failed(status) => Attempt::Failed(JobFailure::ScriptFailed(status)),
+                ScriptStatus::TimedOut(limit) => Attempt::Failed(JobFailure::TimedOut(limit)),
             },
-            Err(e) => Attempt::Failed(RetryWhen::SystemFailure, with_causes(&e)),
+            Err(e) => Attempt::Failed(JobFailure::Script(e)),
         }
     }
-}
-
-/// An error and its causes, `: `-separated (what the log shows of a job
-/// that could not run).
-pub(super) fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let shown = cause.to_string();
-        if !text.contains(&shown) {
-            text.push_str(": ");
-            text.push_str(&shown);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The job's secrets, `(name, value)`, from this machine's environment or
 /// files.
-fn resolve_secrets(job: &Job) -> Result<Variables, String> {
+fn resolve_secrets(job: &Job) -> Result<Variables, SecretError> {
     let mut out = Vec::new();
     let secrets = job
         .secrets
@@ -502,19 +474,17 @@ fn resolve_secrets(job: &Job) -> Result<Variables, String> {
         .chain(job.build().map_or(&[][..], |b| b.secrets.as_slice()));
     for secret in secrets {
         let value = match &secret.source {
-            SecretSource::Env(var) => std::env::var(var).map_err(|_| {
-                format!(
-                    "secret {}: the environment variable {var} is not set on this machine",
-                    secret.name
-                )
+            SecretSource::Env(var) => std::env::var(var).map_err(|_| SecretError::Unset {
+                name: secret.name.clone(),
+                var: var.clone(),
             })?,
-            SecretSource::File(path) => fs::read_to_string(path).map_err(|e| {
-                format!(
-                    "secret {}: cannot read {}: {e}",
-                    secret.name,
-                    path.display()
-                )
-            })?,
+            SecretSource::File(path) => {
+                fs::read_to_string(path).map_err(|source| SecretError::Read {
+                    name: secret.name.clone(),
+                    path: path.clone(),
+                    source,
+                })?
+            }
         };
         out.push((secret.name.clone(), value));
     }

@@ -84,6 +84,14 @@ pub enum ScriptError {
         "image {image} is not in the local store\nhint: the build job that makes it must run first, with the same --cache-dir"
     )]
     NotStored { image: String },
+    #[error("image {image} in the local store is not usable: {what} is not valid JSON of its kind")]
+    StoredJson {
+        image: String,
+        /// The manifest, or the config `sha256:...`.
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("image {image} in the local store is not usable: {reason}")]
     Stored {
         image: String,
@@ -451,18 +459,21 @@ fn stored_image(store: &Store, digest: &Digest) -> Result<ImageSource> {
     let manifest = store
         .read_blob(digest)
         .map_err(|e| unusable("cannot read the manifest".into(), Some(e)))?;
-    let manifest: ImageManifest = serde_json::from_slice(&manifest)
-        .map_err(|e| unusable(format!("it is not an image manifest: {e}"), None))?;
+    let manifest: ImageManifest =
+        serde_json::from_slice(&manifest).map_err(|source| ScriptError::StoredJson {
+            image: image.clone(),
+            what: "the manifest".into(),
+            source,
+        })?;
     let config_digest = Digest::try_from(manifest.config().digest())
         .map_err(|_| unusable("the config digest is not valid".into(), None))?;
     let config = store
         .read_blob(&config_digest)
         .map_err(|e| unusable(format!("cannot read the config {config_digest}"), Some(e)))?;
-    let config = ImageConfig::from_json(&config).map_err(|e| {
-        unusable(
-            format!("the config {config_digest} is not valid: {e}"),
-            None,
-        )
+    let config = ImageConfig::from_json(&config).map_err(|source| ScriptError::StoredJson {
+        image: image.clone(),
+        what: format!("the config {config_digest}"),
+        source,
     })?;
     if config.rootfs.diff_ids.len() != manifest.layers().len() {
         return Err(unusable(
