@@ -32,10 +32,13 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
-/// A git repository holding `pipeline` as `pipeline.yaml`, below `dir`.
-fn project(dir: &Path, name: &str, pipeline: &str) -> PathBuf {
+/// A git repository below `dir` holding a pipeline of `jobs` (its `jobs:`
+/// entries) in the registry's busybox image.
+fn project(dir: &Path, name: &str, jobs: &str) -> PathBuf {
     let repo = dir.join(name);
-    git_repo(&repo, &[("pipeline.yaml", pipeline)]);
+    let pipeline =
+        format!("version: 1\ndefaults:\n  image: $REGISTRY/busybox:latest\njobs:\n{jobs}");
+    git_repo(&repo, &[("pipeline.yaml", &pipeline)]);
     repo
 }
 
@@ -129,10 +132,7 @@ fn two_runs_at_once_one_cancelled_mid_job_and_the_other_completes() {
         dir.path(),
         "cancelled",
         &format!(
-            "version: 1\n\
-             defaults:\n  image: $REGISTRY/busybox:latest\n\
-             jobs:\n\
-             \x20 long:\n    script: [sleep {marker}]\n\
+            "  long:\n    script: [sleep {marker}]\n\
              \x20 after:\n    needs: [long]\n    script: [echo never]\n"
         ),
     );
@@ -140,10 +140,7 @@ fn two_runs_at_once_one_cancelled_mid_job_and_the_other_completes() {
         dir.path(),
         "completes",
         &format!(
-            "version: 1\n\
-             defaults:\n  image: $REGISTRY/busybox:latest\n\
-             jobs:\n\
-             \x20 gated:\n    script: ['wget -q -O - http://{gate_host}/open']\n\
+            "  gated:\n    script: ['wget -q -O - http://{gate_host}/open']\n\
              \x20 next:\n    needs: [gated]\n    script: [echo next ran]\n\
              \x20 side:\n    script: [echo side ran]\n"
         ),

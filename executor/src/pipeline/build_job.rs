@@ -17,13 +17,11 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use pipeline_schema::{Build, Job};
-use tokio_util::sync::CancellationToken;
+use pipeline_schema::Build;
 
 use super::child::{ChildEnd, run_child};
 use super::failure::{ChildError, JobFailure};
-use super::logs::JobLog;
-use super::schedule::{Attempt, Outputs, RunContext};
+use super::schedule::{Attempt, JobAttempt, Outputs, RunContext};
 use super::script::JobImage;
 use super::vars::{self, Variables};
 use crate::build::settings::{SourceDateEpochError, source_date_epoch};
@@ -315,45 +313,23 @@ fn inside(
 
 impl RunContext<'_> {
     /// A build job: `executor build` in a child process of its own group,
-    /// its output into the job's log, killed whole on timeout.
-    #[allow(clippy::too_many_arguments)]
+    /// reading the job's settings from a file in `job_dir`, its output into
+    /// the job's log, killed whole on timeout or when the job is cancelled.
     pub(super) fn build_job(
         &self,
-        job: &Job,
+        attempt: &JobAttempt<'_>,
         build: &Build,
         checkout_dir: &Path,
         job_dir: &Path,
-        vars: &Variables,
-        secrets: &Variables,
-        log: &JobLog,
-        cancel: &CancellationToken,
-    ) -> Attempt {
-        self.try_build_job(
+    ) -> Result<Attempt, JobFailure> {
+        let JobAttempt {
             job,
-            build,
-            checkout_dir,
-            job_dir,
             vars,
             secrets,
             log,
             cancel,
-        )
-        .unwrap_or_else(Attempt::Failed)
-    }
-
-    /// [`RunContext::build_job`], its failures as errors.
-    #[allow(clippy::too_many_arguments)]
-    fn try_build_job(
-        &self,
-        job: &Job,
-        build: &Build,
-        checkout_dir: &Path,
-        job_dir: &Path,
-        vars: &Variables,
-        secrets: &Variables,
-        log: &JobLog,
-        cancel: &CancellationToken,
-    ) -> Result<Attempt, JobFailure> {
+            ..
+        } = *attempt;
         let expand = |s: &str| vars::expand(s, vars);
         fs::create_dir_all(job_dir).map_err(|source| JobFailure::CreateDir {
             path: job_dir.to_path_buf(),

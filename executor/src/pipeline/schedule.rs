@@ -75,6 +75,21 @@ pub(super) struct Outputs {
     pub(super) artifacts: Option<PathBuf>,
 }
 
+/// One attempt of a job: what it works with.
+pub(super) struct JobAttempt<'a> {
+    /// The job's index in the pipeline.
+    pub(super) n: usize,
+    pub(super) job: &'a Job,
+    /// Its variables, expanded, with those of the jobs it needs.
+    pub(super) vars: &'a Variables,
+    /// Its secrets, `(name, value)`.
+    pub(super) secrets: &'a Variables,
+    /// What the jobs it needs handed on, in its dependencies' order.
+    pub(super) inputs: &'a [Outputs],
+    pub(super) log: &'a JobLog,
+    pub(super) cancel: &'a CancellationToken,
+}
+
 /// How one attempt of a job ended.
 pub(super) enum Attempt {
     Succeeded(Outputs, Option<String>, Option<String>),
@@ -219,7 +234,15 @@ impl RunContext<'_> {
             });
             let attempt = match &secret_error {
                 Some(e) => Attempt::Failed(JobFailure::Secret(Arc::clone(e))),
-                None => self.attempt(n, job, &vars, &secrets, inputs, &log, &cancel),
+                None => self.attempt(&JobAttempt {
+                    n,
+                    job,
+                    vars: &vars,
+                    secrets: &secrets,
+                    inputs,
+                    log: &log,
+                    cancel: &cancel,
+                }),
             };
             match attempt {
                 Attempt::Failed(failure)
@@ -276,17 +299,14 @@ impl RunContext<'_> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn attempt(
-        &self,
-        n: usize,
-        job: &Job,
-        vars: &Variables,
-        secrets: &Variables,
-        inputs: &[Outputs],
-        log: &JobLog,
-        cancel: &CancellationToken,
-    ) -> Attempt {
+    fn attempt(&self, attempt: &JobAttempt<'_>) -> Attempt {
+        let JobAttempt {
+            n,
+            job,
+            inputs,
+            cancel,
+            ..
+        } = *attempt;
         if cancel.is_cancelled() {
             return Attempt::Failed(JobFailure::Canceled);
         }
@@ -307,28 +327,11 @@ impl RunContext<'_> {
         let checkout_dir = tree
             .as_ref()
             .map_or_else(|| self.project_dir.to_path_buf(), |t| t.dir.clone());
-        let attempt = match &job.kind {
-            JobKind::Build(build) => self.build_job(
-                job,
-                build,
-                &checkout_dir,
-                &job_dir,
-                vars,
-                secrets,
-                log,
-                cancel,
-            ),
-            JobKind::Script(script) => self.script_job(
-                n,
-                job,
-                script,
-                &checkout_dir,
-                vars,
-                secrets,
-                inputs,
-                log,
-                cancel,
-            ),
+        let ended = match &job.kind {
+            JobKind::Build(build) => self
+                .build_job(attempt, build, &checkout_dir, &job_dir)
+                .unwrap_or_else(Attempt::Failed),
+            JobKind::Script(script) => self.script_job(attempt, script, &checkout_dir),
         };
         if let Some(Err(e)) = tree.map(JobTree::release) {
             tracing::warn!("{}", one_line(&e));
@@ -338,7 +341,7 @@ impl RunContext<'_> {
         {
             tracing::warn!("cannot remove {}: {e}", job_dir.display());
         }
-        attempt
+        ended
     }
 
     /// The project as one job sees it (`.executor/` left out), with the
@@ -394,19 +397,23 @@ impl RunContext<'_> {
         Ok(tree)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A script job: its scripts in its image, through the sandbox; its
+    /// artifacts kept for the jobs that need it.
     fn script_job(
         &self,
-        n: usize,
-        job: &Job,
+        attempt: &JobAttempt<'_>,
         script: &Script,
         checkout_dir: &Path,
-        vars: &Variables,
-        secrets: &Variables,
-        inputs: &[Outputs],
-        log: &JobLog,
-        cancel: &CancellationToken,
     ) -> Attempt {
+        let JobAttempt {
+            n,
+            job,
+            vars,
+            secrets,
+            inputs,
+            log,
+            cancel,
+        } = *attempt;
         let image = match &script.image {
             None => return Attempt::Failed(JobFailure::NoImage),
             Some(Image::Reference(reference)) => JobImage::Reference(vars::expand(reference, vars)),
