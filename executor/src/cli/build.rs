@@ -558,3 +558,42 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_settings_file_flag_is_hidden_and_reads_what_a_run_wrote() {
+        let mut cli = super::super::Cli::command();
+        let build = cli.find_subcommand_mut("build").unwrap();
+        let help = build.render_long_help().to_string();
+        assert!(help.contains("--context"), "{help}");
+        assert!(!help.contains("settings-file"), "{help}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let args = BuildArgs {
+            context: "/ctx".into(),
+            no_push: true,
+            pull: PullArgs {
+                cache_dir: Some(dir.path().join("store")),
+                ..PullArgs::default()
+            },
+            cache_ttl: "336h".into(),
+            ..BuildArgs::default()
+        };
+        let settings = args.settings().unwrap();
+        let path = dir.path().join("settings.json");
+        std::fs::write(&path, serde_json::to_vec(&settings).unwrap()).unwrap();
+        assert_eq!(settings_file(&path).unwrap(), settings);
+
+        std::fs::write(&path, "{\"context\": 1}").unwrap();
+        let error = settings_file(&path).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("invalid settings file {}", path.display())
+        );
+    }
+}
