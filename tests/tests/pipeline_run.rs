@@ -1700,6 +1700,76 @@ jobs:
     assert_no_scratch(&bed.store());
 }
 
+/// A second Ctrl-C quits at once, even with a job that does not end (here
+/// one blocked reading its secret from a FIFO nobody writes): the first
+/// stopped every running job, script and build alike.
+#[test]
+fn a_second_ctrl_c_quits_at_once() {
+    let (script_marker, build_marker) = (unique(), unique());
+    let gate = tempfile::tempdir().unwrap();
+    let fifo = gate.path().join("gate");
+    ok(Command::new("mkfifo").arg(&fifo));
+    let pipeline = format!(
+        r"version: 1
+defaults:
+  image: $REGISTRY/busybox:latest
+jobs:
+  stuck:
+    secrets:
+      GATE: {{file: {fifo}}}
+    script: [bin/mark stuck]
+  sleeper:
+    script: [sleep {script_marker}]
+  builder:
+    build:
+      context: slow
+      args: {{BASE: $REGISTRY/busybox:latest}}
+      push: false
+",
+        fifo = fifo.display()
+    );
+    let bed = Bed::new(&[
+        ("pipeline.yaml", &pipeline),
+        (
+            "slow/Dockerfile",
+            &format!("ARG BASE\nFROM $BASE\nRUN sleep {build_marker}\n"),
+        ),
+    ]);
+    let sleeps = [
+        format!("sleep {script_marker}"),
+        format!("sleep {build_marker}"),
+    ];
+    let builds = format!("--settings-file {}", bed.store().display());
+    let _reaper = Reaper(vec![sleeps[0].clone(), sleeps[1].clone(), builds.clone()]);
+    let leftovers = Leftovers::before(&bed.store());
+    let mut run = Background::start(&bed, &["--jobs", "3"]);
+    let mut writer = None;
+    run.wait_until("every job runs", || {
+        writer = writer.take().or_else(|| {
+            fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo)
+                .ok()
+        });
+        writer.is_some() && sleeps.iter().all(|s| !processes_with(s).is_empty())
+    });
+    run.interrupt();
+    run.wait_until("the running jobs and the build are gone", || {
+        sleeps.iter().all(|s| processes_with(s).is_empty()) && processes_with(&builds).is_empty()
+    });
+    // `stuck` still waits for its secret: the run cannot end by itself.
+    run.interrupt();
+    let run = run.finish();
+    run.exits(130);
+    assert!(run.stderr.contains("stopping at once"), "{run:?}");
+    assert!(bed.coordinator.events().is_empty());
+    for sleep in &sleeps {
+        leftovers.assert_none(sleep);
+    }
+    drop(writer);
+}
+
 // ---------------------------------------------------------------------------
 // --dry-run, validate, logs.
 

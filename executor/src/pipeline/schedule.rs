@@ -174,7 +174,9 @@ impl RunContext<'_> {
                     // the graph were cyclic, which loading refuses.
                     for (report, job) in reports.iter_mut().zip(jobs) {
                         report.get_or_insert_with(|| {
-                            JobReport::not_run(&job.name, JobStatus::Canceled)
+                            let report = JobReport::not_run(&job.name, JobStatus::Canceled);
+                            self.events.event(&RunEvent::JobFinished(report.clone()));
+                            report
                         });
                     }
                     break;
