@@ -1242,9 +1242,10 @@ fn script_jobs_run_in_the_images_build_jobs_made_pushed_or_not() {
 /// A build job cannot build, or read as its Dockerfile, anything outside
 /// the project, whichever way the path gets there: a variable (absolute or
 /// `..`, expanded after the pipeline was checked), a committed symlink, an
-/// absolute `dockerfile`, a Dockerfile that is a symlink out. Each is
-/// refused before anything is read, naming the job and the value; what the
-/// file outside holds shows nowhere.
+/// absolute `dockerfile` (written as it is, the pipeline is refused; through
+/// a variable, the job), a Dockerfile that is a symlink out. Each is refused
+/// before anything is read, naming the job (or the file's line) and the
+/// value; what the file outside holds shows nowhere.
 #[test]
 fn build_jobs_never_reach_outside_the_project() {
     let marker = format!("OUTSIDE-{}-CONTENT", unique());
@@ -1272,14 +1273,19 @@ jobs:
   symlink-context:
     build: {{context: linked, push: false}}
   absolute-dockerfile:
-    build: {{context: app, dockerfile: {dockerfile}, push: false}}
+    variables: {{DF: {dockerfile}}}
+    build: {{context: app, dockerfile: $DF, push: false}}
   symlink-dockerfile:
     build: {{context: app, dockerfile: Evil.dockerfile, push: false}}
 ",
         name = outside.path().file_name().unwrap().to_string_lossy()
     );
+    let literal = format!(
+        "version: 1\njobs:\n  literal:\n    build: {{context: app, dockerfile: {dockerfile}, push: false}}\n"
+    );
     let bed = Bed::new(&[
         ("pipeline.yaml", &pipeline),
+        ("literal.yaml", &literal),
         ("app/Dockerfile", "FROM scratch\n"),
     ]);
     // `repo/` is two levels below the temp dir `outside` is in.
@@ -1308,6 +1314,17 @@ jobs:
     assert!(!run.stdout.contains(&marker), "{run:?}");
     assert!(!run.stderr.contains(&marker), "{run:?}");
     assert_no_scratch(&bed.store());
+
+    let out = bed.run_command(&["literal.yaml"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "literal.yaml:4:39: jobs.literal.build.dockerfile: `{dockerfile}` must be a relative path inside the repository"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&marker), "{stderr}");
 }
 
 // ---------------------------------------------------------------------------
