@@ -7,7 +7,7 @@
 //! symlinks, and must stay inside the job's checkout, so a pipeline
 //! (someone's pull request) can neither build, and push, a directory of the
 //! machine that runs it, nor have a file of it read as a Dockerfile. The
-//! job then runs the build in a child process ([`super::child`]) and hands
+//! job then runs the build in a child process (`child.rs`) and hands
 //! its image (by digest, pushed or in the local store) to the jobs that
 //! need it.
 

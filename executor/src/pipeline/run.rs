@@ -2,7 +2,7 @@
 //! checked out (the working tree as it is, or a fresh clone of one commit),
 //! the pipeline read from it, which jobs run decided (`--job`, the
 //! pipeline's `on`, each job's `rules` against the run's variables and
-//! changed paths), and the run handed to [`super::schedule`], which runs
+//! changed paths), and the run handed to the scheduler (`schedule.rs`), which runs
 //! the jobs as their needs finish. Everything the run has to say goes to
 //! its [`EventSink`]; it prints nothing. A [`CancellationToken`] stops it.
 
