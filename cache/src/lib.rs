@@ -22,7 +22,9 @@ mod entry;
 mod key;
 mod layout;
 mod local;
+pub mod time;
 mod tree;
+pub mod xattr;
 
 pub use entry::{
     BlobRef, ENTRY_MEDIA_TYPE, Entry, EntryError, EntryLayer, Lookup, OCI_MANIFEST, check,
@@ -34,4 +36,6 @@ pub use key::{
 };
 pub use layout::{Layout, StoreError};
 pub use local::LocalEntries;
-pub use tree::{EntryKind, TreeEntry, TreeHasher, hash_dir};
+pub use tree::{
+    EntryKind, SelectedTree, TreeEntry, TreeHasher, entry_at, hash_dir, selection_hash,
+};

@@ -880,68 +880,13 @@ pub(crate) fn entry_for(
     Ok(Some((entry, opaque)))
 }
 
-/// Every xattr of `path` (not following symlinks) but `security.selinux`.
+/// Every xattr of `path` a layer records ([`executor_cache::xattr::read_xattrs`]:
+/// not following symlinks, without `security.selinux`).
 pub(crate) fn read_xattrs(path: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
-    let read_err = |e: rustix::io::Errno| LayerError::Read {
+    executor_cache::xattr::read_xattrs(path).map_err(|source| LayerError::Read {
         path: path.to_owned(),
-        source: e.into(),
-    };
-    let unsupported = |e: rustix::io::Errno| e == rustix::io::Errno::NOTSUP;
-    let mut list = Vec::new();
-    loop {
-        let len = match rustix::fs::llistxattr_query(path) {
-            Ok(len) => len,
-            Err(e) if unsupported(e) => return Ok(BTreeMap::new()),
-            Err(e) => return Err(read_err(e)),
-        };
-        if len == 0 {
-            return Ok(BTreeMap::new());
-        }
-        list.resize(len, 0);
-        match rustix::fs::llistxattr(path, &mut list[..]) {
-            Ok(n) => {
-                list.truncate(n);
-                break;
-            }
-            Err(rustix::io::Errno::RANGE) => {}
-            Err(e) => return Err(read_err(e)),
-        }
-    }
-    let mut out = BTreeMap::new();
-    for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let Ok(name) = std::str::from_utf8(name) else {
-            tracing::debug!(path = %path.display(), "skipping an xattr whose name is not UTF-8");
-            continue;
-        };
-        if name == "security.selinux" {
-            continue;
-        }
-        if let Some(value) = read_xattr(path, name).map_err(read_err)? {
-            out.insert(name.to_owned(), value);
-        }
-    }
-    Ok(out)
-}
-
-/// One xattr's value; `None` if it disappeared meanwhile.
-fn read_xattr(path: &Path, name: &str) -> std::result::Result<Option<Vec<u8>>, rustix::io::Errno> {
-    loop {
-        let len = match rustix::fs::lgetxattr_query(path, name) {
-            Ok(len) => len,
-            Err(rustix::io::Errno::NODATA) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let mut value = vec![0u8; len];
-        match rustix::fs::lgetxattr(path, name, &mut value[..]) {
-            Ok(n) => {
-                value.truncate(n);
-                return Ok(Some(value));
-            }
-            Err(rustix::io::Errno::RANGE) => {}
-            Err(rustix::io::Errno::NODATA) => return Ok(None),
-            Err(e) => return Err(e),
-        }
-    }
+        source,
+    })
 }
 
 #[cfg(test)]
