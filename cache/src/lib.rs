@@ -22,6 +22,7 @@ mod entry;
 mod key;
 mod layout;
 mod local;
+pub mod oci_layout;
 pub mod time;
 mod tree;
 pub mod xattr;
