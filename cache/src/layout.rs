@@ -409,7 +409,10 @@ mod tests {
         fs::write(dir.join("index.json"), r#"{"schemaVersion":3}"#).unwrap();
         assert!(matches!(
             Layout::open(&dir),
-            Err(StoreError::Layout(LayoutError::IndexVersion { found: 3, .. }))
+            Err(StoreError::Layout(LayoutError::IndexVersion {
+                found: 3,
+                ..
+            }))
         ));
     }
 
@@ -644,7 +647,8 @@ mod tests {
         assert_eq!(
             get(),
             format!(
-                "entry: blob {} is corrupt (its content hashes to {}); it was removed",
+                "entry: blob {} at {} is corrupt (its content hashes to {}); it was removed",
+                sha256_digest(&entry_json),
                 entry_blob.display(),
                 sha256_digest(&corrupt)
             )

@@ -89,8 +89,12 @@ pub enum LayoutError {
         expected: u64,
         actual: u64,
     },
-    #[error("blob {path} is corrupt (its content hashes to {actual}); it was removed")]
-    Corrupt { path: PathBuf, actual: String },
+    #[error("blob {digest} at {path} is corrupt (its content hashes to {actual}); it was removed")]
+    Corrupt {
+        digest: String,
+        path: PathBuf,
+        actual: String,
+    },
     #[error("{path} hashes to {actual}, expected {expected}")]
     SourceDigest {
         path: PathBuf,
@@ -208,11 +212,12 @@ impl OciLayout {
     pub fn read_index<D: DeserializeOwned>(&self) -> Result<Index<D>> {
         let path = self.index_path();
         let data = fs::read(&path).map_err(read_error(&path))?;
-        let index: Index<D> = serde_json::from_slice(&data).map_err(|source| LayoutError::Json {
-            path: path.clone(),
-            what: "image index",
-            source,
-        })?;
+        let index: Index<D> =
+            serde_json::from_slice(&data).map_err(|source| LayoutError::Json {
+                path: path.clone(),
+                what: "image index",
+                source,
+            })?;
         if index.schema_version != 2 {
             return Err(LayoutError::IndexVersion {
                 path,
@@ -253,7 +258,13 @@ impl OciLayout {
     /// (hashed as it is copied). The blob appears only if `src` matched
     /// both; a `src` that does not is a [`LayoutError::SourceDigest`] or
     /// [`LayoutError::SourceSize`], and nothing is left behind.
-    pub fn put_blob_file(&self, src: &Path, digest: &str, size: u64, allow_link: bool) -> Result<()> {
+    pub fn put_blob_file(
+        &self,
+        src: &Path,
+        digest: &str,
+        size: u64,
+        allow_link: bool,
+    ) -> Result<()> {
         let algorithm = Algorithm::of(digest)?;
         let dst = self.blob_path(digest);
         if fs::metadata(&dst).is_ok_and(|m| m.is_file() && m.len() == size) {
@@ -283,7 +294,8 @@ impl OciLayout {
             static LINKS: AtomicU64 = AtomicU64::new(0);
             let tmp = dir.join(format!(
                 ".{}.link-{}-{}",
-                dst.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                dst.file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
                 std::process::id(),
                 LINKS.fetch_add(1, Ordering::Relaxed)
             ));
@@ -381,6 +393,7 @@ impl OciLayout {
             fs::remove_file(&path).map_err(write_error(&path))?;
         }
         Err(LayoutError::Corrupt {
+            digest: digest.to_owned(),
             path,
             actual: actual.to_owned(),
         })
@@ -508,11 +521,7 @@ fn copy_hashed(
 
 /// Reads `file` (at `path`) to its end in large chunks, handing each to
 /// `each`; returns the bytes read.
-fn stream(
-    mut file: &File,
-    path: &Path,
-    mut each: impl FnMut(&[u8]) -> Result<()>,
-) -> Result<u64> {
+fn stream(mut file: &File, path: &Path, mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<u64> {
     let mut buf = vec![0u8; COPY_BUFFER];
     let mut size = 0u64;
     loop {
