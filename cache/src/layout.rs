@@ -416,16 +416,24 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn put_then_get() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("layout");
+    /// A layout at `tmp/layout` holding two entries, `key(1)` with a
+    /// layer (from `tmp/layer.tar.gz`) and `key(2)` without.
+    fn two_entries(tmp: &Path) -> (PathBuf, Layout, Entry, Entry) {
+        let dir = tmp.join("layout");
         let layout = Layout::open(&dir).unwrap();
-        let src = tmp.path().join("layer.tar.gz");
+        let src = tmp.join("layer.tar.gz");
         let with_layer = entry(key(1), Some(layer_file(&src, b"a layer")));
         let without = entry(key(2), None);
         layout.put(&with_layer, Some(&src)).unwrap();
         layout.put(&without, None).unwrap();
+        (dir, layout, with_layer, without)
+    }
+
+    #[test]
+    fn put_then_get() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, layout, with_layer, without) = two_entries(tmp.path());
+        let src = tmp.path().join("layer.tar.gz");
 
         assert_eq!(
             layout.get(&key(1), NOW, TTL),
@@ -734,27 +742,17 @@ mod tests {
     #[test]
     fn skopeo_copies_entries() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("layout");
-        let layout = Layout::open(&dir).unwrap();
-        let src = tmp.path().join("layer.tar.gz");
-        let with_layer = entry(key(1), Some(layer_file(&src, b"a layer")));
-        let without = entry(key(2), None);
-        layout.put(&with_layer, Some(&src)).unwrap();
-        layout.put(&without, None).unwrap();
-
+        let (dir, layout, with_layer, without) = two_entries(tmp.path());
         let copy_dir = tmp.path().join("copy");
         for key in [key(1), key(2)] {
             let from = format!("oci:{}:{}", dir.display(), key.tag());
             let to = format!("oci:{}:{}", copy_dir.display(), key.tag());
-            let out = Command::new("skopeo")
+            // skopeo's own complaint, if any, goes to the test's stderr.
+            let status = Command::new("skopeo")
                 .args(["copy", "--quiet", &from, &to])
-                .output()
+                .status()
                 .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(status.success(), "skopeo copy {from} {to}: {status}");
         }
         let copy = Layout::open(&copy_dir).unwrap();
         assert_eq!(copy.get(&key(1), NOW, TTL), Lookup::Hit(with_layer));

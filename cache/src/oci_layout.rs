@@ -599,3 +599,145 @@ impl Hasher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::thread;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn layout() -> (tempfile::TempDir, OciLayout) {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = OciLayout::open(&tmp.path().join("layout")).unwrap();
+        (tmp, layout)
+    }
+
+    fn sha512(data: &[u8]) -> String {
+        format!("sha512:{}", hex::encode(Sha512::digest(data)))
+    }
+
+    /// Files left in a blob directory that are not blobs: temporary files
+    /// and links.
+    fn leftovers(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .filter(|name| name.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn digests_are_checked_before_they_become_paths() {
+        let (tmp, layout) = layout();
+        let src = tmp.path().join("src");
+        fs::write(&src, b"x").unwrap();
+        for bad in [
+            "sha256:../../../../etc/passwd",
+            "sha256:ABCDEF",
+            "md5:0123456789abcdef0123456789abcdef",
+            &format!("sha256:{}", "a".repeat(63)),
+            "sha256",
+        ] {
+            let err = layout.read_blob(bad, None).unwrap_err();
+            assert!(matches!(err, LayoutError::Digest { .. }), "{bad}: {err}");
+            let err = layout.put_blob_file(&src, bad, 1, true).unwrap_err();
+            assert!(matches!(err, LayoutError::Digest { .. }), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn put_blob_file_checks_what_it_links_or_copies() {
+        let (tmp, layout) = layout();
+        let src = tmp.path().join("src");
+        fs::write(&src, b"some content").unwrap();
+        let digest = sha512(b"some content");
+        for allow_link in [true, false] {
+            let wrong = sha512(b"other content");
+            let err = layout
+                .put_blob_file(&src, &wrong, 12, allow_link)
+                .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("{} hashes to {digest}, expected {wrong}", src.display())
+            );
+            let err = layout
+                .put_blob_file(&src, &digest, 13, allow_link)
+                .unwrap_err();
+            assert!(
+                matches!(err, LayoutError::SourceSize { actual: 12, .. }),
+                "{err}"
+            );
+            assert!(!layout.blob_path(&wrong).exists());
+            assert!(!layout.blob_path(&digest).exists());
+            assert!(leftovers(&tmp.path().join("layout/blobs/sha512")).is_empty());
+        }
+        layout.put_blob_file(&src, &digest, 12, true).unwrap();
+        assert_eq!(
+            layout.read_blob(&digest, Some(12)).unwrap(),
+            b"some content"
+        );
+        assert_eq!(layout.verify_blob(&digest).unwrap(), 12);
+    }
+
+    #[test]
+    fn read_blob_removes_a_corrupt_blob_but_not_one_of_another_size() {
+        let (_tmp, layout) = layout();
+        let digest = layout.put_blob(b"content").unwrap();
+        let path = layout.blob_path(&digest);
+        // Another size: the descriptor may be what is wrong.
+        let err = layout.read_blob(&digest, Some(6)).unwrap_err();
+        assert!(
+            matches!(err, LayoutError::BlobSize { actual: 7, .. }),
+            "{err}"
+        );
+        assert!(path.exists());
+        // Another content of the same size: the blob is corrupt.
+        fs::write(&path, b"CONTENT").unwrap();
+        let err = layout.read_blob(&digest, Some(7)).unwrap_err();
+        assert!(matches!(err, LayoutError::Corrupt { .. }), "{err}");
+        assert!(!path.exists());
+        let err = layout.read_blob(&digest, None).unwrap_err();
+        assert!(matches!(err, LayoutError::BlobNotFound { .. }), "{err}");
+        // Putting it again repairs it.
+        assert_eq!(layout.put_blob(b"content").unwrap(), digest);
+        assert_eq!(layout.read_blob(&digest, None).unwrap(), b"content");
+    }
+
+    /// Threads updating one index through their own handles lose no
+    /// update, and what this module does not know is kept.
+    #[test]
+    fn update_index_loses_no_update_and_keeps_unknown_fields() {
+        let (tmp, layout) = layout();
+        let dir = tmp.path().join("layout");
+        fs::write(
+            dir.join("index.json"),
+            r#"{"schemaVersion":2,"annotations":{"kept":"yes"},"manifests":[{"x":1}]}"#,
+        )
+        .unwrap();
+        thread::scope(|s| {
+            for t in 0..4 {
+                let dir = &dir;
+                s.spawn(move || {
+                    let layout = OciLayout::open(dir).unwrap();
+                    for i in 0..10 {
+                        layout
+                            .update_index(|index: &mut Index<Value>| {
+                                index.manifests.push(json!({"t": t, "i": i}));
+                            })
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let index: Index<Value> = layout.read_index().unwrap();
+        assert_eq!(index.manifests.len(), 1 + 4 * 10);
+        assert_eq!(index.manifests[0], json!({"x": 1}));
+        assert_eq!(index.other["annotations"], json!({"kept": "yes"}));
+        assert!(leftovers(&dir).is_empty(), "{:?}", leftovers(&dir));
+    }
+}

@@ -306,20 +306,14 @@ pub fn write_layer<W: Write + Send>(
     };
     let plan = plan(entries, options)?;
     let media_type = compression.media_type();
-    match compression {
+    let (digest, diff_id, size, uncompressed_size) = match compression {
         Compression::Uncompressed => {
             let mut tar = HashingWriter::sha256(out);
             write_tar(&plan, &mut tar)?;
             let (_, diff_id, size) = tar.finish();
-            Ok(LayerInfo {
-                digest: diff_id.clone(),
-                diff_id,
-                size,
-                uncompressed_size: size,
-                media_type,
-            })
+            (diff_id.clone(), diff_id, size, size)
         }
-        Compression::Gzip => std::thread::scope(|scope| {
+        Compression::Gzip => std::thread::scope(|scope| -> Result<_> {
             let level = u32::try_from(level).expect("gzip levels are 0 to 9");
             let gz = ParCompressBuilder::<Gzip>::new()
                 .num_threads(threads)
@@ -336,14 +330,8 @@ pub fn write_layer<W: Write + Send>(
                 .map_err(|e| LayerError::Write(io::Error::other(e)));
             written?;
             let (_, digest, size) = finished?.finish();
-            Ok(LayerInfo {
-                digest,
-                diff_id,
-                size,
-                uncompressed_size,
-                media_type,
-            })
-        }),
+            Ok((digest, diff_id, size, uncompressed_size))
+        })?,
         Compression::Zstd => {
             let compressor_err = |source| LayerError::Compressor {
                 compression,
@@ -358,15 +346,16 @@ pub fn write_layer<W: Write + Send>(
             write_tar(&plan, &mut tar)?;
             let (zst, diff_id, uncompressed_size) = tar.finish();
             let (_, digest, size) = zst.finish().map_err(LayerError::Write)?.finish();
-            Ok(LayerInfo {
-                digest,
-                diff_id,
-                size,
-                uncompressed_size,
-                media_type,
-            })
+            (digest, diff_id, size, uncompressed_size)
         }
-    }
+    };
+    Ok(LayerInfo {
+        digest,
+        diff_id,
+        size,
+        uncompressed_size,
+        media_type,
+    })
 }
 
 /// Keeps `flush` calls from reaching gzp, where they would end a block
