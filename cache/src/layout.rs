@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::entry::{
-    BlobRef, ENTRY_MEDIA_TYPE, Entry, EntryError, EntryLayer, Lookup, OCI_MANIFEST, check,
-    error_chain, parse_manifest,
+    BlobRef, ENTRY_MEDIA_TYPE, Entry, EntryError, Lookup, OCI_MANIFEST, check, error_chain,
+    parse_manifest,
 };
 use crate::key::{Key, check_digest};
 use crate::oci_layout::{ANNOTATION_REF_NAME, Index, LayoutError, OciLayout};
@@ -116,7 +116,8 @@ impl Layout {
         Entry::from_json(&entry_json).map_err(|source| StoreError::Entry { key, source })?;
         match (&entry.layer, layer_blob) {
             (Some(layer), Some(path)) => {
-                self.put_layer(layer, path, allow_link)?;
+                self.layout
+                    .put_blob_file(path, &layer.digest, layer.size, allow_link)?;
             }
             (None, None) => {}
             (Some(_), None) => return Err(StoreError::NoLayerFile { key }),
@@ -147,13 +148,6 @@ impl Layout {
                 other: Map::new(),
             });
         })?;
-        Ok(())
-    }
-
-    /// Writes the layer blob from the file `src`, unless it is present.
-    fn put_layer(&self, layer: &EntryLayer, src: &Path, allow_link: bool) -> Result<()> {
-        self.layout
-            .put_blob_file(src, &layer.digest, layer.size, allow_link)?;
         Ok(())
     }
 
@@ -236,6 +230,8 @@ mod tests {
 
     use super::*;
     use sha2::{Digest as _, Sha256};
+
+    use crate::entry::EntryLayer;
 
     /// Size of the buffer blobs are copied through.
     const COPY_BUFFER: usize = 1 << 20;

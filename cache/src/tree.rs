@@ -153,22 +153,23 @@ pub fn hash_dir(dir: &Path) -> io::Result<TreeHash> {
         } else {
             (dir.join(&rel), rel)
         };
-        let Some(mut entry) = entry_at(&full, &meta, path)? else {
+        if meta.file_type().is_socket() {
             continue;
-        };
-        if !meta.is_dir() && meta.nlink() > 1 {
+        }
+        let earlier = if !meta.is_dir() && meta.nlink() > 1 {
             match first_links.entry((meta.dev(), meta.ino())) {
-                hash_map::Entry::Occupied(first) => {
-                    entry.kind = EntryKind::Hardlink {
-                        target: first.get().clone(),
-                    };
-                }
+                hash_map::Entry::Occupied(first) => Some(first.get().clone()),
                 hash_map::Entry::Vacant(v) => {
-                    v.insert(entry.path.clone());
+                    v.insert(path.clone());
+                    None
                 }
             }
+        } else {
+            None
+        };
+        if let Some(entry) = entry_of(&full, &meta, path, earlier)? {
+            hasher.add(&entry);
         }
-        hasher.add(&entry);
     }
     Ok(hasher.finish())
 }
@@ -179,12 +180,25 @@ pub fn hash_dir(dir: &Path) -> io::Result<TreeHash> {
 /// which no layer can hold. It sees one file, so never a
 /// [`EntryKind::Hardlink`]: finding those is the walker's business.
 pub fn entry_at(full: &Path, meta: &Metadata, path: PathBuf) -> io::Result<Option<TreeEntry>> {
+    entry_of(full, meta, path, None)
+}
+
+/// [`entry_at`], or a [`EntryKind::Hardlink`] to `hardlink_to` when given
+/// (whose content is then not read again).
+fn entry_of(
+    full: &Path,
+    meta: &Metadata,
+    path: PathBuf,
+    hardlink_to: Option<PathBuf>,
+) -> io::Result<Option<TreeEntry>> {
     let ft = meta.file_type();
     let device = || {
         let rdev = meta.rdev();
         (rustix::fs::major(rdev), rustix::fs::minor(rdev))
     };
-    let kind = if ft.is_dir() {
+    let kind = if let Some(target) = hardlink_to {
+        EntryKind::Hardlink { target }
+    } else if ft.is_dir() {
         EntryKind::Dir
     } else if ft.is_symlink() {
         EntryKind::Symlink {

@@ -15,8 +15,8 @@
 //! it are clamped to it.
 //!
 //! This module owns the entries and the stream around them (compression,
-//! digests); [`format`](self::format) the tar format itself (planning, headers,
-//! PAX records); [`from_dir`](self::from_dir) turning a prepared directory
+//! digests); `format.rs` the tar format itself (planning, headers,
+//! PAX records); `from_dir.rs` turning a prepared directory
 //! tree, or an overlayfs upper directory, into entries.
 
 use std::collections::BTreeMap;

@@ -18,7 +18,7 @@ use crate::image::digest::{Algorithm, Digest, HashingReader};
 
 impl Store {
     fn layer_dir(&self, algorithm: Algorithm) -> PathBuf {
-        self.root.join("layers").join(algorithm.as_str())
+        self.root().join("layers").join(algorithm.as_str())
     }
 
     /// Where the extracted copy of the layer with this diffID lives

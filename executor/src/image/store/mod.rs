@@ -2,7 +2,7 @@
 //! `index.json`, `blobs/<alg>/<hex>`) under one root directory, the
 //! `--cache-dir` (default `~/.cache/executor`), with the executor's own
 //! rooms beside it: `tmp/` for blobs and layers being written, `layers/`
-//! for extracted layers ([`layers`](self::layers)).
+//! for extracted layers (`layers.rs`).
 //!
 //! The layout itself is the storage layer's one implementation,
 //! [`executor_cache::oci_layout`]: blobs appear under their digest only
@@ -11,8 +11,8 @@
 //! (`org.opencontainers.image.ref.name`), changed only under its lock, so
 //! separate processes can share one store. This module adds what an image
 //! store needs on top: typed digests, streamed downloads
-//! ([`BlobWriter`], in [`writer`](self::writer)), extracted layers, and
-//! exports of images as layouts of their own ([`export`](self::export)).
+//! ([`BlobWriter`], in `writer.rs`), extracted layers, and exports of
+//! images as layouts of their own (`export.rs`).
 
 mod export;
 mod layers;
@@ -108,7 +108,7 @@ fn write_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 /// Cheap to clone: it is its root path.
 #[derive(Debug, Clone)]
 pub struct Store {
-    root: PathBuf,
+    /// The layout at the store's root.
     layout: OciLayout,
 }
 
@@ -130,9 +130,9 @@ impl Store {
     /// Opens the store at `root`, creating the directory and an empty layout
     /// if needed, and removes temporary files a crashed process left behind.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
-        let root = root.into();
-        let layout = OciLayout::open(&root)?;
-        let store = Store { root, layout };
+        let store = Store {
+            layout: OciLayout::open(&root.into())?,
+        };
         create_dir(&store.tmp_dir())?;
         store.remove_stale_temp_files();
         Ok(store)
@@ -140,15 +140,15 @@ impl Store {
 
     #[must_use]
     pub fn root(&self) -> &Path {
-        &self.root
+        self.layout.dir()
     }
 
     fn tmp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
+        self.root().join("tmp")
     }
 
     fn blob_dir(&self, algorithm: Algorithm) -> PathBuf {
-        self.root.join("blobs").join(algorithm.as_str())
+        self.root().join("blobs").join(algorithm.as_str())
     }
 
     /// Where the blob with this digest lives (whether or not it exists).

@@ -28,7 +28,7 @@ fn tmp_files(store: &Store) -> Vec<PathBuf> {
 
 fn blob_files(store: &Store) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for alg in fs::read_dir(store.root.join("blobs")).unwrap() {
+    for alg in fs::read_dir(store.root().join("blobs")).unwrap() {
         for blob in fs::read_dir(alg.unwrap().path()).unwrap() {
             out.push(blob.unwrap().path());
         }
