@@ -1668,14 +1668,30 @@ jobs:
     assert_no_scratch(&bed.store());
 }
 
+/// A FIFO a job reads its secret from: the job blocks there until the test
+/// writes (the directory holding it is the first value).
+fn secret_gate() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("gate");
+    ok(Command::new("mkfifo").arg(&fifo));
+    (dir, fifo)
+}
+
+/// The gate opened for writing, once a job has it open for reading.
+fn gate_writer(fifo: &Path) -> Option<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(fifo)
+        .ok()
+}
+
 /// A job still starting when Ctrl-C comes (here reading a secret from a
 /// FIFO, as it could be fetching its image) does not go on to run.
 #[test]
 fn ctrl_c_also_stops_a_job_that_was_still_starting() {
     let marker = unique();
-    let gate = tempfile::tempdir().unwrap();
-    let fifo = gate.path().join("gate");
-    ok(Command::new("mkfifo").arg(&fifo));
+    let (_gate, fifo) = secret_gate();
     let pipeline = format!(
         r"version: 1
 defaults:
@@ -1695,11 +1711,7 @@ jobs:
     // The job is reading the FIFO once it can be opened for writing.
     let mut writer = None;
     run.wait_until("the job is reading its secret", || {
-        writer = fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&fifo)
-            .ok();
+        writer = gate_writer(&fifo);
         writer.is_some()
     });
     run.interrupt();
@@ -1723,9 +1735,7 @@ jobs:
 #[test]
 fn a_second_ctrl_c_quits_at_once() {
     let (script_marker, build_marker) = (unique(), unique());
-    let gate = tempfile::tempdir().unwrap();
-    let fifo = gate.path().join("gate");
-    ok(Command::new("mkfifo").arg(&fifo));
+    let (_gate, fifo) = secret_gate();
     let pipeline = format!(
         r"version: 1
 defaults:
@@ -1762,13 +1772,7 @@ jobs:
     let mut run = Background::start(&bed, &["--jobs", "3"]);
     let mut writer = None;
     run.wait_until("every job runs", || {
-        writer = writer.take().or_else(|| {
-            fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(&fifo)
-                .ok()
-        });
+        writer = writer.take().or_else(|| gate_writer(&fifo));
         writer.is_some() && sleeps.iter().all(|s| !processes_with(s).is_empty())
     });
     run.interrupt();
