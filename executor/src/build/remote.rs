@@ -55,6 +55,7 @@ impl Remote {
                 skip_tls_verify: settings.skip_tls_verify_push,
                 retries: settings.push_retry,
             },
+            timeout: std::time::Duration::from_secs(settings.registry_timeout_secs),
             ..RegistryOptions::default()
         };
         Self::from_options(options)

@@ -50,6 +50,10 @@ pub struct Settings {
     pub registry_mirrors: Vec<String>,
     pub push_retry: u32,
     pub image_download_retry: u32,
+    /// `--registry-timeout`: seconds a registry request may go without
+    /// moving before it fails (and is retried).
+    #[serde(default = "default_registry_timeout")]
+    pub registry_timeout_secs: u64,
     /// The local image store.
     pub cache_dir: PathBuf,
     /// How RUN steps are snapshotted.
@@ -69,6 +73,10 @@ pub struct Settings {
     pub metrics_file: Option<PathBuf>,
     /// `--cache`: the layer cache's settings; `None` without it.
     pub cache: Option<CacheSettings>,
+}
+
+fn default_registry_timeout() -> u64 {
+    crate::registry::DEFAULT_TIMEOUT.as_secs()
 }
 
 /// `SOURCE_DATE_EPOCH` that does not read as whole seconds since 1970.
