@@ -9,6 +9,11 @@
 //! `busybox-static`) and copied to a test's registry with `skopeo`; the
 //! Debian image (module `debian`) is `debootstrap --variant=minbase
 //! bookworm`, made by `tests/fixtures/debian-base.sh`.
+//!
+//! Registry faults a real server will not make (dropped and stalled
+//! connections, 5xx answers, truncated bodies) come from an in-process
+//! proxy put in front of a real registry (module `fault`); what the
+//! registry then holds is checked through its API (module `integrity`).
 
 use std::fmt::Write as _;
 use std::net::{TcpListener, TcpStream};
@@ -21,12 +26,15 @@ use tempfile::TempDir;
 
 mod cache;
 mod debian;
+mod fault;
 mod image;
+mod integrity;
 mod leftovers;
 mod project;
 mod serve;
 
 pub use cache::{CacheEntry, LogMark, Metrics, Request, layout_cache_entries};
+pub use fault::{Fault, FaultProxy, Mode};
 pub use debian::{DEFAULT_PATH, debian_layout, debian_tarball};
 pub use image::{Node, PulledImage, pull_image, tree};
 pub use leftovers::{Leftovers, processes_with};

@@ -12,7 +12,9 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::error::{Error, Result};
 
@@ -60,7 +62,7 @@ pub(crate) async fn watched<T>(
         let deadline = activity.last() + idle;
         tokio::select! {
             out = &mut request => return out,
-            () = tokio::time::sleep_until(deadline.into()) => {
+            () = tokio::time::sleep_until(deadline) => {
                 if activity.last() + idle <= Instant::now() {
                     return Err(Error::Timeout { context: context.to_string(), idle });
                 }
