@@ -404,12 +404,15 @@ enum TlsFailure {
 fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<TlsFailure> {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
-            err.downcast_ref::<std::io::Error>()
-                .and_then(std::io::Error::get_ref)
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        match tls {
+        // io::Errors nest (hyper's around tokio-rustls's): open each.
+        let mut inner = err;
+        while let Some(wrapped) = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            inner = wrapped;
+        }
+        match inner.downcast_ref::<rustls::Error>() {
             Some(
                 rustls::Error::InvalidCertificate(_)
                 | rustls::Error::NoCertificatesPresented
@@ -466,5 +469,38 @@ mod tests {
         for s in [400, 401, 403, 404, 405, 501] {
             assert!(!retryable_status(s), "{s}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_plain_http_server_reached_over_https_is_not_tls_and_not_retried() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        });
+        let e = reqwest::Client::new()
+            .get(format!("https://127.0.0.1:{port}/v2/"))
+            .send()
+            .await
+            .unwrap_err();
+        let e = Error::http("pulling x".into(), e).on_side(false);
+        assert!(matches!(e, Error::NotTls { .. }), "{e:?}");
+        assert!(!e.is_retryable());
+        let text = e.to_string();
+        assert_eq!(
+            text,
+            format!(
+                "pulling x: 127.0.0.1:{port} does not speak TLS (it answered the TLS handshake with something else)\nhint: if 127.0.0.1:{port} serves plain HTTP, pass --insecure-registry 127.0.0.1:{port} (or --insecure-pull for every pull)"
+            )
+        );
+        // The warning of a retry has the cause, not the hint.
+        assert!(e.brief().ends_with("received corrupt message of type InvalidContentType"), "{}", e.brief());
+        assert!(!e.brief().contains("hint"), "{}", e.brief());
     }
 }
