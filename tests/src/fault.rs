@@ -5,7 +5,7 @@
 //! request with a 5xx of its own without forwarding it, or cut the first
 //! answer's body short. Faults are drawn from a seeded generator as
 //! connections arrive ([`Mode::Random`]), or given in order
-//! ([`Mode::Script`]); [`Mode::Throttle`] forwards slowly but steadily.
+//! ([`Mode::Script`]); [`Mode::Throttle`] sends answers slowly but steadily.
 //!
 //! It knows HTTP only as far as finding the end of a request or answer head
 //! (`\r\n\r\n`): every other fault is a byte offset on the connection.
@@ -58,8 +58,9 @@ pub enum Mode {
     Random { seed: u64, percent: u64, budget: u32 },
     /// These faults for the next connections, in order; the rest forward.
     Script(Vec<Fault>),
-    /// Forward both ways at about `bytes_per_sec`, in small pieces: slow,
-    /// but never silent for long.
+    /// Forward the registry's answers at about `bytes_per_sec`, in small
+    /// pieces: slow downloads, never silent for long (requests and uploads
+    /// go at full speed).
     Throttle { bytes_per_sec: u64 },
 }
 
@@ -198,11 +199,7 @@ impl Shared {
         let fault = match plan.mode.clone() {
             Mode::Clean => None,
             Mode::Throttle { bytes_per_sec } => {
-                return (
-                    Rule::Throttle(bytes_per_sec),
-                    Rule::Throttle(bytes_per_sec),
-                    None,
-                );
+                return (Rule::Forward, Rule::Throttle(bytes_per_sec), None);
             }
             Mode::Script(_) => plan.script.pop_front(),
             Mode::Random { percent, .. } => {

@@ -9,6 +9,11 @@
 //! `read_timeout` counts from the start of a request until its answer's
 //! headers, so it would cut every upload that takes longer than the limit,
 //! however fast it moves. Its calls are watched here instead.
+//!
+//! An upload is seen to move as the connection takes its pieces; the last
+//! bytes handed over (up to the sockets' buffers, a few MB) drain unseen,
+//! so the answer must come within the limit after that: on a link so slow
+//! that the buffers take longer than the limit to drain, raise it.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -116,7 +116,9 @@ pub(crate) fn upload_stream<R>(
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
-    ReaderStream::with_capacity(reader, 1 << 20).map(move |item| {
+    // 64 KiB pieces: the idle timeout sees an upload move as the
+    // connection takes each one.
+    ReaderStream::with_capacity(reader, 64 << 10).map(move |item| {
         state.started.store(true, Ordering::SeqCst);
         state.activity.touch();
         match item {
