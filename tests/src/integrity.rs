@@ -45,7 +45,7 @@ impl Registry {
     /// Every repository, from `GET /v2/_catalog`.
     #[must_use]
     pub fn catalog(&self) -> Vec<String> {
-        let (status, body) = self.curl(&[], "/v2/_catalog?n=10000");
+        let (status, body) = self.curl(&[], "/v2/_catalog?n=1000");
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         let value: serde_json::Value = serde_json::from_slice(&body).expect("catalog JSON");
         value["repositories"]

@@ -82,7 +82,7 @@ fn image_problem(registry: &Registry, reference: &str, content: &str, into: &Pat
 #[derive(Default)]
 struct Tally {
     successes: u32,
-    clean_failures: u32,
+    clean_failures: Vec<String>,
     other: Vec<String>,
     faults: BTreeMap<&'static str, u32>,
     stalled_successes: u32,
@@ -113,15 +113,26 @@ fn seeded_fault_trials() {
         let tag = format!("app:trial-{trial}");
         let destination = proxy.reference(&tag);
         let store = project.path(&format!("store-{trial}"));
-        let mut flags = registry_flags(&["--cache", "--cache-repo", &cache_repo]);
+        // Retries from none to kaniko's default 3, and up to 7 faults: some
+        // builds get through, some fail.
+        let retries = (trial % 4).to_string();
+        let mut flags = registry_flags(&[
+            "--cache",
+            "--cache-repo",
+            &cache_repo,
+            "--push-retry",
+            &retries,
+            "--image-download-retry",
+            &retries,
+        ]);
         flags.extend(["-d".to_string(), destination.clone()]);
         let args: Vec<&str> = flags.iter().map(String::as_str).collect();
         let mut cmd = project.build_in(&store, &args);
 
         proxy.set_mode(Mode::Random {
             seed: trial,
-            percent: 30,
-            budget: 3,
+            percent: 35,
+            budget: u32::try_from(1 + trial % 7).unwrap_or(1),
         });
         let output = run_bounded(&mut cmd);
         let injected = proxy.injected();
@@ -160,7 +171,7 @@ fn seeded_fault_trials() {
             Some(1) => {
                 let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
                 if errors.len() == 1 && errors[0].contains(&proxy.host) && !stderr.contains("panicked") {
-                    tally.clean_failures += 1;
+                    tally.clean_failures.push(format!("trial {trial}: {}", errors[0]));
                 } else {
                     tally.other.push(format!("{label}: an unclear failure:\n{stderr}"));
                 }
@@ -176,11 +187,14 @@ fn seeded_fault_trials() {
     eprintln!(
         "fault trials: {trials}: {} successes, {} clean failures, {} other; faults injected: {:?}; successes through a stall: {}",
         tally.successes,
-        tally.clean_failures,
+        tally.clean_failures.len(),
         tally.other.len(),
         tally.faults,
         tally.stalled_successes
     );
+    for failure in &tally.clean_failures {
+        eprintln!("  {failure}");
+    }
     assert!(tally.other.is_empty(), "{}", tally.other.join("\n\n"));
     // The proxy did inject, and builds got through faults.
     assert!(tally.faults.values().sum::<u32>() > 0, "{:?}", tally.faults);
