@@ -55,7 +55,11 @@ pub enum Mode {
     /// Each new connection gets a fault with probability `percent`/100
     /// while `budget` faults are left; faults and offsets come from a
     /// generator seeded with `seed`.
-    Random { seed: u64, percent: u64, budget: u32 },
+    Random {
+        seed: u64,
+        percent: u64,
+        budget: u32,
+    },
     /// These faults for the next connections, in order; the rest forward.
     Script(Vec<Fault>),
     /// Forward the registry's answers at about `bytes_per_sec`, in small
@@ -217,14 +221,22 @@ impl Shared {
         };
         lock(&self.injected).push(fault);
         match fault {
-            Fault::Drop { upstream: true, after } => (Rule::CutAfter(after), Rule::Forward, None),
-            Fault::Drop { upstream: false, after } => (Rule::Forward, Rule::CutAfter(after), None),
-            Fault::Stall { upstream: true, after } => {
-                (Rule::StallAfter(after), Rule::Forward, None)
-            }
-            Fault::Stall { upstream: false, after } => {
-                (Rule::Forward, Rule::StallAfter(after), None)
-            }
+            Fault::Drop {
+                upstream: true,
+                after,
+            } => (Rule::CutAfter(after), Rule::Forward, None),
+            Fault::Drop {
+                upstream: false,
+                after,
+            } => (Rule::Forward, Rule::CutAfter(after), None),
+            Fault::Stall {
+                upstream: true,
+                after,
+            } => (Rule::StallAfter(after), Rule::Forward, None),
+            Fault::Stall {
+                upstream: false,
+                after,
+            } => (Rule::Forward, Rule::StallAfter(after), None),
             Fault::ServerError(status) => (Rule::Forward, Rule::Forward, Some(status)),
             Fault::Truncate { body } => (Rule::Forward, Rule::TruncateBody(body), None),
         }
@@ -330,8 +342,8 @@ async fn pump(
                     if to.write_all(piece).await.is_err() {
                         return Outcome::Cut;
                     }
-                    let secs = piece.len() as f64 / rate.max(1) as f64;
-                    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                    let micros = (piece.len() as u64).saturating_mul(1_000_000) / rate.max(1);
+                    tokio::time::sleep(Duration::from_micros(micros)).await;
                 }
             }
             _ => {

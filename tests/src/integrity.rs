@@ -82,10 +82,7 @@ impl Registry {
 
     fn check_manifest(&self, repo: &str, digest: &str, problems: &mut Vec<String>) {
         let accept = format!("Accept: {ACCEPT}");
-        let (status, body) = self.curl(
-            &["-H", &accept],
-            &format!("/v2/{repo}/manifests/{digest}"),
-        );
+        let (status, body) = self.curl(&["-H", &accept], &format!("/v2/{repo}/manifests/{digest}"));
         if status != 200 {
             problems.push(format!("{repo}@{digest}: the manifest answers {status}"));
             return;

@@ -34,8 +34,8 @@ mod project;
 mod serve;
 
 pub use cache::{CacheEntry, LogMark, Metrics, Request, layout_cache_entries};
-pub use fault::{Fault, FaultProxy, Mode};
 pub use debian::{DEFAULT_PATH, debian_layout, debian_tarball};
+pub use fault::{Fault, FaultProxy, Mode};
 pub use image::{Node, PulledImage, pull_image, tree};
 pub use leftovers::{Leftovers, processes_with};
 pub use project::{

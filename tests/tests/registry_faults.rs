@@ -65,12 +65,21 @@ fn stall_time() -> Duration {
 /// The image pushed as `reference` (read from the registry itself) holds
 /// `content` at /trial.txt and /copy.txt on the busybox base; `None` when
 /// it does, else what is wrong.
-fn image_problem(registry: &Registry, reference: &str, content: &str, into: &Path) -> Option<String> {
+fn image_problem(
+    registry: &Registry,
+    reference: &str,
+    content: &str,
+    into: &Path,
+) -> Option<String> {
     let rootfs = unpack(registry, reference, into);
     for file in ["trial.txt", "copy.txt"] {
         match std::fs::read_to_string(rootfs.join(file)) {
             Ok(text) if text == content => {}
-            other => return Some(format!("{reference}: /{file} is {other:?}, not {content:?}")),
+            other => {
+                return Some(format!(
+                    "{reference}: /{file} is {other:?}, not {content:?}"
+                ));
+            }
         }
     }
     if !rootfs.join("bin/busybox").is_file() {
@@ -156,9 +165,12 @@ fn seeded_fault_trials() {
                     tally.other.push(format!(
                         "{label}: printed {stdout:?}, the registry has {digest}"
                     ));
-                } else if let Some(problem) =
-                    image_problem(&registry, &direct, &content, &project.path(&format!("unpack-{trial}")))
-                {
+                } else if let Some(problem) = image_problem(
+                    &registry,
+                    &direct,
+                    &content,
+                    &project.path(&format!("unpack-{trial}")),
+                ) {
                     tally.other.push(format!("{label}: {problem}"));
                 } else {
                     tally.successes += 1;
@@ -169,11 +181,19 @@ fn seeded_fault_trials() {
                 let _ = std::fs::remove_dir_all(project.path(&format!("unpack-{trial}")));
             }
             Some(1) => {
-                let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
-                if errors.len() == 1 && errors[0].contains(&proxy.host) && !stderr.contains("panicked") {
-                    tally.clean_failures.push(format!("trial {trial}: {}", errors[0]));
+                let errors: Vec<&str> =
+                    stderr.lines().filter(|l| l.starts_with("error:")).collect();
+                if errors.len() == 1
+                    && errors[0].contains(&proxy.host)
+                    && !stderr.contains("panicked")
+                {
+                    tally
+                        .clean_failures
+                        .push(format!("trial {trial}: {}", errors[0]));
                 } else {
-                    tally.other.push(format!("{label}: an unclear failure:\n{stderr}"));
+                    tally
+                        .other
+                        .push(format!("{label}: an unclear failure:\n{stderr}"));
                 }
             }
             code => tally
@@ -231,8 +251,9 @@ fn a_stalled_registry_times_out_and_the_build_goes_on() {
     assert_eq!(proxy.injected().len(), 2, "{stderr}");
     // Our watch's words, or reqwest's for the requests it times itself.
     assert!(
-        stderr.contains(&format!("the registry sent or took nothing for {TIMEOUT} s"))
-            || stderr.contains("operation timed out"),
+        stderr.contains(&format!(
+            "the registry sent or took nothing for {TIMEOUT} s"
+        )) || stderr.contains("operation timed out"),
         "{stderr}"
     );
     assert!(stderr.contains("retrying"), "{stderr}");
@@ -258,7 +279,10 @@ fn slow_transfers_that_keep_moving_do_not_time_out() {
         noise.extend_from_slice(&x.to_le_bytes());
     }
     let project = Project::new(
-        &format!("FROM {}\nCOPY noise /noise\n", proxy.reference("busybox:latest")),
+        &format!(
+            "FROM {}\nCOPY noise /noise\n",
+            proxy.reference("busybox:latest")
+        ),
         &[],
     );
     project.write("noise", &noise);
@@ -267,7 +291,14 @@ fn slow_transfers_that_keep_moving_do_not_time_out() {
     });
     // Built on the slowly pulled base and pushed...
     let destination = proxy.reference("slow:1");
-    let flags = registry_flags(&["-d", &destination, "--push-retry", "0", "--image-download-retry", "0"]);
+    let flags = registry_flags(&[
+        "-d",
+        &destination,
+        "--push-retry",
+        "0",
+        "--image-download-retry",
+        "0",
+    ]);
     let args: Vec<&str> = flags.iter().map(String::as_str).collect();
     let output = run_bounded(&mut project.build(&args)).expect("the build does not hang");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -280,6 +311,10 @@ fn slow_transfers_that_keep_moving_do_not_time_out() {
     let output = run_bounded(&mut next.build(&args)).expect("the build does not hang");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    let rootfs = unpack(&registry, &registry.reference("slow:1"), &project.path("unpacked"));
+    let rootfs = unpack(
+        &registry,
+        &registry.reference("slow:1"),
+        &project.path("unpacked"),
+    );
     assert_eq!(std::fs::read(rootfs.join("noise")).unwrap(), noise);
 }

@@ -37,7 +37,11 @@ fn a_plain_http_registry_reached_over_https_is_one_error_with_the_pull_or_push_f
         "{stderr}"
     );
     // The cause, once: rustls's own words.
-    assert_eq!(count(&stderr, "caused by: received corrupt message"), 1, "{stderr}");
+    assert_eq!(
+        count(&stderr, "caused by: received corrupt message"),
+        1,
+        "{stderr}"
+    );
 
     // A push names the push flag, and is found before the build.
     let project = Project::new("FROM scratch\nCOPY f /f\n", &[("f", "x")]);
@@ -75,7 +79,10 @@ fn help_says_insecure_is_for_pushes_and_insecure_pull_for_pulls() {
         rest[..end].split_whitespace().collect::<Vec<_>>().join(" ")
     };
     let insecure = flag("insecure");
-    assert!(insecure.contains("Push to plain-HTTP registries"), "{insecure}");
+    assert!(
+        insecure.contains("Push to plain-HTTP registries"),
+        "{insecure}"
+    );
     assert!(insecure.contains("Pushes only"), "{insecure}");
     assert!(!insecure.contains("pull from"), "{insecure}");
     let pull = flag("insecure-pull");
@@ -114,13 +121,19 @@ fn push_credentials_are_checked_before_the_build() {
         )),
         "{stderr}"
     );
-    assert!(stderr.contains(&format!("hint: add them with `docker login {host}`")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("hint: add them with `docker login {host}`")),
+        "{stderr}"
+    );
 
     // A config without this host: the file is named.
     write_config(&project, "other.example", USER, PASSWORD);
     let stderr = project.fails(&["-d", &destination, "--insecure"]);
     assert!(
-        stderr.contains(&format!("none for {host} were found in {}\n", config.display())),
+        stderr.contains(&format!(
+            "none for {host} were found in {}\n",
+            config.display()
+        )),
         "{stderr}"
     );
     assert!(!stderr.contains("(none exists)"), "{stderr}");
@@ -138,7 +151,9 @@ fn push_credentials_are_checked_before_the_build() {
         "{stderr}"
     );
     assert!(
-        stderr.contains(&format!("hint: check the password or token of {USER} for {host}")),
+        stderr.contains(&format!(
+            "hint: check the password or token of {USER} for {host}"
+        )),
         "{stderr}"
     );
 

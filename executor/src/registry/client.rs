@@ -552,9 +552,9 @@ impl RegistryClient {
     /// the docker config, or credentials the registry refused.
     pub(super) async fn auth_failure(&self, host: &Host, error: Error) -> Error {
         let context = match &error {
-            Error::Registry { context, answer, .. } if answer.status == Some(401) => {
-                context.clone()
-            }
+            Error::Registry {
+                context, answer, ..
+            } if answer.status == Some(401) => context.clone(),
             _ => return error,
         };
         let Ok(credential) = self.credential(&host.name).await else {

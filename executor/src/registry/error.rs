@@ -500,7 +500,12 @@ mod tests {
             )
         );
         // The warning of a retry has the cause, not the hint.
-        assert!(e.brief().ends_with("received corrupt message of type InvalidContentType"), "{}", e.brief());
+        assert!(
+            e.brief()
+                .ends_with("received corrupt message of type InvalidContentType"),
+            "{}",
+            e.brief()
+        );
         assert!(!e.brief().contains("hint"), "{}", e.brief());
     }
 }

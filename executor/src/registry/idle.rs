@@ -62,7 +62,8 @@ pub(crate) async fn watched<T>(
     request: impl Future<Output = Result<T>>,
 ) -> Result<T> {
     activity.touch();
-    let mut request = std::pin::pin!(request);
+    // Boxed: an upload's future is large, and callers' futures hold this one.
+    let mut request = Box::pin(request);
     loop {
         let deadline = activity.last() + idle;
         tokio::select! {
@@ -83,7 +84,7 @@ pub(crate) async fn within<T>(
     context: &str,
     step: impl Future<Output = Result<T>>,
 ) -> Result<T> {
-    tokio::time::timeout(idle, step)
+    tokio::time::timeout(idle, Box::pin(step))
         .await
         .map_err(|_| Error::Timeout {
             context: context.to_string(),
@@ -99,9 +100,14 @@ mod tests {
     async fn silence_times_out_and_movement_does_not() {
         let idle = Duration::from_secs(10);
         let activity = Activity::default();
-        let e = watched(idle, &activity, "pulling x", std::future::pending::<Result<()>>())
-            .await
-            .unwrap_err();
+        let e = watched(
+            idle,
+            &activity,
+            "pulling x",
+            std::future::pending::<Result<()>>(),
+        )
+        .await
+        .unwrap_err();
         assert!(e.is_retryable());
         assert_eq!(
             e.to_string(),

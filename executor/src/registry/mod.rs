@@ -28,7 +28,8 @@ pub use auth::{
 };
 pub use backoff::Backoff;
 pub use client::{
-    BlobPush, DEFAULT_TIMEOUT, RegistryClient, RegistryOptions, ResolvedImage, TransferOptions};
+    BlobPush, DEFAULT_TIMEOUT, RegistryClient, RegistryOptions, ResolvedImage, TransferOptions,
+};
 pub use error::{Error, RegistryAnswer, Result};
 pub use manifest::{
     ACCEPTED_MANIFESTS, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Manifest, OCI_INDEX, OCI_MANIFEST,

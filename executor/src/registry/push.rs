@@ -98,8 +98,10 @@ impl RegistryClient {
                     202 => {
                         // The session opened: cancel it (a registry that
                         // will not is left to expire it).
-                        if let Some(location) =
-                            response.headers().get(LOCATION).and_then(|l| l.to_str().ok())
+                        if let Some(location) = response
+                            .headers()
+                            .get(LOCATION)
+                            .and_then(|l| l.to_str().ok())
                         {
                             let url = absolute(&host, location);
                             let request = host.http.delete(&url);
