@@ -273,7 +273,7 @@ fn failing_run_names_the_step_and_status_and_pushes_nothing() {
         ),
         &[],
     );
-    let leftovers = Leftovers::before(&project.cache());
+    let leftovers = Leftovers::before(&project.cache()).owning(project.dir.path());
     let reference = registry.reference("run/fails:1");
     let stderr = project.fails(&["-d", &reference, "--insecure-registry", &registry.host]);
     assert!(stderr.contains("Dockerfile:3: RUN failed:"), "{stderr}");
@@ -324,7 +324,7 @@ fn no_leftovers_after_success() {
         ),
         &[],
     );
-    let leftovers = Leftovers::before(&project.cache());
+    let leftovers = Leftovers::before(&project.cache()).owning(project.dir.path());
     push(&registry, &project, "success", &[]);
     leftovers.assert_none(&format!("sleep {marker}"));
 }
@@ -355,7 +355,7 @@ fn sigterm_stops_the_build_promptly_and_leaves_nothing() {
         ),
         &[],
     );
-    let leftovers = Leftovers::before(&project.cache());
+    let leftovers = Leftovers::before(&project.cache()).owning(project.dir.path());
     let reference = registry.reference("run/sigterm:1");
     let mut child = project
         .build(&["-d", &reference, "--insecure-registry", &registry.host])

@@ -189,7 +189,7 @@ fn a_failing_command_fails_the_job_and_after_script_runs_after_it() {
 fn a_timeout_kills_the_jobs_whole_process_tree() {
     let _serial = serial();
     let bed = Bed::new();
-    let leftovers = Leftovers::before(&bed.store_dir());
+    let leftovers = Leftovers::before(&bed.store_dir()).owning(bed.dir.path());
     let marker = 100_000_000 + u64::from(std::process::id());
     let mut job = bed.job(
         "slow",
