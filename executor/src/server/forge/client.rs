@@ -294,7 +294,10 @@ impl ForgeClient {
                     "x-github-api-version",
                     HeaderValue::from_static("2022-11-28"),
                 );
-                (http::header::AUTHORIZATION, format!("Bearer {}", self.token.expose()))
+                (
+                    http::header::AUTHORIZATION,
+                    format!("Bearer {}", self.token.expose()),
+                )
             }
             ForgeKind::Gitea | ForgeKind::Forgejo => (
                 http::header::AUTHORIZATION,
@@ -372,8 +375,7 @@ fn error_message(body: &str) -> String {
 fn rate_limited(code: StatusCode, headers: &HeaderMap) -> Option<Duration> {
     let limited = code == StatusCode::TOO_MANY_REQUESTS
         || (code == StatusCode::FORBIDDEN
-            && (headers.contains_key(http::header::RETRY_AFTER)
-                || remaining(headers) == Some(0)));
+            && (headers.contains_key(http::header::RETRY_AFTER) || remaining(headers) == Some(0)));
     if !limited {
         return None;
     }
@@ -458,20 +460,29 @@ mod tests {
             .unwrap()
             .as_secs();
         let reset = (now + 3600).to_string();
-        let spent = headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &reset)]);
+        let spent = headers(&[
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", &reset),
+        ]);
         let wait = rate_limited(StatusCode::FORBIDDEN, &spent).unwrap();
         assert!(wait > Duration::from_secs(3000) && wait <= Duration::from_secs(3600));
         assert!(spent_rate_limit(&spent).is_some());
-        let left = headers(&[("x-ratelimit-remaining", "10"), ("x-ratelimit-reset", &reset)]);
+        let left = headers(&[
+            ("x-ratelimit-remaining", "10"),
+            ("x-ratelimit-reset", &reset),
+        ]);
         assert_eq!(rate_limited(StatusCode::FORBIDDEN, &left), None);
         assert_eq!(spent_rate_limit(&left), None);
     }
 
     #[test]
     fn gitlab_project_paths_are_one_segment() {
-        let client =
-            ForgeClient::new(ForgeKind::GitLab, "https://gl.example/api/v4/", Token::new("t"))
-                .unwrap();
+        let client = ForgeClient::new(
+            ForgeKind::GitLab,
+            "https://gl.example/api/v4/",
+            Token::new("t"),
+        )
+        .unwrap();
         let url = client.status_url("group/sub/project", "abc");
         assert_eq!(
             url.as_str(),
@@ -492,9 +503,12 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_token() {
-        let client =
-            ForgeClient::new(ForgeKind::GitHub, "https://api.github.com", Token::new("ghp_s3cr3t"))
-                .unwrap();
+        let client = ForgeClient::new(
+            ForgeKind::GitHub,
+            "https://api.github.com",
+            Token::new("ghp_s3cr3t"),
+        )
+        .unwrap();
         let shown = format!("{client:?}");
         assert!(!shown.contains("ghp_s3cr3t"), "{shown}");
         assert!(shown.contains("<redacted>"), "{shown}");

@@ -273,7 +273,9 @@ fn start_ready(shared: &Arc<Shared>, state: &mut State, permits: &Arc<Semaphore>
     let mut ready: Vec<(u64, Key)> = state
         .waiting
         .iter()
-        .filter(|(key, waiting)| !state.in_flight.contains(*key) && state.ready_at(key, waiting) <= now)
+        .filter(|(key, waiting)| {
+            !state.in_flight.contains(*key) && state.ready_at(key, waiting) <= now
+        })
         .map(|(key, waiting)| (waiting.seq, key.clone()))
         .collect();
     ready.sort_unstable_by_key(|(seq, _)| *seq);

@@ -18,7 +18,11 @@ fn header_names(forge: ForgeKind) -> (&'static str, &'static [&'static str]) {
     match forge {
         ForgeKind::Forgejo => (
             "x-forgejo-event",
-            &["x-forgejo-delivery", "x-gitea-delivery", "x-github-delivery"],
+            &[
+                "x-forgejo-delivery",
+                "x-gitea-delivery",
+                "x-github-delivery",
+            ],
         ),
         ForgeKind::Gitea => ("x-gitea-event", &["x-gitea-delivery", "x-github-delivery"]),
         ForgeKind::GitHub | ForgeKind::GitLab => ("x-github-event", &["x-github-delivery"]),

@@ -163,7 +163,11 @@ fn push(event_name: &str, delivery_id: String, push: Push) -> Result<Outcome> {
     })))
 }
 
-fn merge_request(event_name: &str, delivery_id: String, event: MergeRequestEvent) -> Result<Outcome> {
+fn merge_request(
+    event_name: &str,
+    delivery_id: String,
+    event: MergeRequestEvent,
+) -> Result<Outcome> {
     let mr = event.object_attributes;
     let action = mr.action.unwrap_or_default();
     let (action, before) = match (action.as_str(), mr.oldrev) {

@@ -310,12 +310,9 @@ pub fn verify(forge: ForgeKind, secret: &[u8], headers: &HeaderMap, body: &[u8])
         return Err(Error::NoSecret { forge });
     }
     match forge {
-        ForgeKind::GitHub => signature::verify_hmac(
-            secret,
-            headers,
-            body,
-            &[signature::GITHUB_SIGNATURE],
-        ),
+        ForgeKind::GitHub => {
+            signature::verify_hmac(secret, headers, body, &[signature::GITHUB_SIGNATURE])
+        }
         ForgeKind::Gitea => signature::verify_hmac(
             secret,
             headers,

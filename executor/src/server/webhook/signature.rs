@@ -47,7 +47,9 @@ pub(super) fn verify_hmac(
 ) -> Result<()> {
     let mut found = None;
     for name in names {
-        if let Some(value) = header(headers, name).map_err(|_| Error::BadSignature { header: name })? {
+        if let Some(value) =
+            header(headers, name).map_err(|_| Error::BadSignature { header: name })?
+        {
             found = Some((*name, value));
             break;
         }
@@ -117,7 +119,12 @@ mod tests {
         let headers = with(GITHUB_SIGNATURE, DOC_SIGNATURE);
         let err = verify_hmac(DOC_SECRET, &headers, b"Hello, World?", &[GITHUB_SIGNATURE]);
         assert!(matches!(err, Err(Error::BadSignature { .. })), "{err:?}");
-        let err = verify_hmac(b"another secret", &headers, DOC_PAYLOAD, &[GITHUB_SIGNATURE]);
+        let err = verify_hmac(
+            b"another secret",
+            &headers,
+            DOC_PAYLOAD,
+            &[GITHUB_SIGNATURE],
+        );
         assert!(matches!(err, Err(Error::BadSignature { .. })), "{err:?}");
     }
 
@@ -127,7 +134,10 @@ mod tests {
         for value in [bare, "sha1=757107ea", "sha256=zz", "sha256=", ""] {
             let headers = with(GITHUB_SIGNATURE, value);
             let err = verify_hmac(DOC_SECRET, &headers, DOC_PAYLOAD, &[GITHUB_SIGNATURE]);
-            assert!(matches!(err, Err(Error::BadSignature { .. })), "{value:?}: {err:?}");
+            assert!(
+                matches!(err, Err(Error::BadSignature { .. })),
+                "{value:?}: {err:?}"
+            );
         }
     }
 
@@ -135,13 +145,24 @@ mod tests {
     fn gitea_signature_is_bare_hex_and_checked_first() {
         let good = hex_signature(DOC_SECRET, DOC_PAYLOAD);
         let names = [GITEA_SIGNATURE, GITHUB_SIGNATURE];
-        verify_hmac(DOC_SECRET, &with(GITEA_SIGNATURE, &good), DOC_PAYLOAD, &names).unwrap();
+        verify_hmac(
+            DOC_SECRET,
+            &with(GITEA_SIGNATURE, &good),
+            DOC_PAYLOAD,
+            &names,
+        )
+        .unwrap();
         // A bad Gitea signature is not rescued by a good GitHub one.
         let mut headers = with(GITEA_SIGNATURE, &"0".repeat(64));
         headers.insert(GITHUB_SIGNATURE, HeaderValue::from_static(DOC_SIGNATURE));
         let err = verify_hmac(DOC_SECRET, &headers, DOC_PAYLOAD, &names);
         assert!(
-            matches!(err, Err(Error::BadSignature { header: GITEA_SIGNATURE })),
+            matches!(
+                err,
+                Err(Error::BadSignature {
+                    header: GITEA_SIGNATURE
+                })
+            ),
             "{err:?}"
         );
         // Without its own header, the GitHub one sent alongside counts.
@@ -151,9 +172,19 @@ mod tests {
 
     #[test]
     fn missing_signature_names_the_expected_header() {
-        let err = verify_hmac(DOC_SECRET, &HeaderMap::new(), DOC_PAYLOAD, &[FORGEJO_SIGNATURE]);
+        let err = verify_hmac(
+            DOC_SECRET,
+            &HeaderMap::new(),
+            DOC_PAYLOAD,
+            &[FORGEJO_SIGNATURE],
+        );
         assert!(
-            matches!(err, Err(Error::MissingSignature { header: FORGEJO_SIGNATURE })),
+            matches!(
+                err,
+                Err(Error::MissingSignature {
+                    header: FORGEJO_SIGNATURE
+                })
+            ),
             "{err:?}"
         );
     }
@@ -163,9 +194,15 @@ mod tests {
         verify_token(b"s3cret", &with(GITLAB_TOKEN, "s3cret")).unwrap();
         for wrong in ["s3cre", "s3cret2", "S3CRET", ""] {
             let err = verify_token(b"s3cret", &with(GITLAB_TOKEN, wrong));
-            assert!(matches!(err, Err(Error::BadSignature { .. })), "{wrong:?}: {err:?}");
+            assert!(
+                matches!(err, Err(Error::BadSignature { .. })),
+                "{wrong:?}: {err:?}"
+            );
         }
         let err = verify_token(b"s3cret", &HeaderMap::new());
-        assert!(matches!(err, Err(Error::MissingSignature { .. })), "{err:?}");
+        assert!(
+            matches!(err, Err(Error::MissingSignature { .. })),
+            "{err:?}"
+        );
     }
 }

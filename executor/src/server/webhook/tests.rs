@@ -114,7 +114,12 @@ fn hello_world() -> Repository {
 fn github_push_fixtures() {
     for (name, body) in fixture_files("github/push") {
         let delivery = format!("push-{name}");
-        let outcome = receive(ForgeKind::GitHub, SECRET, &github("push", &delivery, &body), &body);
+        let outcome = receive(
+            ForgeKind::GitHub,
+            SECRET,
+            &github("push", &delivery, &body),
+            &body,
+        );
         if name.starts_with("with-new-branch") || name.starts_with("with-no-username") {
             let trigger = run(outcome);
             assert_eq!(
@@ -154,8 +159,18 @@ fn github_tag_push_runs_at_the_head_commit() {
         // An annotated tag: `after` is the tag object, not the commit.
         v["after"] = "1111111111111111111111111111111111111111".into();
     });
-    let trigger = run(receive(ForgeKind::GitHub, SECRET, &github("push", "t", &body), &body));
-    assert_eq!(trigger.event, Event::Tag { tag: "v1.2.0".into() });
+    let trigger = run(receive(
+        ForgeKind::GitHub,
+        SECRET,
+        &github("push", "t", &body),
+        &body,
+    ));
+    assert_eq!(
+        trigger.event,
+        Event::Tag {
+            tag: "v1.2.0".into()
+        }
+    );
     assert_eq!(trigger.git_ref, "refs/tags/v1.2.0");
     assert_eq!(trigger.commit, "6113728f27ae82c7b1a177c8d03f9e96e0adf246");
     assert_eq!(trigger.kind(), pipeline_schema::EventKind::Tag);
@@ -170,7 +185,12 @@ fn github_branch_deletion_is_ignored() {
         v["after"] = "0000000000000000000000000000000000000000".into();
         v["head_commit"] = Value::Null;
     });
-    let reason = ignored(receive(ForgeKind::GitHub, SECRET, &github("push", "d", &body), &body));
+    let reason = ignored(receive(
+        ForgeKind::GitHub,
+        SECRET,
+        &github("push", "d", &body),
+        &body,
+    ));
     assert_eq!(
         reason,
         IgnoreReason::RefDeleted {
@@ -245,7 +265,12 @@ fn github_pull_request_from_a_fork_is_marked() {
         head["full_name"] = "mallory/Hello-World".into();
         head["clone_url"] = "https://github.com/mallory/Hello-World.git".into();
     });
-    let trigger = run(receive(ForgeKind::GitHub, SECRET, &github("pull_request", "f", &body), &body));
+    let trigger = run(receive(
+        ForgeKind::GitHub,
+        SECRET,
+        &github("pull_request", "f", &body),
+        &body,
+    ));
     let pr = trigger.pull_request().unwrap();
     assert!(pr.fork);
     assert_eq!(
@@ -257,15 +282,29 @@ fn github_pull_request_from_a_fork_is_marked() {
     let body = edited("github/pull_request/opened.payload.json", |v| {
         v["pull_request"]["head"]["repo"] = Value::Null;
     });
-    let trigger = run(receive(ForgeKind::GitHub, SECRET, &github("pull_request", "g", &body), &body));
+    let trigger = run(receive(
+        ForgeKind::GitHub,
+        SECRET,
+        &github("pull_request", "g", &body),
+        &body,
+    ));
     assert!(trigger.pull_request().unwrap().fork);
 }
 
 #[test]
 fn github_ping_create_and_delete_are_ignored() {
-    for (event, dir) in [("ping", "github/ping"), ("create", "github/create"), ("delete", "github/delete")] {
+    for (event, dir) in [
+        ("ping", "github/ping"),
+        ("create", "github/create"),
+        ("delete", "github/delete"),
+    ] {
         for (name, body) in fixture_files(dir) {
-            let reason = ignored(receive(ForgeKind::GitHub, SECRET, &github(event, &name, &body), &body));
+            let reason = ignored(receive(
+                ForgeKind::GitHub,
+                SECRET,
+                &github(event, &name, &body),
+                &body,
+            ));
             let expected = if event == "ping" {
                 IgnoreReason::Ping
             } else {
@@ -319,10 +358,18 @@ fn forgejo_push_with_its_own_headers() {
     let trigger = run(receive(ForgeKind::Forgejo, SECRET, &headers, &body));
     assert_eq!(trigger.forge, ForgeKind::Forgejo);
     assert_eq!(trigger.delivery_id, "forgejo-id");
-    assert_eq!(trigger.event, Event::Push { branch: "master".into() });
+    assert_eq!(
+        trigger.event,
+        Event::Push {
+            branch: "master".into()
+        }
+    );
     // Forgejo's header is the one checked: a forged one is not rescued.
     let mut forged = headers.clone();
-    forged.insert("x-forgejo-signature", HeaderValue::from_str(&"0".repeat(64)).unwrap());
+    forged.insert(
+        "x-forgejo-signature",
+        HeaderValue::from_str(&"0".repeat(64)).unwrap(),
+    );
     let err = rejected(receive(ForgeKind::Forgejo, SECRET, &forged, &body));
     assert_eq!(err.status(), StatusCode::UNAUTHORIZED, "{err}");
 }
@@ -458,7 +505,10 @@ fn gitlab_delivery_id_prefers_the_idempotency_key() {
     let body = fixture("gitlab/HookPush.json");
     let mut headers = gitlab("Push Hook", "event-uuid");
     headers.insert("idempotency-key", HeaderValue::from_static("idem-key"));
-    assert_eq!(run(receive(ForgeKind::GitLab, SECRET, &headers, &body)).delivery_id, "idem-key");
+    assert_eq!(
+        run(receive(ForgeKind::GitLab, SECRET, &headers, &body)).delivery_id,
+        "idem-key"
+    );
     // No id at all: the body's digest, the same for the same body.
     let headers = self::headers(&[
         ("x-gitlab-event", "Push Hook"),
@@ -478,7 +528,12 @@ fn gitlab_branch_deletion_is_ignored() {
         v["commits"] = Value::Array(vec![]);
     });
     assert_eq!(
-        ignored(receive(ForgeKind::GitLab, SECRET, &gitlab("Push Hook", "x"), &body)),
+        ignored(receive(
+            ForgeKind::GitLab,
+            SECRET,
+            &gitlab("Push Hook", "x"),
+            &body
+        )),
         IgnoreReason::RefDeleted {
             git_ref: "refs/heads/main".into()
         }
@@ -491,8 +546,16 @@ fn skip_ci_markers_in_the_head_commit_are_honoured() {
         let body = edited("github/push/with-new-branch.payload.json", |v| {
             v["head_commit"]["message"] = message.into();
         });
-        let reason = ignored(receive(ForgeKind::GitHub, SECRET, &github("push", "s", &body), &body));
-        assert!(matches!(reason, IgnoreReason::SkipCi { .. }), "{message:?}: {reason:?}");
+        let reason = ignored(receive(
+            ForgeKind::GitHub,
+            SECRET,
+            &github("push", "s", &body),
+            &body,
+        ));
+        assert!(
+            matches!(reason, IgnoreReason::SkipCi { .. }),
+            "{message:?}: {reason:?}"
+        );
     }
     let body = edited("gitlab/HookPullRequestOpened.json", |v| {
         v["object_attributes"]["last_commit"]["message"] = "Edit README [ci skip]".into();
@@ -503,13 +566,23 @@ fn skip_ci_markers_in_the_head_commit_are_honoured() {
         &gitlab("Merge Request Hook", "s"),
         &body,
     ));
-    assert_eq!(reason, IgnoreReason::SkipCi { marker: "[ci skip]" });
+    assert_eq!(
+        reason,
+        IgnoreReason::SkipCi {
+            marker: "[ci skip]"
+        }
+    );
     assert_eq!(reason.to_string(), "[ci skip] in the commit message");
     // "skip ci" without brackets is just words.
     let body = edited("github/push/with-new-branch.payload.json", |v| {
         v["head_commit"]["message"] = "do not skip ci here".into();
     });
-    run(receive(ForgeKind::GitHub, SECRET, &github("push", "s", &body), &body));
+    run(receive(
+        ForgeKind::GitHub,
+        SECRET,
+        &github("push", "s", &body),
+        &body,
+    ));
 }
 
 #[test]
@@ -518,7 +591,10 @@ fn forged_missing_or_wrong_credentials_are_401() {
     // Signed with another secret.
     let forged = headers(&[
         ("x-github-event", "push"),
-        ("x-hub-signature-256", &github_signature(b"not the secret", &body)),
+        (
+            "x-hub-signature-256",
+            &github_signature(b"not the secret", &body),
+        ),
     ]);
     let unsigned = headers(&[("x-github-event", "push")]);
     // Signed, then the body changed (a replay with another commit).
@@ -527,10 +603,18 @@ fn forged_missing_or_wrong_credentials_are_401() {
     tampered[at] ^= 1;
     let cases = [
         ("forged", receive(ForgeKind::GitHub, SECRET, &forged, &body)),
-        ("unsigned", receive(ForgeKind::GitHub, SECRET, &unsigned, &body)),
+        (
+            "unsigned",
+            receive(ForgeKind::GitHub, SECRET, &unsigned, &body),
+        ),
         (
             "tampered",
-            receive(ForgeKind::GitHub, SECRET, &github("push", "x", &body), &tampered),
+            receive(
+                ForgeKind::GitHub,
+                SECRET,
+                &github("push", "x", &body),
+                &tampered,
+            ),
         ),
         (
             "empty secret",
@@ -538,7 +622,12 @@ fn forged_missing_or_wrong_credentials_are_401() {
         ),
         (
             "gitea unsigned",
-            receive(ForgeKind::Gitea, SECRET, &headers(&[("x-gitea-event", "push")]), &body),
+            receive(
+                ForgeKind::Gitea,
+                SECRET,
+                &headers(&[("x-gitea-event", "push")]),
+                &body,
+            ),
         ),
     ];
     for (case, outcome) in cases {
@@ -569,12 +658,21 @@ fn malformed_deliveries_are_400() {
         ("not json", "push", b"{not json"),
         ("truncated", "push", &truncated),
         ("pull request body under a push header", "push", &pr),
-        ("push body under a pull_request header", "pull_request", &push),
+        (
+            "push body under a pull_request header",
+            "pull_request",
+            &push,
+        ),
         ("shell in the commit id", "push", &bad_sha),
         ("invalid ref", "push", &bad_ref),
     ];
     for (case, event, body) in github_cases {
-        let err = rejected(receive(ForgeKind::GitHub, SECRET, &github(event, "m", body), body));
+        let err = rejected(receive(
+            ForgeKind::GitHub,
+            SECRET,
+            &github(event, "m", body),
+            body,
+        ));
         assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{case}: {err}");
     }
     // No event header at all.
@@ -591,11 +689,21 @@ fn malformed_deliveries_are_400() {
         ("truncated", "Tag Push Hook", &tag[..tag.len() - 10]),
     ];
     for (case, event, body) in gitlab_cases {
-        let err = rejected(receive(ForgeKind::GitLab, SECRET, &gitlab(event, "m"), body));
+        let err = rejected(receive(
+            ForgeKind::GitLab,
+            SECRET,
+            &gitlab(event, "m"),
+            body,
+        ));
         assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{case}: {err}");
     }
     // The error names the payload and keeps serde's position as its cause.
-    let err = rejected(receive(ForgeKind::GitHub, SECRET, &github("push", "m", &truncated), &truncated));
+    let err = rejected(receive(
+        ForgeKind::GitHub,
+        SECRET,
+        &github("push", "m", &truncated),
+        &truncated,
+    ));
     assert_eq!(err.to_string(), "malformed github push payload");
     let cause = std::error::Error::source(&err).unwrap().to_string();
     assert!(cause.contains("line"), "{cause}");
@@ -604,14 +712,24 @@ fn malformed_deliveries_are_400() {
 #[test]
 fn unknown_events_are_ignored_not_rejected() {
     let body = br#"{"action":"opened","issue":{}}"#;
-    let reason = ignored(receive(ForgeKind::GitHub, SECRET, &github("issues", "i", body), body));
+    let reason = ignored(receive(
+        ForgeKind::GitHub,
+        SECRET,
+        &github("issues", "i", body),
+        body,
+    ));
     assert_eq!(
         reason,
         IgnoreReason::UnsupportedEvent {
             event: "issues".into()
         }
     );
-    let reason = ignored(receive(ForgeKind::GitLab, SECRET, &gitlab("Note Hook", "n"), body));
+    let reason = ignored(receive(
+        ForgeKind::GitLab,
+        SECRET,
+        &gitlab("Note Hook", "n"),
+        body,
+    ));
     assert_eq!(reason.label(), "unsupported_event");
 }
 
@@ -625,7 +743,11 @@ fn forge_is_detected_from_the_event_header() {
         ("x-other-event", None),
     ];
     for (name, expected) in cases {
-        assert_eq!(ForgeKind::detect(&headers(&[(name, "push")])), expected, "{name}");
+        assert_eq!(
+            ForgeKind::detect(&headers(&[(name, "push")])),
+            expected,
+            "{name}"
+        );
     }
 }
 
@@ -664,12 +786,36 @@ impl Rng {
 fn random_truncated_and_mangled_bodies_never_panic() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let seeds: Vec<(ForgeKind, &str, Vec<u8>)> = vec![
-        (ForgeKind::GitHub, "push", fixture("github/push/with-new-branch.payload.json")),
-        (ForgeKind::GitHub, "pull_request", fixture("github/pull_request/synchronize.payload.json")),
-        (ForgeKind::Gitea, "pull_request", fixture("github/pull_request/opened.payload.json")),
-        (ForgeKind::GitLab, "Push Hook", fixture("gitlab/HookPush.json")),
-        (ForgeKind::GitLab, "Tag Push Hook", fixture("gitlab/HookTag.json")),
-        (ForgeKind::GitLab, "Merge Request Hook", fixture("gitlab/HookPullRequestUpdated.json")),
+        (
+            ForgeKind::GitHub,
+            "push",
+            fixture("github/push/with-new-branch.payload.json"),
+        ),
+        (
+            ForgeKind::GitHub,
+            "pull_request",
+            fixture("github/pull_request/synchronize.payload.json"),
+        ),
+        (
+            ForgeKind::Gitea,
+            "pull_request",
+            fixture("github/pull_request/opened.payload.json"),
+        ),
+        (
+            ForgeKind::GitLab,
+            "Push Hook",
+            fixture("gitlab/HookPush.json"),
+        ),
+        (
+            ForgeKind::GitLab,
+            "Tag Push Hook",
+            fixture("gitlab/HookTag.json"),
+        ),
+        (
+            ForgeKind::GitLab,
+            "Merge Request Hook",
+            fixture("gitlab/HookPullRequestUpdated.json"),
+        ),
     ];
     let mut parsed = 0;
     for round in 0..400 {
@@ -704,7 +850,11 @@ fn random_truncated_and_mangled_bodies_never_panic() {
         };
         match receive(*forge, SECRET, &headers, &body) {
             Ok(_) => parsed += 1,
-            Err(err) => assert_eq!(err.status(), StatusCode::BAD_REQUEST, "round {round}: {err}"),
+            Err(err) => assert_eq!(
+                err.status(),
+                StatusCode::BAD_REQUEST,
+                "round {round}: {err}"
+            ),
         }
         // Unsigned, the same bytes are refused before being read.
         let unsigned = self::headers(&[("x-github-event", event)]);
