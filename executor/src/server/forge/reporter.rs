@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::client::Retry;
 use super::{CommitStatus, ForgeClient};
@@ -293,11 +294,21 @@ fn start_ready(shared: &Arc<Shared>, state: &mut State, permits: &Arc<Semaphore>
 
 /// One call, and what follows from its answer.
 async fn send(shared: Arc<Shared>, key: Key, waiting: Waiting, permit: OwnedSemaphorePermit) {
+    let span = tracing::info_span!(
+        "commit_status",
+        forge = %key.forge,
+        repository = %key.repository,
+        sha = %key.sha,
+        context = %key.context,
+        state = ?waiting.status.state,
+    );
     let result = waiting
         .client
         .set_status(&key.repository, &waiting.status)
+        .instrument(span.clone())
         .await;
     drop(permit);
+    let _entered = span.enter();
     let config = shared.config;
     let mut state = shared.lock();
     state.in_flight.remove(&key);
@@ -305,73 +316,53 @@ async fn send(shared: Arc<Shared>, key: Key, waiting: Waiting, permit: OwnedSema
     match result {
         Ok(sent) => {
             state.stats.sent += 1;
-            tracing::debug!(
-                forge = %key.forge,
-                repository = %key.repository,
-                sha = %key.sha,
-                context = %key.context,
-                state = ?waiting.status.state,
-                same_state = sent.same_state,
-                "commit status sent"
-            );
+            tracing::debug!(same_state = sent.same_state, "commit status sent");
             if let Some(pause) = sent.pause {
                 pause_forge(&mut state, &key.forge, now + pause.min(config.max_backoff));
             }
         }
         Err(error) => {
             let attempts = waiting.attempts + 1;
-            let delay = match error.retry() {
+            let retry = error.retry();
+            let delay = match retry {
                 Retry::Never => None,
                 _ if attempts >= config.max_attempts => None,
                 Retry::After(delay) => Some(delay.min(config.max_backoff)),
                 Retry::Backoff => Some(backoff(&config, attempts)),
             };
-            if let Retry::After(_) = error.retry()
-                && let Some(delay) = delay
-            {
+            let error = &error as &(dyn std::error::Error + 'static);
+            let Some(delay) = delay else {
+                state.stats.failed += 1;
+                tracing::warn!(attempts, error, "commit status not sent");
+                return finish(&shared, state);
+            };
+            if let Retry::After(_) = retry {
                 pause_forge(&mut state, &key.forge, now + delay);
             }
-            match delay {
-                None => {
-                    state.stats.failed += 1;
-                    tracing::warn!(
-                        repository = %key.repository,
-                        sha = %key.sha,
-                        context = %key.context,
+            state.stats.retried += 1;
+            tracing::info!(attempts, retry_in = ?delay, error, "commit status failed, will retry");
+            if let Some(newer) = state.waiting.get_mut(&key) {
+                // A newer status replaced this one: it goes instead,
+                // after the same delay.
+                newer.not_before = newer.not_before.max(now + delay);
+            } else {
+                state.waiting.insert(
+                    key,
+                    Waiting {
                         attempts,
-                        error = %chain(&error),
-                        "commit status not sent"
-                    );
-                }
-                Some(delay) => {
-                    state.stats.retried += 1;
-                    tracing::info!(
-                        repository = %key.repository,
-                        sha = %key.sha,
-                        context = %key.context,
-                        attempts,
-                        retry_in = ?delay,
-                        error = %chain(&error),
-                        "commit status failed, will retry"
-                    );
-                    if let Some(newer) = state.waiting.get_mut(&key) {
-                        // A newer status replaced this one: it goes
-                        // instead, after the same delay.
-                        newer.not_before = newer.not_before.max(now + delay);
-                    } else {
-                        state.waiting.insert(
-                            key,
-                            Waiting {
-                                attempts,
-                                not_before: now + delay,
-                                ..waiting
-                            },
-                        );
-                    }
-                }
+                        not_before: now + delay,
+                        ..waiting
+                    },
+                );
             }
         }
     }
+    finish(&shared, state);
+}
+
+/// Wakes whoever waits on a finished call: the dispatcher, and
+/// [`Reporter::idle`] when nothing is left.
+fn finish(shared: &Shared, state: MutexGuard<'_, State>) {
     let idle = state.is_idle();
     drop(state);
     if idle {
@@ -392,18 +383,6 @@ fn backoff(config: &ReporterConfig, attempts: u32) -> Duration {
         .initial_backoff
         .saturating_mul(factor)
         .min(config.max_backoff)
-}
-
-/// An error and its causes on one line, for the log.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use http::HeaderMap;
 use serde::Deserialize;
 
 use super::{
-    Event, IgnoreReason, Outcome, PullRequest, PullRequestAction, Repository, Result, Trigger,
-    decode, delivery_id, event_header, is_zero_id, object_id, ref_name,
+    Commit, Event, IgnoreReason, Outcome, PullRequest, PullRequestAction, Repository, Result,
+    Trigger, decode, delivery_id, event_header, is_zero_id, object_id, ref_name,
 };
 use crate::server::forge::ForgeKind;
 
@@ -56,12 +56,6 @@ impl User {
     fn name(self) -> Option<String> {
         self.login.or(self.username)
     }
-}
-
-#[derive(Deserialize)]
-struct Commit {
-    id: String,
-    message: String,
 }
 
 #[derive(Deserialize)]

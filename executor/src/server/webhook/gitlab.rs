@@ -8,8 +8,8 @@ use http::HeaderMap;
 use serde::Deserialize;
 
 use super::{
-    Error, Event, IgnoreReason, Outcome, PullRequest, PullRequestAction, Repository, Result,
-    Trigger, decode, delivery_id, event_header, is_zero_id, object_id, ref_name,
+    Commit, Error, Event, IgnoreReason, Outcome, PullRequest, PullRequestAction, Repository,
+    Result, Trigger, decode, delivery_id, event_header, is_zero_id, object_id, ref_name,
 };
 use crate::server::forge::ForgeKind;
 
@@ -33,12 +33,6 @@ impl From<Project> for Repository {
             id: project.id,
         }
     }
-}
-
-#[derive(Deserialize)]
-struct Commit {
-    id: String,
-    message: String,
 }
 
 #[derive(Deserialize)]

@@ -468,6 +468,13 @@ fn ref_name(forge: ForgeKind, event: &str, what: &str, name: &str) -> Result<Str
     }
 }
 
+/// A commit as every forge's payload names it.
+#[derive(Deserialize)]
+struct Commit {
+    id: String,
+    message: String,
+}
+
 /// Decodes a payload as `T`, naming the forge and event on failure.
 fn decode<'a, T: Deserialize<'a>>(forge: ForgeKind, event: &str, body: &'a [u8]) -> Result<T> {
     serde_json::from_slice(body).map_err(|source| Error::Malformed {
