@@ -94,6 +94,8 @@ struct Side {
     branch: String,
     sha: String,
     repo: Option<Repo>,
+    /// Gitea sends the repository's id, and older versions nothing more.
+    repo_id: Option<u64>,
 }
 
 /// Reads a verified GitHub, Gitea or Forgejo delivery.
@@ -174,9 +176,12 @@ fn pull_request(forge: ForgeKind, delivery_id: String, event: PullRequestEvent) 
     let pr = event.pull_request;
     let base: Repository = event.repository.into();
     let head_repository: Option<Repository> = pr.head.repo.map(Into::into);
-    let fork = head_repository
-        .as_ref()
-        .is_none_or(|head| !same_repository(head, &base));
+    let fork = match (&head_repository, pr.head.repo_id) {
+        (Some(head), _) => !same_repository(head, &base),
+        (None, Some(id)) if id != 0 => base.id != Some(id),
+        // The head repository is gone (a deleted fork).
+        _ => true,
+    };
     let before = match event.before.as_deref() {
         Some(before) if action == PullRequestAction::Synchronized && !is_zero_id(before) => {
             Some(object_id(forge, EVENT, "before", before)?)

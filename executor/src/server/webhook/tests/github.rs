@@ -246,6 +246,28 @@ fn gitea_pull_request_synchronized_with_its_own_headers() {
 }
 
 #[test]
+fn gitea_pull_request_without_head_repo_is_a_fork_by_repo_id() {
+    // Older Gitea sends only `repo_id` on the head and base branches.
+    for (head_id, fork) in [(186_853_002, false), (7, true)] {
+        let body = edited("github/pull_request/opened.payload.json", |v| {
+            for side in ["head", "base"] {
+                let side = v["pull_request"][side].as_object_mut().unwrap();
+                side.remove("repo");
+                side.insert("repo_id".into(), head_id.into());
+            }
+        });
+        let headers = headers(&[
+            ("x-gitea-event", "pull_request"),
+            ("x-gitea-signature", &hex_signature(SECRET, &body)),
+        ]);
+        let trigger = run(receive(ForgeKind::Gitea, SECRET, &headers, &body));
+        let pr = trigger.pull_request().unwrap();
+        assert_eq!(pr.fork, fork, "head repo_id {head_id}");
+        assert_eq!(pr.head_repository, None);
+    }
+}
+
+#[test]
 fn forgejo_push_with_its_own_headers() {
     let body = fixture("github/push/with-new-branch.payload.json");
     let signature = hex_signature(SECRET, &body);
