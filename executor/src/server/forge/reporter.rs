@@ -13,6 +13,7 @@
 //! a warning. Refusals (4xx) are not retried.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -70,6 +71,15 @@ pub struct ReporterStats {
 #[derive(Clone)]
 pub struct Reporter {
     handle: Arc<Handle>,
+}
+
+impl fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reporter")
+            .field("config", &self.shared().config)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Closes the queue when the last [`Reporter`] goes.

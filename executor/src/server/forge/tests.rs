@@ -456,3 +456,23 @@ async fn a_refusal_is_not_retried() {
     assert_eq!(forge.calls().len(), 2);
     assert_eq!(reporter.stats().failed, 1);
 }
+
+#[tokio::test]
+async fn drain_gives_up_after_the_grace_period_on_a_hung_forge() {
+    let gate = Arc::new(Semaphore::new(0));
+    let forge = RecordingForge::start(vec![Reply::Hold(Arc::clone(&gate))]).await;
+    let github = forge.client(ForgeKind::GitHub, "", "t");
+    let reporter = Reporter::spawn(quick());
+    reporter.report(
+        &github,
+        "o/r",
+        status(PIPELINE_CONTEXT, StatusState::Success),
+    );
+    forge.wait_for_calls(1).await;
+    // The call is held until the gate opens: the queue cannot drain.
+    assert!(!reporter.drain(Duration::from_millis(100)).await);
+    gate.add_permits(1);
+    assert!(reporter.drain(Duration::from_secs(600)).await);
+    assert_eq!(reporter.stats().sent, 1);
+    assert!(format!("{reporter:?}").contains("sent: 1"));
+}
