@@ -212,3 +212,20 @@ fn repository_hint_reads_the_name_without_trusting_it() {
 fn body_limit_is_githubs() {
     assert_eq!(MAX_BODY_BYTES, 25 * 1024 * 1024);
 }
+
+#[test]
+fn triggers_round_trip_through_json_for_the_queue() {
+    let body = fixture("github/pull_request/synchronize.payload.json");
+    let trigger = run(receive(
+        ForgeKind::GitHub,
+        SECRET,
+        &github("pull_request", "rt", &body),
+        &body,
+    ));
+    let json = serde_json::to_value(&trigger).unwrap();
+    assert_eq!(json["forge"], "github");
+    assert_eq!(json["event"]["kind"], "pull_request");
+    assert_eq!(json["event"]["action"], "synchronized");
+    let back: Trigger = serde_json::from_value(json).unwrap();
+    assert_eq!(back, trigger);
+}
