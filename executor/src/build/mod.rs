@@ -20,4 +20,4 @@ pub use cache::{CacheRepo, CacheSettings};
 pub use engine::{BuildError, Metrics, Outcome, StepMetric, build, interrupt};
 pub use rootfs::SnapshotMode;
 pub use run::{Secret, SecretSource, SshAgent};
-pub use settings::Settings;
+pub use settings::{Settings, SourceDateEpochError};

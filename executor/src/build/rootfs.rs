@@ -40,7 +40,7 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
 }
 
 /// How RUN steps are snapshotted (`--snapshot-mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum SnapshotMode {
     /// Overlay upper directories are the diffs.
     #[default]
