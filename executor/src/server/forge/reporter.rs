@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use super::client::Retry;
 use super::{CommitStatus, ForgeClient};
+use crate::error_chain;
 
 /// How the reporter sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,17 +341,17 @@ async fn send(shared: Arc<Shared>, key: Key, waiting: Waiting, permit: OwnedSema
                 Retry::After(delay) => Some(delay.min(config.max_backoff)),
                 Retry::Backoff => Some(backoff(&config, attempts)),
             };
-            let error = &error as &(dyn std::error::Error + 'static);
+            let error = error_chain::one_line(&error);
             let Some(delay) = delay else {
                 state.stats.failed += 1;
-                tracing::warn!(attempts, error, "commit status not sent");
+                tracing::warn!(attempts, %error, "commit status not sent");
                 return finish(&shared, state);
             };
             if let Retry::After(_) = retry {
                 pause_forge(&mut state, &key.forge, now + delay);
             }
             state.stats.retried += 1;
-            tracing::info!(attempts, retry_in = ?delay, error, "commit status failed, will retry");
+            tracing::info!(attempts, retry_in = ?delay, %error, "commit status failed, will retry");
             if let Some(newer) = state.waiting.get_mut(&key) {
                 // A newer status replaced this one: it goes instead,
                 // after the same delay.
