@@ -39,6 +39,15 @@ fn forged_missing_or_wrong_credentials_are_401() {
             ),
         ),
         (
+            "truncated in transit",
+            receive(
+                ForgeKind::GitHub,
+                SECRET,
+                &github("push", "x", &body),
+                &body[..body.len() - 1],
+            ),
+        ),
+        (
             "empty secret",
             receive(ForgeKind::GitHub, b"", &github("push", "x", &body), &body),
         ),
