@@ -15,3 +15,4 @@ pub mod platform;
 pub mod progress;
 pub mod registry;
 pub mod sandbox;
+pub mod server;
