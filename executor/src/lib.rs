@@ -10,3 +10,4 @@ pub mod platform;
 pub mod progress;
 pub mod registry;
 pub mod sandbox;
+pub mod server;
