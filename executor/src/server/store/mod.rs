@@ -35,7 +35,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::Connection as _;
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -271,18 +272,27 @@ impl Store {
     /// and applies the migrations. Several servers may share the database.
     pub async fn open_postgres(url: &str) -> Result<Self> {
         let target = redact(url);
+        let open = |source| Error::Open {
+            target: target.clone(),
+            source,
+        };
+        // One connection first, without the pool's retries: an unreachable
+        // or refusing server is reported at once with its cause, and the
+        // migrations run on it.
+        let mut first = PgConnection::connect(url).await.map_err(open)?;
+        sqlx::migrate!("src/server/store/migrations/postgres")
+            .run(&mut first)
+            .await
+            .map_err(|source| Error::Migrate {
+                target: target.clone(),
+                source,
+            })?;
+        first.close().await.map_err(open)?;
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .connect(url)
             .await
-            .map_err(|source| Error::Open {
-                target: target.clone(),
-                source,
-            })?;
-        sqlx::migrate!("src/server/store/migrations/postgres")
-            .run(&pool)
-            .await
-            .map_err(|source| Error::Migrate { target, source })?;
+            .map_err(open)?;
         Ok(Self {
             backend: Backend::Postgres(pool),
             clock: Clock::system(),
