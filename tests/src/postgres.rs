@@ -11,7 +11,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -21,6 +21,9 @@ use crate::free_port;
 /// The cluster this test binary shares.
 struct Cluster {
     port: u16,
+    /// Held, never waited for: they outlive the tests by design.
+    _postgres: Child,
+    _watcher: Child,
     bin: PathBuf,
     next_database: AtomicU32,
 }
@@ -89,7 +92,14 @@ fn as_postgres(program: &Path, root: bool) -> Command {
     if root {
         let mut command = Command::new("setpriv");
         command
-            .args(["--reuid", "postgres", "--regid", "postgres", "--init-groups", "--"])
+            .args([
+                "--reuid",
+                "postgres",
+                "--regid",
+                "postgres",
+                "--init-groups",
+                "--",
+            ])
             .arg(program);
         command
     } else {
@@ -144,7 +154,7 @@ impl Cluster {
             .stderr(log)
             .spawn()
             .expect("postgres starts");
-        Command::new("sh")
+        let watcher = Command::new("sh")
             .arg("-c")
             .arg(
                 "while kill -0 \"$1\" 2>/dev/null; do sleep 0.2; done; kill -INT \"$2\"; \
@@ -183,6 +193,8 @@ impl Cluster {
         }
         Cluster {
             port,
+            _postgres: child,
+            _watcher: watcher,
             bin,
             next_database: AtomicU32::new(0),
         }

@@ -42,8 +42,8 @@ use sqlx::sqlite::{
 };
 
 mod logs;
-mod queue;
 mod query;
+mod queue;
 mod record;
 mod tokens;
 mod types;
@@ -166,7 +166,7 @@ impl Clock {
             Some(now) => now.load(Ordering::SeqCst),
             None => SystemTime::now()
                 .duration_since(UNIX_EPOCH)
-                .map_or(0, |since| millis(since)),
+                .map_or(0, millis),
         }
     }
 }

@@ -66,9 +66,20 @@ const CLOSE_STALE_JOBS: &str = "UPDATE jobs SET status = 'canceled', finished_at
     WHERE runs.id = jobs.run_id \
     AND (runs.attempt > jobs.attempt OR runs.status IN ('succeeded', 'failed', 'canceled')))";
 
+/// Runs [`CLOSE_STALE_JOBS`] in the transaction `$tx`.
+macro_rules! close_stale_jobs {
+    ($tx:expr, $now:expr) => {
+        sqlx::query(CLOSE_STALE_JOBS)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await
+            .map_err(query("cancel the open jobs of attempts that are over"))?
+    };
+}
+
 /// The `SET` list that gives a run up: back to queued as the next attempt,
-/// or canceled when a cancel was requested. `$5` (or the time parameter
-/// named in `now`) is now.
+/// or canceled when a cancel was requested. `now` names the parameter
+/// that holds the time.
 fn give_up_set(now: &str) -> String {
     format!(
         "status = CASE WHEN cancel_requested THEN 'canceled' ELSE 'queued' END, \
@@ -192,8 +203,9 @@ impl Store {
     pub async fn heartbeat(&self, lease: &Lease, lease_for: Duration) -> Result<Beat> {
         let now = self.now();
         let expires = now.saturating_add(millis(lease_for));
-        let sql =
-            format!("UPDATE runs SET lease_expires_at = $5 WHERE {FENCED} RETURNING cancel_requested");
+        let sql = format!(
+            "UPDATE runs SET lease_expires_at = $5 WHERE {FENCED} RETURNING cancel_requested"
+        );
         let cancel: Option<bool> = on_pool!(self, write pool => {
             bind_lease!(sqlx::query_scalar(&sql), lease, now)
                 .bind(expires)
@@ -228,11 +240,7 @@ impl Store {
             if finished == 0 {
                 return Err(fenced(lease));
             }
-            sqlx::query(CLOSE_STALE_JOBS)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(query("close a finished run's jobs"))?;
+            close_stale_jobs!(tx, now);
             tx.commit().await.map_err(query("commit a finish"))
         })
     }
@@ -255,11 +263,7 @@ impl Store {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(query("requeue expired leases"))?;
-            sqlx::query(CLOSE_STALE_JOBS)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(query("close requeued runs' jobs"))?;
+            close_stale_jobs!(tx, now);
             tx.commit().await.map_err(query("commit a requeue"))?;
             rows
         });
@@ -284,11 +288,7 @@ impl Store {
             let Some(row) = row else {
                 return Err(fenced(lease));
             };
-            sqlx::query(CLOSE_STALE_JOBS)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(query("close a released run's jobs"))?;
+            close_stale_jobs!(tx, now);
             tx.commit().await.map_err(query("commit a release"))?;
             row
         });

@@ -11,118 +11,78 @@ use super::{Error, Result};
 /// A run's id: ascending in creation order.
 pub type RunId = i64;
 
-/// Where a run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Canceled,
-}
-
-impl RunStatus {
-    pub const ALL: [RunStatus; 5] = [
-        RunStatus::Queued,
-        RunStatus::Running,
-        RunStatus::Succeeded,
-        RunStatus::Failed,
-        RunStatus::Canceled,
-    ];
-
-    /// The name stored in the database and shown by the API.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Queued => "queued",
-            RunStatus::Running => "running",
-            RunStatus::Succeeded => "succeeded",
-            RunStatus::Failed => "failed",
-            RunStatus::Canceled => "canceled",
+/// Defines a status enum with its stored names, its parser (an unknown
+/// name is [`Error::Corrupt`]) and `Display`; `Queued` and `Running` are
+/// its unfinished states.
+macro_rules! stored_status {
+    ($(#[$meta:meta])* $name:ident, $what:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name {
+            $($variant),+
         }
-    }
 
-    /// Whether the run is over (succeeded, failed or canceled).
-    #[must_use]
-    pub fn is_finished(self) -> bool {
-        !matches!(self, RunStatus::Queued | RunStatus::Running)
-    }
+        impl $name {
+            /// Every status.
+            pub const ALL: &[$name] = &[$($name::$variant),+];
 
-    pub(super) fn parse(value: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == value)
-            .ok_or_else(|| Error::Corrupt {
-                what: "run status",
-                value: value.to_owned(),
-            })
-    }
-}
+            /// The name stored in the database and shown by the API.
+            #[must_use]
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
 
-impl fmt::Display for RunStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+            /// Whether it is over.
+            #[must_use]
+            pub fn is_finished(self) -> bool {
+                !matches!(self, $name::Queued | $name::Running)
+            }
 
-/// Where a job of one attempt is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobStatus {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Canceled,
-    Skipped,
-}
-
-impl JobStatus {
-    const ALL: [JobStatus; 6] = [
-        JobStatus::Queued,
-        JobStatus::Running,
-        JobStatus::Succeeded,
-        JobStatus::Failed,
-        JobStatus::Canceled,
-        JobStatus::Skipped,
-    ];
-
-    /// The name stored in the database and shown by the API.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Queued => "queued",
-            JobStatus::Running => "running",
-            JobStatus::Succeeded => "succeeded",
-            JobStatus::Failed => "failed",
-            JobStatus::Canceled => "canceled",
-            JobStatus::Skipped => "skipped",
+            pub(super) fn parse(value: &str) -> Result<Self> {
+                Self::ALL
+                    .iter()
+                    .copied()
+                    .find(|status| status.as_str() == value)
+                    .ok_or_else(|| Error::Corrupt {
+                        what: $what,
+                        value: value.to_owned(),
+                    })
+            }
         }
-    }
 
-    /// Whether the job is over.
-    #[must_use]
-    pub fn is_finished(self) -> bool {
-        !matches!(self, JobStatus::Queued | JobStatus::Running)
-    }
-
-    pub(super) fn parse(value: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == value)
-            .ok_or_else(|| Error::Corrupt {
-                what: "job status",
-                value: value.to_owned(),
-            })
-    }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
 }
 
-impl fmt::Display for JobStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+stored_status!(
+    /// Where a run is.
+    RunStatus, "run status", {
+        Queued => "queued",
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Canceled => "canceled",
     }
-}
+);
+
+stored_status!(
+    /// Where a job of one attempt is.
+    JobStatus, "job status", {
+        Queued => "queued",
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Canceled => "canceled",
+        Skipped => "skipped",
+    }
+);
 
 /// What a webhook (or the API) asks to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -257,7 +217,9 @@ pub enum CancelOutcome {
 pub enum JobEvent {
     /// The job is part of this attempt (sent for every job up front, in
     /// pipeline order: that order is the jobs' listing order).
-    Queued { stage: String },
+    Queued {
+        stage: String,
+    },
     Started,
     Finished {
         status: JobStatus,
@@ -434,12 +396,13 @@ mod tests {
 
     #[test]
     fn statuses_round_trip_through_their_stored_names() {
-        for status in RunStatus::ALL {
+        for &status in RunStatus::ALL {
             assert_eq!(RunStatus::parse(status.as_str()).unwrap(), status);
         }
-        for status in JobStatus::ALL {
+        for &status in JobStatus::ALL {
             assert_eq!(JobStatus::parse(status.as_str()).unwrap(), status);
         }
+        assert!(JobStatus::Skipped.is_finished() && !RunStatus::Running.is_finished());
         assert!(matches!(
             RunStatus::parse("paused"),
             Err(Error::Corrupt {
