@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 /// The manual clock's start (2026-01-01 in Unix milliseconds).
 const START: i64 = 1_767_225_600_000;
 const LEASE: Duration = Duration::from_secs(60);
+const MAX_ATTEMPTS: i64 = 3;
 
 /// Defines `mod $name { fn sqlite(); fn postgres(); }`, each running
 /// `$body` with `$store` open on that backend.
@@ -119,7 +120,7 @@ on_both!(duplicate_deliveries_at_once_make_one_run, |store| {
     // the same id from another hook is another delivery
     let other = Delivery {
         source: "gitlab:acme/app".to_owned(),
-        ..delivery
+        ..delivery.clone()
     };
     let again = store
         .enqueue(&new_run("acme/app", "main"), Some(&other))
@@ -190,7 +191,7 @@ on_both!(
         // runner-a stops past its lease: its writes are refused from then on
         store.clock().advance(LEASE + Duration::from_secs(1));
         assert_fenced(store.heartbeat(&old, LEASE).await, &old);
-        let requeued = store.requeue_expired().await.expect("requeue");
+        let requeued = store.requeue_expired(MAX_ATTEMPTS).await.expect("requeue");
         assert_eq!(requeued.len(), 1);
         assert_eq!(
             (requeued[0].status, requeued[0].attempt),
@@ -250,7 +251,38 @@ on_both!(
         );
         // a finished run is no longer requeued
         store.clock().advance(LEASE * 2);
-        assert!(store.requeue_expired().await.expect("requeue").is_empty());
+        assert!(
+            store
+                .requeue_expired(MAX_ATTEMPTS)
+                .await
+                .expect("requeue")
+                .is_empty()
+        );
+    }
+);
+
+on_both!(
+    a_run_that_loses_every_lease_fails_at_the_attempt_limit,
+    |store| {
+        let id = enqueue(&store, "acme/app", "main").await;
+        for attempt in 1..=MAX_ATTEMPTS {
+            let lease = claim(&store, "runner-a").await;
+            assert_eq!((lease.run_id, lease.attempt), (id, attempt));
+            store.clock().advance(LEASE * 2);
+            let given_up = store.requeue_expired(MAX_ATTEMPTS).await.expect("requeue");
+            assert_eq!(given_up.len(), 1);
+        }
+        let run = store.run(id).await.expect("run").expect("exists");
+        assert_eq!((run.status, run.attempt), (RunStatus::Failed, MAX_ATTEMPTS));
+        let reason = run.status_reason.unwrap_or_default();
+        assert!(reason.starts_with("failed:"), "{reason}");
+        assert!(
+            store
+                .claim("runner-a", LEASE)
+                .await
+                .expect("claim")
+                .is_none()
+        );
     }
 );
 
@@ -340,7 +372,7 @@ on_both!(
             CancelOutcome::Requested
         );
         store.clock().advance(LEASE * 2);
-        let given_up = store.requeue_expired().await.expect("requeue");
+        let given_up = store.requeue_expired(MAX_ATTEMPTS).await.expect("requeue");
         assert_eq!(
             (given_up[0].status, given_up[0].attempt),
             (RunStatus::Canceled, 1)

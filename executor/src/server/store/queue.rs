@@ -77,15 +77,24 @@ macro_rules! close_stale_jobs {
     };
 }
 
-/// The `SET` list that gives a run up: back to queued as the next attempt,
-/// or canceled when a cancel was requested. `now` names the parameter
-/// that holds the time.
-fn give_up_set(now: &str) -> String {
+/// Why the store ended a run whose runner let its lease go.
+const REASON_CANCELED: &str = "canceled: the cancel request came before its runner let it go";
+const REASON_ATTEMPTS: &str = "failed: its lease was lost on the last allowed attempt";
+
+/// The `SET` list that gives a run up: canceled when a cancel was
+/// requested, failed when it was on its last allowed attempt, else back to
+/// queued as the next attempt. `now` and `max` name the parameters that
+/// hold the time and the attempts allowed.
+fn give_up_set(now: &str, max: &str) -> String {
+    let over = format!("(cancel_requested OR attempt >= {max})");
     format!(
-        "status = CASE WHEN cancel_requested THEN 'canceled' ELSE 'queued' END, \
-         attempt = CASE WHEN cancel_requested THEN attempt ELSE attempt + 1 END, \
-         finished_at = CASE WHEN cancel_requested THEN {now} ELSE NULL END, \
-         started_at = CASE WHEN cancel_requested THEN started_at ELSE NULL END, \
+        "status = CASE WHEN cancel_requested THEN 'canceled' \
+         WHEN attempt >= {max} THEN 'failed' ELSE 'queued' END, \
+         status_reason = CASE WHEN cancel_requested THEN '{REASON_CANCELED}' \
+         WHEN attempt >= {max} THEN '{REASON_ATTEMPTS}' ELSE NULL END, \
+         attempt = CASE WHEN {over} THEN attempt ELSE attempt + 1 END, \
+         finished_at = CASE WHEN {over} THEN {now} ELSE NULL END, \
+         started_at = CASE WHEN {over} THEN started_at ELSE NULL END, \
          lease_owner = NULL, lease_expires_at = NULL"
     )
 }
@@ -155,6 +164,20 @@ impl Store {
             }
             tx.commit().await.map_err(query("commit an enqueue"))?;
             Ok(Enqueued::Created(id))
+        })
+    }
+
+    /// Forgets the webhook deliveries received before `before_ms` (the
+    /// dedup window: a forge's redelivery after that queues a new run);
+    /// answers how many went.
+    pub async fn forget_deliveries_before(&self, before_ms: i64) -> Result<u64> {
+        on_pool!(self, write pool => {
+            Ok(sqlx::query("DELETE FROM deliveries WHERE received_at < $1")
+                .bind(before_ms)
+                .execute(pool)
+                .await
+                .map_err(query("forget old deliveries"))?
+                .rows_affected())
         })
     }
 
@@ -246,20 +269,22 @@ impl Store {
     }
 
     /// Gives up the runs whose lease expired: each goes back to queued as
-    /// its next attempt (or to canceled when a cancel was requested), and
-    /// the old attempt's writes are fenced from then on. Answers the runs
-    /// as they are now.
-    pub async fn requeue_expired(&self) -> Result<Vec<Run>> {
+    /// its next attempt, or to canceled when a cancel was requested, or to
+    /// failed when it was on attempt `max_attempts` (a run that keeps
+    /// killing its runner stops there); the old attempt's writes are fenced
+    /// from then on. Answers the runs as they are now.
+    pub async fn requeue_expired(&self, max_attempts: i64) -> Result<Vec<Run>> {
         let now = self.now();
         let sql = format!(
             "UPDATE runs SET {} WHERE status = 'running' AND lease_expires_at <= $1 \
              RETURNING {RUN_COLUMNS}",
-            give_up_set("$1")
+            give_up_set("$1", "$2")
         );
         let rows: Vec<RunRow> = on_pool!(self, write pool => {
             let mut tx = pool.begin().await.map_err(query("begin a requeue"))?;
             let rows = sqlx::query_as(&sql)
                 .bind(now)
+                .bind(max_attempts)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(query("requeue expired leases"))?;
@@ -271,17 +296,19 @@ impl Store {
     }
 
     /// Gives `lease`'s run up without waiting for the lease to expire (a
-    /// draining runner): queued again as the next attempt, or canceled if
-    /// a cancel was requested. Answers the run as it is now.
+    /// draining runner): queued again as the next attempt (a release is no
+    /// failure: no attempt limit), or canceled if a cancel was requested.
+    /// Answers the run as it is now.
     pub async fn release(&self, lease: &Lease) -> Result<Run> {
         let now = self.now();
         let sql = format!(
             "UPDATE runs SET {} WHERE {FENCED} RETURNING {RUN_COLUMNS}",
-            give_up_set("$4")
+            give_up_set("$4", "$5")
         );
         let row: RunRow = on_pool!(self, write pool => {
             let mut tx = pool.begin().await.map_err(query("begin a release"))?;
             let row: Option<RunRow> = bind_lease!(sqlx::query_as(&sql), lease, now)
+                .bind(i64::MAX)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(query("release a lease"))?;

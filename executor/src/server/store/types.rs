@@ -140,6 +140,9 @@ pub struct Run {
     pub fork: bool,
     pub trigger: serde_json::Value,
     pub status: RunStatus,
+    /// Why the store ended the run itself (a cancel or the attempt limit
+    /// met at a lost lease); `None` when its runner finished it.
+    pub status_reason: Option<String>,
     /// 1 for the first claim; each requeue moves to the next.
     pub attempt: i64,
     pub created_at_ms: i64,
@@ -298,8 +301,8 @@ impl Counts {
 /// The columns of `runs` that [`RunRow`] decodes, in a `SELECT` or
 /// `RETURNING` list.
 pub(super) const RUN_COLUMNS: &str = "id, repository, git_ref, commit_sha, event, fork, \
-    trigger_json, status, attempt, created_at, started_at, finished_at, lease_owner, \
-    lease_expires_at, cancel_requested, retry_of";
+    trigger_json, status, status_reason, attempt, created_at, started_at, finished_at, \
+    lease_owner, lease_expires_at, cancel_requested, retry_of";
 
 /// A `runs` row as the drivers decode it.
 #[derive(Debug, sqlx::FromRow)]
@@ -312,6 +315,7 @@ pub(super) struct RunRow {
     fork: bool,
     trigger_json: String,
     status: String,
+    status_reason: Option<String>,
     attempt: i64,
     created_at: i64,
     started_at: Option<i64>,
@@ -334,6 +338,7 @@ impl TryFrom<RunRow> for Run {
                 }
             })?,
             status: RunStatus::parse(&row.status)?,
+            status_reason: row.status_reason,
             id: row.id,
             repository: row.repository,
             git_ref: row.git_ref,

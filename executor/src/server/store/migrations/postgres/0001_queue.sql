@@ -12,6 +12,8 @@ CREATE TABLE runs (
     trigger_json TEXT NOT NULL,
     status TEXT NOT NULL
         CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'canceled')),
+    -- why the store itself ended the run (NULL when its runner did)
+    status_reason TEXT,
     attempt BIGINT NOT NULL DEFAULT 1,
     created_at BIGINT NOT NULL,
     started_at BIGINT,
