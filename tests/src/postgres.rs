@@ -111,9 +111,10 @@ impl Cluster {
     fn start() -> Self {
         let bin = bin_dir();
         let root = rustix::process::geteuid().is_root();
+        // /tmp, not $TMPDIR: the postgres user must be able to reach it
         let dir = tempfile::Builder::new()
             .prefix("executor-postgres-")
-            .tempdir()
+            .tempdir_in("/tmp")
             .expect("a temp dir for PostgreSQL")
             .keep();
         if root {

@@ -730,6 +730,21 @@ async fn sqlite_store_is_a_wal_file_that_survives_reopening() {
     );
 }
 
+/// A database URL of another kind is refused, naming it.
+#[tokio::test]
+async fn a_database_url_that_is_not_postgres_is_refused() {
+    let err = Store::open(
+        Some("mysql://ci:s3cret@db/x"),
+        std::path::Path::new("/nonexistent"),
+    )
+    .await
+    .expect_err("not PostgreSQL");
+    assert!(
+        matches!(&err, Error::UnsupportedUrl(url) if url == "mysql://ci:***@db/x"),
+        "{err:?}"
+    );
+}
+
 /// A database URL that cannot be reached is named, password hidden.
 #[tokio::test]
 async fn an_unreachable_database_is_named_without_its_password() {

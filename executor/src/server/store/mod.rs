@@ -72,6 +72,10 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
+    #[error(
+        "database URL {0} is not a PostgreSQL one\nhint: use postgres://user:password@host/database, or no URL for SQLite in the data dir"
+    )]
+    UnsupportedUrl(String),
     #[error("cannot apply the database migrations to {target}")]
     Migrate {
         target: String,
@@ -220,13 +224,17 @@ impl Store {
     /// SQLite in `data_dir`; applies the migrations.
     pub async fn open(database_url: Option<&str>, data_dir: &Path) -> Result<Self> {
         match database_url {
-            Some(url) => Self::open_postgres(url).await,
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Self::open_postgres(url).await
+            }
+            Some(url) => Err(Error::UnsupportedUrl(redact(url))),
             None => Self::open_sqlite(data_dir).await,
         }
     }
 
     /// Opens (creating) `data_dir/executor.db` in WAL mode and applies the
-    /// migrations.
+    /// migrations. Commits are synced (`synchronous=FULL`): a run answered
+    /// as queued survives a power cut, not only a crash.
     pub async fn open_sqlite(data_dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(data_dir).map_err(|source| Error::DataDir {
             path: data_dir.to_path_buf(),
@@ -238,7 +246,7 @@ impl Store {
             .filename(&path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30));
         let open = |source| Error::Open {
