@@ -44,6 +44,8 @@ CREATE TABLE jobs (
     image_digest TEXT,
     PRIMARY KEY (run_id, attempt, name)
 );
+-- the jobs still open, closed when their attempt ends
+CREATE INDEX jobs_open ON jobs (run_id) WHERE status IN ('queued', 'running');
 
 -- append-only: a chunk starts where the previous one of its job ended
 CREATE TABLE log_chunks (
