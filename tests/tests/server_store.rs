@@ -759,3 +759,43 @@ async fn an_unreachable_database_is_named_without_its_password() {
     assert!(message.contains("postgres://ci:***@127.0.0.1"), "{message}");
     assert!(!message.contains("s3cret"), "{message}");
 }
+
+/// Two server replicas on one PostgreSQL database: they start at once
+/// (the migrations run once, under sqlx's advisory lock), queue through
+/// either, and every run is claimed once across both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_on_one_postgres_database_share_the_queue() {
+    let url = tokio::task::spawn_blocking(executor_e2e::postgres_database)
+        .await
+        .expect("a PostgreSQL database");
+    let (a, b) = tokio::join!(Store::open_postgres(&url), Store::open_postgres(&url));
+    let replicas = [a.expect("open replica a"), b.expect("open replica b")];
+    for n in 0..200 {
+        enqueue(&replicas[n % 2], "acme/app", "main").await;
+    }
+    let mut claimers = JoinSet::new();
+    for (n, replica) in replicas.iter().enumerate() {
+        for runner in 0..2 {
+            let store = replica.clone();
+            claimers.spawn(async move {
+                let owner = format!("replica-{n}-runner-{runner}");
+                let mut claimed = Vec::new();
+                while let Some(claim) = store.claim(&owner, LEASE).await.expect("claim") {
+                    store
+                        .finish(&claim.lease, RunOutcome::Succeeded)
+                        .await
+                        .expect("finish");
+                    claimed.push(claim.run.id);
+                }
+                claimed
+            });
+        }
+    }
+    let mut claimed: Vec<i64> = claimers.join_all().await.into_iter().flatten().collect();
+    claimed.sort_unstable();
+    let before = claimed.len();
+    claimed.dedup();
+    assert_eq!((before, claimed.len()), (200, 200));
+    let counts = replicas[1].counts().await.expect("counts");
+    assert_eq!((counts.succeeded, counts.depth()), (200, 0), "{counts:?}");
+}
