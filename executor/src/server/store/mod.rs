@@ -22,7 +22,7 @@
 //! where it matters (the claim), SQLite needs its typed connect options
 //! (WAL, busy timeout, a single writer connection beside the readers) that
 //! `Any` cannot express, and `Any` converts every value at run time. The
-//! [`on_pool!`] macro writes a query once and compiles it for both pools.
+//! `on_pool!` macro writes a query once and compiles it for both pools.
 //!
 //! Every write a runner makes carries a [`Lease`] (run id, attempt, owner)
 //! and is refused with [`Error::Fenced`] when that attempt is no longer
