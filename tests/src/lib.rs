@@ -8,7 +8,9 @@
 //! an OCI layout made with `umoci` from `/bin/busybox` (package
 //! `busybox-static`) and copied to a test's registry with `skopeo`; the
 //! Debian image (module `debian`) is `debootstrap --variant=minbase
-//! bookworm`, made by `tests/fixtures/debian-base.sh`.
+//! bookworm`, made by `tests/fixtures/debian-base.sh`. PostgreSQL for the
+//! server's store (module `postgres`) is a cluster started once per test
+//! binary, a database per test.
 
 use std::fmt::Write as _;
 use std::net::{TcpListener, TcpStream};
@@ -23,6 +25,7 @@ mod cache;
 mod debian;
 mod image;
 mod leftovers;
+mod postgres;
 mod project;
 mod serve;
 
@@ -30,6 +33,7 @@ pub use cache::{CacheEntry, LogMark, Metrics, Request, layout_cache_entries};
 pub use debian::{DEFAULT_PATH, debian_layout, debian_tarball};
 pub use image::{Node, PulledImage, pull_image, tree};
 pub use leftovers::{Leftovers, processes_with};
+pub use postgres::postgres_database;
 pub use project::{
     Project, fails, ok, raw_manifest, unpack, unpack_docker_archive, unpack_layout, wrapped,
 };
