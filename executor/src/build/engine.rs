@@ -720,14 +720,9 @@ impl<'a> Engine<'a> {
                         Applied::Config => Some(keys::config_step(&instruction)),
                         Applied::NotConfigOnly => match &instruction.kind {
                             Kind::Workdir(_) => Some(keys::config_step(&instruction)),
-                            Kind::Run(r) if cache.settings.run_layers => Some(self.run_key(
-                                index,
-                                built,
-                                &instruction,
-                                r,
-                                &simulated,
-                                &scope,
-                            )?),
+                            Kind::Run(r) if cache.settings.run_layers => {
+                                self.run_key(built, &instruction, r, &simulated, &scope)?
+                            }
                             Kind::Copy(c) if cache.settings.copy_layers => {
                                 self.copy_key(index, built, &instruction, &c.args, None, &scope)?
                             }
@@ -926,16 +921,17 @@ impl<'a> Engine<'a> {
     }
 
     /// A RUN's key step: its command and environment, and what its bind
-    /// mounts read.
+    /// mounts read; `None` when a mount reads a `--from` stage that has no
+    /// key (the step then has none either, and is neither looked up nor
+    /// filed).
     fn run_key(
         &self,
-        _index: usize,
         built: &Built,
         instruction: &Instruction,
         r: &instructions::Run,
         config: &ImageConfig,
         scope: &Scope<'_>,
-    ) -> Result<executor_cache::Step> {
+    ) -> Result<Option<executor_cache::Step>> {
         let mut bind_sources = Vec::new();
         for mount in r
             .mounts
@@ -947,17 +943,14 @@ impl<'a> Engine<'a> {
                 None => self.context_hash(&[source], &[], instruction)?,
                 Some(from) => match self.source_identity(built, from, instruction)? {
                     Some(id) => keys::identity("source", &format!("{id}:{source}")),
-                    // A stage without a key: the step cannot be keyed
-                    // soundly, so its identity is the stage's name and
-                    // this build's time; it never hits.
-                    None => {
-                        keys::identity("unkeyed", &format!("{from}:{}", timestamp(self.settings)))
-                    }
+                    // A stage without a key: what the step reads has no
+                    // identity, so the step has no key and never hits.
+                    None => return Ok(None),
                 },
             };
             bind_sources.push(hash);
         }
-        Ok(keys::run_step(r, config, scope.args(), bind_sources))
+        Ok(Some(keys::run_step(r, config, scope.args(), bind_sources)))
     }
 
     /// A COPY's or ADD's key step, `None` when what it reads has no
