@@ -201,6 +201,9 @@ struct Planned<'p> {
     instruction: Instruction,
     scope: Scope<'p>,
     key: Option<Key>,
+    /// ADD's URL sources downloaded to compute the key, in the order of
+    /// the instruction's URLs: the step copies these same bytes.
+    fetched: Vec<Source>,
 }
 
 /// Set by SIGINT/SIGTERM (see [`interrupt`]): every stage stops.
@@ -714,6 +717,7 @@ impl<'a> Engine<'a> {
             scope
                 .apply(&mut instruction, &self.plan.parsed)
                 .map_err(|e| BuildError::Dockerfile(e.render(&self.file_name)))?;
+            let mut fetched = Vec::new();
             let key = match (&self.cache, parent) {
                 (Some(cache), Some(parent)) => {
                     let step = match config::apply(&mut simulated, &mut flags, &instruction, None) {
@@ -723,12 +727,22 @@ impl<'a> Engine<'a> {
                             Kind::Run(r) if cache.settings.run_layers => {
                                 self.run_key(built, &instruction, r, &simulated, &scope)?
                             }
-                            Kind::Copy(c) if cache.settings.copy_layers => {
-                                self.copy_key(index, built, &instruction, &c.args, None, &scope)?
-                            }
-                            Kind::Add(a) if cache.settings.copy_layers => {
-                                self.copy_key(index, built, &instruction, &a.args, Some(a), &scope)?
-                            }
+                            Kind::Copy(c) if cache.settings.copy_layers => self.copy_key(
+                                index,
+                                built,
+                                &instruction,
+                                (&c.args, None),
+                                &scope,
+                                &mut fetched,
+                            )?,
+                            Kind::Add(a) if cache.settings.copy_layers => self.copy_key(
+                                index,
+                                built,
+                                &instruction,
+                                (&a.args, Some(a)),
+                                &scope,
+                                &mut fetched,
+                            )?,
                             _ => None,
                         },
                     };
@@ -741,6 +755,7 @@ impl<'a> Engine<'a> {
                 instruction,
                 scope: scope.clone(),
                 key,
+                fetched,
             });
         }
         Ok(planned)
@@ -774,6 +789,7 @@ impl<'a> Engine<'a> {
                 instruction,
                 scope,
                 key,
+                fetched,
             } = step;
             let hit = if all_cached { hit } else { None };
             all_cached = hit.is_some();
@@ -790,6 +806,7 @@ impl<'a> Engine<'a> {
                             built,
                             scope: &scope,
                             created: &created,
+                            fetched,
                         };
                         match &instruction.kind {
                             Kind::Workdir(_) => {
@@ -954,15 +971,17 @@ impl<'a> Engine<'a> {
     }
 
     /// A COPY's or ADD's key step, `None` when what it reads has no
-    /// identity (a `--from` stage that was not keyed).
+    /// identity (a `--from` stage that was not keyed). ADD's URLs without
+    /// `--checksum` are downloaded for their content's hash, into
+    /// `fetched`: the step, if it executes, copies those bytes.
     fn copy_key(
         &self,
         index: usize,
         built: &Built,
         instruction: &Instruction,
-        args: &CopyArgs,
-        add: Option<&Add>,
+        (args, add): (&CopyArgs, Option<&Add>),
         scope: &Scope<'_>,
+        fetched: &mut Vec<Source>,
     ) -> Result<Option<executor_cache::Step>> {
         let mut heredocs = Vec::new();
         for heredoc in &args.heredocs {
@@ -977,28 +996,25 @@ impl<'a> Engine<'a> {
             .partition(|s| add.is_some() && add::is_remote(s));
         let mut parts = Vec::new();
         // A URL is known by its checksum when given, else by its content,
-        // fetched now (and again if the step executes).
-        for url in remote {
-            let (checksum, keep_git_dir) = add.map_or((None, false), |a| {
-                (a.checksum.as_deref(), a.keep_git_dir == Some(true))
-            });
-            if let Some(checksum) = checksum {
-                parts.push(keys::identity("checksum", checksum));
-                continue;
+        // fetched now, once: the step copies what was hashed.
+        let checksum = add.and_then(|a| a.checksum.as_deref());
+        if let Some(checksum) = checksum {
+            parts.extend(remote.iter().map(|_| keys::identity("checksum", checksum)));
+        } else if !remote.is_empty() {
+            let dir = self.work.join(format!("stage-{index}/fetched"));
+            fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+            for url in remote {
+                let source = self.fetch_remote(url, add, &dir, instruction)?;
+                // A download is a file alone in its directory; a git
+                // repository a directory.
+                let tree = if source.path.is_dir() {
+                    source.path.clone()
+                } else {
+                    source.path.parent().unwrap_or(&dir).to_path_buf()
+                };
+                parts.push(executor_cache::hash_dir(&tree).map_err(io_at(&tree))?);
+                fetched.push(source);
             }
-            let scratch = self.new_dir(&format!("stage-{index}/key-sources"))?;
-            let fetched = add::fetch(url, None, keep_git_dir, &scratch, self.runtime)
-                .map_err(|e| self.step_error(instruction, add::render(&e)))?;
-            // A download is a file alone in its directory; a git
-            // repository a directory.
-            let tree = if fetched.path.is_dir() {
-                fetched.path.clone()
-            } else {
-                fetched.path.parent().unwrap_or(&scratch).to_path_buf()
-            };
-            let hash = executor_cache::hash_dir(&tree).map_err(io_at(&tree))?;
-            fs::remove_dir_all(&scratch).map_err(io_at(&scratch))?;
-            parts.push(hash);
         }
         let patterns: Vec<String> = local.into_iter().cloned().collect();
         let from = match &args.from {
@@ -1267,14 +1283,16 @@ impl<'a> Engine<'a> {
             .sources
             .iter()
             .partition(|s| add.is_some() && add::is_remote(s));
-        for url in remote {
-            let (checksum, keep_git_dir) = add.map_or((None, false), |a| {
-                (a.checksum.as_deref(), a.keep_git_dir == Some(true))
-            });
-            let source = add::fetch(url, checksum, keep_git_dir, &scratch, self.runtime)
-                .map_err(|e| self.step_error(instruction, add::render(&e)))?;
-            sources.push(source);
+        // URLs downloaded for the key are not downloaded again.
+        if job.fetched.is_empty() {
+            for url in remote {
+                sources.push(self.fetch_remote(url, add, &scratch, instruction)?);
+            }
+        } else {
+            sources.extend(job.fetched.iter().cloned());
         }
+        // Heredocs and downloads, as opposed to the context's files.
+        let elsewhere = sources.len();
         let patterns: Vec<String> = local.into_iter().cloned().collect();
         if !patterns.is_empty() {
             match &args.from {
@@ -1304,14 +1322,17 @@ impl<'a> Engine<'a> {
         // Context files are extracted unless --unpack=false; downloads and
         // heredocs (in `scratch`) only with --unpack=true, as BuildKit does.
         let unpack = add.map(|a| a.unpack);
-        let (archives, plain): (Vec<Source>, Vec<Source>) = sources.into_iter().partition(|s| {
-            let wanted = match unpack {
-                None | Some(Some(false)) => false,
-                Some(Some(true)) => true,
-                Some(None) => !s.path.starts_with(&scratch),
-            };
-            wanted && args.from.is_none() && s.path.is_file() && add::is_local_archive(&s.path)
-        });
+        let (archives, plain): (Vec<(usize, Source)>, Vec<(usize, Source)>) =
+            sources.into_iter().enumerate().partition(|(n, s)| {
+                let wanted = match unpack {
+                    None | Some(Some(false)) => false,
+                    Some(Some(true)) => true,
+                    Some(None) => *n >= elsewhere,
+                };
+                wanted && args.from.is_none() && s.path.is_file() && add::is_local_archive(&s.path)
+            });
+        let archives: Vec<Source> = archives.into_iter().map(|(_, s)| s).collect();
+        let plain: Vec<Source> = plain.into_iter().map(|(_, s)| s).collect();
         // `--link` makes a layer independent of what is below it, as
         // BuildKit does: the copy sees an empty root (no symlink in the image
         // is followed, no existing directory lends its metadata, a
@@ -1374,6 +1395,22 @@ impl<'a> Engine<'a> {
         };
         lex.process_word(&heredoc.content, scope)
             .map_err(|e| self.step_error(instruction, e.message))
+    }
+
+    /// Downloads (or clones) one of ADD's URLs into a new directory below
+    /// `dir`, checked against `--checksum` when given.
+    fn fetch_remote(
+        &self,
+        url: &str,
+        add: Option<&Add>,
+        dir: &Path,
+        instruction: &Instruction,
+    ) -> Result<Source> {
+        let (checksum, keep_git_dir) = add.map_or((None, false), |a| {
+            (a.checksum.as_deref(), a.keep_git_dir == Some(true))
+        });
+        add::fetch(url, checksum, keep_git_dir, dir, self.runtime)
+            .map_err(|e| self.step_error(instruction, add::render(&e)))
     }
 
     /// Selected files of `ctx` as copy sources.
@@ -1684,6 +1721,8 @@ struct Job<'a> {
     built: &'a Built,
     scope: &'a Scope<'a>,
     created: &'a str,
+    /// ADD's URLs, already downloaded for the step's key.
+    fetched: Vec<Source>,
 }
 
 /// kaniko's digest files.
