@@ -19,6 +19,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use futures_util::future::try_join_all;
 use oci_spec::image::{Descriptor, MediaType};
 use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
 
 use super::add;
 use super::cache::{Cache, Hit};
@@ -206,22 +207,15 @@ struct Planned<'p> {
     fetched: Vec<Source>,
 }
 
-/// Set by SIGINT/SIGTERM (see [`interrupt`]): every stage stops.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// Stops every build of this process: running steps are killed, stages stop
-/// at their next instruction, and the builds return
-/// [`BuildError::Interrupted`] after removing their scratch directories.
-pub fn interrupt() {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-    sandbox::kill_all();
-}
-
 /// Runs a build as `settings` describe. Blocking: file work runs on the
 /// calling thread and one thread per stage in flight, and registry calls go
 /// through `runtime` (call it from outside async code, e.g. in
 /// `spawn_blocking`).
-pub fn build(settings: &Settings, runtime: &Handle) -> Result<Outcome> {
+///
+/// Cancelling `cancel` stops this build only: its running RUN steps are
+/// killed, its stages stop at their next instruction, and it returns
+/// [`BuildError::Interrupted`] after removing its scratch directories.
+pub fn build(settings: &Settings, runtime: &Handle, cancel: &CancellationToken) -> Result<Outcome> {
     let started = Instant::now();
     let store = Store::open(&settings.cache_dir)?;
     let tmp = store.root().join("tmp");
@@ -305,6 +299,7 @@ pub fn build(settings: &Settings, runtime: &Handle) -> Result<Outcome> {
         mode: std::sync::OnceLock::new(),
         privileged,
         isolation: Box::new(sandbox::Namespaces),
+        cancel: cancel.clone(),
         steps: Mutex::new(Vec::new()),
         compression: if settings.zstd {
             Compression::Zstd
@@ -410,6 +405,8 @@ struct Engine<'a> {
     privileged: bool,
     /// How RUN steps run.
     isolation: Box<dyn Isolation>,
+    /// Cancelled to stop the build (Ctrl-C, a cancelled run).
+    cancel: CancellationToken,
     /// Every step done so far, for the summary.
     steps: Mutex<Vec<StepMetric>>,
 }
@@ -777,7 +774,7 @@ impl<'a> Engine<'a> {
         let mut flags = StageFlags::default();
         let mut all_cached = true;
         for (n, (step, hit)) in planned.into_iter().zip(hits).enumerate() {
-            if INTERRUPTED.load(Ordering::Relaxed) {
+            if self.cancel.is_cancelled() {
                 return Err(BuildError::Interrupted);
             }
             if self.failed.load(Ordering::Relaxed) {
@@ -1081,9 +1078,19 @@ impl<'a> Engine<'a> {
             ssh: &self.settings.ssh,
             from_root: &from_root,
         };
-        let outcome = run::execute(&step, self.isolation.as_ref());
+        // Cancelling the build kills the step.
+        let kill = Arc::new(sandbox::KillSwitch::new());
+        let watch = self.runtime.spawn({
+            let (cancel, kill) = (self.cancel.clone(), Arc::clone(&kill));
+            async move {
+                cancel.cancelled().await;
+                kill.kill();
+            }
+        });
+        let outcome = run::execute(&step, self.isolation.as_ref(), &kill);
+        watch.abort();
         fs::remove_dir_all(&scratch).map_err(io_at(&scratch))?;
-        if INTERRUPTED.load(Ordering::Relaxed) {
+        if self.cancel.is_cancelled() {
             return Err(BuildError::Interrupted);
         }
         let stubs = outcome.map_err(|e| self.step_error(instruction, e))?;

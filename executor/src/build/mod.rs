@@ -17,7 +17,7 @@ pub mod warm;
 pub mod workdir;
 
 pub use cache::{CacheRepo, CacheSettings};
-pub use engine::{BuildError, Metrics, Outcome, StepMetric, build, interrupt};
+pub use engine::{BuildError, Metrics, Outcome, StepMetric, build};
 pub use rootfs::SnapshotMode;
 pub use run::{Secret, SecretSource, SshAgent};
 pub use settings::Settings;

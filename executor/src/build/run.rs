@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use super::config::ImageConfig;
 use super::copy;
 use crate::dockerfile::instructions::{Command, Mount, MountKind, NetworkMode, Run, SecurityMode};
-use crate::sandbox::{self, Isolation, Network, Spec, Stream};
+use crate::sandbox::{self, Isolation, KillSwitch, Network, Spec, Stream};
 
 /// Docker's PATH when the image sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -210,9 +210,13 @@ pub struct Step<'a> {
     pub from_root: &'a dyn Fn(&str) -> std::result::Result<PathBuf, String>,
 }
 
-/// Runs the step through `isolation`; returns the mount-point stubs the
-/// sandbox made in the root.
-pub fn execute(step: &Step<'_>, isolation: &dyn Isolation) -> Result<Vec<PathBuf>> {
+/// Runs the step through `isolation` (killed when `kill` is); returns the
+/// mount-point stubs the sandbox made in the root.
+pub fn execute(
+    step: &Step<'_>,
+    isolation: &dyn Isolation,
+    kill: &KillSwitch,
+) -> Result<Vec<PathBuf>> {
     if step.run.security == Some(SecurityMode::Insecure) {
         return Err(RunError::Invalid(
             "--security=insecure is not allowed: steps never run privileged".into(),
@@ -282,7 +286,7 @@ pub fn execute(step: &Step<'_>, isolation: &dyn Isolation) -> Result<Vec<PathBuf
         mounts,
         output,
     };
-    let outcome = isolation.run(&spec);
+    let outcome = isolation.run(&spec, kill);
     for buf in pending
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -772,7 +776,11 @@ mod tests {
                     .collect();
                 makers
                     .into_iter()
-                    .map(|m| m.join().unwrap().unwrap_or_else(|e| panic!("round {round}: {e}")))
+                    .map(|m| {
+                        m.join()
+                            .unwrap()
+                            .unwrap_or_else(|e| panic!("round {round}: {e}"))
+                    })
                     .collect()
             });
             assert_eq!(dirs[0], dirs[1], "round {round}");
