@@ -9,4 +9,5 @@ pub mod pipeline;
 pub mod platform;
 pub mod progress;
 pub mod registry;
+pub mod rootfs;
 pub mod sandbox;

@@ -25,12 +25,12 @@ use executor_cache::{
 };
 use oci_spec::image::{Descriptor, MediaType};
 
-use super::config::ImageConfig;
-use super::images::{self, LayerRef};
-use super::remote::Remote;
 use crate::image::digest::Digest;
 use crate::image::store::Store;
 use crate::registry::ImageReference;
+use crate::rootfs::config::ImageConfig;
+use crate::rootfs::images::{self, LayerRef};
+use crate::rootfs::remote::Remote;
 
 /// An entry blob larger than this is not read (a corrupt manifest could
 /// claim anything): entries are an image config and one descriptor.

@@ -790,7 +790,7 @@ mod tests {
             let left: Vec<_> = fs::read_dir(store.path().join("cache-mounts"))
                 .unwrap()
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .filter(|name| name.ends_with(".tmp"))
+                .filter(|name| Path::new(name).extension().is_some_and(|e| e == "tmp"))
                 .collect();
             assert!(left.is_empty(), "round {round}: leftovers {left:?}");
         }

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::cache::CacheSettings;
-use super::rootfs::SnapshotMode;
 use super::run::{Secret, SshAgent};
 use crate::platform::Platform;
 use crate::registry::ImageReference;
+use crate::rootfs::SnapshotMode;
 
 #[derive(Debug, Clone)]
 #[allow(clippy::struct_excessive_bools)]

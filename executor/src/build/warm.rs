@@ -6,13 +6,13 @@ use std::collections::BTreeSet;
 
 use tokio::runtime::Handle;
 
-use super::engine::{BuildError, plan_dockerfile};
-use super::remote::Remote;
-use super::rootfs::extract_layers;
+use super::engine::{plan_dockerfile, remote};
+use super::error::BuildError;
 use super::settings::Settings;
 use crate::dockerfile::plan::Base;
 use crate::image::store::Store;
 use crate::registry::ImageReference;
+use crate::rootfs::extract_layers;
 
 /// One image put in the store.
 #[derive(Debug, Clone)]
@@ -43,7 +43,7 @@ pub fn warm(
     runtime: &Handle,
 ) -> Result<Vec<Warmed>, BuildError> {
     let store = Store::open(&settings.cache_dir)?;
-    let registry = Remote::new(settings)?;
+    let registry = remote(settings)?;
     let mut warmed = Vec::new();
     for image in images {
         let reference = ImageReference::parse(image)

@@ -29,11 +29,11 @@ use super::checkout::Checkout;
 use super::logs::{JobLog, RunId, RunLogs};
 use super::script::{self, JobImage, ScriptJob, ScriptStatus};
 use super::vars::{self, PipelineSource, Predefined, Variables};
-use crate::build::remote::Remote;
 use crate::image::digest::Digest;
 use crate::image::store::{Store, remove_tree};
 use crate::platform::Platform;
 use crate::registry::RegistryOptions;
+use crate::rootfs::remote::Remote;
 use crate::sandbox::overlay::Overlay;
 
 /// Why a run could not start (a job failing is not an error: it is in the
@@ -52,7 +52,7 @@ pub enum RunError {
     #[error(transparent)]
     Store(#[from] crate::image::store::StoreError),
     #[error(transparent)]
-    Image(#[from] crate::build::images::ImageError),
+    Image(#[from] crate::rootfs::images::ImageError),
     #[error("cannot use {}: {source}", path.display())]
     Io {
         path: PathBuf,

@@ -1,6 +1,6 @@
-//! The build's side of the registry: base images fetched into the local
-//! store (blobs already there, verified, are not downloaded again), and the
-//! result pushed to each destination (blobs in parallel, each mounted from
+//! The registries an image comes from and goes to: images fetched into the
+//! local store (blobs already there, verified, are not downloaded again),
+//! and a built image pushed to each destination (blobs in parallel, each mounted from
 //! the repository it came from when the registry allows, uploaded when not;
 //! the manifest last).
 
@@ -17,14 +17,11 @@ use oci_spec::image::Descriptor;
 
 use super::config::ImageConfig;
 use super::images::{self, ImageError, ImageSource, LayerRef};
-use super::settings::Settings;
 use crate::image::digest::Digest;
 use crate::image::store::{BlobWriter, Store};
 use crate::platform::Platform;
 use crate::progress;
-use crate::registry::{
-    ImageReference, OCI_MANIFEST, RegistryClient, RegistryOptions, TransferOptions,
-};
+use crate::registry::{ImageReference, OCI_MANIFEST, RegistryClient, RegistryOptions};
 
 type Result<T, E = ImageError> = std::result::Result<T, E>;
 
@@ -37,32 +34,8 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// A client with the build's TLS, plain-HTTP, mirror and retry settings
-    /// and the credentials found from the environment.
-    pub fn new(settings: &Settings) -> Result<Self> {
-        let options = RegistryOptions {
-            insecure: settings.insecure_registries.clone(),
-            skip_tls_verify: settings.skip_tls_verify_registries.clone(),
-            certificates: settings.registry_certificates.clone(),
-            mirrors: settings.registry_mirrors.clone(),
-            pull: TransferOptions {
-                insecure: settings.insecure_pull,
-                skip_tls_verify: settings.skip_tls_verify_pull,
-                retries: settings.image_download_retry,
-            },
-            push: TransferOptions {
-                insecure: settings.insecure_push,
-                skip_tls_verify: settings.skip_tls_verify_push,
-                retries: settings.push_retry,
-            },
-            ..RegistryOptions::default()
-        };
-        Self::from_options(options)
-    }
-
     /// A client with these options and the credentials found from the
-    /// environment (for callers without a build's [`Settings`]: a
-    /// pipeline's script jobs).
+    /// environment.
     pub fn from_options(options: RegistryOptions) -> Result<Self> {
         let client = RegistryClient::from_env(options)?;
         Ok(Self {
@@ -248,7 +221,9 @@ impl Remote {
         Ok(())
     }
 
-    pub(super) async fn push_blob(
+    /// Puts one blob of `store` in `destination`'s repository: mounted
+    /// from `from` when the registry allows, else uploaded.
+    pub async fn push_blob(
         &self,
         destination: &ImageReference,
         store: &Store,
