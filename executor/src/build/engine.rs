@@ -36,7 +36,7 @@ use crate::image::digest::Digest;
 use crate::image::layer::Compression;
 use crate::image::store::Store;
 use crate::registry::{ImageReference, RegistryOptions, TransferOptions};
-use crate::rootfs::{LayerRef, Remote, SnapshotMode, StageRoot};
+use crate::rootfs::{BlockingRemote, ImageFetcher, LayerRef, Remote, SnapshotMode, StageRoot};
 use crate::sandbox::{self, Isolation};
 
 /// What a finished build produced.
@@ -84,6 +84,31 @@ pub fn remote(settings: &Settings) -> Result<Remote> {
 /// killed, its stages stop at their next instruction, and it returns
 /// [`BuildError::Interrupted`] after removing its scratch directories.
 pub fn build(settings: &Settings, runtime: &Handle, cancel: &CancellationToken) -> Result<Outcome> {
+    let registry = Arc::new(remote(settings)?);
+    let parts = Parts {
+        isolation: Box::new(sandbox::Namespaces),
+        images: Box::new(BlockingRemote::new(Arc::clone(&registry), runtime.clone())),
+        registry,
+    };
+    build_with(settings, runtime, cancel, parts)
+}
+
+/// What a build runs steps with and takes images from: namespaces and the
+/// registries for [`build`], fakes in tests.
+pub(super) struct Parts {
+    pub(super) isolation: Box<dyn Isolation>,
+    pub(super) images: Box<dyn ImageFetcher>,
+    /// Pushes, and the layer cache's registry repository.
+    pub(super) registry: Arc<Remote>,
+}
+
+/// [`build`] with these parts.
+pub(super) fn build_with(
+    settings: &Settings,
+    runtime: &Handle,
+    cancel: &CancellationToken,
+    parts: Parts,
+) -> Result<Outcome> {
     let started = Instant::now();
     let store = Store::open(&settings.cache_dir)?;
     let tmp = store.root().join("tmp");
@@ -132,14 +157,16 @@ pub fn build(settings: &Settings, runtime: &Handle, cancel: &CancellationToken) 
     if let Some(run) = first_run
         && settings.cache.is_none()
     {
-        sandbox::probe().map_err(|source| BuildError::Isolation {
-            file: file_name.clone(),
-            line: run.start.line,
-            source,
-        })?;
+        parts
+            .isolation
+            .available()
+            .map_err(|source| BuildError::Isolation {
+                file: file_name.clone(),
+                line: run.start.line,
+                source,
+            })?;
     }
     let privileged = rustix::process::geteuid().is_root();
-    let registry = remote(settings)?;
     let cache = match &settings.cache {
         Some(_) if settings.single_snapshot => {
             tracing::warn!(
@@ -159,14 +186,15 @@ pub fn build(settings: &Settings, runtime: &Handle, cancel: &CancellationToken) 
         plan: &plan,
         opts: &opts,
         work: work.path().to_path_buf(),
-        registry,
+        registry: parts.registry,
+        images: parts.images,
         runtime,
         file_name,
         image_roots: Mutex::new(BTreeMap::new()),
         failed: AtomicBool::new(false),
         mode: std::sync::OnceLock::new(),
         privileged,
-        isolation: Box::new(sandbox::Namespaces),
+        isolation: parts.isolation,
         cancel: cancel.clone(),
         steps: Mutex::new(Vec::new()),
         compression: if settings.zstd {
@@ -238,7 +266,9 @@ pub(super) struct Engine<'a> {
     pub(super) plan: &'a Plan,
     pub(super) opts: &'a Options,
     pub(super) work: PathBuf,
-    pub(super) registry: Remote,
+    pub(super) registry: Arc<Remote>,
+    /// Where base images and `--from` images come from.
+    pub(super) images: Box<dyn ImageFetcher>,
     pub(super) runtime: &'a Handle,
     pub(super) file_name: String,
     /// Root filesystems of images used by `COPY --from=<image>` and
@@ -420,8 +450,7 @@ impl Engine<'_> {
                 return Ok(Arc::clone(root));
             }
             // A stage taken from the cache: its root is made now.
-            self.runtime
-                .block_on(self.registry.ensure_layers(&stage.layers, &self.store))?;
+            self.images.ensure_layers(&stage.layers, &self.store)?;
             let made = Arc::new(self.stage_root(&format!("stage-{i}/root"), &stage.layers)?);
             *root = Some(Arc::clone(&made));
             return Ok(made);
@@ -436,11 +465,10 @@ impl Engine<'_> {
             return Ok(Arc::clone(root));
         }
         let reference = ImageReference::parse(from).map_err(|e| self.step_error(instruction, e))?;
-        let image = self.runtime.block_on(self.registry.fetch(
-            &reference,
-            &self.settings.platform,
-            &self.store,
-        ))?;
+        let image = self
+            .images
+            .resolve(&reference, &self.settings.platform, &self.store)?;
+        self.images.ensure_layers(&image.layers, &self.store)?;
         let name = format!("image-{}", roots.len());
         let root = Arc::new(self.stage_root(&name, &image.layers)?);
         roots.insert(from.to_string(), Arc::clone(&root));

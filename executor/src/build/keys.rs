@@ -216,11 +216,9 @@ impl Engine<'_> {
                 .map(|key| format!("stage:{key}")));
         }
         let reference = ImageReference::parse(from).map_err(|e| self.step_error(instruction, e))?;
-        let image = self.runtime.block_on(self.registry.resolve(
-            &reference,
-            &self.settings.platform,
-            &self.store,
-        ))?;
+        let image = self
+            .images
+            .resolve(&reference, &self.settings.platform, &self.store)?;
         Ok(Some(format!("image:{}", image.digest)))
     }
 

@@ -46,8 +46,7 @@ impl Engine<'_> {
             || self.settings.tar_path.is_some()
             || self.settings.oci_layout_path.is_some()
         {
-            self.runtime
-                .block_on(self.registry.ensure_layers(layers, &self.store))?;
+            self.images.ensure_layers(layers, &self.store)?;
         }
         let result = FinalImage { config, layers };
         let config_bytes = result

@@ -22,7 +22,6 @@ use crate::dockerfile::parser;
 use crate::dockerfile::plan::{Base, Scope};
 use crate::registry::ImageReference;
 use crate::rootfs::{LayerRef, StageRoot};
-use crate::sandbox;
 use executor_cache::{BaseRef, Key};
 
 /// One built stage. Its root stays mounted while a later stage may read
@@ -129,11 +128,7 @@ impl<'a> Engine<'a> {
             Base::Image(reference) => {
                 let reference = ImageReference::parse(reference)
                     .map_err(|e| self.step_error(&stage.from, e))?;
-                let image = self.runtime.block_on(self.registry.resolve(
-                    &reference,
-                    &platform,
-                    &self.store,
-                ))?;
+                let image = self.images.resolve(&reference, &platform, &self.store)?;
                 (
                     image.config,
                     image.layers,
@@ -171,11 +166,13 @@ impl<'a> Engine<'a> {
                 })?;
                 instruction.start = stage.from.start;
                 if matches!(instruction.kind, Kind::Run(_)) {
-                    sandbox::probe().map_err(|source| BuildError::Isolation {
-                        file: self.file_name.clone(),
-                        line: stage.from.start.line,
-                        source,
-                    })?;
+                    self.isolation
+                        .available()
+                        .map_err(|source| BuildError::Isolation {
+                            file: self.file_name.clone(),
+                            line: stage.from.start.line,
+                            source,
+                        })?;
                 }
                 instructions.push(instruction);
             }
@@ -429,13 +426,275 @@ impl<'a> Engine<'a> {
         if result.root.is_some() {
             return Ok(());
         }
-        self.runtime
-            .block_on(self.registry.ensure_layers(&result.layers, &self.store))?;
+        self.images.ensure_layers(&result.layers, &self.store)?;
         let mut root = self.stage_root(&format!("stage-{}/root", result.index), &result.layers)?;
         if self.settings.single_snapshot {
             root.before_run()?;
         }
         result.root = Some(root);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The order of cache hits and misses, through a fake isolation (it
+    //! records each RUN's command and writes a file for it into the root,
+    //! no namespace) and a fake image fetcher (no registry): full
+    //! snapshots, an OCI layout cache in a temp dir.
+
+    use std::collections::BTreeMap;
+    use std::fs;
+    use std::path::PathBuf;
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    use tokio_util::sync::CancellationToken;
+
+    use crate::build::engine::{Outcome, Parts, build_with};
+    use crate::build::{BuildError, CacheRepo, CacheSettings, Settings, SnapshotMode};
+    use crate::image::store::Store;
+    use crate::platform::Platform;
+    use crate::registry::{ImageReference, RegistryOptions};
+    use crate::rootfs::config::ImageConfig;
+    use crate::rootfs::{ImageError, ImageFetcher, ImageSource, LayerRef, Remote};
+    use crate::sandbox::{self, Isolation, KillSwitch, SandboxError, Spec, Status, Unavailable};
+
+    /// Records every command it runs, writes `/ran-N` into the root for the
+    /// Nth, and cancels `cancel_after` once it has run that many.
+    struct FakeIsolation {
+        commands: Arc<Mutex<Vec<String>>>,
+        cancel_after: Option<(usize, CancellationToken)>,
+    }
+
+    impl Isolation for FakeIsolation {
+        fn run(&self, spec: &Spec, _: &KillSwitch) -> Result<sandbox::Outcome, SandboxError> {
+            let mut commands = self.commands.lock().unwrap_or_else(PoisonError::into_inner);
+            commands.push(spec.args.last().cloned().unwrap_or_default());
+            let n = commands.len();
+            fs::write(spec.root.join(format!("ran-{n}")), format!("{n}\n")).unwrap();
+            if let Some((after, cancel)) = &self.cancel_after
+                && n == *after
+            {
+                cancel.cancel();
+            }
+            Ok(sandbox::Outcome {
+                status: Status::Exited(0),
+                stubs: Vec::new(),
+            })
+        }
+
+        fn available(&self) -> Result<(), Unavailable> {
+            Ok(())
+        }
+    }
+
+    /// Gives every reference an image with no layers, and counts calls.
+    #[derive(Default)]
+    struct FakeImages {
+        resolved: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl ImageFetcher for FakeImages {
+        fn resolve(
+            &self,
+            reference: &ImageReference,
+            platform: &Platform,
+            _: &Store,
+        ) -> Result<ImageSource, ImageError> {
+            self.resolved
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(reference.to_string());
+            Ok(ImageSource {
+                config: ImageConfig::scratch(platform),
+                layers: Vec::new(),
+                digest: format!("sha256:{}", "b".repeat(64)),
+            })
+        }
+
+        fn ensure_layers(&self, layers: &[LayerRef], _: &Store) -> Result<(), ImageError> {
+            assert!(layers.iter().all(|l| l.source.is_none()), "no base layer");
+            Ok(())
+        }
+    }
+
+    /// A project: its context, its store and its cache layout.
+    struct Bed {
+        dir: tempfile::TempDir,
+    }
+
+    impl Bed {
+        fn new(dockerfile: &str) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            fs::create_dir(dir.path().join("context")).unwrap();
+            let bed = Self { dir };
+            bed.write_dockerfile(dockerfile);
+            bed
+        }
+
+        fn write_dockerfile(&self, text: &str) {
+            fs::write(self.path("context/Dockerfile"), text).unwrap();
+        }
+
+        fn path(&self, rel: &str) -> PathBuf {
+            self.dir.path().join(rel)
+        }
+
+        fn settings(&self) -> Settings {
+            Settings {
+                context: self.path("context").display().to_string(),
+                context_sub_path: None,
+                dockerfile: PathBuf::from("Dockerfile"),
+                git: Vec::new(),
+                build_args: BTreeMap::new(),
+                target: None,
+                labels: Vec::new(),
+                destinations: Vec::new(),
+                push: false,
+                tar_path: None,
+                oci_layout_path: None,
+                digest_file: None,
+                image_name_with_digest_file: None,
+                image_name_tag_with_digest_file: None,
+                platform: Platform::host(),
+                zstd: false,
+                compression_level: None,
+                compression_threads: 1,
+                insecure_push: false,
+                insecure_pull: false,
+                insecure_registries: Vec::new(),
+                skip_tls_verify_push: false,
+                skip_tls_verify_pull: false,
+                skip_tls_verify_registries: Vec::new(),
+                registry_certificates: Vec::new(),
+                registry_mirrors: Vec::new(),
+                push_retry: 0,
+                image_download_retry: 0,
+                cache_dir: self.path("store"),
+                snapshot_mode: SnapshotMode::Full,
+                single_snapshot: false,
+                ignore_paths: Vec::new(),
+                secrets: Vec::new(),
+                ssh: Vec::new(),
+                source_date_epoch: None,
+                metrics_file: None,
+                cache: Some(CacheSettings {
+                    repo: Some(CacheRepo::Layout(self.path("cache"))),
+                    ttl: std::time::Duration::from_secs(3600),
+                    copy_layers: true,
+                    run_layers: true,
+                    push: true,
+                }),
+            }
+        }
+
+        /// Builds with fakes; returns the outcome and the commands run.
+        fn build(
+            &self,
+            cancel: &CancellationToken,
+            cancel_after: Option<usize>,
+        ) -> (Result<Outcome, BuildError>, Vec<String>) {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let commands = Arc::new(Mutex::new(Vec::new()));
+            let parts = Parts {
+                isolation: Box::new(FakeIsolation {
+                    commands: Arc::clone(&commands),
+                    cancel_after: cancel_after.map(|n| (n, cancel.clone())),
+                }),
+                images: Box::new(FakeImages::default()),
+                registry: Arc::new(Remote::from_options(RegistryOptions::default()).unwrap()),
+            };
+            let outcome = build_with(&self.settings(), runtime.handle(), cancel, parts);
+            let commands = commands
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            (outcome, commands)
+        }
+    }
+
+    fn five_runs(third: &str) -> String {
+        format!(
+            "FROM example.invalid/base:1\n\
+             RUN echo one\n\
+             RUN echo two\n\
+             RUN echo {third}\n\
+             RUN echo four\n\
+             RUN echo five\n"
+        )
+    }
+
+    fn cached(outcome: &Outcome) -> Vec<bool> {
+        outcome.metrics.steps.iter().map(|s| s.cached).collect()
+    }
+
+    #[test]
+    fn the_third_of_five_steps_missing_executes_it_and_the_rest_in_order() {
+        let bed = Bed::new(&five_runs("three"));
+        let cancel = CancellationToken::new();
+        let (first, ran) = bed.build(&cancel, None);
+        let first = first.unwrap();
+        assert_eq!(
+            ran,
+            [
+                "echo one",
+                "echo two",
+                "echo three",
+                "echo four",
+                "echo five"
+            ]
+        );
+        assert_eq!(cached(&first), [false; 5]);
+
+        let (again, ran) = bed.build(&cancel, None);
+        let again = again.unwrap();
+        assert!(ran.is_empty(), "every step hits, nothing runs: {ran:?}");
+        assert_eq!(cached(&again), [true; 5]);
+        assert_eq!(again.digest, first.digest);
+
+        bed.write_dockerfile(&five_runs("THREE"));
+        let (changed, ran) = bed.build(&cancel, None);
+        let changed = changed.unwrap();
+        assert_eq!(ran, ["echo THREE", "echo four", "echo five"]);
+        assert_eq!(cached(&changed), [true, true, false, false, false]);
+        assert_eq!(changed.metrics.steps_cached, 2);
+        assert_eq!(changed.metrics.steps_executed, 3);
+    }
+
+    #[test]
+    fn a_cancelled_build_stops_before_its_next_step() {
+        let bed = Bed::new(&five_runs("three"));
+        let cancel = CancellationToken::new();
+        let (outcome, ran) = bed.build(&cancel, Some(2));
+        assert!(
+            matches!(outcome, Err(BuildError::Interrupted)),
+            "{outcome:?}"
+        );
+        assert_eq!(ran, ["echo one", "echo two"]);
+        // The step running when the token was cancelled may have been
+        // killed: only the one before it is filed.
+        let (outcome, ran) = bed.build(&CancellationToken::new(), None);
+        assert_eq!(ran, ["echo two", "echo three", "echo four", "echo five"]);
+        assert_eq!(
+            cached(&outcome.unwrap()),
+            [true, false, false, false, false]
+        );
+    }
+
+    #[test]
+    fn a_token_cancelled_before_the_build_runs_nothing() {
+        let bed = Bed::new(&five_runs("three"));
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let (outcome, ran) = bed.build(&cancel, None);
+        assert!(
+            matches!(outcome, Err(BuildError::Interrupted)),
+            "{outcome:?}"
+        );
+        assert!(ran.is_empty(), "{ran:?}");
     }
 }

@@ -32,7 +32,7 @@ impl Engine<'_> {
     ) -> Result<()> {
         if self.cache.is_some() {
             self.probed
-                .get_or_init(sandbox::probe)
+                .get_or_init(|| self.isolation.available())
                 .clone()
                 .map_err(|source| BuildError::Isolation {
                     file: self.file_name.clone(),

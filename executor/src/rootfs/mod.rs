@@ -15,5 +15,5 @@ pub mod remote;
 mod root;
 
 pub use images::{ImageError, ImageSource, LayerRef};
-pub use remote::Remote;
+pub use remote::{BlockingRemote, ImageFetcher, Remote};
 pub use root::{Diff, RootError, SnapshotMode, StageRoot, extract_layers};

@@ -353,3 +353,51 @@ impl tokio::io::AsyncRead for CountingReader {
         polled
     }
 }
+
+/// Where images come from, for a caller that blocks (the build engine runs
+/// each stage on a thread of its own): [`Remote`] on a runtime
+/// ([`BlockingRemote`]), or a fake in tests.
+pub trait ImageFetcher: Send + Sync {
+    /// `reference` for `platform`: its manifest digest, config and layer
+    /// list, with the manifest and config stored but no layer downloaded.
+    fn resolve(
+        &self,
+        reference: &ImageReference,
+        platform: &Platform,
+        store: &Store,
+    ) -> Result<ImageSource>;
+
+    /// Makes sure every layer of `layers` is in `store`.
+    fn ensure_layers(&self, layers: &[LayerRef], store: &Store) -> Result<()>;
+}
+
+/// [`Remote`] as an [`ImageFetcher`]: each call runs on `runtime` and
+/// blocks the calling thread (so never call it from async code).
+pub struct BlockingRemote {
+    remote: Arc<Remote>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl BlockingRemote {
+    #[must_use]
+    pub fn new(remote: Arc<Remote>, runtime: tokio::runtime::Handle) -> Self {
+        Self { remote, runtime }
+    }
+}
+
+impl ImageFetcher for BlockingRemote {
+    fn resolve(
+        &self,
+        reference: &ImageReference,
+        platform: &Platform,
+        store: &Store,
+    ) -> Result<ImageSource> {
+        self.runtime
+            .block_on(self.remote.resolve(reference, platform, store))
+    }
+
+    fn ensure_layers(&self, layers: &[LayerRef], store: &Store) -> Result<()> {
+        self.runtime
+            .block_on(self.remote.ensure_layers(layers, store))
+    }
+}

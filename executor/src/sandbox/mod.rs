@@ -255,6 +255,11 @@ type Result<T, E = SandboxError> = std::result::Result<T, E>;
 pub trait Isolation: Send + Sync {
     /// Runs `spec` to its end, or until `kill` is killed.
     fn run(&self, spec: &Spec, kill: &KillSwitch) -> Result<Outcome>;
+
+    /// Whether this machine can run steps this way ([`probe`] by default).
+    fn available(&self) -> std::result::Result<(), Unavailable> {
+        probe()
+    }
 }
 
 /// Linux namespaces and `pivot_root` (the default).
