@@ -53,6 +53,23 @@ pub struct CacheSettings {
     pub push: bool,
 }
 
+/// Why the cache cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open the local cache in {}", dir.display())]
+    Local {
+        dir: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("cannot open the cache layout {}", path.display())]
+    Layout {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
 /// A cache repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheRepo {
@@ -133,16 +150,21 @@ fn unix_now() -> i64 {
 impl Cache {
     /// The cache as `settings` describe it, with its local entries in
     /// `store`. An OCI layout is created when missing.
-    pub fn open(settings: &CacheSettings, store: &Store) -> Result<Self, String> {
+    pub fn open(settings: &CacheSettings, store: &Store) -> Result<Self, OpenError> {
         let dir = store.root().join("cache-entries");
-        let local = LocalEntries::open(&dir)
-            .map_err(|e| format!("cannot open the local cache in {}: {e}", dir.display()))?;
+        let local = LocalEntries::open(&dir).map_err(|e| OpenError::Local {
+            dir: dir.clone(),
+            source: Box::new(e),
+        })?;
         let shared = match &settings.repo {
             None => None,
             Some(CacheRepo::Registry(reference)) => Some(Shared::Registry(reference.clone())),
             Some(CacheRepo::Layout(path)) => {
                 Some(Shared::Layout(Layout::open(path).map_err(|e| {
-                    format!("cannot open the cache layout {}: {e}", path.display())
+                    OpenError::Layout {
+                        path: path.clone(),
+                        source: Box::new(e),
+                    }
                 })?))
             }
         };

@@ -11,7 +11,7 @@ use std::path::Path;
 use super::add;
 use super::copy::{self, Source, TreeEntry};
 use super::engine::Engine;
-use super::error::{Result, io_at};
+use super::error::{Result, StepError, io_at};
 use super::stage::{Job, StageState};
 use crate::context::Context;
 use crate::dockerfile::instructions::{self, Add, CopyArgs, Instruction};
@@ -158,8 +158,14 @@ impl Engine<'_> {
                     ignore_paths: Vec::new(),
                 },
             )
-            .map_err(|e| {
-                self.step_error(instruction, format!("cannot extract {}: {e}", archive.rel))
+            .map_err(|source| {
+                self.step_error(
+                    instruction,
+                    StepError::Extract {
+                        archive: archive.rel.clone(),
+                        source,
+                    },
+                )
             })?;
             // --chown applies to what the archive held, as in BuildKit.
             if let Some((uid, gid)) = chown {
@@ -202,7 +208,7 @@ impl Engine<'_> {
             (a.checksum.as_deref(), a.keep_git_dir == Some(true))
         });
         add::fetch(url, checksum, keep_git_dir, dir, self.runtime)
-            .map_err(|e| self.step_error(instruction, add::render(&e)))
+            .map_err(|e| self.step_error(instruction, e))
     }
 
     /// Selected files of `ctx` as copy sources.

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::cache::Cache;
 use super::config::{self, ImageConfig};
-use super::error::{BuildError, Result, io_at};
+use super::error::{BuildError, Result, StepCause, io_at};
 use super::metrics::{Metrics, StepMetric};
 use super::settings::Settings;
 use super::stage::StageResult;
@@ -114,23 +114,17 @@ pub(super) fn build_with(
     let tmp = store.root().join("tmp");
     let work = ScratchDir::create(&tmp).map_err(io_at(&tmp))?;
 
-    let source: ContextSource = settings
-        .context
-        .parse()
-        .map_err(|e: context::SourceError| BuildError::Dockerfile(e.to_string()))?;
+    let source: ContextSource = settings.context.parse().map_err(BuildError::Source)?;
     let mut git = context::GitOptions::default();
     for option in &settings.git {
-        git.apply(option)
-            .map_err(|e| BuildError::Dockerfile(e.to_string()))?;
+        git.apply(option)?;
     }
     let context = Context::prepare(
         &source,
         &PrepareOptions {
             sub_path: settings.context_sub_path.as_ref().map(PathBuf::from),
             dockerfile: Some(settings.dockerfile.clone()),
-            git: git
-                .with_env()
-                .map_err(|e| BuildError::Dockerfile(e.to_string()))?,
+            git: git.with_env()?,
             scratch_dir: Some(work.path().to_path_buf()),
         },
     )?;
@@ -174,7 +168,7 @@ pub(super) fn build_with(
             );
             None
         }
-        Some(cache) => Some(Cache::open(cache, &store).map_err(BuildError::Cache)?),
+        Some(cache) => Some(Cache::open(cache, &store)?),
         None => None,
     };
     let engine = Engine {
@@ -377,16 +371,17 @@ impl Engine<'_> {
         }
     }
 
+    /// `instruction` failed because of `cause`.
     pub(super) fn step_error(
         &self,
         instruction: &Instruction,
-        message: impl std::fmt::Display,
+        cause: impl Into<StepCause>,
     ) -> BuildError {
         BuildError::Step {
             file: self.file_name.clone(),
             line: instruction.start.line,
             instruction: instruction.keyword().to_string(),
-            message: message.to_string(),
+            source: cause.into(),
         }
     }
 

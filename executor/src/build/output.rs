@@ -49,10 +49,7 @@ impl Engine<'_> {
             self.images.ensure_layers(layers, &self.store)?;
         }
         let result = FinalImage { config, layers };
-        let config_bytes = result
-            .config
-            .to_json()
-            .map_err(|e| BuildError::Dockerfile(format!("cannot encode the image config: {e}")))?;
+        let config_bytes = result.config.to_json().map_err(BuildError::EncodeConfig)?;
         let config_digest = self.store.put_bytes(&config_bytes)?;
         let config_descriptor = Descriptor::new(
             MediaType::ImageConfig,

@@ -52,6 +52,20 @@ pub enum RunError {
     SecretEnv { id: String, var: String },
     #[error("{0}")]
     Invalid(String),
+    #[error("--mount=type=bind: cannot read {source_path:?} {from}")]
+    BindSource {
+        source_path: String,
+        /// `of STAGE`, `of IMAGE` or `of the build context`.
+        from: String,
+        #[source]
+        source: MountCause,
+    },
+    #[error("--mount=type=bind: cannot copy the source {source_path:?}")]
+    BindCopy {
+        source_path: String,
+        #[source]
+        source: crate::image::diff::DiffError,
+    },
     #[error("{what} {}", path.display())]
     Io {
         what: &'static str,
@@ -66,6 +80,9 @@ pub enum RunError {
 }
 
 type Result<T, E = RunError> = std::result::Result<T, E>;
+
+/// Why the build could not give a bind mount its source.
+pub type MountCause = Box<dyn std::error::Error + Send + Sync>;
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RunError + 'a {
     move |source| RunError::Io {
@@ -201,13 +218,13 @@ pub struct Step<'a> {
     pub scratch: &'a Path,
     /// What `--mount=type=bind` without `from` binds for a `source` path:
     /// the context as COPY sees it.
-    pub context_source: &'a dyn Fn(&str) -> std::result::Result<PathBuf, String>,
+    pub context_source: &'a dyn Fn(&str) -> std::result::Result<PathBuf, MountCause>,
     /// The local store's directory (cache mounts live under it).
     pub store: &'a Path,
     pub secrets: &'a [Secret],
     pub ssh: &'a [SshAgent],
     /// The root filesystem of a stage or image named by a mount's `from`.
-    pub from_root: &'a dyn Fn(&str) -> std::result::Result<PathBuf, String>,
+    pub from_root: &'a dyn Fn(&str) -> std::result::Result<PathBuf, MountCause>,
 }
 
 /// Runs the step through `isolation` (killed when `kill` is); returns the
@@ -465,10 +482,20 @@ fn prepare_mount(
             let source_path = mount.source.as_deref().unwrap_or("/");
             let mut source = match &mount.from {
                 Some(from) => {
-                    let base = (step.from_root)(from).map_err(RunError::Invalid)?;
+                    let base = (step.from_root)(from).map_err(|source| RunError::BindSource {
+                        source_path: source_path.to_owned(),
+                        from: format!("of {from}"),
+                        source,
+                    })?;
                     copy::resolve_in_root(&base, source_path, true)
                 }
-                None => (step.context_source)(source_path).map_err(RunError::Invalid)?,
+                None => {
+                    (step.context_source)(source_path).map_err(|source| RunError::BindSource {
+                        source_path: source_path.to_owned(),
+                        from: "of the build context".to_owned(),
+                        source,
+                    })?
+                }
             };
             if fs::symlink_metadata(&source).is_err() {
                 return Err(RunError::Invalid(format!(
@@ -483,8 +510,11 @@ fn prepare_mount(
                 // Writes are allowed and thrown away: the process writes to
                 // a copy.
                 let copy = step.scratch.join(format!("bind-{n}"));
-                crate::image::diff::copy_tree(&source, &copy).map_err(|e| {
-                    RunError::Invalid(format!("cannot copy the bind source {source_path:?}: {e}"))
+                crate::image::diff::copy_tree(&source, &copy).map_err(|source| {
+                    RunError::BindCopy {
+                        source_path: source_path.to_owned(),
+                        source,
+                    }
                 })?;
                 source = copy;
             }

@@ -14,7 +14,7 @@ use super::cache::Hit;
 use super::config::{self, Applied, ImageConfig, StageFlags};
 use super::copy::Source;
 use super::engine::{Built, Engine, timestamp};
-use super::error::{BuildError, Result};
+use super::error::{BuildError, Result, StepError};
 use super::keys;
 use super::metrics::StepMetric;
 use crate::dockerfile::instructions::{self, Instruction, Kind};
@@ -158,11 +158,23 @@ impl<'a> Engine<'a> {
         let mut instructions = Vec::new();
         for trigger in std::mem::take(&mut config.config.on_build) {
             let parsed = parser::parse(&trigger).map_err(|e| {
-                self.step_error(&stage.from, format!("ONBUILD trigger {trigger:?}: {e}"))
+                self.step_error(
+                    &stage.from,
+                    StepError::Trigger {
+                        trigger: trigger.clone(),
+                        source: e.into(),
+                    },
+                )
             })?;
             for node in &parsed.nodes {
                 let mut instruction = instructions::parse_node(node, &parsed).map_err(|e| {
-                    self.step_error(&stage.from, format!("ONBUILD trigger {trigger:?}: {e}"))
+                    self.step_error(
+                        &stage.from,
+                        StepError::Trigger {
+                            trigger: trigger.clone(),
+                            source: e.into(),
+                        },
+                    )
                 })?;
                 instruction.start = stage.from.start;
                 if matches!(instruction.kind, Kind::Run(_)) {

@@ -42,14 +42,14 @@ impl Engine<'_> {
         }
         let scratch = self.new_dir(&format!("stage-{}/run", job.index))?;
         result.root().before_run()?;
-        let from_root = |from: &str| -> std::result::Result<PathBuf, String> {
-            self.source_root(job.built, from, instruction)
-                .map(|root| root.path().to_path_buf())
-                .map_err(|e| e.to_string())
+        let from_root = |from: &str| -> std::result::Result<PathBuf, run::MountCause> {
+            Ok(self
+                .source_root(job.built, from, instruction)?
+                .path()
+                .to_path_buf())
         };
-        let context_source = |source: &str| -> std::result::Result<PathBuf, String> {
-            self.context_view(source, &scratch, instruction)
-                .map_err(|e| e.to_string())
+        let context_source = |source: &str| -> std::result::Result<PathBuf, run::MountCause> {
+            Ok(self.context_view(source, &scratch, instruction)?)
         };
         let step = run::Step {
             run: r,

@@ -46,8 +46,10 @@ pub fn warm(
     let registry = remote(settings)?;
     let mut warmed = Vec::new();
     for image in images {
-        let reference = ImageReference::parse(image)
-            .map_err(|e| BuildError::Dockerfile(format!("invalid --image {image:?}: {e}")))?;
+        let reference = ImageReference::parse(image).map_err(|source| BuildError::WarmImage {
+            image: image.clone(),
+            source,
+        })?;
         let source = runtime.block_on(registry.fetch(&reference, &settings.platform, &store))?;
         // Overlay roots need root (the build falls back to copies without).
         let extract = rustix::process::geteuid().is_root();

@@ -17,6 +17,13 @@ pub enum ImageError {
     Digest { value: String },
     #[error("image {reference}: {message}")]
     Image { reference: String, message: String },
+    #[error("image {reference}: the image config {digest} is not valid")]
+    Config {
+        reference: String,
+        digest: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error(transparent)]
     Registry(#[from] crate::registry::Error),
     #[error(transparent)]

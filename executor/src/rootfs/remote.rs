@@ -73,13 +73,12 @@ impl Remote {
         let resolved = self.client.resolve(reference, platform).await?;
         store.put_bytes(&resolved.manifest_bytes)?;
         store.put_bytes(&resolved.config)?;
-        let config = ImageConfig::from_json(&resolved.config).map_err(|e| ImageError::Image {
-            reference: reference.to_string(),
-            message: format!(
-                "the image config {} is not valid: {e}",
-                resolved.config_digest
-            ),
-        })?;
+        let config =
+            ImageConfig::from_json(&resolved.config).map_err(|source| ImageError::Config {
+                reference: reference.to_string(),
+                digest: resolved.config_digest.to_string(),
+                source,
+            })?;
         if config.rootfs.diff_ids.len() != resolved.layers.len() {
             return Err(ImageError::Image {
                 reference: reference.to_string(),
