@@ -14,7 +14,7 @@ use super::cache::Hit;
 use super::config::{self, Applied, ImageConfig, StageFlags};
 use super::copy::Source;
 use super::engine::{Built, Engine, timestamp};
-use super::error::{BuildError, Result, StepError};
+use super::error::{BuildError, Result, StepCause, StepError};
 use super::keys;
 use super::metrics::StepMetric;
 use crate::dockerfile::instructions::{self, Instruction, Kind};
@@ -157,25 +157,19 @@ impl<'a> Engine<'a> {
         // ONBUILD triggers of the base run first, then are cleared.
         let mut instructions = Vec::new();
         for trigger in std::mem::take(&mut config.config.on_build) {
-            let parsed = parser::parse(&trigger).map_err(|e| {
+            let invalid = |source: StepCause| {
                 self.step_error(
                     &stage.from,
                     StepError::Trigger {
                         trigger: trigger.clone(),
-                        source: e.into(),
+                        source,
                     },
                 )
-            })?;
+            };
+            let parsed = parser::parse(&trigger).map_err(|e| invalid(e.into()))?;
             for node in &parsed.nodes {
-                let mut instruction = instructions::parse_node(node, &parsed).map_err(|e| {
-                    self.step_error(
-                        &stage.from,
-                        StepError::Trigger {
-                            trigger: trigger.clone(),
-                            source: e.into(),
-                        },
-                    )
-                })?;
+                let mut instruction =
+                    instructions::parse_node(node, &parsed).map_err(|e| invalid(e.into()))?;
                 instruction.start = stage.from.start;
                 if matches!(instruction.kind, Kind::Run(_)) {
                     self.isolation

@@ -576,17 +576,10 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<std::process::ExitCode> {
     let signals = runtime.spawn({
         let cancel = cancel.clone();
         async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
+            let Some(mut signals) = super::signals::StopSignals::new() else {
                 return;
             };
-            let name = tokio::select! {
-                _ = int.recv() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            };
+            let name = signals.next().await;
             tracing::warn!("{name}: stopping the build");
             cancel.cancel();
         }

@@ -8,6 +8,7 @@ mod logging;
 mod logs;
 mod run;
 mod schema;
+mod signals;
 mod validate;
 
 use std::process::ExitCode;

@@ -150,25 +150,15 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let signals = runtime.spawn(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
+        let Some(mut signals) = super::signals::StopSignals::new() else {
             return;
         };
-        let name = tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        };
+        let name = signals.next().await;
         tracing::warn!("{name}: stopping the run (again to quit at once)");
         run::interrupt();
         // A second signal: something hangs (a pull, a job ignoring
         // SIGTERM); quit now, killing what is left.
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
+        signals.next().await;
         tracing::warn!("stopping at once");
         run::interrupt();
         std::process::exit(130);
