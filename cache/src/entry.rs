@@ -240,7 +240,7 @@ impl Entry {
             config: entry_blob,
             layers: self.layer.iter().map(BlobRef::from).collect(),
             annotations: Annotations {
-                created: rfc3339(self.written),
+                created: crate::time::rfc3339(self.written),
             },
         };
         serde_json::to_vec(&manifest).expect("a manifest has only string map keys")
@@ -339,29 +339,6 @@ pub(crate) fn error_chain(err: &dyn Error) -> String {
         source = err.source();
     }
     out
-}
-
-/// `secs` since the Unix epoch in RFC 3339, UTC (`2025-11-30T05:20:00Z`),
-/// by Howard Hinnant's `civil_from_days`. Never panics; years past 9999
-/// come out with more digits.
-fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let time = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        time / 3600,
-        time % 3600 / 60,
-        time % 60
-    )
 }
 
 #[cfg(test)]
@@ -677,17 +654,5 @@ mod tests {
         };
         assert!(!new.is_expired(i64::MAX, Duration::MAX));
         assert!(!new.is_expired(i64::MAX, Duration::ZERO));
-    }
-
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_764_480_000), "2025-11-30T05:20:00Z");
-        assert_eq!(rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
-        // Out of range for RFC 3339, but no panic.
-        let _ = rfc3339(i64::MIN);
-        let _ = rfc3339(i64::MAX);
     }
 }

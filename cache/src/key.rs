@@ -21,7 +21,7 @@ use sha2::{Digest as _, Sha256};
 
 /// The first bytes of every key's encoding; bump it when the encoding of
 /// any step changes, so that old cache entries become misses.
-pub const VERSION: &str = "executor-cache-key/2";
+pub const VERSION: &str = "executor-cache-key/3";
 
 /// A digest string that is not `sha256:` and 64 lower-case hex digits.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -139,7 +139,8 @@ impl Key {
     }
 }
 
-/// The content hash of a set of files (see [`crate::TreeHasher`]).
+/// The content hash of a set of files (see [`crate::TreeHasher`] and
+/// [`crate::selection_hash`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TreeHash([u8; 32]);
 
@@ -818,7 +819,7 @@ mod tests {
         });
         assert_eq!(
             key(None, &step).to_string(),
-            "sha256:7bec5c1286b34207e9439620c7a1dad6ab01901c435a5b655e94314198596473"
+            "sha256:74eec925ee84b502e79c66c939c96bf4091b20ae73e272e4f9f7d222ae3eed14"
         );
     }
 

@@ -1,84 +1,37 @@
-//! An OCI image layout as a cache store (`--cache-repo oci:PATH`): the
-//! `oci-layout` file, `index.json` and `blobs/sha256/`, as the OCI
-//! image-spec lays them out.
+//! The cache's entry store in an OCI image layout (`--cache-repo
+//! oci:PATH`), on the layout that [`crate::oci_layout`] reads and writes.
 //!
 //! An entry is an OCI manifest ([`Entry::manifest`]) listed in `index.json`
 //! under the ref name (`org.opencontainers.image.ref.name`) [`Key::tag`];
-//! its config blob is the entry JSON, its layers the step's layer. Blobs
-//! are written to a temporary file in their own directory and renamed into
-//! place; `index.json` is rewritten the same way, and only under an
-//! exclusive `flock` on `index.json.lock`, so several builds, threads or
-//! processes, can share one layout: writers racing on a key write the same
+//! its config blob is the entry JSON, its layers the step's layer. The
+//! layout's own rules (blobs checked before they appear, `index.json`
+//! changed only under its lock) make one layout safe to share between
+//! builds, threads and processes: writers racing on a key write the same
 //! content and one descriptor stays. A lookup never fails: whatever it
-//! cannot use is [`Lookup::Invalid`]. This module never deletes a blob (a
-//! replaced manifest stays, unreferenced), and knows nothing of registries.
+//! cannot use is [`Lookup::Invalid`]. This module never deletes a blob it
+//! can read (a replaced manifest stays, unreferenced), and knows nothing of
+//! registries.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sha2::{Digest as _, Sha256};
 
 use crate::entry::{
-    BlobRef, ENTRY_MEDIA_TYPE, Entry, EntryError, EntryLayer, Lookup, OCI_MANIFEST, check,
-    error_chain, parse_manifest,
+    BlobRef, ENTRY_MEDIA_TYPE, Entry, EntryError, Lookup, OCI_MANIFEST, check, error_chain,
+    parse_manifest,
 };
 use crate::key::{Key, check_digest};
-
-/// Content of the `oci-layout` file.
-const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
-const COPY_BUFFER: usize = 1 << 20;
+use crate::oci_layout::{ANNOTATION_REF_NAME, Index, LayoutError, OciLayout};
 
 /// A store that cannot be opened or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot create {path}")]
-    Create {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot read {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot write {path}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot lock {path}")]
-    Lock {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot parse {path} as an OCI {what}")]
-    Json {
-        path: PathBuf,
-        /// `layout file` or `image index`.
-        what: &'static str,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error(
-        "{path} has image layout version {version:?}, expected \"1.0.0\"\nhint: give the cache a directory of its own"
-    )]
-    LayoutVersion { path: PathBuf, version: String },
-    #[error("{path} has schemaVersion {found}, expected 2")]
-    IndexVersion { path: PathBuf, found: u64 },
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
     #[error("cannot write the cache entry for {key}")]
     Entry {
         key: Key,
@@ -89,18 +42,6 @@ pub enum StoreError {
     NoLayerFile { key: Key },
     #[error("the cache entry for {key} has no layer, but the layer file {path} was given")]
     NoLayer { key: Key, path: PathBuf },
-    #[error("layer file {path} hashes to {actual}, the cache entry says {expected}")]
-    LayerDigest {
-        path: PathBuf,
-        expected: String,
-        actual: String,
-    },
-    #[error("layer file {path} has {actual} bytes, the cache entry says {expected}")]
-    LayerSize {
-        path: PathBuf,
-        expected: u64,
-        actual: u64,
-    },
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -108,20 +49,7 @@ type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// An OCI image layout holding cache entries (`--cache-repo oci:PATH`).
 #[derive(Debug, Clone)]
 pub struct Layout {
-    dir: PathBuf,
-}
-
-/// `index.json`: what this module reads and changes, the rest kept as is.
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Index {
-    schema_version: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    media_type: Option<String>,
-    #[serde(default)]
-    manifests: Vec<Descriptor>,
-    #[serde(flatten)]
-    other: Map<String, Value>,
+    layout: OciLayout,
 }
 
 /// A descriptor of `index.json`, its unknown fields kept as they are.
@@ -148,37 +76,12 @@ impl Descriptor {
 }
 
 impl Layout {
-    /// Opens the layout at `dir`, creating the directory, `oci-layout`,
-    /// `index.json` and `blobs/sha256/` where missing; an existing
-    /// `oci-layout` must say version 1.0.0 and an existing `index.json`
-    /// must be an image index.
+    /// Opens the layout at `dir`, creating it where missing
+    /// ([`OciLayout::open`]).
     pub fn open(dir: &Path) -> Result<Layout> {
-        let blobs = dir.join("blobs").join("sha256");
-        fs::create_dir_all(&blobs).map_err(|source| StoreError::Create {
-            path: blobs.clone(),
-            source,
-        })?;
-        let layout = Layout {
-            dir: dir.to_owned(),
-        };
-        layout.check_version()?;
-        let index = layout.index_path();
-        if index.exists() {
-            layout.read_index()?;
-        } else {
-            // Under the lock: another process may be creating it and
-            // putting an entry in it right now.
-            let _lock = layout.lock_index()?;
-            if !index.exists() {
-                layout.write_index(&Index {
-                    schema_version: 2,
-                    media_type: Some(OCI_INDEX.to_owned()),
-                    manifests: Vec::new(),
-                    other: Map::new(),
-                })?;
-            }
-        }
-        Ok(layout)
+        Ok(Layout {
+            layout: OciLayout::open(dir)?,
+        })
     }
 
     /// Looks `key` up: [`Lookup::Miss`] when `index.json` has no manifest
@@ -194,11 +97,7 @@ impl Layout {
     /// `blobs/<alg>/<hex>`. The digest is not checked: give one that was.
     #[must_use]
     pub fn blob_path(&self, digest: &str) -> PathBuf {
-        let blobs = self.dir.join("blobs");
-        match digest.split_once(':') {
-            Some((algorithm, hex)) => blobs.join(algorithm).join(hex),
-            None => blobs.join(digest),
-        }
+        self.layout.blob_path(digest)
     }
 
     /// Files `entry`: writes the layer blob (from `layer_blob`, which the
@@ -216,7 +115,10 @@ impl Layout {
         // What is written must read back (digests, config).
         Entry::from_json(&entry_json).map_err(|source| StoreError::Entry { key, source })?;
         match (&entry.layer, layer_blob) {
-            (Some(layer), Some(path)) => self.put_layer(layer, path, allow_link)?,
+            (Some(layer), Some(path)) => {
+                self.layout
+                    .put_blob_file(path, &layer.digest, layer.size, allow_link)?;
+            }
             (None, None) => {}
             (Some(_), None) => return Err(StoreError::NoLayerFile { key }),
             (None, Some(path)) => {
@@ -228,48 +130,45 @@ impl Layout {
         }
         let entry_blob = BlobRef {
             media_type: ENTRY_MEDIA_TYPE.to_owned(),
-            digest: sha256_digest(&entry_json),
+            digest: self.layout.put_blob(&entry_json)?,
             size: entry_json.len() as u64,
         };
-        self.put_blob(&entry_blob.digest, &entry_json)?;
         let manifest = entry.manifest(&entry_blob);
-        let manifest_digest = sha256_digest(&manifest);
-        self.put_blob(&manifest_digest, &manifest)?;
+        let manifest_digest = self.layout.put_blob(&manifest)?;
 
         let tag = key.tag();
-        let _lock = self.lock_index()?;
-        let mut index = self.read_index()?;
-        index.manifests.retain(|d| d.ref_name() != Some(&tag));
-        index.manifests.push(Descriptor {
-            media_type: OCI_MANIFEST.to_owned(),
-            digest: manifest_digest,
-            size: manifest.len() as u64,
-            artifact_type: Some(ENTRY_MEDIA_TYPE.to_owned()),
-            annotations: BTreeMap::from([(ANNOTATION_REF_NAME.to_owned(), tag)]),
-            other: Map::new(),
-        });
-        self.write_index(&index)
+        self.layout.update_index(|index: &mut Index<Descriptor>| {
+            index.manifests.retain(|d| d.ref_name() != Some(&tag));
+            index.manifests.push(Descriptor {
+                media_type: OCI_MANIFEST.to_owned(),
+                digest: manifest_digest,
+                size: manifest.len() as u64,
+                artifact_type: Some(ENTRY_MEDIA_TYPE.to_owned()),
+                annotations: BTreeMap::from([(ANNOTATION_REF_NAME.to_owned(), tag)]),
+                other: Map::new(),
+            });
+        })?;
+        Ok(())
     }
 
     fn lookup(&self, key: &Key, now: i64, ttl: Duration) -> Result<Lookup, String> {
-        let index = self.read_index().map_err(|e| error_chain(&e))?;
+        let index: Index<Descriptor> = self.layout.read_index().map_err(|e| error_chain(&e))?;
         let tag = key.tag();
         let Some(descriptor) = index.manifests.iter().find(|d| d.ref_name() == Some(&tag)) else {
             return Ok(Lookup::Miss);
         };
+        let dir = self.layout.dir().display();
         if descriptor.media_type != OCI_MANIFEST {
             return Err(format!(
-                "{} lists {tag} with media type {:?}, expected {OCI_MANIFEST}",
-                self.index_path().display(),
+                "{dir}/index.json lists {tag} with media type {:?}, expected {OCI_MANIFEST}",
                 descriptor.media_type
             ));
         }
         let manifest = self.read_blob("manifest", &descriptor.digest, descriptor.size)?;
         let (entry_blob, layers) = parse_manifest(&manifest).map_err(|e| {
             format!(
-                "manifest {} in {}: {}",
+                "manifest {} in {dir}: {}",
                 descriptor.digest,
-                self.dir.display(),
                 error_chain(&e)
             )
         })?;
@@ -285,9 +184,8 @@ impl Layout {
         let expected: Vec<BlobRef> = entry.layer.iter().map(BlobRef::from).collect();
         if layers != expected {
             return Err(format!(
-                "manifest {} in {} lists other layers than its entry",
+                "manifest {} in {dir} lists other layers than its entry",
                 descriptor.digest,
-                self.dir.display()
             ));
         }
         for layer in &layers {
@@ -311,258 +209,13 @@ impl Layout {
     }
 
     /// The blob `digest` of `size` bytes, checked; `what` names it in the
-    /// error.
+    /// reason it cannot be used.
     fn read_blob(&self, what: &str, digest: &str, size: u64) -> Result<Vec<u8>, String> {
-        check_digest(digest).map_err(|e| format!("{what} blob: {e}"))?;
-        let path = self.blob_path(digest);
-        let mut data = Vec::new();
-        File::open(&path)
-            .and_then(|file| file.take(size.saturating_add(1)).read_to_end(&mut data))
-            .map_err(|e| format!("cannot read {what} blob {}: {e}", path.display()))?;
-        if data.len() as u64 != size {
-            return Err(format!(
-                "{what} blob {} is not {size} bytes long",
-                path.display()
-            ));
-        }
-        let actual = sha256_digest(&data);
-        if actual != digest {
-            return Err(format!("{what} blob {} hashes to {actual}", path.display()));
-        }
-        Ok(data)
+        check_digest(digest).map_err(|e| format!("{what}: {e}"))?;
+        self.layout
+            .read_blob(digest, Some(size))
+            .map_err(|e| format!("{what}: {}", error_chain(&e)))
     }
-
-    /// Writes the blob `digest` holding `data`, unless it is present.
-    fn put_blob(&self, digest: &str, data: &[u8]) -> Result<()> {
-        let path = self.blob_path(digest);
-        if fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == data.len() as u64) {
-            return Ok(());
-        }
-        write_atomic(&path, data)
-    }
-
-    /// Writes the layer blob from the file `src`, unless it is present.
-    fn put_layer(&self, layer: &EntryLayer, src: &Path, allow_link: bool) -> Result<()> {
-        let dst = self.blob_path(&layer.digest);
-        if fs::metadata(&dst).is_ok_and(|m| m.is_file() && m.len() == layer.size) {
-            return Ok(());
-        }
-        let dir = dst.parent().unwrap_or(&self.dir);
-        if allow_link {
-            // A unique temporary name: threads of one process link too.
-            static LINKS: AtomicU64 = AtomicU64::new(0);
-            let tmp = dir.join(format!(
-                ".{}.link-{}-{}",
-                layer.digest.trim_start_matches("sha256:"),
-                std::process::id(),
-                LINKS.fetch_add(1, Ordering::Relaxed)
-            ));
-            if fs::hard_link(src, &tmp).is_ok() {
-                let result = verify_layer(&tmp, src, layer).and_then(|()| {
-                    fs::rename(&tmp, &dst).map_err(|source| StoreError::Write {
-                        path: dst.clone(),
-                        source,
-                    })
-                });
-                if result.is_err() {
-                    let _ = fs::remove_file(&tmp);
-                }
-                return result;
-            }
-            // Another file system, or not allowed to link: copy it.
-        }
-        let mut tmp = temp_file(&dst)?;
-        let (digest, size) = copy_hashed(src, tmp.as_file_mut(), &dst)?;
-        check_layer(src, layer, &digest, size)?;
-        finish(tmp, &dst)
-    }
-
-    fn index_path(&self) -> PathBuf {
-        self.dir.join("index.json")
-    }
-
-    fn check_version(&self) -> Result<()> {
-        #[derive(Deserialize)]
-        struct OciLayout {
-            #[serde(rename = "imageLayoutVersion")]
-            version: String,
-        }
-        let path = self.dir.join("oci-layout");
-        match fs::read(&path) {
-            Ok(data) => {
-                let layout: OciLayout =
-                    serde_json::from_slice(&data).map_err(|source| StoreError::Json {
-                        path: path.clone(),
-                        what: "layout file",
-                        source,
-                    })?;
-                if layout.version == "1.0.0" {
-                    Ok(())
-                } else {
-                    Err(StoreError::LayoutVersion {
-                        path,
-                        version: layout.version,
-                    })
-                }
-            }
-            // Racing writers write the same bytes.
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                write_atomic(&path, OCI_LAYOUT.as_bytes())
-            }
-            Err(source) => Err(StoreError::Read { path, source }),
-        }
-    }
-
-    fn read_index(&self) -> Result<Index> {
-        let path = self.index_path();
-        let data = fs::read(&path).map_err(|source| StoreError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let index: Index = serde_json::from_slice(&data).map_err(|source| StoreError::Json {
-            path: path.clone(),
-            what: "image index",
-            source,
-        })?;
-        if index.schema_version != 2 {
-            return Err(StoreError::IndexVersion {
-                path,
-                found: index.schema_version,
-            });
-        }
-        Ok(index)
-    }
-
-    /// Writes `index.json` through a temporary file and a rename; the
-    /// caller holds the lock, or is creating the file.
-    fn write_index(&self, index: &Index) -> Result<()> {
-        let path = self.index_path();
-        let mut data = serde_json::to_vec_pretty(index).map_err(|source| StoreError::Json {
-            path: path.clone(),
-            what: "image index",
-            source,
-        })?;
-        data.push(b'\n');
-        write_atomic(&path, &data)
-    }
-
-    /// Holds an exclusive `flock` on `index.json.lock` until dropped.
-    /// `flock` locks belong to the open file description, so two threads of
-    /// one process exclude each other as two processes do.
-    fn lock_index(&self) -> Result<File> {
-        let path = self.dir.join("index.json.lock");
-        let lock_err = |source| StoreError::Lock {
-            path: path.clone(),
-            source,
-        };
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(lock_err)?;
-        rustix::fs::flock(&file, FlockOperation::LockExclusive).map_err(|e| lock_err(e.into()))?;
-        Ok(file)
-    }
-}
-
-/// Checks the layer file at `path` (a link to `src`) against `layer`.
-fn verify_layer(path: &Path, src: &Path, layer: &EntryLayer) -> Result<()> {
-    let (digest, size) = copy_hashed(path, &mut io::sink(), path)?;
-    check_layer(src, layer, &digest, size)
-}
-
-fn check_layer(src: &Path, layer: &EntryLayer, digest: &str, size: u64) -> Result<()> {
-    if size != layer.size {
-        return Err(StoreError::LayerSize {
-            path: src.to_owned(),
-            expected: layer.size,
-            actual: size,
-        });
-    }
-    if digest != layer.digest {
-        return Err(StoreError::LayerDigest {
-            path: src.to_owned(),
-            expected: layer.digest.clone(),
-            actual: digest.to_owned(),
-        });
-    }
-    Ok(())
-}
-
-/// Streams the file `src` into `dst` (the file at `dst_path`), returning
-/// the sha256 digest and size of what passed.
-fn copy_hashed(src: &Path, dst: &mut dyn Write, dst_path: &Path) -> Result<(String, u64)> {
-    let read_err = |source| StoreError::Read {
-        path: src.to_owned(),
-        source,
-    };
-    let mut file = File::open(src).map_err(read_err)?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    let mut buf = vec![0u8; COPY_BUFFER];
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(read_err(e)),
-        };
-        hasher.update(&buf[..n]);
-        dst.write_all(&buf[..n])
-            .map_err(|source| StoreError::Write {
-                path: dst_path.to_owned(),
-                source,
-            })?;
-        size += n as u64;
-    }
-    Ok((format!("sha256:{}", hex::encode(hasher.finalize())), size))
-}
-
-/// The digest of `bytes`, `sha256:<64 hex>`.
-fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
-/// Writes `path` through a temporary file beside it and a rename, so a
-/// reader sees the old content or the new, never part of it.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let mut tmp = temp_file(path)?;
-    tmp.write_all(data).map_err(|source| StoreError::Write {
-        path: path.to_owned(),
-        source,
-    })?;
-    finish(tmp, path)
-}
-
-/// A temporary file in `path`'s directory, named after it.
-fn temp_file(path: &Path) -> Result<tempfile::NamedTempFile> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .tempfile_in(dir)
-        .map_err(|source| StoreError::Write {
-            path: path.to_owned(),
-            source,
-        })
-}
-
-/// Syncs a written temporary file, makes it world-readable (a cache may be
-/// shared) and renames it to `path`.
-fn finish(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
-    let write_err = |source| StoreError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    let file = tmp.as_file();
-    file.sync_data().map_err(write_err)?;
-    file.set_permissions(fs::Permissions::from_mode(0o644))
-        .map_err(write_err)?;
-    tmp.persist(path).map_err(|e| write_err(e.error))?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -576,6 +229,16 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use sha2::{Digest as _, Sha256};
+
+    use crate::entry::EntryLayer;
+
+    /// Size of the buffer blobs are copied through.
+    const COPY_BUFFER: usize = 1 << 20;
+
+    fn sha256_digest(bytes: &[u8]) -> String {
+        format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    }
 
     const NOW: i64 = 1_764_480_000;
     const TTL: Duration = Duration::from_secs(3600);
@@ -676,27 +339,29 @@ mod tests {
             digest: sha256_digest(entry_json),
             size: entry_json.len() as u64,
         };
-        layout.put_blob(&entry_blob.digest, entry_json).unwrap();
+        layout.layout.put_blob(entry_json).unwrap();
         let manifest = entry(key(0), layer).manifest(&entry_blob);
-        let digest = sha256_digest(&manifest);
-        layout.put_blob(&digest, &manifest).unwrap();
-        let mut index = layout.read_index().unwrap();
-        index.manifests.retain(|d| d.ref_name() != Some(tag));
-        index.manifests.push(Descriptor {
-            media_type: OCI_MANIFEST.into(),
-            digest,
-            size: manifest.len() as u64,
-            artifact_type: None,
-            annotations: BTreeMap::from([(ANNOTATION_REF_NAME.into(), tag.into())]),
-            other: Map::new(),
-        });
-        layout.write_index(&index).unwrap();
+        let digest = layout.layout.put_blob(&manifest).unwrap();
+        layout
+            .layout
+            .update_index(|index: &mut Index<Descriptor>| {
+                index.manifests.retain(|d| d.ref_name() != Some(tag));
+                index.manifests.push(Descriptor {
+                    media_type: OCI_MANIFEST.into(),
+                    digest,
+                    size: manifest.len() as u64,
+                    artifact_type: None,
+                    annotations: BTreeMap::from([(ANNOTATION_REF_NAME.into(), tag.into())]),
+                    other: Map::new(),
+                });
+            })
+            .unwrap();
         layout.blob_path(&entry_blob.digest)
     }
 
     /// The path of `key`'s manifest blob.
     fn manifest_path(layout: &Layout, key: &Key) -> PathBuf {
-        let index = layout.read_index().unwrap();
+        let index: Index<Descriptor> = layout.layout.read_index().unwrap();
         let tag = key.tag();
         let descriptor = index
             .manifests
@@ -714,7 +379,7 @@ mod tests {
         assert!(assert_valid_layout(&dir).is_empty());
         assert_eq!(
             fs::read_to_string(dir.join("index.json")).unwrap(),
-            "{\n  \"schemaVersion\": 2,\n  \"mediaType\": \"application/vnd.oci.image.index.v1+json\",\n  \"manifests\": []\n}\n"
+            "{\n  \"manifests\": [],\n  \"mediaType\": \"application/vnd.oci.image.index.v1+json\",\n  \"schemaVersion\": 2\n}\n"
         );
         Layout::open(&dir).unwrap();
 
@@ -723,11 +388,11 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "{} has image layout version \"2.0.0\", expected \"1.0.0\"\nhint: give the cache a directory of its own",
+                "{} has image layout version \"2.0.0\", expected \"1.0.0\"\nhint: use a directory of its own for this layout",
                 dir.join("oci-layout").display()
             )
         );
-        fs::write(dir.join("oci-layout"), OCI_LAYOUT).unwrap();
+        fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
         fs::write(dir.join("index.json"), "{").unwrap();
         let err = Layout::open(&dir).unwrap_err();
         assert_eq!(
@@ -740,20 +405,31 @@ mod tests {
         fs::write(dir.join("index.json"), r#"{"schemaVersion":3}"#).unwrap();
         assert!(matches!(
             Layout::open(&dir),
-            Err(StoreError::IndexVersion { found: 3, .. })
+            Err(StoreError::Layout(LayoutError::IndexVersion {
+                found: 3,
+                ..
+            }))
         ));
+    }
+
+    /// A layout at `tmp/layout` holding two entries, `key(1)` with a
+    /// layer (from `tmp/layer.tar.gz`) and `key(2)` without.
+    fn two_entries(tmp: &Path) -> (PathBuf, Layout, Entry, Entry) {
+        let dir = tmp.join("layout");
+        let layout = Layout::open(&dir).unwrap();
+        let src = tmp.join("layer.tar.gz");
+        let with_layer = entry(key(1), Some(layer_file(&src, b"a layer")));
+        let without = entry(key(2), None);
+        layout.put(&with_layer, Some(&src)).unwrap();
+        layout.put(&without, None).unwrap();
+        (dir, layout, with_layer, without)
     }
 
     #[test]
     fn put_then_get() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("layout");
-        let layout = Layout::open(&dir).unwrap();
+        let (dir, layout, with_layer, without) = two_entries(tmp.path());
         let src = tmp.path().join("layer.tar.gz");
-        let with_layer = entry(key(1), Some(layer_file(&src, b"a layer")));
-        let without = entry(key(2), None);
-        layout.put(&with_layer, Some(&src)).unwrap();
-        layout.put(&without, None).unwrap();
 
         assert_eq!(
             layout.get(&key(1), NOW, TTL),
@@ -805,8 +481,8 @@ mod tests {
         // Another tool's image, with fields this module does not know.
         let other_manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
         let other_digest = sha256_digest(other_manifest);
-        layout.put_blob(&other_digest, other_manifest).unwrap();
-        layout.put_blob(&sha256_digest(b"{}"), b"{}").unwrap();
+        layout.layout.put_blob(other_manifest).unwrap();
+        layout.layout.put_blob(b"{}").unwrap();
         let other = json!({
             "mediaType": OCI_MANIFEST,
             "digest": other_digest,
@@ -882,7 +558,7 @@ mod tests {
             assert_eq!(
                 err.to_string(),
                 format!(
-                    "layer file {} hashes to {}, the cache entry says {}",
+                    "{} hashes to {}, expected {}",
                     src.display(),
                     sha256_digest(b"b layer"),
                     layer.digest
@@ -894,11 +570,11 @@ mod tests {
                 .unwrap_err();
             assert!(matches!(
                 err,
-                StoreError::LayerSize {
+                StoreError::Layout(LayoutError::SourceSize {
                     expected: 7,
                     actual: 14,
                     ..
-                }
+                })
             ));
         }
         // Nothing was filed, and nothing is left behind.
@@ -975,12 +651,13 @@ mod tests {
         assert_eq!(
             get(),
             format!(
-                "entry blob {} hashes to {}",
+                "entry: blob {} at {} is corrupt (its content hashes to {}); it was removed",
+                sha256_digest(&entry_json),
                 entry_blob.display(),
                 sha256_digest(&corrupt)
             )
         );
-        fs::remove_file(&entry_blob).unwrap();
+        assert!(!entry_blob.exists());
 
         // The manifest blob: missing, truncated, not a cache manifest.
         put();
@@ -990,16 +667,21 @@ mod tests {
         assert_eq!(
             get(),
             format!(
-                "manifest blob {} is not {} bytes long",
+                "manifest: blob {} has {} bytes, expected {}",
                 manifest.display(),
+                manifest_json.len() - 1,
                 manifest_json.len()
             )
         );
         fs::remove_file(&manifest).unwrap();
-        assert!(get().starts_with(&format!(
-            "cannot read manifest blob {}: ",
-            manifest.display()
-        )));
+        assert_eq!(
+            get(),
+            format!(
+                "manifest: blob sha256:{} is not in the OCI layout at {}",
+                manifest.file_name().unwrap().to_str().unwrap(),
+                dir.display()
+            )
+        );
 
         // The entry JSON itself: not JSON, another version, a bad digest,
         // another key's entry.
@@ -1056,27 +738,17 @@ mod tests {
     #[test]
     fn skopeo_copies_entries() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("layout");
-        let layout = Layout::open(&dir).unwrap();
-        let src = tmp.path().join("layer.tar.gz");
-        let with_layer = entry(key(1), Some(layer_file(&src, b"a layer")));
-        let without = entry(key(2), None);
-        layout.put(&with_layer, Some(&src)).unwrap();
-        layout.put(&without, None).unwrap();
-
+        let (dir, layout, with_layer, without) = two_entries(tmp.path());
         let copy_dir = tmp.path().join("copy");
         for key in [key(1), key(2)] {
             let from = format!("oci:{}:{}", dir.display(), key.tag());
             let to = format!("oci:{}:{}", copy_dir.display(), key.tag());
-            let out = Command::new("skopeo")
+            // skopeo's own complaint, if any, goes to the test's stderr.
+            let status = Command::new("skopeo")
                 .args(["copy", "--quiet", &from, &to])
-                .output()
+                .status()
                 .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(status.success(), "skopeo copy {from} {to}: {status}");
         }
         let copy = Layout::open(&copy_dir).unwrap();
         assert_eq!(copy.get(&key(1), NOW, TTL), Lookup::Hit(with_layer));

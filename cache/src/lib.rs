@@ -1,14 +1,33 @@
-//! The layer cache: cache keys, and the stores that hold the entries filed
-//! under them.
+//! The storage layer below the executor: the layer cache (its keys and the
+//! stores of its entries) and the on-disk primitives the executor's image
+//! store and build context share with it.
 //!
-//! This crate owns what a build step's cache key is made of and how those
-//! inputs are encoded: a versioned, length-framed encoding chained from the
-//! parent step's key, so that no two different inputs share a key and a
-//! changed step changes every key after it. It knows nothing of Dockerfile
-//! syntax: the build engine resolves an instruction (expanding variables,
-//! selecting files, hashing the bind-mounted sources) and hands it a typed
-//! [`Step`]. It must never see a secret's value, and never let a time that
-//! is not an input of the build (a file's mtime, the clock) into a key.
+//! Why here and not in a crate of their own: the cache was already the
+//! crate below `executor`, and everything it stores sits on these
+//! primitives (its keys hash trees, its entries live in OCI layouts and
+//! carry dates). One crate keeps one implementation of each without a
+//! fourth crate to version; the executor reaches them as
+//! `executor_cache::{oci_layout, time, xattr}` and the tree hash below.
+//!
+//! The primitives, each the only implementation in the project:
+//! - [`oci_layout`]: an OCI image layout on disk (`index.json` under its
+//!   lock, blobs written and read back checked against their digests), the
+//!   ground of both the cache's [`Layout`] and the executor's image store.
+//! - the tree hash ([`TreeHasher`], [`hash_dir`], [`entry_at`],
+//!   [`selection_hash`]): what a key sees of files, for a COPY's selection
+//!   from the build context as for a downloaded tree.
+//! - [`xattr`]: reading a file's xattrs as a layer records them.
+//! - [`time`]: RFC 3339 dates of Unix times.
+//!
+//! The cache itself owns what a build step's cache key is made of and how
+//! those inputs are encoded: a versioned, length-framed encoding chained
+//! from the parent step's key, so that no two different inputs share a key
+//! and a changed step changes every key after it. It knows nothing of
+//! Dockerfile syntax: the build engine resolves an instruction (expanding
+//! variables, selecting files, hashing the bind-mounted sources) and hands
+//! it a typed [`Step`]. It must never see a secret's value, and never let
+//! a time that is not an input of the build (a file's mtime, the clock)
+//! into a key.
 //!
 //! It also owns what an [`Entry`] is (the step's image config and layer, as
 //! versioned JSON and as the OCI manifest filing it) and two stores of
@@ -22,7 +41,10 @@ mod entry;
 mod key;
 mod layout;
 mod local;
+pub mod oci_layout;
+pub mod time;
 mod tree;
+pub mod xattr;
 
 pub use entry::{
     BlobRef, ENTRY_MEDIA_TYPE, Entry, EntryError, EntryLayer, Lookup, OCI_MANIFEST, check,
@@ -34,4 +56,6 @@ pub use key::{
 };
 pub use layout::{Layout, StoreError};
 pub use local::LocalEntries;
-pub use tree::{EntryKind, TreeEntry, TreeHasher, hash_dir};
+pub use tree::{
+    EntryKind, SelectedTree, TreeEntry, TreeHasher, entry_at, hash_dir, selection_hash,
+};

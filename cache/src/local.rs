@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use crate::entry::{Entry, Lookup, check};
 use crate::key::Key;
-use crate::layout::{StoreError, write_atomic};
+use crate::layout::StoreError;
+use crate::oci_layout::{create_dir, write_atomic};
 
 /// The directory of the local store's cache entries.
 #[derive(Debug, Clone)]
@@ -26,10 +27,7 @@ impl LocalEntries {
     /// Opens the entries at `dir` (`<store>/cache-entries`), creating the
     /// directory if missing.
     pub fn open(dir: &Path) -> Result<LocalEntries, StoreError> {
-        fs::create_dir_all(dir).map_err(|source| StoreError::Create {
-            path: dir.to_owned(),
-            source,
-        })?;
+        create_dir(dir)?;
         Ok(LocalEntries {
             dir: dir.to_owned(),
         })
@@ -59,7 +57,7 @@ impl LocalEntries {
             key: entry.key,
             source,
         })?;
-        write_atomic(&self.path(&entry.key), &json)
+        Ok(write_atomic(&self.path(&entry.key), &json)?)
     }
 
     fn path(&self, key: &Key) -> PathBuf {

@@ -6,8 +6,14 @@
 //! not miss the cache), nor depend on the order files were found in. It
 //! knows nothing of which files a step selects: `.dockerignore` and
 //! `--exclude` are the engine's business.
+//!
+//! This is the one tree hash of the project: [`hash_dir`] hashes a whole
+//! directory (what an `ADD <url>` fetched), and the executor's build
+//! context feeds [`entry_at`]'s entries of each selected source into a
+//! [`TreeHasher`] and combines the sources with [`selection_hash`], so a
+//! COPY's key and a download's key read files the same way.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, hash_map};
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -17,9 +23,12 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use crate::key::{KeyEncoder, TreeHash};
+use crate::xattr::read_xattrs;
 
 /// The first bytes of a [`TreeHash`]'s encoding.
 const TREE_VERSION: &str = "executor-cache-tree/1";
+/// The first bytes of a [`selection_hash`]'s encoding.
+const SELECTION_VERSION: &str = "executor-cache-selection/1";
 
 /// The type of a [`TreeEntry`], with what the type needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,8 +139,8 @@ impl TreeHasher {
 /// `.`. Symlinks are recorded, not followed; a file's content is hashed
 /// as it streams; a file hard-linked to an earlier path (in sorted order)
 /// is recorded as a [`EntryKind::Hardlink`] to it; sockets are left out
-/// (no layer can hold one), and so are `security.selinux`, which belongs to
-/// the host, and xattrs whose names are not UTF-8, which layers leave out.
+/// (no layer can hold one), and so are the xattrs [`read_xattrs`] leaves
+/// out.
 pub fn hash_dir(dir: &Path) -> io::Result<TreeHash> {
     let mut found = Vec::new();
     walk(dir, Path::new(""), &mut found)?;
@@ -139,68 +148,110 @@ pub fn hash_dir(dir: &Path) -> io::Result<TreeHash> {
     let mut first_links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut hasher = TreeHasher::new();
     for (rel, meta) in found {
-        let full = if rel.as_os_str().is_empty() {
-            dir.to_owned()
+        let (full, path) = if rel.as_os_str().is_empty() {
+            (dir.to_owned(), PathBuf::from("."))
         } else {
-            dir.join(&rel)
+            (dir.join(&rel), rel)
         };
-        let ft = meta.file_type();
-        if ft.is_socket() {
+        if meta.file_type().is_socket() {
             continue;
         }
-        let earlier = if !ft.is_dir() && meta.nlink() > 1 {
+        let earlier = if !meta.is_dir() && meta.nlink() > 1 {
             match first_links.entry((meta.dev(), meta.ino())) {
-                std::collections::hash_map::Entry::Occupied(first) => Some(first.get().clone()),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(rel.clone());
+                hash_map::Entry::Occupied(first) => Some(first.get().clone()),
+                hash_map::Entry::Vacant(v) => {
+                    v.insert(path.clone());
                     None
                 }
             }
         } else {
             None
         };
-        let kind = if let Some(target) = earlier {
-            EntryKind::Hardlink { target }
-        } else if ft.is_dir() {
-            EntryKind::Dir
-        } else if ft.is_symlink() {
-            EntryKind::Symlink {
-                target: fs::read_link(&full)?,
-            }
-        } else if ft.is_file() {
-            EntryKind::File {
-                content_sha256: sha256_file(&full)?,
-            }
-        } else if ft.is_fifo() {
-            EntryKind::Fifo
-        } else if ft.is_char_device() || ft.is_block_device() {
-            let (major, minor) = (
-                rustix::fs::major(meta.rdev()),
-                rustix::fs::minor(meta.rdev()),
-            );
-            if ft.is_char_device() {
-                EntryKind::CharDevice { major, minor }
-            } else {
-                EntryKind::BlockDevice { major, minor }
-            }
-        } else {
-            continue;
-        };
-        let path = if rel.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            rel
-        };
-        hasher.add(&TreeEntry {
-            path,
-            kind,
-            mode: meta.mode() & 0o7777,
-            uid: u64::from(meta.uid()),
-            gid: u64::from(meta.gid()),
-            xattrs: read_xattrs(&full)?,
-        });
+        if let Some(entry) = entry_of(&full, &meta, path, earlier)? {
+            hasher.add(&entry);
+        }
     }
     Ok(hasher.finish())
+}
+
+/// The [`TreeEntry`] at `path` of the file `full` whose (not followed)
+/// metadata is `meta`, owned as `meta` says (a caller presenting files
+/// with another owner sets `uid` and `gid` after); `None` for a socket,
+/// which no layer can hold. It sees one file, so never a
+/// [`EntryKind::Hardlink`]: finding those is the walker's business.
+pub fn entry_at(full: &Path, meta: &Metadata, path: PathBuf) -> io::Result<Option<TreeEntry>> {
+    entry_of(full, meta, path, None)
+}
+
+/// [`entry_at`], or a [`EntryKind::Hardlink`] to `hardlink_to` when given
+/// (whose content is then not read again).
+fn entry_of(
+    full: &Path,
+    meta: &Metadata,
+    path: PathBuf,
+    hardlink_to: Option<PathBuf>,
+) -> io::Result<Option<TreeEntry>> {
+    let ft = meta.file_type();
+    let device = || {
+        let rdev = meta.rdev();
+        (rustix::fs::major(rdev), rustix::fs::minor(rdev))
+    };
+    let kind = if let Some(target) = hardlink_to {
+        EntryKind::Hardlink { target }
+    } else if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_symlink() {
+        EntryKind::Symlink {
+            target: fs::read_link(full)?,
+        }
+    } else if ft.is_file() {
+        EntryKind::File {
+            content_sha256: sha256_file(full)?,
+        }
+    } else if ft.is_fifo() {
+        EntryKind::Fifo
+    } else if ft.is_char_device() {
+        let (major, minor) = device();
+        EntryKind::CharDevice { major, minor }
+    } else if ft.is_block_device() {
+        let (major, minor) = device();
+        EntryKind::BlockDevice { major, minor }
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(TreeEntry {
+        path,
+        kind,
+        mode: meta.mode() & 0o7777,
+        uid: u64::from(meta.uid()),
+        gid: u64::from(meta.gid()),
+        xattrs: read_xattrs(full)?,
+    }))
+}
+
+/// One source of a COPY as the build context selected it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectedTree {
+    /// Which of the step's source patterns selected it.
+    pub pattern: u64,
+    /// Its path in the context, as named or matched.
+    pub path: String,
+    /// The hash of the file or tree there, itself as `.`.
+    pub tree: TreeHash,
+}
+
+/// The hash of a COPY's sources, in the order given (the order of the
+/// patterns and of each wildcard's matches counts: it is the order they
+/// are copied in).
+#[must_use]
+pub fn selection_hash(sources: &[SelectedTree]) -> TreeHash {
+    let mut e = KeyEncoder::with_prefix(SELECTION_VERSION);
+    e.list(sources, |e, source| {
+        e.u64(source.pattern);
+        e.str(&source.path);
+        e.digest(source.tree.as_bytes());
+    });
+    TreeHash::from_bytes(*e.finish().as_bytes())
 }
 
 /// `dir/rel` and everything under it, not following symlinks.
@@ -227,63 +278,6 @@ fn sha256_file(path: &Path) -> io::Result<[u8; 32]> {
             Ok(n) => hasher.update(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Every xattr of `path` (not following symlinks) but `security.selinux`;
-/// none where the file system has no xattrs.
-fn read_xattrs(path: &Path) -> io::Result<BTreeMap<String, Vec<u8>>> {
-    let mut out = BTreeMap::new();
-    let mut list = Vec::new();
-    loop {
-        let len = match rustix::fs::llistxattr_query(path) {
-            Ok(0) | Err(rustix::io::Errno::NOTSUP) => return Ok(out),
-            Ok(len) => len,
-            Err(e) => return Err(e.into()),
-        };
-        list.resize(len, 0);
-        match rustix::fs::llistxattr(path, &mut list[..]) {
-            Ok(n) => {
-                list.truncate(n);
-                break;
-            }
-            Err(rustix::io::Errno::RANGE) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        // layers leave out names that are not UTF-8, so no image has them
-        let Ok(name) = std::str::from_utf8(name) else {
-            continue;
-        };
-        if name == "security.selinux" {
-            continue;
-        }
-        if let Some(value) = read_xattr(path, name)? {
-            out.insert(name.to_owned(), value);
-        }
-    }
-    Ok(out)
-}
-
-/// One xattr's value; `None` if it disappeared meanwhile.
-fn read_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
-    loop {
-        let len = match rustix::fs::lgetxattr_query(path, name) {
-            Ok(len) => len,
-            Err(rustix::io::Errno::NODATA) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let mut value = vec![0u8; len];
-        match rustix::fs::lgetxattr(path, name, &mut value[..]) {
-            Ok(n) => {
-                value.truncate(n);
-                return Ok(Some(value));
-            }
-            Err(rustix::io::Errno::RANGE) => {}
-            Err(rustix::io::Errno::NODATA) => return Ok(None),
-            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -471,5 +465,53 @@ mod tests {
             ),
         ]);
         assert_eq!(hash_dir(root).unwrap(), expected);
+    }
+
+    /// The hashes of a fixed tree and selection. If this fails the
+    /// encoding changed: every COPY's key changes with it, so bump the
+    /// key's `VERSION` (or this module's versions) and update the literals
+    /// on purpose.
+    #[test]
+    fn golden_tree_and_selection() {
+        let mut link = entry("l", EntryKind::Symlink { target: "a".into() });
+        link.xattrs.insert("user.k".into(), b"v".to_vec());
+        let hash = tree(&[entry(".", EntryKind::Dir), file("a", b"1"), link]);
+        assert_eq!(
+            hash.to_string(),
+            "sha256:14cf02659d18b1f346807b9625ff0ed8fff64ac51e989eac3877fca48bdc0b29"
+        );
+        let selection = selection_hash(&[SelectedTree {
+            pattern: 1,
+            path: "app".into(),
+            tree: hash,
+        }]);
+        assert_eq!(
+            selection.to_string(),
+            "sha256:1fe0b294d047bdce2ab9ad7b759b86fc362cd62664f88fc986a0ecef1fa293bb"
+        );
+    }
+
+    /// A selection is its sources in order: their patterns, paths and
+    /// trees all count.
+    #[test]
+    fn selection_sees_order_patterns_and_paths() {
+        let one = tree(&[file(".", b"1")]);
+        let two = tree(&[file(".", b"2")]);
+        let source = |pattern, path: &str, tree| SelectedTree {
+            pattern,
+            path: path.into(),
+            tree,
+        };
+        let reference = selection_hash(&[source(0, "a", one), source(1, "b", two)]);
+        for other in [
+            selection_hash(&[source(1, "b", two), source(0, "a", one)]),
+            selection_hash(&[source(0, "a", one), source(0, "b", two)]),
+            selection_hash(&[source(0, "a", one), source(1, "c", two)]),
+            selection_hash(&[source(0, "a", one), source(1, "b", one)]),
+            selection_hash(&[source(0, "a", one)]),
+            selection_hash(&[]),
+        ] {
+            assert_ne!(other, reference);
+        }
     }
 }

@@ -5,6 +5,9 @@
 
 use std::time::Duration;
 
+/// Image configs' dates are the storage layer's (`executor_cache::time`).
+pub use executor_cache::time::rfc3339;
+
 use crate::dockerfile::gopath;
 use crate::dockerfile::instructions::{Command, Healthcheck, Instruction, Kind};
 
@@ -153,37 +156,6 @@ fn health_config(check: &Healthcheck) -> HealthConfig {
     }
 }
 
-/// Howard Hinnant's `civil_from_days`: (year, month, day) of a day count
-/// since 1970-01-01.
-#[must_use]
-pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// RFC 3339 UTC time (`2006-01-02T15:04:05Z`) of a Unix timestamp, as image
-/// configs write it.
-#[must_use]
-pub fn rfc3339(unix_seconds: i64) -> String {
-    let days = unix_seconds.div_euclid(86_400);
-    let secs = unix_seconds.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        (secs % 3600) / 60,
-        secs % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,14 +255,6 @@ mod tests {
         assert_eq!(json["config"]["Healthcheck"]["Interval"], 5_000_000_000u64);
         assert_eq!(json["history"][0]["empty_layer"], true);
         assert_eq!(json["history"][0]["comment"], HISTORY_COMMENT);
-    }
-
-    #[test]
-    fn rfc3339_formats_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
     }
 
     #[test]

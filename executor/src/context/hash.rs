@@ -1,30 +1,25 @@
 //! The content hash of a COPY/ADD selection, the input the build cache keys
-//! on: a SHA-256 over exactly the selected files and what lies below the
-//! selected directories, in walk order: for each, its path, type, permission
-//! bits, owner, xattrs, link target and content. Never times, inode numbers
-//! or anything else that changes when the same tree is checked out again
-//! elsewhere. Every field is framed (a tag byte, fixed-width integers,
-//! length-prefixed strings, file contents by their own SHA-256), so that no
-//! two different inputs give the same byte stream. The `security.selinux`
-//! xattr is left out: it is a property of the host, not of the context.
+//! on: exactly the selected files and what lies below the selected
+//! directories; for each, its path, type, permission bits, owner, xattrs,
+//! link target and content. Never times, inode numbers or anything else
+//! that changes when the same tree is checked out again elsewhere.
+//!
+//! The encoding is the storage layer's one tree hash
+//! ([`executor_cache::TreeHasher`], combined per source with
+//! [`executor_cache::selection_hash`]), the same one an `ADD <url>`'s
+//! download is hashed with: this module only walks the selection and
+//! presents each file with the owner the context gives it. The xattrs a
+//! layer leaves out (`security.selinux`, a property of the host, and names
+//! that are not UTF-8) are left out here too.
 
 use std::fmt;
-use std::fs::{File, Metadata};
-use std::io::{self, Read};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::fs::Metadata;
+use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use executor_cache::{SelectedTree, TreeHasher, entry_at, selection_hash};
 
 use super::select::{Entry, Selected, Walk};
 use super::{Error, Result};
-
-/// Version of the hashed byte stream; changing it changes every hash.
-const FORMAT: &[u8] = b"executor context content hash v1";
-
-/// Xattrs left out of the hash.
-const HOST_XATTRS: &[&[u8]] = &[b"security.selinux"];
 
 /// A SHA-256 digest of a selection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -51,14 +46,16 @@ pub fn content_hash<'a, W>(selected: &[Selected], mut walk: W) -> Result<Content
 where
     W: FnMut(&Selected) -> Result<Walk<'a>>,
 {
-    let mut hasher = Framed(Sha256::new());
-    hasher.bytes(FORMAT);
-    hasher.u64(selected.len() as u64);
+    let mut sources = Vec::with_capacity(selected.len());
     for source in selected {
-        hasher.tag(b'S');
-        hasher.u64(source.pattern_index as u64);
-        hasher.bytes(source.rel.as_bytes());
-        hasher.file("", &source.abs, &source.metadata, source.uid, source.gid)?;
+        let mut tree = TreeHasher::new();
+        add(
+            &mut tree,
+            PathBuf::from("."),
+            &source.abs,
+            &source.metadata,
+            (source.uid, source.gid),
+        )?;
         if source.metadata.is_dir() {
             for entry in walk(source)? {
                 let Entry {
@@ -69,13 +66,37 @@ where
                     gid,
                     ..
                 } = entry?;
-                hasher.tag(b'E');
-                hasher.file(&sub, &abs, &metadata, uid, gid)?;
+                add(&mut tree, PathBuf::from(sub), &abs, &metadata, (uid, gid))?;
             }
         }
-        hasher.tag(b'Z');
+        sources.push(SelectedTree {
+            pattern: source.pattern_index as u64,
+            path: source.rel.clone(),
+            tree: tree.finish(),
+        });
     }
-    Ok(ContentDigest(hasher.0.finalize().into()))
+    Ok(ContentDigest(*selection_hash(&sources).as_bytes()))
+}
+
+/// Adds the file `abs` at `path`, owned as the context presents it. A
+/// socket adds nothing: COPY cannot copy one.
+fn add(
+    tree: &mut TreeHasher,
+    path: PathBuf,
+    abs: &Path,
+    meta: &Metadata,
+    (uid, gid): (u32, u32),
+) -> Result<()> {
+    let entry = entry_at(abs, meta, path).map_err(|source| Error::Io {
+        path: abs.to_owned(),
+        source,
+    })?;
+    if let Some(mut entry) = entry {
+        entry.uid = u64::from(uid);
+        entry.gid = u64::from(gid);
+        tree.add(&entry);
+    }
+    Ok(())
 }
 
 impl super::Context {
@@ -88,151 +109,6 @@ impl super::Context {
     ) -> Result<ContentDigest> {
         content_hash(selected, |source| self.walk(source, excludes))
     }
-}
-
-/// A hasher whose every write is self-delimiting.
-struct Framed(Sha256);
-
-impl Framed {
-    fn tag(&mut self, tag: u8) {
-        self.0.update([tag]);
-    }
-
-    fn u64(&mut self, value: u64) {
-        self.0.update(value.to_be_bytes());
-    }
-
-    fn u32(&mut self, value: u32) {
-        self.0.update(value.to_be_bytes());
-    }
-
-    fn bytes(&mut self, value: &[u8]) {
-        self.u64(value.len() as u64);
-        self.0.update(value);
-    }
-
-    /// One file: path, type, mode, owner, xattrs, then what its type has.
-    fn file(&mut self, path: &str, abs: &Path, meta: &Metadata, uid: u32, gid: u32) -> Result<()> {
-        let io_error = |source| Error::Io {
-            path: abs.to_owned(),
-            source,
-        };
-        let kind = meta.file_type();
-        let type_byte = if kind.is_file() {
-            b'f'
-        } else if kind.is_dir() {
-            b'd'
-        } else if kind.is_symlink() {
-            b'l'
-        } else if kind.is_char_device() {
-            b'c'
-        } else if kind.is_block_device() {
-            b'b'
-        } else if kind.is_fifo() {
-            b'p'
-        } else {
-            b's'
-        };
-        self.bytes(path.as_bytes());
-        self.tag(type_byte);
-        self.u32(meta.mode() & 0o7777);
-        self.u32(uid);
-        self.u32(gid);
-        let xattrs: Vec<_> = xattrs(abs)
-            .map_err(io_error)?
-            .into_iter()
-            .filter(|(name, _)| !HOST_XATTRS.contains(&name.as_slice()))
-            .collect();
-        self.u64(xattrs.len() as u64);
-        for (name, value) in &xattrs {
-            self.bytes(name);
-            self.bytes(value);
-        }
-        match type_byte {
-            b'f' => {
-                let (length, digest) = file_digest(abs).map_err(io_error)?;
-                self.u64(length);
-                self.0.update(digest);
-            }
-            b'l' => {
-                let target = std::fs::read_link(abs).map_err(io_error)?;
-                self.bytes(target.as_os_str().as_bytes());
-            }
-            b'c' | b'b' => self.u64(meta.rdev()),
-            _ => {}
-        }
-        Ok(())
-    }
-}
-
-/// Length and SHA-256 of a file's content, read in a stream.
-fn file_digest(path: &Path) -> io::Result<(u64, [u8; 32])> {
-    let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0; 256 * 1024];
-    let mut length = 0u64;
-    loop {
-        let n = match file.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buffer[..n]);
-        length += n as u64;
-    }
-    Ok((length, hasher.finalize().into()))
-}
-
-/// The extended attributes of `path` (not following a symlink), sorted by
-/// name. A file system without xattrs has none.
-pub fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let names = loop {
-        let size = match rustix::fs::llistxattr_query(path) {
-            Ok(size) => size,
-            Err(e) if e == rustix::io::Errno::NOTSUP => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
-        if size == 0 {
-            return Ok(Vec::new());
-        }
-        let mut names = vec![0; size];
-        match rustix::fs::llistxattr(path, &mut names[..]) {
-            Ok(len) => {
-                names.truncate(len);
-                break names;
-            }
-            // Grew in between: ask again.
-            Err(e) if e == rustix::io::Errno::RANGE => {}
-            Err(e) => return Err(e.into()),
-        }
-    };
-    let mut xattrs = Vec::new();
-    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let name_str = std::ffi::OsStr::from_bytes(name);
-        let value = loop {
-            let size = match rustix::fs::lgetxattr_query(path, name_str) {
-                Ok(size) => size,
-                Err(e) if e == rustix::io::Errno::NODATA => break None,
-                Err(e) => return Err(e.into()),
-            };
-            let mut value = vec![0; size];
-            match rustix::fs::lgetxattr(path, name_str, &mut value[..]) {
-                Ok(len) => {
-                    value.truncate(len);
-                    break Some(value);
-                }
-                Err(e) if e == rustix::io::Errno::RANGE => {}
-                Err(e) if e == rustix::io::Errno::NODATA => break None,
-                Err(e) => return Err(e.into()),
-            }
-        };
-        if let Some(value) = value {
-            xattrs.push((name.to_vec(), value));
-        }
-    }
-    xattrs.sort();
-    Ok(xattrs)
 }
 
 #[cfg(test)]
@@ -352,10 +228,9 @@ mod tests {
         let path = dir.path().join("top.txt");
         let before = hash(dir.path(), &["top.txt"], &[], "");
         rustix::fs::lsetxattr(&path, "user.test", b"1", rustix::fs::XattrFlags::empty()).unwrap();
-        assert_eq!(
-            xattrs(&path).unwrap(),
-            vec![(b"user.test".to_vec(), b"1".to_vec())]
-        );
-        assert_ne!(before, hash(dir.path(), &["top.txt"], &[], ""));
+        let with = hash(dir.path(), &["top.txt"], &[], "");
+        assert_ne!(before, with);
+        rustix::fs::lsetxattr(&path, "user.test", b"2", rustix::fs::XattrFlags::empty()).unwrap();
+        assert_ne!(with, hash(dir.path(), &["top.txt"], &[], ""));
     }
 }

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::build::config::civil_from_days;
+use executor_cache::time::civil_from_days;
 
 /// What a secret becomes in logs (GitLab's word).
 pub const MASK: &[u8] = b"[MASKED]";

@@ -1,0 +1,165 @@
+//! The store's extracted layers: `layers/<alg>/<hex>`, each layer of the
+//! store unpacked once, in overlay form, to be an overlay lower directory
+//! (or a RUN's finished upper directory adopted as one). It owns the
+//! per-layer lock that makes one extraction serve every concurrent caller
+//! and the clean-up of interrupted ones; the blobs it reads are the
+//! store's, checked as they stream.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use executor_cache::oci_layout::{create_dir, lock_exclusive};
+
+use super::{Result, Store, StoreError, read_err, remove_tree, write_err};
+use crate::image::apply;
+use crate::image::digest::{Algorithm, Digest, HashingReader};
+
+impl Store {
+    fn layer_dir(&self, algorithm: Algorithm) -> PathBuf {
+        self.root().join("layers").join(algorithm.as_str())
+    }
+
+    /// Where the extracted copy of the layer with this diffID lives
+    /// (whether or not it exists).
+    #[must_use]
+    pub fn layer_path(&self, diff_id: &Digest) -> PathBuf {
+        self.layer_dir(diff_id.algorithm()).join(diff_id.hex())
+    }
+
+    /// Holds an exclusive `flock` on `layers/<alg>/.<hex>.lock` until
+    /// dropped: one extraction of a layer at a time, across processes.
+    fn lock_layer(&self, diff_id: &Digest) -> Result<File> {
+        let dir = self.layer_dir(diff_id.algorithm());
+        create_dir(&dir)?;
+        Ok(lock_exclusive(
+            &dir.join(format!(".{}.lock", diff_id.hex())),
+        )?)
+    }
+
+    /// The layer (blob `blob`, diffID `diff_id`) extracted once into
+    /// `layers/<alg>/<hex>` in overlay form (whiteouts as 0:0 character
+    /// devices, opaque directories by xattr: see
+    /// [`WhiteoutMode::Overlay`](apply::WhiteoutMode::Overlay)),
+    /// ready to be an overlay lower directory.
+    ///
+    /// The blob (gzip, zstd, bzip2, xz or plain) is read once: decompressed,
+    /// hashed against `diff_id` (and the compressed bytes against `blob`)
+    /// and extracted into a directory under `tmp/`, renamed into place only
+    /// when all of it matched. A failed extraction removes its directory;
+    /// an interrupted one leaves it under `tmp/`, where the next extraction
+    /// of that layer removes it. Concurrent callers, in this process or
+    /// others, wait for one extraction (a per-layer `flock`) and get the
+    /// same directory. Cross-layer hard links are not resolved (no lower
+    /// directories are known here): such a link fails the extraction.
+    pub fn extracted_layer(&self, diff_id: &Digest, blob: &Digest) -> Result<PathBuf> {
+        let dst = self.layer_path(diff_id);
+        if dst.is_dir() {
+            return Ok(dst);
+        }
+        let _lock = self.lock_layer(diff_id)?;
+        if dst.is_dir() {
+            return Ok(dst);
+        }
+        let prefix = format!("layer-{}.", diff_id.hex());
+        self.remove_leftovers(&prefix);
+        let tmp = tempfile::Builder::new()
+            .prefix(&prefix)
+            .tempdir_in(self.tmp_dir())
+            .map_err(write_err(&self.tmp_dir()))?;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
+            .map_err(write_err(tmp.path()))?;
+
+        let blob_path = self.blob_path(blob);
+        let mut compressed = HashingReader::new(self.open_blob(blob)?, blob.algorithm());
+        let extract_err = |source| StoreError::Extract {
+            blob: blob.clone(),
+            diff_id: diff_id.clone(),
+            source,
+        };
+        let stream = apply::decompress(&mut compressed).map_err(extract_err)?;
+        let mut tar = HashingReader::new(stream, diff_id.algorithm());
+        let privileged = rustix::process::geteuid().is_root();
+        let opts = apply::ApplyOptions {
+            root_is_privileged: privileged,
+            preserve_ownership: true,
+            ignore_paths: Vec::new(),
+        };
+        let mode = apply::WhiteoutMode::overlay(Vec::new());
+        apply::apply_tar_with(&mut tar, tmp.path(), &opts, &mode).map_err(extract_err)?;
+        io::copy(&mut tar, &mut io::sink()).map_err(read_err(&blob_path))?;
+        let (_, actual, _) = tar.finish();
+        io::copy(&mut compressed, &mut io::sink()).map_err(read_err(&blob_path))?;
+        let (_, blob_actual, _) = compressed.finish();
+        if blob_actual != *blob {
+            return Err(StoreError::DigestMismatch {
+                expected: blob.clone(),
+                actual: blob_actual,
+            });
+        }
+        if actual != *diff_id {
+            return Err(StoreError::DiffIdMismatch {
+                blob: blob.clone(),
+                expected: diff_id.clone(),
+                actual,
+            });
+        }
+        let dir = tmp.keep();
+        Self::rename_layer(&dir, &dst)
+    }
+
+    /// Moves a finished overlay-form directory (a RUN's upper directory, a
+    /// COPY's staging directory) into the store as the extracted copy of
+    /// `diff_id`, with one `rename` (so `dir` must be on the store's
+    /// filesystem: make it under the store's `tmp/`). When the store
+    /// already has that layer, `dir` is removed and the existing copy
+    /// returned. The content is trusted to be what `diff_id` names.
+    pub fn adopt_layer(&self, diff_id: &Digest, dir: &Path) -> Result<PathBuf> {
+        let dst = self.layer_path(diff_id);
+        let _lock = self.lock_layer(diff_id)?;
+        Self::rename_layer(dir, &dst)
+    }
+
+    /// Renames `dir` to `dst` unless `dst` exists, in which case `dir` is
+    /// removed.
+    fn rename_layer(dir: &Path, dst: &Path) -> Result<PathBuf> {
+        let adopt_err = |source| StoreError::Adopt {
+            from: dir.to_path_buf(),
+            to: dst.to_path_buf(),
+            source,
+        };
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            dir,
+            rustix::fs::CWD,
+            dst,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => Ok(dst.to_path_buf()),
+            Err(rustix::io::Errno::EXIST | rustix::io::Errno::NOTEMPTY) => {
+                tracing::debug!(layer = %dst.display(), "layer already in the store; dropping this copy");
+                remove_tree(dir).map_err(write_err(dir))?;
+                Ok(dst.to_path_buf())
+            }
+            Err(e) => Err(adopt_err(e.into())),
+        }
+    }
+
+    /// Removes the `tmp/` directories named `prefix*`: extractions of one
+    /// layer that were interrupted (the caller holds that layer's lock, so
+    /// none of them is still running).
+    fn remove_leftovers(&self, prefix: &str) {
+        let Ok(entries) = fs::read_dir(self.tmp_dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(prefix) {
+                let path = entry.path();
+                if let Err(err) = remove_tree(&path) {
+                    tracing::debug!(path = %path.display(), %err, "cannot remove an interrupted extraction");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Streaming a new blob into the store (a download, a layer being
+//! written): its bytes go to a temporary file under `tmp/`, hashed as they
+//! pass, and [`BlobWriter::commit`] moves it under `blobs/` only once its
+//! digest and size are what the caller expected.
+
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+
+use executor_cache::oci_layout::{create_dir, persist};
+use tempfile::NamedTempFile;
+
+use super::{Result, Store, StoreError, write_err};
+use crate::image::digest::{Algorithm, Digest, HashingWriter};
+
+impl Store {
+    /// A writer for a new sha256 blob. Nothing appears under `blobs/` until
+    /// [`BlobWriter::commit`] has checked the content.
+    pub fn blob_writer(&self) -> Result<BlobWriter> {
+        self.blob_writer_with(Algorithm::Sha256)
+    }
+
+    /// A writer for a new blob whose digest uses `algorithm` (pass the
+    /// expected digest's algorithm when downloading a known blob).
+    pub fn blob_writer_with(&self, algorithm: Algorithm) -> Result<BlobWriter> {
+        let dir = self.tmp_dir();
+        let file = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(&dir)
+            .map_err(write_err(&dir))?;
+        Ok(BlobWriter {
+            out: HashingWriter::new(BufWriter::with_capacity(256 * 1024, file), algorithm),
+            expected_size: None,
+            blob_dir: self.blob_dir(algorithm),
+            algorithm,
+        })
+    }
+}
+
+/// A blob being written to the store. Dropping it without
+/// [`commit`](BlobWriter::commit) removes the temporary file.
+#[derive(Debug)]
+pub struct BlobWriter {
+    out: HashingWriter<BufWriter<NamedTempFile>>,
+    expected_size: Option<u64>,
+    blob_dir: PathBuf,
+    algorithm: Algorithm,
+}
+
+impl BlobWriter {
+    /// Declares the blob's size: writing more fails at once, and
+    /// [`commit`](BlobWriter::commit) fails if fewer bytes were written.
+    pub fn expect_size(&mut self, size: u64) {
+        self.expected_size = Some(size);
+    }
+
+    /// Bytes written so far.
+    #[must_use]
+    pub fn written(&self) -> u64 {
+        self.out.count()
+    }
+
+    #[must_use]
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// Checks the content against `expected` (when given) and the declared
+    /// size, then moves the blob into place. Returns its digest and size.
+    /// On any error the temporary file is removed and no blob appears.
+    pub fn commit(self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
+        let algorithm = self.algorithm;
+        if let Some(expected) = expected
+            && expected.algorithm() != algorithm
+        {
+            return Err(StoreError::AlgorithmMismatch {
+                expected: expected.clone(),
+                algorithm,
+            });
+        }
+        let (buffered, digest, size) = self.out.finish();
+        let tmp = buffered
+            .into_inner()
+            .map_err(|e| write_err(&self.blob_dir.join(digest.hex()))(e.into_error()))?;
+        if let Some(expected) = self.expected_size
+            && expected != size
+        {
+            return Err(StoreError::SizeMismatch {
+                expected,
+                actual: size,
+            });
+        }
+        if let Some(expected) = expected
+            && *expected != digest
+        {
+            return Err(StoreError::DigestMismatch {
+                expected: expected.clone(),
+                actual: digest,
+            });
+        }
+        create_dir(&self.blob_dir)?;
+        persist(tmp, &self.blob_dir.join(digest.hex()))?;
+        Ok((digest, size))
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(expected) = self.expected_size
+            && self.out.count() + buf.len() as u64 > expected
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("blob is larger than its expected {expected} bytes"),
+            ));
+        }
+        self.out.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
