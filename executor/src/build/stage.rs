@@ -600,6 +600,15 @@ mod tests {
             cancel: &CancellationToken,
             cancel_after: Option<usize>,
         ) -> (Result<Outcome, BuildError>, Vec<String>) {
+            self.build_with(&self.settings(), cancel, cancel_after)
+        }
+
+        fn build_with(
+            &self,
+            settings: &Settings,
+            cancel: &CancellationToken,
+            cancel_after: Option<usize>,
+        ) -> (Result<Outcome, BuildError>, Vec<String>) {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .enable_all()
@@ -614,7 +623,7 @@ mod tests {
                 images: Box::new(FakeImages::default()),
                 registry: Arc::new(Remote::from_options(RegistryOptions::default()).unwrap()),
             };
-            let outcome = build_with(&self.settings(), runtime.handle(), cancel, parts);
+            let outcome = build_with(settings, runtime.handle(), cancel, parts);
             let commands = commands
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -689,6 +698,34 @@ mod tests {
             cached(&outcome.unwrap()),
             [true, false, false, false, false]
         );
+    }
+
+    /// A RUN whose bind mount reads a stage without a key (its COPY is not
+    /// cached) has no key: with a fixed SOURCE_DATE_EPOCH it once got the
+    /// same made-up one in every build, and hit.
+    #[test]
+    fn a_run_reading_a_stage_without_a_key_runs_in_every_build() {
+        let bed = Bed::new(
+            "FROM example.invalid/base:1 AS files\n\
+             COPY a.txt /a.txt\n\
+             FROM example.invalid/base:1\n\
+             RUN --mount=type=bind,from=files,source=/a.txt,target=/in cat /in\n",
+        );
+        fs::write(bed.path("context/a.txt"), "alpha\n").unwrap();
+        let mut settings = bed.settings();
+        settings.source_date_epoch = Some(0);
+        if let Some(cache) = &mut settings.cache {
+            cache.copy_layers = false;
+        }
+        let cancel = CancellationToken::new();
+        for build in ["first", "second"] {
+            let (outcome, ran) = bed.build_with(&settings, &cancel, None);
+            assert_eq!(ran, ["cat /in"], "{build} build");
+            assert!(
+                outcome.unwrap().metrics.steps.iter().all(|s| !s.cached),
+                "{build} build"
+            );
+        }
     }
 
     #[test]
