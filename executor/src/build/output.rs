@@ -20,7 +20,7 @@ use super::settings::Settings;
 use crate::image::digest::Digest;
 use crate::image::store::Store;
 use crate::registry::ImageReference;
-use crate::rootfs::images::{self, ImageError, LayerRef};
+use crate::rootfs::images::{self, LayerRef};
 
 impl Engine<'_> {
     /// Assembles the image, stores it and writes every output.
@@ -178,8 +178,8 @@ fn write_docker_archive(
     config: &[u8],
     layers: &[LayerRef],
     tags: &[ImageReference],
-) -> Result<(), ImageError> {
-    let io_err = |source| ImageError::Io {
+) -> Result<()> {
+    let io_err = |source| BuildError::Io {
         path: path.to_path_buf(),
         source,
     };
@@ -194,8 +194,7 @@ fn write_docker_archive(
         let hex = layer.diff_id.trim_start_matches("sha256:").to_string();
         let name = format!("{hex}/layer.tar");
         let blob = store.open_blob(&digest)?;
-        let mut reader = crate::image::apply::decompress(io::BufReader::new(blob))
-            .map_err(|e| io_err(io::Error::other(e)))?;
+        let mut reader = crate::image::apply::decompress(io::BufReader::new(blob))?;
         append_stream(&mut out, &name, &mut reader).map_err(io_err)?;
         layer_names.push(name);
     }

@@ -2,8 +2,8 @@
 //! build's [`Isolation`](crate::sandbox::Isolation), its changes taken as
 //! a layer), WORKDIR's directory, and how a step's files become a layer in
 //! the store and the stage (also `--single-snapshot`'s one layer). Which
-//! step runs, and whether the cache has it, is the engine's business
-//! (`engine.rs`); COPY and ADD are `copy_step.rs`'s.
+//! step runs, and whether the cache has it, is the stage's business
+//! (`stage.rs`); COPY and ADD are `copy_step.rs`'s.
 
 use std::fs;
 use std::io::Write as _;
@@ -43,13 +43,13 @@ impl Engine<'_> {
         let scratch = self.new_dir(&format!("stage-{}/run", job.index))?;
         result.root().before_run()?;
         let from_root = |from: &str| -> std::result::Result<PathBuf, run::MountCause> {
-            Ok(self
-                .source_root(job.built, from, instruction)?
-                .path()
-                .to_path_buf())
+            self.source_root(job.built, from, instruction)
+                .map(|root| root.path().to_path_buf())
+                .map_err(mount_cause)
         };
         let context_source = |source: &str| -> std::result::Result<PathBuf, run::MountCause> {
-            Ok(self.context_view(source, &scratch, instruction)?)
+            self.context_view(source, &scratch, instruction)
+                .map_err(mount_cause)
         };
         let step = run::Step {
             run: r,
@@ -297,5 +297,14 @@ impl Engine<'_> {
             .add_layer(&self.store, &info.diff_id, staging)?;
         Self::record_layer(result, &info, created_by, created);
         Ok(())
+    }
+}
+
+/// Why a bind mount of this RUN has no source: the step's own failure is
+/// said once, by the RUN's error, so only its cause is kept.
+fn mount_cause(error: BuildError) -> run::MountCause {
+    match error {
+        BuildError::Step { source, .. } => source,
+        other => other.into(),
     }
 }

@@ -2,9 +2,6 @@
 //! layers and where each came from, a fetched image (config, layers,
 //! manifest digest), and the OCI manifest written for a built one.
 
-use std::io;
-use std::path::PathBuf;
-
 use oci_spec::image::{Descriptor, MediaType};
 
 use super::config::ImageConfig;
@@ -28,12 +25,6 @@ pub enum ImageError {
     Registry(#[from] crate::registry::Error),
     #[error(transparent)]
     Store(#[from] crate::image::store::StoreError),
-    #[error("cannot write {}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
 }
 
 type Result<T, E = ImageError> = std::result::Result<T, E>;
