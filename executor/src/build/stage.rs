@@ -456,7 +456,7 @@ mod tests {
 
     use tokio_util::sync::CancellationToken;
 
-    use crate::build::engine::{Outcome, Parts, build_with};
+    use crate::build::engine::{Outcome, Parts, build_with as engine_build};
     use crate::build::{BuildError, CacheRepo, CacheSettings, Settings, SnapshotMode};
     use crate::image::store::Store;
     use crate::platform::Platform;
@@ -600,36 +600,36 @@ mod tests {
             cancel: &CancellationToken,
             cancel_after: Option<usize>,
         ) -> (Result<Outcome, BuildError>, Vec<String>) {
-            self.build_with(&self.settings(), cancel, cancel_after)
+            build_with(&self.settings(), cancel, cancel_after)
         }
+    }
 
-        fn build_with(
-            &self,
-            settings: &Settings,
-            cancel: &CancellationToken,
-            cancel_after: Option<usize>,
-        ) -> (Result<Outcome, BuildError>, Vec<String>) {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            let commands = Arc::new(Mutex::new(Vec::new()));
-            let parts = Parts {
-                isolation: Box::new(FakeIsolation {
-                    commands: Arc::clone(&commands),
-                    cancel_after: cancel_after.map(|n| (n, cancel.clone())),
-                }),
-                images: Box::new(FakeImages::default()),
-                registry: Arc::new(Remote::from_options(RegistryOptions::default()).unwrap()),
-            };
-            let outcome = build_with(settings, runtime.handle(), cancel, parts);
-            let commands = commands
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            (outcome, commands)
-        }
+    /// Builds with fakes; returns the outcome and the commands run.
+    fn build_with(
+        settings: &Settings,
+        cancel: &CancellationToken,
+        cancel_after: Option<usize>,
+    ) -> (Result<Outcome, BuildError>, Vec<String>) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let commands = Arc::new(Mutex::new(Vec::new()));
+        let parts = Parts {
+            isolation: Box::new(FakeIsolation {
+                commands: Arc::clone(&commands),
+                cancel_after: cancel_after.map(|n| (n, cancel.clone())),
+            }),
+            images: Box::new(FakeImages::default()),
+            registry: Arc::new(Remote::from_options(RegistryOptions::default()).unwrap()),
+        };
+        let outcome = engine_build(settings, runtime.handle(), cancel, parts);
+        let commands = commands
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        (outcome, commands)
     }
 
     fn five_runs(third: &str) -> String {
@@ -719,7 +719,7 @@ mod tests {
         }
         let cancel = CancellationToken::new();
         for build in ["first", "second"] {
-            let (outcome, ran) = bed.build_with(&settings, &cancel, None);
+            let (outcome, ran) = build_with(&settings, &cancel, None);
             assert_eq!(ran, ["cat /in"], "{build} build");
             assert!(
                 outcome.unwrap().metrics.steps.iter().all(|s| !s.cached),
