@@ -37,6 +37,10 @@
 //! registry store is the engine's, built on [`Entry::manifest`] and
 //! [`parse_manifest`]: this crate does no network I/O.
 
+// A library reports to its caller (errors, events, tracing); only the
+// binary prints. Tests may.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
 mod entry;
 mod key;
 mod layout;

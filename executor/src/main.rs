@@ -21,8 +21,10 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err}");
-            for cause in err.chain().skip(1) {
+            let error: &(dyn std::error::Error + 'static) = err.as_ref();
+            let mut messages = executor::error_chain::messages(error).into_iter();
+            eprintln!("error: {}", messages.next().unwrap_or_default());
+            for cause in messages {
                 eprintln!("  caused by: {cause}");
             }
             ExitCode::FAILURE

@@ -39,6 +39,10 @@
 //! for `rules` ([`Expr`] for one `if`), [`Triggers::matches`] for `on`, and
 //! [`Glob`] / [`Filter`] for branch, tag and path globs.
 
+// A library reports to its caller (errors, events, tracing); only the
+// binary prints. Tests may.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
 mod decode;
 mod duration;
 mod error;

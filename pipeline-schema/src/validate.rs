@@ -324,7 +324,10 @@ fn stage(def: &JobDef, spec: &JobSpec, stages: &[String], cx: &mut Cx) -> Option
     found
 }
 
-/// Paths that must stay inside the repository: artifacts, the context.
+/// Paths that must stay inside the repository: artifacts, the context,
+/// the Dockerfile (relative to the context, so `..` may still be inside:
+/// only an absolute one is refused here). The runner checks them again
+/// once `$VAR`s are expanded and symlinks followed.
 fn check_paths(def: &JobDef, spec: &JobSpec, cx: &mut Cx) {
     let outside = |p: &str| {
         let path = Path::new(p);
@@ -341,18 +344,25 @@ fn check_paths(def: &JobDef, spec: &JobSpec, cx: &mut Cx) {
             );
         }
     }
-    let context = spec.build.as_ref().and_then(|b| b.context.as_ref());
-    if let (Some(context), Some(build)) = (context, def.node.get("build")) {
-        if let Some(entry) = build.value.get("context").filter(|_| outside(context)) {
-            let ctx = def
-                .ctx
-                .key("build", &build.value)
-                .key("context", &entry.value);
-            cx.error(
-                &entry.value.at,
-                &ctx,
-                ErrorKind::OutsidePath(context.clone()),
-            );
+    let (Some(spec), Some(build)) = (spec.build.as_ref(), def.node.get("build")) else {
+        return;
+    };
+    let refused = [
+        ("context", spec.context.as_ref().filter(|c| outside(c))),
+        (
+            "dockerfile",
+            spec.dockerfile
+                .as_ref()
+                .filter(|d| Path::new(d.as_str()).is_absolute()),
+        ),
+    ];
+    for (key, value) in refused {
+        let Some(value) = value else {
+            continue;
+        };
+        if let Some(entry) = build.value.get(key) {
+            let ctx = def.ctx.key("build", &build.value).key(key, &entry.value);
+            cx.error(&entry.value.at, &ctx, ErrorKind::OutsidePath(value.clone()));
         }
     }
 }

@@ -1237,6 +1237,97 @@ fn script_jobs_run_in_the_images_build_jobs_made_pushed_or_not() {
 }
 
 // ---------------------------------------------------------------------------
+// Paths out of the project.
+
+/// A build job cannot build, or read as its Dockerfile, anything outside
+/// the project, whichever way the path gets there: a variable (absolute or
+/// `..`, expanded after the pipeline was checked), a committed symlink, an
+/// absolute `dockerfile` (written as it is, the pipeline is refused; through
+/// a variable, the job), a Dockerfile that is a symlink out. Each is refused
+/// before anything is read, naming the job (or the file's line) and the
+/// value; what the file outside holds shows nowhere.
+#[test]
+fn build_jobs_never_reach_outside_the_project() {
+    let marker = format!("OUTSIDE-{}-CONTENT", unique());
+    let outside = tempfile::Builder::new()
+        .prefix("executor-outside-")
+        .tempdir()
+        .unwrap();
+    let dir = outside.path().display().to_string();
+    fs::write(
+        outside.path().join("Dockerfile"),
+        format!("FROM scratch\n{marker} and more\nCOPY . /\n"),
+    )
+    .unwrap();
+    fs::write(outside.path().join("data.txt"), &marker).unwrap();
+    let dockerfile = format!("{dir}/Dockerfile");
+    let pipeline = format!(
+        r"version: 1
+jobs:
+  var-absolute:
+    variables: {{CTX: {dir}}}
+    build: {{context: $CTX, push: false}}
+  var-parent:
+    variables: {{CTX: ../../{name}}}
+    build: {{context: $CTX, push: false}}
+  symlink-context:
+    build: {{context: linked, push: false}}
+  absolute-dockerfile:
+    variables: {{DF: {dockerfile}}}
+    build: {{context: app, dockerfile: $DF, push: false}}
+  symlink-dockerfile:
+    build: {{context: app, dockerfile: Evil.dockerfile, push: false}}
+",
+        name = outside.path().file_name().unwrap().to_string_lossy()
+    );
+    let literal = format!(
+        "version: 1\njobs:\n  literal:\n    build: {{context: app, dockerfile: {dockerfile}, push: false}}\n"
+    );
+    let bed = Bed::new(&[
+        ("pipeline.yaml", &pipeline),
+        ("literal.yaml", &literal),
+        ("app/Dockerfile", "FROM scratch\n"),
+    ]);
+    // `repo/` is two levels below the temp dir `outside` is in.
+    assert_eq!(bed.dir.path().parent(), outside.path().parent());
+    std::os::unix::fs::symlink(outside.path(), bed.repo().join("linked")).unwrap();
+    std::os::unix::fs::symlink(&dockerfile, bed.repo().join("app/Evil.dockerfile")).unwrap();
+    git_commit(&bed.repo(), &[], "symlinks out");
+    let run = bed.run(&["--jobs", "1"]);
+    run.exits(1);
+    let parent = format!(
+        "../../{}",
+        outside.path().file_name().unwrap().to_string_lossy()
+    );
+    for (job, what, value) in [
+        ("var-absolute", "context", dir.as_str()),
+        ("var-parent", "context", parent.as_str()),
+        ("symlink-context", "context", "linked"),
+        ("absolute-dockerfile", "dockerfile", dockerfile.as_str()),
+        ("symlink-dockerfile", "dockerfile", "Evil.dockerfile"),
+    ] {
+        let refusal = format!("job {job}: the build {what} {value:?} is outside the project");
+        run.has(job, &format!("failed: {refusal}"));
+        assert!(run.log(job).contains(&refusal), "{}", run.log(job));
+        assert!(!run.log(job).contains(&marker), "{}", run.log(job));
+    }
+    assert!(!run.stdout.contains(&marker), "{run:?}");
+    assert!(!run.stderr.contains(&marker), "{run:?}");
+    assert_no_scratch(&bed.store());
+
+    let out = bed.run_command(&["literal.yaml"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "literal.yaml:4:39: jobs.literal.build.dockerfile: `{dockerfile}` must be a relative path inside the repository"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&marker), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------
 // Secrets.
 
 #[test]
@@ -1577,14 +1668,30 @@ jobs:
     assert_no_scratch(&bed.store());
 }
 
+/// A FIFO a job reads its secret from: the job blocks there until the test
+/// writes (the directory holding it is the first value).
+fn secret_gate() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("gate");
+    ok(Command::new("mkfifo").arg(&fifo));
+    (dir, fifo)
+}
+
+/// The gate opened for writing, once a job has it open for reading.
+fn gate_writer(fifo: &Path) -> Option<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(fifo)
+        .ok()
+}
+
 /// A job still starting when Ctrl-C comes (here reading a secret from a
 /// FIFO, as it could be fetching its image) does not go on to run.
 #[test]
 fn ctrl_c_also_stops_a_job_that_was_still_starting() {
     let marker = unique();
-    let gate = tempfile::tempdir().unwrap();
-    let fifo = gate.path().join("gate");
-    ok(Command::new("mkfifo").arg(&fifo));
+    let (_gate, fifo) = secret_gate();
     let pipeline = format!(
         r"version: 1
 defaults:
@@ -1604,11 +1711,7 @@ jobs:
     // The job is reading the FIFO once it can be opened for writing.
     let mut writer = None;
     run.wait_until("the job is reading its secret", || {
-        writer = fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&fifo)
-            .ok();
+        writer = gate_writer(&fifo);
         writer.is_some()
     });
     run.interrupt();
@@ -1624,6 +1727,68 @@ jobs:
     assert!(bed.coordinator.events().is_empty());
     leftovers.assert_none(&format!("sleep {marker}"));
     assert_no_scratch(&bed.store());
+}
+
+/// A second Ctrl-C quits at once, even with a job that does not end (here
+/// one blocked reading its secret from a FIFO nobody writes): the first
+/// stopped every running job, script and build alike.
+#[test]
+fn a_second_ctrl_c_quits_at_once() {
+    let (script_marker, build_marker) = (unique(), unique());
+    let (_gate, fifo) = secret_gate();
+    let pipeline = format!(
+        r"version: 1
+defaults:
+  image: $REGISTRY/busybox:latest
+jobs:
+  stuck:
+    secrets:
+      GATE: {{file: {fifo}}}
+    script: [bin/mark stuck]
+  sleeper:
+    script: [sleep {script_marker}]
+  builder:
+    build:
+      context: slow
+      args: {{BASE: $REGISTRY/busybox:latest}}
+      push: false
+",
+        fifo = fifo.display()
+    );
+    let bed = Bed::new(&[
+        ("pipeline.yaml", &pipeline),
+        (
+            "slow/Dockerfile",
+            &format!("ARG BASE\nFROM $BASE\nRUN sleep {build_marker}\n"),
+        ),
+    ]);
+    let sleeps = [
+        format!("sleep {script_marker}"),
+        format!("sleep {build_marker}"),
+    ];
+    let builds = format!("--settings-file {}", bed.store().display());
+    let _reaper = Reaper(vec![sleeps[0].clone(), sleeps[1].clone(), builds.clone()]);
+    let leftovers = Leftovers::before(&bed.store());
+    let mut run = Background::start(&bed, &["--jobs", "3"]);
+    let mut writer = None;
+    run.wait_until("every job runs", || {
+        writer = writer.take().or_else(|| gate_writer(&fifo));
+        writer.is_some() && sleeps.iter().all(|s| !processes_with(s).is_empty())
+    });
+    run.interrupt();
+    run.wait_until("the running jobs and the build are gone", || {
+        sleeps.iter().all(|s| processes_with(s).is_empty()) && processes_with(&builds).is_empty()
+    });
+    // `stuck` still waits for its secret: the run cannot end by itself.
+    run.interrupt();
+    let run = run.finish();
+    run.exits(130);
+    assert!(run.stderr.contains("stopping at once"), "{run:?}");
+    assert!(bed.coordinator.events().is_empty());
+    for sleep in &sleeps {
+        leftovers.assert_none(sleep);
+    }
+    drop(writer);
 }
 
 // ---------------------------------------------------------------------------
@@ -1721,6 +1886,88 @@ fn dry_run_prints_the_plan_validate_checks_and_logs_prints_the_runs_logs() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("has no job \"nope\""), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------
+// What `executor run` prints.
+
+const OUTPUT: &str = r#"version: 1
+stages: [test, deploy]
+defaults:
+  image: $REGISTRY/busybox:latest
+jobs:
+  hello:
+    stage: test
+    script:
+      - echo "hello from $CI_JOB_NAME"
+      - echo "to stderr" >&2
+  may-fail:
+    stage: test
+    needs: [hello]
+    allow_failure: true
+    script: [echo about to fail, exit 3]
+  never:
+    stage: test
+    rules: [{when: never}]
+    script: [echo never]
+  deploy:
+    stage: deploy
+    script: [echo deployed]
+"#;
+
+/// What changes from run to run in `executor run`'s output: the bed's
+/// paths, the registry's port, run ids, commits, digests, durations.
+fn output_filters(bed: &Bed) -> Vec<(String, String)> {
+    vec![
+        (
+            regex_quote(&bed.dir.path().display().to_string()),
+            "[BED]".into(),
+        ),
+        (regex_quote(&bed.registry.host), "[REGISTRY]".into()),
+        (r"\d{8}-\d{6}-\d{3}-[0-9a-f]{6}".into(), "[RUN_ID]".into()),
+        (r"sha256:[0-9a-f]{64}".into(), "[DIGEST]".into()),
+        (r"\b[0-9a-f]{40}\b".into(), "[SHA]".into()),
+        (r"\(([0-9a-f]{8})\)".into(), "([SHORT_SHA])".into()),
+        // Durations, the summary's columns kept as wide.
+        (r"\b\d\.\d\ds\b".into(), "N.NNs".into()),
+        (r"\b\d\d\.\d\ds\b".into(), " N.NNs".into()),
+    ]
+}
+
+/// `text` matching itself in a regex.
+fn regex_quote(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The live lines, the summary, a dry run's plan and a run that cannot
+/// start, as `executor run` prints them (snapshots, with what changes from
+/// run to run filtered out).
+#[test]
+fn run_output_stays_as_it_is() {
+    let bed = Bed::new(&[("pipeline.yaml", OUTPUT)]);
+    let run = bed.run(&["--jobs", "1"]);
+    run.exits(0);
+    let dry = bed.run_command(&["--dry-run"]).output().unwrap();
+    assert!(dry.status.success());
+    let missing = bed.run_command(&["missing.yaml"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    let filters = output_filters(&bed);
+    let filters: Vec<(&str, &str)> = filters
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    insta::with_settings!({ filters => filters }, {
+        insta::assert_snapshot!("run_stdout", run.stdout);
+        insta::assert_snapshot!("dry_run_stdout", String::from_utf8_lossy(&dry.stdout));
+        insta::assert_snapshot!("missing_pipeline_stderr", String::from_utf8_lossy(&missing.stderr));
+    });
 }
 
 // ---------------------------------------------------------------------------

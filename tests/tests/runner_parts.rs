@@ -15,8 +15,8 @@
 //! so they run one at a time ([`serial`]): a check for leftover mounts must
 //! not see another test's.
 
+use std::fmt::Write as _;
 use std::fs;
-use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use executor::image::store::Store;
 use executor::pipeline::checkout::{Checkout, GitRef};
+use executor::pipeline::events::{EventSink, RunEvent};
 use executor::pipeline::logs::{RunId, RunLogs};
 use executor::pipeline::script::{JobImage, JobOutcome, ScriptError, ScriptJob, ScriptStatus};
 use executor::pipeline::vars::{PipelineSource, Predefined, expand_all};
@@ -216,18 +217,14 @@ fn a_timeout_kills_the_jobs_whole_process_tree() {
 
 /// A sink the test reads back.
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+struct Captured(Arc<Mutex<String>>);
 
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+impl EventSink for Captured {
+    fn event(&self, event: &RunEvent) {
+        if let RunEvent::Log { job, line, .. } = event {
+            let mut text = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let _ = writeln!(text, "{job} | {line}");
+        }
     }
 }
 
@@ -249,12 +246,11 @@ fn secrets_are_masked_in_the_live_output_and_the_log_file() {
     job.variables.push(("HEAD".into(), "s3cr3t-".into()));
     job.variables.push(("TAIL".into(), "value-77".into()));
     let live = Captured::default();
-    let logs = RunLogs::with_output(
+    let logs = RunLogs::create(
         bed.dir.path(),
         RunId::new(),
         &["deploy", "x"],
-        Box::new(live.clone()),
-        false,
+        Arc::new(live.clone()),
     )
     .expect("the run's logs");
     let log = logs
@@ -273,8 +269,7 @@ fn secrets_are_masked_in_the_live_output_and_the_log_file() {
          $ printf %s \"$HEAD\"; sleep 0.2; printf '%s twice\\n' \"$TAIL\"\n[MASKED] twice\n\
          $ printf \"no newline $TOKEN\"\nno newline [MASKED]\njob succeeded\n"
     );
-    let live =
-        String::from_utf8(live.0.lock().expect("the live output").clone()).expect("UTF-8 output");
+    let live = live.0.lock().expect("the live output").clone();
     assert!(!live.contains("s3cr3t"), "{live}");
     assert!(live.contains("deploy | token=[MASKED]\n"), "{live}");
     assert!(live.contains("deploy | no newline [MASKED]\n"), "{live}");
@@ -354,7 +349,7 @@ fn executor_logs_prints_a_runs_logs() {
     let project = dir.path().join("app");
     git_repo(&project, &[("README", "x\n")]);
     let write_run = |id: &RunId, jobs: &[(&str, &str)]| {
-        let logs = RunLogs::with_output(&project, id.clone(), &[], Box::new(io::sink()), false)
+        let logs = RunLogs::create(&project, id.clone(), &[], Arc::new(|_: &RunEvent| {}))
             .expect("the run's logs");
         for (job, text) in jobs {
             let log = logs.job(job, &[]).expect("a job's log");

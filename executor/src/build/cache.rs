@@ -37,7 +37,7 @@ use crate::rootfs::remote::Remote;
 const MAX_ENTRY_BYTES: u64 = 16 << 20;
 
 /// What `--cache` and the flags that go with it asked for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[allow(clippy::struct_excessive_bools)]
 pub struct CacheSettings {
     /// Where entries are shared; `None`: only the local store.
@@ -116,7 +116,7 @@ pub enum OpenError {
 }
 
 /// A cache repository.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CacheRepo {
     /// A registry repository; entries are tagged with their keys.
     Registry(ImageReference),

@@ -30,4 +30,4 @@ pub use engine::{Outcome, build};
 pub use error::BuildError;
 pub use metrics::{Metrics, StepMetric};
 pub use run::{Secret, SecretSource, SshAgent};
-pub use settings::Settings;
+pub use settings::{Settings, SourceDateEpochError};

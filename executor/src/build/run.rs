@@ -93,14 +93,14 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> R
 }
 
 /// Where a `--secret` value comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SecretSource {
     File(PathBuf),
     Env(String),
 }
 
 /// One `--secret`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Secret {
     pub id: String,
     pub source: SecretSource,
@@ -178,7 +178,7 @@ impl Secret {
 }
 
 /// One `--ssh`: an agent socket by id.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SshAgent {
     pub id: String,
     pub socket: PathBuf,

@@ -10,7 +10,9 @@ use crate::platform::Platform;
 use crate::registry::ImageReference;
 use crate::rootfs::SnapshotMode;
 
-#[derive(Debug, Clone)]
+/// In serde too: a pipeline's build job hands its settings to the `executor
+/// build` it starts as a file (`--settings-file`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[allow(clippy::struct_excessive_bools)]
 pub struct Settings {
     /// `--context` as given: a directory, `tar://...`, `git://...`, an
@@ -67,4 +69,29 @@ pub struct Settings {
     pub metrics_file: Option<PathBuf>,
     /// `--cache`: the layer cache's settings; `None` without it.
     pub cache: Option<CacheSettings>,
+}
+
+/// `SOURCE_DATE_EPOCH` that does not read as whole seconds since 1970.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid SOURCE_DATE_EPOCH {0:?}: expected whole seconds since 1970-01-01")]
+pub struct SourceDateEpochError(pub String);
+
+/// [`Settings::source_date_epoch`]: `SOURCE_DATE_EPOCH` from a build arg,
+/// else this process's environment; 0 with `reproducible` and neither.
+pub fn source_date_epoch(
+    build_args: &BTreeMap<String, String>,
+    reproducible: bool,
+) -> Result<Option<i64>, SourceDateEpochError> {
+    let value = build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+        .filter(|v| !v.is_empty());
+    match value {
+        Some(v) => match v.trim().parse::<i64>() {
+            Ok(secs) if secs >= 0 => Ok(Some(secs)),
+            _ => Err(SourceDateEpochError(v)),
+        },
+        None => Ok(reproducible.then_some(0)),
+    }
 }

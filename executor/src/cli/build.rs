@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use clap::{ArgAction, Args, ValueEnum};
 
+use executor::build::settings::source_date_epoch;
 use executor::build::{CacheRepo, CacheSettings, Secret, Settings, SnapshotMode, SshAgent};
 use executor::dockerfile::instructions::parse_go_duration;
 use executor::platform::Platform;
@@ -208,6 +209,12 @@ pub struct BuildArgs {
     /// UTS namespaces and pivot_root
     #[arg(long, env = "EXECUTOR_ISOLATION", default_value = "namespace")]
     pub isolation: IsolationArg,
+
+    /// The whole build's settings as JSON (`executor::build::Settings`),
+    /// instead of flags: how `executor run` hands a build job to the
+    /// `executor build` it starts. Not for people: hidden from --help.
+    #[arg(long, hide = true, value_name = "PATH")]
+    pub settings_file: Option<PathBuf>,
 }
 
 /// The registry settings for pushes. Shared by `executor build` and
@@ -226,24 +233,6 @@ pub struct PushArgs {
     /// with exponential backoff
     #[arg(long, env = "EXECUTOR_PUSH_RETRY", default_value_t = Backoff::default().retries)]
     pub push_retry: u32,
-}
-
-impl PushArgs {
-    /// These settings as `executor build` flags.
-    #[must_use]
-    pub fn as_flags(&self) -> Vec<String> {
-        let mut flags = Vec::new();
-        for (flag, on) in [
-            ("--insecure", self.insecure),
-            ("--skip-tls-verify", self.skip_tls_verify),
-        ] {
-            if on {
-                flags.push(flag.to_string());
-            }
-        }
-        flags.extend(["--push-retry".to_string(), self.push_retry.to_string()]);
-        flags
-    }
 }
 
 /// What fetching images takes: the store, the platform and the registry
@@ -314,38 +303,6 @@ pub struct PullArgs {
     pub cache_dir: Option<PathBuf>,
 }
 
-impl PullArgs {
-    /// The registry settings among these (not the store or the platform)
-    /// as `executor build` flags.
-    #[must_use]
-    pub fn registry_flags(&self) -> Vec<String> {
-        let mut flags = Vec::new();
-        for (flag, values) in [
-            ("--insecure-registry", &self.insecure_registry),
-            ("--skip-tls-verify-registry", &self.skip_tls_verify_registry),
-            ("--registry-certificate", &self.registry_certificate),
-            ("--registry-mirror", &self.registry_mirror),
-        ] {
-            for value in values {
-                flags.extend([flag.to_string(), value.clone()]);
-            }
-        }
-        for (flag, on) in [
-            ("--insecure-pull", self.insecure_pull),
-            ("--skip-tls-verify-pull", self.skip_tls_verify_pull),
-        ] {
-            if on {
-                flags.push(flag.to_string());
-            }
-        }
-        flags.extend([
-            "--image-download-retry".to_string(),
-            self.image_download_retry.to_string(),
-        ]);
-        flags
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum SnapshotModeArg {
     #[default]
@@ -379,26 +336,6 @@ pub(super) fn default_cache_dir() -> anyhow::Result<PathBuf> {
         .filter(|h| !h.is_empty())
         .context("cannot find the cache directory: HOME is not set\nhint: pass --cache-dir")?;
     Ok(PathBuf::from(home).join(".cache/executor"))
-}
-
-/// `SOURCE_DATE_EPOCH` from a build arg, else the environment; 0 with
-/// `--reproducible` and neither.
-fn source_date_epoch(
-    build_args: &std::collections::BTreeMap<String, String>,
-    reproducible: bool,
-) -> anyhow::Result<Option<i64>> {
-    let value = build_args
-        .get("SOURCE_DATE_EPOCH")
-        .cloned()
-        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
-        .filter(|v| !v.is_empty());
-    match value {
-        Some(v) => match v.trim().parse::<i64>() {
-            Ok(secs) if secs >= 0 => Ok(Some(secs)),
-            _ => bail!("invalid SOURCE_DATE_EPOCH {v:?}: expected whole seconds since 1970-01-01"),
-        },
-        None => Ok(reproducible.then_some(0)),
-    }
 }
 
 /// `HOST=PATH` pairs.
@@ -521,6 +458,14 @@ impl BuildArgs {
     }
 }
 
+/// The settings `executor run` wrote for one build job.
+fn settings_file(path: &std::path::Path) -> anyhow::Result<Settings> {
+    let text = std::fs::read(path)
+        .with_context(|| format!("cannot read the settings file {}", path.display()))?;
+    serde_json::from_slice(&text)
+        .with_context(|| format!("invalid settings file {}", path.display()))
+}
+
 impl BuildArgs {
     /// `--cache` and the flags that go with it.
     fn cache_settings(&self) -> anyhow::Result<Option<CacheSettings>> {
@@ -565,7 +510,20 @@ impl BuildArgs {
 
 /// Runs `executor build`.
 pub fn run(args: &BuildArgs) -> anyhow::Result<std::process::ExitCode> {
-    let settings = args.settings()?;
+    let settings = match &args.settings_file {
+        Some(path) => {
+            // A pipeline's build job: it ends with the run that started it,
+            // as SIGTERM would end it (`executor run` quitting at once on a
+            // second Ctrl-C).
+            if let Err(e) = rustix::process::set_parent_process_death_signal(Some(
+                rustix::process::Signal::TERM,
+            )) {
+                tracing::debug!("no parent-death signal: {e}");
+            }
+            settings_file(path)?
+        }
+        None => args.settings()?,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -596,4 +554,43 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<std::process::ExitCode> {
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_settings_file_flag_is_hidden_and_reads_what_a_run_wrote() {
+        let mut cli = super::super::Cli::command();
+        let build = cli.find_subcommand_mut("build").unwrap();
+        let help = build.render_long_help().to_string();
+        assert!(help.contains("--context"), "{help}");
+        assert!(!help.contains("settings-file"), "{help}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let args = BuildArgs {
+            context: "/ctx".into(),
+            no_push: true,
+            pull: PullArgs {
+                cache_dir: Some(dir.path().join("store")),
+                ..PullArgs::default()
+            },
+            cache_ttl: "336h".into(),
+            ..BuildArgs::default()
+        };
+        let settings = args.settings().unwrap();
+        let path = dir.path().join("settings.json");
+        std::fs::write(&path, serde_json::to_vec(&settings).unwrap()).unwrap();
+        assert_eq!(settings_file(&path).unwrap(), settings);
+
+        std::fs::write(&path, "{\"context\": 1}").unwrap();
+        let error = settings_file(&path).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("invalid settings file {}", path.display())
+        );
+    }
 }

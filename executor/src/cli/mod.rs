@@ -7,6 +7,7 @@ mod dockerfile;
 mod logging;
 mod logs;
 mod run;
+mod run_output;
 mod schema;
 mod signals;
 mod validate;

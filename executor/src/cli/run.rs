@@ -3,19 +3,23 @@
 //! flags and `EXECUTOR_*` variables, so a pipeline file never holds
 //! machine-specific settings.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::{ArgAction, Args};
 
 use executor::pipeline::checkout::Checkout;
-use executor::pipeline::run::{self, RunOptions};
+use executor::pipeline::run::{self, RunError, RunOptions};
 use executor::pipeline::vars::PipelineSource;
+use executor::pipeline::{CancellationToken, EventSink};
 use executor::platform::Platform;
 use executor::registry::{RegistryOptions, TransferOptions};
 
 use super::build::{PullArgs, PushArgs, default_cache_dir, pairs};
+use super::run_output::Terminal;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -100,7 +104,7 @@ impl RunArgs {
         let registry = RegistryOptions {
             insecure: p.insecure_registry.clone(),
             skip_tls_verify: p.skip_tls_verify_registry.clone(),
-            certificates: certificates.clone(),
+            certificates,
             mirrors: p.registry_mirror.clone(),
             pull: TransferOptions {
                 insecure: p.insecure_pull,
@@ -114,9 +118,6 @@ impl RunArgs {
             },
             ..RegistryOptions::default()
         };
-        // The same settings for build jobs, as `executor build` flags.
-        let mut build_flags = p.registry_flags();
-        build_flags.extend(self.push.as_flags());
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
         let logs_base = Checkout::working_tree(&cwd).map_or(cwd, |checkout| checkout.dir);
         Ok(RunOptions {
@@ -135,7 +136,6 @@ impl RunArgs {
             store,
             platform: p.custom_platform.clone().unwrap_or_else(Platform::host),
             registry,
-            build_flags,
             logs_base,
         })
     }
@@ -149,27 +149,43 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let signals = runtime.spawn(async {
+    let cancel = CancellationToken::new();
+    let cancel_on_signal = cancel.clone();
+    let signals = runtime.spawn(async move {
         let Some(mut signals) = super::signals::StopSignals::new() else {
             return;
         };
         let name = signals.next().await;
         tracing::warn!("{name}: stopping the run (again to quit at once)");
-        run::interrupt();
+        cancel_on_signal.cancel();
         // A second signal: something hangs (a pull, a job ignoring
         // SIGTERM); quit now, killing what is left.
         signals.next().await;
         tracing::warn!("stopping at once");
-        run::interrupt();
+        // This process runs this one pipeline: every sandbox in it is the
+        // run's. Build jobs' processes had their SIGTERM; they get another
+        // as this process ends (their parent-death signal).
+        executor::sandbox::kill_all();
         std::process::exit(130);
     });
-    let report = run::run(&options, runtime.handle());
+    let terminal: Arc<dyn EventSink> = Arc::new(Terminal::new(options.dry_run));
+    let report = run::run(&options, runtime.handle(), &cancel, &terminal);
     signals.abort();
-    let report = report?;
+    let report = match report {
+        Ok(report) => report,
+        // Every error of the file, one per line (as `executor validate`
+        // prints them), then how many.
+        Err(RunError::Pipeline { path, errors }) => {
+            let mut stderr = std::io::stderr().lock();
+            writeln!(stderr, "error: {errors}")?;
+            writeln!(stderr, "{}: {}", path.display(), errors.summary())?;
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(e.into()),
+    };
     if options.dry_run {
         return Ok(ExitCode::SUCCESS);
     }
-    run::print_summary(&report, &options.logs_base);
     Ok(if report.interrupted {
         ExitCode::from(130)
     } else if report.success() {

@@ -1,7 +1,8 @@
-//! A run's logs: live on the terminal, each line prefixed by its job's
-//! name (padded, coloured on a terminal), and each job's full output kept
-//! in `.executor/runs/RUN_ID/JOB.log` under a base directory (the project
-//! directory), where `executor logs` finds them.
+//! A run's logs: each job's full output kept in `.executor/runs/RUN_ID/JOB.log`
+//! under a base directory (the project directory), where `executor logs`
+//! finds them, and every line sent live to the run's [`EventSink`] as a
+//! [`RunEvent::Log`] with its job and stream (the CLI prints them prefixed
+//! by the job's name).
 //!
 //! Secrets are masked: every occurrence of a secret value (of each of its
 //! lines, for a value of several lines) becomes `[MASKED]`, in the live
@@ -12,31 +13,27 @@
 //! keep the longest secret's length minus one byte back, so no secret is
 //! ever cut in two).
 //!
-//! A [`JobLog`] is written through `&self` from any thread; the terminal
-//! is shared by every job of a run, one whole line at a time.
+//! A [`JobLog`] is written through `&self` from any thread; its events go
+//! out one whole line at a time.
 
 use std::collections::hash_map::RandomState;
 use std::fmt::{self, Write as _};
 use std::fs::{self, File};
 use std::hash::BuildHasher as _;
-use std::io::{self, IsTerminal as _, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use executor_cache::time::civil_from_days;
 
+use super::events::{EventSink, RunEvent, Stream};
+
 /// What a secret becomes in logs (GitLab's word).
 pub const MASK: &[u8] = b"[MASKED]";
 
 /// A partial line longer than this is written without waiting for its end.
 pub const LINE_LIMIT: usize = 64 * 1024;
-
-/// The colours job names cycle through (ANSI: cyan, yellow, green,
-/// magenta, blue, red, bright variants).
-const COLOURS: [&str; 12] = [
-    "36", "33", "32", "35", "34", "31", "96", "93", "92", "95", "94", "91",
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogsError {
@@ -261,18 +258,12 @@ pub fn jobs(base: &Path, run: &RunId) -> Result<Vec<String>> {
 /// The file of a run's directory listing its jobs in the run's order.
 const ORDER_FILE: &str = "jobs.txt";
 
-/// Where live output goes, shared by every job of a run.
-struct Live {
-    sink: Mutex<Box<dyn Write + Send>>,
-    colour: bool,
-    width: usize,
-}
-
-/// One run's logs: creates each job's log and shares the terminal.
+/// One run's logs: creates each job's log, and sends every job's lines to
+/// the run's sink.
 pub struct RunLogs {
     id: RunId,
     dir: PathBuf,
-    live: Arc<Live>,
+    events: Arc<dyn EventSink>,
 }
 
 impl fmt::Debug for RunLogs {
@@ -285,22 +276,14 @@ impl fmt::Debug for RunLogs {
 }
 
 impl RunLogs {
-    /// The logs of run `id` under `base` (its directory is created), live
-    /// output on stdout (coloured when stdout is a terminal and `NO_COLOR`
-    /// is not set). `job_names` sets the width job names are padded to,
-    /// and the order `executor logs` lists the jobs in.
-    pub fn create(base: &Path, id: RunId, job_names: &[&str]) -> Result<Self> {
-        let colour = io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        Self::with_output(base, id, job_names, Box::new(io::stdout()), colour)
-    }
-
-    /// [`RunLogs::create`] with live output to `sink`.
-    pub fn with_output(
+    /// The logs of run `id` under `base` (its directory is created), every
+    /// line also sent to `events`. `job_names` is the order `executor
+    /// logs` lists the jobs in.
+    pub fn create(
         base: &Path,
         id: RunId,
         job_names: &[&str],
-        sink: Box<dyn Write + Send>,
-        colour: bool,
+        events: Arc<dyn EventSink>,
     ) -> Result<Self> {
         let dir = runs_dir(base).join(id.as_str());
         fs::create_dir_all(&dir).map_err(|source| LogsError::Create {
@@ -327,20 +310,7 @@ impl RunLogs {
                 source,
             })?;
         }
-        let width = job_names
-            .iter()
-            .map(|name| name.chars().count())
-            .max()
-            .unwrap_or(0);
-        Ok(Self {
-            id,
-            dir,
-            live: Arc::new(Live {
-                sink: Mutex::new(sink),
-                colour,
-                width,
-            }),
-        })
+        Ok(Self { id, dir, events })
     }
 
     #[must_use]
@@ -363,36 +333,18 @@ impl RunLogs {
             path: path.clone(),
             source,
         })?;
-        let colour = colour_of(name);
-        let padded = format!("{name:<width$}", width = self.live.width);
-        let prefix = if self.live.colour {
-            format!("\x1b[{colour}m{padded}\x1b[0m | ")
-        } else {
-            format!("{padded} | ")
-        };
         Ok(JobLog {
             name: name.to_owned(),
             path,
-            prefix: prefix.into_bytes(),
             masks: masks(secrets),
-            live: Arc::clone(&self.live),
+            events: Arc::clone(&self.events),
             state: Mutex::new(State {
                 file: Some(io::BufWriter::new(file)),
-                pending: Vec::new(),
+                pending: [Vec::new(), Vec::new()],
                 error: None,
             }),
         })
     }
-}
-
-/// A job's colour, from a stable hash of its name (FNV-1a), so a job keeps
-/// its colour from run to run.
-fn colour_of(name: &str) -> &'static str {
-    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    });
-    let index = usize::try_from(hash % COLOURS.len() as u64).unwrap_or(0);
-    COLOURS[index]
 }
 
 /// The byte strings masked for `secrets`: each value's non-empty lines,
@@ -435,19 +387,19 @@ pub fn mask(text: &[u8], masks: &[Vec<u8>]) -> Vec<u8> {
 struct State {
     /// `None` once finished.
     file: Option<io::BufWriter<File>>,
-    /// The start of a line whose end has not come yet.
-    pending: Vec<u8>,
+    /// The start of a line whose end has not come yet, on stdout and on
+    /// stderr.
+    pending: [Vec<u8>; 2],
     /// The first write error, reported by [`JobLog::finish`].
     error: Option<io::Error>,
 }
 
-/// One job's log: its file and its share of the live output.
+/// One job's log: its file and its lines' events.
 pub struct JobLog {
     name: String,
     path: PathBuf,
-    prefix: Vec<u8>,
     masks: Vec<Vec<u8>>,
-    live: Arc<Live>,
+    events: Arc<dyn EventSink>,
     state: Mutex<State>,
 }
 
@@ -473,49 +425,50 @@ impl JobLog {
         &self.path
     }
 
-    /// Takes a chunk of the job's output: its complete lines are masked
-    /// and written, the rest waits for the end of its line.
+    /// Takes a chunk of the job's standard output: [`JobLog::write_to`].
     pub fn write(&self, chunk: &[u8]) {
+        self.write_to(Stream::Stdout, chunk);
+    }
+
+    /// Takes a chunk of the job's `stream` (stdout or stderr): its complete
+    /// lines are masked and written, the rest waits for the end of its
+    /// line.
+    pub fn write_to(&self, stream: Stream, chunk: &[u8]) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.pending.extend_from_slice(chunk);
-        if let Some(end) = state.pending.iter().rposition(|&b| b == b'\n') {
-            let lines: Vec<u8> = state.pending.drain(..=end).collect();
-            self.emit(&mut state, &lines);
+        let slot = pending_slot(stream);
+        state.pending[slot].extend_from_slice(chunk);
+        if let Some(end) = state.pending[slot].iter().rposition(|&b| b == b'\n') {
+            let lines: Vec<u8> = state.pending[slot].drain(..=end).collect();
+            self.emit(&mut state, stream, &lines);
         }
-        if state.pending.len() > LINE_LIMIT {
+        if state.pending[slot].len() > LINE_LIMIT {
             // Keep back what could be the start of a secret.
             let keep = self
                 .masks
                 .first()
                 .map_or(0, |longest| longest.len().saturating_sub(1));
-            let cut = state.pending.len() - keep;
-            let piece: Vec<u8> = state.pending.drain(..cut).collect();
-            self.emit(&mut state, &piece);
+            let cut = state.pending[slot].len() - keep;
+            let piece: Vec<u8> = state.pending[slot].drain(..cut).collect();
+            self.emit(&mut state, stream, &piece);
         }
     }
 
     /// Writes a line of the runner's own (a job's status, say), masked
-    /// like the job's output, after any partial line the job left.
+    /// like the job's output, after any partial lines the job left.
     pub fn line(&self, text: &str) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut all = std::mem::take(&mut state.pending);
-        if !all.is_empty() {
-            all.push(b'\n');
-        }
-        all.extend_from_slice(text.as_bytes());
+        self.flush_pending(&mut state, true);
+        let mut all = text.as_bytes().to_vec();
         all.push(b'\n');
-        self.emit(&mut state, &all);
+        self.emit(&mut state, Stream::Runner, &all);
     }
 
-    /// Writes the partial line left, if any, and closes the file; reports
-    /// the first error writing the file met. Later writes go to the live
-    /// output only.
+    /// Writes the partial lines left, if any, and closes the file; reports
+    /// the first error writing the file met. Later lines are still sent
+    /// as events.
     pub fn finish(&self) -> Result<()> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let rest = std::mem::take(&mut state.pending);
-        if !rest.is_empty() {
-            self.emit(&mut state, &rest);
-        }
+        self.flush_pending(&mut state, false);
         if let Some(mut file) = state.file.take()
             && let Err(e) = file.flush()
         {
@@ -530,10 +483,23 @@ impl JobLog {
         }
     }
 
+    /// Writes the partial line of each stream, ended (with `end_line`, as
+    /// a line of the runner's follows) or as it is.
+    fn flush_pending(&self, state: &mut State, end_line: bool) {
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let mut rest = std::mem::take(&mut state.pending[pending_slot(stream)]);
+            if !rest.is_empty() {
+                if end_line {
+                    rest.push(b'\n');
+                }
+                self.emit(state, stream, &rest);
+            }
+        }
+    }
+
     /// Masks `text` (whole lines, or a piece that must go out now) and
-    /// writes it to the file and, line by line with the prefix, to the
-    /// live output.
-    fn emit(&self, state: &mut State, text: &[u8]) {
+    /// writes it to the file and, line by line, as events.
+    fn emit(&self, state: &mut State, stream: Stream, text: &[u8]) {
         let masked = mask(text, &self.masks);
         if let Some(file) = &mut state.file
             && let Err(e) = file.write_all(&masked)
@@ -542,21 +508,22 @@ impl JobLog {
             tracing::warn!(path = %self.path.display(), error = %e, "cannot write the job's log");
             state.error = Some(e);
         }
-        let mut live = Vec::with_capacity(masked.len() + self.prefix.len() * 2);
         for piece in masked.split_inclusive(|&b| b == b'\n') {
             let piece = piece.strip_suffix(b"\n").unwrap_or(piece);
-            live.extend_from_slice(&self.prefix);
-            live.extend_from_slice(piece.strip_suffix(b"\r").unwrap_or(piece));
-            live.push(b'\n');
+            self.events.event(&RunEvent::Log {
+                job: self.name.clone(),
+                stream,
+                line: String::from_utf8_lossy(piece).into_owned(),
+            });
         }
-        let mut sink = self
-            .live
-            .sink
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        // The terminal going away must not stop the job; its log file has
-        // everything.
-        let _ = sink.write_all(&live).and_then(|()| sink.flush());
+    }
+}
+
+/// Where a stream's partial line waits (the runner's lines never wait).
+fn pending_slot(stream: Stream) -> usize {
+    match stream {
+        Stream::Stdout | Stream::Runner => 0,
+        Stream::Stderr => 1,
     }
 }
 
@@ -572,34 +539,38 @@ impl Drop for JobLog {
 mod tests {
     use super::*;
 
-    /// A sink the test reads back.
+    /// The log events a run sent, as `JOB | LINE` lines.
     #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
+    struct Captured(Arc<Mutex<Vec<(String, Stream, String)>>>);
 
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
+    impl EventSink for Captured {
+        fn event(&self, event: &RunEvent) {
+            if let RunEvent::Log { job, stream, line } = event {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push((job.clone(), *stream, line.clone()));
+            }
         }
     }
 
     impl Captured {
         fn text(&self) -> String {
-            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+            let mut text = String::new();
+            for (job, _, line) in self.0.lock().unwrap().iter() {
+                let _ = writeln!(text, "{job} | {line}");
+            }
+            text
         }
     }
 
-    fn run(base: &Path, names: &[&str], colour: bool) -> (RunLogs, Captured) {
+    fn run(base: &Path, names: &[&str]) -> (RunLogs, Captured) {
         let captured = Captured::default();
-        let logs = RunLogs::with_output(
+        let logs = RunLogs::create(
             base,
             RunId::at(1_700_000_000_123, 0xabc),
             names,
-            Box::new(captured.clone()),
-            colour,
+            Arc::new(captured.clone()),
         )
         .unwrap();
         (logs, captured)
@@ -608,7 +579,7 @@ mod tests {
     #[test]
     fn jobs_are_listed_in_the_runs_order() {
         let base = tempfile::tempdir().unwrap();
-        let (logs, _) = run(base.path(), &["zeta", "alpha", "mid"], false);
+        let (logs, _) = run(base.path(), &["zeta", "alpha", "mid"]);
         for name in ["alpha", "mid", "zeta"] {
             logs.job(name, &[]).unwrap().finish().unwrap();
         }
@@ -621,12 +592,12 @@ mod tests {
     #[test]
     fn git_is_told_to_leave_the_logs_out() {
         let base = tempfile::tempdir().unwrap();
-        let (_logs, _) = run(base.path(), &["a"], false);
+        let (_logs, _) = run(base.path(), &["a"]);
         let ignore = fs::read_to_string(base.path().join(".executor/.gitignore")).unwrap();
         assert!(ignore.lines().any(|l| l == "*"), "{ignore}");
         // A .gitignore the user wrote there is theirs.
         fs::write(base.path().join(".executor/.gitignore"), "runs/\n").unwrap();
-        let (_logs, _) = run(base.path(), &["a"], false);
+        let (_logs, _) = run(base.path(), &["a"]);
         assert_eq!(
             fs::read_to_string(base.path().join(".executor/.gitignore")).unwrap(),
             "runs/\n"
@@ -663,7 +634,7 @@ mod tests {
     #[test]
     fn each_job_has_its_log_and_live_lines_carry_its_name() {
         let base = tempfile::tempdir().unwrap();
-        let (logs, live) = run(base.path(), &["build", "test"], false);
+        let (logs, live) = run(base.path(), &["build", "test"]);
         let build = logs.job("build", &[]).unwrap();
         let test = logs.job("test", &[]).unwrap();
         build.write(b"compiling\nlinking");
@@ -682,28 +653,36 @@ mod tests {
         );
         assert_eq!(
             live.text(),
-            "build | compiling\ntest  | ok 1\nbuild | linking done\ntest  | no newline at the end\n"
+            "build | compiling\ntest | ok 1\nbuild | linking done\ntest | no newline at the end\n"
         );
     }
 
     #[test]
-    fn names_are_coloured_on_a_terminal() {
+    fn each_stream_keeps_its_own_partial_line() {
         let base = tempfile::tempdir().unwrap();
-        let (logs, live) = run(base.path(), &["a"], true);
-        let job = logs.job("a", &[]).unwrap();
-        job.write(b"x\n");
-        let text = live.text();
-        assert!(text.starts_with("\x1b["), "{text:?}");
-        assert!(text.ends_with("a\x1b[0m | x\n"), "{text:?}");
-        // The file has no colour.
-        drop(job);
-        assert_eq!(fs::read_to_string(logs.dir().join("a.log")).unwrap(), "x\n");
+        let (logs, live) = run(base.path(), &["b"]);
+        let job = logs.job("b", &[]).unwrap();
+        job.write_to(Stream::Stdout, b"half of ");
+        job.write_to(Stream::Stderr, b"warning: x\n");
+        job.write_to(Stream::Stdout, b"a line\n");
+        job.line("job succeeded");
+        job.finish().unwrap();
+        let events = live.0.lock().unwrap().clone();
+        let event = |stream, text: &str| ("b".to_owned(), stream, text.to_owned());
+        assert_eq!(
+            events,
+            [
+                event(Stream::Stderr, "warning: x"),
+                event(Stream::Stdout, "half of a line"),
+                event(Stream::Runner, "job succeeded"),
+            ]
+        );
     }
 
     #[test]
     fn secrets_are_masked_even_when_split_across_chunks() {
         let base = tempfile::tempdir().unwrap();
-        let (logs, live) = run(base.path(), &["deploy"], false);
+        let (logs, live) = run(base.path(), &["deploy"]);
         let secrets = vec![
             "hunter2-token".to_owned(),
             "-----BEGIN KEY-----\nc2VjcmV0\n-----END KEY-----\n".to_owned(),
@@ -733,7 +712,7 @@ mod tests {
     #[test]
     fn a_long_partial_line_goes_out_without_cutting_a_secret() {
         let base = tempfile::tempdir().unwrap();
-        let (logs, _) = run(base.path(), &["j"], false);
+        let (logs, _) = run(base.path(), &["j"]);
         let job = logs.job("j", &["0123456789".to_owned()]).unwrap();
         let filler = vec![b'x'; LINE_LIMIT - 5];
         job.write(&filler);
@@ -750,7 +729,7 @@ mod tests {
         let base = tempfile::tempdir().unwrap();
         let names: Vec<String> = (0..4).map(|n| format!("job-{n}")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let (logs, live) = run(base.path(), &refs, false);
+        let (logs, live) = run(base.path(), &refs);
         std::thread::scope(|scope| {
             for name in &names {
                 let job = logs.job(name, &[]).unwrap();
@@ -785,8 +764,7 @@ mod tests {
         let newer = RunId::at(2_000, 0);
         for id in [&newer, &older] {
             let logs =
-                RunLogs::with_output(base.path(), id.clone(), &[], Box::new(io::sink()), false)
-                    .unwrap();
+                RunLogs::create(base.path(), id.clone(), &[], Arc::new(|_: &RunEvent| {})).unwrap();
             for name in ["test: [linux, 1/2]", ".hidden", "build"] {
                 logs.job(name, &[]).unwrap().line(name);
             }

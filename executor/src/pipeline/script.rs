@@ -22,8 +22,9 @@
 //!   but not after a timeout (as in GitLab); its failure does not fail the
 //!   job, and it has a timeout of its own.
 //! - A timeout kills the job's whole process tree (the sandbox's PID
-//!   namespace, through a [`KillSwitch`]); Ctrl-C kills every job through
-//!   [`sandbox::kill_all`].
+//!   namespace, through a [`KillSwitch`]), and so does cancelling the job's
+//!   [`CancellationToken`] (Ctrl-C, a cancelled run): this job's sandbox
+//!   only, never another's.
 //!
 //! Output goes to the caller's callback chunk by chunk (whole lines where
 //! possible), unmasked: the caller's [`JobLog`](super::logs::JobLog) masks
@@ -39,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use oci_spec::image::ImageManifest;
 use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
 
 use super::vars::Variables;
 use crate::image::digest::Digest;
@@ -81,6 +83,14 @@ pub enum ScriptError {
         "image {image} is not in the local store\nhint: the build job that makes it must run first, with the same --cache-dir"
     )]
     NotStored { image: String },
+    #[error("image {image} in the local store is not usable: {what} is not valid JSON of its kind")]
+    StoredJson {
+        image: String,
+        /// The manifest, or the config `sha256:...`.
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("image {image} in the local store is not usable: {reason}")]
     Stored {
         image: String,
@@ -175,6 +185,8 @@ pub struct ScriptJob {
     /// The time `after_script` may take.
     pub after_script_timeout: Duration,
     pub network: Network,
+    /// Cancelled: the job's processes are killed (or never started).
+    pub cancel: CancellationToken,
 }
 
 impl ScriptJob {
@@ -196,6 +208,7 @@ impl ScriptJob {
             timeout: None,
             after_script_timeout: DEFAULT_AFTER_SCRIPT_TIMEOUT,
             network: Network::Host,
+            cancel: CancellationToken::new(),
         }
     }
 }
@@ -361,9 +374,11 @@ pub fn run_script(
             },
         }
     };
-    let script =
-        run_killable(spec("script.sh"), job.timeout, output).map_err(sandbox_error("script"))?;
-    let after_script = if job.after_script.is_empty() || matches!(script, ScriptStatus::TimedOut(_))
+    let script = run_killable(spec("script.sh"), job.timeout, &job.cancel, output)
+        .map_err(sandbox_error("script"))?;
+    let after_script = if job.after_script.is_empty()
+        || matches!(script, ScriptStatus::TimedOut(_))
+        || job.cancel.is_cancelled()
     {
         None
     } else {
@@ -372,6 +387,7 @@ pub fn run_script(
             run_killable(
                 spec("after_script.sh"),
                 Some(job.after_script_timeout),
+                &job.cancel,
                 output,
             )
             .map_err(sandbox_error("after_script"))?,
@@ -442,18 +458,21 @@ fn stored_image(store: &Store, digest: &Digest) -> Result<ImageSource> {
     let manifest = store
         .read_blob(digest)
         .map_err(|e| unusable("cannot read the manifest".into(), Some(e)))?;
-    let manifest: ImageManifest = serde_json::from_slice(&manifest)
-        .map_err(|e| unusable(format!("it is not an image manifest: {e}"), None))?;
+    let manifest: ImageManifest =
+        serde_json::from_slice(&manifest).map_err(|source| ScriptError::StoredJson {
+            image: image.clone(),
+            what: "the manifest".into(),
+            source,
+        })?;
     let config_digest = Digest::try_from(manifest.config().digest())
         .map_err(|_| unusable("the config digest is not valid".into(), None))?;
     let config = store
         .read_blob(&config_digest)
         .map_err(|e| unusable(format!("cannot read the config {config_digest}"), Some(e)))?;
-    let config = ImageConfig::from_json(&config).map_err(|e| {
-        unusable(
-            format!("the config {config_digest} is not valid: {e}"),
-            None,
-        )
+    let config = ImageConfig::from_json(&config).map_err(|source| ScriptError::StoredJson {
+        image: image.clone(),
+        what: format!("the config {config_digest}"),
+        source,
     })?;
     if config.rootfs.diff_ids.len() != manifest.layers().len() {
         return Err(unusable(
@@ -549,11 +568,17 @@ fn write_script(path: &Path, commands: &[&String]) -> io::Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(0o644))
 }
 
+/// How often a running sandbox looks at its cancellation token.
+const CANCEL_POLL: Duration = Duration::from_millis(100);
+
 /// Runs `spec` in the sandbox on a thread of its own, passing its output
-/// to `output` on this thread, and kills it when `timeout` passes.
+/// to `output` on this thread, and kills it when `timeout` passes or
+/// `cancel` is cancelled (a sandbox cancelled before it starts is killed as
+/// it starts).
 fn run_killable(
     mut spec: Spec,
     timeout: Option<Duration>,
+    cancel: &CancellationToken,
     output: &dyn Fn(&[u8]),
 ) -> std::result::Result<ScriptStatus, sandbox::SandboxError> {
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
@@ -565,27 +590,40 @@ fn run_killable(
             .send(chunk.to_vec());
     });
     let switch = KillSwitch::new();
+    if cancel.is_cancelled() {
+        switch.kill();
+    }
     let deadline = timeout.map(|limit| Instant::now() + limit);
+    let mut timed_out = false;
     let outcome = std::thread::scope(|scope| {
         let switch = &switch;
         // The spec (and with it the channel's sender) is dropped when the
         // sandbox ends, which ends the loop below.
         let running = scope.spawn(move || sandbox::run_killable(&spec, switch));
         loop {
-            let received = match deadline {
-                Some(deadline) if !switch.killed() => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match rx.recv_timeout(left) {
-                        Ok(chunk) => Some(chunk),
-                        Err(mpsc::RecvTimeoutError::Timeout) => {
-                            tracing::info!("timeout: killing the job");
+            let received = if switch.killed() {
+                rx.recv().ok()
+            } else {
+                let left = deadline.map_or(CANCEL_POLL, |deadline| {
+                    deadline
+                        .saturating_duration_since(Instant::now())
+                        .min(CANCEL_POLL)
+                });
+                match rx.recv_timeout(left) {
+                    Ok(chunk) => Some(chunk),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if cancel.is_cancelled() {
+                            tracing::info!("canceled: killing the job");
                             switch.kill();
-                            continue;
+                        } else if deadline.is_some_and(|d| Instant::now() >= d) {
+                            tracing::info!("timeout: killing the job");
+                            timed_out = true;
+                            switch.kill();
                         }
-                        Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                        continue;
                     }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => None,
                 }
-                _ => rx.recv().ok(),
             };
             match received {
                 Some(chunk) => output(&chunk),
@@ -599,7 +637,7 @@ fn run_killable(
         Err(panic) => std::panic::resume_unwind(panic),
     };
     Ok(match (outcome.status, timeout) {
-        (_, Some(limit)) if switch.killed() => ScriptStatus::TimedOut(limit),
+        (_, Some(limit)) if timed_out => ScriptStatus::TimedOut(limit),
         (Status::Exited(0), _) => ScriptStatus::Succeeded,
         (status, _) => ScriptStatus::Failed(status),
     })
@@ -819,11 +857,19 @@ mod tests {
     fn a_timeout_kills_every_process_of_the_job() {
         let (_dir, store, digest) = busybox_store(&[], "");
         let checkout = tempfile::tempdir().unwrap();
-        let mut job = job(
-            &digest,
-            checkout.path(),
-            &["(sleep 3917 &) ; sleep 3918 & echo started", "wait"],
+        // Durations no other process on the machine sleeps for (another run
+        // of this test included), so the check below sees only this job's.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let first = 1_000_000 + u64::from(std::process::id()) * 1000 + u64::from(nanos % 500) * 2;
+        let markers = [first.to_string(), (first + 1).to_string()];
+        let script = format!(
+            "(sleep {} &) ; sleep {} & echo started",
+            markers[0], markers[1]
         );
+        let mut job = job(&digest, checkout.path(), &[script.as_str(), "wait"]);
         job.after_script = strings(&["echo after"]);
         job.timeout = Some(Duration::from_millis(1500));
         let ran = run(&job, &store);
@@ -836,7 +882,7 @@ mod tests {
         // GitLab does not run after_script after a timeout.
         assert_eq!(outcome.after_script, None);
         assert!(ran.output.contains("started\n"), "{}", ran.output);
-        for marker in ["3917", "3918"] {
+        for marker in &markers {
             assert!(
                 processes_with(&format!("sleep\0{marker}\0")).is_empty(),
                 "sleep {marker} is still running"

@@ -12,8 +12,9 @@ use oci_client::{ParseError, Reference};
 /// Docker Hub's registry name in normalised references.
 pub const DOCKER_HUB: &str = "docker.io";
 
-/// A parsed, normalised image reference.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A parsed, normalised image reference (in serde: its text).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct ImageReference(Reference);
 
 /// An image reference or a registry mirror that does not parse.
@@ -216,6 +217,20 @@ impl FromStr for ImageReference {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::parse(s)
+    }
+}
+
+impl TryFrom<String> for ImageReference {
+    type Error = ReferenceError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<ImageReference> for String {
+    fn from(reference: ImageReference) -> Self {
+        reference.to_string()
     }
 }
 

@@ -69,7 +69,7 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> RootError + '_ {
 }
 
 /// How RUN steps are snapshotted (`--snapshot-mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum SnapshotMode {
     /// Overlay upper directories are the diffs.
     #[default]
