@@ -276,8 +276,16 @@ fn failing_run_names_the_step_and_status_and_pushes_nothing() {
     let leftovers = Leftovers::before(&project.cache()).owning(project.dir.path());
     let reference = registry.reference("run/fails:1");
     let stderr = project.fails(&["-d", &reference, "--insecure-registry", &registry.host]);
-    assert!(stderr.contains("Dockerfile:3: RUN failed:"), "{stderr}");
-    assert!(stderr.contains("exited with status 3"), "{stderr}");
+    // The step, then its cause, each once.
+    assert!(
+        stderr.contains("error: Dockerfile:3: RUN failed\n  caused by: "),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("exited with status 3").count(),
+        1,
+        "{stderr}"
+    );
     assert!(stderr.contains("exit 3"), "the command is named: {stderr}");
     assert!(stderr.contains(&format!("to-stderr-{marker}")), "{stderr}");
     assert!(
@@ -303,7 +311,7 @@ fn failing_run_names_the_step_and_status_and_pushes_nothing() {
         &registry.host,
     ]);
     assert!(
-        stderr.contains("Missing.Dockerfile:2: RUN failed:"),
+        stderr.contains("error: Missing.Dockerfile:2: RUN failed\n  caused by: "),
         "{stderr}"
     );
     assert!(stderr.contains("/no/such/program"), "{stderr}");

@@ -22,7 +22,6 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use executor::build::remote::Remote;
 use executor::image::store::Store;
 use executor::pipeline::checkout::{Checkout, GitRef};
 use executor::pipeline::events::{EventSink, RunEvent};
@@ -30,6 +29,7 @@ use executor::pipeline::logs::{RunId, RunLogs};
 use executor::pipeline::script::{JobImage, JobOutcome, ScriptError, ScriptJob, ScriptStatus};
 use executor::pipeline::vars::{PipelineSource, Predefined, expand_all};
 use executor::registry::RegistryOptions;
+use executor::rootfs::remote::Remote;
 use executor::sandbox::Status;
 use executor_e2e::{
     GitHttpServer, Leftovers, Registry, RegistryKind, executor_bin, git, git_commit, git_repo,

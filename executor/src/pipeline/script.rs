@@ -43,15 +43,14 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use super::vars::Variables;
-use crate::build::BuildError;
-use crate::build::config::{DEFAULT_PATH, ImageConfig};
-use crate::build::images::{ImageError, ImageSource, LayerRef};
-use crate::build::remote::Remote;
-use crate::build::rootfs::{SnapshotMode, StageRoot};
 use crate::image::digest::Digest;
 use crate::image::store::{Store, StoreError};
 use crate::platform::Platform;
 use crate::registry::ImageReference;
+use crate::rootfs::config::{DEFAULT_PATH, ImageConfig};
+use crate::rootfs::images::{ImageError, ImageSource, LayerRef};
+use crate::rootfs::remote::Remote;
+use crate::rootfs::{RootError, SnapshotMode, StageRoot};
 use crate::sandbox::{self, KillSwitch, Mount, MountKind, Network, Spec, Status};
 
 /// Where the generated scripts are mounted in the job's root filesystem.
@@ -103,7 +102,7 @@ pub enum ScriptError {
     Root {
         image: String,
         #[source]
-        source: Box<BuildError>,
+        source: Box<RootError>,
     },
     #[error("the job's project directory {project_dir:?} must be an absolute path without \"..\"")]
     ProjectDir { project_dir: String },
@@ -719,7 +718,7 @@ mod tests {
             oci_spec::image::Digest::from(&config_digest),
         );
         let manifest =
-            crate::build::images::manifest_json(&config_descriptor, &[info.descriptor()]);
+            crate::rootfs::images::manifest_json(&config_descriptor, &[info.descriptor()]);
         let digest = store.put_bytes(&manifest).unwrap();
         (dir, store, digest)
     }
