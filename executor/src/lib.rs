@@ -14,4 +14,6 @@ pub mod pipeline;
 pub mod platform;
 pub mod progress;
 pub mod registry;
+pub mod rootfs;
 pub mod sandbox;
+pub mod server;

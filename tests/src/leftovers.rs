@@ -1,7 +1,9 @@
 //! What a build must not leave behind, whether it succeeded, failed or was
 //! killed: processes (found by a marker the test's Dockerfile puts on their
-//! command line), mounts visible to the test process, and `build-*`
-//! scratch directories under the store's `tmp/`.
+//! command line), mounts below the paths the test owns (its store, its temp
+//! dir: mounts elsewhere on the machine are other work's, a peer tool's or
+//! another test's, and never fail it), and `build-*` scratch directories
+//! under the store's `tmp/`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -47,6 +49,8 @@ fn mounts() -> Vec<String> {
 #[derive(Debug)]
 pub struct Leftovers {
     store: PathBuf,
+    /// The paths the test made: the store and what `owning` adds.
+    owned: Vec<PathBuf>,
     mounts: Vec<String>,
 }
 
@@ -56,14 +60,31 @@ impl Leftovers {
     pub fn before(store: &Path) -> Self {
         Self {
             store: store.to_path_buf(),
+            owned: vec![store.to_path_buf()],
             mounts: mounts(),
         }
     }
 
+    /// Also looks for mounts left below `dir`, a directory of the test's
+    /// own (its temp dir, where the builds it starts keep their `TMPDIR`).
+    #[must_use]
+    pub fn owning(mut self, dir: &Path) -> Self {
+        self.owned.push(dir.to_path_buf());
+        self
+    }
+
+    /// Whether `mount` lies below one of the paths the test owns.
+    fn is_owned(&self, mount: &str) -> bool {
+        self.owned
+            .iter()
+            .any(|dir| Path::new(mount).starts_with(dir))
+    }
+
     /// Asserts that nothing of the build is left: no process with `marker`
     /// on its command line (waiting up to 5 s for the kernel to reap the
-    /// killed ones), no mount that was not there before (and none below the
-    /// store), no `build-*` directory under the store's `tmp/`.
+    /// killed ones), no mount below the test's paths that was not there
+    /// before (and none below the store), no `build-*` directory under the
+    /// store's `tmp/`.
     pub fn assert_none(&self, marker: &str) {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -78,7 +99,10 @@ impl Leftovers {
             std::thread::sleep(Duration::from_millis(100));
         }
         let now = mounts();
-        let new: Vec<&String> = now.iter().filter(|m| !self.mounts.contains(m)).collect();
+        let new: Vec<&String> = now
+            .iter()
+            .filter(|m| self.is_owned(m) && !self.mounts.contains(m))
+            .collect();
         assert!(new.is_empty(), "mounts left behind by the build: {new:?}");
         let store = self.store.display().to_string();
         let below: Vec<&String> = now.iter().filter(|m| m.starts_with(&store)).collect();
@@ -98,5 +122,20 @@ impl Leftovers {
             "scratch directories left in {}: {dirs:?}",
             tmp.display()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_mounts_below_the_tests_own_paths_count() {
+        let leftovers = Leftovers::before(Path::new("/tmp/t1/store")).owning(Path::new("/tmp/t1"));
+        assert!(leftovers.is_owned("/tmp/t1/store/tmp/build-1/rootfs"));
+        assert!(leftovers.is_owned("/tmp/t1/tmp/executor-probe-x"));
+        // Another test's, or a peer tool's, mounts.
+        assert!(!leftovers.is_owned("/tmp/t10/store"));
+        assert!(!leftovers.is_owned("/var/lib/containers/storage/overlay/x/merged"));
     }
 }

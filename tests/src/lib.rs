@@ -8,7 +8,9 @@
 //! an OCI layout made with `umoci` from `/bin/busybox` (package
 //! `busybox-static`) and copied to a test's registry with `skopeo`; the
 //! Debian image (module `debian`) is `debootstrap --variant=minbase
-//! bookworm`, made by `tests/fixtures/debian-base.sh`.
+//! bookworm`, made by `tests/fixtures/debian-base.sh`. PostgreSQL for the
+//! server's store (module `postgres`) is a cluster started once per test
+//! binary, a database per test.
 //!
 //! Registry faults a real server will not make (dropped and stalled
 //! connections, 5xx answers, truncated bodies) come from an in-process
@@ -30,6 +32,7 @@ mod fault;
 mod image;
 mod integrity;
 mod leftovers;
+mod postgres;
 mod project;
 mod serve;
 
@@ -38,6 +41,7 @@ pub use debian::{DEFAULT_PATH, debian_layout, debian_tarball};
 pub use fault::{Fault, FaultProxy, Mode};
 pub use image::{Node, PulledImage, pull_image, tree};
 pub use leftovers::{Leftovers, processes_with};
+pub use postgres::postgres_database;
 pub use project::{
     Project, fails, ok, raw_manifest, unpack, unpack_docker_archive, unpack_layout, wrapped,
 };

@@ -13,8 +13,8 @@ use std::process::{Command, Output, Stdio};
 use crate::{Registry, executor_bin};
 
 /// A context directory (`context/`) with a Dockerfile and files, a private
-/// store (`cache/`) and `DOCKER_CONFIG` (`docker-config/`), all in one temp
-/// dir.
+/// store (`cache/`), `DOCKER_CONFIG` (`docker-config/`) and `TMPDIR`
+/// (`tmp/`), all in one temp dir.
 pub struct Project {
     pub dir: tempfile::TempDir,
 }
@@ -29,6 +29,7 @@ impl Project {
             .expect("a temp dir");
         let project = Self { dir };
         fs::create_dir_all(project.context()).expect("context dir");
+        fs::create_dir_all(project.path("tmp")).expect("tmp dir");
         project.write("Dockerfile", dockerfile);
         for (name, content) in files {
             project.write(name, content);
@@ -70,6 +71,9 @@ impl Project {
     pub fn executor(&self) -> Command {
         let mut cmd = Command::new(executor_bin());
         cmd.env("DOCKER_CONFIG", self.path("docker-config"))
+            // Its temporary files (the sandbox probe's included) in the
+            // project's own dir, where the test looks for leftovers.
+            .env("TMPDIR", self.path("tmp"))
             .env_remove("RUST_LOG")
             .stdin(Stdio::null());
         for (name, _) in std::env::vars_os() {

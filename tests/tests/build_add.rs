@@ -292,6 +292,80 @@ fn add_url_streams_checks_the_checksum_and_keeps_last_modified() {
     assert!(!out.status.success(), "a failed build pushed {bad}");
 }
 
+/// A server on 127.0.0.1 that answers every request with a new body
+/// (`body 1`, `body 2` ...): a URL whose content changes between two
+/// downloads, which `busybox httpd` cannot be made to serve.
+struct ChangingServer {
+    port: u16,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ChangingServer {
+    fn start() -> Self {
+        use std::io::{BufRead as _, BufReader};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let port = listener.local_addr().expect("its address").port();
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&requests);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().expect("the stream"));
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    line.clear();
+                }
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                let body = format!("body {n}");
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Self { port, requests }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{path}", self.port)
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// With the layer cache, an `ADD <url>` without `--checksum` is keyed by
+/// the content downloaded: that one download is what the step copies, so a
+/// URL whose content changes is never filed under another content's key.
+#[test]
+fn add_url_without_checksum_is_downloaded_once_for_its_key_and_its_copy() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let server = ChangingServer::start();
+    let project = Project::new(
+        &format!("FROM scratch\nADD {} /data.txt\n", server.url("data.txt")),
+        &[],
+    );
+    let cache = format!("oci:{}", project.path("oci-cache").display());
+    let destination = registry.reference("add/changing:1");
+    let stderr = project.ok(&[
+        "--destination",
+        &destination,
+        "--insecure",
+        "--cache=true",
+        "--cache-repo",
+        &cache,
+    ]);
+    assert_eq!(server.requests(), 1, "one download:\n{stderr}");
+    let rootfs = unpack(&registry, &destination, &project.path("unpacked"));
+    assert_eq!(
+        fs::read_to_string(rootfs.join("data.txt")).unwrap(),
+        "body 1",
+        "the image holds the content the step was keyed by"
+    );
+}
+
 #[test]
 fn add_git_url_over_http_and_the_git_daemon() {
     let registry = Registry::start(RegistryKind::Anonymous);

@@ -657,3 +657,52 @@ fn oci_layout_cache_two_builds_racing_both_succeed() {
     after.assert_cached(&[true; STEPS], "after the race");
     bed.check_image(&after, "plain", None);
 }
+
+// --- steps without a key ------------------------------------------------------
+
+/// A RUN whose bind mount reads a stage that has no key (its COPY is not
+/// cached with `--cache-copy-layers=false`) has no key either, so it never
+/// hits: its identity was once the stage's name and the build's time, which
+/// `--reproducible` fixes, so a second build reused the first one's layer
+/// for a changed file.
+#[test]
+fn a_run_reading_a_stage_without_a_key_never_hits_even_when_reproducible() {
+    let bed = Bed::new();
+    bed.project.write(
+        "Dockerfile",
+        format!(
+            "FROM {base} AS files\n\
+             COPY a.txt /a.txt\n\
+             FROM {base}\n\
+             RUN --mount=type=bind,from=files,source=/a.txt,target=/in cat /in > /out.txt\n",
+            base = bed.base
+        ),
+    );
+    let (cache, _) = oci_cache(&bed);
+    let args = [
+        "--cache=true",
+        "--cache-repo",
+        &cache,
+        "--cache-copy-layers=false",
+        "--reproducible",
+    ];
+    let first = bed.build("unkeyed:1", &args);
+    bed.project.write("a.txt", "alpha, changed\n");
+    let second = bed.build("unkeyed:2", &args);
+    for built in [&first, &second] {
+        let steps = built.metrics.steps();
+        assert!(
+            steps.iter().all(|(_, cached)| !cached),
+            "no step has a key to hit: {steps:#?}\n{}",
+            built.stderr
+        );
+    }
+    let into = bed.project.path("unpacked-unkeyed");
+    let rootfs = unpack(&bed.registry, &second.reference, &into);
+    assert_eq!(
+        fs::read_to_string(rootfs.join("out.txt")).expect("/out.txt"),
+        "alpha, changed\n",
+        "the RUN read the changed file:\n{}",
+        second.stderr
+    );
+}

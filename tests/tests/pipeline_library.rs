@@ -148,7 +148,7 @@ fn two_runs_at_once_one_cancelled_mid_job_and_the_other_completes() {
     // One store, as one server has.
     let store = dir.path().join("store");
     fs::create_dir_all(&store).unwrap();
-    let leftovers = Leftovers::before(&store);
+    let leftovers = Leftovers::before(&store).owning(dir.path());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

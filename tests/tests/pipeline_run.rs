@@ -220,6 +220,7 @@ impl Bed {
             coordinator,
             dir,
         };
+        fs::create_dir_all(bed.path("tmp")).unwrap();
         let repo = bed.repo();
         for (name, script) in job_scripts(&bed.coordinator.host) {
             let path = repo.join(name);
@@ -250,6 +251,9 @@ impl Bed {
         cmd.args(args)
             .current_dir(self.repo())
             .env("DOCKER_CONFIG", self.path("docker-config"))
+            // Its temporary files in the bed's own dir, where the tests
+            // look for leftovers.
+            .env("TMPDIR", self.path("tmp"))
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null());
@@ -756,7 +760,7 @@ jobs:
         format!("sleep {marker}"),
         format!("sleep {build_marker}"),
     ]);
-    let leftovers = Leftovers::before(&bed.store());
+    let leftovers = Leftovers::before(&bed.store()).owning(bed.dir.path());
     let run = bed.run(&["--jobs", "4"]);
     run.exits(1)
         .has("slow-build", "failed: timed out after 3s")
@@ -1647,7 +1651,7 @@ jobs:
         format!("sleep {script_marker}"),
         format!("sleep {build_marker}"),
     ]);
-    let leftovers = Leftovers::before(&bed.store());
+    let leftovers = Leftovers::before(&bed.store()).owning(bed.dir.path());
     let mut run = Background::start(&bed, &["--jobs", "2"]);
     let sleeps = [
         format!("sleep {script_marker}"),
@@ -1706,7 +1710,7 @@ jobs:
     );
     let bed = Bed::new(&[("pipeline.yaml", &pipeline)]);
     let _reaper = Reaper(vec![format!("sleep {marker}")]);
-    let leftovers = Leftovers::before(&bed.store());
+    let leftovers = Leftovers::before(&bed.store()).owning(bed.dir.path());
     let mut run = Background::start(&bed, &[]);
     // The job is reading the FIFO once it can be opened for writing.
     let mut writer = None;
@@ -1768,7 +1772,7 @@ jobs:
     ];
     let builds = format!("--settings-file {}", bed.store().display());
     let _reaper = Reaper(vec![sleeps[0].clone(), sleeps[1].clone(), builds.clone()]);
-    let leftovers = Leftovers::before(&bed.store());
+    let leftovers = Leftovers::before(&bed.store()).owning(bed.dir.path());
     let mut run = Background::start(&bed, &["--jobs", "3"]);
     let mut writer = None;
     run.wait_until("every job runs", || {

@@ -273,11 +273,19 @@ fn failing_run_names_the_step_and_status_and_pushes_nothing() {
         ),
         &[],
     );
-    let leftovers = Leftovers::before(&project.cache());
+    let leftovers = Leftovers::before(&project.cache()).owning(project.dir.path());
     let reference = registry.reference("run/fails:1");
     let stderr = project.fails(&["-d", &reference, "--insecure-registry", &registry.host]);
-    assert!(stderr.contains("Dockerfile:3: RUN failed:"), "{stderr}");
-    assert!(stderr.contains("exited with status 3"), "{stderr}");
+    // The step, then its cause, each once.
+    assert!(
+        stderr.contains("error: Dockerfile:3: RUN failed\n  caused by: "),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("exited with status 3").count(),
+        1,
+        "{stderr}"
+    );
     assert!(stderr.contains("exit 3"), "the command is named: {stderr}");
     assert!(stderr.contains(&format!("to-stderr-{marker}")), "{stderr}");
     assert!(
@@ -303,7 +311,7 @@ fn failing_run_names_the_step_and_status_and_pushes_nothing() {
         &registry.host,
     ]);
     assert!(
-        stderr.contains("Missing.Dockerfile:2: RUN failed:"),
+        stderr.contains("error: Missing.Dockerfile:2: RUN failed\n  caused by: "),
         "{stderr}"
     );
     assert!(stderr.contains("/no/such/program"), "{stderr}");
@@ -324,7 +332,7 @@ fn no_leftovers_after_success() {
         ),
         &[],
     );
-    let leftovers = Leftovers::before(&project.cache());
+    let leftovers = Leftovers::before(&project.cache()).owning(project.dir.path());
     push(&registry, &project, "success", &[]);
     leftovers.assert_none(&format!("sleep {marker}"));
 }
@@ -355,7 +363,7 @@ fn sigterm_stops_the_build_promptly_and_leaves_nothing() {
         ),
         &[],
     );
-    let leftovers = Leftovers::before(&project.cache());
+    let leftovers = Leftovers::before(&project.cache()).owning(project.dir.path());
     let reference = registry.reference("run/sigterm:1");
     let mut child = project
         .build(&["-d", &reference, "--insecure-registry", &registry.host])

@@ -22,7 +22,6 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use executor::build::remote::Remote;
 use executor::image::store::Store;
 use executor::pipeline::checkout::{Checkout, GitRef};
 use executor::pipeline::events::{EventSink, RunEvent};
@@ -30,6 +29,7 @@ use executor::pipeline::logs::{RunId, RunLogs};
 use executor::pipeline::script::{JobImage, JobOutcome, ScriptError, ScriptJob, ScriptStatus};
 use executor::pipeline::vars::{PipelineSource, Predefined, expand_all};
 use executor::registry::RegistryOptions;
+use executor::rootfs::remote::Remote;
 use executor::sandbox::Status;
 use executor_e2e::{
     GitHttpServer, Leftovers, Registry, RegistryKind, executor_bin, git, git_commit, git_repo,
@@ -189,7 +189,7 @@ fn a_failing_command_fails_the_job_and_after_script_runs_after_it() {
 fn a_timeout_kills_the_jobs_whole_process_tree() {
     let _serial = serial();
     let bed = Bed::new();
-    let leftovers = Leftovers::before(&bed.store_dir());
+    let leftovers = Leftovers::before(&bed.store_dir()).owning(bed.dir.path());
     let marker = 100_000_000 + u64::from(std::process::id());
     let mut job = bed.job(
         "slow",

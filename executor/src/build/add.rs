@@ -6,7 +6,6 @@
 //! plain tar). Extraction itself is layer apply's, confined to the
 //! destination. This file does not place files in the image: `copy.rs` does.
 
-use std::error::Error as _;
 use std::fs;
 use std::io::{self, Read, Write as _};
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
@@ -70,19 +69,6 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> AddError + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// The error and its causes on one line, for a step's message.
-#[must_use]
-pub fn render(error: &AddError) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
 }
 
 /// Is this ADD source a URL to download (http or https, not a git URL)?

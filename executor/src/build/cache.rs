@@ -25,12 +25,12 @@ use executor_cache::{
 };
 use oci_spec::image::{Descriptor, MediaType};
 
-use super::config::ImageConfig;
-use super::images::{self, LayerRef};
-use super::remote::Remote;
 use crate::image::digest::Digest;
 use crate::image::store::Store;
 use crate::registry::ImageReference;
+use crate::rootfs::config::ImageConfig;
+use crate::rootfs::images::{self, LayerRef};
+use crate::rootfs::remote::Remote;
 
 /// An entry blob larger than this is not read (a corrupt manifest could
 /// claim anything): entries are an image config and one descriptor.
@@ -51,6 +51,68 @@ pub struct CacheSettings {
     /// Entries are written to the cache repository (false with
     /// `--no-push-cache`).
     pub push: bool,
+}
+
+/// A failure of the cache crate's storage (local entries, an OCI layout)
+/// or of an entry's manifest.
+type StorageError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a cache entry cannot be used (a miss) or written: a warning, never
+/// a build failure.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    /// The cache crate's verdict on the entry.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("its image config is not valid")]
+    Config(#[source] serde_json::Error),
+    #[error("cannot encode the image config")]
+    Encode(#[source] serde_json::Error),
+    #[error("its layer digest {0:?} is not valid")]
+    LayerDigest(String),
+    #[error("its entry digest {0:?} is not valid")]
+    EntryDigest(String),
+    #[error("its entry blob is {0} bytes, more than an entry can be")]
+    TooBig(u64),
+    #[error("its layer blob {0} is missing from the registry")]
+    MissingLayer(String),
+    #[error("its manifest's layers are not its entry's layer")]
+    LayersDiffer,
+    #[error("its manifest is not valid")]
+    Manifest(#[source] StorageError),
+    #[error("cannot copy its layer {}", path.display())]
+    Import {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write it to the local cache")]
+    Local(#[source] StorageError),
+    #[error("cannot write it to the cache layout")]
+    Layout(#[source] StorageError),
+    #[error(transparent)]
+    Image(#[from] crate::rootfs::ImageError),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::Error),
+    #[error(transparent)]
+    Store(#[from] crate::image::store::StoreError),
+}
+
+/// Why the cache cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open the local cache in {}", dir.display())]
+    Local {
+        dir: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("cannot open the cache layout {}", path.display())]
+    Layout {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// A cache repository.
@@ -133,16 +195,21 @@ fn unix_now() -> i64 {
 impl Cache {
     /// The cache as `settings` describe it, with its local entries in
     /// `store`. An OCI layout is created when missing.
-    pub fn open(settings: &CacheSettings, store: &Store) -> Result<Self, String> {
+    pub fn open(settings: &CacheSettings, store: &Store) -> Result<Self, OpenError> {
         let dir = store.root().join("cache-entries");
-        let local = LocalEntries::open(&dir)
-            .map_err(|e| format!("cannot open the local cache in {}: {e}", dir.display()))?;
+        let local = LocalEntries::open(&dir).map_err(|e| OpenError::Local {
+            dir: dir.clone(),
+            source: Box::new(e),
+        })?;
         let shared = match &settings.repo {
             None => None,
             Some(CacheRepo::Registry(reference)) => Some(Shared::Registry(reference.clone())),
             Some(CacheRepo::Layout(path)) => {
                 Some(Shared::Layout(Layout::open(path).map_err(|e| {
-                    format!("cannot open the cache layout {}: {e}", path.display())
+                    OpenError::Layout {
+                        path: path.clone(),
+                        source: Box::new(e),
+                    }
                 })?))
             }
         };
@@ -190,7 +257,7 @@ impl Cache {
             Shared::Registry(repo) => registry_lookup(repo, key, registry, self.now, ttl).await,
             Shared::Layout(layout) => match layout.get(key, self.now, ttl) {
                 Lookup::Hit(entry) => layout_hit(layout, &entry, store),
-                Lookup::Invalid(reason) => Err(reason),
+                Lookup::Invalid(reason) => Err(EntryError::Invalid(reason)),
                 Lookup::Expired { written } => {
                     tracing::info!(
                         "cache entry {} expired (written at {}): a miss",
@@ -204,9 +271,10 @@ impl Cache {
         };
         match hit {
             Ok(hit) => hit,
-            Err(reason) => {
+            Err(error) => {
                 tracing::warn!(
-                    "cache entry {} in {} cannot be used (a miss): {reason}",
+                    error = &error as &dyn std::error::Error,
+                    "cache entry {} in {} cannot be used (a miss)",
                     key.tag(),
                     self.settings
                         .repo
@@ -229,8 +297,12 @@ impl Cache {
         registry: &Remote,
         store: &Store,
     ) {
-        if let Err(e) = self.try_save(key, config, layer, registry, store).await {
-            tracing::warn!("cannot write cache entry {}: {e}", key.tag());
+        if let Err(error) = self.try_save(key, config, layer, registry, store).await {
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "cannot write cache entry {}",
+                key.tag()
+            );
         }
     }
 
@@ -241,11 +313,11 @@ impl Cache {
         layer: Option<&LayerRef>,
         registry: &Remote,
         store: &Store,
-    ) -> Result<(), String> {
+    ) -> Result<(), EntryError> {
         let config = config
             .to_json()
             .and_then(|bytes| serde_json::from_slice(&bytes))
-            .map_err(|e| format!("cannot encode the image config: {e}"))?;
+            .map_err(EntryError::Encode)?;
         let entry = Entry {
             key,
             written: self.now,
@@ -257,7 +329,9 @@ impl Cache {
                 diff_id: l.diff_id.clone(),
             }),
         };
-        self.local.put(&entry).map_err(|e| e.to_string())?;
+        self.local
+            .put(&entry)
+            .map_err(|e| EntryError::Local(e.into()))?;
         if !self.settings.push {
             return Ok(());
         }
@@ -266,15 +340,14 @@ impl Cache {
             Some(Shared::Layout(layout)) => {
                 let blob = layer
                     .map(|l| images::descriptor_digest(&l.descriptor).map(|d| store.blob_path(&d)))
-                    .transpose()
-                    .map_err(|e| e.to_string())?;
+                    .transpose()?;
                 layout
                     .put(&entry, blob.as_deref())
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| EntryError::Layout(e.into()))
             }
             Some(Shared::Registry(repo)) => {
                 let json = entry.to_json();
-                let digest = store.put_bytes(&json).map_err(|e| e.to_string())?;
+                let digest = store.put_bytes(&json)?;
                 let entry_blob = BlobRef {
                     media_type: ENTRY_MEDIA_TYPE.to_string(),
                     digest: digest.to_string(),
@@ -296,9 +369,7 @@ impl Cache {
                         None => Ok(()),
                     }
                 };
-                futures_util::future::try_join(entry_push, layer_push)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                futures_util::future::try_join(entry_push, layer_push).await?;
                 let manifest = entry.manifest(&entry_blob);
                 // Both blobs were just pushed (or found there).
                 let present: Vec<String> = std::iter::once(entry_blob.digest.clone())
@@ -312,8 +383,7 @@ impl Cache {
                         OCI_MANIFEST,
                         &present,
                     )
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 Ok(())
             }
         }
@@ -321,16 +391,15 @@ impl Cache {
 }
 
 /// The config an entry holds.
-fn entry_config(entry: &Entry) -> Result<ImageConfig, String> {
-    serde_json::from_value(entry.config.clone())
-        .map_err(|e| format!("its image config is not valid: {e}"))
+fn entry_config(entry: &Entry) -> Result<ImageConfig, EntryError> {
+    serde_json::from_value(entry.config.clone()).map_err(EntryError::Config)
 }
 
-fn layer_ref(layer: &EntryLayer, source: Option<ImageReference>) -> Result<LayerRef, String> {
+fn layer_ref(layer: &EntryLayer, source: Option<ImageReference>) -> Result<LayerRef, EntryError> {
     let digest: Digest = layer
         .digest
         .parse()
-        .map_err(|_| format!("its layer digest {:?} is not valid", layer.digest))?;
+        .map_err(|_| EntryError::LayerDigest(layer.digest.clone()))?;
     Ok(LayerRef {
         descriptor: Descriptor::new(
             MediaType::from(layer.media_type.as_str()),
@@ -362,17 +431,17 @@ fn local_hit(entry: &Entry, store: &Store) -> Option<Hit> {
 
 /// An entry of an OCI layout: its layer joins the local store (a hard link
 /// when the layout shares its file system, else a verified copy).
-fn layout_hit(layout: &Layout, entry: &Entry, store: &Store) -> Result<Option<Hit>, String> {
+fn layout_hit(layout: &Layout, entry: &Entry, store: &Store) -> Result<Option<Hit>, EntryError> {
     let config = entry_config(entry)?;
     let layer = match &entry.layer {
         None => None,
         Some(layer) => {
             let layer = layer_ref(layer, None)?;
-            let digest = images::descriptor_digest(&layer.descriptor).map_err(|e| e.to_string())?;
+            let digest = images::descriptor_digest(&layer.descriptor)?;
             if !store.has_blob(&digest) {
                 let from = layout.blob_path(layer.descriptor.digest().as_ref());
                 import_blob(&from, &digest, store)
-                    .map_err(|e| format!("cannot copy its layer {}: {e}", from.display()))?;
+                    .map_err(|source| EntryError::Import { path: from, source })?;
             }
             Some(layer)
         }
@@ -400,28 +469,21 @@ async fn registry_lookup(
     registry: &Remote,
     now: i64,
     ttl: Duration,
-) -> Result<Option<Hit>, String> {
+) -> Result<Option<Hit>, EntryError> {
     let reference = repo.with_tag(&key.tag());
     let client = registry.client();
-    let Some((manifest, _)) = client
-        .get_manifest(&reference)
-        .await
-        .map_err(|e| e.to_string())?
-    else {
+    let Some((manifest, _)) = client.get_manifest(&reference).await? else {
         return Ok(None);
     };
     let (entry_blob, layers) =
-        executor_cache::parse_manifest(&manifest).map_err(|e| e.to_string())?;
+        executor_cache::parse_manifest(&manifest).map_err(|e| EntryError::Manifest(e.into()))?;
     if entry_blob.size > MAX_ENTRY_BYTES {
-        return Err(format!(
-            "its entry blob is {} bytes, more than an entry can be",
-            entry_blob.size
-        ));
+        return Err(EntryError::TooBig(entry_blob.size));
     }
     let digest: Digest = entry_blob
         .digest
         .parse()
-        .map_err(|_| format!("its entry digest {:?} is not valid", entry_blob.digest))?;
+        .map_err(|_| EntryError::EntryDigest(entry_blob.digest.clone()))?;
     let descriptor = Descriptor::new(
         MediaType::Other(entry_blob.media_type.clone()),
         entry_blob.size,
@@ -435,24 +497,17 @@ async fn registry_lookup(
             .pull_blob(&reference, &descriptor, &mut json)
             .await
             .map(|_| json)
-            .map_err(|e| e.to_string())
+            .map_err(EntryError::from)
     };
     let check_layers = futures_util::future::try_join_all(layers.iter().map(|layer| async move {
         let digest: oci_spec::image::Digest = layer
             .digest
             .parse()
-            .map_err(|_| format!("its layer digest {:?} is not valid", layer.digest))?;
-        let present = client
-            .blob_exists(repo, &digest)
-            .await
-            .map_err(|e| e.to_string())?;
-        if present {
+            .map_err(|_| EntryError::LayerDigest(layer.digest.clone()))?;
+        if client.blob_exists(repo, &digest).await? {
             Ok(())
         } else {
-            Err(format!(
-                "its layer blob {} is missing from the registry",
-                layer.digest
-            ))
+            Err(EntryError::MissingLayer(layer.digest.clone()))
         }
     }));
     let (json, _) = futures_util::future::try_join(read_entry, check_layers).await?;
@@ -467,12 +522,12 @@ async fn registry_lookup(
             );
             return Ok(None);
         }
-        Lookup::Invalid(reason) => return Err(reason),
+        Lookup::Invalid(reason) => return Err(EntryError::Invalid(reason)),
     };
     let config = entry_config(&entry)?;
     let listed: Vec<BlobRef> = entry.layer.iter().map(BlobRef::from).collect();
     if listed != layers {
-        return Err("its manifest's layers are not its entry's layer".to_string());
+        return Err(EntryError::LayersDiffer);
     }
     let layer = entry
         .layer

@@ -26,7 +26,7 @@ pub enum CopyError {
         "when using {instruction} with more than one source file, the destination must be a directory and end with a /"
     )]
     NotADirectory { instruction: &'static str },
-    #[error("cannot copy {}: {source}", path.display())]
+    #[error("cannot copy {}", path.display())]
     Io {
         path: PathBuf,
         #[source]

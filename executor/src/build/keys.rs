@@ -1,20 +1,31 @@
-//! How an expanded Dockerfile instruction becomes the typed step the cache
-//! crate keys (`executor_cache::Step`). The engine gathers what needs the
-//! file system or a registry (the content hash of the files a COPY selects,
-//! the identity of a `--from` source); this module only arranges values.
+//! Cache keys: how an expanded Dockerfile instruction becomes the typed
+//! step the cache crate keys (`executor_cache::Step`). The functions at the
+//! top only arrange values; the engine's methods at the bottom gather what
+//! needs the file system or a registry (the content hash of the files a
+//! COPY selects, the identity of a `--from` source, an ADD URL's content).
+//! A step whose inputs have no identity gets no key: it is never looked up
+//! nor filed.
 //!
 //! What is left out of a key on purpose: an `ARG`'s value (it reaches every
 //! later key that can depend on it: RUN through the build args in scope,
 //! other instructions through their expansion), so that a changed build arg
 //! misses the cache only from the first step that uses it.
 
+use std::fs;
+
 use executor_cache::{CopyStep, KeyEncoder, MountSpec, RunStep, Step, TreeHash};
 
+use super::add;
 use super::config::ImageConfig;
+use super::copy::Source;
+use super::engine::{Built, Engine};
+use super::error::{Result, io_at};
 use crate::dockerfile::instructions::{
-    Add, Command, CopyArgs, Instruction, Kind, Mount, MountKind, NetworkMode, Run, SecurityMode,
-    Sharing,
+    self, Add, Command, CopyArgs, Instruction, Kind, Mount, MountKind, NetworkMode, Run,
+    SecurityMode, Sharing,
 };
+use crate::dockerfile::plan::{self, Scope};
+use crate::registry::ImageReference;
 
 /// A config-only instruction (and WORKDIR, whose directory follows from
 /// the steps before it): its canonical spelling, an ARG by its names only.
@@ -184,6 +195,153 @@ pub fn copy_step(
         canonical: instruction.display(),
         heredocs,
     })
+}
+
+// --- what the keys hash, gathered by the engine ------------------------------
+
+impl Engine<'_> {
+    /// The identity of a `--from` source for a key: a stage by its last
+    /// key, an image by its manifest digest (resolved, not downloaded).
+    /// `None` when the stage has no key.
+    pub(super) fn source_identity(
+        &self,
+        built: &Built,
+        from: &str,
+        instruction: &Instruction,
+    ) -> Result<Option<String>> {
+        if let plan::Source::Stage(i) = self.plan.resolve_from(from) {
+            return Ok(built
+                .get(&i)
+                .and_then(|stage| stage.key)
+                .map(|key| format!("stage:{key}")));
+        }
+        let reference = ImageReference::parse(from).map_err(|e| self.step_error(instruction, e))?;
+        let image = self
+            .images
+            .resolve(&reference, &self.settings.platform, &self.store)?;
+        Ok(Some(format!("image:{}", image.digest)))
+    }
+
+    /// The content hash of `patterns` selected from the build context, as
+    /// COPY (and a RUN bind mount) would read them.
+    pub(super) fn context_hash(
+        &self,
+        patterns: &[String],
+        excludes: &[String],
+        instruction: &Instruction,
+    ) -> Result<TreeHash> {
+        let selected = self
+            .context
+            .select(patterns, excludes)
+            .map_err(|e| self.step_error(instruction, e))?;
+        let digest = self
+            .context
+            .content_hash(&selected, excludes)
+            .map_err(|e| self.step_error(instruction, e))?;
+        Ok(TreeHash::from_bytes(digest.0))
+    }
+
+    /// A RUN's key step: its command and environment, and what its bind
+    /// mounts read; `None` when a mount reads a `--from` stage that has no
+    /// key (the step then has none either, and is neither looked up nor
+    /// filed).
+    pub(super) fn run_key(
+        &self,
+        built: &Built,
+        instruction: &Instruction,
+        r: &instructions::Run,
+        config: &ImageConfig,
+        scope: &Scope<'_>,
+    ) -> Result<Option<executor_cache::Step>> {
+        let mut bind_sources = Vec::new();
+        for mount in r
+            .mounts
+            .iter()
+            .filter(|m| m.kind == instructions::MountKind::Bind)
+        {
+            let source = mount.source.clone().unwrap_or_else(|| "/".to_string());
+            let hash = match &mount.from {
+                None => self.context_hash(&[source], &[], instruction)?,
+                Some(from) => match self.source_identity(built, from, instruction)? {
+                    Some(id) => identity("source", &format!("{id}:{source}")),
+                    // A stage without a key: what the step reads has no
+                    // identity, so the step has no key and never hits.
+                    None => return Ok(None),
+                },
+            };
+            bind_sources.push(hash);
+        }
+        Ok(Some(run_step(r, config, scope.args(), bind_sources)))
+    }
+
+    /// A COPY's or ADD's key step, `None` when what it reads has no
+    /// identity (a `--from` stage that was not keyed). ADD's URLs without
+    /// `--checksum` are downloaded for their content's hash, into
+    /// `fetched`: the step, if it executes, copies those bytes.
+    pub(super) fn copy_key(
+        &self,
+        index: usize,
+        built: &Built,
+        instruction: &Instruction,
+        (args, add): (&CopyArgs, Option<&Add>),
+        scope: &Scope<'_>,
+        fetched: &mut Vec<Source>,
+    ) -> Result<Option<executor_cache::Step>> {
+        let mut heredocs = Vec::new();
+        for heredoc in &args.heredocs {
+            heredocs.push((
+                heredoc.name.clone(),
+                self.heredoc_content(heredoc, scope, instruction)?,
+            ));
+        }
+        let (remote, local): (Vec<&String>, Vec<&String>) = args
+            .sources
+            .iter()
+            .partition(|s| add.is_some() && add::is_remote(s));
+        let mut parts = Vec::new();
+        // A URL is known by its checksum when given, else by its content,
+        // fetched now, once: the step copies what was hashed.
+        let checksum = add.and_then(|a| a.checksum.as_deref());
+        if let Some(checksum) = checksum {
+            parts.extend(remote.iter().map(|_| identity("checksum", checksum)));
+        } else if !remote.is_empty() {
+            let dir = self.work.join(format!("stage-{index}/fetched"));
+            fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+            for url in remote {
+                let source = self.fetch_remote(url, add, &dir, instruction)?;
+                // A download is a file alone in its directory; a git
+                // repository a directory.
+                let tree = if source.path.is_dir() {
+                    source.path.clone()
+                } else {
+                    source.path.parent().unwrap_or(&dir).to_path_buf()
+                };
+                parts.push(executor_cache::hash_dir(&tree).map_err(io_at(&tree))?);
+                fetched.push(source);
+            }
+        }
+        let patterns: Vec<String> = local.into_iter().cloned().collect();
+        let from = match &args.from {
+            None => {
+                if !patterns.is_empty() {
+                    parts.push(self.context_hash(&patterns, &args.exclude, instruction)?);
+                }
+                None
+            }
+            Some(from) => match self.source_identity(built, from, instruction)? {
+                Some(id) => Some(id),
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(copy_step(
+            instruction,
+            args,
+            add,
+            combine(&parts),
+            from,
+            heredocs,
+        )))
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use super::config::ImageConfig;
 use super::copy;
 use crate::dockerfile::instructions::{Command, Mount, MountKind, NetworkMode, Run, SecurityMode};
-use crate::sandbox::{self, Isolation, Network, Spec, Stream};
+use crate::sandbox::{self, Isolation, KillSwitch, Network, Spec, Stream};
 
 /// Docker's PATH when the image sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -52,6 +52,20 @@ pub enum RunError {
     SecretEnv { id: String, var: String },
     #[error("{0}")]
     Invalid(String),
+    #[error("--mount=type=bind: cannot read {source_path:?} {from}")]
+    BindSource {
+        source_path: String,
+        /// `of STAGE`, `of IMAGE` or `of the build context`.
+        from: String,
+        #[source]
+        source: MountCause,
+    },
+    #[error("--mount=type=bind: cannot copy the source {source_path:?}")]
+    BindCopy {
+        source_path: String,
+        #[source]
+        source: crate::image::diff::DiffError,
+    },
     #[error("{what} {}", path.display())]
     Io {
         what: &'static str,
@@ -66,6 +80,9 @@ pub enum RunError {
 }
 
 type Result<T, E = RunError> = std::result::Result<T, E>;
+
+/// Why the build could not give a bind mount its source.
+pub type MountCause = Box<dyn std::error::Error + Send + Sync>;
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RunError + 'a {
     move |source| RunError::Io {
@@ -201,18 +218,22 @@ pub struct Step<'a> {
     pub scratch: &'a Path,
     /// What `--mount=type=bind` without `from` binds for a `source` path:
     /// the context as COPY sees it.
-    pub context_source: &'a dyn Fn(&str) -> std::result::Result<PathBuf, String>,
+    pub context_source: &'a dyn Fn(&str) -> std::result::Result<PathBuf, MountCause>,
     /// The local store's directory (cache mounts live under it).
     pub store: &'a Path,
     pub secrets: &'a [Secret],
     pub ssh: &'a [SshAgent],
     /// The root filesystem of a stage or image named by a mount's `from`.
-    pub from_root: &'a dyn Fn(&str) -> std::result::Result<PathBuf, String>,
+    pub from_root: &'a dyn Fn(&str) -> std::result::Result<PathBuf, MountCause>,
 }
 
-/// Runs the step through `isolation`; returns the mount-point stubs the
-/// sandbox made in the root.
-pub fn execute(step: &Step<'_>, isolation: &dyn Isolation) -> Result<Vec<PathBuf>> {
+/// Runs the step through `isolation` (killed when `kill` is); returns the
+/// mount-point stubs the sandbox made in the root.
+pub fn execute(
+    step: &Step<'_>,
+    isolation: &dyn Isolation,
+    kill: &KillSwitch,
+) -> Result<Vec<PathBuf>> {
     if step.run.security == Some(SecurityMode::Insecure) {
         return Err(RunError::Invalid(
             "--security=insecure is not allowed: steps never run privileged".into(),
@@ -282,7 +303,7 @@ pub fn execute(step: &Step<'_>, isolation: &dyn Isolation) -> Result<Vec<PathBuf
         mounts,
         output,
     };
-    let outcome = isolation.run(&spec);
+    let outcome = isolation.run(&spec, kill);
     for buf in pending
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -461,10 +482,20 @@ fn prepare_mount(
             let source_path = mount.source.as_deref().unwrap_or("/");
             let mut source = match &mount.from {
                 Some(from) => {
-                    let base = (step.from_root)(from).map_err(RunError::Invalid)?;
+                    let base = (step.from_root)(from).map_err(|source| RunError::BindSource {
+                        source_path: source_path.to_owned(),
+                        from: format!("of {from}"),
+                        source,
+                    })?;
                     copy::resolve_in_root(&base, source_path, true)
                 }
-                None => (step.context_source)(source_path).map_err(RunError::Invalid)?,
+                None => {
+                    (step.context_source)(source_path).map_err(|source| RunError::BindSource {
+                        source_path: source_path.to_owned(),
+                        from: "of the build context".to_owned(),
+                        source,
+                    })?
+                }
             };
             if fs::symlink_metadata(&source).is_err() {
                 return Err(RunError::Invalid(format!(
@@ -479,8 +510,11 @@ fn prepare_mount(
                 // Writes are allowed and thrown away: the process writes to
                 // a copy.
                 let copy = step.scratch.join(format!("bind-{n}"));
-                crate::image::diff::copy_tree(&source, &copy).map_err(|e| {
-                    RunError::Invalid(format!("cannot copy the bind source {source_path:?}: {e}"))
+                crate::image::diff::copy_tree(&source, &copy).map_err(|source| {
+                    RunError::BindCopy {
+                        source_path: source_path.to_owned(),
+                        source,
+                    }
                 })?;
                 source = copy;
             }
@@ -505,7 +539,7 @@ fn prepare_mount(
                 .clone()
                 .filter(|i| !i.is_empty())
                 .unwrap_or_else(|| target.clone());
-            let dir = cache_dir(step, mount, &id, locks)?;
+            let dir = cache_dir(step.store, step.scratch, mount, &id, locks)?;
             mounts.push(sandbox::Mount {
                 target,
                 kind: sandbox::MountKind::Bind {
@@ -622,12 +656,14 @@ fn prepare_mount(
     Ok(())
 }
 
-/// The cache mount `id` in the store, created with the mount's mode and
-/// owner the first time, and locked as `sharing` asks: `shared` (the
-/// default) lets every step use it at once, `locked` waits for the steps
-/// using it, `private` gets a fresh directory when it is in use.
+/// The cache mount `id` in the store's directory `store`, created with the
+/// mount's mode and owner the first time, and locked as `sharing` asks:
+/// `shared` (the default) lets every step use it at once, `locked` waits
+/// for the steps using it, `private` gets a fresh directory below `scratch`
+/// when it is in use.
 fn cache_dir(
-    step: &Step<'_>,
+    store: &Path,
+    scratch: &Path,
     mount: &Mount,
     id: &str,
     locks: &mut Vec<fs::File>,
@@ -637,7 +673,7 @@ fn cache_dir(
     let key = crate::image::digest::sha256_bytes(id.as_bytes())
         .hex()
         .to_string();
-    let base = step.store.join("cache-mounts");
+    let base = store.join("cache-mounts");
     fs::create_dir_all(&base).map_err(io_err("cannot create", &base))?;
     let dir = base.join(&key);
     let lock_path = base.join(format!("{key}.lock"));
@@ -657,7 +693,7 @@ fn cache_dir(
             if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_ok() {
                 dir
             } else {
-                step.scratch.join(format!("cache-{key}"))
+                scratch.join(format!("cache-{key}"))
             }
         }
         _ => {
@@ -668,23 +704,29 @@ fn cache_dir(
     };
     locks.push(lock);
     if !dir.exists() {
-        // Made under a temporary name, so a half-made directory is never used.
-        let tmp = base.join(format!("{key}.{}.tmp", std::process::id()));
-        let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir(&tmp).map_err(io_err("cannot create", &tmp))?;
+        // Made under a temporary name of its own (two stages, or two
+        // builds, may make it at once), so a half-made directory is never
+        // used and no maker removes another's.
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("{key}."))
+            .suffix(".tmp")
+            .tempdir_in(&base)
+            .map_err(io_err("cannot create a directory in", &base))?;
         fs::set_permissions(
-            &tmp,
+            tmp.path(),
             fs::Permissions::from_mode(mount.mode.unwrap_or(0o755)),
         )
-        .map_err(io_err("cannot set the mode of", &tmp))?;
+        .map_err(io_err("cannot set the mode of", tmp.path()))?;
         std::os::unix::fs::chown(
-            &tmp,
+            tmp.path(),
             Some(mount.uid.unwrap_or(0)),
             Some(mount.gid.unwrap_or(0)),
         )
-        .map_err(io_err("cannot set the owner of", &tmp))?;
-        if fs::rename(&tmp, &dir).is_err() {
-            let _ = fs::remove_dir_all(&tmp);
+        .map_err(io_err("cannot set the owner of", tmp.path()))?;
+        // Whoever renames first made the cache; the other's copy is
+        // removed when `tmp` drops.
+        if fs::rename(tmp.path(), &dir).is_ok() {
+            let _ = tmp.keep();
         }
     }
     Ok(dir)
@@ -726,6 +768,62 @@ mod tests {
         assert_eq!(agent.id, "deploy");
         assert_eq!(agent.socket, PathBuf::from("/run/agent.sock"));
         assert!(SshAgent::parse("=/x").is_err());
+    }
+
+    /// Two stages first using one cache id at once both get the one
+    /// directory, made once, with the mount's mode; neither removes the
+    /// other's half-made copy.
+    #[test]
+    fn two_threads_making_one_cache_mount_both_get_it() {
+        let mount = Mount {
+            kind: MountKind::Cache,
+            target: Some("/cache".into()),
+            source: None,
+            from: None,
+            read_only: false,
+            id: None,
+            sharing: None,
+            mode: Some(0o750),
+            uid: None,
+            gid: None,
+            required: false,
+            env: None,
+            size: None,
+        };
+        for round in 0..100 {
+            let store = tempfile::tempdir().unwrap();
+            let scratch = tempfile::tempdir().unwrap();
+            let start = std::sync::Barrier::new(2);
+            let dirs: Vec<PathBuf> = std::thread::scope(|scope| {
+                let makers: Vec<_> = (0..2)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            let mut locks = Vec::new();
+                            start.wait();
+                            cache_dir(store.path(), scratch.path(), &mount, "shared", &mut locks)
+                        })
+                    })
+                    .collect();
+                makers
+                    .into_iter()
+                    .map(|m| {
+                        m.join()
+                            .unwrap()
+                            .unwrap_or_else(|e| panic!("round {round}: {e}"))
+                    })
+                    .collect()
+            });
+            assert_eq!(dirs[0], dirs[1], "round {round}");
+            let meta = fs::metadata(&dirs[0]).unwrap();
+            assert!(meta.is_dir(), "round {round}");
+            assert_eq!(meta.permissions().mode() & 0o7777, 0o750, "round {round}");
+            let left: Vec<_> = fs::read_dir(store.path().join("cache-mounts"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| Path::new(name).extension().is_some_and(|e| e == "tmp"))
+                .collect();
+            assert!(left.is_empty(), "round {round}: leftovers {left:?}");
+        }
     }
 
     #[test]

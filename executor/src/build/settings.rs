@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::cache::CacheSettings;
-use super::rootfs::SnapshotMode;
 use super::run::{Secret, SshAgent};
 use crate::platform::Platform;
 use crate::registry::ImageReference;
+use crate::rootfs::SnapshotMode;
 
 /// In serde too: a pipeline's build job hands its settings to the `executor
 /// build` it starts as a file (`--settings-file`).

@@ -6,13 +6,13 @@ use std::collections::BTreeSet;
 
 use tokio::runtime::Handle;
 
-use super::engine::{BuildError, plan_dockerfile};
-use super::remote::Remote;
-use super::rootfs::extract_layers;
+use super::engine::{plan_dockerfile, remote};
+use super::error::BuildError;
 use super::settings::Settings;
 use crate::dockerfile::plan::Base;
 use crate::image::store::Store;
 use crate::registry::ImageReference;
+use crate::rootfs::extract_layers;
 
 /// One image put in the store.
 #[derive(Debug, Clone)]
@@ -43,11 +43,13 @@ pub fn warm(
     runtime: &Handle,
 ) -> Result<Vec<Warmed>, BuildError> {
     let store = Store::open(&settings.cache_dir)?;
-    let registry = Remote::new(settings)?;
+    let registry = remote(settings)?;
     let mut warmed = Vec::new();
     for image in images {
-        let reference = ImageReference::parse(image)
-            .map_err(|e| BuildError::Dockerfile(format!("invalid --image {image:?}: {e}")))?;
+        let reference = ImageReference::parse(image).map_err(|source| BuildError::WarmImage {
+            image: image.clone(),
+            source,
+        })?;
         let source = runtime.block_on(registry.fetch(&reference, &settings.platform, &store))?;
         // Overlay roots need root (the build falls back to copies without).
         let extract = rustix::process::geteuid().is_root();

@@ -533,7 +533,7 @@ async fn check_push_access(settings: &Settings) -> anyhow::Result<()> {
     if !settings.push || settings.destinations.is_empty() {
         return Ok(());
     }
-    let remote = executor::build::remote::Remote::new(settings)?;
+    let remote = executor::build::engine::remote(settings)?;
     let mut checked = Vec::new();
     for destination in &settings.destinations {
         if checked.contains(&destination.name()) {
@@ -568,22 +568,19 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<std::process::ExitCode> {
     runtime.block_on(check_push_access(&settings))?;
     // SIGINT and SIGTERM kill the running steps; the build then stops,
     // removes its scratch space and fails.
-    let signals = runtime.spawn(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return;
-        };
-        let name = tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        };
-        tracing::warn!("{name}: stopping the build");
-        executor::build::interrupt();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let signals = runtime.spawn({
+        let cancel = cancel.clone();
+        async move {
+            let Some(mut signals) = super::signals::StopSignals::new() else {
+                return;
+            };
+            let name = signals.next().await;
+            tracing::warn!("{name}: stopping the build");
+            cancel.cancel();
+        }
     });
-    let outcome = executor::build::build(&settings, runtime.handle());
+    let outcome = executor::build::build(&settings, runtime.handle(), &cancel);
     signals.abort();
     let outcome = outcome?;
     let mut stdout = std::io::stdout().lock();

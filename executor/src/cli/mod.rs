@@ -9,6 +9,7 @@ mod logs;
 mod run;
 mod run_output;
 mod schema;
+mod signals;
 mod validate;
 
 use std::process::ExitCode;

@@ -153,25 +153,15 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let cancel = CancellationToken::new();
     let cancel_on_signal = cancel.clone();
     let signals = runtime.spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
+        let Some(mut signals) = super::signals::StopSignals::new() else {
             return;
         };
-        let name = tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        };
+        let name = signals.next().await;
         tracing::warn!("{name}: stopping the run (again to quit at once)");
         cancel_on_signal.cancel();
         // A second signal: something hangs (a pull, a job ignoring
         // SIGTERM); quit now, killing what is left.
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
+        signals.next().await;
         tracing::warn!("stopping at once");
         // This process runs this one pipeline: every sandbox in it is the
         // run's. Build jobs' processes had their SIGTERM; they get another

@@ -22,10 +22,10 @@ pub use super::events::{JobReport, JobStatus, RunReport};
 use super::logs::{RunId, RunLogs};
 use super::schedule::RunContext;
 use super::vars::{self, PipelineSource, Predefined, Variables};
-use crate::build::remote::Remote;
 use crate::image::store::Store;
 use crate::platform::Platform;
 use crate::registry::RegistryOptions;
+use crate::rootfs::remote::Remote;
 
 /// Why a run could not start (a job failing is not an error: it is in the
 /// summary and the exit status).
@@ -57,7 +57,7 @@ pub enum RunError {
     #[error(transparent)]
     Store(#[from] crate::image::store::StoreError),
     #[error(transparent)]
-    Image(#[from] crate::build::images::ImageError),
+    Image(#[from] crate::rootfs::images::ImageError),
     #[error("cannot use {}", path.display())]
     Io {
         path: PathBuf,

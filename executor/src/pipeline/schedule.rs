@@ -24,9 +24,9 @@ use super::logs::{JobLog, RunLogs};
 use super::run::RunOptions;
 use super::script::{self, JobImage, ScriptJob, ScriptStatus};
 use super::vars::{self, Predefined, Variables};
-use crate::build::remote::Remote;
 use crate::error_chain::one_line;
 use crate::image::store::{Store, remove_tree};
+use crate::rootfs::remote::Remote;
 use crate::sandbox::overlay::Overlay;
 
 /// What every job of a run shares.

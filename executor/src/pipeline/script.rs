@@ -43,15 +43,14 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use super::vars::Variables;
-use crate::build::BuildError;
-use crate::build::config::{DEFAULT_PATH, ImageConfig};
-use crate::build::images::{ImageError, ImageSource, LayerRef};
-use crate::build::remote::Remote;
-use crate::build::rootfs::{SnapshotMode, StageRoot};
 use crate::image::digest::Digest;
 use crate::image::store::{Store, StoreError};
 use crate::platform::Platform;
 use crate::registry::ImageReference;
+use crate::rootfs::config::{DEFAULT_PATH, ImageConfig};
+use crate::rootfs::images::{ImageError, ImageSource, LayerRef};
+use crate::rootfs::remote::Remote;
+use crate::rootfs::{RootError, SnapshotMode, StageRoot};
 use crate::sandbox::{self, KillSwitch, Mount, MountKind, Network, Spec, Status};
 
 /// Where the generated scripts are mounted in the job's root filesystem.
@@ -103,7 +102,7 @@ pub enum ScriptError {
     Root {
         image: String,
         #[source]
-        source: Box<BuildError>,
+        source: Box<RootError>,
     },
     #[error("the job's project directory {project_dir:?} must be an absolute path without \"..\"")]
     ProjectDir { project_dir: String },
@@ -719,7 +718,7 @@ mod tests {
             oci_spec::image::Digest::from(&config_digest),
         );
         let manifest =
-            crate::build::images::manifest_json(&config_descriptor, &[info.descriptor()]);
+            crate::rootfs::images::manifest_json(&config_descriptor, &[info.descriptor()]);
         let digest = store.put_bytes(&manifest).unwrap();
         (dir, store, digest)
     }
@@ -858,11 +857,19 @@ mod tests {
     fn a_timeout_kills_every_process_of_the_job() {
         let (_dir, store, digest) = busybox_store(&[], "");
         let checkout = tempfile::tempdir().unwrap();
-        let mut job = job(
-            &digest,
-            checkout.path(),
-            &["(sleep 3917 &) ; sleep 3918 & echo started", "wait"],
+        // Durations no other process on the machine sleeps for (another run
+        // of this test included), so the check below sees only this job's.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let first = 1_000_000 + u64::from(std::process::id()) * 1000 + u64::from(nanos % 500) * 2;
+        let markers = [first.to_string(), (first + 1).to_string()];
+        let script = format!(
+            "(sleep {} &) ; sleep {} & echo started",
+            markers[0], markers[1]
         );
+        let mut job = job(&digest, checkout.path(), &[script.as_str(), "wait"]);
         job.after_script = strings(&["echo after"]);
         job.timeout = Some(Duration::from_millis(1500));
         let ran = run(&job, &store);
@@ -875,7 +882,7 @@ mod tests {
         // GitLab does not run after_script after a timeout.
         assert_eq!(outcome.after_script, None);
         assert!(ran.output.contains("started\n"), "{}", ran.output);
-        for marker in ["3917", "3918"] {
+        for marker in &markers {
             assert!(
                 processes_with(&format!("sleep\0{marker}\0")).is_empty(),
                 "sleep {marker} is still running"

@@ -253,7 +253,13 @@ type Result<T, E = SandboxError> = std::result::Result<T, E>;
 /// The isolation modes; a second mode (kaniko-style, in place in the
 /// executor's own container) implements the same trait later.
 pub trait Isolation: Send + Sync {
-    fn run(&self, spec: &Spec) -> Result<Outcome>;
+    /// Runs `spec` to its end, or until `kill` is killed.
+    fn run(&self, spec: &Spec, kill: &KillSwitch) -> Result<Outcome>;
+
+    /// Whether this machine can run steps this way ([`probe`] by default).
+    fn available(&self) -> std::result::Result<(), Unavailable> {
+        probe()
+    }
 }
 
 /// Linux namespaces and `pivot_root` (the default).
@@ -261,8 +267,8 @@ pub trait Isolation: Send + Sync {
 pub struct Namespaces;
 
 impl Isolation for Namespaces {
-    fn run(&self, spec: &Spec) -> Result<Outcome> {
-        run(spec)
+    fn run(&self, spec: &Spec, kill: &KillSwitch) -> Result<Outcome> {
+        run_killable(spec, kill)
     }
 }
 

@@ -20,20 +20,49 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::engine::BuildError;
-use super::images::{self, LayerRef};
-use crate::image::apply::{self, ApplyOptions};
-use crate::image::diff;
+use super::images::{self, ImageError, LayerRef};
+use crate::image::apply::{self, ApplyError, ApplyOptions};
+use crate::image::diff::{self, DiffError};
 use crate::image::digest::Digest;
-use crate::image::layer::{self, LayerEntry};
-use crate::image::store::Store;
-use crate::image::upper;
-use crate::sandbox::overlay::Overlay;
+use crate::image::layer::{self, LayerEntry, LayerError};
+use crate::image::store::{Store, StoreError};
+use crate::image::upper::{self, UpperError};
+use crate::sandbox::overlay::{Overlay, OverlayError};
 
-type Result<T, E = BuildError> = std::result::Result<T, E>;
+/// Why a root filesystem could not be made, snapshotted or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum RootError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Diff(#[from] DiffError),
+    #[error(transparent)]
+    Upper(#[from] UpperError),
+    #[error(transparent)]
+    Overlay(#[from] OverlayError),
+    /// A bug: a full snapshot compared without a copy taken before.
+    #[error("no copy of the root was taken before the step")]
+    NoCopy,
+    #[error("invalid diffID {value:?} of a layer")]
+    DiffId { value: String },
+    #[error("cannot write {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
 
-fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
-    move |source| BuildError::Io {
+type Result<T, E = RootError> = std::result::Result<T, E>;
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> RootError + '_ {
+    move |source| RootError::Io {
         path: path.to_path_buf(),
         source,
     }
@@ -223,9 +252,7 @@ impl StageRoot {
                 layer::layer_from_overlay_upper(&upper)?
             }
             SnapshotMode::Full => {
-                let before = self.before.take().ok_or_else(|| {
-                    BuildError::Internal("no copy was taken before the step".into())
-                })?;
+                let before = self.before.take().ok_or(RootError::NoCopy)?;
                 upper::remove_stubs(&self.root, stubs, false, |rel| {
                     fs::symlink_metadata(before.join(rel)).ok()
                 })?;
@@ -289,10 +316,9 @@ pub fn extract_layers(store: &Store, layers: &[LayerRef]) -> Result<Vec<PathBuf>
         .iter()
         .map(|layer| {
             let blob = images::descriptor_digest(&layer.descriptor)?;
-            let diff_id: Digest = layer
-                .diff_id
-                .parse()
-                .map_err(|_| BuildError::Internal(format!("invalid diffID {:?}", layer.diff_id)))?;
+            let diff_id: Digest = layer.diff_id.parse().map_err(|_| RootError::DiffId {
+                value: layer.diff_id.clone(),
+            })?;
             Ok(store.extracted_layer(&diff_id, &blob)?)
         })
         .collect()

@@ -1,6 +1,6 @@
-//! The build's side of the registry: base images fetched into the local
-//! store (blobs already there, verified, are not downloaded again), and the
-//! result pushed to each destination (blobs in parallel, each mounted from
+//! The registries an image comes from and goes to: images fetched into the
+//! local store (blobs already there, verified, are not downloaded again),
+//! and a built image pushed to each destination (blobs in parallel, each mounted from
 //! the repository it came from when the registry allows, uploaded when not;
 //! the manifest last).
 
@@ -17,14 +17,11 @@ use oci_spec::image::Descriptor;
 
 use super::config::ImageConfig;
 use super::images::{self, ImageError, ImageSource, LayerRef};
-use super::settings::Settings;
 use crate::image::digest::Digest;
 use crate::image::store::{BlobWriter, Store};
 use crate::platform::Platform;
 use crate::progress;
-use crate::registry::{
-    ImageReference, OCI_MANIFEST, RegistryClient, RegistryOptions, TransferOptions,
-};
+use crate::registry::{ImageReference, OCI_MANIFEST, RegistryClient, RegistryOptions};
 
 type Result<T, E = ImageError> = std::result::Result<T, E>;
 
@@ -37,33 +34,8 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// A client with the build's TLS, plain-HTTP, mirror and retry settings
-    /// and the credentials found from the environment.
-    pub fn new(settings: &Settings) -> Result<Self> {
-        let options = RegistryOptions {
-            insecure: settings.insecure_registries.clone(),
-            skip_tls_verify: settings.skip_tls_verify_registries.clone(),
-            certificates: settings.registry_certificates.clone(),
-            mirrors: settings.registry_mirrors.clone(),
-            pull: TransferOptions {
-                insecure: settings.insecure_pull,
-                skip_tls_verify: settings.skip_tls_verify_pull,
-                retries: settings.image_download_retry,
-            },
-            push: TransferOptions {
-                insecure: settings.insecure_push,
-                skip_tls_verify: settings.skip_tls_verify_push,
-                retries: settings.push_retry,
-            },
-            timeout: std::time::Duration::from_secs(settings.registry_timeout_secs),
-            ..RegistryOptions::default()
-        };
-        Self::from_options(options)
-    }
-
     /// A client with these options and the credentials found from the
-    /// environment (for callers without a build's [`Settings`]: a
-    /// pipeline's script jobs).
+    /// environment.
     pub fn from_options(options: RegistryOptions) -> Result<Self> {
         let client = RegistryClient::from_env(options)?;
         Ok(Self {
@@ -101,13 +73,12 @@ impl Remote {
         let resolved = self.client.resolve(reference, platform).await?;
         store.put_bytes(&resolved.manifest_bytes)?;
         store.put_bytes(&resolved.config)?;
-        let config = ImageConfig::from_json(&resolved.config).map_err(|e| ImageError::Image {
-            reference: reference.to_string(),
-            message: format!(
-                "the image config {} is not valid: {e}",
-                resolved.config_digest
-            ),
-        })?;
+        let config =
+            ImageConfig::from_json(&resolved.config).map_err(|source| ImageError::Config {
+                reference: reference.to_string(),
+                digest: resolved.config_digest.to_string(),
+                source,
+            })?;
         if config.rootfs.diff_ids.len() != resolved.layers.len() {
             return Err(ImageError::Image {
                 reference: reference.to_string(),
@@ -249,7 +220,9 @@ impl Remote {
         Ok(())
     }
 
-    pub(super) async fn push_blob(
+    /// Puts one blob of `store` in `destination`'s repository: mounted
+    /// from `from` when the registry allows, else uploaded.
+    pub async fn push_blob(
         &self,
         destination: &ImageReference,
         store: &Store,
@@ -377,5 +350,53 @@ impl tokio::io::AsyncRead for CountingReader {
             }
         }
         polled
+    }
+}
+
+/// Where images come from, for a caller that blocks (the build engine runs
+/// each stage on a thread of its own): [`Remote`] on a runtime
+/// ([`BlockingRemote`]), or a fake in tests.
+pub trait ImageFetcher: Send + Sync {
+    /// `reference` for `platform`: its manifest digest, config and layer
+    /// list, with the manifest and config stored but no layer downloaded.
+    fn resolve(
+        &self,
+        reference: &ImageReference,
+        platform: &Platform,
+        store: &Store,
+    ) -> Result<ImageSource>;
+
+    /// Makes sure every layer of `layers` is in `store`.
+    fn ensure_layers(&self, layers: &[LayerRef], store: &Store) -> Result<()>;
+}
+
+/// [`Remote`] as an [`ImageFetcher`]: each call runs on `runtime` and
+/// blocks the calling thread (so never call it from async code).
+pub struct BlockingRemote {
+    remote: Arc<Remote>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl BlockingRemote {
+    #[must_use]
+    pub fn new(remote: Arc<Remote>, runtime: tokio::runtime::Handle) -> Self {
+        Self { remote, runtime }
+    }
+}
+
+impl ImageFetcher for BlockingRemote {
+    fn resolve(
+        &self,
+        reference: &ImageReference,
+        platform: &Platform,
+        store: &Store,
+    ) -> Result<ImageSource> {
+        self.runtime
+            .block_on(self.remote.resolve(reference, platform, store))
+    }
+
+    fn ensure_layers(&self, layers: &[LayerRef], store: &Store) -> Result<()> {
+        self.runtime
+            .block_on(self.remote.ensure_layers(layers, store))
     }
 }

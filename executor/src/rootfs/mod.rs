@@ -1,0 +1,19 @@
+//! Fetching an image and running something in its root, for both the build
+//! engine ([`crate::build`]) and pipeline script jobs
+//! ([`crate::pipeline`]): the image config format ([`config`]), an image's
+//! layers and where they come from ([`images`]), the registries an image is
+//! fetched from and pushed to ([`remote`]), and a root filesystem made of
+//! an image's layers whose changes become a layer ([`StageRoot`]).
+//!
+//! It knows nothing of Dockerfiles, build settings or pipelines: it must
+//! not import `build` or `pipeline`. It runs no process itself (the
+//! sandbox does), and mounts only through `sandbox::overlay`.
+
+pub mod config;
+pub mod images;
+pub mod remote;
+mod root;
+
+pub use images::{ImageError, ImageSource, LayerRef};
+pub use remote::{BlockingRemote, ImageFetcher, Remote};
+pub use root::{Diff, RootError, SnapshotMode, StageRoot, extract_layers};
