@@ -631,4 +631,29 @@ mod tests {
             format!("invalid settings file {}", path.display())
         );
     }
+
+    #[test]
+    fn registry_timeout_reaches_the_settings_and_zero_is_refused() {
+        use clap::Parser as _;
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["executor", "build", "--no-push", "--cache-dir", "/store"];
+            argv.extend_from_slice(args);
+            super::super::Cli::try_parse_from(argv)
+        };
+        let settings = |cli: super::super::Cli| match cli.command {
+            Some(super::super::Command::Build(args)) => args.settings().unwrap(),
+            _ => panic!("not a build"),
+        };
+        let default = settings(parse(&[]).unwrap());
+        assert_eq!(default.registry_timeout_secs, 60);
+        let five = settings(parse(&["--registry-timeout", "5"]).unwrap());
+        assert_eq!(five.registry_timeout_secs, 5);
+        let error = parse(&["--registry-timeout", "0"]).err().expect("0 is refused");
+        assert!(error.to_string().contains("--registry-timeout"), "{error}");
+        // A settings file written before the flag existed reads as 60 s.
+        let mut json = serde_json::to_value(&five).unwrap();
+        json.as_object_mut().unwrap().remove("registry_timeout_secs");
+        let old: Settings = serde_json::from_value(json).unwrap();
+        assert_eq!(old.registry_timeout_secs, 60);
+    }
 }
