@@ -648,11 +648,15 @@ mod tests {
         assert_eq!(default.registry_timeout_secs, 60);
         let five = settings(parse(&["--registry-timeout", "5"]).unwrap());
         assert_eq!(five.registry_timeout_secs, 5);
-        let error = parse(&["--registry-timeout", "0"]).err().expect("0 is refused");
+        let error = parse(&["--registry-timeout", "0"])
+            .err()
+            .expect("0 is refused");
         assert!(error.to_string().contains("--registry-timeout"), "{error}");
         // A settings file written before the flag existed reads as 60 s.
         let mut json = serde_json::to_value(&five).unwrap();
-        json.as_object_mut().unwrap().remove("registry_timeout_secs");
+        json.as_object_mut()
+            .unwrap()
+            .remove("registry_timeout_secs");
         let old: Settings = serde_json::from_value(json).unwrap();
         assert_eq!(old.registry_timeout_secs, 60);
     }

@@ -11,7 +11,9 @@ use oci_spec::image::Digest;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, HeaderValue, LOCATION};
 use tokio::io::AsyncRead;
 
-use super::client::{BlobPush, Direction, Host, RegistryClient, absolute, manifest_url, parse_url};
+use super::client::{
+    Authorization, BlobPush, Direction, Host, RegistryClient, absolute, manifest_url, parse_url,
+};
 use super::error::{Error, Result};
 use super::idle::{watched, within};
 use super::manifest::{ACCEPTED_MANIFESTS, parse_manifest, references};
@@ -96,24 +98,8 @@ impl RegistryClient {
                 let status = response.status().as_u16();
                 match status {
                     202 => {
-                        // The session opened: cancel it (a registry that
-                        // will not is left to expire it).
-                        if let Some(location) = response
-                            .headers()
-                            .get(LOCATION)
-                            .and_then(|l| l.to_str().ok())
-                        {
-                            let url = absolute(&host, location);
-                            let request = host.http.delete(&url);
-                            let request = if url.starts_with(&host.base) {
-                                auth.apply(request)
-                            } else {
-                                request
-                            };
-                            if let Err(e) = request.send().await {
-                                tracing::debug!(error = %e, "cancelling the push check's upload");
-                            }
-                        }
+                        // The session opened: cancel it.
+                        cancel_upload(&host, &auth, &response).await;
                         Ok(())
                     }
                     201 => Ok(()),
@@ -178,12 +164,7 @@ impl RegistryClient {
                 }
                 202 => {
                     // Refused, and an upload session was opened instead: close it.
-                    if let Some(location) = response.headers().get(LOCATION).and_then(|l| l.to_str().ok()) {
-                        let url = absolute(&host, location);
-                        let request = host.http.delete(&url);
-                        let request = if url.starts_with(&host.base) { auth.apply(request) } else { request };
-                        let _ = request.send().await;
-                    }
+                    cancel_upload(&host, &auth, &response).await;
                     tracing::debug!(%digest, from = from.repository(), "mount refused by the registry");
                     Ok(false)
                 }
@@ -483,6 +464,29 @@ impl RegistryClient {
             }
         }
         Ok(out)
+    }
+}
+
+/// Cancels the upload session a `202 Accepted` answer opened (its
+/// `Location`), best effort: a registry that will not is left to expire it.
+/// Credentials go only to the registry's own host.
+async fn cancel_upload(host: &Host, auth: &Authorization, response: &reqwest::Response) {
+    let Some(location) = response
+        .headers()
+        .get(LOCATION)
+        .and_then(|l| l.to_str().ok())
+    else {
+        return;
+    };
+    let url = absolute(host, location);
+    let request = host.http.delete(&url);
+    let request = if url.starts_with(&host.base) {
+        auth.apply(request)
+    } else {
+        request
+    };
+    if let Err(e) = request.send().await {
+        tracing::debug!(error = %e, url, "cancelling an upload session");
     }
 }
 
