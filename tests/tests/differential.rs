@@ -102,6 +102,12 @@ enum Quirk {
     /// Docker's overlay2 driver is. For the listed paths, which names are
     /// links of one file is not compared (content, mode and owner are).
     LinkToLowerLayer(&'static [&'static str]),
+    /// buildah 1.28 makes a VOLUME's directory in the image (in the next
+    /// RUN's layer) when it is missing; BuildKit's VOLUME only records it
+    /// in the config (dockerfile2llb's `dispatchVolume`), and so does
+    /// executor. The listed directories are dropped from buildah's tree on
+    /// the same terms as [`Quirk::RunStubs`]'s.
+    VolumeDirectories(&'static [&'static str]),
 }
 
 /// The mount points buildah's chroot isolation leaves in a RUN's layer
@@ -133,6 +139,8 @@ struct Case {
     /// Paths the result must have, so that the tools cannot agree on
     /// doing nothing (triggers not run, archives not extracted).
     expect: &'static [&'static str],
+    /// executor's image must hold one layer (one diffID) more than once.
+    repeats_a_layer: bool,
 }
 
 const CASE: Case = Case {
@@ -145,6 +153,7 @@ const CASE: Case = Case {
     quirks: &[],
     push_as: None,
     expect: &[],
+    repeats_a_layer: false,
 };
 
 /// The config fields compared (Docker's container config names).
@@ -212,6 +221,8 @@ impl std::fmt::Display for Entry {
 struct Built {
     config: Map<String, Value>,
     tree: BTreeMap<String, Entry>,
+    /// The image's layers' diffIDs, bottom first.
+    diff_ids: Vec<String>,
 }
 
 /// Runs `cmd`; its stdout, or what went wrong.
@@ -354,6 +365,7 @@ impl Bench {
         Ok(Built {
             config: compared,
             tree: unpack(&layout, &dir, &what)?,
+            diff_ids: diff_ids(&config),
         })
     }
 
@@ -428,6 +440,7 @@ impl Bench {
         Ok(Built {
             config,
             tree: unpack(&layout, &dir, &what)?,
+            diff_ids: diff_ids(&layout_config(&layout)),
         })
     }
 }
@@ -453,6 +466,16 @@ fn layout_config(layout: &Path) -> Value {
     };
     let manifest = blob(&layout_image(layout)["digest"]);
     blob(&manifest["config"]["digest"])
+}
+
+/// An image config's `rootfs.diff_ids`.
+fn diff_ids(config: &Value) -> Vec<String> {
+    config["rootfs"]["diff_ids"]
+        .as_array()
+        .expect("the config lists its layers")
+        .iter()
+        .map(|d| d.as_str().expect("a diffID").to_owned())
+        .collect()
 }
 
 /// The compared fields of a container config, normalised: absent, null,
@@ -618,7 +641,9 @@ fn apply_quirks(case: &Case, executor: &mut Built, buildah: &mut Built) {
                 }
             }
             Quirk::RunStubs => drop_stubs(BUILDAH_RUN_STUBS, executor, buildah),
-            Quirk::MountParents(parents) => drop_stubs(parents, executor, buildah),
+            Quirk::MountParents(parents) | Quirk::VolumeDirectories(parents) => {
+                drop_stubs(parents, executor, buildah);
+            }
             Quirk::LinkToLowerLayer(paths) => {
                 for side in [&mut executor.tree, &mut buildah.tree] {
                     for path in *paths {
@@ -741,6 +766,16 @@ fn compare(cases: &[Case]) {
                     case.name
                 );
             }
+        }
+        let mut distinct = executor.diff_ids.clone();
+        distinct.sort();
+        distinct.dedup();
+        if case.repeats_a_layer && distinct.len() == executor.diff_ids.len() {
+            let _ = writeln!(
+                failures,
+                "case {}: executor's image holds no layer twice: {:?}",
+                case.name, executor.diff_ids
+            );
         }
         let diff = differences(&executor, &buildah);
         if !diff.is_empty() {
@@ -1501,6 +1536,61 @@ fn run_mounts() {
     ]);
 }
 
+/// One layer several times in one image: steps whose changes are
+/// byte-identical give one diffID, which Docker, BuildKit and buildah all
+/// stack again (a diffID may appear any number of times in an image).
+/// Layers in between change what the repeated layer holds, which its second
+/// copy must bring back. One case is pushed: the registry gets one blob
+/// twice in a manifest.
+#[test]
+fn repeated_layers() {
+    compare(&[
+        Case {
+            name: "repeated_copy_of_the_context",
+            dockerfile: "FROM scratch\n\
+                COPY . /\n\
+                COPY b.txt /a.txt\n\
+                COPY c.txt /dir/one\n\
+                COPY . /\n\
+                COPY c.txt /\n",
+            files: FILES,
+            quirks: &[Quirk::ScratchDefaults],
+            repeats_a_layer: true,
+            push_as: Some("repeated"),
+            ..CASE
+        },
+        Case {
+            name: "repeated_copy_of_a_stage_root",
+            dockerfile: "FROM @BUSYBOX@ AS build\n\
+                RUN mkdir -p /out/sub && echo built > /out/sub/f && ln -s sub/f /out/link\n\
+                FROM scratch AS files\n\
+                COPY --from=build /out/ /\n\
+                FROM scratch AS twice\n\
+                COPY --from=files / /\n\
+                COPY --from=files / /\n\
+                FROM @BUSYBOX@\n\
+                COPY --from=twice / /opt/\n\
+                RUN rm -r /opt/sub /opt/link && echo other > /opt/link\n\
+                COPY --from=twice / /opt/\n",
+            quirks: &[Quirk::RunStubs],
+            expect: &["/opt/sub/f", "/opt/link"],
+            repeats_a_layer: true,
+            ..CASE
+        },
+        Case {
+            name: "repeated_run_after_a_volume",
+            dockerfile: "FROM @BUSYBOX@\n\
+                VOLUME /data\n\
+                RUN mkdir -p /same && dd if=/dev/zero of=/same/file bs=1k count=4 2>/dev/null\n\
+                RUN mkdir -p /same && dd if=/dev/zero of=/same/file bs=1k count=4 2>/dev/null\n",
+            quirks: &[Quirk::RunStubs, Quirk::VolumeDirectories(&["/data"])],
+            expect: &["/same/file"],
+            repeats_a_layer: true,
+            ..CASE
+        },
+    ]);
+}
+
 /// The comparison itself: each kind of difference is reported, and a quirk
 /// hides only its own detail.
 #[test]
@@ -1521,6 +1611,7 @@ fn differences_are_reported() {
             .iter()
             .map(|(p, e)| ((*p).to_string(), e.clone()))
             .collect(),
+        diff_ids: Vec::new(),
     };
     let base = || {
         built(

@@ -100,7 +100,7 @@ pub fn manifest_json(config: &Descriptor, layers: &[Descriptor]) -> Vec<u8> {
 
 /// Writes the image as a docker-archive tarball (`docker save` format:
 /// `manifest.json`, the config, each layer as an uncompressed tar named by
-/// its diffID), which `docker load` and `skopeo copy docker-archive:` read.
+/// its diffID, once however often the image holds it), which `docker load` and `skopeo copy docker-archive:` read.
 ///
 /// Each layer is decompressed once, straight into the archive: its tar
 /// header goes in as a placeholder and is written again with the size once
@@ -127,6 +127,11 @@ pub fn write_docker_archive(
         let digest = descriptor_digest(&layer.descriptor)?;
         let hex = layer.diff_id.trim_start_matches("sha256:").to_string();
         let name = format!("{hex}/layer.tar");
+        // A layer repeated in the image is stored once, listed every time.
+        if layer_names.contains(&name) {
+            layer_names.push(name);
+            continue;
+        }
         let blob = store.open_blob(&digest)?;
         let mut reader = crate::image::apply::decompress(io::BufReader::new(blob))
             .map_err(|e| io_err(io::Error::other(e)))?;
