@@ -1591,6 +1591,67 @@ fn repeated_layers() {
     ]);
 }
 
+/// A context whose links point out of it: an absolute one and one climbing
+/// above the root, both to a directory that is in the context, and a link
+/// inside a copied directory.
+fn links_out_of_the_context(context: &Path) {
+    fs::create_dir_all(context.join("sub/deeper")).unwrap();
+    fs::write(context.join("sub/s"), "s\n").unwrap();
+    fs::write(context.join("sub/deeper/d"), "d\n").unwrap();
+    std::os::unix::fs::symlink("/sub", context.join("abslink")).unwrap();
+    std::os::unix::fs::symlink("../../sub", context.join("uplink")).unwrap();
+    fs::create_dir_all(context.join("dir")).unwrap();
+    std::os::unix::fs::symlink("/sub/s", context.join("dir/inner")).unwrap();
+}
+
+/// Symlinks on the way to a COPY source are followed inside the stage's or
+/// the context's root, as in a chroot (an absolute target from the root,
+/// `..` stopping there); symlinks inside a copied directory are copied as
+/// they are.
+#[test]
+fn symlinks_in_sources() {
+    compare(&[
+        Case {
+            name: "copy_from_a_stage_through_absolute_links",
+            dockerfile: "FROM @BUSYBOX@ AS stage\n\
+                RUN mkdir -p /opt/real /opt/app-1.2/bin /usr/share/zoneinfo/Europe \\\n  \
+                && echo real > /opt/real/f && echo app > /opt/app-1.2/bin/run \\\n  \
+                && echo zone > /usr/share/zoneinfo/Europe/Paris \\\n  \
+                && ln -s /usr/share/zoneinfo/Europe/Paris /etc/localtime \\\n  \
+                && ln -s /opt/real/f /flink && ln -s /opt/app-1.2 /opt/current \\\n  \
+                && ln -s ../../../../opt/real /opt/up && ln -s /opt/real/f /opt/app-1.2/bin/inner\n\
+                FROM scratch\n\
+                COPY --from=stage /flink /y\n\
+                COPY --from=stage /etc/localtime /etc/localtime\n\
+                COPY --from=stage /opt/current/ /app/\n\
+                COPY --from=stage /opt/current /app2\n\
+                COPY --from=stage /opt/up/f /up-f\n\
+                COPY --from=stage /opt/cur* /wild/\n",
+            quirks: &[Quirk::ScratchDefaults],
+            expect: &[
+                "/y",
+                "/etc/localtime",
+                "/app/bin/run",
+                "/app/bin/inner",
+                "/up-f",
+            ],
+            ..CASE
+        },
+        Case {
+            name: "copy_from_the_context_through_links_out_of_it",
+            dockerfile: "FROM scratch\n\
+                COPY abslink/ /x/\n\
+                COPY uplink /u/\n\
+                COPY abslink/s uplink/deeper/d /files/\n\
+                COPY dir/ /d/\n",
+            setup: Some(links_out_of_the_context),
+            quirks: &[Quirk::ScratchDefaults],
+            expect: &["/x/s", "/u/deeper/d", "/files/s", "/files/d", "/d/inner"],
+            ..CASE
+        },
+    ]);
+}
+
 /// The comparison itself: each kind of difference is reported, and a quirk
 /// hides only its own detail.
 #[test]

@@ -1295,7 +1295,7 @@ impl<'a> Engine<'a> {
                 }
                 Some(from) => {
                     let root = self.source_root(job.built, from, instruction)?;
-                    let other = Context::from_dir(root.path(), None)?;
+                    let other = Context::from_rootfs(root.path())?;
                     sources.extend(self.context_sources(
                         &other,
                         &patterns,
