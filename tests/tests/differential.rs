@@ -1652,6 +1652,47 @@ fn symlinks_in_sources() {
     ]);
 }
 
+/// Users and groups that are ids need no `/etc/passwd`: BuildKit reads
+/// `root` as 0 and numbers as themselves (a `FROM scratch` image has no
+/// files to look names up in). A named user's files get its passwd group.
+#[test]
+fn users_without_passwd() {
+    compare(&[
+        Case {
+            name: "user_root_on_scratch",
+            dockerfile: "FROM scratch\n\
+                USER root\n\
+                WORKDIR /w\n\
+                USER root:root\n\
+                WORKDIR /x\n\
+                COPY --chown=0 b.txt /w/\n\
+                COPY --chown=1000:50 c.txt /w/\n\
+                USER 1000:1000\n\
+                WORKDIR /as-1000\n\
+                USER 1001\n\
+                WORKDIR /as-1001\n",
+            files: FILES,
+            quirks: &[Quirk::ScratchDefaults],
+            expect: &["/w/c.txt", "/x", "/as-1000", "/as-1001"],
+            ..CASE
+        },
+        Case {
+            name: "chown_to_a_named_user_takes_its_group",
+            dockerfile: "FROM @BUSYBOX@\n\
+                RUN echo 'app:x:1000:1001::/home/app:/bin/sh' >> /etc/passwd \\\n  \
+                && echo 'appgroup:x:1001:' >> /etc/group\n\
+                COPY --chown=app a.txt /owned-by-app\n\
+                COPY --chown=app:root b.txt /app-and-root\n\
+                USER app\n\
+                WORKDIR /app-work\n",
+            files: FILES,
+            quirks: &[Quirk::RunStubs],
+            expect: &["/owned-by-app", "/app-work"],
+            ..CASE
+        },
+    ]);
+}
+
 /// The comparison itself: each kind of difference is reported, and a quirk
 /// hides only its own detail.
 #[test]

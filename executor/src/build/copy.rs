@@ -527,42 +527,10 @@ pub fn parse_chmod(value: &str) -> std::result::Result<u32, String> {
 }
 
 /// Resolves `--chown` (`user[:group]`, names or numbers) with the image's
-/// `/etc/passwd` and `/etc/group`. A user without a group uses the user's
-/// numeric id as the group, as Docker does.
+/// `/etc/passwd` and `/etc/group`, as BuildKit's file operations do
+/// ([`crate::sandbox::user::file_owner`]).
 pub fn resolve_chown(value: &str, rootfs: &Path) -> std::result::Result<(u32, u32), String> {
-    let (user, group) = match value.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (value, None),
-    };
-    let read = |file: &str| fs::read_to_string(resolve_in_root(rootfs, file, true)).ok();
-    let lookup = |db: Option<String>, name: &str, what: &str| -> std::result::Result<u32, String> {
-        if let Ok(n) = name.parse::<u32>() {
-            return Ok(n);
-        }
-        let db = db.ok_or_else(|| {
-            format!(
-                "unable to find {what} {name:?}: the image has no /etc/{}",
-                if what == "user" { "passwd" } else { "group" }
-            )
-        })?;
-        db.lines()
-            .filter_map(|l| {
-                let mut f = l.split(':');
-                Some((f.next()?, f.nth(1)?))
-            })
-            .find(|(n, _)| *n == name)
-            .and_then(|(_, id)| id.parse().ok())
-            .ok_or_else(|| format!("unable to find {what} {name:?} in the image"))
-    };
-    if user.is_empty() {
-        return Err(format!("invalid --chown {value:?}: no user"));
-    }
-    let uid = lookup(read("/etc/passwd"), user, "user")?;
-    let gid = match group {
-        Some(g) if !g.is_empty() => lookup(read("/etc/group"), g, "group")?,
-        _ => uid,
-    };
-    Ok((uid, gid))
+    crate::sandbox::user::file_owner(rootfs, value).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -761,12 +729,13 @@ mod tests {
         let f = fixture();
         let owner = resolve_chown("app:staff", &f.rootfs).unwrap();
         assert_eq!(owner, (1000, 50));
-        assert_eq!(resolve_chown("app", &f.rootfs).unwrap(), (1000, 1000));
+        // A named user's group is its passwd group, as in BuildKit.
+        assert_eq!(resolve_chown("app", &f.rootfs).unwrap(), (1000, 1001));
         assert_eq!(resolve_chown("7:8", &f.rootfs).unwrap(), (7, 8));
         assert!(
             resolve_chown("ghost", &f.rootfs)
                 .unwrap_err()
-                .contains("\"ghost\"")
+                .contains("ghost")
         );
         let o = Options {
             chown: Some(owner),
