@@ -205,12 +205,11 @@ fn split_user(value: &str) -> Result<(&str, Option<&str>)> {
 /// replaces the group, and an empty one (`user:`) leaves it.
 pub fn file_owner(root: &Path, value: &str) -> Result<(u32, u32)> {
     let (user_part, group_part) = split_user(value)?;
-    let (uid, gid) = match id_of(user_part) {
-        Some(id) => (id, id),
-        None => {
-            let entry = named_user(root, user_part)?;
-            (entry.uid, entry.gid)
-        }
+    let (uid, gid) = if let Some(id) = id_of(user_part) {
+        (id, id)
+    } else {
+        let entry = named_user(root, user_part)?;
+        (entry.uid, entry.gid)
     };
     let gid = match group_part {
         None => gid,
@@ -265,7 +264,7 @@ pub fn resolve(root: &Path, user: &str) -> Result<User> {
         None => {
             if let Some(name) = name {
                 for entry in groups(&read_etc(root, "group")?) {
-                    if entry.members.iter().any(|member| *member == name)
+                    if entry.members.contains(&name)
                         && !supplementary.contains(&entry.gid)
                     {
                         supplementary.push(entry.gid);
