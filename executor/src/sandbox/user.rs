@@ -264,9 +264,7 @@ pub fn resolve(root: &Path, user: &str) -> Result<User> {
         None => {
             if let Some(name) = name {
                 for entry in groups(&read_etc(root, "group")?) {
-                    if entry.members.contains(&name)
-                        && !supplementary.contains(&entry.gid)
-                    {
+                    if entry.members.contains(&name) && !supplementary.contains(&entry.gid) {
                         supplementary.push(entry.gid);
                     }
                 }
