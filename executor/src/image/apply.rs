@@ -666,6 +666,15 @@ fn drain<R: Read>(entry: &mut tar::Entry<'_, R>, consumed: u64) -> Result<(), Fa
     }
 }
 
+/// Whether opening a directory failed because there is none at that path
+/// (missing, not a directory, or a symlink where `O_NOFOLLOW` refuses one).
+fn no_directory_there(error: &io::Error) -> bool {
+    matches!(
+        Errno::from_io_error(error),
+        Some(Errno::NOENT | Errno::NOTDIR | Errno::LOOP)
+    )
+}
+
 /// Unlinks a non-directory, a missing one being fine.
 fn unlink(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
     match fs::unlinkat(dir, name, AtFlags::empty()) {

@@ -13,7 +13,10 @@ use rustix::io::Errno;
 use tar::{EntryType, Header};
 
 use super::confined::{open_child, remove_all};
-use super::{Applier, DeferredDir, Failure, Meta, Result, Target, WhiteoutMode, components, shown};
+use super::{
+    Applier, DeferredDir, Failure, Meta, Result, Target, WhiteoutMode, components,
+    no_directory_there, shown,
+};
 
 impl Applier<'_> {
     /// Clears the way for a new entry `name` in `dir`: whatever is there is
@@ -282,14 +285,7 @@ impl Applier<'_> {
             let path: Vec<&[u8]> = deferred.path.iter().map(Vec::as_slice).collect();
             let fd = match self.root.open_dir_nofollow(&path) {
                 Ok(fd) => fd,
-                Err(e)
-                    if matches!(
-                        Errno::from_io_error(&e),
-                        Some(Errno::NOENT | Errno::NOTDIR | Errno::LOOP)
-                    ) =>
-                {
-                    continue;
-                }
+                Err(e) if no_directory_there(&e) => continue,
                 Err(e) => return Err(Failure::from(e).named(&deferred.path.join(&b'/'))),
             };
             fs::fchmod(&fd, deferred.mode)

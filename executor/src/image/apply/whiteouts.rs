@@ -12,7 +12,10 @@ use rustix::fs::{self, AtFlags, FileType, Mode, XattrFlags};
 use rustix::io::Errno;
 
 use super::confined::{Resolver, Root, open_child, remove_all};
-use super::{Applier, Failure, OPAQUE_MARKER, WHITEOUT_PREFIX, WhiteoutMode, shown, unlink};
+use super::{
+    Applier, Failure, OPAQUE_MARKER, WHITEOUT_PREFIX, WhiteoutMode, no_directory_there, shown,
+    unlink,
+};
 
 impl Applier<'_> {
     /// A whiteout `.wh.NAME` (deletes NAME) or the opaque marker.
@@ -129,14 +132,7 @@ impl Applier<'_> {
             let root = Root::open(lower, Resolver::Openat2)?;
             let parent_dir = match root.open_dir(parent, false, &mut Vec::new()) {
                 Ok(fd) => fd,
-                Err(e)
-                    if matches!(
-                        Errno::from_io_error(&e),
-                        Some(Errno::NOENT | Errno::NOTDIR | Errno::LOOP)
-                    ) =>
-                {
-                    continue;
-                }
+                Err(e) if no_directory_there(&e) => continue,
                 Err(e) => return Err(e.into()),
             };
             match fs::statat(&parent_dir, last, AtFlags::SYMLINK_NOFOLLOW) {
