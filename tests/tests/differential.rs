@@ -1782,6 +1782,34 @@ fn debian_images() {
             expect: &["/getcap.out", "/lib64/ld-linux-x86-64.so.2"],
             ..CASE
         },
+        Case {
+            // Debian's /bin, /sbin and /lib are links into /usr, /var/run
+            // one to /run: what COPY, ADD and WORKDIR make there lands at
+            // the link's target, and the links stay links.
+            name: "copy_through_merged_usr_links",
+            dockerfile: "FROM @DEBIAN@ AS stage\n\
+                RUN mkdir -p /out/lib && echo lib > /out/lib/libextra.so.1\n\
+                FROM @DEBIAN@\n\
+                COPY a.txt /bin/\n\
+                COPY b.txt /sbin/b-tool\n\
+                COPY dir/ /lib/extra/\n\
+                COPY --from=stage /out/lib/ /lib/x86_64-linux-gnu/\n\
+                ADD archive.tar /lib/from-archive/\n\
+                WORKDIR /bin/work\n\
+                WORKDIR /var/run/app\n",
+            files: FILES,
+            setup: Some(archives),
+            expect: &[
+                "/usr/bin/a.txt",
+                "/usr/sbin/b-tool",
+                "/usr/lib/extra/one",
+                "/usr/lib/x86_64-linux-gnu/libextra.so.1",
+                "/usr/lib/from-archive/top/file",
+                "/usr/bin/work",
+                "/run/app",
+            ],
+            ..CASE
+        },
     ]);
 }
 

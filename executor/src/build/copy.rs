@@ -254,7 +254,8 @@ pub fn copy(
 /// Creates directory `image_dir` in `staging` as WORKDIR does (BuildKit's
 /// mkdir with parents): directories the image has are recreated with their
 /// metadata, missing ones are created 0755 and owned by `owner`, parents
-/// included. Returns the image paths created.
+/// included, where the image's symlinks lead. Returns the image paths
+/// created.
 pub fn make_dir(
     rootfs: &Path,
     staging: &Path,
@@ -267,13 +268,16 @@ pub fn make_dir(
         ..Options::default()
     };
     let mut written = Vec::new();
+    // Through the image's symlinks, as BuildKit's mkdir (RootPath): under a
+    // linked directory (/var/run -> /run) the link's target gets it.
+    let image_dir = resolve_image_path(rootfs, image_dir, true);
     Copier {
         rootfs,
         staging,
         opts: &opts,
         written: &mut written,
     }
-    .ensure_dir(image_dir)?;
+    .ensure_dir(&image_dir)?;
     Ok(written)
 }
 
@@ -864,6 +868,18 @@ mod tests {
                 "{dir}"
             );
         }
+    }
+
+    #[test]
+    fn make_dir_goes_where_the_images_links_lead() {
+        let f = fixture();
+        let created = make_dir(&f.rootfs, &f.staging, "/via-link/w", (0, 0)).unwrap();
+        assert_eq!(created, ["/existing/w"]);
+        assert!(f.staging.join("existing/w").is_dir());
+        assert!(
+            !f.staging.join("via-link").exists(),
+            "the link stays a link"
+        );
     }
 
     #[test]

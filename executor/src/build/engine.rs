@@ -1337,6 +1337,7 @@ impl<'a> Engine<'a> {
         }
         for archive in archives {
             let (dest, _) = copy::destination(&args.dest, &copy_opts.workdir);
+            let dest = copy::resolve_image_path(copy_root, &dest, true);
             let target = copy::under(&staging, &dest);
             // Directories the image has keep their metadata; missing ones
             // take --chown's owner, as COPY's do.
