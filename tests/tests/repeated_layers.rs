@@ -17,7 +17,8 @@ use executor_e2e::{
 
 /// `COPY f /f` twice, with a RUN between that deletes it and writes what
 /// the second copy must leave alone; then the same RUN twice after a
-/// VOLUME (both write the same bytes).
+/// VOLUME, the second a second later (with file times clamped, both write
+/// the same bytes).
 fn dockerfile(base: &str) -> String {
     format!(
         "FROM {base}\n\
@@ -26,7 +27,7 @@ fn dockerfile(base: &str) -> String {
          COPY f /f\n\
          VOLUME /data\n\
          RUN mkdir -p /same && dd if=/dev/zero of=/same/file bs=1k count=4 2>/dev/null\n\
-         RUN mkdir -p /same && dd if=/dev/zero of=/same/file bs=1k count=4 2>/dev/null\n"
+         RUN sleep 1 && mkdir -p /same && dd if=/dev/zero of=/same/file bs=1k count=4 2>/dev/null\n"
     )
 }
 
@@ -64,7 +65,11 @@ fn a_repeated_layer_is_pushed_archived_and_cached() {
         let metrics = project.arg(&format!("metrics-{n}.json"));
         let store = project.path(&format!("store-{n}"));
         let tar = project.arg(&format!("image-{n}.tar"));
+        // File times clamped to 0: the two RUNs (a second apart) write
+        // the same bytes.
         let mut args = vec![
+            "--build-arg",
+            "SOURCE_DATE_EPOCH=0",
             "-d",
             &destination,
             "--insecure-registry",
