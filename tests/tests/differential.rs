@@ -1725,10 +1725,11 @@ const ENTRYPOINT_SCRIPT: &[(&str, &str)] =
 /// Dockerfiles of well-known kinds on the Debian base, with what minbase
 /// has (no package downloads): an official-image style service (system
 /// user and group, `set -eux` RUNs under a bash SHELL, an entrypoint
-/// script and its compatibility link, VOLUME, WORKDIR) and a multi-stage
+/// script and its compatibility link, VOLUME, WORKDIR), a multi-stage
 /// build that carries a binary, its libraries (a wildcard over versioned
 /// `.so` links) and the loader through merged-/usr links into another
-/// image, where it runs.
+/// image, where it runs, a Python-style app copied as its user, and
+/// copies into Debian's linked directories.
 #[test]
 fn debian_images() {
     compare(&[
@@ -1783,6 +1784,34 @@ fn debian_images() {
                 RUN /usr/local/bin/getcap -v /bin/busybox > /getcap.out\n",
             quirks: &[Quirk::RunStubs],
             expect: &["/getcap.out", "/lib64/ld-linux-x86-64.so.2"],
+            ..CASE
+        },
+        Case {
+            // A Python web app's usual shape, without pip: an unprivileged
+            // user with a home, the app copied to its WORKDIR as that user,
+            // the user's HOME in a RUN.
+            name: "python_style_app",
+            dockerfile: "FROM @DEBIAN@\n\
+                ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1\n\
+                WORKDIR /app\n\
+                RUN useradd --create-home --uid 10001 --shell /bin/bash appuser\n\
+                COPY requirements*.txt ./\n\
+                COPY --chown=appuser:appuser . .\n\
+                USER appuser\n\
+                ENV PATH=/home/appuser/.local/bin:$PATH\n\
+                RUN mkdir -p ~/.local/bin && echo \"$HOME\" > ~/.local/home.txt && id > ~/.local/id.txt\n\
+                EXPOSE 8000\n\
+                HEALTHCHECK --interval=30s CMD [\"true\"]\n\
+                CMD [\"python3\", \"-m\", \"app\"]\n",
+            files: &[
+                ("requirements.txt", "flask==3.0.0\n"),
+                ("app/__init__.py", ""),
+                ("app/__main__.py", "print('hello')\n"),
+                ("app/__pycache__/junk.pyc", "junk"),
+                (".dockerignore", "**/__pycache__\n*.pyc\n.git\n"),
+            ],
+            quirks: &[Quirk::RunStubs, Quirk::EnvOverrideAppends],
+            expect: &["/app/app/__main__.py", "/home/appuser/.local/home.txt"],
             ..CASE
         },
         Case {
