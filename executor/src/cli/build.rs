@@ -648,9 +648,9 @@ mod tests {
         assert_eq!(default.registry_timeout_secs, 60);
         let five = settings(parse(&["--registry-timeout", "5"]).unwrap());
         assert_eq!(five.registry_timeout_secs, 5);
-        let error = parse(&["--registry-timeout", "0"])
-            .err()
-            .expect("0 is refused");
+        let Err(error) = parse(&["--registry-timeout", "0"]) else {
+            panic!("--registry-timeout 0 is refused");
+        };
         assert!(error.to_string().contains("--registry-timeout"), "{error}");
         // A settings file written before the flag existed reads as 60 s.
         let mut json = serde_json::to_value(&five).unwrap();
