@@ -602,10 +602,15 @@ async fn basic_auth_with_docker_config_credentials() {
         .unwrap_err();
     assert_eq!(err.status(), Some(401), "{err:?}");
     assert!(
-        err.to_string().contains("\nhint: check the credentials"),
+        matches!(err, executor::registry::Error::NoCredentials { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("\nhint: add them with `docker login"),
         "{err}"
     );
-    // Wrong credentials: the same.
+    // Wrong credentials: a 401 too, told apart from missing ones.
     let (_dir2, wrong) = keychain(
         &json!({"auths": {registry.host.clone(): {"username": USER, "password": "wrong"}}}),
     );
@@ -615,6 +620,14 @@ async fn basic_auth_with_docker_config_credentials() {
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(401), "{err:?}");
+    assert!(
+        matches!(err, executor::registry::Error::CredentialsRefused { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("\nhint: check the password"),
+        "{err}"
+    );
 }
 
 // ---- TLS ------------------------------------------------------------------------------

@@ -248,6 +248,9 @@ impl Error {
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Registry { answer, .. } => answer.status,
+            // Both come from a 401 answer, told apart by what the docker
+            // config had for the registry.
+            Self::NoCredentials { .. } | Self::CredentialsRefused { .. } => Some(401),
             _ => None,
         }
     }
