@@ -17,7 +17,7 @@ use crate::image::apply;
 use crate::image::digest::{Algorithm, Digest, HashingReader};
 
 impl Store {
-    fn layer_dir(&self, algorithm: Algorithm) -> PathBuf {
+    pub(super) fn layer_dir(&self, algorithm: Algorithm) -> PathBuf {
         self.root().join("layers").join(algorithm.as_str())
     }
 

@@ -35,6 +35,12 @@ pub use writer::BlobWriter;
 
 use super::digest::{Algorithm, Digest, DigestError};
 
+/// The store's directories kept private to their owner (mode 0700, the
+/// root's too): extracted layers hold setuid files and device nodes as the
+/// images have them, and scratch directories hold build secrets; nobody
+/// else may reach them.
+const PRIVATE_DIRS: &[&str] = &["blobs", "layers", "tmp", "cache-entries", "cache-mounts"];
+
 /// Temporary files older than this found under `<root>/tmp/` when the store
 /// is opened were left by a crashed process and are removed.
 const STALE_TEMP_AGE: Duration = Duration::from_secs(24 * 60 * 60);
@@ -92,6 +98,12 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot make {} private to its owner (mode 0700)", path.display())]
+    Private {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -128,14 +140,50 @@ impl Store {
     }
 
     /// Opens the store at `root`, creating the directory and an empty layout
-    /// if needed, and removes temporary files a crashed process left behind.
+    /// if needed, makes its directories private (see [`PRIVATE_DIRS`]) and
+    /// removes temporary files a crashed process left behind.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
         let store = Store {
             layout: OciLayout::open(&root.into())?,
         };
         create_dir(&store.tmp_dir())?;
+        create_dir(&store.layer_dir(Algorithm::Sha256))?;
+        store.make_private()?;
         store.remove_stale_temp_files();
         Ok(store)
+    }
+
+    /// Sets the root and [`PRIVATE_DIRS`] (those present, and their
+    /// per-algorithm subdirectories) to mode 0700, stores made before this
+    /// rule included.
+    fn make_private(&self) -> Result<()> {
+        let mut dirs = vec![self.root().to_path_buf()];
+        for name in PRIVATE_DIRS {
+            let dir = self.root().join(name);
+            if !dir.is_dir() {
+                continue;
+            }
+            if matches!(*name, "blobs" | "layers")
+                && let Ok(entries) = fs::read_dir(&dir)
+            {
+                dirs.extend(
+                    entries
+                        .flatten()
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path()),
+                );
+            }
+            dirs.push(dir);
+        }
+        for dir in dirs {
+            let private =
+                fs::metadata(&dir).is_ok_and(|m| m.permissions().mode() & 0o7777 == 0o700);
+            if !private {
+                fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                    .map_err(|source| StoreError::Private { path: dir, source })?;
+            }
+        }
+        Ok(())
     }
 
     #[must_use]

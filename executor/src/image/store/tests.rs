@@ -520,3 +520,36 @@ fn adopt_layer_renames_and_drops_the_loser() {
         .unwrap_err();
     assert!(err.to_string().contains("hint:"), "{err}");
 }
+
+/// Layers hold setuid files and device nodes, scratch holds secrets: the
+/// store is its owner's only, and a store made before is fixed on open.
+#[test]
+fn the_store_is_private_to_its_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let dirs = [
+        "",
+        "blobs",
+        "blobs/sha256",
+        "layers",
+        "layers/sha256",
+        "tmp",
+    ];
+    let store = Store::open(&root).unwrap();
+    for d in dirs {
+        assert_eq!(mode(&root.join(d)), 0o700, "new store: {d:?}");
+    }
+    drop(store);
+    // An older store, world-readable throughout.
+    fs::create_dir_all(root.join("cache-mounts/x")).unwrap();
+    for d in dirs.iter().chain(&["cache-mounts"]) {
+        fs::set_permissions(root.join(d), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    Store::open(&root).unwrap();
+    for d in dirs.iter().chain(&["cache-mounts"]) {
+        assert_eq!(mode(&root.join(d)), 0o700, "reopened store: {d:?}");
+    }
+    // What is inside a cache mount is the build's own.
+    assert_eq!(mode(&root.join("cache-mounts/x")), 0o755);
+}
