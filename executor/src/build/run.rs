@@ -29,8 +29,14 @@ const HOSTNAME: &str = "executor";
 /// Why a RUN could not be started, or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("{command} exited with status {code}")]
-    Exit { command: String, code: i32 },
+    #[error("{command} exited with status {code}{}", full_hint(full.as_deref()))]
+    Exit {
+        command: String,
+        code: i32,
+        /// The store's directory when its file system was found full after
+        /// the step: the likely cause, said with the failure.
+        full: Option<PathBuf>,
+    },
     #[error("{command} was killed by signal {signal}")]
     Signal { command: String, signal: i32 },
     #[error(
@@ -320,12 +326,23 @@ pub fn execute(
         sandbox::Status::Exited(code) => Err(RunError::Exit {
             command: shown,
             code,
+            full: crate::image::store::is_full(step.store).then(|| step.store.to_path_buf()),
         }),
         sandbox::Status::Signaled(signal) => Err(RunError::Signal {
             command: shown,
             signal,
         }),
     }
+}
+
+/// The hint of a RUN failure whose store's file system is full.
+fn full_hint(full: Option<&Path>) -> String {
+    full.map_or_else(String::new, |path| {
+        format!(
+            "\nhint: the file system of the store {} is full (no space left on device): the step's files are written there; free space or pass another --cache-dir",
+            path.display()
+        )
+    })
 }
 
 /// One line of a step's output, secrets masked, to the log.

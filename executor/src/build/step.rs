@@ -256,8 +256,13 @@ impl Engine<'_> {
                     .source_date_epoch
                     .map(|epoch| u64::try_from(epoch).unwrap_or(0)),
             },
-        )?;
-        writer.flush().map_err(io_at(self.store.root()))?;
+        )
+        .map_err(|err| match err {
+            // Where: a full disk is the store's.
+            layer::LayerError::Write(source) => io_at(writer.path())(source),
+            other => other.into(),
+        })?;
+        writer.flush().map_err(io_at(writer.path()))?;
         writer.commit(Some(&info.digest))?;
         Ok(info)
     }

@@ -310,6 +310,19 @@ fn ref_name(d: &Descriptor) -> Option<&str> {
         .map(String::as_str)
 }
 
+/// Whether the file system holding `path` is full: less than
+/// [`FULL_BELOW`] bytes left for unprivileged writers. False when that
+/// cannot be told.
+#[must_use]
+pub fn is_full(path: &Path) -> bool {
+    rustix::fs::statvfs(path)
+        .is_ok_and(|stat| stat.f_bavail.saturating_mul(stat.f_frsize) < FULL_BELOW)
+}
+
+/// The free space under which [`is_full`] calls a file system full: a write
+/// that failed for want of space can leave a little behind.
+const FULL_BELOW: u64 = 1 << 20;
+
 /// Removes a directory tree, making read-only directories writable first
 /// (a layer may hold them, and the store may run without root); a tree
 /// already gone is fine.

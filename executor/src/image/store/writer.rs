@@ -4,7 +4,7 @@
 //! digest and size are what the caller expected.
 
 use std::io::{self, BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use executor_cache::oci_layout::{create_dir, persist};
 use tempfile::NamedTempFile;
@@ -57,6 +57,13 @@ impl BlobWriter {
     #[must_use]
     pub fn written(&self) -> u64 {
         self.out.count()
+    }
+
+    /// The temporary file being written (under the store's `tmp/`), for
+    /// messages.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        self.out.get_ref().get_ref().path()
     }
 
     #[must_use]
