@@ -210,20 +210,52 @@ impl Store {
         self.blob_path(digest).is_file()
     }
 
+    /// Removes from `tmp/` the partial blobs whose writer died (their lock
+    /// is free: see `writer.rs`) and other files older than
+    /// [`STALE_TEMP_AGE`].
     fn remove_stale_temp_files(&self) {
         let Ok(entries) = fs::read_dir(self.tmp_dir()) else {
             return;
         };
         let now = SystemTime::now();
         for entry in entries.flatten() {
-            let stale = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > STALE_TEMP_AGE);
+            if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            let path = entry.path();
+            let partial_blob = entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(writer::PARTIAL_BLOB_PREFIX);
+            // Held until the file is removed.
+            let mut _lock = None;
+            let stale = if partial_blob {
+                match File::open(&path) {
+                    Ok(file) => {
+                        let free = rustix::fs::flock(
+                            &file,
+                            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+                        )
+                        .is_ok();
+                        _lock = Some(file);
+                        free
+                    }
+                    Err(_) => false,
+                }
+            } else {
+                entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > STALE_TEMP_AGE)
+            };
             if stale {
-                let path = entry.path();
-                if let Err(err) = fs::remove_file(&path) {
-                    tracing::debug!(path = %path.display(), %err, "cannot remove stale temporary file");
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        tracing::debug!(path = %path.display(), "removed a dead writer's temporary file");
+                    }
+                    Err(err) => {
+                        tracing::debug!(path = %path.display(), %err, "cannot remove stale temporary file");
+                    }
                 }
             }
         }

@@ -69,8 +69,8 @@ fn open_rejects_another_layout_version() {
 #[test]
 fn open_removes_stale_temporary_files_only() {
     let (_dir, store) = store();
-    let old = store.tmp_dir().join("blob-old");
-    let fresh = store.tmp_dir().join("blob-fresh");
+    let old = store.tmp_dir().join("other-old");
+    let fresh = store.tmp_dir().join("other-fresh");
     File::create(&old)
         .unwrap()
         .set_modified(SystemTime::now() - Duration::from_secs(3 * 24 * 3600))
@@ -79,6 +79,24 @@ fn open_removes_stale_temporary_files_only() {
     Store::open(store.root()).unwrap();
     assert!(!old.exists());
     assert!(fresh.exists());
+}
+
+/// A download killed halfway leaves its partial blob (hundreds of MB): the
+/// next open removes it at once, but never one still being written.
+#[test]
+fn open_removes_partial_blobs_of_dead_writers_only() {
+    let (_dir, store) = store();
+    let mut live = store.blob_writer().unwrap();
+    live.write_all(b"still coming").unwrap();
+    live.flush().unwrap();
+    let dead = store.tmp_dir().join("blob-dead");
+    fs::write(&dead, b"half a layer").unwrap();
+    Store::open(store.root()).unwrap();
+    assert!(!dead.exists(), "a partial blob nobody writes is removed");
+    assert!(live.path().exists(), "one being written stays");
+    let digest = sha256_bytes(b"still coming");
+    live.commit(Some(&digest)).unwrap();
+    assert_eq!(store.read_blob(&digest).unwrap(), b"still coming");
 }
 
 #[test]
