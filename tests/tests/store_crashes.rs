@@ -105,3 +105,184 @@ fn a_killed_builds_secret_and_scratch_go_at_the_next_build() {
     assert_eq!(find(&tmp, "build-"), Vec::<PathBuf>::new());
     assert_eq!(mounts_under(&store), Vec::<String>::new());
 }
+
+/// How many kill points [`killed_builds_leave_a_store_the_next_build_trusts`]
+/// tries: `EXECUTOR_CRASH_POINTS` (the full check is 20:
+/// `EXECUTOR_CRASH_POINTS=20 cargo test -p executor-e2e --test
+/// store_crashes`), 5 by default so that CI stays quick.
+fn crash_points() -> u64 {
+    std::env::var("EXECUTOR_CRASH_POINTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+}
+
+/// A seeded pseudo-random sequence (xorshift), the same on every run.
+struct Seeded(u64);
+
+impl Seeded {
+    /// A fraction in [0, 1).
+    fn next_fraction(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        #[expect(clippy::cast_precision_loss, reason = "a fraction")]
+        let fraction = (self.0 >> 11) as f64 / (1u64 << 53) as f64;
+        fraction
+    }
+}
+
+/// The build the crash tests run: a pull, a COPY, a RUN (each its layer),
+/// cache entries in `cache_repo`, a push to `destination`.
+fn crash_build(
+    project: &Project,
+    store: &Path,
+    host: &str,
+    destination: &str,
+    cache_repo: &str,
+    digest_file: &Path,
+) -> std::process::Command {
+    let digest_file = digest_file.display().to_string();
+    let mut cmd = project.build_in(
+        store,
+        &[
+            "-d",
+            destination,
+            "--insecure-registry",
+            host,
+            "--reproducible",
+            "--cache=true",
+            "--cache-repo",
+            cache_repo,
+            "--digest-file",
+            &digest_file,
+        ],
+    );
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd
+}
+
+/// `kill -9` of `executor build` at seeded points (its pull, layer
+/// extraction, COPY, RUN, layer writes, cache writes, push): the next build
+/// on the same `--cache-dir` succeeds and gives the digest an undisturbed
+/// build gives.
+#[test]
+fn killed_builds_leave_a_store_the_next_build_trusts() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let base = registry.push_busybox();
+    let project = Project::new(
+        &format!(
+            "FROM {base}\nCOPY data /data\nRUN cat /data/* > /all && seq 1 20000 > /numbers\n"
+        ),
+        &[],
+    );
+    for i in 0..64 {
+        project.write(
+            &format!("data/file-{i}"),
+            format!("{i}\n").repeat(2000 + i * 100),
+        );
+    }
+    // The undisturbed build, and how long it takes.
+    let clean_store = project.path("clean-store");
+    let clean_digest_file = project.path("clean-digest");
+    let started = Instant::now();
+    executor_e2e::ok(&mut crash_build(
+        &project,
+        &clean_store,
+        &registry.host,
+        &registry.reference("crash/clean:1"),
+        &registry.reference("crash/clean-cache"),
+        &clean_digest_file,
+    ));
+    let duration = started.elapsed();
+    let expected = fs::read_to_string(&clean_digest_file).unwrap();
+
+    let mut seeded = Seeded(0x5eed_0017);
+    for point in 0..crash_points() {
+        // Each point its own store and cache repository: every one starts
+        // from nothing, so a kill can land in any phase.
+        let store = project.path(&format!("store-{point}"));
+        let destination = registry.reference(&format!("crash/p{point}:1"));
+        let cache_repo = registry.reference(&format!("crash/p{point}-cache"));
+        let digest_file = project.path(&format!("digest-{point}"));
+        let delay = duration.mul_f64(seeded.next_fraction());
+        let mut child = crash_build(
+            &project,
+            &store,
+            &registry.host,
+            &destination,
+            &cache_repo,
+            &digest_file,
+        )
+        .spawn()
+        .unwrap();
+        std::thread::sleep(delay);
+        // It may have finished already: then this point checks a rerun.
+        let _ = child.kill();
+        child.wait().unwrap();
+        let stderr = executor_e2e::ok(&mut crash_build(
+            &project,
+            &store,
+            &registry.host,
+            &destination,
+            &cache_repo,
+            &digest_file,
+        ));
+        assert_eq!(
+            fs::read_to_string(&digest_file).unwrap(),
+            expected,
+            "point {point} (killed after {delay:?}): {stderr}"
+        );
+        assert_eq!(mounts_under(&store), Vec::<String>::new(), "point {point}");
+    }
+}
+
+/// Four builds at once on one `--cache-dir` and one cache repository: all
+/// succeed, with the image an undisturbed build gives.
+#[test]
+fn four_builds_at_once_share_a_store() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let base = registry.push_busybox();
+    let project = Project::new(
+        &format!("FROM {base}\nCOPY data /data\nRUN seq 1 5000 > /numbers\n"),
+        &[("data/a", "a\n"), ("data/b", "b\n")],
+    );
+    let clean_digest_file = project.path("clean-digest");
+    executor_e2e::ok(&mut crash_build(
+        &project,
+        &project.path("clean-store"),
+        &registry.host,
+        &registry.reference("together/clean:1"),
+        &registry.reference("together/clean-cache"),
+        &clean_digest_file,
+    ));
+    let expected = fs::read_to_string(&clean_digest_file).unwrap();
+
+    let store = project.path("shared-store");
+    let cache_repo = registry.reference("together/cache");
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            crash_build(
+                &project,
+                &store,
+                &registry.host,
+                &registry.reference(&format!("together/b{i}:1")),
+                &cache_repo,
+                &project.path(&format!("digest-{i}")),
+            )
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "build {i}: {stderr}");
+        assert_eq!(
+            fs::read_to_string(project.path(&format!("digest-{i}"))).unwrap(),
+            expected,
+            "build {i}"
+        );
+    }
+    assert_eq!(find(&store.join("tmp"), "build-"), Vec::<PathBuf>::new());
+}
