@@ -108,3 +108,63 @@ fn a_run_failing_on_a_full_store_says_so() {
     tmpfs.resize("256m");
     ok(&mut project.build_in(&store, &args));
 }
+
+/// `executor cache prune`: a dry run lists and keeps, a real one empties
+/// the store down to the size, refused while a build holds the store; the
+/// next build fetches again what it needs.
+#[test]
+fn cache_prune_empties_the_store_and_the_next_build_refetches() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let base = registry.push_busybox();
+    let project = Project::new(&format!("FROM {base}\nRUN echo hi > /hi\n"), &[]);
+    let destination = registry.reference("prune/app:1");
+    let args = ["-d", &destination, "--insecure-registry", &registry.host];
+    ok(&mut project.build(&args));
+    let store = project.cache();
+    let store_arg = store.display().to_string();
+    let prune = |extra: &[&str]| {
+        let mut cmd = project.executor();
+        cmd.args(["cache", "prune", "--cache-dir", &store_arg])
+            .args(extra);
+        cmd
+    };
+    // Items, not the store's locks and markers (dot files).
+    let count = |dir: &str| {
+        std::fs::read_dir(store.join(dir))
+            .unwrap()
+            .filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
+            .count()
+    };
+    let blobs = || count("blobs/sha256");
+    let before = blobs();
+    assert!(before > 2);
+
+    let out = prune(&["--max-size", "0", "--dry-run"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("would remove extracted layer"), "{stdout}");
+    assert!(stdout.contains("(dry run)"), "{stdout}");
+    assert_eq!(blobs(), before, "a dry run removes nothing");
+
+    let out = prune(&["--max-size", "0"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains(&format!("{store_arg}: ")), "{stdout}");
+    assert!(stdout.contains(" after"), "{stdout}");
+    assert_eq!(blobs(), 0, "{stdout}");
+    assert_eq!(count("layers/sha256"), 0, "{stdout}");
+
+    let stderr = fails(&mut prune(&[]));
+    assert!(
+        stderr.contains("give --max-size SIZE or --older-than DURATION"),
+        "{stderr}"
+    );
+
+    ok(&mut project.build(&args));
+}

@@ -693,6 +693,7 @@ fn cache_dir(
     let base = store.join("cache-mounts");
     fs::create_dir_all(&base).map_err(io_err("cannot create", &base))?;
     let dir = base.join(&key);
+    crate::image::store::prune::mark_used(&dir);
     let lock_path = base.join(format!("{key}.lock"));
     let lock = fs::OpenOptions::new()
         .create(true)

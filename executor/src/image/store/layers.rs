@@ -56,6 +56,7 @@ impl Store {
     pub fn extracted_layer(&self, diff_id: &Digest, blob: &Digest) -> Result<PathBuf> {
         let dst = self.layer_path(diff_id);
         if dst.is_dir() {
+            super::prune::mark_used(&dst);
             return Ok(dst);
         }
         let _lock = self.lock_layer(diff_id)?;
@@ -124,6 +125,12 @@ impl Store {
     /// Renames `dir` to `dst` unless `dst` exists, in which case `dir` is
     /// removed.
     fn rename_layer(dir: &Path, dst: &Path) -> Result<PathBuf> {
+        let renamed = Self::rename_layer_once(dir, dst);
+        super::prune::mark_used(dst);
+        renamed
+    }
+
+    fn rename_layer_once(dir: &Path, dst: &Path) -> Result<PathBuf> {
         let adopt_err = |source| StoreError::Adopt {
             from: dir.to_path_buf(),
             to: dst.to_path_buf(),

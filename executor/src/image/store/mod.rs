@@ -12,10 +12,13 @@
 //! separate processes can share one store. This module adds what an image
 //! store needs on top: typed digests, streamed downloads
 //! ([`BlobWriter`], in `writer.rs`), extracted layers, and exports of
-//! images as layouts of their own (`export.rs`).
+//! images as layouts of their own (`export.rs`), and upkeep: the removal
+//! of what was least recently used (`prune.rs`), never while a handle on
+//! the store is open.
 
 mod export;
 mod layers;
+pub mod prune;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -122,7 +125,14 @@ fn write_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 pub struct Store {
     /// The layout at the store's root.
     layout: OciLayout,
+    /// A shared `flock` on [`IN_USE_LOCK`] while any clone lives (none for
+    /// the store prune opens, which holds it exclusive).
+    in_use: Option<std::sync::Arc<File>>,
 }
+
+/// The file whose `flock` says the store is in use (shared: builds, runs)
+/// or being pruned (exclusive).
+const IN_USE_LOCK: &str = "in-use.lock";
 
 impl Store {
     /// The default store root: `$XDG_CACHE_HOME/executor` when that is set
@@ -143,8 +153,26 @@ impl Store {
     /// if needed, makes its directories private (see [`PRIVATE_DIRS`]) and
     /// removes temporary files a crashed process left behind.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
+        let mut store = Self::open_unlocked(root)?;
+        let lock_path = store.root().join(IN_USE_LOCK);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(write_err(&lock_path))?;
+        // Waits while a prune runs.
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockShared)
+            .map_err(|e| write_err(&lock_path)(e.into()))?;
+        store.in_use = Some(std::sync::Arc::new(lock));
+        Ok(store)
+    }
+
+    /// [`Store::open`] without the in-use lock (prune holds it exclusive).
+    fn open_unlocked(root: impl Into<PathBuf>) -> Result<Store> {
         let store = Store {
             layout: OciLayout::open(&root.into())?,
+            in_use: None,
         };
         create_dir(&store.tmp_dir())?;
         create_dir(&store.layer_dir(Algorithm::Sha256))?;
@@ -207,7 +235,12 @@ impl Store {
 
     #[must_use]
     pub fn has_blob(&self, digest: &Digest) -> bool {
-        self.blob_path(digest).is_file()
+        let path = self.blob_path(digest);
+        let found = path.is_file();
+        if found {
+            prune::mark_used(&path);
+        }
+        found
     }
 
     /// Removes from `tmp/` the partial blobs whose writer died (their lock
@@ -275,7 +308,9 @@ impl Store {
     /// [`HashingReader`](super::digest::HashingReader) or call
     /// [`Store::verify_blob`] first.
     pub fn open_blob(&self, digest: &Digest) -> Result<File> {
-        Ok(self.layout.open_blob(&digest.to_string())?)
+        let file = self.layout.open_blob(&digest.to_string())?;
+        prune::mark_used(&self.blob_path(digest));
+        Ok(file)
     }
 
     /// Reads a whole blob (meant for manifests and configs, not layers),
