@@ -55,7 +55,7 @@ pub struct BuildArgs {
 
     /// A build argument, KEY=VALUE; a bare KEY takes its value from the
     /// environment (repeatable)
-    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]", value_parser = super::dockerfile::build_arg)]
     pub args: Vec<String>,
 
     /// The stage to build; the last one when absent

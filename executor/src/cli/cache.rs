@@ -60,7 +60,7 @@ pub struct WarmArgs {
 
     /// A build argument for the Dockerfile's FROM lines, KEY=VALUE
     /// (repeatable)
-    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]", value_parser = super::dockerfile::build_arg)]
     pub args: Vec<String>,
 
     /// The stage whose bases are fetched; the last one when absent
