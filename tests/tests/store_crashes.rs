@@ -56,15 +56,17 @@ fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// `kill -9` while a RUN has a secret mounted: the secret's plain text
-/// and the build's scratch (with its overlay mounts) survive the build,
-/// and the next build on the store removes them.
+/// `kill -9` while a RUN has a secret mounted: the secret's plain text is
+/// never on the store's disk (a tmpfs of the build's own mount namespace
+/// holds it), and the build's scratch is removed by the next build.
 #[test]
 fn a_killed_builds_secret_and_scratch_go_at_the_next_build() {
     let registry = Registry::start(RegistryKind::Anonymous);
     let base = registry.push_busybox();
     let project = Project::new(
-        &format!("FROM {base}\nRUN --mount=type=secret,id=token sleep 600\n"),
+        &format!(
+            "FROM {base}\nRUN --mount=type=secret,id=token cat /run/secrets/token > /dev/null && touch /started-marker && sleep 600\n"
+        ),
         &[("token.txt", "plain-text-token")],
     );
     let store = project.cache();
@@ -83,17 +85,22 @@ fn a_killed_builds_secret_and_scratch_go_at_the_next_build() {
         .spawn()
         .unwrap();
     let tmp = store.join("tmp");
-    wait_for(&mut child, "the secret file", || {
-        !find(&tmp, "secret-").is_empty()
+    // The RUN's upper directory is on the store's disk: its marker says
+    // the secret is mounted and was read.
+    wait_for(&mut child, "the RUN's start", || {
+        !find(&tmp, "started-marker").is_empty()
     });
+    let on_disk = |what: &str| {
+        let leaked: Vec<_> = find(&tmp, "secret-")
+            .into_iter()
+            .filter(|p| fs::read(p).is_ok_and(|c| c == b"plain-text-token"))
+            .collect();
+        assert_eq!(leaked, Vec::<PathBuf>::new(), "{what}");
+    };
+    on_disk("while the RUN runs");
     child.kill().unwrap();
     child.wait().unwrap();
-    let secrets = find(&tmp, "secret-");
-    assert_eq!(
-        fs::read_to_string(&secrets[0]).unwrap(),
-        "plain-text-token",
-        "the secret survived the kill (what this test is about)"
-    );
+    on_disk("after the kill");
 
     let next = Project::new(&format!("FROM {base}\nRUN true\n"), &[]);
     let mut again = next.build_in(
@@ -101,7 +108,7 @@ fn a_killed_builds_secret_and_scratch_go_at_the_next_build() {
         &["--no-push", "--insecure-registry", &registry.host],
     );
     executor_e2e::ok(&mut again);
-    assert_eq!(find(&tmp, "secret-"), Vec::<PathBuf>::new());
+    assert_eq!(find(&tmp, "secret"), Vec::<PathBuf>::new());
     assert_eq!(find(&tmp, "build-"), Vec::<PathBuf>::new());
     assert_eq!(mounts_under(&store), Vec::<String>::new());
 }

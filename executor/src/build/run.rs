@@ -250,6 +250,14 @@ pub fn execute(
     let mut masks: Vec<Vec<u8>> = Vec::new();
     // Cache-mount locks, held until the step ends.
     let mut locks = Vec::new();
+    // Where secrets are written, until the step ends.
+    let _secrets = step
+        .run
+        .mounts
+        .iter()
+        .any(|m| m.kind == MountKind::Secret)
+        .then(|| SecretDir::create(step.scratch))
+        .transpose()?;
     let (args, shown) = command(step, &mut mounts)?;
     for (n, mount) in step.run.mounts.iter().enumerate() {
         prepare_mount(
@@ -332,6 +340,55 @@ pub fn execute(
             command: shown,
             signal,
         }),
+    }
+}
+
+/// The directory a step's secret files are written to, `secrets/` in its
+/// scratch: a tmpfs where one can be mounted, so that their plain text
+/// never reaches the disk, and (the process being in a mount namespace of
+/// its own: see `main.rs`) vanishes with the process however it ends. Where
+/// mounting is not allowed, a plain directory, which the next build removes
+/// first if this one is killed (`workdir.rs`). Unmounted on drop.
+struct SecretDir {
+    mounted: Option<PathBuf>,
+}
+
+impl SecretDir {
+    fn path(scratch: &Path) -> PathBuf {
+        scratch.join("secrets")
+    }
+
+    fn create(scratch: &Path) -> Result<Self> {
+        let dir = Self::path(scratch);
+        fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+            .map_err(io_err("cannot set the mode of", &dir))?;
+        let mounted = rustix::mount::mount(
+            "tmpfs",
+            &dir,
+            "tmpfs",
+            rustix::mount::MountFlags::NOSUID
+                | rustix::mount::MountFlags::NODEV
+                | rustix::mount::MountFlags::NOEXEC,
+            c"mode=0700,size=16m",
+        );
+        match mounted {
+            Ok(()) => Ok(Self { mounted: Some(dir) }),
+            Err(err) => {
+                tracing::debug!(path = %dir.display(), %err, "no tmpfs for secrets; writing them to the scratch directory");
+                Ok(Self { mounted: None })
+            }
+        }
+    }
+}
+
+impl Drop for SecretDir {
+    fn drop(&mut self) {
+        if let Some(dir) = self.mounted.take()
+            && let Err(err) = rustix::mount::unmount(&dir, rustix::mount::UnmountFlags::DETACH)
+        {
+            tracing::warn!(path = %dir.display(), %err, "cannot unmount the secrets' tmpfs");
+        }
     }
 }
 
@@ -613,7 +670,7 @@ fn prepare_mount(
                 }
             }
             let target = target_of(mount, || Some(format!("/run/secrets/{id}")), workdir)?;
-            let file = step.scratch.join(format!("secret-{n}"));
+            let file = SecretDir::path(step.scratch).join(format!("secret-{n}"));
             fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)

@@ -3,8 +3,9 @@
 //! ends. A build that dies (killed, out of memory, power loss) cannot remove
 //! its own, so every build holds a lock on a file in its directory, and the
 //! next build on the same store removes the directories whose lock nobody
-//! holds: they can be gigabytes, and hold the plain text of the build's
-//! secrets (`stage-*/run/secret-*`), which go first. Mounts a killed build
+//! holds: they can be gigabytes, and may hold the plain text of the build's
+//! secrets (`stage-*/run/secrets/secret-*`, when no tmpfs could be mounted
+//! there), which go first. Mounts a killed build
 //! left there (its stages' overlays) are detached before anything is
 //! removed, so the removal never reaches into a mounted tree.
 //!
@@ -135,17 +136,21 @@ fn is_same_file(file: &File, path: &Path) -> bool {
     }
 }
 
-/// Removes the secrets a dead build wrote (`stage-*/run/secret-*`), before
-/// the rest of its directory: if that removal stops halfway, they are gone.
+/// Removes the secrets a dead build wrote (`stage-*/run/secrets/*`, and
+/// `stage-*/run/secret-*` of older versions), before the rest of its
+/// directory: if that removal stops halfway, they are gone.
 fn remove_secrets(dir: &Path) {
     let Ok(stages) = fs::read_dir(dir) else {
         return;
     };
     for stage in stages.flatten() {
-        let Ok(run) = fs::read_dir(stage.path().join("run")) else {
-            continue;
-        };
-        for entry in run.flatten() {
+        let run = stage.path().join("run");
+        let entries = [run.clone(), run.join("secrets")]
+            .into_iter()
+            .filter_map(|d| fs::read_dir(d).ok())
+            .flatten()
+            .flatten();
+        for entry in entries {
             if entry.file_name().to_string_lossy().starts_with("secret-") {
                 let path = entry.path();
                 if let Err(err) = fs::remove_file(&path) {
@@ -222,8 +227,8 @@ mod tests {
         File::create(dead.join(LOCK_FILE)).unwrap();
         age(&dead);
         // Its secret, readable until the directory is removed.
-        fs::create_dir_all(dead.join("stage-1/run")).unwrap();
-        fs::write(dead.join("stage-1/run/secret-0"), "hunter2").unwrap();
+        fs::create_dir_all(dead.join("stage-1/run/secrets")).unwrap();
+        fs::write(dead.join("stage-1/run/secrets/secret-0"), "hunter2").unwrap();
         // A build killed a moment ago: its lock is free, so it goes too.
         let just_dead = parent.path().join("build-just-dead");
         fs::create_dir_all(just_dead.join("stage-0/run")).unwrap();
@@ -251,12 +256,14 @@ mod tests {
     #[test]
     fn secrets_go_first() {
         let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(dir.path().join("stage-3/run")).unwrap();
+        fs::create_dir_all(dir.path().join("stage-3/run/secrets")).unwrap();
         fs::create_dir_all(dir.path().join("stage-3/rootfs")).unwrap();
-        fs::write(dir.path().join("stage-3/run/secret-1"), "s").unwrap();
+        fs::write(dir.path().join("stage-3/run/secrets/secret-1"), "s").unwrap();
+        fs::write(dir.path().join("stage-3/run/secret-2"), "s").unwrap();
         fs::write(dir.path().join("stage-3/run/other"), "o").unwrap();
         remove_secrets(dir.path());
-        assert!(!dir.path().join("stage-3/run/secret-1").exists());
+        assert!(!dir.path().join("stage-3/run/secrets/secret-1").exists());
+        assert!(!dir.path().join("stage-3/run/secret-2").exists());
         assert!(dir.path().join("stage-3/run/other").exists());
     }
 
