@@ -227,6 +227,8 @@ pub struct Step<'a> {
     pub context_source: &'a dyn Fn(&str) -> std::result::Result<PathBuf, MountCause>,
     /// The local store's directory (cache mounts live under it).
     pub store: &'a Path,
+    /// A cache mount larger than this when the step takes it starts over.
+    pub cache_mount_max_size: Option<u64>,
     pub secrets: &'a [Secret],
     pub ssh: &'a [SshAgent],
     /// The root filesystem of a stage or image named by a mount's `from`.
@@ -613,7 +615,14 @@ fn prepare_mount(
                 .clone()
                 .filter(|i| !i.is_empty())
                 .unwrap_or_else(|| target.clone());
-            let dir = cache_dir(step.store, step.scratch, mount, &id, locks)?;
+            let dir = cache_dir(
+                step.store,
+                step.scratch,
+                mount,
+                &id,
+                step.cache_mount_max_size,
+                locks,
+            )?;
             mounts.push(sandbox::Mount {
                 target,
                 kind: sandbox::MountKind::Bind {
@@ -740,6 +749,7 @@ fn cache_dir(
     scratch: &Path,
     mount: &Mount,
     id: &str,
+    max_size: Option<u64>,
     locks: &mut Vec<fs::File>,
 ) -> Result<PathBuf> {
     use crate::dockerfile::instructions::Sharing;
@@ -758,6 +768,22 @@ fn cache_dir(
         .write(true)
         .open(&lock_path)
         .map_err(io_err("cannot open", &lock_path))?;
+    if let Some(max) = max_size
+        && dir.is_dir()
+        // Only when no step uses it; the lock is then converted below.
+        && flock(&lock, FlockOperation::NonBlockingLockExclusive).is_ok()
+    {
+        let size = crate::image::store::prune::tree_size(&dir);
+        if size > max {
+            tracing::warn!(
+                "cache mount {id:?} holds {size} bytes, more than --cache-mount-max-size {max}: emptied"
+            );
+            let old = base.join(format!("{key}.old"));
+            let _ = fs::remove_dir_all(&old);
+            fs::rename(&dir, &old).map_err(io_err("cannot empty the cache mount", &dir))?;
+            fs::remove_dir_all(&old).map_err(io_err("cannot remove", &old))?;
+        }
+    }
     let dir = match mount.sharing {
         Some(Sharing::Locked) => {
             flock(&lock, FlockOperation::LockExclusive)
@@ -875,7 +901,14 @@ mod tests {
                         scope.spawn(|| {
                             let mut locks = Vec::new();
                             start.wait();
-                            cache_dir(store.path(), scratch.path(), &mount, "shared", &mut locks)
+                            cache_dir(
+                                store.path(),
+                                scratch.path(),
+                                &mount,
+                                "shared",
+                                None,
+                                &mut locks,
+                            )
                         })
                     })
                     .collect();
@@ -899,6 +932,53 @@ mod tests {
                 .collect();
             assert!(left.is_empty(), "round {round}: leftovers {left:?}");
         }
+    }
+
+    /// `--cache-mount-max-size`: a cache mount over the limit when a step
+    /// takes it starts over empty; one within it, or in use, is kept.
+    #[test]
+    fn a_cache_mount_over_its_limit_starts_over() {
+        let mount = Mount {
+            kind: MountKind::Cache,
+            target: Some("/cache".into()),
+            source: None,
+            from: None,
+            read_only: false,
+            id: None,
+            sharing: None,
+            mode: Some(0o755),
+            uid: None,
+            gid: None,
+            required: false,
+            env: None,
+            size: None,
+        };
+        let store = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let take = |max: Option<u64>| {
+            let mut locks = Vec::new();
+            let dir =
+                cache_dir(store.path(), scratch.path(), &mount, "c", max, &mut locks).unwrap();
+            (dir, locks)
+        };
+        let (dir, locks) = take(None);
+        fs::write(dir.join("big"), vec![0u8; 4096]).unwrap();
+        drop(locks);
+        let (dir, locks) = take(Some(8192));
+        assert!(dir.join("big").is_file(), "within the limit: kept");
+        drop(locks);
+        // In use by another step: not emptied now.
+        let (_, in_use) = take(None);
+        let (dir, locks) = take(Some(1024));
+        assert!(dir.join("big").is_file(), "in use: kept");
+        drop((locks, in_use));
+        let (dir, _locks) = take(Some(1024));
+        assert!(dir.is_dir());
+        assert!(!dir.join("big").exists(), "over the limit: emptied");
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o7777,
+            0o755
+        );
     }
 
     #[test]

@@ -59,6 +59,7 @@ impl Engine<'_> {
             scratch: &scratch,
             context_source: &context_source,
             store: self.store.root(),
+            cache_mount_max_size: self.settings.cache_mount_max_size,
             secrets: &self.settings.secrets,
             ssh: &self.settings.ssh,
             from_root: &from_root,

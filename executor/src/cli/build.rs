@@ -117,6 +117,12 @@ pub struct BuildArgs {
     #[arg(long, env = "EXECUTOR_METRICS_FILE", value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
 
+    /// The most a RUN cache mount (`--mount=type=cache`) may hold: one
+    /// larger when a step takes it is emptied first (bytes, or with K, M,
+    /// G, T)
+    #[arg(long, env = "EXECUTOR_CACHE_MOUNT_MAX_SIZE", value_name = "SIZE", value_parser = executor::image::store::prune::parse_size)]
+    pub cache_mount_max_size: Option<u64>,
+
     #[command(flatten)]
     pub pull: PullArgs,
 
@@ -385,6 +391,7 @@ impl BuildArgs {
             git: self.git.clone(),
             source_date_epoch: source_date_epoch(&build_args, self.reproducible)?,
             metrics_file: self.metrics_file.clone(),
+            cache_mount_max_size: self.cache_mount_max_size,
             build_args,
             target: self.target.clone(),
             labels,

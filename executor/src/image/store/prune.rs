@@ -374,7 +374,8 @@ fn list(dir: &Path) -> std::result::Result<Vec<PathBuf>, PruneError> {
 }
 
 /// The bytes of the regular files under `dir` (each inode once).
-fn tree_size(dir: &Path) -> u64 {
+#[must_use]
+pub fn tree_size(dir: &Path) -> u64 {
     let mut seen = BTreeSet::new();
     let mut total = 0;
     let mut todo = vec![dir.to_path_buf()];
