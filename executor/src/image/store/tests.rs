@@ -510,6 +510,23 @@ fn extracted_layer_rejects_a_blob_that_does_not_match_its_diff_id() {
     assert!(tmp_files(&store).is_empty(), "{:?}", tmp_files(&store));
 }
 
+/// A layer blob damaged on disk (same size, other bytes) is never
+/// extracted, and is removed so that the next build fetches it again.
+#[test]
+fn a_damaged_layer_blob_is_removed_not_used() {
+    let (_dir, store) = store();
+    let (diff_id, blob) = sample_layer(&store);
+    let path = store.blob_path(&blob);
+    let mut bytes = fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&path, &bytes).unwrap();
+    store.extracted_layer(&diff_id, &blob).unwrap_err();
+    assert!(!store.layer_path(&diff_id).exists());
+    assert!(!path.exists(), "the damaged blob is removed");
+    assert!(tmp_files(&store).is_empty(), "{:?}", tmp_files(&store));
+}
+
 #[test]
 fn adopt_layer_renames_and_drops_the_loser() {
     let (_dir, store) = store();
