@@ -461,6 +461,24 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     persist(tmp, path)
 }
 
+/// Sets the file `path`'s access time to now (its modification time
+/// stays): how a store records an item's last use, whatever the file
+/// system's `atime` options. Failures are ignored: it is bookkeeping.
+pub fn mark_accessed(path: &Path) {
+    use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, UTIME_NOW, UTIME_OMIT, utimensat};
+    let now = Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_NOW,
+        },
+        last_modification: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_OMIT,
+        },
+    };
+    let _ = utimensat(CWD, path, &now, AtFlags::SYMLINK_NOFOLLOW);
+}
+
 /// Syncs a written temporary file, makes it world-readable (a layout may
 /// be shared) and renames it to `path`.
 pub fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {

@@ -5,11 +5,11 @@
 //!
 //! "Last used" is recorded by the store itself when it hands an item out
 //! ([`mark_used`]: a blob found or opened, a layer directory found, a cache
-//! mount mounted), so `noatime` and `relatime` mounts do not matter: a
-//! file's access time, set to now; a directory's is the modification time
-//! of a marker beside it (`.<name>.used`), since reading a directory, as
-//! prune itself does to size it, moves its access time. Local cache entries
-//! count from when they were written.
+//! mount mounted, a local cache entry hit), so `noatime` and `relatime`
+//! mounts do not matter: a file's access time, set to now; a directory's is
+//! the modification time of a marker beside it (`.<name>.used`), since
+//! reading a directory, as prune itself does to size it, moves its access
+//! time.
 //!
 //! Nothing a running build uses is removed: every [`Store::open`] holds a
 //! shared `flock` on `<root>/.in-use.lock` for as long as the store handle
@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use executor_cache::oci_layout::Index;
 use oci_spec::image::Descriptor;
-use rustix::fs::{FlockOperation, Timespec, Timestamps, UTIME_OMIT, flock};
+use rustix::fs::{FlockOperation, flock};
 
 use super::{IN_USE_LOCK, Store, StoreError, remove_tree};
 
@@ -127,22 +127,7 @@ pub fn mark_used(path: &Path) {
         }
         return;
     }
-    let now = Timestamps {
-        last_access: Timespec {
-            tv_sec: 0,
-            tv_nsec: rustix::fs::UTIME_NOW,
-        },
-        last_modification: Timespec {
-            tv_sec: 0,
-            tv_nsec: UTIME_OMIT,
-        },
-    };
-    let _ = rustix::fs::utimensat(
-        rustix::fs::CWD,
-        path,
-        &now,
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    );
+    executor_cache::oci_layout::mark_accessed(path);
 }
 
 /// Prunes the store at `root` as `options` say.
