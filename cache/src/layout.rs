@@ -101,23 +101,18 @@ impl Layout {
     }
 
     /// Files `entry`: writes the layer blob (from `layer_blob`, which the
-    /// entry must have a layer for: hard-linked when on the same file
-    /// system, else copied; verified against the entry's layer either
-    /// way), the entry JSON, the manifest, then `index.json`, replacing the
+    /// entry must have a layer for: cloned where the file system can, else
+    /// copied, never hard-linked; verified against the entry's layer
+    /// either way), the entry JSON, the manifest, then `index.json`, replacing the
     /// ref name's old descriptor. A blob already present is kept.
     pub fn put(&self, entry: &Entry, layer_blob: Option<&Path>) -> Result<()> {
-        self.put_with(entry, layer_blob, true)
-    }
-
-    fn put_with(&self, entry: &Entry, layer_blob: Option<&Path>, allow_link: bool) -> Result<()> {
         let key = entry.key;
         let entry_json = entry.to_json();
         // What is written must read back (digests, config).
         Entry::from_json(&entry_json).map_err(|source| StoreError::Entry { key, source })?;
         match (&entry.layer, layer_blob) {
             (Some(layer), Some(path)) => {
-                self.layout
-                    .put_blob_file(path, &layer.digest, layer.size, allow_link)?;
+                self.layout.put_blob_file(path, &layer.digest, layer.size)?;
             }
             (None, None) => {}
             (Some(_), None) => return Err(StoreError::NoLayerFile { key }),
@@ -442,9 +437,10 @@ mod tests {
             Lookup::Expired { written: NOW }
         );
         assert_eq!(assert_valid_layout(&dir), [key(1).tag(), key(2).tag()]);
-        // The same file system: the layer is a hard link, not a copy.
+        // The same file system: the layer is still a file of its own (a
+        // clone or a copy), never a hard link to the source.
         let blob = layout.blob_path(&with_layer.layer.as_ref().unwrap().digest);
-        assert_eq!(
+        assert_ne!(
             fs::metadata(&blob).unwrap().ino(),
             fs::metadata(&src).unwrap().ino()
         );
@@ -454,14 +450,14 @@ mod tests {
     }
 
     #[test]
-    fn put_copies_when_it_cannot_link() {
+    fn put_copies_a_large_layer() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("layout");
         let layout = Layout::open(&dir).unwrap();
         let src = tmp.path().join("layer.tar.gz");
         let content = vec![7u8; 3 * COPY_BUFFER + 5];
         let entry = entry(key(1), Some(layer_file(&src, &content)));
-        layout.put_with(&entry, Some(&src), false).unwrap();
+        layout.put(&entry, Some(&src)).unwrap();
         assert_eq!(layout.get(&key(1), NOW, TTL), Lookup::Hit(entry.clone()));
         let blob = layout.blob_path(&entry.layer.as_ref().unwrap().digest);
         assert_ne!(
@@ -550,10 +546,10 @@ mod tests {
         let src = tmp.path().join("layer.tar.gz");
         let layer = layer_file(&src, b"a layer");
 
-        for allow_link in [true, false] {
+        {
             fs::write(&src, b"b layer").unwrap();
             let err = layout
-                .put_with(&entry(key(1), Some(layer.clone())), Some(&src), allow_link)
+                .put(&entry(key(1), Some(layer.clone())), Some(&src))
                 .unwrap_err();
             assert_eq!(
                 err.to_string(),
@@ -566,7 +562,7 @@ mod tests {
             );
             fs::write(&src, b"a longer layer").unwrap();
             let err = layout
-                .put_with(&entry(key(1), Some(layer.clone())), Some(&src), allow_link)
+                .put(&entry(key(1), Some(layer.clone())), Some(&src))
                 .unwrap_err();
             assert!(matches!(
                 err,

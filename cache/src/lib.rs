@@ -18,6 +18,7 @@
 //!   from the build context as for a downloaded tree.
 //! - [`xattr`]: reading a file's xattrs as a layer records them.
 //! - [`time`]: RFC 3339 dates of Unix times.
+//! - [`reflink`]: copies of files that share no inode with their source.
 //!
 //! The cache itself owns what a build step's cache key is made of and how
 //! those inputs are encoded: a versioned, length-framed encoding chained
@@ -46,6 +47,7 @@ mod key;
 mod layout;
 mod local;
 pub mod oci_layout;
+pub mod reflink;
 pub mod time;
 mod tree;
 pub mod xattr;

@@ -42,6 +42,11 @@ impl LocalEntries {
         match fs::read(&path) {
             Ok(data) => match check(&data, key, now, ttl) {
                 Lookup::Invalid(reason) => Lookup::Invalid(format!("{}: {reason}", path.display())),
+                hit @ Lookup::Hit(_) => {
+                    // Its last use, for `executor cache prune`.
+                    crate::oci_layout::mark_accessed(&path);
+                    hit
+                }
                 other => other,
             },
             Err(err) if err.kind() == io::ErrorKind::NotFound => Lookup::Miss,

@@ -20,7 +20,6 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::FlockOperation;
 use serde::de::DeserializeOwned;
@@ -253,18 +252,14 @@ impl OciLayout {
     }
 
     /// Stores the file `src` as the blob `digest` of `size` bytes, unless
-    /// a blob of that size is present: hard-linked when `allow_link` and
-    /// on the same file system (the link is then hashed), else copied
-    /// (hashed as it is copied). The blob appears only if `src` matched
+    /// a blob of that size is present: cloned (a reflink, see
+    /// [`crate::reflink`]) when the file system can (the
+    /// clone is then hashed), else copied (hashed as it is copied); never
+    /// hard-linked, so that editing `src` later cannot change the blob.
+    /// The blob appears only if `src` matched
     /// both; a `src` that does not is a [`LayoutError::SourceDigest`] or
     /// [`LayoutError::SourceSize`], and nothing is left behind.
-    pub fn put_blob_file(
-        &self,
-        src: &Path,
-        digest: &str,
-        size: u64,
-        allow_link: bool,
-    ) -> Result<()> {
+    pub fn put_blob_file(&self, src: &Path, digest: &str, size: u64) -> Result<()> {
         let algorithm = Algorithm::of(digest)?;
         let dst = self.blob_path(digest);
         if fs::metadata(&dst).is_ok_and(|m| m.is_file() && m.len() == size) {
@@ -289,28 +284,15 @@ impl OciLayout {
                 Ok(())
             }
         };
-        if allow_link {
-            // A unique temporary name: threads of one process link too.
-            static LINKS: AtomicU64 = AtomicU64::new(0);
-            let tmp = dir.join(format!(
-                ".{}.link-{}-{}",
-                dst.file_name()
-                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-                std::process::id(),
-                LINKS.fetch_add(1, Ordering::Relaxed)
-            ));
-            if fs::hard_link(src, &tmp).is_ok() {
-                let result = copy_hashed(&tmp, algorithm, &mut io::sink(), &tmp)
-                    .and_then(|(actual, actual_size)| check(&actual, actual_size))
-                    .and_then(|()| fs::rename(&tmp, &dst).map_err(write_error(&dst)));
-                if result.is_err() {
-                    let _ = fs::remove_file(&tmp);
-                }
-                return result;
-            }
-            // Another file system, or not allowed to link: copy it.
-        }
         let mut tmp = temp_file(&dst)?;
+        if let Ok(from) = File::open(src)
+            && crate::reflink::clone_into(&from, tmp.as_file())
+        {
+            // Shared blocks, not a shared inode: hash what was cloned.
+            let (actual, actual_size) = copy_hashed(tmp.path(), algorithm, &mut io::sink(), &dst)?;
+            check(&actual, actual_size)?;
+            return persist(tmp, &dst);
+        }
         let (actual, actual_size) = copy_hashed(src, algorithm, tmp.as_file_mut(), &dst)?;
         check(&actual, actual_size)?;
         persist(tmp, &dst)
@@ -479,6 +461,24 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     persist(tmp, path)
 }
 
+/// Sets the file `path`'s access time to now (its modification time
+/// stays): how a store records an item's last use, whatever the file
+/// system's `atime` options. Failures are ignored: it is bookkeeping.
+pub fn mark_accessed(path: &Path) {
+    use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, UTIME_NOW, UTIME_OMIT, utimensat};
+    let now = Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_NOW,
+        },
+        last_modification: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_OMIT,
+        },
+    };
+    let _ = utimensat(CWD, path, &now, AtFlags::SYMLINK_NOFOLLOW);
+}
+
 /// Syncs a written temporary file, makes it world-readable (a layout may
 /// be shared) and renames it to `path`.
 pub fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
@@ -645,29 +645,25 @@ mod tests {
         ] {
             let err = layout.read_blob(bad, None).unwrap_err();
             assert!(matches!(err, LayoutError::Digest { .. }), "{bad}: {err}");
-            let err = layout.put_blob_file(&src, bad, 1, true).unwrap_err();
+            let err = layout.put_blob_file(&src, bad, 1).unwrap_err();
             assert!(matches!(err, LayoutError::Digest { .. }), "{bad}: {err}");
         }
     }
 
     #[test]
-    fn put_blob_file_checks_what_it_links_or_copies() {
+    fn put_blob_file_checks_what_it_clones_or_copies() {
         let (tmp, layout) = layout();
         let src = tmp.path().join("src");
         fs::write(&src, b"some content").unwrap();
         let digest = sha512(b"some content");
-        for allow_link in [true, false] {
+        {
             let wrong = sha512(b"other content");
-            let err = layout
-                .put_blob_file(&src, &wrong, 12, allow_link)
-                .unwrap_err();
+            let err = layout.put_blob_file(&src, &wrong, 12).unwrap_err();
             assert_eq!(
                 err.to_string(),
                 format!("{} hashes to {digest}, expected {wrong}", src.display())
             );
-            let err = layout
-                .put_blob_file(&src, &digest, 13, allow_link)
-                .unwrap_err();
+            let err = layout.put_blob_file(&src, &digest, 13).unwrap_err();
             assert!(
                 matches!(err, LayoutError::SourceSize { actual: 12, .. }),
                 "{err}"
@@ -676,11 +672,25 @@ mod tests {
             assert!(!layout.blob_path(&digest).exists());
             assert!(leftovers(&tmp.path().join("layout/blobs/sha512")).is_empty());
         }
-        layout.put_blob_file(&src, &digest, 12, true).unwrap();
+        layout.put_blob_file(&src, &digest, 12).unwrap();
         assert_eq!(
             layout.read_blob(&digest, Some(12)).unwrap(),
             b"some content"
         );
+        assert_eq!(layout.verify_blob(&digest).unwrap(), 12);
+        // The blob is its own file: editing the source in place (same
+        // size, as an editor writing through a hard link would) leaves it.
+        let (a, b) = (
+            fs::metadata(&src).unwrap(),
+            fs::metadata(layout.blob_path(&digest)).unwrap(),
+        );
+        assert_ne!((a.dev(), a.ino()), (b.dev(), b.ino()));
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&src)
+            .unwrap()
+            .write_all(b"SOME CONTENT")
+            .unwrap();
         assert_eq!(layout.verify_blob(&digest).unwrap(), 12);
     }
 

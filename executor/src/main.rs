@@ -5,15 +5,13 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 fn main() -> ExitCode {
     // Before any thread starts: every mount this process makes (overlay
     // roots of RUN steps) lives in its own mount namespace and vanishes with
     // it, however it ends. Where namespaces are not allowed (a restricted
     // pod), builds without RUN still work; RUN says what is missing.
     let private_mounts = executor::sandbox::enter_private_mount_namespace();
-    let args = cli::Cli::parse();
+    let args = cli::parse();
     cli::init_logging(args.verbosity, args.log_format);
     if let Err(e) = private_mounts {
         tracing::debug!("no private mount namespace: {e}");

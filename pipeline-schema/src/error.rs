@@ -166,6 +166,13 @@ pub enum ErrorKind {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{} is too large: a pipeline, its included files counted, is at most {max} bytes",
+        path.display()
+    )]
+    PipelineTooLarge { path: PathBuf, max: u64 },
+    #[error("the pipeline has {count} jobs, more than {max}")]
+    TooManyJobs { count: usize, max: usize },
     #[error("invalid YAML: {0}")]
     Syntax(String),
     #[error("a pipeline file holds one YAML document, this one holds more")]

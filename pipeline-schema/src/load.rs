@@ -17,6 +17,14 @@ use crate::yaml::{self, Mark, Node, Value, deep_merge};
 /// How deep `include` may nest.
 const MAX_INCLUDE_DEPTH: usize = 32;
 
+/// The most bytes of YAML a pipeline may be, its included files counted: a
+/// large pipeline is tens of kilobytes, and parsing costs many times the
+/// size in memory.
+pub(crate) const MAX_PIPELINE_BYTES: u64 = 1 << 20;
+
+/// The most jobs a pipeline may have, after matrix expansion.
+pub(crate) const MAX_JOBS: usize = 1000;
+
 /// Loads the pipeline at `path`; `text`, when given, is its content (the
 /// file is then not read, but includes are still read relative to it).
 pub(crate) fn load(path: &Path, text: Option<&str>) -> Result<Pipeline, Errors> {
@@ -35,6 +43,8 @@ pub(crate) fn load(path: &Path, text: Option<&str>) -> Result<Pipeline, Errors> 
 #[derive(Default)]
 struct Loader {
     cx: Cx,
+    /// The bytes of YAML read so far, included files counted.
+    bytes: u64,
     /// Every file read, in order.
     files: Vec<Arc<Path>>,
     /// The include chain being read, for cycles.
@@ -51,24 +61,36 @@ impl Loader {
         from: Option<&Spanned<String>>,
     ) -> Option<Node> {
         let is_main = from.is_none();
-        let text = match text {
-            Some(t) => t.to_string(),
-            None => match std::fs::read_to_string(path) {
-                Ok(t) => t,
-                Err(source) => {
-                    let kind = ErrorKind::Read {
-                        path: path.to_path_buf(),
-                        source,
-                    };
-                    match from {
-                        Some(inc) => {
-                            self.cx.error(&inc.at, &inc.ctx, kind);
-                        }
-                        None => self.cx.errors.push(Error::new(None, String::new(), kind)),
+        let left = MAX_PIPELINE_BYTES.saturating_sub(self.bytes);
+        let read = match text {
+            Some(t) => Ok(t.to_string()),
+            None => read_at_most(path, left),
+        };
+        let failure = match read {
+            Ok(text) if text.len() as u64 <= left => {
+                self.bytes += text.len() as u64;
+                Ok(text)
+            }
+            Ok(_) => Err(ErrorKind::PipelineTooLarge {
+                path: path.to_path_buf(),
+                max: MAX_PIPELINE_BYTES,
+            }),
+            Err(source) => Err(ErrorKind::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        };
+        let text = match failure {
+            Ok(text) => text,
+            Err(kind) => {
+                match from {
+                    Some(inc) => {
+                        self.cx.error(&inc.at, &inc.ctx, kind);
                     }
-                    return None;
+                    None => self.cx.errors.push(Error::new(None, String::new(), kind)),
                 }
-            },
+                return None;
+            }
         };
         let file: Arc<Path> = Arc::from(path);
         self.files.push(file.clone());
@@ -218,6 +240,18 @@ impl Loader {
             cx.error(&jobs_node.at, &jobs_ctx, ErrorKind::Empty("`jobs`"));
             return None;
         }
+        if entries.len() > MAX_JOBS {
+            // Before resolving them: that is what costs.
+            cx.error(
+                &jobs_node.at,
+                &jobs_ctx,
+                ErrorKind::TooManyJobs {
+                    count: entries.len(),
+                    max: MAX_JOBS,
+                },
+            );
+            return None;
+        }
         let mut raw = Vec::new();
         for entry in entries {
             let job_ctx = jobs_ctx.key(&entry.key, &entry.value);
@@ -237,6 +271,19 @@ impl Loader {
             });
         }
         let jobs = resolve::jobs(&raw, cx);
+        let count: usize = jobs.iter().map(resolve::JobDef::runs).sum();
+        if count > MAX_JOBS {
+            cx.error(
+                &jobs_node.at,
+                &jobs_ctx,
+                ErrorKind::TooManyJobs {
+                    count,
+                    max: MAX_JOBS,
+                },
+            )
+            .hint = Some("matrix jobs count once per combination".to_string());
+            return None;
+        }
         let files = self.files.iter().map(|f| f.to_path_buf()).collect();
         validate::pipeline(
             &validate::Input {
@@ -251,6 +298,17 @@ impl Loader {
             &mut self.cx,
         )
     }
+}
+
+/// The file at `path` as text, reading at most `limit + 1` bytes (more
+/// than `limit` means too large: the caller says so).
+fn read_at_most(path: &Path, limit: u64) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(limit.saturating_add(1))
+        .read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// Sorts errors by file (in reading order), line and column, and drops

@@ -35,6 +35,16 @@ pub(crate) struct JobDef {
 }
 
 impl JobDef {
+    /// How many jobs this one runs as: none for a template or a job that
+    /// did not decode, one per matrix combination, else one.
+    pub(crate) fn runs(&self) -> usize {
+        match &self.spec {
+            _ if self.template => 0,
+            None => 0,
+            Some(spec) => spec.parallel.as_ref().map_or(1, matrix_size),
+        }
+    }
+
     /// The mark and context of `key` in the job, or of the job itself.
     pub(crate) fn key_at(&self, key: &str) -> (Mark, Ctx) {
         match self.node.get(key) {
@@ -163,6 +173,20 @@ pub(crate) struct Instance {
     pub matrix: Vec<(String, String)>,
 }
 
+/// How many runs `parallel`'s matrix expands to.
+fn matrix_size(parallel: &ParallelSpec) -> usize {
+    parallel
+        .matrix
+        .iter()
+        .map(|entry| {
+            entry
+                .0
+                .iter()
+                .fold(1usize, |n, (_, values)| n.saturating_mul(values.len()))
+        })
+        .fold(0usize, usize::saturating_add)
+}
+
 /// The runs of a job: one without a matrix; for a matrix, every
 /// combination of each entry's values, named `job: [v1, v2]`. `None` when
 /// the matrix is too large or repeats a combination.
@@ -177,16 +201,7 @@ pub(crate) fn expand(
             matrix: Vec::new(),
         }]);
     };
-    let total = parallel
-        .matrix
-        .iter()
-        .map(|entry| {
-            entry
-                .0
-                .iter()
-                .fold(1usize, |n, (_, values)| n.saturating_mul(values.len()))
-        })
-        .fold(0usize, usize::saturating_add);
+    let total = matrix_size(parallel);
     if total > MAX_MATRIX_JOBS {
         cx.error(
             &parallel.at,

@@ -118,3 +118,76 @@ fn deep_nesting_and_alias_bombs_are_errors() {
         "{errors}"
     );
 }
+
+/// The first error's text, for a pipeline that must fail.
+fn first_error(result: Result<Pipeline, pipeline_schema::Errors>) -> String {
+    let errors = result.expect_err("the pipeline is refused");
+    errors.into_iter().next().expect("an error").to_string()
+}
+
+/// A pipeline of `count` jobs, each `body` (indented under the job).
+fn jobs(count: usize, body: &str) -> String {
+    let mut text = String::from("version: 1\njobs:\n");
+    for i in 0..count {
+        let _ = writeln!(text, "  job-{i}:\n{body}");
+    }
+    text
+}
+
+/// Huge files and job counts are refused up front (a 16 MB pipeline of
+/// 300,000 jobs took minutes and half a gigabyte), naming the file.
+#[test]
+fn oversized_pipelines_are_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // One huge scalar.
+    let big = dir.path().join("big.yaml");
+    let mut text = String::from("version: 1\nvariables:\n  X: ");
+    text.push_str(&"x".repeat(2 << 20));
+    text.push_str("\njobs:\n  a:\n    image: alpine\n    script: [true]\n");
+    std::fs::write(&big, &text).unwrap();
+    let message = first_error(Pipeline::load(&big));
+    assert!(
+        message.contains(&format!("{} is too large", big.display())),
+        "{message}"
+    );
+    assert!(message.contains("1048576 bytes"), "{message}");
+
+    // Included files count: two of 600 KiB each are too much together.
+    let main = dir.path().join("main.yaml");
+    let filler = |name: &str| format!("variables:\n  {name}: {}\n", "y".repeat(600 << 10));
+    std::fs::write(dir.path().join("one.yaml"), filler("ONE")).unwrap();
+    std::fs::write(dir.path().join("two.yaml"), filler("TWO")).unwrap();
+    std::fs::write(
+        &main,
+        "version: 1\ninclude: [one.yaml, two.yaml]\njobs:\n  a:\n    image: alpine\n    script: [true]\n",
+    )
+    .unwrap();
+    let message = first_error(Pipeline::load(&main));
+    assert!(
+        message.contains(&format!(
+            "{} is too large",
+            dir.path().join("two.yaml").display()
+        )),
+        "{message}"
+    );
+
+    // Too many jobs, written out or by matrices.
+    let body = "    image: alpine\n    script: [true]";
+    let message = first_error(Pipeline::parse("many.yaml", &jobs(1001, body)));
+    assert!(
+        message.contains("has 1001 jobs, more than 1000"),
+        "{message}"
+    );
+    let values: Vec<String> = (0..150).map(|i| i.to_string()).collect();
+    let matrix = format!(
+        "{body}\n    parallel:\n      matrix:\n        - V: [{}]",
+        values.join(", ")
+    );
+    let message = first_error(Pipeline::parse("matrix.yaml", &jobs(7, &matrix)));
+    assert!(
+        message.contains("has 1050 jobs, more than 1000"),
+        "{message}"
+    );
+    // At the limits, fine.
+    assert!(Pipeline::parse("fine.yaml", &jobs(1000, body)).is_ok());
+}

@@ -16,6 +16,7 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
+use executor_cache::reflink;
 use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, UTIME_OMIT};
 
 use crate::dockerfile::gopath;
@@ -299,44 +300,6 @@ impl Copier<'_> {
         }
     }
 
-    /// Hard-links regular file `source` (described by `meta`) at `staged`
-    /// instead of copying it, when that gives exactly what a copy would:
-    /// the copy's owner and mode are the file's own (so nothing is changed
-    /// on the shared inode, which is the source's too), it has no xattrs a
-    /// layer would record (a copy has none), and it has no other link (a
-    /// second name for it in the staged tree would become a hard link in
-    /// the layer, where copies are two files). Links cost no data write
-    /// and no new inode. Nothing writes through them afterwards: layers
-    /// replace files, never rewrite them in place. False (copy instead)
-    /// whenever that cannot be shown, or the link fails (another file
-    /// system, a link limit).
-    fn link_unchanged(&self, source: &Path, staged: &Path, meta: &fs::Metadata) -> bool {
-        let (uid, gid) = self.owner().unwrap_or((meta.uid(), meta.gid()));
-        let mode = meta.mode() & 0o7777;
-        if (uid, gid) != (meta.uid(), meta.gid()) || self.opts.chmod.is_some_and(|m| m != mode) {
-            return false;
-        }
-        // Now, not as listed: the file is unchanged and has one name.
-        let Ok(now) = fs::symlink_metadata(source) else {
-            return false;
-        };
-        let same = now.is_file()
-            && now.nlink() == 1
-            && (now.dev(), now.ino(), now.mode(), now.uid(), now.gid())
-                == (meta.dev(), meta.ino(), meta.mode(), meta.uid(), meta.gid())
-            && (now.mtime(), now.mtime_nsec()) == (meta.mtime(), meta.mtime_nsec());
-        if !same || has_layer_xattrs(source) {
-            return false;
-        }
-        match fs::hard_link(source, staged) {
-            Ok(()) => true,
-            Err(err) => {
-                tracing::trace!(path = %source.display(), %err, "cannot hard-link, copying");
-                false
-            }
-        }
-    }
-
     /// Makes sure directory `image_dir` exists in the staging tree: existing
     /// image directories are recreated with their metadata; missing ones are
     /// created 0755 and owned by `--chown` (root without it), every one of
@@ -441,12 +404,11 @@ impl Copier<'_> {
             std::os::unix::fs::symlink(&target, &staged).map_err(io_err(&staged))?;
         } else if file_type.is_dir() {
             fs::create_dir_all(&staged).map_err(io_err(&staged))?;
-        } else if file_type.is_file() && self.link_unchanged(source, &staged, meta) {
-            // The same inode, with the metadata the copy would have had.
-            self.written.push(image_path.to_string());
-            return Ok(());
         } else if file_type.is_file() || (file_type.is_symlink() && top_level) {
-            fs::copy(source, &staged).map_err(io_err(source))?;
+            // Never a hard link: the staging tree becomes a layer in the
+            // store, which must not change when the context file is edited
+            // in place (nor may a RUN writing to the copy edit the context).
+            reflink::copy_file(source, &staged).map_err(io_err(source))?;
         } else {
             // Sockets, fifos and devices are not copied from a context; from
             // another filesystem they are rare: skip with a note.
@@ -456,24 +418,6 @@ impl Copier<'_> {
         set_metadata(&staged, meta, self.owner(), self.opts.chmod)?;
         self.written.push(image_path.to_string());
         Ok(())
-    }
-}
-
-/// Whether `path` has an xattr that a layer written from it would record
-/// (any but `security.selinux`); true when that cannot be read.
-fn has_layer_xattrs(path: &Path) -> bool {
-    match rustix::fs::llistxattr_query(path) {
-        Ok(0) | Err(rustix::io::Errno::NOTSUP) => false,
-        Ok(len) => {
-            let mut list = vec![0u8; len];
-            match rustix::fs::llistxattr(path, &mut list[..]) {
-                Ok(n) => list[..n]
-                    .split(|&b| b == 0)
-                    .any(|name| !name.is_empty() && name != b"security.selinux"),
-                Err(_) => true,
-            }
-        }
-        Err(_) => true,
     }
 }
 
@@ -759,13 +703,28 @@ mod tests {
     }
 
     #[test]
-    fn unchanged_files_are_linked_others_copied() {
+    fn copies_share_no_inode_with_the_context() {
         let f = fixture();
         let a_txt = f.context.join("a.txt");
         let before = fs::metadata(&a_txt).unwrap();
         let ino = |p: &Path| fs::symlink_metadata(p).unwrap().ino();
 
-        // --chmod changes the mode: a copy, and the context keeps its own.
+        // Owned as a copy from the context would be (root), no --chmod, one
+        // name: still a file of its own (a hard link would be the context
+        // file itself, in the store once the staging tree is a layer).
+        copy(&[src(&f, "a.txt")], "/x/", &f.rootfs, &f.staging, &opts()).unwrap();
+        let staged = f.staging.join("x/a.txt");
+        assert_ne!(ino(&staged), before.ino());
+        let content = fs::read(&staged).unwrap();
+        // Editing the context file in place leaves the copy.
+        let mut edited = vec![b'!'; content.len()];
+        edited.extend_from_slice(b" more");
+        fs::write(&a_txt, &edited).unwrap();
+        assert_eq!(fs::read(&staged).unwrap(), content);
+        let after = fs::metadata(&a_txt).unwrap();
+        assert_eq!(after.mode(), before.mode());
+
+        // --chmod changes the copy's mode, not the context's.
         let chmod = Options {
             chmod: Some(0o600),
             ..opts()
@@ -778,44 +737,11 @@ mod tests {
             &chmod,
         )
         .unwrap();
-        assert_ne!(ino(&f.staging.join("chmod/a.txt")), before.ino());
+        assert_eq!(
+            fs::metadata(f.staging.join("chmod/a.txt")).unwrap().mode() & 0o7777,
+            0o600
+        );
         assert_eq!(fs::metadata(&a_txt).unwrap().mode(), before.mode());
-
-        // Owned as a copy from the context would be (root), no --chmod, one
-        // name: the same inode, untouched.
-        assert_eq!(
-            (before.uid(), before.gid()),
-            (0, 0),
-            "the tests run as root"
-        );
-        copy(&[src(&f, "a.txt")], "/x/", &f.rootfs, &f.staging, &opts()).unwrap();
-        assert_eq!(ino(&f.staging.join("x/a.txt")), before.ino());
-        let after = fs::metadata(&a_txt).unwrap();
-        assert_eq!(
-            (after.mode(), after.mtime()),
-            (before.mode(), before.mtime())
-        );
-
-        // A file with a second name is copied: two names for one inode in a
-        // tree become a hard link in its layer.
-        let b_txt = f.context.join("dir/sub/b.txt");
-        fs::hard_link(&b_txt, f.context.join("b-again")).unwrap();
-        copy(&[src(&f, "dir")], "/linked", &f.rootfs, &f.staging, &opts()).unwrap();
-        assert_ne!(ino(&f.staging.join("linked/sub/b.txt")), ino(&b_txt));
-
-        // So is one with an xattr a layer would record (a copy has none).
-        let c_txt = f.context.join("c.txt");
-        fs::write(&c_txt, "c").unwrap();
-        rustix::fs::lsetxattr(&c_txt, "user.test", b"1", rustix::fs::XattrFlags::empty()).unwrap();
-        copy(
-            &[src(&f, "c.txt")],
-            "/xattr/",
-            &f.rootfs,
-            &f.staging,
-            &opts(),
-        )
-        .unwrap();
-        assert_ne!(ino(&f.staging.join("xattr/c.txt")), ino(&c_txt));
     }
 
     #[test]

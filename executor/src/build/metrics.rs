@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::error::{BuildError, Result, io_at};
 use crate::image::digest::Digest;
+use crate::image::store::prune::human_bytes;
 
 /// One step as the build's summary and `--metrics-file` report it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -78,23 +79,6 @@ impl Metrics {
             std::fs::write(path, json).map_err(io_at(path))?;
         }
         Ok(())
-    }
-}
-
-/// `n` bytes as B, KiB, MiB or GiB, for the summary line.
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    #[allow(clippy::cast_precision_loss)] // a summary line
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }
 

@@ -29,8 +29,14 @@ const HOSTNAME: &str = "executor";
 /// Why a RUN could not be started, or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("{command} exited with status {code}")]
-    Exit { command: String, code: i32 },
+    #[error("{command} exited with status {code}{}", full_hint(full.as_deref()))]
+    Exit {
+        command: String,
+        code: i32,
+        /// The store's directory when its file system was found full after
+        /// the step: the likely cause, said with the failure.
+        full: Option<PathBuf>,
+    },
     #[error("{command} was killed by signal {signal}")]
     Signal { command: String, signal: i32 },
     #[error(
@@ -221,6 +227,8 @@ pub struct Step<'a> {
     pub context_source: &'a dyn Fn(&str) -> std::result::Result<PathBuf, MountCause>,
     /// The local store's directory (cache mounts live under it).
     pub store: &'a Path,
+    /// A cache mount larger than this when the step takes it starts over.
+    pub cache_mount_max_size: Option<u64>,
     pub secrets: &'a [Secret],
     pub ssh: &'a [SshAgent],
     /// The root filesystem of a stage or image named by a mount's `from`.
@@ -244,6 +252,14 @@ pub fn execute(
     let mut masks: Vec<Vec<u8>> = Vec::new();
     // Cache-mount locks, held until the step ends.
     let mut locks = Vec::new();
+    // Where secrets are written, until the step ends.
+    let _secrets = step
+        .run
+        .mounts
+        .iter()
+        .any(|m| m.kind == MountKind::Secret)
+        .then(|| SecretDir::create(step.scratch))
+        .transpose()?;
     let (args, shown) = command(step, &mut mounts)?;
     for (n, mount) in step.run.mounts.iter().enumerate() {
         prepare_mount(
@@ -320,12 +336,72 @@ pub fn execute(
         sandbox::Status::Exited(code) => Err(RunError::Exit {
             command: shown,
             code,
+            full: crate::image::store::is_full(step.store).then(|| step.store.to_path_buf()),
         }),
         sandbox::Status::Signaled(signal) => Err(RunError::Signal {
             command: shown,
             signal,
         }),
     }
+}
+
+/// The directory a step's secret files are written to, `secrets/` in its
+/// scratch: a tmpfs where one can be mounted, so that their plain text
+/// never reaches the disk, and (the process being in a mount namespace of
+/// its own: see `main.rs`) vanishes with the process however it ends. Where
+/// mounting is not allowed, a plain directory, which the next build removes
+/// first if this one is killed (`workdir.rs`). Unmounted on drop.
+struct SecretDir {
+    mounted: Option<PathBuf>,
+}
+
+impl SecretDir {
+    fn path(scratch: &Path) -> PathBuf {
+        scratch.join("secrets")
+    }
+
+    fn create(scratch: &Path) -> Result<Self> {
+        let dir = Self::path(scratch);
+        fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+            .map_err(io_err("cannot set the mode of", &dir))?;
+        let mounted = rustix::mount::mount(
+            "tmpfs",
+            &dir,
+            "tmpfs",
+            rustix::mount::MountFlags::NOSUID
+                | rustix::mount::MountFlags::NODEV
+                | rustix::mount::MountFlags::NOEXEC,
+            c"mode=0700,size=16m",
+        );
+        match mounted {
+            Ok(()) => Ok(Self { mounted: Some(dir) }),
+            Err(err) => {
+                tracing::debug!(path = %dir.display(), %err, "no tmpfs for secrets; writing them to the scratch directory");
+                Ok(Self { mounted: None })
+            }
+        }
+    }
+}
+
+impl Drop for SecretDir {
+    fn drop(&mut self) {
+        if let Some(dir) = self.mounted.take()
+            && let Err(err) = rustix::mount::unmount(&dir, rustix::mount::UnmountFlags::DETACH)
+        {
+            tracing::warn!(path = %dir.display(), %err, "cannot unmount the secrets' tmpfs");
+        }
+    }
+}
+
+/// The hint of a RUN failure whose store's file system is full.
+fn full_hint(full: Option<&Path>) -> String {
+    full.map_or_else(String::new, |path| {
+        format!(
+            "\nhint: the file system of the store {} is full (no space left on device): the step's files are written there; free space or pass another --cache-dir",
+            path.display()
+        )
+    })
 }
 
 /// One line of a step's output, secrets masked, to the log.
@@ -539,7 +615,14 @@ fn prepare_mount(
                 .clone()
                 .filter(|i| !i.is_empty())
                 .unwrap_or_else(|| target.clone());
-            let dir = cache_dir(step.store, step.scratch, mount, &id, locks)?;
+            let dir = cache_dir(
+                step.store,
+                step.scratch,
+                mount,
+                &id,
+                step.cache_mount_max_size,
+                locks,
+            )?;
             mounts.push(sandbox::Mount {
                 target,
                 kind: sandbox::MountKind::Bind {
@@ -596,7 +679,7 @@ fn prepare_mount(
                 }
             }
             let target = target_of(mount, || Some(format!("/run/secrets/{id}")), workdir)?;
-            let file = step.scratch.join(format!("secret-{n}"));
+            let file = SecretDir::path(step.scratch).join(format!("secret-{n}"));
             fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -666,6 +749,7 @@ fn cache_dir(
     scratch: &Path,
     mount: &Mount,
     id: &str,
+    max_size: Option<u64>,
     locks: &mut Vec<fs::File>,
 ) -> Result<PathBuf> {
     use crate::dockerfile::instructions::Sharing;
@@ -676,6 +760,7 @@ fn cache_dir(
     let base = store.join("cache-mounts");
     fs::create_dir_all(&base).map_err(io_err("cannot create", &base))?;
     let dir = base.join(&key);
+    crate::image::store::prune::mark_used(&dir);
     let lock_path = base.join(format!("{key}.lock"));
     let lock = fs::OpenOptions::new()
         .create(true)
@@ -683,6 +768,22 @@ fn cache_dir(
         .write(true)
         .open(&lock_path)
         .map_err(io_err("cannot open", &lock_path))?;
+    if let Some(max) = max_size
+        && dir.is_dir()
+        // Only when no step uses it; the lock is then converted below.
+        && flock(&lock, FlockOperation::NonBlockingLockExclusive).is_ok()
+    {
+        let size = crate::image::store::prune::tree_size(&dir);
+        if size > max {
+            tracing::warn!(
+                "cache mount {id:?} holds {size} bytes, more than --cache-mount-max-size {max}: emptied"
+            );
+            let old = base.join(format!("{key}.old"));
+            let _ = fs::remove_dir_all(&old);
+            fs::rename(&dir, &old).map_err(io_err("cannot empty the cache mount", &dir))?;
+            fs::remove_dir_all(&old).map_err(io_err("cannot remove", &old))?;
+        }
+    }
     let dir = match mount.sharing {
         Some(Sharing::Locked) => {
             flock(&lock, FlockOperation::LockExclusive)
@@ -800,7 +901,14 @@ mod tests {
                         scope.spawn(|| {
                             let mut locks = Vec::new();
                             start.wait();
-                            cache_dir(store.path(), scratch.path(), &mount, "shared", &mut locks)
+                            cache_dir(
+                                store.path(),
+                                scratch.path(),
+                                &mount,
+                                "shared",
+                                None,
+                                &mut locks,
+                            )
                         })
                     })
                     .collect();
@@ -824,6 +932,53 @@ mod tests {
                 .collect();
             assert!(left.is_empty(), "round {round}: leftovers {left:?}");
         }
+    }
+
+    /// `--cache-mount-max-size`: a cache mount over the limit when a step
+    /// takes it starts over empty; one within it, or in use, is kept.
+    #[test]
+    fn a_cache_mount_over_its_limit_starts_over() {
+        let mount = Mount {
+            kind: MountKind::Cache,
+            target: Some("/cache".into()),
+            source: None,
+            from: None,
+            read_only: false,
+            id: None,
+            sharing: None,
+            mode: Some(0o755),
+            uid: None,
+            gid: None,
+            required: false,
+            env: None,
+            size: None,
+        };
+        let store = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let take = |max: Option<u64>| {
+            let mut locks = Vec::new();
+            let dir =
+                cache_dir(store.path(), scratch.path(), &mount, "c", max, &mut locks).unwrap();
+            (dir, locks)
+        };
+        let (dir, locks) = take(None);
+        fs::write(dir.join("big"), vec![0u8; 4096]).unwrap();
+        drop(locks);
+        let (dir, locks) = take(Some(8192));
+        assert!(dir.join("big").is_file(), "within the limit: kept");
+        drop(locks);
+        // In use by another step: not emptied now.
+        let (_, in_use) = take(None);
+        let (dir, locks) = take(Some(1024));
+        assert!(dir.join("big").is_file(), "in use: kept");
+        drop((locks, in_use));
+        let (dir, _locks) = take(Some(1024));
+        assert!(dir.is_dir());
+        assert!(!dir.join("big").exists(), "over the limit: emptied");
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o7777,
+            0o755
+        );
     }
 
     #[test]

@@ -71,6 +71,10 @@ pub struct Settings {
     pub source_date_epoch: Option<i64>,
     /// `--metrics-file`: the build's summary as JSON.
     pub metrics_file: Option<PathBuf>,
+    /// `--cache-mount-max-size`: a RUN cache mount larger than this when a
+    /// step takes it starts over empty.
+    #[serde(default)]
+    pub cache_mount_max_size: Option<u64>,
     /// `--cache`: the layer cache's settings; `None` without it.
     pub cache: Option<CacheSettings>,
 }

@@ -598,6 +598,7 @@ mod tests {
                 ssh: Vec::new(),
                 source_date_epoch: None,
                 metrics_file: None,
+                cache_mount_max_size: None,
                 cache: Some(CacheSettings {
                     repo: Some(CacheRepo::Layout(self.path("cache"))),
                     ttl: std::time::Duration::from_secs(3600),

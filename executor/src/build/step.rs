@@ -59,6 +59,7 @@ impl Engine<'_> {
             scratch: &scratch,
             context_source: &context_source,
             store: self.store.root(),
+            cache_mount_max_size: self.settings.cache_mount_max_size,
             secrets: &self.settings.secrets,
             ssh: &self.settings.ssh,
             from_root: &from_root,
@@ -256,8 +257,13 @@ impl Engine<'_> {
                     .source_date_epoch
                     .map(|epoch| u64::try_from(epoch).unwrap_or(0)),
             },
-        )?;
-        writer.flush().map_err(io_at(self.store.root()))?;
+        )
+        .map_err(|err| match err {
+            // Where: a full disk is the store's.
+            layer::LayerError::Write(source) => io_at(writer.path())(source),
+            other => other.into(),
+        })?;
+        writer.flush().map_err(io_at(writer.path()))?;
         writer.commit(Some(&info.digest))?;
         Ok(info)
     }

@@ -55,7 +55,7 @@ pub struct BuildArgs {
 
     /// A build argument, KEY=VALUE; a bare KEY takes its value from the
     /// environment (repeatable)
-    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]", value_parser = super::dockerfile::build_arg)]
     pub args: Vec<String>,
 
     /// The stage to build; the last one when absent
@@ -116,6 +116,12 @@ pub struct BuildArgs {
     /// steps executed and cached, blob bytes downloaded and uploaded
     #[arg(long, env = "EXECUTOR_METRICS_FILE", value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
+
+    /// The most a RUN cache mount (`--mount=type=cache`) may hold: one
+    /// larger when a step takes it is emptied first (bytes, or with K, M,
+    /// G, T)
+    #[arg(long, env = "EXECUTOR_CACHE_MOUNT_MAX_SIZE", value_name = "SIZE", value_parser = executor::image::store::prune::parse_size)]
+    pub cache_mount_max_size: Option<u64>,
 
     #[command(flatten)]
     pub pull: PullArgs,
@@ -396,6 +402,7 @@ impl BuildArgs {
             git: self.git.clone(),
             source_date_epoch: source_date_epoch(&build_args, self.reproducible)?,
             metrics_file: self.metrics_file.clone(),
+            cache_mount_max_size: self.cache_mount_max_size,
             build_args,
             target: self.target.clone(),
             labels,

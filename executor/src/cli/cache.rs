@@ -1,5 +1,5 @@
 //! `executor cache`: the local store's base images (`warm`, kaniko's
-//! warmer).
+//! warmer) and its upkeep (`prune`: the least recently used items go).
 
 use std::path::PathBuf;
 
@@ -17,7 +17,35 @@ pub struct CacheArgs {
 #[derive(Debug, Subcommand)]
 pub enum CacheCommand {
     /// Fetch base images into the local store before builds need them
-    Warm(WarmArgs),
+    Warm(Box<WarmArgs>),
+    /// Remove what the local store used least recently: blobs, extracted
+    /// layers, cache mounts, cache entries (never while a build uses it)
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Remove the least recently used items until the store holds at most
+    /// this much (bytes, or with K, M, G, T: powers of 1024)
+    #[arg(long, value_name = "SIZE", value_parser = executor::image::store::prune::parse_size)]
+    pub max_size: Option<u64>,
+
+    /// Remove the items not used for this long (30m, 12h, 7d)
+    #[arg(long, value_name = "DURATION", value_parser = parse_age)]
+    pub older_than: Option<std::time::Duration>,
+
+    /// Say what would be removed; remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// The local store; the default one (as for `executor build`) when
+    /// absent
+    #[arg(long, env = "EXECUTOR_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    pipeline_schema::parse_duration(text).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -32,7 +60,7 @@ pub struct WarmArgs {
 
     /// A build argument for the Dockerfile's FROM lines, KEY=VALUE
     /// (repeatable)
-    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]", value_parser = super::dockerfile::build_arg)]
     pub args: Vec<String>,
 
     /// The stage whose bases are fetched; the last one when absent
@@ -47,7 +75,53 @@ pub struct WarmArgs {
 pub fn run(args: &CacheArgs) -> anyhow::Result<std::process::ExitCode> {
     match &args.command {
         CacheCommand::Warm(warm) => run_warm(warm),
+        CacheCommand::Prune(prune) => run_prune(prune),
     }
+}
+
+fn run_prune(args: &PruneArgs) -> anyhow::Result<std::process::ExitCode> {
+    use executor::image::store::prune::{PruneOptions, human_bytes, prune};
+    if args.max_size.is_none() && args.older_than.is_none() {
+        bail!(
+            "nothing to prune by: give --max-size SIZE or --older-than DURATION\nhint: executor cache prune --max-size 20G --cache-dir /cache"
+        );
+    }
+    let root = match &args.cache_dir {
+        Some(dir) => dir.clone(),
+        None => super::build::default_cache_dir()?,
+    };
+    let report = prune(
+        &root,
+        &PruneOptions {
+            max_size: args.max_size,
+            older_than: args.older_than,
+            dry_run: args.dry_run,
+        },
+    )?;
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    for item in &report.removed {
+        println!(
+            "{verb} {} {} ({})",
+            item.kind,
+            item.path.display(),
+            human_bytes(item.size)
+        );
+    }
+    for name in &report.dropped_refs {
+        println!("{verb} image reference {name} (it reaches a removed blob)");
+    }
+    println!(
+        "{}: {} before, {} after{}",
+        root.display(),
+        human_bytes(report.size_before),
+        human_bytes(report.size_after),
+        if args.dry_run { " (dry run)" } else { "" }
+    );
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 fn run_warm(args: &WarmArgs) -> anyhow::Result<std::process::ExitCode> {

@@ -39,7 +39,7 @@ struct CheckArgs {
 
     /// A build argument, KEY=VALUE; a bare KEY takes its value from the
     /// environment (repeatable)
-    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]", value_parser = super::dockerfile::build_arg)]
     build_args: Vec<String>,
 
     /// The stage to build; the last one when absent
@@ -63,6 +63,17 @@ enum Format {
 
 /// Turns `--build-arg` values into a map; a bare name reads the environment,
 /// and is left out when the environment does not have it (as docker does).
+/// Checks one `--build-arg` value: `KEY=VALUE` or `KEY`, with a name.
+pub fn build_arg(value: &str) -> Result<String, String> {
+    let name = value.split_once('=').map_or(value, |(name, _)| name);
+    if name.is_empty() {
+        return Err(format!(
+            "{value:?} has no name: give KEY=VALUE, or KEY to take the variable of that name"
+        ));
+    }
+    Ok(value.to_owned())
+}
+
 pub fn build_args(raw: &[String]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for arg in raw {

@@ -12,6 +12,7 @@ mod schema;
 mod signals;
 mod validate;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -99,6 +100,56 @@ pub enum LogFormat {
     Json,
 }
 
+/// Parses the process's arguments. The global options (`-v`/`--verbosity`,
+/// `--log-format`) may come before the subcommand as the help says
+/// (`executor -v debug build ...`): clap refuses any option there since
+/// the top level also takes kaniko's flags without a subcommand
+/// (`args_conflicts_with_subcommands`), so they are moved after it first.
+pub fn parse() -> Cli {
+    use clap::CommandFactory as _;
+    let subcommands: Vec<String> = Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .collect();
+    Cli::parse_from(hoist_globals(std::env::args_os().collect(), &subcommands))
+}
+
+/// `args` with the global options found before a subcommand moved just
+/// after it; unchanged when no subcommand follows them.
+fn hoist_globals(args: Vec<OsString>, subcommands: &[String]) -> Vec<OsString> {
+    const WITH_VALUE: [&str; 3] = ["-v", "--verbosity", "--log-format"];
+    let mut globals = Vec::new();
+    let mut i = 1;
+    while let Some(arg) = args.get(i).and_then(|a| a.to_str()) {
+        if WITH_VALUE.contains(&arg) {
+            let Some(value) = args.get(i + 1) else {
+                break;
+            };
+            globals.extend([args[i].clone(), value.clone()]);
+            i += 2;
+        } else if arg.starts_with("--verbosity=")
+            || arg.starts_with("--log-format=")
+            || (arg.starts_with("-v") && arg.len() > 2 && !arg.starts_with("--"))
+        {
+            globals.push(args[i].clone());
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    let is_subcommand = args
+        .get(i)
+        .and_then(|a| a.to_str())
+        .is_some_and(|a| subcommands.iter().any(|s| s == a));
+    if globals.is_empty() || !is_subcommand {
+        return args;
+    }
+    let mut out = vec![args[0].clone(), args[i].clone()];
+    out.extend(globals);
+    out.extend(args[i + 1..].iter().cloned());
+    out
+}
+
 /// Runs the parsed command line; the exit code says how it went.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if cli.log_format != LogFormat::Json {
@@ -113,5 +164,52 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Schema) => schema::run(),
         Some(Command::Logs(args)) => logs::run(&args),
         None => build::run(&cli.kaniko),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hoisted(args: &[&str]) -> Vec<String> {
+        let subcommands = ["build".to_owned(), "run".to_owned()];
+        hoist_globals(args.iter().map(OsString::from).collect(), &subcommands)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn global_options_before_a_subcommand_move_after_it() {
+        assert_eq!(
+            hoisted(&[
+                "executor",
+                "-v",
+                "debug",
+                "--log-format=json",
+                "build",
+                "--no-push"
+            ]),
+            [
+                "executor",
+                "build",
+                "-v",
+                "debug",
+                "--log-format=json",
+                "--no-push"
+            ]
+        );
+        assert_eq!(
+            hoisted(&["executor", "-vdebug", "run"]),
+            ["executor", "run", "-vdebug"]
+        );
+        // kaniko's form (no subcommand) and subcommand-first are kept.
+        for args in [
+            &["executor", "-v", "debug", "--context", "."][..],
+            &["executor", "build", "-v", "debug"],
+            &["executor", "--verbosity"],
+        ] {
+            assert_eq!(hoisted(args), args);
+        }
     }
 }

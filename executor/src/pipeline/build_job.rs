@@ -204,6 +204,7 @@ pub fn settings(
         ssh: Vec::new(),
         source_date_epoch,
         metrics_file: None,
+        cache_mount_max_size: None,
         cache,
     })
 }
@@ -545,6 +546,7 @@ mod tests {
             ssh: vec![],
             source_date_epoch: Some(0),
             metrics_file: None,
+            cache_mount_max_size: None,
             cache: Some(CacheSettings {
                 repo: Some(CacheRepo::Registry(reference(
                     "registry.test:5000/app/cache",

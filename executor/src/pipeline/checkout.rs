@@ -51,6 +51,8 @@ pub enum CheckoutError {
     Bare { path: PathBuf },
     #[error("the git repository at {} has no commit yet\nhint: commit something first (git commit)", path.display())]
     NoCommit { path: PathBuf },
+    #[error("git repository {}: no such directory\nhint: give an existing local path or an https://, http://, git:// or file:// URL", path.display())]
+    NoSuchPath { path: PathBuf },
     #[error("git repository {repo}: {action} failed{hint}")]
     Git {
         repo: String,
@@ -177,6 +179,11 @@ impl Checkout {
     /// ref name (`refs/heads/x`), `HEAD`, or a commit id (4 to 40
     /// hexadecimal digits; refs are preferred when a name is both).
     pub fn clone_commit(repo: &str, rev: &str, into: &Path) -> Result<Self> {
+        if !is_url(repo) && !Path::new(repo).exists() {
+            return Err(CheckoutError::NoSuchPath {
+                path: PathBuf::from(repo),
+            });
+        }
         let url = source_url(repo);
         let shown = redact(&url);
         let io_error = |path: &Path| {
@@ -455,17 +462,22 @@ fn find_commit(repo: &Repository, id: &str) -> Option<Oid> {
 /// A URL as given; a local path made absolute (libgit2 opens it with its
 /// local transport).
 fn source_url(repo: &str) -> String {
-    let is_url = repo.contains("://")
-        || repo
-            .split_once(':')
-            .is_some_and(|(host, _)| host.contains('@') && !host.contains('/'));
-    if is_url {
+    if is_url(repo) {
         return repo.to_owned();
     }
     Path::new(repo).canonicalize().map_or_else(
         |_| repo.to_owned(),
         |path| path.to_string_lossy().into_owned(),
     )
+}
+
+/// Whether `repo` is a URL (`scheme://...`, or scp-like `user@host:path`)
+/// rather than a local path.
+fn is_url(repo: &str) -> bool {
+    repo.contains("://")
+        || repo
+            .split_once(':')
+            .is_some_and(|(host, _)| host.contains('@') && !host.contains('/'))
 }
 
 fn callbacks() -> RemoteCallbacks<'static> {

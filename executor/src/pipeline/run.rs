@@ -170,9 +170,21 @@ pub fn run(
         (checkout, pipeline, false)
     } else {
         let pipeline = match &options.repo {
-            Some(repo) => Path::new(repo).join(&options.pipeline),
+            Some(repo) => {
+                if !Path::new(repo).exists() {
+                    return Err(super::checkout::CheckoutError::NoSuchPath {
+                        path: PathBuf::from(repo),
+                    }
+                    .into());
+                }
+                Path::new(repo).join(&options.pipeline)
+            }
             None => options.pipeline.clone(),
         };
+        // Said before anything else: outside a repository too.
+        if !pipeline.is_file() {
+            return Err(RunError::NoPipeline { path: pipeline });
+        }
         let dir = pipeline
             .parent()
             .filter(|p| !p.as_os_str().is_empty())

@@ -320,14 +320,33 @@ pub fn write_layer<W: Write + Send>(
                 .expect("threads is at least 1")
                 .compression_level(flate2::Compression::new(level))
                 .from_borrowed_writer(HashingWriter::sha256(out), scope);
-            let mut tar = HashingWriter::sha256(NoFlush(gz));
+            let mut tar = HashingWriter::sha256(NoFlush {
+                inner: gz,
+                failed: false,
+            });
             let written = write_tar(&plan, &mut tar);
-            let (NoFlush(mut gz), diff_id, uncompressed_size) = tar.finish();
-            // Always finish: it joins gzp's threads (and its Drop panics on
-            // errors).
-            let finished = gz
-                .finish()
-                .map_err(|e| LayerError::Write(io::Error::other(e)));
+            let (gz, diff_id, uncompressed_size) = tar.finish();
+            let NoFlush {
+                inner: mut gz,
+                failed,
+            } = gz;
+            if failed {
+                // gzp reported its writer's error (the output's: a full
+                // disk) and shut down: finishing now would panic on the
+                // pipeline it took apart.
+                written?;
+                return Err(LayerError::Write(io::Error::other(
+                    "the gzip compressor stopped",
+                )));
+            }
+            // Else always finish: it joins gzp's threads (and its Drop
+            // panics on errors).
+            let finished = gz.finish().map_err(|e| {
+                LayerError::Write(match e {
+                    gzp::GzpError::Io(e) => e,
+                    other => io::Error::other(other),
+                })
+            });
             written?;
             let (_, digest, size) = finished?.finish();
             Ok((digest, diff_id, size, uncompressed_size))
@@ -359,15 +378,24 @@ pub fn write_layer<W: Write + Send>(
 }
 
 /// Keeps `flush` calls from reaching gzp, where they would end a block
-/// early and make the output depend on when they happen.
-struct NoFlush<W>(W);
+/// early and make the output depend on when they happen; and remembers
+/// whether a write failed, after which gzp has shut its pipeline down and
+/// must not be finished (that panics).
+struct NoFlush<W> {
+    inner: W,
+    failed: bool,
+}
 
 impl<W: Write> Write for NoFlush<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
+        let written = self.inner.write(buf);
+        self.failed |= written.is_err();
+        written
     }
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.0.write_all(buf)
+        let written = self.inner.write_all(buf);
+        self.failed |= written.is_err();
+        written
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())

@@ -435,6 +435,60 @@ fn compressed_digests_do_not_depend_on_the_thread_count() {
     }
 }
 
+/// Takes `room` bytes, then fails as a full disk does.
+struct FullAfter {
+    room: usize,
+}
+
+impl std::io::Write for FullAfter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.room == 0 {
+            return Err(std::io::Error::from_raw_os_error(28));
+        }
+        let n = buf.len().min(self.room);
+        self.room -= n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A full disk while writing a layer is an error (the disk's), never a
+/// panic in the compressor, whenever the disk fills: early in the stream
+/// (gzp reports it to a later write), or near its end (reported when the
+/// stream is finished).
+#[test]
+fn a_full_output_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big");
+    fs::write(&big, text(4 << 20, 3)).unwrap();
+    let entries = vec![LayerEntry::new("big", EntryKind::File(big))];
+    for compression in [Compression::Gzip, Compression::Zstd] {
+        for room in [0, 10, 200 << 10, 1 << 20] {
+            for threads in [1, 2] {
+                let err = write_layer(
+                    entries.clone(),
+                    compression,
+                    Some(1),
+                    threads,
+                    FullAfter { room },
+                    &WriteOptions::default(),
+                )
+                .unwrap_err();
+                let LayerError::Write(io) = &err else {
+                    panic!("{compression}, room {room}: {err:?}");
+                };
+                assert_eq!(
+                    io.raw_os_error(),
+                    Some(28),
+                    "{compression}, room {room}: {io:?}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn invalid_entries_are_refused() {
     let cases: Vec<(Vec<LayerEntry>, &str)> = vec![

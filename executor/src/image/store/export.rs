@@ -21,30 +21,22 @@ impl Store {
     /// Writes an OCI image layout at `dir` (for `--oci-layout-path`) holding
     /// `roots` in its `index.json` and every blob they reach: the manifests
     /// and indexes (OCI and Docker schema 2), their configs and layers.
-    /// Blobs are hard-linked when `dir` is on the store's filesystem and
-    /// copied otherwise, checked against their digests and sizes either
+    /// Blobs are cloned (reflinks) where the file system can and copied
+    /// otherwise, never hard-linked (editing the layout's files must not
+    /// change the store's), checked against their digests and sizes either
     /// way (a corrupt one is removed from the store and reported). An
     /// existing layout at `dir` is kept: a root replaces an entry with the
     /// same ref name (or, unnamed, the same digest). Layers missing from
     /// the store are an error, except non-distributable ones that carry
     /// `urls`.
     pub fn export_layout(&self, dir: &Path, roots: &[Descriptor]) -> Result<()> {
-        self.export_layout_with(dir, roots, true)
-    }
-
-    pub(super) fn export_layout_with(
-        &self,
-        dir: &Path,
-        roots: &[Descriptor],
-        allow_link: bool,
-    ) -> Result<()> {
         let mut blobs = BTreeMap::new();
         for root in roots {
             self.collect_blobs(root, &mut blobs)?;
         }
         let out = OciLayout::open(dir)?;
         for (digest, size) in &blobs {
-            self.export_blob(&out, digest, *size, allow_link)?;
+            self.export_blob(&out, digest, *size)?;
         }
         out.update_index(|index: &mut Index<Descriptor>| {
             for root in roots {
@@ -116,15 +108,9 @@ impl Store {
     /// Puts the blob `digest` of `size` bytes into `out`. A blob that does
     /// not match is checked again here: if it is corrupt, it is removed
     /// from the store and reported as such.
-    fn export_blob(
-        &self,
-        out: &OciLayout,
-        digest: &Digest,
-        size: u64,
-        allow_link: bool,
-    ) -> Result<()> {
+    fn export_blob(&self, out: &OciLayout, digest: &Digest, size: u64) -> Result<()> {
         let name = digest.to_string();
-        match out.put_blob_file(&self.blob_path(digest), &name, size, allow_link) {
+        match out.put_blob_file(&self.blob_path(digest), &name, size) {
             Err(err @ (LayoutError::SourceDigest { .. } | LayoutError::SourceSize { .. })) => {
                 self.verify_blob(digest)?;
                 Err(err.into())

@@ -10,14 +10,14 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use executor_cache::oci_layout::{create_dir, lock_exclusive};
+use executor_cache::oci_layout::{LayoutError, create_dir, lock_exclusive};
 
 use super::{Result, Store, StoreError, read_err, remove_tree, write_err};
 use crate::image::apply;
 use crate::image::digest::{Algorithm, Digest, HashingReader};
 
 impl Store {
-    fn layer_dir(&self, algorithm: Algorithm) -> PathBuf {
+    pub(super) fn layer_dir(&self, algorithm: Algorithm) -> PathBuf {
         self.root().join("layers").join(algorithm.as_str())
     }
 
@@ -56,6 +56,7 @@ impl Store {
     pub fn extracted_layer(&self, diff_id: &Digest, blob: &Digest) -> Result<PathBuf> {
         let dst = self.layer_path(diff_id);
         if dst.is_dir() {
+            super::prune::mark_used(&dst);
             return Ok(dst);
         }
         let _lock = self.lock_layer(diff_id)?;
@@ -70,7 +71,25 @@ impl Store {
             .map_err(write_err(&self.tmp_dir()))?;
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
             .map_err(write_err(tmp.path()))?;
+        let extracted = self.extract_into(diff_id, blob, tmp.path());
+        if let Err(err) = &extracted
+            && !matches!(err, StoreError::Layout(LayoutError::BlobNotFound { .. }))
+        {
+            // A blob damaged on disk is removed (`verify_blob` does), so
+            // that the next build fetches it again rather than failing on
+            // it forever; one that is whole is the image's own fault.
+            if let Err(check) = self.verify_blob(blob) {
+                tracing::warn!(%blob, error = %check, "the stored blob is damaged: removed, fetched again next time");
+            }
+        }
+        extracted?;
+        let dir = tmp.keep();
+        Self::rename_layer(&dir, &dst)
+    }
 
+    /// Extracts the blob `blob` into `dir`, checking it against `blob` and
+    /// `diff_id`.
+    fn extract_into(&self, diff_id: &Digest, blob: &Digest, dir: &Path) -> Result<()> {
         let blob_path = self.blob_path(blob);
         let mut compressed = HashingReader::new(self.open_blob(blob)?, blob.algorithm());
         let extract_err = |source| StoreError::Extract {
@@ -87,7 +106,7 @@ impl Store {
             ignore_paths: Vec::new(),
         };
         let mode = apply::WhiteoutMode::overlay(Vec::new());
-        apply::apply_tar_with(&mut tar, tmp.path(), &opts, &mode).map_err(extract_err)?;
+        apply::apply_tar_with(&mut tar, dir, &opts, &mode).map_err(extract_err)?;
         io::copy(&mut tar, &mut io::sink()).map_err(read_err(&blob_path))?;
         let (_, actual, _) = tar.finish();
         io::copy(&mut compressed, &mut io::sink()).map_err(read_err(&blob_path))?;
@@ -105,8 +124,7 @@ impl Store {
                 actual,
             });
         }
-        let dir = tmp.keep();
-        Self::rename_layer(&dir, &dst)
+        Ok(())
     }
 
     /// Moves a finished overlay-form directory (a RUN's upper directory, a
@@ -124,6 +142,12 @@ impl Store {
     /// Renames `dir` to `dst` unless `dst` exists, in which case `dir` is
     /// removed.
     fn rename_layer(dir: &Path, dst: &Path) -> Result<PathBuf> {
+        let renamed = Self::rename_layer_once(dir, dst);
+        super::prune::mark_used(dst);
+        renamed
+    }
+
+    fn rename_layer_once(dir: &Path, dst: &Path) -> Result<PathBuf> {
         let adopt_err = |source| StoreError::Adopt {
             from: dir.to_path_buf(),
             to: dst.to_path_buf(),

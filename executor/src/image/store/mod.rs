@@ -12,10 +12,13 @@
 //! separate processes can share one store. This module adds what an image
 //! store needs on top: typed digests, streamed downloads
 //! ([`BlobWriter`], in `writer.rs`), extracted layers, and exports of
-//! images as layouts of their own (`export.rs`).
+//! images as layouts of their own (`export.rs`), and upkeep: the removal
+//! of what was least recently used (`prune.rs`), never while a handle on
+//! the store is open.
 
 mod export;
 mod layers;
+pub mod prune;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -34,6 +37,12 @@ use oci_spec::image::Descriptor;
 pub use writer::BlobWriter;
 
 use super::digest::{Algorithm, Digest, DigestError};
+
+/// The store's directories kept private to their owner (mode 0700, the
+/// root's too): extracted layers hold setuid files and device nodes as the
+/// images have them, and scratch directories hold build secrets; nobody
+/// else may reach them.
+const PRIVATE_DIRS: &[&str] = &["blobs", "layers", "tmp", "cache-entries", "cache-mounts"];
 
 /// Temporary files older than this found under `<root>/tmp/` when the store
 /// is opened were left by a crashed process and are removed.
@@ -92,6 +101,12 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot make {} private to its owner (mode 0700)", path.display())]
+    Private {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -110,7 +125,14 @@ fn write_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 pub struct Store {
     /// The layout at the store's root.
     layout: OciLayout,
+    /// A shared `flock` on [`IN_USE_LOCK`] while any clone lives (none for
+    /// the store prune opens, which holds it exclusive).
+    in_use: Option<std::sync::Arc<File>>,
 }
+
+/// The file whose `flock` says the store is in use (shared: builds, runs)
+/// or being pruned (exclusive).
+const IN_USE_LOCK: &str = "in-use.lock";
 
 impl Store {
     /// The default store root: `$XDG_CACHE_HOME/executor` when that is set
@@ -128,14 +150,68 @@ impl Store {
     }
 
     /// Opens the store at `root`, creating the directory and an empty layout
-    /// if needed, and removes temporary files a crashed process left behind.
+    /// if needed, makes its directories private (see [`PRIVATE_DIRS`]) and
+    /// removes temporary files a crashed process left behind.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
+        let mut store = Self::open_unlocked(root)?;
+        let lock_path = store.root().join(IN_USE_LOCK);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(write_err(&lock_path))?;
+        // Waits while a prune runs.
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockShared)
+            .map_err(|e| write_err(&lock_path)(e.into()))?;
+        store.in_use = Some(std::sync::Arc::new(lock));
+        Ok(store)
+    }
+
+    /// [`Store::open`] without the in-use lock (prune holds it exclusive).
+    fn open_unlocked(root: impl Into<PathBuf>) -> Result<Store> {
         let store = Store {
             layout: OciLayout::open(&root.into())?,
+            in_use: None,
         };
         create_dir(&store.tmp_dir())?;
+        create_dir(&store.layer_dir(Algorithm::Sha256))?;
+        store.make_private()?;
         store.remove_stale_temp_files();
         Ok(store)
+    }
+
+    /// Sets the root and [`PRIVATE_DIRS`] (those present, and their
+    /// per-algorithm subdirectories) to mode 0700, stores made before this
+    /// rule included.
+    fn make_private(&self) -> Result<()> {
+        let mut dirs = vec![self.root().to_path_buf()];
+        for name in PRIVATE_DIRS {
+            let dir = self.root().join(name);
+            if !dir.is_dir() {
+                continue;
+            }
+            if matches!(*name, "blobs" | "layers")
+                && let Ok(entries) = fs::read_dir(&dir)
+            {
+                dirs.extend(
+                    entries
+                        .flatten()
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path()),
+                );
+            }
+            dirs.push(dir);
+        }
+        for dir in dirs {
+            let private =
+                fs::metadata(&dir).is_ok_and(|m| m.permissions().mode() & 0o7777 == 0o700);
+            if !private {
+                fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                    .map_err(|source| StoreError::Private { path: dir, source })?;
+            }
+        }
+        Ok(())
     }
 
     #[must_use]
@@ -159,23 +235,60 @@ impl Store {
 
     #[must_use]
     pub fn has_blob(&self, digest: &Digest) -> bool {
-        self.blob_path(digest).is_file()
+        let path = self.blob_path(digest);
+        let found = path.is_file();
+        if found {
+            prune::mark_used(&path);
+        }
+        found
     }
 
+    /// Removes from `tmp/` the partial blobs whose writer died (their lock
+    /// is free: see `writer.rs`) and other files older than
+    /// [`STALE_TEMP_AGE`].
     fn remove_stale_temp_files(&self) {
         let Ok(entries) = fs::read_dir(self.tmp_dir()) else {
             return;
         };
         let now = SystemTime::now();
         for entry in entries.flatten() {
-            let stale = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > STALE_TEMP_AGE);
+            if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            let path = entry.path();
+            let partial_blob = entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(writer::PARTIAL_BLOB_PREFIX);
+            // Held until the file is removed.
+            let mut _lock = None;
+            let stale = if partial_blob {
+                match File::open(&path) {
+                    Ok(file) => {
+                        let free = rustix::fs::flock(
+                            &file,
+                            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+                        )
+                        .is_ok();
+                        _lock = Some(file);
+                        free
+                    }
+                    Err(_) => false,
+                }
+            } else {
+                entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > STALE_TEMP_AGE)
+            };
             if stale {
-                let path = entry.path();
-                if let Err(err) = fs::remove_file(&path) {
-                    tracing::debug!(path = %path.display(), %err, "cannot remove stale temporary file");
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        tracing::debug!(path = %path.display(), "removed a dead writer's temporary file");
+                    }
+                    Err(err) => {
+                        tracing::debug!(path = %path.display(), %err, "cannot remove stale temporary file");
+                    }
                 }
             }
         }
@@ -195,7 +308,9 @@ impl Store {
     /// [`HashingReader`](super::digest::HashingReader) or call
     /// [`Store::verify_blob`] first.
     pub fn open_blob(&self, digest: &Digest) -> Result<File> {
-        Ok(self.layout.open_blob(&digest.to_string())?)
+        let file = self.layout.open_blob(&digest.to_string())?;
+        prune::mark_used(&self.blob_path(digest));
+        Ok(file)
     }
 
     /// Reads a whole blob (meant for manifests and configs, not layers),
@@ -261,6 +376,19 @@ fn ref_name(d: &Descriptor) -> Option<&str> {
         .get(ANNOTATION_REF_NAME)
         .map(String::as_str)
 }
+
+/// Whether the file system holding `path` is full: less than
+/// [`FULL_BELOW`] bytes left for unprivileged writers. False when that
+/// cannot be told.
+#[must_use]
+pub fn is_full(path: &Path) -> bool {
+    rustix::fs::statvfs(path)
+        .is_ok_and(|stat| stat.f_bavail.saturating_mul(stat.f_frsize) < FULL_BELOW)
+}
+
+/// The free space under which [`is_full`] calls a file system full: a write
+/// that failed for want of space can leave a little behind.
+const FULL_BELOW: u64 = 1 << 20;
 
 /// Removes a directory tree, making read-only directories writable first
 /// (a layer may hold them, and the store may run without root); a tree

@@ -69,8 +69,8 @@ fn open_rejects_another_layout_version() {
 #[test]
 fn open_removes_stale_temporary_files_only() {
     let (_dir, store) = store();
-    let old = store.tmp_dir().join("blob-old");
-    let fresh = store.tmp_dir().join("blob-fresh");
+    let old = store.tmp_dir().join("other-old");
+    let fresh = store.tmp_dir().join("other-fresh");
     File::create(&old)
         .unwrap()
         .set_modified(SystemTime::now() - Duration::from_secs(3 * 24 * 3600))
@@ -79,6 +79,24 @@ fn open_removes_stale_temporary_files_only() {
     Store::open(store.root()).unwrap();
     assert!(!old.exists());
     assert!(fresh.exists());
+}
+
+/// A download killed halfway leaves its partial blob (hundreds of MB): the
+/// next open removes it at once, but never one still being written.
+#[test]
+fn open_removes_partial_blobs_of_dead_writers_only() {
+    let (_dir, store) = store();
+    let mut live = store.blob_writer().unwrap();
+    live.write_all(b"still coming").unwrap();
+    live.flush().unwrap();
+    let dead = store.tmp_dir().join("blob-dead");
+    fs::write(&dead, b"half a layer").unwrap();
+    Store::open(store.root()).unwrap();
+    assert!(!dead.exists(), "a partial blob nobody writes is removed");
+    assert!(live.path().exists(), "one being written stays");
+    let digest = sha256_bytes(b"still coming");
+    live.commit(Some(&digest)).unwrap();
+    assert_eq!(store.read_blob(&digest).unwrap(), b"still coming");
 }
 
 #[test]
@@ -372,7 +390,7 @@ fn check_exported(out: &Path, blobs: &[Digest]) {
 }
 
 #[test]
-fn export_layout_hard_links_on_the_same_filesystem() {
+fn export_layout_shares_no_inode_with_the_store() {
     let (dir, store) = store();
     let (manifest, blobs) = sample_image(&store);
     store.put_bytes(b"unrelated").unwrap();
@@ -383,24 +401,16 @@ fn export_layout_hard_links_on_the_same_filesystem() {
     for d in &blobs {
         let a = fs::metadata(store.blob_path(d)).unwrap();
         let b = fs::metadata(out.join("blobs/sha256").join(d.hex())).unwrap();
-        assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()), "{d} is hard-linked");
+        assert_ne!((a.dev(), a.ino()), (b.dev(), b.ino()), "{d} is hard-linked");
     }
+    // Editing an exported blob in place leaves the store's.
+    let first = out.join("blobs/sha256").join(blobs[0].hex());
+    let len = fs::metadata(&first).unwrap().len();
+    fs::write(&first, vec![b'x'; usize::try_from(len).unwrap()]).unwrap();
+    store.verify_blob(&blobs[0]).unwrap();
     // Exporting again, into the existing layout, is idempotent.
+    fs::remove_file(&first).unwrap();
     store.export_layout(&out, &[manifest]).unwrap();
-    check_exported(&out, &blobs);
-}
-
-#[test]
-fn export_layout_copies_when_it_cannot_link() {
-    let (dir, store) = store();
-    let (manifest, blobs) = sample_image(&store);
-    let out = dir.path().join("layout");
-    store.export_layout_with(&out, &[manifest], false).unwrap();
-    for d in &blobs {
-        let a = fs::metadata(store.blob_path(d)).unwrap();
-        let b = fs::metadata(out.join("blobs/sha256").join(d.hex())).unwrap();
-        assert_ne!(a.ino(), b.ino());
-    }
     check_exported(&out, &blobs);
 }
 
@@ -500,6 +510,23 @@ fn extracted_layer_rejects_a_blob_that_does_not_match_its_diff_id() {
     assert!(tmp_files(&store).is_empty(), "{:?}", tmp_files(&store));
 }
 
+/// A layer blob damaged on disk (same size, other bytes) is never
+/// extracted, and is removed so that the next build fetches it again.
+#[test]
+fn a_damaged_layer_blob_is_removed_not_used() {
+    let (_dir, store) = store();
+    let (diff_id, blob) = sample_layer(&store);
+    let path = store.blob_path(&blob);
+    let mut bytes = fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&path, &bytes).unwrap();
+    store.extracted_layer(&diff_id, &blob).unwrap_err();
+    assert!(!store.layer_path(&diff_id).exists());
+    assert!(!path.exists(), "the damaged blob is removed");
+    assert!(tmp_files(&store).is_empty(), "{:?}", tmp_files(&store));
+}
+
 #[test]
 fn adopt_layer_renames_and_drops_the_loser() {
     let (_dir, store) = store();
@@ -527,4 +554,37 @@ fn adopt_layer_renames_and_drops_the_loser() {
         .adopt_layer(&sha256_bytes(b"other"), elsewhere.path())
         .unwrap_err();
     assert!(err.to_string().contains("hint:"), "{err}");
+}
+
+/// Layers hold setuid files and device nodes, scratch holds secrets: the
+/// store is its owner's only, and a store made before is fixed on open.
+#[test]
+fn the_store_is_private_to_its_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let dirs = [
+        "",
+        "blobs",
+        "blobs/sha256",
+        "layers",
+        "layers/sha256",
+        "tmp",
+    ];
+    let store = Store::open(&root).unwrap();
+    for d in dirs {
+        assert_eq!(mode(&root.join(d)), 0o700, "new store: {d:?}");
+    }
+    drop(store);
+    // An older store, world-readable throughout.
+    fs::create_dir_all(root.join("cache-mounts/x")).unwrap();
+    for d in dirs.iter().chain(&["cache-mounts"]) {
+        fs::set_permissions(root.join(d), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    Store::open(&root).unwrap();
+    for d in dirs.iter().chain(&["cache-mounts"]) {
+        assert_eq!(mode(&root.join(d)), 0o700, "reopened store: {d:?}");
+    }
+    // What is inside a cache mount is the build's own.
+    assert_eq!(mode(&root.join("cache-mounts/x")), 0o755);
 }

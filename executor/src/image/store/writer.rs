@@ -4,7 +4,8 @@
 //! digest and size are what the caller expected.
 
 use std::io::{self, BufWriter, Write};
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
 
 use executor_cache::oci_layout::{create_dir, persist};
 use tempfile::NamedTempFile;
@@ -23,10 +24,7 @@ impl Store {
     /// expected digest's algorithm when downloading a known blob).
     pub fn blob_writer_with(&self, algorithm: Algorithm) -> Result<BlobWriter> {
         let dir = self.tmp_dir();
-        let file = tempfile::Builder::new()
-            .prefix("blob-")
-            .tempfile_in(&dir)
-            .map_err(write_err(&dir))?;
+        let file = locked_temp_file(&dir)?;
         Ok(BlobWriter {
             out: HashingWriter::new(BufWriter::with_capacity(256 * 1024, file), algorithm),
             expected_size: None,
@@ -35,6 +33,34 @@ impl Store {
         })
     }
 }
+
+/// A new `tmp/blob-*` file, holding an exclusive `flock` for as long as it
+/// is open: the next process to open the store removes partial blobs whose
+/// lock is free (their writer died). A cleaner can take the lock between
+/// the file's creation and ours, and remove it: then make another.
+fn locked_temp_file(dir: &Path) -> Result<NamedTempFile> {
+    loop {
+        let file = tempfile::Builder::new()
+            .prefix(PARTIAL_BLOB_PREFIX)
+            .tempfile_in(dir)
+            .map_err(write_err(dir))?;
+        // Blocking: a cleaner holding it is about to remove it.
+        rustix::fs::flock(file.as_file(), rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| write_err(file.path())(e.into()))?;
+        let (ours, named) = (
+            file.as_file().metadata(),
+            std::fs::symlink_metadata(file.path()),
+        );
+        if let (Ok(ours), Ok(named)) = (ours, named)
+            && (ours.dev(), ours.ino()) == (named.dev(), named.ino())
+        {
+            return Ok(file);
+        }
+    }
+}
+
+/// The name prefix of blobs being written under the store's `tmp/`.
+pub(super) const PARTIAL_BLOB_PREFIX: &str = "blob-";
 
 /// A blob being written to the store. Dropping it without
 /// [`commit`](BlobWriter::commit) removes the temporary file.
@@ -57,6 +83,13 @@ impl BlobWriter {
     #[must_use]
     pub fn written(&self) -> u64 {
         self.out.count()
+    }
+
+    /// The temporary file being written (under the store's `tmp/`), for
+    /// messages.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        self.out.get_ref().get_ref().path()
     }
 
     #[must_use]
