@@ -6,6 +6,7 @@
 //! statuses sent back to the forge ([`forge`]). The commands wire them
 //! together; none of these parts runs a pipeline itself.
 
+pub mod config;
 pub mod forge;
 pub mod store;
 pub mod webhook;
