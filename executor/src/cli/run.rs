@@ -137,6 +137,8 @@ impl RunArgs {
             platform: p.custom_platform.clone().unwrap_or_else(Platform::host),
             registry,
             logs_base,
+            secrets: None,
+            allow_push: true,
         })
     }
 }

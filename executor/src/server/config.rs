@@ -113,7 +113,6 @@ impl fmt::Display for SecretRef {
     }
 }
 
-
 /// The file as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -407,15 +406,17 @@ impl Reader<'_> {
     fn secret(&self, what: &str, spec: &Spanned<SecretRef>) -> Result<Secret> {
         let (line, column) = self.at(&spec.span());
         match spec.get_ref() {
-            SecretRef::Env(var) => std::env::var(var).map(Secret).map_err(|_| {
-                ConfigError::UnsetVariable {
-                    path: self.path.to_path_buf(),
-                    line,
-                    column,
-                    what: what.to_owned(),
-                    var: var.clone(),
-                }
-            }),
+            SecretRef::Env(var) => {
+                std::env::var(var)
+                    .map(Secret)
+                    .map_err(|_| ConfigError::UnsetVariable {
+                        path: self.path.to_path_buf(),
+                        line,
+                        column,
+                        what: what.to_owned(),
+                        var: var.clone(),
+                    })
+            }
             SecretRef::File(file) => {
                 let base = self.path.parent().unwrap_or(Path::new("."));
                 std::fs::read_to_string(base.join(file))
@@ -465,10 +466,9 @@ impl Reader<'_> {
                 (None, Some(reference)) => {
                     let value = self.secret(&format!("{kind} {name:?}"), reference)?;
                     if value.expose().is_empty() {
-                        return Err(self.invalid(
-                            &reference.span(),
-                            format!("{kind} {name:?} is empty"),
-                        ));
+                        return Err(
+                            self.invalid(&reference.span(), format!("{kind} {name:?} is empty"))
+                        );
                     }
                     TokenHash::of(value.expose())
                 }
@@ -600,7 +600,10 @@ impl Reader<'_> {
             lease: seconds(q.lease_seconds, defaults.lease),
             heartbeat: seconds(q.heartbeat_seconds, defaults.heartbeat),
             requeue_interval: seconds(q.requeue_interval_seconds, defaults.requeue_interval),
-            max_attempts: q.max_attempts.filter(|n| *n > 0).unwrap_or(defaults.max_attempts),
+            max_attempts: q
+                .max_attempts
+                .filter(|n| *n > 0)
+                .unwrap_or(defaults.max_attempts),
             grace: seconds(q.grace_seconds, defaults.grace),
             claim_wait: seconds(q.claim_wait_seconds, defaults.claim_wait),
         };
@@ -691,7 +694,10 @@ sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
             assert!(!summary.contains(secret), "{summary}");
             assert!(!debug.contains(secret), "{debug}");
         }
-        assert!(summary.contains("repository acme/app (github)"), "{summary}");
+        assert!(
+            summary.contains("repository acme/app (github)"),
+            "{summary}"
+        );
     }
 
     #[test]
