@@ -1,0 +1,755 @@
+//! `executor serve` and `executor runner` end to end (issue 13): the real
+//! binary serving on 127.0.0.1, a repository on the tests' git HTTP
+//! server, the busybox image in the tests' registry, and a recording forge
+//! API on 127.0.0.1 that keeps every commit status the server sends.
+//! Deliveries are the forges' own fixture payloads
+//! (`shared/fixtures/webhooks`) with the repository, clone URL and commit
+//! rewritten to the test's, signed by the test.
+//!
+//! What happened is read from the server's API, the statuses recorded and
+//! the registry; never from timing (waits poll with a generous deadline).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use executor::server::webhook::github_signature;
+use executor_e2e::{
+    GitHttpServer, Registry, RegistryKind, executor_bin, free_port, git, git_repo,
+    postgres_database,
+};
+use serde_json::{Value, json};
+
+const HOOK_SECRET: &str = "hook-s3cret";
+const DEPLOY_SECRET: &str = "deploy-value-s3cret";
+const RUNNER_TOKEN: &str = "runner-token-1";
+const API_TOKEN: &str = "api-token-1";
+const REPO: &str = "acme/app";
+
+/// Waits until `ready` gives a value, or fails the test after three
+/// minutes saying what it waited for.
+fn wait_for<T>(what: &str, mut ready: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if let Some(value) = ready() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A minimal HTTP/1.1 client and the recording forge.
+
+/// An answer: status and body.
+struct Answer {
+    status: u16,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// Sends one request to `host` and reads the whole answer.
+fn request(
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<Answer> {
+    let mut stream = TcpStream::connect(host).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .ok()?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        let _ = write!(head, "{name}: {value}\r\n");
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).ok()?;
+    // A server refusing a long body may close before reading it all.
+    let _ = stream.write_all(body);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Some(Answer { status, body })
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A forge API on 127.0.0.1 that records every status POSTed to it.
+struct Forge {
+    host: String,
+    statuses: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl Forge {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let statuses = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&statuses);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let seen = Arc::clone(&seen);
+                std::thread::spawn(move || {
+                    let _ = record(stream, &seen);
+                });
+            }
+        });
+        Self { host, statuses }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.host)
+    }
+
+    /// `(state, target_url)` of each status for `context`, in order.
+    fn states(&self, context: &str) -> Vec<(String, String)> {
+        self.statuses
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, s)| s["context"] == context || s["name"] == context)
+            .map(|(_, s)| {
+                (
+                    s["state"].as_str().unwrap_or_default().to_owned(),
+                    s["target_url"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn paths(&self) -> Vec<String> {
+        self.statuses
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+}
+
+fn record(stream: TcpStream, seen: &Mutex<Vec<(String, Value)>>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
+    let mut length = 0;
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header)?;
+        if header.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    if let Ok(value) = serde_json::from_slice(&body) {
+        seen.lock().unwrap().push((path, value));
+    }
+    let mut stream = stream;
+    stream.write_all(
+        b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    )
+}
+
+// ---------------------------------------------------------------------------
+// The test bed: registry, git server, forge, configuration, servers.
+
+struct Bed {
+    dir: tempfile::TempDir,
+    registry: Registry,
+    git: GitHttpServer,
+    forge: Forge,
+    /// The work tree whose bare clone the git server serves.
+    work: PathBuf,
+}
+
+impl Bed {
+    /// A repository `acme/app` holding `jobs` (its `jobs:` entries, in
+    /// the registry's busybox image), served over git HTTP.
+    fn new(jobs: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::start(RegistryKind::Anonymous);
+        let _ = registry.push_busybox();
+        let git_server = GitHttpServer::start();
+        let work = dir.path().join("work");
+        let pipeline = format!(
+            "version: 1\ndefaults:\n  image: {}/busybox:latest\njobs:\n{jobs}",
+            registry.host
+        );
+        git_repo(&work, &[("pipeline.yaml", &pipeline)]);
+        let bed = Self {
+            dir,
+            registry,
+            git: git_server,
+            forge: Forge::start(),
+            work,
+        };
+        bed.publish();
+        for (name, value) in [
+            ("hook", HOOK_SECRET),
+            ("forge-token", "forge-token-value"),
+            ("deploy", DEPLOY_SECRET),
+            ("runner-token", RUNNER_TOKEN),
+            ("api-token", API_TOKEN),
+        ] {
+            fs::write(bed.dir.path().join(name), value).unwrap();
+        }
+        bed
+    }
+
+    /// (Re)publishes the work tree to the git server.
+    fn publish(&self) {
+        let bare = self.git.repos().join("app.git");
+        let _ = fs::remove_dir_all(&bare);
+        git(
+            self.dir.path(),
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                &self.work.display().to_string(),
+                &bare.display().to_string(),
+            ],
+        );
+    }
+
+    fn head(&self) -> String {
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+
+    /// Writes `executor.toml` for a server on a free port; `database` is a
+    /// PostgreSQL URL or `None` for SQLite in `data`.
+    fn config(
+        &self,
+        name: &str,
+        forge: &str,
+        database: Option<&str>,
+        data: &str,
+    ) -> (PathBuf, String) {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let database = database.map_or_else(String::new, |url| {
+            fs::write(self.dir.path().join("database-url"), url).unwrap();
+            "database_url = { file = \"database-url\" }\n".to_owned()
+        });
+        let text = format!(
+            r#"listen = "{listen}"
+data_dir = "{data}"
+{database}base_url = "http://ci.example.test"
+
+[queue]
+lease_seconds = 3
+heartbeat_seconds = 0.5
+requeue_interval_seconds = 0.5
+grace_seconds = 60
+claim_wait_seconds = 1
+
+[runner]
+cache_dir = "cache"
+insecure_registries = ["{registry}"]
+jobs = 2
+
+[[repository]]
+name = "{REPO}"
+clone_url = "{clone}"
+forge = "{forge}"
+api_url = "{api}"
+webhook_secret = {{ file = "hook" }}
+forge_token = {{ file = "forge-token" }}
+secrets = {{ DEPLOY_TOKEN = {{ file = "deploy" }} }}
+
+[[runner_token]]
+name = "runner"
+token = {{ file = "runner-token" }}
+
+[[api_token]]
+name = "admin"
+token = {{ file = "api-token" }}
+"#,
+            registry = self.registry.host,
+            clone = self.git.url("app.git"),
+            api = self.forge.url(),
+        );
+        let path = self.dir.path().join(name);
+        fs::write(&path, text).unwrap();
+        (path, listen)
+    }
+
+    /// Starts `executor serve` with `config` and `runners` runners; waits
+    /// until it answers.
+    fn serve(&self, config: &Path, listen: &str, runners: usize) -> Server {
+        let child = Command::new(executor_bin())
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(["--runners", &runners.to_string()])
+            .env("TMPDIR", self.dir.path())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Server {
+            host: listen.to_owned(),
+            child,
+        };
+        wait_for("the server to answer /healthz", || {
+            request(&server.host, "GET", "/healthz", &[], b"").filter(|a| a.status == 200)
+        });
+        server
+    }
+
+    /// Starts `executor runner` against `server`.
+    fn runner(&self, server: &Server) -> Child {
+        Command::new(executor_bin())
+            .args([
+                "runner",
+                "--server",
+                &format!("http://{}", server.host),
+                "--token-file",
+            ])
+            .arg(self.dir.path().join("runner-token"))
+            .args(["--cache-dir"])
+            .arg(self.dir.path().join("runner-cache"))
+            .args(["--insecure-registry", &self.registry.host, "--grace", "60"])
+            .env("TMPDIR", self.dir.path())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The GitHub push fixture for `commit` on `main`, rewritten to this
+    /// bed's repository.
+    fn github_push(&self, commit: &str) -> Vec<u8> {
+        let mut payload = fixture("github/push/with-new-branch.payload.json");
+        payload["ref"] = json!("refs/heads/main");
+        payload["after"] = json!(commit);
+        payload["head_commit"]["id"] = json!(commit);
+        payload["head_commit"]["message"] = json!("change");
+        payload["repository"]["full_name"] = json!(REPO);
+        payload["repository"]["clone_url"] = json!(self.git.url("app.git"));
+        serde_json::to_vec(&payload).unwrap()
+    }
+}
+
+/// A webhook fixture (`shared/fixtures/webhooks`, or
+/// `EXECUTOR_WEBHOOK_FIXTURES`).
+fn fixture(path: &str) -> Value {
+    let base = std::env::var_os("EXECUTOR_WEBHOOK_FIXTURES").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/webhooks"),
+        PathBuf::from,
+    );
+    let file = base.join(path);
+    let bytes = fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+struct Server {
+    host: String,
+    child: Child,
+}
+
+impl Server {
+    fn get(&self, path: &str) -> Answer {
+        request(&self.host, "GET", path, &[], b"").expect("the server answers")
+    }
+
+    fn github(&self, delivery: &str, event: &str, body: &[u8], signature: Option<&str>) -> Answer {
+        let signed = github_signature(HOOK_SECRET.as_bytes(), body);
+        let mut headers = vec![
+            ("X-GitHub-Event", event),
+            ("X-GitHub-Delivery", delivery),
+            ("Content-Type", "application/json"),
+        ];
+        match signature {
+            Some("") => {}
+            Some(signature) => headers.push(("X-Hub-Signature-256", signature)),
+            None => headers.push(("X-Hub-Signature-256", &signed)),
+        }
+        request(&self.host, "POST", "/hooks/github", &headers, body).expect("the server answers")
+    }
+
+    fn run(&self, id: i64) -> Value {
+        self.get(&format!("/api/runs/{id}")).json()
+    }
+
+    /// Waits until run `id` is finished; answers it.
+    fn finished(&self, id: i64) -> Value {
+        wait_for(&format!("run {id} to finish"), || {
+            let run = self.run(id);
+            let status = run["status"].as_str().unwrap_or_default();
+            (!matches!(status, "queued" | "running")).then_some(run)
+        })
+    }
+
+    fn runs(&self) -> Vec<Value> {
+        self.get("/api/runs").json()["runs"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+/// A signed GitHub push: 202 with the run, the run succeeds, the forge got
+/// pending then success for `executor` and the job, linked to the run;
+/// the same delivery again is one run; forged, unsigned, oversized and
+/// malformed deliveries are refused with 4xx and queue nothing, and the
+/// server keeps serving.
+#[test]
+fn github_push_runs_and_reports_statuses_and_refusals_queue_nothing() {
+    let bed = Bed::new("  hello:\n    script: [echo hello from the server]\n");
+    let (config, listen) = bed.config("executor.toml", "github", None, "data");
+    let check = Command::new(executor_bin())
+        .args(["serve", "--check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{summary}");
+    assert!(
+        summary.contains("repository acme/app (github)"),
+        "{summary}"
+    );
+    for secret in [HOOK_SECRET, DEPLOY_SECRET, RUNNER_TOKEN, API_TOKEN] {
+        assert!(!summary.contains(secret), "{summary}");
+    }
+
+    let server = bed.serve(&config, &listen, 1);
+    let commit = bed.head();
+    let body = bed.github_push(&commit);
+    let answer = server.github("delivery-1", "push", &body, None);
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let id = answer.json()["run_id"].as_i64().unwrap();
+
+    let again = server.github("delivery-1", "push", &body, None);
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.json()["result"], "duplicate");
+    assert_eq!(again.json()["run_id"], id);
+
+    let run = server.finished(id);
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["commit_sha"], commit.as_str());
+    let jobs = server.get(&format!("/api/runs/{id}/jobs")).json();
+    assert_eq!(jobs[0]["name"], "hello");
+    assert_eq!(jobs[0]["status"], "succeeded");
+    let log = server.get(&format!("/api/runs/{id}/jobs/hello/log"));
+    assert!(log.body.contains("hello from the server"), "{}", log.body);
+
+    let target = format!("http://ci.example.test/runs/{id}");
+    for context in ["executor", "executor/hello"] {
+        let states = wait_for(&format!("the {context} status to succeed"), || {
+            let states = bed.forge.states(context);
+            (states.last().is_some_and(|(s, _)| s == "success")).then_some(states)
+        });
+        assert_eq!(states[0].0, "pending", "{context}: {states:?}");
+        assert!(states.iter().all(|(_, url)| *url == target), "{states:?}");
+    }
+    assert!(
+        bed.forge
+            .paths()
+            .iter()
+            .all(|p| *p == format!("/repos/{REPO}/statuses/{commit}")),
+        "{:?}",
+        bed.forge.paths()
+    );
+
+    // Refusals.
+    let forged = github_signature(b"not the secret", &body);
+    let answer = server.github("delivery-2", "push", &body, Some(&forged));
+    assert_eq!(answer.status, 401, "{}", answer.body);
+    let answer = server.github("delivery-3", "push", &body, Some(""));
+    assert_eq!(answer.status, 401, "{}", answer.body);
+    let answer = server.github("delivery-4", "push", b"{not json", None);
+    assert!(matches!(answer.status, 400 | 401), "{}", answer.body);
+    // Signed, for a configured repository, but not a push payload.
+    let malformed = serde_json::to_vec(&json!({"repository": {"full_name": REPO}})).unwrap();
+    let answer = server.github("delivery-5", "push", &malformed, None);
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    let huge = vec![b' '; 26 * 1024 * 1024];
+    let answer = server.github("delivery-6", "push", &huge, None);
+    assert_eq!(answer.status, 413, "{}", answer.body);
+    assert_eq!(server.runs().len(), 1);
+    assert_eq!(server.get("/healthz").status, 200);
+    let metrics = server.get("/metrics").body;
+    assert!(
+        metrics.contains("executor_webhooks_total{source=\"github\",result=\"queued\"} 1"),
+        "{metrics}"
+    );
+    let openapi = server.get("/api/openapi.json").json();
+    assert!(openapi["paths"].get("/api/runs/{id}/retry").is_some());
+}
+
+/// A GitLab push with its X-Gitlab-Token: queued, run, statuses sent to
+/// GitLab's API path.
+#[test]
+fn gitlab_push_with_its_token_runs() {
+    let bed = Bed::new("  hello:\n    script: [echo gitlab]\n");
+    let (config, listen) = bed.config("executor.toml", "gitlab", None, "data");
+    let server = bed.serve(&config, &listen, 1);
+    let commit = bed.head();
+    let mut payload = fixture("gitlab/HookPush.json");
+    payload["ref"] = json!("refs/heads/main");
+    payload["after"] = json!(commit);
+    payload["checkout_sha"] = json!(commit);
+    payload["project"]["path_with_namespace"] = json!(REPO);
+    payload["project"]["git_http_url"] = json!(bed.git.url("app.git"));
+    if let Some(commits) = payload["commits"].as_array_mut() {
+        for c in commits {
+            c["id"] = json!(commit);
+            c["message"] = json!("change");
+        }
+    }
+    let body = serde_json::to_vec(&payload).unwrap();
+    let headers = [
+        ("X-Gitlab-Event", "Push Hook"),
+        ("X-Gitlab-Token", HOOK_SECRET),
+        ("X-Gitlab-Event-UUID", "gitlab-delivery-1"),
+        ("Content-Type", "application/json"),
+    ];
+    let answer = request(&server.host, "POST", "/hooks/gitlab", &headers, &body).unwrap();
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let id = answer.json()["run_id"].as_i64().unwrap();
+    assert_eq!(server.finished(id)["status"], "succeeded");
+    let bad = [("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", "wrong")];
+    let answer = request(&server.host, "POST", "/hooks/gitlab", &bad, &body).unwrap();
+    assert_eq!(answer.status, 401, "{}", answer.body);
+    wait_for("GitLab's pipeline status to succeed", || {
+        bed.forge
+            .states("executor")
+            .last()
+            .is_some_and(|(s, _)| s == "success")
+            .then_some(())
+    });
+    assert!(
+        bed.forge
+            .paths()
+            .iter()
+            .all(|p| p.starts_with("/projects/")),
+        "{:?}",
+        bed.forge.paths()
+    );
+}
+
+/// A pull request from a fork: the job reading a secret fails (it is not
+/// given), the build job builds without pushing; the same secret is
+/// given to a push of the same commit.
+#[test]
+fn a_fork_pull_request_gets_no_secret_and_does_not_push() {
+    let bed = Bed::new(
+        "  secret:\n    allow_failure: false\n    secrets:\n      TOKEN: {env: DEPLOY_TOKEN}\n    script: ['test -n \"$TOKEN\"', 'echo token-read']\n",
+    );
+    // A build job pushing to the registry.
+    let jobs = format!(
+        "  secret:\n    secrets:\n      TOKEN: {{env: DEPLOY_TOKEN}}\n    script: ['test -n \"$TOKEN\"', 'echo token-read']\n  image:\n    build:\n      context: app\n      args: {{BASE: {host}/busybox:latest}}\n      destinations: [{host}/fork-pushed:latest]\n",
+        host = bed.registry.host
+    );
+    let pipeline = format!(
+        "version: 1\ndefaults:\n  image: {}/busybox:latest\njobs:\n{jobs}",
+        bed.registry.host
+    );
+    executor_e2e::git_commit(
+        &bed.work,
+        &[
+            ("pipeline.yaml", pipeline.as_str()),
+            (
+                "app/Dockerfile",
+                "ARG BASE\nFROM $BASE\nRUN echo built > /built\n",
+            ),
+        ],
+        "fork change",
+    );
+    bed.publish();
+    let (config, listen) = bed.config("executor.toml", "github", None, "data");
+    let server = bed.serve(&config, &listen, 1);
+    let commit = bed.head();
+
+    let mut payload = fixture("github/pull_request/opened.payload.json");
+    payload["action"] = json!("opened");
+    payload["repository"]["full_name"] = json!(REPO);
+    payload["repository"]["clone_url"] = json!(bed.git.url("app.git"));
+    payload["pull_request"]["head"]["sha"] = json!(commit);
+    payload["pull_request"]["head"]["ref"] = json!("main");
+    payload["pull_request"]["head"]["repo"]["full_name"] = json!("mallory/app");
+    payload["pull_request"]["head"]["repo"]["clone_url"] = json!(bed.git.url("app.git"));
+    payload["pull_request"]["base"]["ref"] = json!("main");
+    payload["pull_request"]["base"]["repo"]["full_name"] = json!(REPO);
+    payload["pull_request"]["title"] = json!("a change");
+    let body = serde_json::to_vec(&payload).unwrap();
+    let answer = server.github("fork-1", "pull_request", &body, None);
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let id = answer.json()["run_id"].as_i64().unwrap();
+    let run = server.finished(id);
+    assert_eq!(run["fork"], true, "{run}");
+    assert_eq!(run["status"], "failed", "{run}");
+    let jobs: BTreeMap<String, String> = server
+        .get(&format!("/api/runs/{id}/jobs"))
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            (
+                j["name"].as_str().unwrap().to_owned(),
+                j["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(jobs["secret"], "failed", "{jobs:?}");
+    assert_eq!(jobs["image"], "succeeded", "{jobs:?}");
+    let log = server.get(&format!("/api/runs/{id}/jobs/secret/log")).body;
+    assert!(
+        !log.contains("token-read") && !log.contains(DEPLOY_SECRET),
+        "{log}"
+    );
+    assert!(
+        bed.registry.tags("fork-pushed").is_empty(),
+        "a fork's build pushed"
+    );
+
+    // The same commit pushed to the repository itself gets the secret.
+    let answer = server.github("push-1", "push", &bed.github_push(&commit), None);
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let id = answer.json()["run_id"].as_i64().unwrap();
+    assert_eq!(server.finished(id)["status"], "succeeded");
+    let log = server.get(&format!("/api/runs/{id}/jobs/secret/log")).body;
+    assert!(
+        log.contains("token-read") && !log.contains(DEPLOY_SECRET),
+        "{log}"
+    );
+    assert_eq!(bed.registry.tags("fork-pushed"), vec!["latest".to_owned()]);
+}
+
+/// `executor runner` killed with SIGKILL mid-run: the lease expires, the
+/// run is requeued and a second runner completes it as attempt 2.
+#[test]
+fn a_runner_killed_mid_run_is_replaced_and_the_run_completes_as_attempt_2() {
+    let bed = Bed::new("  slow:\n    script: [sleep 6, echo slept]\n");
+    let (config, listen) = bed.config("executor.toml", "github", None, "data");
+    let server = bed.serve(&config, &listen, 0);
+    let mut first = bed.runner(&server);
+    let answer = server.github("kill-1", "push", &bed.github_push(&bed.head()), None);
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let id = answer.json()["run_id"].as_i64().unwrap();
+    wait_for("the job to start on the first runner", || {
+        let jobs = server.get(&format!("/api/runs/{id}/jobs")).json();
+        (jobs[0]["status"] == "running").then_some(())
+    });
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut second = bed.runner(&server);
+    let run = server.finished(id);
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["attempt"], 2, "{run}");
+    let metrics = server.get("/metrics").body;
+    assert!(
+        metrics.contains("executor_lease_expiries_total 1"),
+        "{metrics}"
+    );
+    let _ = second.kill();
+    let _ = second.wait();
+}
+
+/// SIGTERM: readiness fails at once, the running run finishes within the
+/// grace period, the server exits 0.
+#[test]
+fn sigterm_drains_the_running_run_and_exits_0() {
+    let bed = Bed::new("  slow:\n    script: [sleep 4, echo drained]\n");
+    let (config, listen) = bed.config("executor.toml", "github", None, "data");
+    let mut server = bed.serve(&config, &listen, 1);
+    let answer = server.github("drain-1", "push", &bed.github_push(&bed.head()), None);
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let id = answer.json()["run_id"].as_i64().unwrap();
+    wait_for("the job to start", || {
+        let jobs = server.get(&format!("/api/runs/{id}/jobs")).json();
+        (jobs[0]["status"] == "running").then_some(())
+    });
+    server.signal("TERM");
+    assert_eq!(server.get("/readyz").status, 503);
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    // The state is in the data dir: a new server shows the run finished.
+    let server = bed.serve(&config, &listen, 0);
+    assert_eq!(server.run(id)["status"], "succeeded");
+}
+
+/// Two `executor serve` replicas on one PostgreSQL database: the one that
+/// answered 202 is killed with SIGKILL at once; the run completes once.
+#[test]
+fn two_replicas_on_postgres_complete_a_run_once_when_one_is_killed() {
+    let bed = Bed::new("  hello:\n    script: [sleep 1, echo replicated]\n");
+    let url = postgres_database();
+    let (config_a, listen_a) = bed.config("a.toml", "github", Some(&url), "data-a");
+    let (config_b, listen_b) = bed.config("b.toml", "github", Some(&url), "data-b");
+    let a = bed.serve(&config_a, &listen_a, 1);
+    let b = bed.serve(&config_b, &listen_b, 1);
+    let answer = a.github("replica-1", "push", &bed.github_push(&bed.head()), None);
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let id = answer.json()["run_id"].as_i64().unwrap();
+    drop(a);
+    let run = b.finished(id);
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(b.runs().len(), 1);
+    let again = b.github("replica-1", "push", &bed.github_push(&bed.head()), None);
+    assert_eq!(again.json()["result"], "duplicate");
+}
