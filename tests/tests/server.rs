@@ -631,6 +631,7 @@ fn a_fork_pull_request_gets_no_secret_and_does_not_push() {
     payload["pull_request"]["head"]["sha"] = json!(commit);
     payload["pull_request"]["head"]["ref"] = json!("main");
     payload["pull_request"]["head"]["repo"]["full_name"] = json!("mallory/app");
+    payload["pull_request"]["head"]["repo"]["id"] = json!(999_999);
     payload["pull_request"]["head"]["repo"]["clone_url"] = json!(bed.git.url("app.git"));
     payload["pull_request"]["base"]["ref"] = json!("main");
     payload["pull_request"]["base"]["repo"]["full_name"] = json!(REPO);
@@ -725,7 +726,9 @@ fn sigterm_drains_the_running_run_and_exits_0() {
         (jobs[0]["status"] == "running").then_some(())
     });
     server.signal("TERM");
-    assert_eq!(server.get("/readyz").status, 503);
+    wait_for("/readyz to fail while draining", || {
+        (server.get("/readyz").status == 503).then_some(())
+    });
     let status = server.child.wait().unwrap();
     assert!(status.success(), "{status}");
     // The state is in the data dir: a new server shows the run finished.
