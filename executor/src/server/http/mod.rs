@@ -7,6 +7,7 @@
 
 pub mod api;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::Json;
@@ -25,7 +26,7 @@ use super::runner::protocol::{
     paths,
 };
 use super::service::Service;
-use super::store::Error as StoreError;
+use super::store::{Error as StoreError, Lease};
 use super::webhook::MAX_BODY_BYTES;
 use crate::error_chain;
 
@@ -193,20 +194,32 @@ async fn claim(State(service): Shared, headers: HeaderMap) -> Response {
     }
 }
 
+/// Answers a runner's write: 401 without a runner token, 403 when the
+/// lease is another runner's, else `write`'s result (409 when fenced).
+async fn leased<F>(service: &Service, headers: &HeaderMap, lease: &Lease, write: F) -> Response
+where
+    F: Future<Output = Result<Response, StoreError>>,
+{
+    if let Err(refused) = runner(service, headers).and_then(|owner| owns(&owner, &lease.owner)) {
+        return refused.into_response();
+    }
+    write.await.unwrap_or_else(|e| store_error(&e))
+}
+
+fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
 async fn heartbeat(
     State(service): Shared,
     headers: HeaderMap,
     Json(request): Json<LeaseRequest>,
 ) -> Response {
-    if let Err(refused) =
-        runner(&service, &headers).and_then(|owner| owns(&owner, &request.lease.owner))
-    {
-        return refused.into_response();
-    }
-    match service.heartbeat(&request.lease).await {
-        Ok(cancel_requested) => Json(BeatAnswer { cancel_requested }).into_response(),
-        Err(e) => store_error(&e),
-    }
+    let write = async {
+        let cancel_requested = service.heartbeat(&request.lease).await?;
+        Ok(Json(BeatAnswer { cancel_requested }).into_response())
+    };
+    leased(&service, &headers, &request.lease, write).await
 }
 
 async fn events(
@@ -214,38 +227,23 @@ async fn events(
     headers: HeaderMap,
     Json(report): Json<JobReportWire>,
 ) -> Response {
-    if let Err(refused) =
-        runner(&service, &headers).and_then(|owner| owns(&owner, &report.lease.owner))
-    {
-        return refused.into_response();
-    }
-    match service
-        .job_event(&report.lease, &report.job, report.event.into())
-        .await
-    {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => store_error(&e),
-    }
+    let write = async {
+        let event = report.event.clone().into();
+        service.job_event(&report.lease, &report.job, event).await?;
+        Ok(no_content())
+    };
+    leased(&service, &headers, &report.lease, write).await
 }
 
 async fn logs(State(service): Shared, headers: HeaderMap, Json(chunk): Json<LogChunk>) -> Response {
-    if let Err(refused) =
-        runner(&service, &headers).and_then(|owner| owns(&owner, &chunk.lease.owner))
-    {
-        return refused.into_response();
-    }
-    match service
-        .log(
-            &chunk.lease,
-            &chunk.job,
-            chunk.offset,
-            chunk.data.as_bytes(),
-        )
-        .await
-    {
-        Ok(end) => Json(LogAnswer { end }).into_response(),
-        Err(e) => store_error(&e),
-    }
+    let write = async {
+        let data = chunk.data.as_bytes();
+        let end = service
+            .log(&chunk.lease, &chunk.job, chunk.offset, data)
+            .await?;
+        Ok(Json(LogAnswer { end }).into_response())
+    };
+    leased(&service, &headers, &chunk.lease, write).await
 }
 
 async fn finish(
@@ -253,15 +251,11 @@ async fn finish(
     headers: HeaderMap,
     Json(request): Json<FinishRequest>,
 ) -> Response {
-    if let Err(refused) =
-        runner(&service, &headers).and_then(|owner| owns(&owner, &request.lease.owner))
-    {
-        return refused.into_response();
-    }
-    match service.finish(&request).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => store_error(&e),
-    }
+    let write = async {
+        service.finish(&request).await?;
+        Ok(no_content())
+    };
+    leased(&service, &headers, &request.lease, write).await
 }
 
 async fn release(
@@ -269,13 +263,9 @@ async fn release(
     headers: HeaderMap,
     Json(request): Json<LeaseRequest>,
 ) -> Response {
-    if let Err(refused) =
-        runner(&service, &headers).and_then(|owner| owns(&owner, &request.lease.owner))
-    {
-        return refused.into_response();
-    }
-    match service.release(&request.lease).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => store_error(&e),
-    }
+    let write = async {
+        service.release(&request.lease).await?;
+        Ok(no_content())
+    };
+    leased(&service, &headers, &request.lease, write).await
 }
