@@ -756,3 +756,90 @@ fn two_replicas_on_postgres_complete_a_run_once_when_one_is_killed() {
     let again = b.github("replica-1", "push", &bed.github_push(&bed.head()), None);
     assert_eq!(again.json()["result"], "duplicate");
 }
+
+/// The JSON API: a run triggered by ref (API token required), its log
+/// followed as server-sent events while it runs, cancelled, retried as a
+/// new run, and the runs listed by status a page at a time.
+#[test]
+fn the_api_triggers_follows_cancels_retries_and_lists() {
+    let bed = Bed::new("  slow:\n    script: ['echo started', 'sleep 60']\n");
+    let (config, listen) = bed.config("executor.toml", "github", None, "data");
+    let server = bed.serve(&config, &listen, 1);
+    let body = serde_json::to_vec(&json!({"repository": REPO, "ref": "main"})).unwrap();
+    let json = ("Content-Type", "application/json");
+    let answer = request(&server.host, "POST", "/api/runs", &[json], &body).unwrap();
+    assert_eq!(answer.status, 401, "{}", answer.body);
+    let auth = format!("Bearer {API_TOKEN}");
+    let write = [json, ("Authorization", auth.as_str())];
+    let answer = request(&server.host, "POST", "/api/runs", &write, &body).unwrap();
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let id = answer.json()["run_id"].as_i64().unwrap();
+    assert_eq!(server.run(id)["commit_sha"], bed.head().as_str());
+    assert_eq!(server.run(id)["event"], "manual");
+
+    wait_for("the job to print", || {
+        let log = server.get(&format!("/api/runs/{id}/jobs/slow/log")).body;
+        log.contains("started").then_some(())
+    });
+    let host = server.host.clone();
+    let follower = std::thread::spawn(move || {
+        request(
+            &host,
+            "GET",
+            &format!("/api/runs/{id}/jobs/slow/log?follow=1"),
+            &[],
+            b"",
+        )
+        .unwrap()
+    });
+    let answer = request(
+        &server.host,
+        "POST",
+        &format!("/api/runs/{id}/cancel"),
+        &write,
+        b"",
+    )
+    .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json()["result"], "requested");
+    let run = server.finished(id);
+    assert_eq!(run["status"], "canceled", "{run}");
+    let followed = follower.join().unwrap();
+    assert_eq!(followed.status, 200);
+    assert!(followed.body.contains("data: started"), "{}", followed.body);
+    assert!(followed.body.contains("event: end"), "{}", followed.body);
+
+    let answer = request(
+        &server.host,
+        "POST",
+        &format!("/api/runs/{id}/retry"),
+        &write,
+        b"",
+    )
+    .unwrap();
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let retry = answer.json()["run_id"].as_i64().unwrap();
+    assert_eq!(server.run(retry)["retry_of"], id);
+    let answer = request(
+        &server.host,
+        "POST",
+        &format!("/api/runs/{retry}/cancel"),
+        &write,
+        b"",
+    )
+    .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(server.finished(retry)["status"], "canceled");
+
+    let page = server.get("/api/runs?status=canceled&limit=1").json();
+    assert_eq!(page["runs"][0]["id"], retry, "{page}");
+    let before = page["next_before"].as_i64().unwrap();
+    let page = server
+        .get(&format!(
+            "/api/runs?status=canceled&limit=1&before={before}"
+        ))
+        .json();
+    assert_eq!(page["runs"][0]["id"], id, "{page}");
+    assert_eq!(server.get("/api/runs?status=paused").status, 400);
+    assert_eq!(server.get("/api/runs/999").status, 404);
+}

@@ -341,6 +341,9 @@ impl Service {
         let deadline = tokio::time::Instant::now() + self.config.queue.claim_wait;
         loop {
             if self.is_draining() {
+                // Still a long poll: a runner asking again at once would
+                // spin until the server is gone.
+                tokio::time::sleep_until(deadline).await;
                 return Ok(None);
             }
             let woken = self.queued.notified();

@@ -12,7 +12,7 @@ pub mod http;
 pub mod protocol;
 mod worker;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -120,7 +120,29 @@ enum Forward {
 struct Forwarder {
     tx: mpsc::UnboundedSender<Forward>,
     stages: Mutex<BTreeMap<String, String>>,
+    /// The jobs reported queued so far.
+    queued: Mutex<BTreeSet<String>>,
     not_triggered: Mutex<bool>,
+}
+
+impl Forwarder {
+    fn stage(&self, job: &str) -> String {
+        self.stages
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(job)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Marks `job` queued; whether it was already.
+    fn queued(&self, job: &str) -> bool {
+        !self
+            .queued
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(job.to_owned())
+    }
 }
 
 impl EventSink for Forwarder {
@@ -141,19 +163,27 @@ impl EventSink for Forwarder {
                 return;
             }
             RunEvent::JobQueued { job } => {
-                let stage = self
-                    .stages
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get(job)
-                    .cloned()
-                    .unwrap_or_default();
-                Forward::Job(job.clone(), JobEventWire::Queued { stage })
+                self.queued(job);
+                Forward::Job(
+                    job.clone(),
+                    JobEventWire::Queued {
+                        stage: self.stage(job),
+                    },
+                )
             }
             RunEvent::JobStarted { job, attempt } if *attempt == 1 => {
                 Forward::Job(job.clone(), JobEventWire::Started)
             }
             RunEvent::JobFinished(report) => {
+                // A job skipped before it was queued (its rules, the
+                // pipeline's `on:`) is listed all the same.
+                if !self.queued(&report.name) {
+                    let stage = self.stage(&report.name);
+                    let _ = self.tx.send(Forward::Job(
+                        report.name.clone(),
+                        JobEventWire::Queued { stage },
+                    ));
+                }
                 let status = match report.status {
                     PipelineJobStatus::Succeeded => JobStatus::Succeeded,
                     PipelineJobStatus::Failed { .. } => JobStatus::Failed,
@@ -313,6 +343,7 @@ pub async fn execute<C: Coordinator>(
     let sink = Arc::new(Forwarder {
         tx,
         stages: Mutex::new(BTreeMap::new()),
+        queued: Mutex::new(BTreeSet::new()),
         not_triggered: Mutex::new(false),
     });
 
