@@ -804,10 +804,10 @@ fn the_api_triggers_follows_cancels_retries_and_lists() {
     assert_eq!(answer.json()["result"], "requested");
     let run = server.finished(id);
     assert_eq!(run["status"], "canceled", "{run}");
-    let followed = follower.join().unwrap();
-    assert_eq!(followed.status, 200);
-    assert!(followed.body.contains("data: started"), "{}", followed.body);
-    assert!(followed.body.contains("event: end"), "{}", followed.body);
+    let stream = follower.join().unwrap();
+    assert_eq!(stream.status, 200);
+    assert!(stream.body.contains("data: started"), "{}", stream.body);
+    assert!(stream.body.contains("event: end"), "{}", stream.body);
 
     let answer = request(
         &server.host,
