@@ -843,3 +843,33 @@ fn the_api_triggers_follows_cancels_retries_and_lists() {
     assert_eq!(server.get("/api/runs?status=paused").status, 400);
     assert_eq!(server.get("/api/runs/999").status, 404);
 }
+
+/// SIGTERM with a run that outlasts the grace period: the run is
+/// cancelled, its lease released (queued again for another server), and
+/// the server still exits 0.
+#[test]
+fn sigterm_past_the_grace_releases_the_lease_and_exits_0() {
+    let bed = Bed::new("  endless:\n    script: ['echo started', 'sleep 120']\n");
+    let (config, listen) = bed.config("executor.toml", "github", None, "data");
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(
+        &config,
+        text.replace("grace_seconds = 60", "grace_seconds = 1"),
+    )
+    .unwrap();
+    let mut server = bed.serve(&config, &listen, 1);
+    let answer = server.github("grace-1", "push", &bed.github_push(&bed.head()), None);
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let id = answer.json()["run_id"].as_i64().unwrap();
+    wait_for("the job to print", || {
+        let log = server.get(&format!("/api/runs/{id}/jobs/endless/log")).body;
+        log.contains("started").then_some(())
+    });
+    server.signal("TERM");
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let server = bed.serve(&config, &listen, 0);
+    let run = server.run(id);
+    assert_eq!(run["status"], "queued", "{run}");
+    assert_eq!(run["attempt"], 2, "{run}");
+}
