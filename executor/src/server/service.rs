@@ -589,3 +589,125 @@ impl Coordinator for LocalRunner {
             .map_err(runner_error("release"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::server::webhook::github_signature;
+
+    const CONFIG: &str = r#"
+base_url = "http://ci.test"
+
+[[repository]]
+name = "acme/app"
+clone_url = "http://git.test/app.git"
+forge = "github"
+webhook_secret = { file = "hook" }
+events = ["push", "pull_request"]
+secrets = { DEPLOY = { file = "deploy" } }
+"#;
+
+    async fn service(dir: &Path) -> Service {
+        std::fs::write(dir.join("hook"), "s3cret").unwrap();
+        std::fs::write(dir.join("deploy"), "deploy-value").unwrap();
+        let config = Config::parse(&dir.join("executor.toml"), CONFIG).unwrap();
+        let store = Store::open_sqlite(&dir.join("data")).await.unwrap();
+        Service::new(Arc::new(config), store)
+    }
+
+    fn headers(event: &str, delivery: &str, body: &[u8], secret: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-github-event", event.parse().unwrap());
+        headers.insert("x-github-delivery", delivery.parse().unwrap());
+        let signature = github_signature(secret.as_bytes(), body);
+        headers.insert("x-hub-signature-256", signature.parse().unwrap());
+        headers
+    }
+
+    fn push(git_ref: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "ref": git_ref,
+            "before": "0".repeat(40),
+            "after": "a".repeat(40),
+            "deleted": false,
+            "head_commit": {"id": "a".repeat(40), "message": "change"},
+            "repository": {"id": 1, "full_name": "acme/app", "clone_url": "http://git.test/app.git"},
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn deliveries_are_queued_once_ignored_or_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(dir.path()).await;
+        let body = push("refs/heads/main");
+        let queued = service
+            .webhook(None, &headers("push", "d1", &body, "s3cret"), &body)
+            .await;
+        assert_eq!(
+            (queued.status, queued.result),
+            (StatusCode::ACCEPTED, "queued")
+        );
+        let again = service
+            .webhook(None, &headers("push", "d1", &body, "s3cret"), &body)
+            .await;
+        assert_eq!((again.status, again.result), (StatusCode::OK, "duplicate"));
+        assert_eq!(again.run_id, queued.run_id);
+
+        let forged = service
+            .webhook(None, &headers("push", "d2", &body, "wrong"), &body)
+            .await;
+        assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
+        let tag = push("refs/tags/v1");
+        let ignored = service
+            .webhook(None, &headers("push", "d3", &tag, "s3cret"), &tag)
+            .await;
+        assert_eq!(
+            (ignored.status, ignored.result),
+            (StatusCode::OK, "ignored")
+        );
+        assert!(
+            ignored
+                .reason
+                .unwrap()
+                .contains("tag events are not enabled")
+        );
+        let other = body.clone();
+        let other = String::from_utf8(other)
+            .unwrap()
+            .replace("acme/app", "acme/other");
+        let unknown = service
+            .webhook(
+                None,
+                &headers("push", "d4", other.as_bytes(), "s3cret"),
+                other.as_bytes(),
+            )
+            .await;
+        assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(service.store.counts().await.unwrap().queued, 1);
+    }
+
+    #[tokio::test]
+    async fn a_fork_run_is_handed_out_without_secrets_or_push() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(dir.path()).await;
+        for fork in [false, true] {
+            let new = NewRun {
+                repository: "acme/app".into(),
+                git_ref: "refs/pull/7/head".into(),
+                commit_sha: "b".repeat(40),
+                event: "pull_request".into(),
+                fork,
+                trigger: serde_json::json!({"event": {"base_branch": "main"}}),
+            };
+            service.store.enqueue(&new, None).await.unwrap();
+            let assignment = service.claim("runner/1").await.unwrap().unwrap();
+            assert_eq!(assignment.allow_push, !fork);
+            assert_eq!(assignment.secrets.contains_key("DEPLOY"), !fork);
+            assert_eq!(assignment.branch.as_deref(), Some("main"));
+            assert_eq!(assignment.source, "pull_request");
+        }
+    }
+}

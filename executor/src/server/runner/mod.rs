@@ -445,3 +445,101 @@ fn options(assignment: &Assignment, machine: &Machine, work: &std::path::Path) -
         allow_push: assignment.allow_push,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::JobReport;
+    use crate::pipeline::events::{Decision, Plan, PlannedJob};
+
+    fn forwards(events: &[RunEvent]) -> Vec<String> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let sink = Forwarder {
+            tx,
+            stages: Mutex::new(BTreeMap::new()),
+            queued: Mutex::new(BTreeSet::new()),
+            not_triggered: Mutex::new(false),
+        };
+        for event in events {
+            sink.event(event);
+        }
+        drop(sink);
+        let mut out = Vec::new();
+        while let Ok(forward) = rx.try_recv() {
+            out.push(match forward {
+                Forward::Job(job, event) => format!("{job} {event:?}"),
+                Forward::Log(job, line) => format!("{job} log {line:?}"),
+            });
+        }
+        out
+    }
+
+    fn planned(name: &str, stage: &str) -> PlannedJob {
+        PlannedJob {
+            name: name.into(),
+            stage: stage.into(),
+            kind: "script",
+            needs: Vec::new(),
+            decision: Decision::Skip("test"),
+        }
+    }
+
+    fn finished(name: &str, status: PipelineJobStatus) -> RunEvent {
+        RunEvent::JobFinished(JobReport {
+            name: name.into(),
+            status,
+            seconds: 1.0,
+            attempts: 1,
+            image: None,
+            digest: None,
+        })
+    }
+
+    #[test]
+    fn events_become_job_reports_and_log_lines_in_order() {
+        let plan = RunEvent::Planned(Plan {
+            pipeline: "pipeline.yaml".into(),
+            event: "push",
+            git_ref: Some("main".into()),
+            sha: "a".repeat(40),
+            jobs: vec![planned("build", "build"), planned("lint", "test")],
+        });
+        let out = forwards(&[
+            plan,
+            RunEvent::JobQueued {
+                job: "build".into(),
+            },
+            RunEvent::JobStarted {
+                job: "build".into(),
+                attempt: 1,
+            },
+            RunEvent::Log {
+                job: "build".into(),
+                stream: crate::pipeline::Stream::Stdout,
+                line: "compiling".into(),
+            },
+            // A retry's start is not a new start.
+            RunEvent::JobStarted {
+                job: "build".into(),
+                attempt: 2,
+            },
+            finished("build", PipelineJobStatus::Succeeded),
+            // Skipped by its rules: never queued, listed all the same.
+            finished(
+                "lint",
+                PipelineJobStatus::Skipped("its rules exclude it".into()),
+            ),
+        ]);
+        assert_eq!(
+            out,
+            [
+                "build Queued { stage: \"build\" }",
+                "build Started",
+                "build log \"compiling\\n\"",
+                "build Finished { status: Succeeded, image_digest: None }",
+                "lint Queued { stage: \"test\" }",
+                "lint Finished { status: Skipped, image_digest: None }",
+            ]
+        );
+    }
+}
