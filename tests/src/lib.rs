@@ -23,6 +23,7 @@ use tempfile::TempDir;
 
 mod cache;
 mod debian;
+pub mod forge;
 mod image;
 mod leftovers;
 mod postgres;
