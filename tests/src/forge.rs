@@ -81,7 +81,8 @@ fn dechunk(mut body: &str) -> String {
 /// A forge API on 127.0.0.1 that records every status POSTed to it.
 pub struct Forge {
     pub host: String,
-    statuses: Arc<Mutex<Vec<(String, Value)>>>,
+    /// Every status body and the path it was POSTed to, in order.
+    pub statuses: Arc<Mutex<Vec<(String, Value)>>>,
 }
 
 impl Forge {

@@ -718,3 +718,28 @@ fn sigterm_past_the_grace_releases_the_lease_and_exits_0() {
     assert_eq!(run["status"], "queued", "{run}");
     assert_eq!(run["attempt"], 2, "{run}");
 }
+
+/// A push the pipeline's `on:` does not take (known only once the runner
+/// read the pipeline from the commit): the run succeeds with its job
+/// skipped, and the status says why.
+#[test]
+fn a_push_the_pipeline_does_not_run_on_finishes_not_triggered() {
+    let bed = Bed::new("  hello:\n    script: [echo hi]\non:\n  push:\n    branches: [release]\n");
+    let (config, listen) = bed.config("executor.toml", "github", None, "data");
+    let server = bed.serve(&config, &listen, 1);
+    let answer = server.github("on-1", "push", &bed.github_push(&bed.head()), None);
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let id = answer.json()["run_id"].as_i64().unwrap();
+    assert_eq!(server.finished(id)["status"], "succeeded");
+    let jobs = server.get(&format!("/api/runs/{id}/jobs")).json();
+    assert_eq!(jobs[0]["status"], "skipped", "{jobs}");
+    let description = wait_for("the pipeline status to succeed", || {
+        let statuses = bed.forge.statuses.lock().unwrap().clone();
+        statuses
+            .iter()
+            .rev()
+            .find(|(_, s)| s["context"] == "executor" && s["state"] == "success")
+            .map(|(_, s)| s["description"].as_str().unwrap_or_default().to_owned())
+    });
+    assert_eq!(description, "the pipeline does not run on this event");
+}
