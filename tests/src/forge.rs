@@ -112,11 +112,20 @@ impl Forge {
     /// `(state, target_url)` of each status for `context`, in order.
     #[must_use]
     pub fn states(&self, context: &str) -> Vec<(String, String)> {
+        self.states_for("", context)
+    }
+
+    /// `(state, target_url)` of each status for commit `sha` and
+    /// `context`, in order.
+    #[must_use]
+    pub fn states_for(&self, sha: &str, context: &str) -> Vec<(String, String)> {
         self.statuses
             .lock()
             .unwrap()
             .iter()
-            .filter(|(_, s)| s["context"] == context || s["name"] == context)
+            .filter(|(path, s)| {
+                path.ends_with(sha) && (s["context"] == context || s["name"] == context)
+            })
             .map(|(_, s)| {
                 (
                     s["state"].as_str().unwrap_or_default().to_owned(),
