@@ -33,6 +33,21 @@ pub struct ServeArgs {
     #[arg(long, action = ArgAction::SetTrue)]
     pub check_config: bool,
 
+    /// The data directory (SQLite database, run scratch), instead of the
+    /// configuration's `data_dir`
+    #[arg(long, env = "EXECUTOR_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// PostgreSQL (`postgres://user:password@host/db`) instead of SQLite,
+    /// over the configuration's `database_url`
+    #[arg(
+        long,
+        env = "EXECUTOR_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+
     /// Runners in this process (0: only `executor runner` processes run
     /// pipelines)
     #[arg(long, env = "EXECUTOR_RUNNERS", default_value_t = 1)]
@@ -60,7 +75,13 @@ fn machine(config: &Config) -> anyhow::Result<Machine> {
 }
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&args.config)?;
+    let mut config = Config::load(&args.config)?;
+    if let Some(dir) = &args.data_dir {
+        config.data_dir.clone_from(dir);
+    }
+    if let Some(url) = &args.database_url {
+        config.database_url = Some(Secret::new(url.clone()));
+    }
     if args.check_config {
         print!("{}", config.summary());
         return Ok(ExitCode::SUCCESS);
@@ -110,6 +131,27 @@ async fn serve(config: Arc<Config>, machine: Machine, runners: usize) -> anyhow:
         })
     };
 
+    // Old logs and delivery ids go, hourly.
+    let retention = {
+        let service = Arc::clone(&service);
+        tokio::spawn(async move {
+            loop {
+                match service.apply_retention().await {
+                    Ok((0, 0)) => {}
+                    Ok((logs, deliveries)) => {
+                        tracing::info!(
+                            logs,
+                            deliveries,
+                            "retention: old logs and delivery ids deleted"
+                        );
+                    }
+                    Err(e) => tracing::warn!("retention: {}", error_chain::one_line(&e)),
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            }
+        })
+    };
+
     let stop_http = CancellationToken::new();
     let http = {
         let app = executor::server::http::router(Arc::clone(&service));
@@ -152,6 +194,7 @@ async fn serve(config: Arc<Config>, machine: Machine, runners: usize) -> anyhow:
         let _ = worker.await;
     }
     requeue.abort();
+    retention.abort();
     stop_http.cancel();
     match http.await {
         Ok(Ok(())) => {}

@@ -125,6 +125,8 @@ struct File {
     queue: QueueFile,
     #[serde(default)]
     runner: RunnerFile,
+    #[serde(default)]
+    retention: RetentionFile,
     #[serde(default, rename = "repository")]
     repositories: Vec<RepositoryFile>,
     #[serde(default, rename = "runner_token")]
@@ -142,6 +144,13 @@ struct QueueFile {
     max_attempts: Option<i64>,
     grace_seconds: Option<f64>,
     claim_wait_seconds: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionFile {
+    log_days: Option<f64>,
+    delivery_days: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -212,6 +221,25 @@ impl Default for QueueSettings {
     }
 }
 
+/// How long what the store keeps is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Job logs of runs finished longer ago are deleted (default 30 days).
+    pub logs: Duration,
+    /// Delivery ids are forgotten after this (default 7 days): a
+    /// redelivery later than that queues a new run.
+    pub deliveries: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            logs: Duration::from_secs(30 * 86_400),
+            deliveries: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
 /// The in-process runners' machine settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunnerSettings {
@@ -275,6 +303,7 @@ pub struct Config {
     /// The server's public URL, without a trailing slash.
     pub base_url: String,
     pub queue: QueueSettings,
+    pub retention: Retention,
     pub runner: RunnerSettings,
     pub repositories: Vec<Repository>,
     pub runner_tokens: Vec<TokenHash>,
@@ -330,6 +359,12 @@ impl Config {
             out,
             "queue: lease {:?}, heartbeat {:?}, {} attempts, grace {:?}",
             q.lease, q.heartbeat, q.max_attempts, q.grace
+        );
+        let _ = writeln!(
+            out,
+            "retention: logs {} days, delivery ids {} days",
+            self.retention.logs.as_secs() / 86_400,
+            self.retention.deliveries.as_secs() / 86_400
         );
         for repo in &self.repositories {
             let events: Vec<&str> = repo.events.iter().map(|e| e.as_str()).collect();
@@ -607,6 +642,17 @@ impl Reader<'_> {
             grace: seconds(q.grace_seconds, defaults.grace),
             claim_wait: seconds(q.claim_wait_seconds, defaults.claim_wait),
         };
+        let days = |v: Option<f64>, default: Duration| {
+            v.filter(|d| d.is_finite() && *d > 0.0)
+                .map_or(default, |d| Duration::from_secs_f64(d * 86_400.0))
+        };
+        let retention = Retention {
+            logs: days(file.retention.log_days, Retention::default().logs),
+            deliveries: days(
+                file.retention.delivery_days,
+                Retention::default().deliveries,
+            ),
+        };
         let database_url = file
             .database_url
             .as_ref()
@@ -624,6 +670,7 @@ impl Reader<'_> {
             database_url,
             base_url,
             queue,
+            retention,
             runner: RunnerSettings {
                 cache_dir: file.runner.cache_dir.map(|d| base.join(d)),
                 work_dir: file.runner.work_dir.map(|d| base.join(d)),

@@ -482,6 +482,23 @@ impl Service {
         Ok(())
     }
 
+    /// Deletes the logs and delivery ids older than the retention.
+    pub async fn apply_retention(&self) -> Result<(u64, u64), StoreError> {
+        let now = self.store.clock().now_ms();
+        let before =
+            |age: Duration| now.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
+        let retention = self.config.retention;
+        let logs = self
+            .store
+            .delete_logs_finished_before(before(retention.logs))
+            .await?;
+        let deliveries = self
+            .store
+            .forget_deliveries_before(before(retention.deliveries))
+            .await?;
+        Ok((logs, deliveries))
+    }
+
     /// Requeues the runs whose lease expired; their statuses go back to
     /// pending (or to the end they met).
     pub async fn requeue_expired(&self) -> Result<usize, StoreError> {
@@ -614,6 +631,7 @@ secrets = { DEPLOY = { file = "deploy" } }
         std::fs::write(dir.join("deploy"), "deploy-value").unwrap();
         let config = Config::parse(&dir.join("executor.toml"), CONFIG).unwrap();
         let store = Store::open_sqlite(&dir.join("data")).await.unwrap();
+        let store = store.with_clock(crate::server::store::Clock::manual(1_000_000));
         Service::new(Arc::new(config), store)
     }
 
@@ -709,5 +727,41 @@ secrets = { DEPLOY = { file = "deploy" } }
             assert_eq!(assignment.branch.as_deref(), Some("main"));
             assert_eq!(assignment.source, "pull_request");
         }
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_old_logs_and_forgets_old_deliveries() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(dir.path()).await;
+        let body = push("refs/heads/main");
+        let queued = service
+            .webhook(None, &headers("push", "old", &body, "s3cret"), &body)
+            .await;
+        assert_eq!(queued.status, StatusCode::ACCEPTED);
+        let assignment = service.claim("runner/1").await.unwrap().unwrap();
+        let lease = assignment.lease;
+        let queued_job = JobEvent::Queued {
+            stage: "test".into(),
+        };
+        service.job_event(&lease, "job", queued_job).await.unwrap();
+        service.log(&lease, "job", 0, b"line\n").await.unwrap();
+        let finish = FinishRequest {
+            lease: lease.clone(),
+            outcome: RunOutcome::Succeeded,
+            description: None,
+        };
+        service.finish(&finish).await.unwrap();
+        assert_eq!(service.apply_retention().await.unwrap(), (0, 0));
+        service
+            .store
+            .clock()
+            .advance(Duration::from_secs(31 * 86_400));
+        let (logs, deliveries) = service.apply_retention().await.unwrap();
+        assert!(logs > 0 && deliveries == 1, "{logs} {deliveries}");
+        // Forgotten: the same delivery id queues again.
+        let again = service
+            .webhook(None, &headers("push", "old", &body, "s3cret"), &body)
+            .await;
+        assert_eq!(again.status, StatusCode::ACCEPTED);
     }
 }
