@@ -29,6 +29,7 @@ use tempfile::TempDir;
 mod cache;
 mod debian;
 mod fault;
+pub mod forge;
 mod image;
 mod integrity;
 mod leftovers;

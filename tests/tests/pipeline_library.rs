@@ -62,6 +62,8 @@ fn options(repo: &Path, store: &Path, registry: &Registry) -> RunOptions {
             ..RegistryOptions::default()
         },
         logs_base: repo.to_path_buf(),
+        secrets: None,
+        allow_push: true,
     }
 }
 

@@ -8,7 +8,9 @@ mod logging;
 mod logs;
 mod run;
 mod run_output;
+mod runner;
 mod schema;
+mod serve;
 mod signals;
 mod validate;
 
@@ -77,6 +79,11 @@ pub enum Command {
     Schema,
     /// Print a pipeline run's logs: every job's, or one job's
     Logs(logs::LogsArgs),
+    /// Serve webhooks: queue pipeline runs, run them, send commit statuses,
+    /// answer the JSON API
+    Serve(serve::ServeArgs),
+    /// Run pipelines claimed from an `executor serve` over HTTP
+    Runner(runner::RunnerArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -163,6 +170,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Validate(args)) => validate::run(&args),
         Some(Command::Schema) => schema::run(),
         Some(Command::Logs(args)) => logs::run(&args),
+        Some(Command::Serve(args)) => serve::run(&args),
+        Some(Command::Runner(args)) => runner::run(&args),
         None => build::run(&cli.kaniko),
     }
 }

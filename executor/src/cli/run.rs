@@ -138,6 +138,8 @@ impl RunArgs {
             platform: p.custom_platform.clone().unwrap_or_else(Platform::host),
             registry,
             logs_base,
+            secrets: None,
+            allow_push: true,
         })
     }
 }

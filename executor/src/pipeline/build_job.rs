@@ -353,7 +353,7 @@ impl RunContext<'_> {
             platform: &self.options.platform,
             registry: &self.options.registry,
         };
-        let settings = settings(
+        let mut settings = settings(
             &job.name,
             build,
             vars,
@@ -362,6 +362,8 @@ impl RunContext<'_> {
             &ids,
             machine,
         )?;
+        // A fork's run builds without pushing.
+        settings.push &= self.options.allow_push;
         let settings_file = job_dir.join("settings.json");
         serde_json::to_vec_pretty(&settings)
             .map_err(io::Error::other)

@@ -21,6 +21,12 @@ use crate::sandbox::Status;
 pub enum SecretError {
     #[error("secret {name}: the environment variable {var} is not set on this machine")]
     Unset { name: String, var: String },
+    #[error("secret {name}: {var} is not one of the secrets this run is given")]
+    NotGiven { name: String, var: String },
+    #[error(
+        "secret {name}: file secrets are not read for this run (a server run's secrets come from its configuration)"
+    )]
+    NoFiles { name: String },
     #[error("secret {name}: cannot read {}", path.display())]
     Read {
         name: String,

@@ -103,6 +103,14 @@ pub struct RunOptions {
     pub registry: RegistryOptions,
     /// Where `.executor/runs` is kept.
     pub logs_base: PathBuf,
+    /// The secrets' values when the run is given them (a server's
+    /// repository secrets; none for a fork's run): a job's `secrets: -
+    /// env: VAR` reads VAR from here and `file:` secrets are refused.
+    /// `None`: from this machine's environment and files.
+    pub secrets: Option<BTreeMap<String, String>>,
+    /// Whether build jobs push their destinations (false for a fork's
+    /// run: they build and push nothing).
+    pub allow_push: bool,
 }
 
 /// The paths the commit changed (from its first parent, or, for a working

@@ -205,7 +205,7 @@ impl RunContext<'_> {
         for input in inputs {
             vars.extend(input.variables.iter().cloned());
         }
-        let (secrets, secret_error) = match resolve_secrets(job) {
+        let (secrets, secret_error) = match resolve_secrets(job, self.options.secrets.as_ref()) {
             Ok(secrets) => (secrets, None),
             Err(e) => (Vec::new(), Some(Arc::new(e))),
         };
@@ -474,20 +474,39 @@ impl RunContext<'_> {
 }
 
 /// The job's secrets, `(name, value)`, from this machine's environment or
-/// files.
-fn resolve_secrets(job: &Job) -> Result<Variables, SecretError> {
+/// files, or only from `given` when the run is given its secrets.
+fn resolve_secrets(
+    job: &Job,
+    given: Option<&std::collections::BTreeMap<String, String>>,
+) -> Result<Variables, SecretError> {
     let mut out = Vec::new();
     let secrets = job
         .secrets
         .iter()
         .chain(job.build().map_or(&[][..], |b| b.secrets.as_slice()));
     for secret in secrets {
-        let value = match &secret.source {
-            SecretSource::Env(var) => std::env::var(var).map_err(|_| SecretError::Unset {
-                name: secret.name.clone(),
-                var: var.clone(),
-            })?,
-            SecretSource::File(path) => {
+        let value = match (&secret.source, given) {
+            (SecretSource::Env(var), Some(given)) => {
+                given
+                    .get(var)
+                    .cloned()
+                    .ok_or_else(|| SecretError::NotGiven {
+                        name: secret.name.clone(),
+                        var: var.clone(),
+                    })?
+            }
+            (SecretSource::File(_), Some(_)) => {
+                return Err(SecretError::NoFiles {
+                    name: secret.name.clone(),
+                });
+            }
+            (SecretSource::Env(var), None) => {
+                std::env::var(var).map_err(|_| SecretError::Unset {
+                    name: secret.name.clone(),
+                    var: var.clone(),
+                })?
+            }
+            (SecretSource::File(path), None) => {
                 fs::read_to_string(path).map_err(|source| SecretError::Read {
                     name: secret.name.clone(),
                     path: path.clone(),
