@@ -69,6 +69,26 @@ pub struct Settings {
     pub metrics_file: Option<PathBuf>,
     /// `--cache`: the layer cache's settings; `None` without it.
     pub cache: Option<CacheSettings>,
+    /// `--isolation`: how RUN steps are isolated.
+    #[serde(default)]
+    pub isolation: IsolationMode,
+    /// `--force`: `--isolation=in-place` even where no container is seen.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// How RUN steps are isolated (`--isolation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum IsolationMode {
+    /// Namespaces where they can be made, else in place inside a
+    /// container, else the namespaces' error.
+    #[default]
+    Auto,
+    /// Fresh namespaces and `pivot_root` (needs CAP_SYS_ADMIN or a user
+    /// namespace).
+    Namespace,
+    /// kaniko's model: in the executor's own root (a container only).
+    InPlace,
 }
 
 /// `SOURCE_DATE_EPOCH` that does not read as whole seconds since 1970.

@@ -80,7 +80,7 @@ impl Engine<'_> {
         }
         let stubs = outcome.map_err(|e| self.step_error(instruction, e))?;
         let created_by = instruction.display();
-        if self.settings.single_snapshot && self.mode() == SnapshotMode::Full {
+        if self.settings.single_snapshot && self.mode() != SnapshotMode::Overlay {
             // One diff at the end of the stage.
             result.stubs.extend(stubs);
             result
@@ -195,7 +195,7 @@ impl Engine<'_> {
                 }
                 crate::image::upper::squash(dirs)?
             }
-            SnapshotMode::Full => {
+            SnapshotMode::Full | SnapshotMode::InPlace => {
                 let stubs = std::mem::take(&mut result.stubs);
                 match result
                     .root()

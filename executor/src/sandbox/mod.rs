@@ -59,7 +59,9 @@
 #![allow(unsafe_code)]
 
 mod child;
+pub mod container;
 mod etc;
+mod inplace;
 mod mounts;
 pub mod overlay;
 mod path;
@@ -76,6 +78,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rustix::pipe::PipeFlags;
 
+pub use inplace::{InPlace, protected_paths};
 pub use probe::{Unavailable, probe};
 pub use user::UserError;
 
@@ -250,8 +253,17 @@ pub enum SandboxError {
 
 type Result<T, E = SandboxError> = std::result::Result<T, E>;
 
-/// The isolation modes; a second mode (kaniko-style, in place in the
-/// executor's own container) implements the same trait later.
+/// Where steps run when they run in the executor's own root filesystem
+/// ([`InPlace`]): the root and the paths in it a build must leave alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedRoot {
+    pub root: PathBuf,
+    /// Absolute paths within `root`.
+    pub protected: Vec<PathBuf>,
+}
+
+/// The isolation modes: [`Namespaces`] (a root of the step's own) and
+/// [`InPlace`] (kaniko's: the executor's own root).
 pub trait Isolation: Send + Sync {
     /// Runs `spec` to its end, or until `kill` is killed.
     fn run(&self, spec: &Spec, kill: &KillSwitch) -> Result<Outcome>;
@@ -259,6 +271,12 @@ pub trait Isolation: Send + Sync {
     /// Whether this machine can run steps this way ([`probe`] by default).
     fn available(&self) -> std::result::Result<(), Unavailable> {
         probe()
+    }
+
+    /// `Some` when steps run in the executor's own root rather than in the
+    /// root their [`Spec`] names: stages are then built in it.
+    fn shared_root(&self) -> Option<SharedRoot> {
+        None
     }
 }
 
@@ -286,10 +304,7 @@ pub fn kill_all() {
     for &pid in live.iter() {
         // A pid stays in the registry until it is reaped, so it cannot
         // name a recycled process here.
-        let _ = rustix::process::kill_process(
-            rustix::process::Pid::from_raw(pid).expect("registered pids are positive"),
-            rustix::process::Signal::KILL,
-        );
+        kill_pid(pid);
     }
 }
 
@@ -330,8 +345,11 @@ impl KillSwitch {
     }
 }
 
+/// SIGKILLs `pid`, and its process group when it leads one (an in-place
+/// command does; a sandbox's pid 1 leads none, so its group kill fails).
 fn kill_pid(pid: i32) {
     if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
     }
 }
