@@ -47,8 +47,9 @@ pub struct InPlace;
 /// kernel's and the runtime's (`/proc`, `/sys`, `/dev`, `/etc/hosts`,
 /// `/etc/resolv.conf`, `/etc/hostname`), mounted secrets and
 /// service-account tokens (`/var/run/secrets`, `/run/secrets`), and the
-/// registry credentials and CA certificates the executor still needs
-/// (`DOCKER_CONFIG`, `SSL_CERT_FILE`, `SSL_CERT_DIR` when set).
+/// registry credentials, CA certificates and temporary directory the
+/// executor still needs (`DOCKER_CONFIG`, `SSL_CERT_FILE`, `SSL_CERT_DIR`,
+/// `TMPDIR` when set; `/tmp` itself is the image's).
 #[must_use]
 pub fn protected_paths() -> Vec<PathBuf> {
     let mut paths: Vec<PathBuf> = [
@@ -72,7 +73,7 @@ pub fn protected_paths() -> Vec<PathBuf> {
     {
         paths.push(dir);
     }
-    for var in ["DOCKER_CONFIG", "SSL_CERT_FILE", "SSL_CERT_DIR"] {
+    for var in ["DOCKER_CONFIG", "SSL_CERT_FILE", "SSL_CERT_DIR", "TMPDIR"] {
         if let Some(value) = std::env::var_os(var).filter(|v| !v.is_empty()) {
             paths.push(PathBuf::from(value));
         }
