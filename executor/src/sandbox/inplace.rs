@@ -43,7 +43,8 @@ use super::{
 pub struct InPlace;
 
 /// The paths an in-place build leaves alone whatever it builds: the
-/// executor's files (`/kaniko`, the running binary's directory), the
+/// executor's files (`/kaniko`, the debug image's `/busybox`, the running
+/// binary's directory), the
 /// kernel's and the runtime's (`/proc`, `/sys`, `/dev`, `/etc/hosts`,
 /// `/etc/resolv.conf`, `/etc/hostname`), mounted secrets and
 /// service-account tokens (`/var/run/secrets`, `/run/secrets`), and the
@@ -54,6 +55,8 @@ pub struct InPlace;
 pub fn protected_paths() -> Vec<PathBuf> {
     let mut paths: Vec<PathBuf> = [
         "/kaniko",
+        // The debug image's busybox, as kaniko's.
+        "/busybox",
         "/proc",
         "/sys",
         "/dev",
