@@ -6,7 +6,8 @@
 #            agents and `kubectl exec`).
 #
 #   examples/image/build.sh              OCI layouts target/image/layout-default
-#                                        and layout-debug (executor:latest, :debug)
+#                                        and layout-debug (docker.io/library/
+#                                        executor:latest and :debug)
 #   examples/image/build.sh REPOSITORY   pushed as REPOSITORY:latest and
 #                                        REPOSITORY:debug (extra flags for
 #                                        the pushes in EXECUTOR_PUSH_FLAGS,

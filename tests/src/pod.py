@@ -47,6 +47,12 @@ if cfg["overlay"]:
           "lowerdir=%s,upperdir=%s,workdir=%s" % (cfg["image"], cfg["upper"], cfg["work"]))
 else:
     mount(cfg["image"], root, None, MS_BIND | MS_REC)
+# Mount points the image lacks are made, as runc makes them.
+for point in ("/proc", "/sys", "/dev", "/etc"):
+    os.makedirs(root + point, exist_ok=True)
+for name in cfg["etc"]:
+    if not os.path.exists(root + "/etc/" + name):
+        open(root + "/etc/" + name, "w").close()
 mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 mount("sysfs", root + "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 mount("tmpfs", root + "/dev", "tmpfs", MS_NOSUID, "mode=755")
