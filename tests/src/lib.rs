@@ -34,7 +34,7 @@ pub use cache::{CacheEntry, LogMark, Metrics, Request, layout_cache_entries};
 pub use debian::{DEFAULT_PATH, debian_layout, debian_tarball};
 pub use image::{Node, PulledImage, pull_image, tree};
 pub use leftovers::{Leftovers, processes_with};
-pub use pod::{Pod, PodImage, PodRun};
+pub use pod::{Pod, PodImage, PodRun, build_image};
 pub use postgres::postgres_database;
 pub use project::{
     Project, fails, ok, raw_manifest, unpack, unpack_docker_archive, unpack_layout, wrapped,

@@ -1,9 +1,7 @@
 //! The executor as a container runtime runs it in a default Kubernetes
-//! pod, for the in-place tests: [`PodImage`] is the executor image's root
-//! (`/kaniko/executor`, the shared libraries it links and their loader in
-//! `/kaniko/lib`, CA certificates under `/kaniko/ssl`, the mount points a
-//! runtime needs: everything under `/kaniko`, which an in-place build
-//! leaves alone while it replaces `/lib`), and
+//! pod, for the in-place tests: [`PodImage`] is the executor image
+//! (`examples/image/build.sh` with this workspace's binary, unpacked with
+//! umoci), and
 //! [`Pod::run`] starts a container of it through `pod.py` (fresh mount,
 //! PID, UTS and IPC namespaces, an overlay root whose upper directory the
 //! test can read afterwards, `pivot_root`, Docker's default capabilities,
@@ -12,7 +10,6 @@
 //! the test registry listens.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -20,76 +17,86 @@ use crate::executor_bin;
 
 const SCRIPT: &str = include_str!("pod.py");
 
-/// The executor image's root filesystem, made from this workspace's
-/// binary as `examples/image/Dockerfile` makes it.
+/// The executor image's root filesystem: `examples/image/build.sh` run
+/// with this workspace's binary ([`executor_bin`]), the default variant
+/// unpacked with umoci.
 pub struct PodImage {
     dir: tempfile::TempDir,
+    /// The image's environment (its config's `Env`).
+    env: Vec<(String, String)>,
 }
 
 impl PodImage {
-    /// Made from [`executor_bin`] and the libraries `ldd` lists for it.
+    /// Builds the image (both variants, into a directory of its own).
     #[must_use]
     pub fn executor() -> Self {
         let dir = tempfile::Builder::new()
             .prefix("executor-pod-image-")
             .tempdir()
             .expect("a temporary directory");
-        let root = dir.path();
-        for sub in [
-            "proc",
-            "sys",
-            "dev",
-            "etc",
-            "kaniko/.docker",
-            "kaniko/ssl/certs",
-            "workspace",
-            "root",
-        ] {
-            fs::create_dir_all(root.join(sub)).unwrap();
-        }
-        fs::create_dir(root.join("tmp")).unwrap();
-        fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
-        for file in ["hosts", "resolv.conf", "hostname"] {
-            fs::write(root.join("etc").join(file), "").unwrap();
-        }
-        let bin = executor_bin();
-        let mut elf = fs::read(&bin).unwrap();
-        set_interpreter(&mut elf, LOADER);
-        fs::write(root.join("kaniko/executor"), elf).unwrap();
-        fs::set_permissions(
-            root.join("kaniko/executor"),
-            fs::Permissions::from_mode(0o755),
-        )
-        .unwrap();
-        for lib in shared_libraries(&bin) {
-            let name = lib.file_name().unwrap().to_string_lossy().into_owned();
-            let to = if name.starts_with("ld-linux") {
-                root.join(LOADER.strip_prefix('/').unwrap())
-            } else {
-                root.join("kaniko/lib").join(name)
-            };
-            copy_file(&lib, &to);
-        }
-        copy_file(
-            Path::new("/etc/ssl/certs/ca-certificates.crt"),
-            &root.join("kaniko/ssl/certs/ca-certificates.crt"),
-        );
-        Self { dir }
+        build_image(&dir.path().join("out"));
+        let bundle = dir.path().join("bundle");
+        let status = Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!(
+                "{}:docker.io/library/executor:latest",
+                dir.path().join("out/layout-default").display()
+            ))
+            .arg(&bundle)
+            .stdout(Stdio::null())
+            .status()
+            .expect("umoci runs");
+        assert!(status.success(), "umoci unpack failed");
+        let config: serde_json::Value =
+            serde_json::from_slice(&fs::read(bundle.join("config.json")).unwrap()).unwrap();
+        let env = config["process"]["env"]
+            .as_array()
+            .expect("the bundle's environment")
+            .iter()
+            .filter_map(|pair| pair.as_str()?.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Self { dir, env }
     }
 
+    /// The unpacked root filesystem.
     #[must_use]
-    pub fn path(&self) -> &Path {
-        self.dir.path()
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("bundle/rootfs")
+    }
+
+    /// The build's output: `layout-default`, `layout-debug`,
+    /// `digest-default`, `digest-debug`.
+    #[must_use]
+    pub fn out(&self) -> PathBuf {
+        self.dir.path().join("out")
     }
 
     /// sha256 of every regular file of the image, by path.
     #[must_use]
     pub fn checksums(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        checksums(self.path(), Path::new(""), &mut out);
+        checksums(&self.path(), Path::new(""), &mut out);
         out.sort();
         out
     }
+}
+
+/// `examples/image/build.sh` with [`executor_bin`], its output in `out`.
+pub fn build_image(out: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/image/build.sh");
+    let output = Command::new("bash")
+        .arg(script)
+        .env("EXECUTOR", executor_bin())
+        .env("OUT", out)
+        .stdin(Stdio::null())
+        .output()
+        .expect("bash runs");
+    assert!(
+        output.status.success(),
+        "examples/image/build.sh failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 fn checksums(root: &Path, rel: &Path, out: &mut Vec<(String, String)>) {
@@ -107,50 +114,6 @@ fn checksums(root: &Path, rel: &Path, out: &mut Vec<(String, String)>) {
     }
 }
 
-/// Where the image's binary finds its loader (its libraries: through
-/// `LD_LIBRARY_PATH=/kaniko/lib`).
-pub const LOADER: &str = "/kaniko/lib/ld.so";
-
-/// Rewrites the ELF program interpreter (`PT_INTERP`) of `elf` to
-/// `path`, which must fit in the old one's place.
-pub fn set_interpreter(elf: &mut [u8], path: &str) {
-    let u16_at = |b: &[u8], at: usize| usize::from(u16::from_le_bytes([b[at], b[at + 1]]));
-    let u64_at = |b: &[u8], at: usize| {
-        usize::try_from(u64::from_le_bytes(b[at..at + 8].try_into().unwrap())).unwrap()
-    };
-    assert_eq!(&elf[..4], b"\x7fELF", "not an ELF file");
-    let (phoff, phentsize, phnum) = (u64_at(elf, 0x20), u16_at(elf, 0x36), u16_at(elf, 0x38));
-    for index in 0..phnum {
-        let header = phoff + index * phentsize;
-        if u32::from_le_bytes(elf[header..header + 4].try_into().unwrap()) == 3 {
-            let (offset, size) = (u64_at(elf, header + 8), u64_at(elf, header + 32));
-            assert!(path.len() < size, "{path} does not fit as the interpreter");
-            elf[offset..offset + size].fill(0);
-            elf[offset..offset + path.len()].copy_from_slice(path.as_bytes());
-            return;
-        }
-    }
-    panic!("no PT_INTERP: a static binary");
-}
-
-fn copy_file(from: &Path, to: &Path) {
-    fs::create_dir_all(to.parent().unwrap()).unwrap();
-    fs::copy(from, to).unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
-}
-
-/// The shared libraries and the loader `bin` links, from `ldd`.
-fn shared_libraries(bin: &Path) -> Vec<PathBuf> {
-    let out = Command::new("ldd").arg(bin).output().expect("ldd runs");
-    assert!(out.status.success(), "ldd {}", bin.display());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| {
-            let path = line.split("=>").last()?.split_whitespace().next()?;
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect()
-}
-
 /// One container of a [`PodImage`].
 pub struct Pod<'a> {
     pub image: &'a PodImage,
@@ -159,8 +122,8 @@ pub struct Pod<'a> {
     pub overlay: bool,
     /// Host directories bound at their own paths (context, store, output).
     pub volumes: Vec<PathBuf>,
-    /// Besides the image's (`PATH`, `HOME`, `DOCKER_CONFIG`,
-    /// `SSL_CERT_FILE`).
+    /// Besides the image's own (and, with `overlay`, a pod's
+    /// `KUBERNETES_SERVICE_HOST`).
     pub env: Vec<(String, String)>,
 }
 
@@ -188,20 +151,12 @@ impl Pod<'_> {
         }
         fs::write(out.join("hostname"), "pod\n").unwrap();
         let mut env = serde_json::Map::new();
-        for (k, v) in [
-            (
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/kaniko",
-            ),
-            ("HOME", "/root"),
-            ("DOCKER_CONFIG", "/kaniko/.docker"),
-            ("SSL_CERT_FILE", "/kaniko/ssl/certs/ca-certificates.crt"),
-            ("LD_LIBRARY_PATH", "/kaniko/lib"),
-            ("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
-        ] {
-            if k != "KUBERNETES_SERVICE_HOST" || self.overlay {
-                env.insert(k.into(), v.into());
-            }
+        for (k, v) in &self.image.env {
+            env.insert(k.clone(), v.clone().into());
+        }
+        if self.overlay {
+            // What Kubernetes gives every pod.
+            env.insert("KUBERNETES_SERVICE_HOST".into(), "10.0.0.1".into());
         }
         for (k, v) in &self.env {
             env.insert(k.clone(), v.clone().into());
