@@ -283,24 +283,8 @@ fn fail(failed: &Mutex<Option<WalkError>>, path: PathBuf, source: io::Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::upper::tests::kinds;
     use std::os::unix::fs::{PermissionsExt as _, symlink};
-
-    fn kinds(entries: &[LayerEntry]) -> Vec<(String, String)> {
-        entries
-            .iter()
-            .map(|e| {
-                let kind = match &e.kind {
-                    EntryKind::File(_) => "file".to_string(),
-                    EntryKind::Dir => "dir".into(),
-                    EntryKind::Symlink(t) => format!("symlink {}", t.display()),
-                    EntryKind::Hardlink(t) => format!("hardlink {}", t.display()),
-                    EntryKind::Whiteout => "whiteout".into(),
-                    other => format!("{other:?}"),
-                };
-                (e.path.display().to_string(), kind)
-            })
-            .collect()
-    }
 
     fn base(root: &Path) {
         for dir in ["etc", "usr/bin", "var/lib/gone", "proc/1"] {
@@ -358,7 +342,7 @@ mod tests {
             ("usr", "dir"),
             ("usr/bin", "dir"),
             ("usr/bin/new", "file"),
-            ("usr/bin/new2", "hardlink usr/bin/new"),
+            ("usr/bin/new2", "link:usr/bin/new"),
             ("var", "dir"),
             ("var/lib", "dir"),
             ("var/lib/gone", "whiteout"),

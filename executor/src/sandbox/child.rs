@@ -641,6 +641,13 @@ pub(super) fn direct(plan: &Plan, fds: &Fds) -> ! {
         fail(fds.report, STEP_DEATHSIG, raw(err));
     }
     reset_signals();
+    standard_fds(fds, [fds.report, fds.report]);
+    command(plan, fds)
+}
+
+/// Gives the process the pipes as its standard descriptors, closes every
+/// other descriptor but `keep`, and sets the usual umask.
+fn standard_fds(fds: &Fds, keep: [RawFd; 2]) {
     for fd in fds.parent_ends {
         // SAFETY: closes this process's copy of a parent-only fd.
         unsafe { libc::close(fd) };
@@ -651,10 +658,9 @@ pub(super) fn direct(plan: &Plan, fds: &Fds) -> ! {
             fail(fds.report, STEP_STDIO, errno());
         }
     }
-    close_inherited([fds.report, fds.report]);
+    close_inherited(keep);
     // SAFETY: umask(2) cannot fail.
     unsafe { libc::umask(0o022) };
-    command(plan, fds)
 }
 
 /// Pid 1 of the sandbox: sets up, forks the command, reaps every child and
@@ -678,19 +684,7 @@ pub(super) fn pid1(plan: &Plan, fds: &Fds) -> ! {
         unsafe { libc::close(executor) };
     }
     reset_signals();
-    for fd in fds.parent_ends {
-        // SAFETY: closes this process's copy of a parent-only fd.
-        unsafe { libc::close(fd) };
-    }
-    for (from, to) in [(fds.stdin, 0), (fds.stdout, 1), (fds.stderr, 2)] {
-        // SAFETY: dup2 onto the standard descriptors; clears O_CLOEXEC.
-        if unsafe { libc::dup2(from, to) } < 0 {
-            fail(fds.report, STEP_STDIO, errno());
-        }
-    }
-    close_inherited([fds.report, fds.status]);
-    // SAFETY: umask(2) cannot fail.
-    unsafe { libc::umask(0o022) };
+    standard_fds(fds, [fds.report, fds.status]);
     if let Some(maps) = &plan.user_maps {
         if let Err(errno) = maps.apply() {
             fail(fds.report, STEP_USER_MAPS, errno);

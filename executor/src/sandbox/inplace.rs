@@ -33,7 +33,8 @@ use std::sync::PoisonError;
 
 use super::{
     Isolation, KillSwitch, MountKind, Outcome, Result, SandboxError, SharedRoot, Spec, Status,
-    Stream, Unavailable, child, kill_pid, live, mounts, pipe, pump, read_all, wait,
+    Stream, Unavailable, child, kill_pid, live, mounts, pipe, pump, read_all, reported, step_name,
+    wait,
 };
 
 /// Runs steps in the executor's own root, `/`. The build adds its own
@@ -257,30 +258,10 @@ fn execute(spec: &Spec, kill: &KillSwitch, command: &str) -> Result<Status> {
         (report, wait(pid))
     });
     let waited = waited?;
-    if report.len() >= 8 {
-        let step = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
-        let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
-        let source = io::Error::from_raw_os_error(errno);
-        let command = command.to_owned();
-        return Err(match step {
-            child::STEP_EXEC if errno == libc::ENOENT => SandboxError::NotFound { command },
-            child::STEP_EXEC => SandboxError::Exec { command, source },
-            child::STEP_CHDIR => SandboxError::Setup {
-                step: format!("changing to the working directory {}", spec.cwd),
-                source,
-            },
-            child::STEP_IDENTITY => SandboxError::Setup {
-                step: format!(
-                    "switching to uid {} gid {} groups {:?}",
-                    spec.user.uid, spec.user.gid, spec.user.groups
-                ),
-                source,
-            },
-            _ => SandboxError::Setup {
-                step: "setting up the command's process".into(),
-                source,
-            },
-        });
+    if let Some(err) = reported(&report, command.to_owned(), |step| {
+        step_name(&[], step, spec)
+    }) {
+        return Err(err);
     }
     let status = Status::from_wait(waited);
     tracing::debug!(%status, "in-place step finished");

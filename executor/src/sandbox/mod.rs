@@ -578,18 +578,10 @@ fn run_inner(spec: &Spec, switch: Option<&KillSwitch>) -> Result<Outcome> {
     if let Err(err) = scratch.close() {
         tracing::warn!("cannot remove the sandbox's temporary directory: {err}");
     }
-    if report.len() >= 8 {
-        let step = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
-        let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
-        let source = io::Error::from_raw_os_error(errno);
-        return Err(match step {
-            child::STEP_EXEC if errno == libc::ENOENT => SandboxError::NotFound { command },
-            child::STEP_EXEC => SandboxError::Exec { command, source },
-            _ => SandboxError::Setup {
-                step: step_name(&prepared.steps, step, spec),
-                source,
-            },
-        });
+    if let Some(err) = reported(&report, command, |step| {
+        step_name(&prepared.steps, step, spec)
+    }) {
+        return Err(err);
     }
     let status = match <[u8; 4]>::try_from(status.as_slice()) {
         Ok(bytes) => Status::from_wait(i32::from_ne_bytes(bytes)),
@@ -599,6 +591,26 @@ fn run_inner(spec: &Spec, switch: Option<&KillSwitch>) -> Result<Outcome> {
     Ok(Outcome {
         status,
         stubs: prepared.stubs,
+    })
+}
+
+/// The error a child reported on its report pipe as `(step, errno)`, if
+/// it reported one; `name` names a setup step.
+fn reported(
+    report: &[u8],
+    command: String,
+    name: impl FnOnce(u32) -> String,
+) -> Option<SandboxError> {
+    let step = u32::from_ne_bytes(report.get(..4)?.try_into().ok()?);
+    let errno = i32::from_ne_bytes(report.get(4..8)?.try_into().ok()?);
+    let source = io::Error::from_raw_os_error(errno);
+    Some(match step {
+        child::STEP_EXEC if errno == libc::ENOENT => SandboxError::NotFound { command },
+        child::STEP_EXEC => SandboxError::Exec { command, source },
+        _ => SandboxError::Setup {
+            step: name(step),
+            source,
+        },
     })
 }
 
