@@ -1,5 +1,6 @@
 //! The `executor` engine: everything the `executor` binary does, as a
-//! library. See `shared/ARCHITECTURE.md` for the module map.
+//! library. See `ARCHITECTURE.md` at the repository root for the module
+//! map and the rules between modules.
 
 // A library reports to its caller (errors, events, tracing); only the
 // binary prints. Tests may.

@@ -11,6 +11,11 @@
 //! bookworm`, made by `tests/fixtures/debian-base.sh`. PostgreSQL for the
 //! server's store (module `postgres`) is a cluster started once per test
 //! binary, a database per test.
+//!
+//! Registry faults a real server will not make (dropped and stalled
+//! connections, 5xx answers, truncated bodies) come from an in-process
+//! proxy put in front of a real registry (module `fault`); what the
+//! registry then holds is checked through its API (module `integrity`).
 
 use std::fmt::Write as _;
 use std::net::{TcpListener, TcpStream};
@@ -23,7 +28,9 @@ use tempfile::TempDir;
 
 mod cache;
 mod debian;
+mod fault;
 mod image;
+mod integrity;
 mod leftovers;
 mod pod;
 mod postgres;
@@ -32,6 +39,7 @@ mod serve;
 
 pub use cache::{CacheEntry, LogMark, Metrics, Request, layout_cache_entries};
 pub use debian::{DEFAULT_PATH, debian_layout, debian_tarball};
+pub use fault::{Fault, FaultProxy, Mode};
 pub use image::{Node, PulledImage, pull_image, tree};
 pub use leftovers::{Leftovers, processes_with};
 pub use pod::{Pod, PodImage, PodRun, build_image};

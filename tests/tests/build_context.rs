@@ -277,7 +277,8 @@ fn context_files_cannot_leave_the_context() {
     assert!(stderr.contains("Dockerfile:2"), "{stderr}");
     assert!(stderr.contains("secret"), "{stderr}");
 
-    // A symlink out of the context.
+    // A symlink out of the context: its target is looked up inside the
+    // context, as BuildKit does, where it is missing.
     std::os::unix::fs::symlink(project.path("secret"), project.context().join("link")).unwrap();
     project.write("Dockerfile", "FROM scratch\nCOPY link /copied\n");
     let layout = project.path("layout");

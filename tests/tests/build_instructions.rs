@@ -190,6 +190,64 @@ fn workdir_and_copy_flags() {
 }
 
 /// The tags of `repo` on `registry` (empty when none).
+/// BuildKit's ids need no `/etc/passwd` or `/etc/group`: `root` is 0 and a
+/// number is itself, in `--chown` and in the USER a WORKDIR is made for.
+/// (buildah 1.28 looks `--chown=root` up and fails without the files, so
+/// this is checked here rather than in the differential test.) A name is
+/// still looked up, and its absence is an error naming the name.
+#[test]
+fn chown_to_root_by_name_needs_no_passwd() {
+    // The last USER is numeric only: umoci, which unpacks the image, looks
+    // a group name up.
+    let project = Project::new(
+        "FROM scratch\n\
+         COPY --chown=root:root f /root-root\n\
+         COPY --chown=root f /root-alone\n\
+         COPY --chown=1000:root f /id-root\n\
+         COPY --chown=root:50 f /root-id\n\
+         COPY --chown=1000 f /id-alone\n\
+         USER 1000:root\n\
+         WORKDIR /made-for-1000\n\
+         USER 1000\n",
+        &[("f", "f\n")],
+    );
+    let layout = project.path("layout");
+    project.ok(&[
+        "--no-push",
+        "--destination",
+        "example.test/ids:1",
+        "--oci-layout-path",
+        layout.to_str().unwrap(),
+    ]);
+    let rootfs = executor_e2e::unpack_layout(&layout, "example.test/ids:1", &project.path("u"));
+    for (path, owner) in [
+        ("root-root", (0, 0)),
+        ("root-alone", (0, 0)),
+        ("id-root", (1000, 0)),
+        ("root-id", (0, 50)),
+        ("id-alone", (1000, 1000)),
+        ("made-for-1000", (1000, 0)),
+    ] {
+        let meta = fs::symlink_metadata(rootfs.join(path)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), owner, "{path}");
+    }
+
+    for (line, name, file) in [
+        ("COPY --chown=nobody f /x", "user nobody", "/etc/passwd"),
+        ("COPY --chown=0:staff f /x", "group staff", "/etc/group"),
+        ("USER app\nWORKDIR /w", "user app", "/etc/passwd"),
+    ] {
+        project.write("Dockerfile", format!("FROM scratch\n{line}\n"));
+        let stderr = project.fails(&["--no-push"]);
+        assert!(stderr.contains("Dockerfile:"), "{stderr}");
+        assert!(stderr.contains(name), "{stderr}");
+        assert!(
+            stderr.contains(&format!("the image has no {file}")),
+            "{stderr}"
+        );
+    }
+}
+
 fn tags(registry: &Registry, repo: &str) -> Vec<String> {
     let out = Command::new("skopeo")
         .arg("list-tags")

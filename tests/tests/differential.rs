@@ -18,7 +18,10 @@
 //! directories, hard links, symlinks, modes and owners, special files,
 //! `--mount=type=bind|cache|tmpfs` and `--network=none`. What a RUN writes
 //! must not depend on the tool: the commands print chosen values, never the
-//! whole environment (buildah sets a random `HOSTNAME`).
+//! whole environment (buildah sets a random `HOSTNAME`). Dockerfiles of
+//! well-known kinds (an official-image style service, a multi-stage build
+//! carrying a binary and its libraries) build on the Debian base fixture,
+//! with nothing downloaded.
 //!
 //! Left out because buildah 1.28 refuses them, so there is nothing to
 //! compare against: COPY `--parents`, `--exclude` and `--link`, heredocs
@@ -44,6 +47,9 @@ use serde_json::{Map, Value};
 /// The placeholder for the busybox base image's reference in a case's
 /// Dockerfile.
 const BUSYBOX: &str = "@BUSYBOX@";
+/// The placeholder for the Debian base image's reference (pushed to the
+/// test registry by the first case that names it).
+const DEBIAN: &str = "@DEBIAN@";
 /// The placeholder for an http URL of the busybox layer blob on the test
 /// registry: ADD downloads it.
 const BLOB_URL: &str = "@BLOB_URL@";
@@ -102,6 +108,18 @@ enum Quirk {
     /// Docker's overlay2 driver is. For the listed paths, which names are
     /// links of one file is not compared (content, mode and owner are).
     LinkToLowerLayer(&'static [&'static str]),
+    /// buildah 1.28 makes a VOLUME's directory in the image (in the next
+    /// RUN's layer) when it is missing; BuildKit's VOLUME only records it
+    /// in the config (dockerfile2llb's `dispatchVolume`), and so does
+    /// executor. The listed directories are dropped from buildah's tree on
+    /// the same terms as [`Quirk::RunStubs`]'s.
+    VolumeDirectories(&'static [&'static str]),
+    /// buildah 1.28 throws away what a RUN writes under a directory an
+    /// earlier VOLUME named, as Docker's legacy builder did; BuildKit keeps
+    /// it (the Dockerfile reference's notes on VOLUME), and so does
+    /// executor. The listed paths are dropped from executor's tree where
+    /// buildah's lacks them.
+    VolumeWritesDiscarded(&'static [&'static str]),
 }
 
 /// The mount points buildah's chroot isolation leaves in a RUN's layer
@@ -133,6 +151,8 @@ struct Case {
     /// Paths the result must have, so that the tools cannot agree on
     /// doing nothing (triggers not run, archives not extracted).
     expect: &'static [&'static str],
+    /// executor's image must hold one layer (one diffID) more than once.
+    repeats_a_layer: bool,
 }
 
 const CASE: Case = Case {
@@ -145,6 +165,7 @@ const CASE: Case = Case {
     quirks: &[],
     push_as: None,
     expect: &[],
+    repeats_a_layer: false,
 };
 
 /// The config fields compared (Docker's container config names).
@@ -212,6 +233,8 @@ impl std::fmt::Display for Entry {
 struct Built {
     config: Map<String, Value>,
     tree: BTreeMap<String, Entry>,
+    /// The image's layers' diffIDs, bottom first.
+    diff_ids: Vec<String>,
 }
 
 /// Runs `cmd`; its stdout, or what went wrong.
@@ -297,8 +320,11 @@ impl Bench {
         let context = dir.join("context");
         fs::create_dir_all(&context).unwrap();
         let base = |repo: &str| self.registry.reference(&format!("{tool}-{repo}:latest"));
-        let dockerfile = case
-            .dockerfile
+        let mut dockerfile = case.dockerfile.to_owned();
+        if dockerfile.contains(DEBIAN) {
+            dockerfile = dockerfile.replace(DEBIAN, &self.registry.push_debian());
+        }
+        let dockerfile = dockerfile
             .replace(BUSYBOX, &self.busybox)
             .replace(BLOB_URL, &self.blob_url)
             .replace(ONBUILD_BASE, &base("onbuild-base"))
@@ -362,6 +388,7 @@ impl Bench {
         Ok(Built {
             config: compared,
             tree: unpack(&layout, &dir, &what)?,
+            diff_ids: diff_ids(&config),
         })
     }
 
@@ -468,6 +495,7 @@ impl Bench {
         Ok(Built {
             config,
             tree: unpack(&layout, &dir, &what)?,
+            diff_ids: diff_ids(&layout_config(&layout)),
         })
     }
 }
@@ -493,6 +521,16 @@ fn layout_config(layout: &Path) -> Value {
     };
     let manifest = blob(&layout_image(layout)["digest"]);
     blob(&manifest["config"]["digest"])
+}
+
+/// An image config's `rootfs.diff_ids`.
+fn diff_ids(config: &Value) -> Vec<String> {
+    config["rootfs"]["diff_ids"]
+        .as_array()
+        .expect("the config lists its layers")
+        .iter()
+        .map(|d| d.as_str().expect("a diffID").to_owned())
+        .collect()
 }
 
 /// The compared fields of a container config, normalised: absent, null,
@@ -658,7 +696,16 @@ fn apply_quirks(case: &Case, executor: &mut Built, buildah: &mut Built) {
                 }
             }
             Quirk::RunStubs => drop_stubs(BUILDAH_RUN_STUBS, executor, buildah),
-            Quirk::MountParents(parents) => drop_stubs(parents, executor, buildah),
+            Quirk::MountParents(parents) | Quirk::VolumeDirectories(parents) => {
+                drop_stubs(parents, executor, buildah);
+            }
+            Quirk::VolumeWritesDiscarded(paths) => {
+                for path in *paths {
+                    if !buildah.tree.contains_key(*path) {
+                        executor.tree.remove(*path);
+                    }
+                }
+            }
             Quirk::LinkToLowerLayer(paths) => {
                 for side in [&mut executor.tree, &mut buildah.tree] {
                     for path in *paths {
@@ -780,7 +827,6 @@ fn compare(cases: &[Case], place: Where) {
                 continue;
             }
         };
-        apply_quirks(case, &mut executor, &mut buildah);
         for path in case.expect {
             if !executor.tree.contains_key(*path) {
                 let _ = writeln!(
@@ -789,6 +835,17 @@ fn compare(cases: &[Case], place: Where) {
                     case.name
                 );
             }
+        }
+        apply_quirks(case, &mut executor, &mut buildah);
+        let mut distinct = executor.diff_ids.clone();
+        distinct.sort();
+        distinct.dedup();
+        if case.repeats_a_layer && distinct.len() == executor.diff_ids.len() {
+            let _ = writeln!(
+                failures,
+                "case {}: executor's image holds no layer twice: {:?}",
+                case.name, executor.diff_ids
+            );
         }
         let diff = differences(&executor, &buildah);
         if !diff.is_empty() {
@@ -1564,6 +1621,293 @@ const RUN_MOUNTS: &[Case] = &[
     },
 ];
 
+/// One layer several times in one image: steps whose changes are
+/// byte-identical give one diffID, which Docker, BuildKit and buildah all
+/// stack again (a diffID may appear any number of times in an image).
+/// Layers in between change what the repeated layer holds, which its second
+/// copy must bring back. One case is pushed: the registry gets one blob
+/// twice in a manifest.
+#[test]
+fn repeated_layers() {
+    compare(&[
+        Case {
+            name: "repeated_copy_of_the_context",
+            dockerfile: "FROM scratch\n\
+                COPY . /\n\
+                COPY b.txt /a.txt\n\
+                COPY c.txt /dir/one\n\
+                COPY . /\n\
+                COPY c.txt /\n",
+            files: FILES,
+            quirks: &[Quirk::ScratchDefaults],
+            repeats_a_layer: true,
+            push_as: Some("repeated"),
+            ..CASE
+        },
+        Case {
+            name: "repeated_copy_of_a_stage_root",
+            dockerfile: "FROM @BUSYBOX@ AS build\n\
+                RUN mkdir -p /out/sub && echo built > /out/sub/f && ln -s sub/f /out/link\n\
+                FROM scratch AS files\n\
+                COPY --from=build /out/ /\n\
+                FROM scratch AS twice\n\
+                COPY --from=files / /\n\
+                COPY --from=files / /\n\
+                FROM @BUSYBOX@\n\
+                COPY --from=twice / /opt/\n\
+                RUN rm -r /opt/sub /opt/link && echo other > /opt/link\n\
+                COPY --from=twice / /opt/\n",
+            quirks: &[Quirk::RunStubs],
+            expect: &["/opt/sub/f", "/opt/link"],
+            repeats_a_layer: true,
+            ..CASE
+        },
+        Case {
+            name: "repeated_run_after_a_volume",
+            dockerfile: "FROM @BUSYBOX@\n\
+                VOLUME /data\n\
+                RUN mkdir -p /same && dd if=/dev/zero of=/same/file bs=1k count=4 2>/dev/null\n\
+                RUN sleep 1 && mkdir -p /same && dd if=/dev/zero of=/same/file bs=1k count=4 2>/dev/null\n",
+            // File times clamped to 0: the two RUNs (a second apart)
+            // write the same bytes.
+            build_args: &["SOURCE_DATE_EPOCH=0"],
+            quirks: &[Quirk::RunStubs, Quirk::VolumeDirectories(&["/data"])],
+            expect: &["/same/file"],
+            repeats_a_layer: true,
+            ..CASE
+        },
+    ]);
+}
+
+/// A context whose links point out of it: an absolute one and one climbing
+/// above the root, both to a directory that is in the context, and a link
+/// inside a copied directory.
+fn links_out_of_the_context(context: &Path) {
+    fs::create_dir_all(context.join("sub/deeper")).unwrap();
+    fs::write(context.join("sub/s"), "s\n").unwrap();
+    fs::write(context.join("sub/deeper/d"), "d\n").unwrap();
+    std::os::unix::fs::symlink("/sub", context.join("abslink")).unwrap();
+    std::os::unix::fs::symlink("../../sub", context.join("uplink")).unwrap();
+    fs::create_dir_all(context.join("dir")).unwrap();
+    std::os::unix::fs::symlink("/sub/s", context.join("dir/inner")).unwrap();
+}
+
+/// Symlinks on the way to a COPY source are followed inside the stage's or
+/// the context's root, as in a chroot (an absolute target from the root,
+/// `..` stopping there); symlinks inside a copied directory are copied as
+/// they are.
+#[test]
+fn symlinks_in_sources() {
+    compare(&[
+        Case {
+            name: "copy_from_a_stage_through_absolute_links",
+            dockerfile: "FROM @BUSYBOX@ AS stage\n\
+                RUN mkdir -p /opt/real /opt/app-1.2/bin /usr/share/zoneinfo/Europe \\\n  \
+                && echo real > /opt/real/f && echo app > /opt/app-1.2/bin/run \\\n  \
+                && echo zone > /usr/share/zoneinfo/Europe/Paris \\\n  \
+                && ln -s /usr/share/zoneinfo/Europe/Paris /etc/localtime \\\n  \
+                && ln -s /opt/real/f /flink && ln -s /opt/app-1.2 /opt/current \\\n  \
+                && ln -s ../../../../opt/real /opt/up && ln -s /opt/real/f /opt/app-1.2/bin/inner\n\
+                FROM scratch\n\
+                COPY --from=stage /flink /y\n\
+                COPY --from=stage /etc/localtime /etc/localtime\n\
+                COPY --from=stage /opt/current/ /app/\n\
+                COPY --from=stage /opt/current /app2\n\
+                COPY --from=stage /opt/up/f /up-f\n\
+                COPY --from=stage /opt/cur* /wild/\n",
+            quirks: &[Quirk::ScratchDefaults],
+            expect: &[
+                "/y",
+                "/etc/localtime",
+                "/app/bin/run",
+                "/app/bin/inner",
+                "/up-f",
+            ],
+            ..CASE
+        },
+        Case {
+            name: "copy_from_the_context_through_links_out_of_it",
+            dockerfile: "FROM scratch\n\
+                COPY abslink/ /x/\n\
+                COPY uplink /u/\n\
+                COPY abslink/s uplink/deeper/d /files/\n\
+                COPY dir/ /d/\n",
+            setup: Some(links_out_of_the_context),
+            quirks: &[Quirk::ScratchDefaults],
+            expect: &["/x/s", "/u/deeper/d", "/files/s", "/files/d", "/d/inner"],
+            ..CASE
+        },
+    ]);
+}
+
+/// Users and groups that are ids need no `/etc/passwd`: BuildKit reads
+/// `root` as 0 and numbers as themselves (a `FROM scratch` image has no
+/// files to look names up in). A named user's files get its passwd group.
+#[test]
+fn users_without_passwd() {
+    compare(&[
+        Case {
+            name: "user_root_on_scratch",
+            dockerfile: "FROM scratch\n\
+                USER root\n\
+                WORKDIR /w\n\
+                USER root:root\n\
+                WORKDIR /x\n\
+                COPY --chown=0 b.txt /w/\n\
+                COPY --chown=1000:50 c.txt /w/\n\
+                USER 1000:1000\n\
+                WORKDIR /as-1000\n\
+                USER 1001\n\
+                WORKDIR /as-1001\n",
+            files: FILES,
+            quirks: &[Quirk::ScratchDefaults],
+            expect: &["/w/c.txt", "/x", "/as-1000", "/as-1001"],
+            ..CASE
+        },
+        Case {
+            name: "chown_to_a_named_user_takes_its_group",
+            dockerfile: "FROM @BUSYBOX@\n\
+                RUN echo 'app:x:1000:1001::/home/app:/bin/sh' >> /etc/passwd \\\n  \
+                && echo 'appgroup:x:1001:' >> /etc/group\n\
+                COPY --chown=app a.txt /owned-by-app\n\
+                COPY --chown=app:root b.txt /app-and-root\n\
+                USER app\n\
+                WORKDIR /app-work\n",
+            files: FILES,
+            quirks: &[Quirk::RunStubs],
+            expect: &["/owned-by-app", "/app-work"],
+            ..CASE
+        },
+    ]);
+}
+
+/// The entrypoint script of [`debian_images`]' service.
+const ENTRYPOINT_SCRIPT: &[(&str, &str)] =
+    &[("docker-entrypoint.sh", "#!/bin/sh\nset -e\nexec \"$@\"\n")];
+
+/// Dockerfiles of well-known kinds on the Debian base, with what minbase
+/// has (no package downloads): an official-image style service (system
+/// user and group, `set -eux` RUNs under a bash SHELL, an entrypoint
+/// script and its compatibility link, VOLUME, WORKDIR), a multi-stage
+/// build that carries a binary, its libraries (a wildcard over versioned
+/// `.so` links) and the loader through merged-/usr links into another
+/// image, where it runs, a Python-style app copied as its user, and
+/// copies into Debian's linked directories.
+#[test]
+fn debian_images() {
+    compare(&[
+        Case {
+            name: "official_image_style_service",
+            dockerfile: "FROM @DEBIAN@\n\
+                ARG DEBIAN_FRONTEND=noninteractive\n\
+                ENV LANG C.UTF-8\n\
+                ENV APP_HOME=/var/lib/app\n\
+                SHELL [\"/bin/bash\", \"-o\", \"pipefail\", \"-c\"]\n\
+                RUN set -eux; \\\n  \
+                    groupadd -r -g 999 app; \\\n  \
+                    useradd -r -g app -u 999 -d \"$APP_HOME\" -s /usr/sbin/nologin app; \\\n  \
+                    mkdir -p \"$APP_HOME\" /docker-entrypoint.d; \\\n  \
+                    chown -R app:app \"$APP_HOME\"; chmod 1777 /docker-entrypoint.d; \\\n  \
+                    id app | tee /id.txt\n\
+                COPY --chown=app:app docker-entrypoint.sh /usr/local/bin/\n\
+                RUN chmod +x /usr/local/bin/docker-entrypoint.sh \\\n  \
+                    && ln -s usr/local/bin/docker-entrypoint.sh / # backwards compat\n\
+                VOLUME /var/lib/app\n\
+                WORKDIR $APP_HOME\n\
+                USER app\n\
+                RUN touch made-by-app && ls -ln > listing.txt\n\
+                EXPOSE 6379\n\
+                STOPSIGNAL SIGTERM\n\
+                ENTRYPOINT [\"docker-entrypoint.sh\"]\n\
+                CMD [\"app-server\"]\n",
+            files: ENTRYPOINT_SCRIPT,
+            quirks: &[
+                Quirk::RunStubs,
+                Quirk::VolumeWritesDiscarded(&[
+                    "/var/lib/app/made-by-app",
+                    "/var/lib/app/listing.txt",
+                ]),
+            ],
+            expect: &[
+                "/docker-entrypoint.sh",
+                "/var/lib/app/made-by-app",
+                "/id.txt",
+            ],
+            ..CASE
+        },
+        Case {
+            name: "binary_and_libraries_from_a_build_stage",
+            dockerfile: "FROM @DEBIAN@ AS build\n\
+                RUN mkdir -p /out/bin && cp /usr/sbin/getcap /out/bin/\n\
+                FROM @BUSYBOX@\n\
+                COPY --from=build /out/bin/getcap /usr/local/bin/\n\
+                COPY --from=build /usr/lib/x86_64-linux-gnu/libcap.so* /lib/x86_64-linux-gnu/\n\
+                COPY --from=build /lib/x86_64-linux-gnu/libc.so.6 /lib/x86_64-linux-gnu/\n\
+                COPY --from=build /lib64/ld-linux-x86-64.so.2 /lib64/\n\
+                RUN /usr/local/bin/getcap -v /bin/busybox > /getcap.out\n",
+            quirks: &[Quirk::RunStubs],
+            expect: &["/getcap.out", "/lib64/ld-linux-x86-64.so.2"],
+            ..CASE
+        },
+        Case {
+            // A Python web app's usual shape, without pip: an unprivileged
+            // user with a home, the app copied to its WORKDIR as that user,
+            // the user's HOME in a RUN.
+            name: "python_style_app",
+            dockerfile: "FROM @DEBIAN@\n\
+                ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1\n\
+                WORKDIR /app\n\
+                RUN useradd --create-home --uid 10001 --shell /bin/bash appuser\n\
+                COPY requirements*.txt ./\n\
+                COPY --chown=appuser:appuser . .\n\
+                USER appuser\n\
+                ENV PATH=/home/appuser/.local/bin:$PATH\n\
+                RUN mkdir -p ~/.local/bin && echo \"$HOME\" > ~/.local/home.txt && id > ~/.local/id.txt\n\
+                EXPOSE 8000\n\
+                HEALTHCHECK --interval=30s CMD [\"true\"]\n\
+                CMD [\"python3\", \"-m\", \"app\"]\n",
+            files: &[
+                ("requirements.txt", "flask==3.0.0\n"),
+                ("app/__init__.py", ""),
+                ("app/__main__.py", "print('hello')\n"),
+                ("app/__pycache__/junk.pyc", "junk"),
+                (".dockerignore", "**/__pycache__\n*.pyc\n.git\n"),
+            ],
+            quirks: &[Quirk::RunStubs, Quirk::EnvOverrideAppends],
+            expect: &["/app/app/__main__.py", "/home/appuser/.local/home.txt"],
+            ..CASE
+        },
+        Case {
+            // Debian's /bin, /sbin and /lib are links into /usr, /var/run
+            // one to /run: what COPY, ADD and WORKDIR make there lands at
+            // the link's target, and the links stay links.
+            name: "copy_through_merged_usr_links",
+            dockerfile: "FROM @DEBIAN@ AS stage\n\
+                RUN mkdir -p /out/lib && echo lib > /out/lib/libextra.so.1\n\
+                FROM @DEBIAN@\n\
+                COPY a.txt /bin/\n\
+                COPY b.txt /sbin/b-tool\n\
+                COPY dir/ /lib/extra/\n\
+                COPY --from=stage /out/lib/ /lib/x86_64-linux-gnu/\n\
+                ADD archive.tar /lib/from-archive/\n\
+                WORKDIR /bin/work\n\
+                WORKDIR /var/run/app\n",
+            files: FILES,
+            setup: Some(archives),
+            expect: &[
+                "/usr/bin/a.txt",
+                "/usr/sbin/b-tool",
+                "/usr/lib/extra/one",
+                "/usr/lib/x86_64-linux-gnu/libextra.so.1",
+                "/usr/lib/from-archive/top/file",
+                "/usr/bin/work",
+                "/run/app",
+            ],
+            ..CASE
+        },
+    ]);
+}
+
 /// The comparison itself: each kind of difference is reported, and a quirk
 /// hides only its own detail.
 /// The RUN cases again, executor building in a default pod (no
@@ -1597,6 +1941,7 @@ fn differences_are_reported() {
             .iter()
             .map(|(p, e)| ((*p).to_string(), e.clone()))
             .collect(),
+        diff_ids: Vec::new(),
     };
     let base = || {
         built(

@@ -254,7 +254,8 @@ pub fn copy(
 /// Creates directory `image_dir` in `staging` as WORKDIR does (BuildKit's
 /// mkdir with parents): directories the image has are recreated with their
 /// metadata, missing ones are created 0755 and owned by `owner`, parents
-/// included. Returns the image paths created.
+/// included, where the image's symlinks lead. Returns the image paths
+/// created.
 pub fn make_dir(
     rootfs: &Path,
     staging: &Path,
@@ -267,13 +268,16 @@ pub fn make_dir(
         ..Options::default()
     };
     let mut written = Vec::new();
+    // Through the image's symlinks, as BuildKit's mkdir (RootPath): under a
+    // linked directory (/var/run -> /run) the link's target gets it.
+    let image_dir = resolve_image_path(rootfs, image_dir, true);
     Copier {
         rootfs,
         staging,
         opts: &opts,
         written: &mut written,
     }
-    .ensure_dir(image_dir)?;
+    .ensure_dir(&image_dir)?;
     Ok(written)
 }
 
@@ -527,42 +531,10 @@ pub fn parse_chmod(value: &str) -> std::result::Result<u32, String> {
 }
 
 /// Resolves `--chown` (`user[:group]`, names or numbers) with the image's
-/// `/etc/passwd` and `/etc/group`. A user without a group uses the user's
-/// numeric id as the group, as Docker does.
+/// `/etc/passwd` and `/etc/group`, as BuildKit's file operations do
+/// ([`crate::sandbox::user::file_owner`]).
 pub fn resolve_chown(value: &str, rootfs: &Path) -> std::result::Result<(u32, u32), String> {
-    let (user, group) = match value.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (value, None),
-    };
-    let read = |file: &str| fs::read_to_string(resolve_in_root(rootfs, file, true)).ok();
-    let lookup = |db: Option<String>, name: &str, what: &str| -> std::result::Result<u32, String> {
-        if let Ok(n) = name.parse::<u32>() {
-            return Ok(n);
-        }
-        let db = db.ok_or_else(|| {
-            format!(
-                "unable to find {what} {name:?}: the image has no /etc/{}",
-                if what == "user" { "passwd" } else { "group" }
-            )
-        })?;
-        db.lines()
-            .filter_map(|l| {
-                let mut f = l.split(':');
-                Some((f.next()?, f.nth(1)?))
-            })
-            .find(|(n, _)| *n == name)
-            .and_then(|(_, id)| id.parse().ok())
-            .ok_or_else(|| format!("unable to find {what} {name:?} in the image"))
-    };
-    if user.is_empty() {
-        return Err(format!("invalid --chown {value:?}: no user"));
-    }
-    let uid = lookup(read("/etc/passwd"), user, "user")?;
-    let gid = match group {
-        Some(g) if !g.is_empty() => lookup(read("/etc/group"), g, "group")?,
-        _ => uid,
-    };
-    Ok((uid, gid))
+    crate::sandbox::user::file_owner(rootfs, value).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -761,12 +733,13 @@ mod tests {
         let f = fixture();
         let owner = resolve_chown("app:staff", &f.rootfs).unwrap();
         assert_eq!(owner, (1000, 50));
-        assert_eq!(resolve_chown("app", &f.rootfs).unwrap(), (1000, 1000));
+        // A named user's group is its passwd group, as in BuildKit.
+        assert_eq!(resolve_chown("app", &f.rootfs).unwrap(), (1000, 1001));
         assert_eq!(resolve_chown("7:8", &f.rootfs).unwrap(), (7, 8));
         assert!(
             resolve_chown("ghost", &f.rootfs)
                 .unwrap_err()
-                .contains("\"ghost\"")
+                .contains("ghost")
         );
         let o = Options {
             chown: Some(owner),
@@ -895,6 +868,18 @@ mod tests {
                 "{dir}"
             );
         }
+    }
+
+    #[test]
+    fn make_dir_goes_where_the_images_links_lead() {
+        let f = fixture();
+        let created = make_dir(&f.rootfs, &f.staging, "/via-link/w", (0, 0)).unwrap();
+        assert_eq!(created, ["/existing/w"]);
+        assert!(f.staging.join("existing/w").is_dir());
+        assert!(
+            !f.staging.join("via-link").exists(),
+            "the link stays a link"
+        );
     }
 
     #[test]

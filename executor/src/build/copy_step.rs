@@ -92,7 +92,7 @@ impl Engine<'_> {
                 }
                 Some(from) => {
                     let root = self.source_root(job.built, from, instruction)?;
-                    let other = Context::from_dir(root.path(), None)?;
+                    let other = Context::from_rootfs(root.path())?;
                     sources.extend(self.context_sources(
                         &other,
                         &patterns,
@@ -143,6 +143,7 @@ impl Engine<'_> {
         }
         for archive in archives {
             let (dest, _) = copy::destination(&args.dest, &copy_opts.workdir);
+            let dest = copy::resolve_image_path(copy_root, &dest, true);
             let target = copy::under(&staging, &dest);
             // Directories the image has keep their metadata; missing ones
             // take --chown's owner, as COPY's do.

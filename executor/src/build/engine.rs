@@ -72,6 +72,7 @@ pub fn remote(settings: &Settings) -> Result<Remote> {
             skip_tls_verify: settings.skip_tls_verify_push,
             retries: settings.push_retry,
         },
+        timeout: std::time::Duration::from_secs(settings.registry_timeout_secs),
         ..RegistryOptions::default()
     };
     Ok(Remote::from_options(options)?)

@@ -166,7 +166,8 @@ fn write_digest_files(settings: &Settings, digest: &Digest) -> Result<()> {
 
 /// Writes the image as a docker-archive tarball (`docker save` format:
 /// `manifest.json`, the config, each layer as an uncompressed tar named by
-/// its diffID), which `docker load` and `skopeo copy docker-archive:` read.
+/// its diffID, once however often the image holds it), which `docker load`
+/// and `skopeo copy docker-archive:` read.
 ///
 /// Each layer is decompressed once, straight into the archive: its tar
 /// header goes in as a placeholder and is written again with the size once
@@ -193,6 +194,11 @@ fn write_docker_archive(
         let digest = images::descriptor_digest(&layer.descriptor)?;
         let hex = layer.diff_id.trim_start_matches("sha256:").to_string();
         let name = format!("{hex}/layer.tar");
+        // A layer repeated in the image is stored once, listed every time.
+        if layer_names.contains(&name) {
+            layer_names.push(name);
+            continue;
+        }
         let blob = store.open_blob(&digest)?;
         let mut reader = crate::image::apply::decompress(io::BufReader::new(blob))?;
         append_stream(&mut out, &name, &mut reader).map_err(io_err)?;

@@ -50,6 +50,10 @@ pub struct Settings {
     pub registry_mirrors: Vec<String>,
     pub push_retry: u32,
     pub image_download_retry: u32,
+    /// `--registry-timeout`: seconds a registry request may go without
+    /// moving before it fails (and is retried).
+    #[serde(default = "default_registry_timeout")]
+    pub registry_timeout_secs: u64,
     /// The local image store.
     pub cache_dir: PathBuf,
     /// How RUN steps are snapshotted.
@@ -89,6 +93,10 @@ pub enum IsolationMode {
     Namespace,
     /// kaniko's model: in the executor's own root (a container only).
     InPlace,
+}
+
+fn default_registry_timeout() -> u64 {
+    crate::registry::DEFAULT_TIMEOUT.as_secs()
 }
 
 /// `SOURCE_DATE_EPOCH` that does not read as whole seconds since 1970.

@@ -225,11 +225,24 @@ impl<'a> Engine<'a> {
         if let Some(cache) = &self.cache
             && !saves.is_empty()
         {
-            let writes = saves.iter().map(|(key, config, layer)| {
-                cache.save(*key, config, layer.as_ref(), &self.registry, &self.store)
+            // Entries are written at once, except that a layer two steps
+            // both made (an image may hold one layer several times) is
+            // uploaded by the first step's entry alone: the later entries
+            // wait for it, then find the blob there, instead of racing two
+            // uploads of one blob into the cache repository.
+            let mut seen = std::collections::HashSet::new();
+            let (first, repeated): (Vec<_>, Vec<_>) = saves.iter().partition(|(_, _, layer)| {
+                layer
+                    .as_ref()
+                    .is_none_or(|l| seen.insert(l.descriptor.digest().to_string()))
             });
-            self.runtime
-                .block_on(futures_util::future::join_all(writes));
+            for wave in [first, repeated] {
+                let writes = wave.into_iter().map(|(key, config, layer)| {
+                    cache.save(*key, config, layer.as_ref(), &self.registry, &self.store)
+                });
+                self.runtime
+                    .block_on(futures_util::future::join_all(writes));
+            }
         }
         outcome?;
         if self.settings.single_snapshot {
@@ -583,6 +596,7 @@ mod tests {
                 registry_mirrors: Vec::new(),
                 push_retry: 0,
                 image_download_retry: 0,
+                registry_timeout_secs: 60,
                 cache_dir: self.path("store"),
                 snapshot_mode: SnapshotMode::Full,
                 single_snapshot: false,

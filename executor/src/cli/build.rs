@@ -14,7 +14,7 @@ use executor::build::{
 };
 use executor::dockerfile::instructions::parse_go_duration;
 use executor::platform::Platform;
-use executor::registry::{Backoff, ImageReference};
+use executor::registry::{Backoff, DEFAULT_TIMEOUT, ImageReference};
 
 /// kaniko's boolean flags take `--flag`, `--flag=true` and `--flag=false`.
 macro_rules! bool_flag {
@@ -231,7 +231,9 @@ pub struct BuildArgs {
 /// `executor run` (for its build jobs).
 #[derive(Debug, Clone, Args, Default)]
 pub struct PushArgs {
-    /// Push to and pull from plain-HTTP registries
+    /// Push to plain-HTTP registries. Pushes only, as kaniko's --insecure:
+    /// pulls take --insecure-pull, and --insecure-registry HOST covers
+    /// both for one registry
     #[arg(long, env = "EXECUTOR_INSECURE", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub insecure: bool,
 
@@ -239,8 +241,8 @@ pub struct PushArgs {
     #[arg(long, env = "EXECUTOR_SKIP_TLS_VERIFY", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub skip_tls_verify: bool,
 
-    /// Retries of a failed push request (429, 5xx, dropped connection),
-    /// with exponential backoff
+    /// Retries of a failed push request (429, 5xx, dropped connection,
+    /// timeout), with exponential backoff
     #[arg(long, env = "EXECUTOR_PUSH_RETRY", default_value_t = Backoff::default().retries)]
     pub push_retry: u32,
 }
@@ -258,11 +260,13 @@ pub struct PullArgs {
     )]
     pub custom_platform: Option<Platform>,
 
-    /// Pull from plain-HTTP registries
+    /// Pull (base images, cache lookups) from plain-HTTP registries.
+    /// Pulls only, as kaniko's --insecure-pull: pushes take --insecure
     #[arg(long, env = "EXECUTOR_INSECURE_PULL", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub insecure_pull: bool,
 
-    /// A registry to reach over plain HTTP, HOST[:PORT] (repeatable)
+    /// A registry to reach over plain HTTP, HOST[:PORT], for pushes and
+    /// pulls (repeatable)
     #[arg(
         long,
         env = "EXECUTOR_INSECURE_REGISTRY",
@@ -303,9 +307,16 @@ pub struct PullArgs {
     pub registry_mirror: Vec<String>,
 
     /// Retries of a failed base image request (429, 5xx, dropped
-    /// connection), with exponential backoff
+    /// connection, timeout), with exponential backoff
     #[arg(long, env = "EXECUTOR_IMAGE_DOWNLOAD_RETRY", default_value_t = Backoff::default().retries)]
     pub image_download_retry: u32,
+
+    /// Seconds a registry request (pull, push, token, cache lookup) may go
+    /// without an answer or a byte moving before it fails and is retried;
+    /// a long transfer that keeps moving never times out. Connecting gets
+    /// at most 30 s of it
+    #[arg(long, env = "EXECUTOR_REGISTRY_TIMEOUT", value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub registry_timeout: u64,
 
     /// The local image store (an OCI layout); pulled base images are reused
     /// across builds
@@ -434,6 +445,11 @@ impl BuildArgs {
             registry_mirrors: self.pull.registry_mirror.clone(),
             push_retry: self.push_args.push_retry,
             image_download_retry: self.pull.image_download_retry,
+            // 0 only from `PullArgs::default()` (clap refuses it).
+            registry_timeout_secs: match self.pull.registry_timeout {
+                0 => DEFAULT_TIMEOUT.as_secs(),
+                secs => secs,
+            },
             cache_dir,
             snapshot_mode: match self.snapshot_mode {
                 SnapshotModeArg::Full => SnapshotMode::Full,
@@ -526,6 +542,27 @@ impl BuildArgs {
     }
 }
 
+/// Before anything is built, as kaniko does: the credentials in use may
+/// push to each destination's repository (once per repository). Not with
+/// `--no-push`. The cache repository is not checked (kaniko does not
+/// either): a cache entry that cannot be written is a warning, not a
+/// failed build.
+async fn check_push_access(settings: &Settings) -> anyhow::Result<()> {
+    if !settings.push || settings.destinations.is_empty() {
+        return Ok(());
+    }
+    let remote = executor::build::engine::remote(settings)?;
+    let mut checked = Vec::new();
+    for destination in &settings.destinations {
+        if checked.contains(&destination.name()) {
+            continue;
+        }
+        remote.client().check_push(destination).await?;
+        checked.push(destination.name());
+    }
+    Ok(())
+}
+
 /// Runs `executor build`.
 pub fn run(args: &BuildArgs) -> anyhow::Result<std::process::ExitCode> {
     let settings = match &args.settings_file {
@@ -546,6 +583,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<std::process::ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    runtime.block_on(check_push_access(&settings))?;
     // SIGINT and SIGTERM kill the running steps; the build then stops,
     // removes its scratch space and fails.
     let cancel = tokio_util::sync::CancellationToken::new();
@@ -610,5 +648,34 @@ mod tests {
             error.to_string(),
             format!("invalid settings file {}", path.display())
         );
+    }
+
+    #[test]
+    fn registry_timeout_reaches_the_settings_and_zero_is_refused() {
+        use clap::Parser as _;
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["executor", "build", "--no-push", "--cache-dir", "/store"];
+            argv.extend_from_slice(args);
+            super::super::Cli::try_parse_from(argv)
+        };
+        let settings = |cli: super::super::Cli| match cli.command {
+            Some(super::super::Command::Build(args)) => args.settings().unwrap(),
+            _ => panic!("not a build"),
+        };
+        let default = settings(parse(&[]).unwrap());
+        assert_eq!(default.registry_timeout_secs, 60);
+        let five = settings(parse(&["--registry-timeout", "5"]).unwrap());
+        assert_eq!(five.registry_timeout_secs, 5);
+        let Err(error) = parse(&["--registry-timeout", "0"]) else {
+            panic!("--registry-timeout 0 is refused");
+        };
+        assert!(error.to_string().contains("--registry-timeout"), "{error}");
+        // A settings file written before the flag existed reads as 60 s.
+        let mut json = serde_json::to_value(&five).unwrap();
+        json.as_object_mut()
+            .unwrap()
+            .remove("registry_timeout_secs");
+        let old: Settings = serde_json::from_value(json).unwrap();
+        assert_eq!(old.registry_timeout_secs, 60);
     }
 }

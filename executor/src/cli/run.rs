@@ -116,6 +116,7 @@ impl RunArgs {
                 skip_tls_verify: self.push.skip_tls_verify,
                 retries: self.push.push_retry,
             },
+            timeout: std::time::Duration::from_secs(p.registry_timeout),
             ..RegistryOptions::default()
         };
         let cwd = std::env::current_dir().context("cannot read the current directory")?;

@@ -109,14 +109,6 @@ pub enum Error {
         patterns.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", ")
     )]
     NoSourceFiles { patterns: Vec<String> },
-    #[error(
-        "source {pattern:?}: symlink {link:?} points outside the build context (to {target:?})"
-    )]
-    SymlinkEscape {
-        pattern: String,
-        link: String,
-        target: String,
-    },
     #[error("source {pattern:?}: too many levels of symbolic links")]
     SymlinkLoop { pattern: String },
     #[error("invalid source pattern {pattern:?}: {reason}")]
@@ -290,10 +282,9 @@ impl Context {
     }
 
     /// A root file system to select from, for `COPY --from`: the same
-    /// selection rules, except that a symlink on the way to a source
-    /// resolves inside `dir` as Docker does (an absolute target from `dir`,
-    /// `..` stopping at it) instead of being an error, and files keep their
-    /// owners (`Selected::uid` and `gid`) instead of root.
+    /// selection rules, except that a source's `..` stops at `dir` as in
+    /// Docker (instead of being an error), and files keep their owners
+    /// (`Selected::uid` and `gid`) instead of root.
     pub fn from_rootfs(dir: &Path) -> Result<Self> {
         let mut context = Self::from_dir(dir, None)?;
         context.rootfs = true;
@@ -383,7 +374,7 @@ fn resolve_dockerfile(root: &Path, dockerfile: &Path, remote: bool) -> Result<Pa
         }
         looked.push(dockerfile.to_owned());
     }
-    // Inside the context, following symlinks only within it.
+    // Inside the context, following symlinks with the context as `/`.
     let rel = dockerfile.to_str().map(gopath::clean);
     let in_context = rel
         .as_deref()

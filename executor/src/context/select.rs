@@ -6,20 +6,23 @@
 //! `filepath.Match` (`*`, `?`, `[...]`, `\` escapes) from the first path
 //! component that has one (fsutil's `ResolveWildcards`, which stops at a
 //! matching directory and never follows links while matching), and a
-//! selected path is followed through symlinks inside the context
-//! (continuity's `RootPath`). Inside a selected directory nothing is
-//! followed: symlinks are entries like any other.
+//! selected path is followed through its symlinks with the context's root
+//! as `/` (continuity's `RootPath`, which fsutil's copier uses for a source
+//! with `FollowLinks`): an absolute target is read from the root, and `..`
+//! stops at the root, as in a chroot. So `current -> /opt/app-1.2` selects
+//! `opt/app-1.2` of the same context or stage, never a file of the host.
+//! Inside a selected directory nothing is followed: symlinks are entries
+//! like any other, copied as they are.
 //!
 //! Where Docker would quietly reinterpret a path, this is an error instead:
-//! a source that climbs out of the context (`../x`) and a symlink, on the
-//! way to a source, that points out of it (an absolute target, or `..`
-//! above the root). A literal source that does not exist is an error; a
-//! wildcard may match nothing as long as the instruction selects something
-//! (as with kaniko and Docker's classic builder).
+//! a source that climbs out of the context (`../x`). A literal source that
+//! does not exist is an error; a wildcard may match nothing as long as the
+//! instruction selects something (as with kaniko and Docker's classic
+//! builder).
 //!
 //! A root file system ([`Context::from_rootfs`], for `COPY --from`) is
-//! read as Docker reads a stage: links resolve inside it (absolute targets
-//! from its root, `..` stopping there) and files keep their owners.
+//! read as Docker reads a stage: `..` in a source stops at its root too,
+//! and files keep their owners.
 //!
 //! `COPY --exclude` patterns are `.dockerignore` patterns. They are matched
 //! against each selected path relative to the context root, and, inside a
@@ -186,14 +189,9 @@ impl Context {
     /// `None`: it does not exist in the context as Docker sends it.
     fn resolve(&self, rel: &str, pattern: &str) -> Result<Option<(String, Metadata)>> {
         let visible = |rel: &str, meta: &Metadata| self.visible(rel, meta);
-        match resolve_core(self.root(), rel, self.rootfs, &visible)? {
+        match resolve_core(self.root(), rel, &visible)? {
             Resolution::Found(resolved, metadata) => Ok(Some((resolved, metadata))),
             Resolution::Missing => Ok(None),
-            Resolution::Escape { link, target } => Err(Error::SymlinkEscape {
-                pattern: pattern.to_owned(),
-                link,
-                target,
-            }),
             Resolution::Loop => Err(Error::SymlinkLoop {
                 pattern: pattern.to_owned(),
             }),
@@ -404,19 +402,16 @@ fn parse_excludes(excludes: &[String]) -> Result<Option<DockerIgnore>> {
 enum Resolution {
     Found(String, Metadata),
     Missing,
-    Escape { link: String, target: String },
     Loop,
 }
 
 /// continuity's `RootPath` for a cleaned relative path: every symlink on
-/// the way is followed with the root as `/`. Unless `confine` (Docker's own
-/// behaviour, right for a root file system), leaving the root (an absolute
-/// target or `..` above it) is reported rather than clamped. `visible`
-/// decides which paths exist (the `.dockerignore` view).
+/// the way is followed with the root as `/` (an absolute target starts
+/// again from the root, `..` stops at it). `visible` decides which paths
+/// exist (the `.dockerignore` view).
 fn resolve_core(
     root: &Path,
     rel: &str,
-    confine: bool,
     visible: &dyn Fn(&str, &Metadata) -> Result<bool>,
 ) -> Result<Resolution> {
     let mut done: Vec<String> = Vec::new();
@@ -426,17 +421,12 @@ fn resolve_core(
         .map(str::to_owned)
         .collect();
     let mut links = 0;
-    // The last link followed, to name it if the path then climbs out.
-    let mut last_link: Option<(String, String)> = None;
     while let Some(component) = todo.pop_front() {
         if component == "." || component.is_empty() {
             continue;
         }
         if component == ".." {
-            if done.pop().is_none() && !confine {
-                let (link, target) = last_link.unwrap_or_default();
-                return Ok(Resolution::Escape { link, target });
-            }
+            done.pop();
             continue;
         }
         let candidate = if done.is_empty() {
@@ -462,36 +452,12 @@ fn resolve_core(
             let target = target_path.to_str().ok_or_else(|| Error::NonUtf8 {
                 path: root.join(&candidate),
             })?;
-            let escape = || Resolution::Escape {
-                link: candidate.clone(),
-                target: target.to_owned(),
-            };
-            if confine {
-                if target.starts_with('/') {
-                    done.clear();
-                }
-            } else {
-                if target.starts_with('/') {
-                    return Ok(escape());
-                }
-                // Check the target against the link's own directory:
-                // climbing above the root is leaving the context.
-                let mut depth = done.len();
-                for part in target.split('/') {
-                    match part {
-                        "" | "." => {}
-                        ".." => match depth.checked_sub(1) {
-                            Some(d) => depth = d,
-                            None => return Ok(escape()),
-                        },
-                        _ => depth += 1,
-                    }
-                }
+            if target.starts_with('/') {
+                done.clear();
             }
             for part in target.split('/').rev() {
                 todo.push_front(part.to_owned());
             }
-            last_link = Some((candidate, target.to_owned()));
             continue;
         }
         if !todo.is_empty() && !meta.is_dir() {
@@ -514,12 +480,12 @@ fn resolve_core(
 }
 
 /// Resolve `rel` inside `root` following symlinks within it, with no
-/// `.dockerignore` view (for the Dockerfile): `None` when it is missing or
-/// leads out of the root.
+/// `.dockerignore` view (for the Dockerfile, as BuildKit's client follows
+/// it): `None` when it is missing.
 pub(super) fn resolve_in_root(root: &Path, rel: &str) -> Result<Option<String>> {
-    Ok(match resolve_core(root, rel, false, &|_, _| Ok(true))? {
+    Ok(match resolve_core(root, rel, &|_, _| Ok(true))? {
         Resolution::Found(resolved, _) => Some(resolved),
-        _ => None,
+        Resolution::Missing | Resolution::Loop => None,
     })
 }
 
@@ -893,26 +859,53 @@ mod tests {
                 format!("forbidden path outside the build context: {pattern}")
             );
         }
-        for (pattern, link) in [
-            ("abs", "abs"),
-            ("escape", "escape"),
-            ("deep/escape", "deep/escape"),
-            ("esc*", "escape"),
-        ] {
-            let err = context.select(&strings(&[pattern]), &[]).unwrap_err();
-            assert!(
-                matches!(&err, Error::SymlinkEscape { link: l, .. } if l == link),
-                "{pattern}: {err}"
-            );
-            assert!(
-                err.to_string().contains("points outside the build context"),
-                "{err}"
-            );
-        }
-        // Inside a selected directory, links are entries, not followed.
-        assert!(walk(&context, "deep", &[]).contains(&"escape".to_owned()));
         let err = context.select(&strings(&["loop1"]), &[]).unwrap_err();
         assert!(matches!(err, Error::SymlinkLoop { .. }), "{err}");
+    }
+
+    /// BuildKit follows a source's links with the context as `/`: an
+    /// absolute target is read from the context's root, and `..` stops
+    /// there; what the link names in the context is what is copied, never
+    /// a file of the host.
+    #[test]
+    fn links_out_of_the_context_resolve_inside_it() {
+        let tree = sample();
+        tree.file("secret", "inside")
+            .file("etc/passwd", "the context's")
+            .file("sub/s", "s")
+            .link("abslink", "/sub")
+            .link("via/abs", "/sub/s");
+        let context = tree.context("");
+        assert_eq!(
+            select(&context, &["abs", "escape", "deep/escape"], &[]).unwrap(),
+            [
+                "0:abs->etc/passwd",
+                "1:escape->secret",
+                "2:deep/escape->secret"
+            ]
+        );
+        assert_eq!(
+            select(&context, &["esc*", "abslink/", "via/abs"], &[]).unwrap(),
+            ["0:escape->secret", "1:abslink->sub", "2:via/abs->sub/s"]
+        );
+        let selected = context.select(&strings(&["escape"]), &[]).unwrap();
+        assert_eq!(fs::read_to_string(&selected[0].abs).unwrap(), "inside");
+        // Inside a selected directory, links are entries, not followed.
+        assert!(walk(&context, "deep", &[]).contains(&"escape".to_owned()));
+        // Where the link's target is missing from the context, so is the
+        // source (the host's file of that name does not count).
+        let bare = Tree::new();
+        bare.link("escape", "../secret").link("abs", "/etc/passwd");
+        let context = bare.context("");
+        for pattern in ["escape", "abs"] {
+            assert!(
+                matches!(
+                    context.select(&strings(&[pattern]), &[]),
+                    Err(Error::NotFound { .. })
+                ),
+                "{pattern}"
+            );
+        }
     }
 
     #[test]
@@ -947,11 +940,16 @@ mod tests {
             (selected[0].uid, selected[0].gid),
             (selected[0].metadata.uid(), selected[0].metadata.gid())
         );
-        // The same tree as a build context refuses those links.
+        // The same tree as a build context resolves those links alike, but
+        // refuses `..` in a source and presents files as root's.
         let context = tree.context("");
+        assert_eq!(
+            select(&context, &["/bin/python"], &[]).unwrap(),
+            ["0:bin/python->usr/bin/python3"]
+        );
         assert!(matches!(
-            context.select(&strings(&["bin/python"]), &[]),
-            Err(Error::SymlinkEscape { .. })
+            context.select(&strings(&["../usr/bin/python3"]), &[]),
+            Err(Error::OutsideContext { .. })
         ));
         assert_eq!(context.select(&strings(&["usr"]), &[]).unwrap()[0].uid, 0);
     }

@@ -131,6 +131,8 @@ struct HelperResponse {
 #[derive(Debug, Default)]
 pub struct Keychain {
     path: Option<PathBuf>,
+    /// The files looked for when none existed ([`Keychain::first_of`]).
+    searched: Vec<PathBuf>,
     config: ConfigFile,
     helper_path: Option<OsString>,
 }
@@ -173,7 +175,10 @@ impl Keychain {
     pub fn first_of(paths: &[PathBuf]) -> Result<Self> {
         match paths.iter().find(|p| p.is_file()) {
             Some(path) => Self::from_file(path),
-            None => Ok(Self::anonymous()),
+            None => Ok(Self {
+                searched: paths.to_vec(),
+                ..Self::anonymous()
+            }),
         }
     }
 
@@ -193,6 +198,7 @@ impl Keychain {
         tracing::debug!(path = %path.display(), "using docker config");
         Ok(Self {
             path: Some(path.to_path_buf()),
+            searched: Vec::new(),
             config,
             helper_path: None,
         })
@@ -210,6 +216,24 @@ impl Keychain {
     #[must_use]
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
+    }
+
+    /// Where credentials were looked for, for messages: the config file in
+    /// use, or the files searched when none exists.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match &self.path {
+            Some(path) => path.display().to_string(),
+            None if self.searched.is_empty() => "no docker config".to_string(),
+            None => {
+                let names: Vec<String> = self
+                    .searched
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                format!("{} (none exists)", names.join(", "))
+            }
+        }
     }
 
     /// The credential for a registry host (`host[:port]`, `docker.io` and

@@ -42,6 +42,9 @@ use super::transfer::{digest_like, sha256};
 
 const USER_AGENT: &str = concat!("executor/", env!("CARGO_PKG_VERSION"));
 
+/// [`RegistryOptions::timeout`] unless told otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How to reach registries. Host lists take `host[:port]` as written in
 /// image references (`docker.io` or `index.docker.io` for Docker Hub).
 #[derive(Debug, Clone)]
@@ -67,8 +70,11 @@ pub struct RegistryOptions {
     /// The first wait between retries; it doubles up to `retry_max_delay`.
     pub retry_initial_delay: Duration,
     pub retry_max_delay: Duration,
-    /// Time allowed to open a connection.
+    /// Time allowed to open a connection (at most `timeout`).
     pub connect_timeout: Duration,
+    /// The idle timeout (`--registry-timeout`): a request fails, and is
+    /// retried, once nothing has moved for this long (see `idle.rs`).
+    pub timeout: Duration,
 }
 
 /// Settings that apply to all pulls or all pushes, whatever the host.
@@ -105,6 +111,7 @@ impl Default for RegistryOptions {
             retry_initial_delay: backoff.initial,
             retry_max_delay: backoff.max,
             connect_timeout: Duration::from_secs(30),
+            timeout: DEFAULT_TIMEOUT,
         }
     }
 }
@@ -270,9 +277,11 @@ impl RegistryClient {
             })?),
             None => None,
         };
+        let connect_timeout = self.connect_timeout();
         let mut http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
-            .connect_timeout(self.inner.options.connect_timeout)
+            .connect_timeout(connect_timeout)
+            .read_timeout(self.idle())
             .danger_accept_invalid_certs(key.skip_verify);
         let mut oci_certs = Vec::new();
         if let Some(pem) = &pem {
@@ -308,7 +317,10 @@ impl RegistryClient {
             use_monolithic_push: true,
             extra_root_certificates: oci_certs,
             platform_resolver: None,
-            connect_timeout: Some(self.inner.options.connect_timeout),
+            connect_timeout: Some(connect_timeout),
+            // No read_timeout: reqwest's would bound whole uploads; oci-client
+            // calls are watched by `idle` instead.
+            read_timeout: None,
             user_agent: USER_AGENT,
             ..ClientConfig::default()
         };
@@ -464,7 +476,7 @@ impl RegistryClient {
         direction: Direction,
     ) -> Result<(Vec<u8>, Option<String>, Digest)> {
         let context = format!("getting the manifest of {reference}");
-        let (body, content_type) = self
+        let fetched = self
             .retrying(direction, &context, || async {
                 let auth = self
                     .authorize(host, &[scope(reference.repository(), false)])
@@ -493,7 +505,11 @@ impl RegistryClient {
                 }
                 Ok((body, content_type))
             })
-            .await?;
+            .await;
+        let (body, content_type) = match fetched {
+            Ok(found) => found,
+            Err(e) => return Err(self.auth_failure(host, e).await),
+        };
         let digest_text = match reference.digest() {
             Some(pinned) => {
                 let pinned: Digest = pinned.parse().map_err(|e| Error::Transport {
@@ -523,6 +539,49 @@ impl RegistryClient {
         Ok((body.to_vec(), content_type, digest))
     }
 
+    /// The idle timeout of every request.
+    pub(super) fn idle(&self) -> Duration {
+        self.inner.options.timeout
+    }
+
+    fn connect_timeout(&self) -> Duration {
+        self.inner.options.connect_timeout.min(self.idle())
+    }
+
+    /// A 401 told as what it means here: no credentials for the host in
+    /// the docker config, or credentials the registry refused.
+    pub(super) async fn auth_failure(&self, host: &Host, error: Error) -> Error {
+        let context = match &error {
+            Error::Registry {
+                context, answer, ..
+            } if answer.status == Some(401) => context.clone(),
+            _ => return error,
+        };
+        let Ok(credential) = self.credential(&host.name).await else {
+            return error;
+        };
+        let config = self.inner.keychain.describe();
+        let host = host.name.clone();
+        let user = match credential {
+            Credential::Anonymous => {
+                return Error::NoCredentials {
+                    context,
+                    host,
+                    config,
+                };
+            }
+            Credential::Basic { username, .. } => username,
+            Credential::IdentityToken(_) => "its identity token".to_string(),
+            Credential::RegistryToken(_) => "its registry token".to_string(),
+        };
+        Error::CredentialsRefused {
+            context,
+            host,
+            user,
+            config,
+        }
+    }
+
     pub(super) fn transfer(&self, direction: Direction) -> TransferOptions {
         match direction {
             Direction::Pull => self.inner.options.pull,
@@ -543,6 +602,7 @@ impl RegistryClient {
     /// are left; else gives `error` back.
     pub(super) async fn wait_or_fail(
         &self,
+        direction: Direction,
         backoff: &Backoff,
         retry: &mut u32,
         context: &str,
@@ -552,7 +612,7 @@ impl RegistryClient {
             Some(delay) if error.is_retryable() => {
                 *retry += 1;
                 tracing::warn!(
-                    error = %error,
+                    error = %error.brief(),
                     retry = *retry,
                     of = backoff.retries,
                     delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
@@ -561,7 +621,7 @@ impl RegistryClient {
                 tokio::time::sleep(delay).await;
                 Ok(())
             }
-            _ => Err(error),
+            _ => Err(error.on_side(direction == Direction::Push)),
         }
     }
 
@@ -580,7 +640,10 @@ impl RegistryClient {
         loop {
             match attempt().await {
                 Ok(v) => return Ok(v),
-                Err(e) => self.wait_or_fail(&backoff, &mut retry, context, e).await?,
+                Err(e) => {
+                    self.wait_or_fail(direction, &backoff, &mut retry, context, e)
+                        .await?;
+                }
             }
         }
     }

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use oci_client::errors::OciDistributionError;
 use serde::Deserialize;
@@ -35,6 +36,46 @@ pub enum Error {
         hint: Option<String>,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Nothing moved for the idle timeout (`--registry-timeout`): no
+    /// answer, no byte of a download, no byte of an upload taken.
+    #[error("{context}: the registry sent or took nothing for {} s", .idle.as_secs())]
+    Timeout { context: String, idle: Duration },
+    /// An https request met a server that does not speak TLS (most likely
+    /// a plain-HTTP registry). Never retried: it will not change.
+    #[error(
+        "{context}: {host} does not speak TLS (it answered the TLS handshake with something else)\nhint: if {host} serves plain HTTP, pass --insecure-registry {host}{}",
+        insecure_flag(*.push)
+    )]
+    NotTls {
+        context: String,
+        host: String,
+        /// Whether the request was part of a push (`Some(true)`) or a pull,
+        /// for the flag the hint names; `None` when not known.
+        push: Option<bool>,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The registry wants credentials and the docker config has none for it.
+    #[error(
+        "{context}: registry {host} asks for credentials and none for {host} were found in {config}\nhint: add them with `docker login {host}` (or an `auths` entry for {host}), or point DOCKER_CONFIG at the directory of the config.json that has them"
+    )]
+    NoCredentials {
+        context: String,
+        host: String,
+        /// The docker config read, or the places searched when none exists.
+        config: String,
+    },
+    /// The registry refused the credentials the docker config has for it.
+    #[error(
+        "{context}: registry {host} refused the credentials for {host} as {user} (from {config})\nhint: check the password or token of {user} for {host} in {config}, or log in again with `docker login {host}`"
+    )]
+    CredentialsRefused {
+        context: String,
+        host: String,
+        /// The user name, or what kind of token was presented.
+        user: String,
+        config: String,
     },
     #[error(
         "{reference}: the image index has no manifest for platform {platform} (it has: {available})"
@@ -100,6 +141,16 @@ pub enum Error {
 
 fn hint_line(hint: Option<&str>) -> String {
     hint.map(|h| format!("\nhint: {h}")).unwrap_or_default()
+}
+
+/// kaniko's flags for plain HTTP: `--insecure` for pushes only,
+/// `--insecure-pull` for pulls.
+fn insecure_flag(push: Option<bool>) -> &'static str {
+    match push {
+        Some(true) => " (or --insecure for every push)",
+        Some(false) => " (or --insecure-pull for every pull)",
+        None => " (or --insecure for every push, --insecure-pull for every pull)",
+    }
 }
 
 /// What a registry said: the HTTP status and the error codes and messages
@@ -187,6 +238,7 @@ impl Error {
                 answer.status.is_some_and(retryable_status) || answer.has_code("TOOMANYREQUESTS")
             }
             Self::Transport { retryable, .. } => *retryable,
+            Self::Timeout { .. } => true,
             _ => false,
         }
     }
@@ -197,6 +249,39 @@ impl Error {
         match self {
             Self::Registry { answer, .. } => answer.status,
             _ => None,
+        }
+    }
+
+    /// The message and its causes on one line, without the hint: what a
+    /// warning about a retry says.
+    #[must_use]
+    pub fn brief(&self) -> String {
+        let mut messages = crate::error_chain::messages(self);
+        if let Some(first) = messages.first_mut()
+            && let Some((message, _hint)) = first.split_once("\nhint: ")
+        {
+            *first = message.to_string();
+        }
+        messages.join(": ")
+    }
+
+    /// Names the plain-HTTP flag of the side (push or pull) a failed
+    /// request was on.
+    #[must_use]
+    pub(crate) fn on_side(self, is_push: bool) -> Self {
+        match self {
+            Self::NotTls {
+                context,
+                host,
+                push: None,
+                source,
+            } => Self::NotTls {
+                context,
+                host,
+                push: Some(is_push),
+                source,
+            },
+            other => other,
         }
     }
 
@@ -221,36 +306,37 @@ impl Error {
         if let Some(status) = source.status() {
             return Self::registry(context, Some(status.as_u16()), b"");
         }
-        let tls = is_certificate_error(&source);
-        let hint = if tls {
-            Some(tls_hint())
-        } else if source.is_connect() && source.url().is_some_and(|u| u.scheme() == "https") {
-            let host = source
-                .url()
-                .and_then(reqwest::Url::host_str)
-                .unwrap_or("HOST");
-            let port = source
-                .url()
-                .and_then(reqwest::Url::port)
-                .map(|p| format!(":{p}"))
-                .unwrap_or_default();
-            Some(format!(
-                "if {host}{port} serves plain HTTP, pass --insecure-registry {host}{port} (or --insecure / --insecure-pull)"
-            ))
-        } else {
-            None
-        };
-        let retryable = !tls
-            && (source.is_connect()
-                || source.is_timeout()
-                || source.is_request()
-                || source.is_body()
-                || source.is_decode());
-        Self::Transport {
-            context,
-            retryable,
-            hint,
-            source: Box::new(source),
+        match tls_failure(&source) {
+            Some(TlsFailure::NotTls) => {
+                let url = source.url();
+                let host = url.and_then(reqwest::Url::host_str).unwrap_or("HOST");
+                let port = url
+                    .and_then(reqwest::Url::port)
+                    .map(|p| format!(":{p}"))
+                    .unwrap_or_default();
+                Self::NotTls {
+                    context,
+                    host: format!("{host}{port}"),
+                    push: None,
+                    source,
+                }
+            }
+            Some(TlsFailure::Certificate) => Self::Transport {
+                context,
+                retryable: false,
+                hint: Some(tls_hint()),
+                source: Box::new(source),
+            },
+            None => Self::Transport {
+                context,
+                retryable: source.is_connect()
+                    || source.is_timeout()
+                    || source.is_request()
+                    || source.is_body()
+                    || source.is_decode(),
+                hint: None,
+                source: Box::new(source),
+            },
         }
     }
 
@@ -304,16 +390,42 @@ fn tls_hint() -> String {
         .to_string()
 }
 
-fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TlsFailure {
+    /// The server's certificate is not trusted (or not valid for it).
+    Certificate,
+    /// The server did not answer in TLS at all.
+    NotTls,
+}
+
+/// What went wrong in TLS, if anything: rustls's error found in `e`'s
+/// chain (an `io::Error` hides its inner error from `source()`, so each one
+/// is opened too).
+fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<TlsFailure> {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        let text = err.to_string().to_ascii_lowercase();
-        if text.contains("certificate") || text.contains("unknownissuer") {
-            return true;
+        // io::Errors nest (hyper's around tokio-rustls's): open each.
+        let mut inner = err;
+        while let Some(wrapped) = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            inner = wrapped;
+        }
+        match inner.downcast_ref::<rustls::Error>() {
+            Some(
+                rustls::Error::InvalidCertificate(_)
+                | rustls::Error::NoCertificatesPresented
+                | rustls::Error::UnsupportedNameType,
+            ) => return Some(TlsFailure::Certificate),
+            Some(rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. }) => {
+                return Some(TlsFailure::NotTls);
+            }
+            _ => {}
         }
         cur = err.source();
     }
-    false
+    None
 }
 
 #[cfg(test)]
@@ -357,5 +469,43 @@ mod tests {
         for s in [400, 401, 403, 404, 405, 501] {
             assert!(!retryable_status(s), "{s}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_plain_http_server_reached_over_https_is_not_tls_and_not_retried() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        });
+        let e = reqwest::Client::new()
+            .get(format!("https://127.0.0.1:{port}/v2/"))
+            .send()
+            .await
+            .unwrap_err();
+        let e = Error::http("pulling x".into(), e).on_side(false);
+        assert!(matches!(e, Error::NotTls { .. }), "{e:?}");
+        assert!(!e.is_retryable());
+        let text = e.to_string();
+        assert_eq!(
+            text,
+            format!(
+                "pulling x: 127.0.0.1:{port} does not speak TLS (it answered the TLS handshake with something else)\nhint: if 127.0.0.1:{port} serves plain HTTP, pass --insecure-registry 127.0.0.1:{port} (or --insecure-pull for every pull)"
+            )
+        );
+        // The warning of a retry has the cause, not the hint.
+        assert!(
+            e.brief()
+                .ends_with("received corrupt message of type InvalidContentType"),
+            "{}",
+            e.brief()
+        );
+        assert!(!e.brief().contains("hint"), "{}", e.brief());
     }
 }

@@ -3,7 +3,8 @@
 //! resolving an image (index to platform manifest, config), streaming blobs
 //! in and out of caller-given readers and writers, cross-repository mounts,
 //! manifest pushes that never precede their blobs, retries with backoff,
-//! and per-host TLS and plain-HTTP settings.
+//! an idle timeout on every request, a check of push access before a
+//! build, and per-host TLS and plain-HTTP settings.
 //!
 //! Built on oci-client (see `client.rs` for what our own reqwest calls add
 //! and why). This module knows nothing of Dockerfiles or the local image
@@ -13,6 +14,7 @@ mod auth;
 mod backoff;
 mod client;
 mod error;
+mod idle;
 mod manifest;
 mod pull;
 mod push;
@@ -25,7 +27,9 @@ pub use auth::{
     server_key,
 };
 pub use backoff::Backoff;
-pub use client::{BlobPush, RegistryClient, RegistryOptions, ResolvedImage, TransferOptions};
+pub use client::{
+    BlobPush, DEFAULT_TIMEOUT, RegistryClient, RegistryOptions, ResolvedImage, TransferOptions,
+};
 pub use error::{Error, RegistryAnswer, Result};
 pub use manifest::{
     ACCEPTED_MANIFESTS, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Manifest, OCI_INDEX, OCI_MANIFEST,

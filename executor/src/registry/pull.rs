@@ -11,6 +11,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 
 use super::client::{Direction, Host, RegistryClient, ResolvedImage};
 use super::error::{Error, Result};
+use super::idle::within;
 use super::manifest::{Manifest, available_platforms, parse_manifest, select_platform};
 use super::reference::ImageReference;
 use super::transfer::Hasher;
@@ -187,7 +188,9 @@ impl RegistryClient {
                     if progress.written > before {
                         retry = 0;
                     }
-                    self.wait_or_fail(&backoff, &mut retry, &context, e).await?;
+                    let e = self.auth_failure(host, e).await;
+                    self.wait_or_fail(Direction::Pull, &backoff, &mut retry, &context, e)
+                        .await?;
                 }
             }
         }
@@ -213,20 +216,31 @@ impl RegistryClient {
         self.prepare_oci(host, reference, false).await?;
         let digest = descriptor.digest().to_string();
         let oci_err = |e| Error::oci(context.to_string(), e);
+        let idle = self.idle();
         let mut skip = 0;
         let mut stream = if progress.written == 0 {
-            host.oci
-                .pull_blob_stream(reference.oci(), digest.as_str())
-                .await
-                .map_err(oci_err)?
-                .stream
+            within(idle, context, async {
+                host.oci
+                    .pull_blob_stream(reference.oci(), digest.as_str())
+                    .await
+                    .map_err(oci_err)
+            })
+            .await?
+            .stream
         } else {
-            match host
-                .oci
-                .pull_blob_stream_partial(reference.oci(), digest.as_str(), progress.written, None)
-                .await
-                .map_err(oci_err)?
-            {
+            let response = within(idle, context, async {
+                host.oci
+                    .pull_blob_stream_partial(
+                        reference.oci(),
+                        digest.as_str(),
+                        progress.written,
+                        None,
+                    )
+                    .await
+                    .map_err(oci_err)
+            })
+            .await?;
+            match response {
                 // The registry ignored the range: skip what we have.
                 BlobResponse::Full(s) => {
                     skip = progress.written;
@@ -235,7 +249,9 @@ impl RegistryClient {
                 BlobResponse::Partial(s) => s.stream,
             }
         };
-        while let Some(chunk) = stream.next().await {
+        // Each chunk within the idle timeout: a slow download that moves
+        // goes on, a silent one is retried from where it stopped.
+        while let Some(chunk) = within(idle, context, async { Ok(stream.next().await) }).await? {
             let mut chunk = match chunk {
                 Ok(chunk) => chunk,
                 // oci-client's own digest check fails at the end of a bad

@@ -11,8 +11,11 @@ use oci_spec::image::Digest;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, HeaderValue, LOCATION};
 use tokio::io::AsyncRead;
 
-use super::client::{BlobPush, Direction, Host, RegistryClient, absolute, manifest_url, parse_url};
+use super::client::{
+    Authorization, BlobPush, Direction, Host, RegistryClient, absolute, manifest_url, parse_url,
+};
 use super::error::{Error, Result};
+use super::idle::{watched, within};
 use super::manifest::{ACCEPTED_MANIFESTS, parse_manifest, references};
 use super::reference::ImageReference;
 use super::token::scope;
@@ -36,10 +39,13 @@ impl RegistryClient {
         let context = format!("checking for blob {digest} in {}", reference.name());
         self.retrying(Direction::Push, &context, || async {
             self.prepare_oci(host, reference, false).await?;
-            host.oci
-                .blob_exists(reference.oci(), digest.as_ref())
-                .await
-                .map_err(|e| Error::oci(context.clone(), e))
+            within(self.idle(), &context, async {
+                host.oci
+                    .blob_exists(reference.oci(), digest.as_ref())
+                    .await
+                    .map_err(|e| Error::oci(context.clone(), e))
+            })
+            .await
         })
         .await
     }
@@ -67,6 +73,50 @@ impl RegistryClient {
             }
         })
         .await
+    }
+
+    /// Checks, before anything is built, that the credentials in use may
+    /// push to `reference`'s repository, as kaniko's CheckPushPermissions
+    /// does: a token with push scope (on registries with tokens), then an
+    /// upload session opened and cancelled at once. A 401 says whether the
+    /// docker config had no credentials for the host or the registry
+    /// refused them ([`Error::NoCredentials`], [`Error::CredentialsRefused`]).
+    pub async fn check_push(&self, reference: &ImageReference) -> Result<()> {
+        let host = self.host(reference, Direction::Push)?;
+        let context = format!("checking push access to {}", reference.name());
+        let checked = self
+            .retrying(Direction::Push, &context, || async {
+                let auth = self
+                    .authorize(&host, &[scope(reference.repository(), true)])
+                    .await?;
+                let url = format!("{}/v2/{}/blobs/uploads/", host.base, reference.repository());
+                let response = auth
+                    .apply(host.http.post(&url).header(CONTENT_LENGTH, 0))
+                    .send()
+                    .await
+                    .map_err(|e| Error::http(context.clone(), e))?;
+                let status = response.status().as_u16();
+                match status {
+                    202 => {
+                        // The session opened: cancel it.
+                        cancel_upload(&host, &auth, &response).await;
+                        Ok(())
+                    }
+                    201 => Ok(()),
+                    _ => {
+                        let body = response.bytes().await.unwrap_or_default();
+                        Err(Error::registry(context.clone(), Some(status), &body))
+                    }
+                }
+            })
+            .await;
+        match checked {
+            Ok(()) => {
+                tracing::debug!(repository = reference.name(), "push access checked");
+                Ok(())
+            }
+            Err(e) => Err(self.auth_failure(&host, e).await),
+        }
     }
 
     // ---- push ------------------------------------------------------------
@@ -114,12 +164,7 @@ impl RegistryClient {
                 }
                 202 => {
                     // Refused, and an upload session was opened instead: close it.
-                    if let Some(location) = response.headers().get(LOCATION).and_then(|l| l.to_str().ok()) {
-                        let url = absolute(&host, location);
-                        let request = host.http.delete(&url);
-                        let request = if url.starts_with(&host.base) { auth.apply(request) } else { request };
-                        let _ = request.send().await;
-                    }
+                    cancel_upload(&host, &auth, &response).await;
                     tracing::debug!(%digest, from = from.repository(), "mount refused by the registry");
                     Ok(false)
                 }
@@ -207,21 +252,23 @@ impl RegistryClient {
             })?;
             let state = Arc::new(UploadState::default());
             let stream = upload_stream(reader, size, Arc::clone(&state));
-            let result = match self.prepare_oci(&host, reference, true).await {
-                Err(e) => Err(e),
-                Ok(()) if chunked => host
-                    .oci
-                    .push_blob_stream_chunked(reference.oci(), stream)
-                    .await
-                    .map(|r| Some(r.blob_digest))
-                    .map_err(|e| Error::oci(context.clone(), e)),
-                Ok(()) => host
-                    .oci
-                    .push_blob_stream(reference.oci(), stream, &digest_text, Some(size))
-                    .await
-                    .map(|_| None)
-                    .map_err(|e| Error::oci(context.clone(), e)),
+            let upload = async {
+                self.prepare_oci(&host, reference, true).await?;
+                if chunked {
+                    host.oci
+                        .push_blob_stream_chunked(reference.oci(), stream)
+                        .await
+                        .map(|r| Some(r.blob_digest))
+                        .map_err(|e| Error::oci(context.clone(), e))
+                } else {
+                    host.oci
+                        .push_blob_stream(reference.oci(), stream, &digest_text, Some(size))
+                        .await
+                        .map(|_| None)
+                        .map_err(|e| Error::oci(context.clone(), e))
+                }
             };
+            let result = watched(self.idle(), state.activity(), &context, upload).await;
             if let Some(source) = state.take_source_error() {
                 return Err(Error::Source { context, source });
             }
@@ -252,9 +299,10 @@ impl RegistryClient {
                 continue;
             }
             if state.started() && !replayable {
-                return Err(error);
+                return Err(self.auth_failure(&host, error).await);
             }
-            self.wait_or_fail(&backoff, &mut retry, &context, error)
+            let error = self.auth_failure(&host, error).await;
+            self.wait_or_fail(Direction::Push, &backoff, &mut retry, &context, error)
                 .await?;
         }
     }
@@ -330,14 +378,21 @@ impl RegistryClient {
             source: Box::new(e),
         })?;
         let body = Bytes::copy_from_slice(bytes);
-        self.retrying(Direction::Push, &context, || async {
-            self.prepare_oci(&host, &target, true).await?;
-            host.oci
-                .push_manifest_raw(target.oci(), body.clone(), content_type.clone())
+        let pushed = self
+            .retrying(Direction::Push, &context, || async {
+                self.prepare_oci(&host, &target, true).await?;
+                within(self.idle(), &context, async {
+                    host.oci
+                        .push_manifest_raw(target.oci(), body.clone(), content_type.clone())
+                        .await
+                        .map_err(|e| Error::oci(context.clone(), e))
+                })
                 .await
-                .map_err(|e| Error::oci(context.clone(), e))
-        })
-        .await?;
+            })
+            .await;
+        if let Err(e) = pushed {
+            return Err(self.auth_failure(&host, e).await);
+        }
         tracing::debug!(reference = %target, digest = %computed, "manifest pushed");
         computed.parse().map_err(|e| Error::Transport {
             context,
@@ -409,6 +464,29 @@ impl RegistryClient {
             }
         }
         Ok(out)
+    }
+}
+
+/// Cancels the upload session a `202 Accepted` answer opened (its
+/// `Location`), best effort: a registry that will not is left to expire it.
+/// Credentials go only to the registry's own host.
+async fn cancel_upload(host: &Host, auth: &Authorization, response: &reqwest::Response) {
+    let Some(location) = response
+        .headers()
+        .get(LOCATION)
+        .and_then(|l| l.to_str().ok())
+    else {
+        return;
+    };
+    let url = absolute(host, location);
+    let request = host.http.delete(&url);
+    let request = if url.starts_with(&host.base) {
+        auth.apply(request)
+    } else {
+        request
+    };
+    if let Err(e) = request.send().await {
+        tracing::debug!(error = %e, url, "cancelling an upload session");
     }
 }
 

@@ -17,6 +17,8 @@ use sha2::Digest as _;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::io::ReaderStream;
 
+use super::idle::Activity;
+
 /// A running digest of one of the algorithms OCI names.
 pub(crate) enum Hasher {
     Sha256(sha2::Sha256),
@@ -68,6 +70,7 @@ pub(crate) fn digest_like(like: &Digest, data: &[u8]) -> String {
 /// What an upload stream saw; read after oci-client returns.
 #[derive(Default)]
 pub(crate) struct UploadState {
+    activity: Activity,
     started: AtomicBool,
     sent: AtomicU64,
     overflow: AtomicBool,
@@ -78,6 +81,11 @@ impl UploadState {
     /// Whether any byte (or read error) came out of the reader.
     pub fn started(&self) -> bool {
         self.started.load(Ordering::SeqCst)
+    }
+
+    /// When the connection last took bytes of the upload.
+    pub fn activity(&self) -> &Activity {
+        &self.activity
     }
 
     pub fn sent(&self) -> u64 {
@@ -108,8 +116,11 @@ pub(crate) fn upload_stream<R>(
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
-    ReaderStream::with_capacity(reader, 1 << 20).map(move |item| {
+    // 64 KiB pieces: the idle timeout sees an upload move as the
+    // connection takes each one.
+    ReaderStream::with_capacity(reader, 64 << 10).map(move |item| {
         state.started.store(true, Ordering::SeqCst);
+        state.activity.touch();
         match item {
             Ok(bytes) => {
                 let len = bytes.len() as u64;

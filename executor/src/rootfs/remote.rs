@@ -203,9 +203,12 @@ impl Remote {
             return Ok(());
         };
         let config_push = self.push_blob(repository, store, config, None);
+        // A layer the image holds twice is uploaded once.
         let layer_pushes = layers
             .iter()
-            .map(|l| self.push_blob(repository, store, &l.descriptor, l.source.as_ref()));
+            .enumerate()
+            .filter(|(i, l)| !layers[..*i].iter().any(|e| e.descriptor == l.descriptor))
+            .map(|(_, l)| self.push_blob(repository, store, &l.descriptor, l.source.as_ref()));
         futures_util::future::try_join(config_push, try_join_all(layer_pushes)).await?;
         // Every blob was just uploaded, mounted or found there.
         let present: Vec<String> = std::iter::once(config)

@@ -18,6 +18,16 @@
 //! `lowerdir+`; before 5.2, `fsopen`), the legacy call is used, and a stack
 //! too long for it fails with an error naming the number of layers.
 //!
+//! A directory may appear more than once in the lower list: an image may
+//! hold one layer (one diffID, so one extracted directory) at several
+//! positions, as when two steps write byte-identical changes. overlayfs
+//! refuses a stack that names a directory twice (`ELOOP`), so only the
+//! topmost occurrence is mounted. That gives the same merged view: every
+//! path the repeated layer holds (file, directory, whiteout, opaque mark)
+//! is decided at the top copy or above it, and a directory merged down
+//! through the lower copy finds there only names the top copy already
+//! showed.
+//!
 //! Mounts made here are ordinary mounts: the executor runs in its own
 //! private mount namespace, so they vanish with it even on `SIGKILL`.
 
@@ -25,6 +35,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::CWD;
@@ -114,14 +125,15 @@ impl Overlay {
     /// layer first), with `upper` collecting the changes and `work` as
     /// overlayfs' work directory (empty, on the upper's filesystem). With
     /// no lowers, an empty directory beside `work` (`<work>.lower`) serves
-    /// as the one lower overlayfs needs, removed on unmount.
+    /// as the one lower overlayfs needs, removed on unmount. A directory
+    /// named more than once is mounted at its topmost position only.
     pub fn mount(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<Overlay> {
         let mut overlay = Overlay {
             target: target.to_path_buf(),
             empty_lower: None,
             mounted: false,
         };
-        let mut lowers = lowers.to_vec();
+        let mut lowers = topmost_occurrences(lowers);
         if lowers.is_empty() {
             let mut name = work.as_os_str().to_owned();
             name.push(".lower");
@@ -208,6 +220,25 @@ impl Drop for Overlay {
         }
         self.remove_empty_lower();
     }
+}
+
+/// `lowers` (bottom first) with every directory that appears again higher
+/// up left out, so that each is kept at its topmost position. Two paths are
+/// one directory when they name the same inode (a path that cannot be read
+/// is kept: mounting it reports the error).
+fn topmost_occurrences(lowers: &[PathBuf]) -> Vec<PathBuf> {
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<PathBuf> = lowers
+        .iter()
+        .rev()
+        .filter(|lower| match fs::metadata(lower) {
+            Ok(meta) => seen.insert((meta.dev(), meta.ino())),
+            Err(_) => true,
+        })
+        .cloned()
+        .collect();
+    kept.reverse();
+    kept
 }
 
 /// Whether overlay mounts work here, with `scratch` (a directory on the
@@ -590,6 +621,133 @@ mod tests {
         assert_eq!(listed, ["new"]);
         overlay.unmount().unwrap();
         assert!(!merged.join("etc").exists(), "unmounted");
+    }
+
+    /// Every path under `root`: its kind and, for a file or symlink, its
+    /// content or target.
+    fn listing(root: &Path) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut dirs = vec![root.to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            for entry in fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let rel = path.strip_prefix(root).unwrap().display().to_string();
+                let meta = fs::symlink_metadata(&path).unwrap();
+                let what = if meta.is_dir() {
+                    dirs.push(path);
+                    "dir".to_owned()
+                } else if meta.file_type().is_symlink() {
+                    format!("-> {}", fs::read_link(&path).unwrap().display())
+                } else {
+                    fs::read_to_string(&path).unwrap()
+                };
+                out.push((rel, what));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_layer_repeated_in_the_stack_mounts_as_applying_every_layer_in_turn() {
+        let tmp = tempfile::tempdir().unwrap();
+        let content = tmp.path().join("content");
+        fs::create_dir(&content).unwrap();
+        let file = |name: &str, data: &str| {
+            let path = content.join(name);
+            fs::write(&path, data).unwrap();
+            EntryKind::File(path)
+        };
+        let base = tar_of(vec![
+            LayerEntry::new("gone", file("base-gone", "base")),
+            LayerEntry::new("d", EntryKind::Dir),
+            LayerEntry::new("d/base", file("base-d", "base")),
+        ]);
+        // The repeated layer: adds to d, writes f, deletes gone.
+        let repeated = tar_of(vec![
+            LayerEntry::new("d", EntryKind::Dir),
+            LayerEntry::new("d/x", file("rep-x", "repeated")),
+            LayerEntry::new("d/y", file("rep-y", "repeated")),
+            LayerEntry::new("f", file("rep-f", "repeated")),
+            LayerEntry::new("gone", EntryKind::Whiteout),
+            LayerEntry::new("link", EntryKind::Symlink("d/x".into())),
+        ]);
+        // Layers in between that undo the repeated one's work.
+        let changes = tar_of(vec![
+            LayerEntry::new("d", EntryKind::Dir),
+            LayerEntry::new("d/x", EntryKind::Whiteout),
+            LayerEntry::new("d/z", file("mid-z", "between")),
+            LayerEntry::new("f", file("mid-f", "between")),
+            LayerEntry::new("gone", file("mid-gone", "back")),
+            LayerEntry::new("link", EntryKind::Whiteout),
+        ]);
+        let opaque = tar_of(vec![
+            LayerEntry::new("d", EntryKind::Dir),
+            LayerEntry::new("d", EntryKind::OpaqueWhiteout),
+            LayerEntry::new("d/w", file("opq-w", "opaque")),
+        ]);
+        let replaced = tar_of(vec![
+            LayerEntry::new("d", file("rpl-d", "a file now")),
+            LayerEntry::new("f", EntryKind::Dir),
+            LayerEntry::new("f/inside", file("rpl-f", "dir now")),
+        ]);
+        let layers = [
+            ("base", &base),
+            ("repeated", &repeated),
+            ("changes", &changes),
+            ("opaque", &opaque),
+            ("replaced", &replaced),
+        ];
+        let mut extracted = std::collections::BTreeMap::new();
+        for (name, layer) in layers {
+            let dir = tmp.path().join(format!("layer-{name}"));
+            extract(layer, &dir, Vec::new());
+            extracted.insert(name, (dir, layer));
+        }
+        for (i, middle) in [
+            &["changes"][..],
+            &["opaque"],
+            &["replaced"],
+            &["changes", "opaque"],
+            &["replaced", "changes"],
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let stack: Vec<&str> = ["base", "repeated"]
+                .into_iter()
+                .chain(middle.iter().copied())
+                .chain(["repeated"])
+                .collect();
+            let applied = tmp.path().join(format!("applied-{i}"));
+            fs::create_dir(&applied).unwrap();
+            for name in &stack {
+                crate::image::apply::apply_layer(
+                    &extracted[name].1[..],
+                    &applied,
+                    &ApplyOptions {
+                        root_is_privileged: true,
+                        preserve_ownership: true,
+                        ignore_paths: Vec::new(),
+                    },
+                )
+                .unwrap();
+            }
+            let lowers: Vec<PathBuf> = stack.iter().map(|n| extracted[n].0.clone()).collect();
+            let [upper, work, merged] = dirs(
+                tmp.path(),
+                &[
+                    &format!("upper-{i}"),
+                    &format!("work-{i}"),
+                    &format!("merged-{i}"),
+                ],
+            )
+            .try_into()
+            .unwrap();
+            let overlay = Overlay::mount(&lowers, &upper, &work, &merged).unwrap();
+            assert_eq!(listing(&merged), listing(&applied), "stack {stack:?}");
+            overlay.unmount().unwrap();
+        }
     }
 
     #[test]

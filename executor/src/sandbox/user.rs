@@ -1,10 +1,27 @@
-//! `USER` values (`name`, `uid`, `name:group`, `uid:gid` ...) resolved
-//! through the root's own `/etc/passwd` and `/etc/group`, as runc's
-//! `GetExecUser` does for Docker: with no explicit group, the user's
-//! passwd group is the primary one and every group listing the user is a
-//! supplementary one; with an explicit group there are no other
-//! supplementary groups. The primary group is always in the list. The files are read through [`super::path::resolve`], so a
-//! symlinked `/etc` never leads out of the root.
+//! `USER` and `--chown` values (`name`, `uid`, `name:group`, `uid:gid`
+//! ...) resolved through the root's own `/etc/passwd` and `/etc/group`.
+//! The files are read through [`super::path::resolve`], so a symlinked
+//! `/etc` never leads out of the root.
+//!
+//! A part that is `root` or a number is an id, as BuildKit parses it
+//! (`parseUID` in `client/llb/fileop.go` and `executor/oci/user.go`): such
+//! a part needs no file, so `root` works in an image without
+//! `/etc/passwd` (`FROM scratch`). Two rules, as BuildKit has two:
+//! - a process's user ([`resolve`]), as runc's `GetExecUser` does for
+//!   BuildKit's RUN: `uid:gid` both ids is taken as is (BuildKit's
+//!   `ParseUIDGID` fast path); otherwise a name is looked up, a number
+//!   without an entry is fine. With no explicit group, the user's passwd
+//!   group is the primary one and every group listing the user is a
+//!   supplementary one; with an explicit group there are no other
+//!   supplementary groups. The primary group is always in the list. So a
+//!   lone `root` needs the passwd entry here, as in BuildKit.
+//! - the owner of files a COPY `--chown` or a WORKDIR makes
+//!   ([`file_owner`]), as BuildKit's file operations do (`readUser` in
+//!   `solver/llbsolver/file/user_linux.go`): an id user is `id:id`, a named
+//!   one takes its passwd uid and group; a group part replaces the group.
+//!
+//! A name that no file lists is an error naming it, where BuildKit's file
+//! operations quietly use root instead (Docker documents the error).
 
 use std::fs;
 use std::io;
@@ -20,6 +37,14 @@ pub enum UserError {
     UnknownUser { name: String },
     #[error("unable to find group {name}: no matching entries in /etc/group of the root")]
     UnknownGroup { name: String },
+    #[error(
+        "unable to find user {name}: the image has no /etc/passwd\nhint: use a numeric uid, or root"
+    )]
+    NoPasswd { name: String },
+    #[error(
+        "unable to find group {name}: the image has no /etc/group\nhint: use a numeric gid, or root"
+    )]
+    NoGroupFile { name: String },
     #[error(
         "invalid user {value:?}\nhint: write a name or uid, optionally followed by :group or :gid"
     )]
@@ -49,13 +74,21 @@ struct GroupEntry {
 
 /// Reads `/etc/<file>` of the root; a missing file reads as empty.
 fn read_etc(root: &Path, file: &str) -> Result<String> {
+    Ok(read_etc_if_any(root, file)?.unwrap_or_default())
+}
+
+/// Reads `/etc/<file>` of the root; `None` when the root has none.
+fn read_etc_if_any(root: &Path, file: &str) -> Result<Option<String>> {
     let inside = Path::new("/etc").join(file);
-    let read = |resolved: path::Resolved| -> io::Result<String> {
+    let read = |resolved: path::Resolved| -> io::Result<Option<String>> {
         if !resolved.missing.is_empty() {
-            return Ok(String::new());
+            return Ok(None);
         }
-        let bytes = fs::read(root.join(&resolved.inner))?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        match fs::read(root.join(&resolved.inner)) {
+            Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     };
     path::resolve(root, &inside)
         .and_then(read)
@@ -114,6 +147,80 @@ pub fn home(root: &Path, uid: u32) -> Result<Option<String>> {
         .filter(|home| !home.is_empty()))
 }
 
+/// A part of a user value that is an id without any lookup: `root` (0) or
+/// a number.
+fn id_of(part: &str) -> Option<u32> {
+    if part == "root" {
+        Some(0)
+    } else {
+        part.parse().ok()
+    }
+}
+
+/// The passwd entry named `name`, or why there is none.
+fn named_user(root: &Path, name: &str) -> Result<PasswdEntry> {
+    let text = read_etc_if_any(root, "passwd")?.ok_or_else(|| UserError::NoPasswd {
+        name: name.to_owned(),
+    })?;
+    passwd(&text)
+        .into_iter()
+        .find(|entry| entry.name == name)
+        .ok_or_else(|| UserError::UnknownUser {
+            name: name.to_owned(),
+        })
+}
+
+/// The gid of the group named `name`, or why there is none.
+fn named_group(root: &Path, name: &str) -> Result<u32> {
+    let text = read_etc_if_any(root, "group")?.ok_or_else(|| UserError::NoGroupFile {
+        name: name.to_owned(),
+    })?;
+    groups(&text)
+        .into_iter()
+        .find(|entry| entry.name == name)
+        .map(|entry| entry.gid)
+        .ok_or_else(|| UserError::UnknownGroup {
+            name: name.to_owned(),
+        })
+}
+
+/// `value` split at its first `:` into a user part (never empty) and a
+/// group part, which is `None` when absent or empty (`user:`).
+fn split_user(value: &str) -> Result<(&str, Option<&str>)> {
+    let (user_part, group_part) = match value.split_once(':') {
+        Some((user_part, group_part)) => (user_part, Some(group_part)),
+        None => (value, None),
+    };
+    if user_part.is_empty() {
+        return Err(UserError::Invalid {
+            value: value.to_owned(),
+        });
+    }
+    Ok((user_part, group_part.filter(|g| !g.is_empty())))
+}
+
+/// The owner (`uid`, `gid`) of the files a COPY `--chown=value` or a
+/// WORKDIR under `USER value` makes: an id user is `id:id`, a named one
+/// has its passwd uid and group; a group part (`:name`, `:gid`, `:root`)
+/// replaces the group, and an empty one (`user:`) leaves it.
+pub fn file_owner(root: &Path, value: &str) -> Result<(u32, u32)> {
+    let (user_part, group_part) = split_user(value)?;
+    let (uid, gid) = if let Some(id) = id_of(user_part) {
+        (id, id)
+    } else {
+        let entry = named_user(root, user_part)?;
+        (entry.uid, entry.gid)
+    };
+    let gid = match group_part {
+        None => gid,
+        Some(group) => match id_of(group) {
+            Some(id) => id,
+            None => named_group(root, group)?,
+        },
+    };
+    Ok((uid, gid))
+}
+
 /// Resolves `user` (`name|uid[:group|gid]`) through the root's files.
 pub fn resolve(root: &Path, user: &str) -> Result<User> {
     let invalid = || UserError::Invalid {
@@ -126,42 +233,38 @@ pub fn resolve(root: &Path, user: &str) -> Result<User> {
     if user_part.is_empty() || group_part.is_some_and(str::is_empty) {
         return Err(invalid());
     }
-    let passwd = passwd(&read_etc(root, "passwd")?);
+    // Both parts ids: no file is read (BuildKit's ParseUIDGID).
+    if let (Some(uid), Some(gid)) = (id_of(user_part), group_part.and_then(id_of)) {
+        return Ok(User {
+            uid,
+            gid,
+            groups: vec![gid],
+        });
+    }
     let (uid, mut gid, name) = if let Ok(uid) = user_part.parse::<u32>() {
-        match passwd.iter().find(|entry| entry.uid == uid) {
-            Some(entry) => (uid, entry.gid, Some(entry.name.as_str())),
+        match passwd(&read_etc(root, "passwd")?)
+            .into_iter()
+            .find(|entry| entry.uid == uid)
+        {
+            Some(entry) => (uid, entry.gid, Some(entry.name)),
             None => (uid, 0, None),
         }
     } else {
-        let entry = passwd
-            .iter()
-            .find(|entry| entry.name == user_part)
-            .ok_or_else(|| UserError::UnknownUser {
-                name: user_part.to_owned(),
-            })?;
-        (entry.uid, entry.gid, Some(entry.name.as_str()))
+        let entry = named_user(root, user_part)?;
+        (entry.uid, entry.gid, Some(entry.name))
     };
     let mut supplementary = Vec::new();
     match group_part {
         Some(group) => {
-            gid = if let Ok(gid) = group.parse::<u32>() {
-                gid
-            } else {
-                groups(&read_etc(root, "group")?)
-                    .iter()
-                    .find(|entry| entry.name == group)
-                    .ok_or_else(|| UserError::UnknownGroup {
-                        name: group.to_owned(),
-                    })?
-                    .gid
+            gid = match group.parse::<u32>() {
+                Ok(gid) => gid,
+                Err(_) => named_group(root, group)?,
             };
         }
         None => {
             if let Some(name) = name {
                 for entry in groups(&read_etc(root, "group")?) {
-                    if entry.members.iter().any(|member| member == name)
-                        && !supplementary.contains(&entry.gid)
-                    {
+                    if entry.members.contains(&name) && !supplementary.contains(&entry.gid) {
                         supplementary.push(entry.gid);
                     }
                 }
@@ -259,6 +362,87 @@ mod tests {
         assert_eq!(resolve(root.path(), "4242:99").unwrap().gid, 99);
         let empty = tempfile::tempdir().unwrap();
         assert_eq!(resolve(empty.path(), "5:6").unwrap().uid, 5);
+    }
+
+    #[test]
+    fn root_and_numbers_need_no_files() {
+        let empty = tempfile::tempdir().unwrap();
+        let root = empty.path();
+        // A process: both parts ids, or a lone number.
+        for (value, uid, gid) in [("root:root", 0, 0), ("root:0", 0, 0), ("7:root", 7, 0)] {
+            assert_eq!(
+                resolve(root, value).unwrap(),
+                User {
+                    uid,
+                    gid,
+                    groups: vec![gid]
+                },
+                "{value}"
+            );
+        }
+        assert_eq!(resolve(root, "0").unwrap().uid, 0);
+        // A lone name, even root, is looked up (runc's GetExecUser).
+        let err = resolve(root, "root").unwrap_err();
+        assert!(matches!(err, UserError::NoPasswd { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "unable to find user root: the image has no /etc/passwd\nhint: use a numeric uid, or root"
+        );
+        assert!(matches!(
+            resolve(root, "root:wheel"),
+            Err(UserError::NoPasswd { .. })
+        ));
+
+        // Files: an id user is id:id; root is an id.
+        for (value, owner) in [
+            ("root", (0, 0)),
+            ("root:root", (0, 0)),
+            ("0", (0, 0)),
+            ("1000", (1000, 1000)),
+            ("1000:root", (1000, 0)),
+            ("root:50", (0, 50)),
+            ("1000:", (1000, 1000)),
+        ] {
+            assert_eq!(file_owner(root, value).unwrap(), owner, "{value}");
+        }
+        for value in ["nobody", "1000:staff", "root:wheel"] {
+            let err = file_owner(root, value).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    UserError::NoPasswd { .. } | UserError::NoGroupFile { .. }
+                ),
+                "{value}: {err}"
+            );
+        }
+        assert!(matches!(
+            file_owner(root, ":0"),
+            Err(UserError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn file_owners_take_a_named_users_passwd_group() {
+        let root = root();
+        let root = root.path();
+        assert_eq!(file_owner(root, "alice").unwrap(), (1000, 1000));
+        fs::write(
+            root.join("real-etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/:/bin/sh\n",
+        )
+        .unwrap();
+        assert_eq!(file_owner(root, "app").unwrap(), (1000, 1001));
+        assert_eq!(file_owner(root, "app:").unwrap(), (1000, 1001));
+        assert_eq!(file_owner(root, "app:audio").unwrap(), (1000, 29));
+        assert_eq!(file_owner(root, "app:7").unwrap(), (1000, 7));
+        assert!(matches!(
+            file_owner(root, "ghost"),
+            Err(UserError::UnknownUser { .. })
+        ));
+        assert!(matches!(
+            file_owner(root, "app:ghosts"),
+            Err(UserError::UnknownGroup { .. })
+        ));
     }
 
     #[test]
