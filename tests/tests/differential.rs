@@ -1629,24 +1629,25 @@ const RUN_MOUNTS: &[Case] = &[
 /// twice in a manifest.
 #[test]
 fn repeated_layers() {
-    compare(&[
-        Case {
-            name: "repeated_copy_of_the_context",
-            dockerfile: "FROM scratch\n\
+    compare(
+        &[
+            Case {
+                name: "repeated_copy_of_the_context",
+                dockerfile: "FROM scratch\n\
                 COPY . /\n\
                 COPY b.txt /a.txt\n\
                 COPY c.txt /dir/one\n\
                 COPY . /\n\
                 COPY c.txt /\n",
-            files: FILES,
-            quirks: &[Quirk::ScratchDefaults],
-            repeats_a_layer: true,
-            push_as: Some("repeated"),
-            ..CASE
-        },
-        Case {
-            name: "repeated_copy_of_a_stage_root",
-            dockerfile: "FROM @BUSYBOX@ AS build\n\
+                files: FILES,
+                quirks: &[Quirk::ScratchDefaults],
+                repeats_a_layer: true,
+                push_as: Some("repeated"),
+                ..CASE
+            },
+            Case {
+                name: "repeated_copy_of_a_stage_root",
+                dockerfile: "FROM @BUSYBOX@ AS build\n\
                 RUN mkdir -p /out/sub && echo built > /out/sub/f && ln -s sub/f /out/link\n\
                 FROM scratch AS files\n\
                 COPY --from=build /out/ /\n\
@@ -1657,26 +1658,28 @@ fn repeated_layers() {
                 COPY --from=twice / /opt/\n\
                 RUN rm -r /opt/sub /opt/link && echo other > /opt/link\n\
                 COPY --from=twice / /opt/\n",
-            quirks: &[Quirk::RunStubs],
-            expect: &["/opt/sub/f", "/opt/link"],
-            repeats_a_layer: true,
-            ..CASE
-        },
-        Case {
-            name: "repeated_run_after_a_volume",
-            dockerfile: "FROM @BUSYBOX@\n\
+                quirks: &[Quirk::RunStubs],
+                expect: &["/opt/sub/f", "/opt/link"],
+                repeats_a_layer: true,
+                ..CASE
+            },
+            Case {
+                name: "repeated_run_after_a_volume",
+                dockerfile: "FROM @BUSYBOX@\n\
                 VOLUME /data\n\
                 RUN mkdir -p /same && dd if=/dev/zero of=/same/file bs=1k count=4 2>/dev/null\n\
                 RUN sleep 1 && mkdir -p /same && dd if=/dev/zero of=/same/file bs=1k count=4 2>/dev/null\n",
-            // File times clamped to 0: the two RUNs (a second apart)
-            // write the same bytes.
-            build_args: &["SOURCE_DATE_EPOCH=0"],
-            quirks: &[Quirk::RunStubs, Quirk::VolumeDirectories(&["/data"])],
-            expect: &["/same/file"],
-            repeats_a_layer: true,
-            ..CASE
-        },
-    ]);
+                // File times clamped to 0: the two RUNs (a second apart)
+                // write the same bytes.
+                build_args: &["SOURCE_DATE_EPOCH=0"],
+                quirks: &[Quirk::RunStubs, Quirk::VolumeDirectories(&["/data"])],
+                expect: &["/same/file"],
+                repeats_a_layer: true,
+                ..CASE
+            },
+        ],
+        Where::Host,
+    );
 }
 
 /// A context whose links point out of it: an absolute one and one climbing
@@ -1698,10 +1701,11 @@ fn links_out_of_the_context(context: &Path) {
 /// they are.
 #[test]
 fn symlinks_in_sources() {
-    compare(&[
-        Case {
-            name: "copy_from_a_stage_through_absolute_links",
-            dockerfile: "FROM @BUSYBOX@ AS stage\n\
+    compare(
+        &[
+            Case {
+                name: "copy_from_a_stage_through_absolute_links",
+                dockerfile: "FROM @BUSYBOX@ AS stage\n\
                 RUN mkdir -p /opt/real /opt/app-1.2/bin /usr/share/zoneinfo/Europe \\\n  \
                 && echo real > /opt/real/f && echo app > /opt/app-1.2/bin/run \\\n  \
                 && echo zone > /usr/share/zoneinfo/Europe/Paris \\\n  \
@@ -1715,29 +1719,31 @@ fn symlinks_in_sources() {
                 COPY --from=stage /opt/current /app2\n\
                 COPY --from=stage /opt/up/f /up-f\n\
                 COPY --from=stage /opt/cur* /wild/\n",
-            quirks: &[Quirk::ScratchDefaults],
-            expect: &[
-                "/y",
-                "/etc/localtime",
-                "/app/bin/run",
-                "/app/bin/inner",
-                "/up-f",
-            ],
-            ..CASE
-        },
-        Case {
-            name: "copy_from_the_context_through_links_out_of_it",
-            dockerfile: "FROM scratch\n\
+                quirks: &[Quirk::ScratchDefaults],
+                expect: &[
+                    "/y",
+                    "/etc/localtime",
+                    "/app/bin/run",
+                    "/app/bin/inner",
+                    "/up-f",
+                ],
+                ..CASE
+            },
+            Case {
+                name: "copy_from_the_context_through_links_out_of_it",
+                dockerfile: "FROM scratch\n\
                 COPY abslink/ /x/\n\
                 COPY uplink /u/\n\
                 COPY abslink/s uplink/deeper/d /files/\n\
                 COPY dir/ /d/\n",
-            setup: Some(links_out_of_the_context),
-            quirks: &[Quirk::ScratchDefaults],
-            expect: &["/x/s", "/u/deeper/d", "/files/s", "/files/d", "/d/inner"],
-            ..CASE
-        },
-    ]);
+                setup: Some(links_out_of_the_context),
+                quirks: &[Quirk::ScratchDefaults],
+                expect: &["/x/s", "/u/deeper/d", "/files/s", "/files/d", "/d/inner"],
+                ..CASE
+            },
+        ],
+        Where::Host,
+    );
 }
 
 /// Users and groups that are ids need no `/etc/passwd`: BuildKit reads
@@ -1745,10 +1751,11 @@ fn symlinks_in_sources() {
 /// files to look names up in). A named user's files get its passwd group.
 #[test]
 fn users_without_passwd() {
-    compare(&[
-        Case {
-            name: "user_root_on_scratch",
-            dockerfile: "FROM scratch\n\
+    compare(
+        &[
+            Case {
+                name: "user_root_on_scratch",
+                dockerfile: "FROM scratch\n\
                 USER root\n\
                 WORKDIR /w\n\
                 USER root:root\n\
@@ -1759,26 +1766,28 @@ fn users_without_passwd() {
                 WORKDIR /as-1000\n\
                 USER 1001\n\
                 WORKDIR /as-1001\n",
-            files: FILES,
-            quirks: &[Quirk::ScratchDefaults],
-            expect: &["/w/c.txt", "/x", "/as-1000", "/as-1001"],
-            ..CASE
-        },
-        Case {
-            name: "chown_to_a_named_user_takes_its_group",
-            dockerfile: "FROM @BUSYBOX@\n\
+                files: FILES,
+                quirks: &[Quirk::ScratchDefaults],
+                expect: &["/w/c.txt", "/x", "/as-1000", "/as-1001"],
+                ..CASE
+            },
+            Case {
+                name: "chown_to_a_named_user_takes_its_group",
+                dockerfile: "FROM @BUSYBOX@\n\
                 RUN echo 'app:x:1000:1001::/home/app:/bin/sh' >> /etc/passwd \\\n  \
                 && echo 'appgroup:x:1001:' >> /etc/group\n\
                 COPY --chown=app a.txt /owned-by-app\n\
                 COPY --chown=app:root b.txt /app-and-root\n\
                 USER app\n\
                 WORKDIR /app-work\n",
-            files: FILES,
-            quirks: &[Quirk::RunStubs],
-            expect: &["/owned-by-app", "/app-work"],
-            ..CASE
-        },
-    ]);
+                files: FILES,
+                quirks: &[Quirk::RunStubs],
+                expect: &["/owned-by-app", "/app-work"],
+                ..CASE
+            },
+        ],
+        Where::Host,
+    );
 }
 
 /// The entrypoint script of [`debian_images`]' service.
@@ -1795,10 +1804,11 @@ const ENTRYPOINT_SCRIPT: &[(&str, &str)] =
 /// copies into Debian's linked directories.
 #[test]
 fn debian_images() {
-    compare(&[
-        Case {
-            name: "official_image_style_service",
-            dockerfile: "FROM @DEBIAN@\n\
+    compare(
+        &[
+            Case {
+                name: "official_image_style_service",
+                dockerfile: "FROM @DEBIAN@\n\
                 ARG DEBIAN_FRONTEND=noninteractive\n\
                 ENV LANG C.UTF-8\n\
                 ENV APP_HOME=/var/lib/app\n\
@@ -1820,24 +1830,24 @@ fn debian_images() {
                 STOPSIGNAL SIGTERM\n\
                 ENTRYPOINT [\"docker-entrypoint.sh\"]\n\
                 CMD [\"app-server\"]\n",
-            files: ENTRYPOINT_SCRIPT,
-            quirks: &[
-                Quirk::RunStubs,
-                Quirk::VolumeWritesDiscarded(&[
+                files: ENTRYPOINT_SCRIPT,
+                quirks: &[
+                    Quirk::RunStubs,
+                    Quirk::VolumeWritesDiscarded(&[
+                        "/var/lib/app/made-by-app",
+                        "/var/lib/app/listing.txt",
+                    ]),
+                ],
+                expect: &[
+                    "/docker-entrypoint.sh",
                     "/var/lib/app/made-by-app",
-                    "/var/lib/app/listing.txt",
-                ]),
-            ],
-            expect: &[
-                "/docker-entrypoint.sh",
-                "/var/lib/app/made-by-app",
-                "/id.txt",
-            ],
-            ..CASE
-        },
-        Case {
-            name: "binary_and_libraries_from_a_build_stage",
-            dockerfile: "FROM @DEBIAN@ AS build\n\
+                    "/id.txt",
+                ],
+                ..CASE
+            },
+            Case {
+                name: "binary_and_libraries_from_a_build_stage",
+                dockerfile: "FROM @DEBIAN@ AS build\n\
                 RUN mkdir -p /out/bin && cp /usr/sbin/getcap /out/bin/\n\
                 FROM @BUSYBOX@\n\
                 COPY --from=build /out/bin/getcap /usr/local/bin/\n\
@@ -1845,16 +1855,16 @@ fn debian_images() {
                 COPY --from=build /lib/x86_64-linux-gnu/libc.so.6 /lib/x86_64-linux-gnu/\n\
                 COPY --from=build /lib64/ld-linux-x86-64.so.2 /lib64/\n\
                 RUN /usr/local/bin/getcap -v /bin/busybox > /getcap.out\n",
-            quirks: &[Quirk::RunStubs],
-            expect: &["/getcap.out", "/lib64/ld-linux-x86-64.so.2"],
-            ..CASE
-        },
-        Case {
-            // A Python web app's usual shape, without pip: an unprivileged
-            // user with a home, the app copied to its WORKDIR as that user,
-            // the user's HOME in a RUN.
-            name: "python_style_app",
-            dockerfile: "FROM @DEBIAN@\n\
+                quirks: &[Quirk::RunStubs],
+                expect: &["/getcap.out", "/lib64/ld-linux-x86-64.so.2"],
+                ..CASE
+            },
+            Case {
+                // A Python web app's usual shape, without pip: an unprivileged
+                // user with a home, the app copied to its WORKDIR as that user,
+                // the user's HOME in a RUN.
+                name: "python_style_app",
+                dockerfile: "FROM @DEBIAN@\n\
                 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1\n\
                 WORKDIR /app\n\
                 RUN useradd --create-home --uid 10001 --shell /bin/bash appuser\n\
@@ -1866,23 +1876,23 @@ fn debian_images() {
                 EXPOSE 8000\n\
                 HEALTHCHECK --interval=30s CMD [\"true\"]\n\
                 CMD [\"python3\", \"-m\", \"app\"]\n",
-            files: &[
-                ("requirements.txt", "flask==3.0.0\n"),
-                ("app/__init__.py", ""),
-                ("app/__main__.py", "print('hello')\n"),
-                ("app/__pycache__/junk.pyc", "junk"),
-                (".dockerignore", "**/__pycache__\n*.pyc\n.git\n"),
-            ],
-            quirks: &[Quirk::RunStubs, Quirk::EnvOverrideAppends],
-            expect: &["/app/app/__main__.py", "/home/appuser/.local/home.txt"],
-            ..CASE
-        },
-        Case {
-            // Debian's /bin, /sbin and /lib are links into /usr, /var/run
-            // one to /run: what COPY, ADD and WORKDIR make there lands at
-            // the link's target, and the links stay links.
-            name: "copy_through_merged_usr_links",
-            dockerfile: "FROM @DEBIAN@ AS stage\n\
+                files: &[
+                    ("requirements.txt", "flask==3.0.0\n"),
+                    ("app/__init__.py", ""),
+                    ("app/__main__.py", "print('hello')\n"),
+                    ("app/__pycache__/junk.pyc", "junk"),
+                    (".dockerignore", "**/__pycache__\n*.pyc\n.git\n"),
+                ],
+                quirks: &[Quirk::RunStubs, Quirk::EnvOverrideAppends],
+                expect: &["/app/app/__main__.py", "/home/appuser/.local/home.txt"],
+                ..CASE
+            },
+            Case {
+                // Debian's /bin, /sbin and /lib are links into /usr, /var/run
+                // one to /run: what COPY, ADD and WORKDIR make there lands at
+                // the link's target, and the links stay links.
+                name: "copy_through_merged_usr_links",
+                dockerfile: "FROM @DEBIAN@ AS stage\n\
                 RUN mkdir -p /out/lib && echo lib > /out/lib/libextra.so.1\n\
                 FROM @DEBIAN@\n\
                 COPY a.txt /bin/\n\
@@ -1892,20 +1902,22 @@ fn debian_images() {
                 ADD archive.tar /lib/from-archive/\n\
                 WORKDIR /bin/work\n\
                 WORKDIR /var/run/app\n",
-            files: FILES,
-            setup: Some(archives),
-            expect: &[
-                "/usr/bin/a.txt",
-                "/usr/sbin/b-tool",
-                "/usr/lib/extra/one",
-                "/usr/lib/x86_64-linux-gnu/libextra.so.1",
-                "/usr/lib/from-archive/top/file",
-                "/usr/bin/work",
-                "/run/app",
-            ],
-            ..CASE
-        },
-    ]);
+                files: FILES,
+                setup: Some(archives),
+                expect: &[
+                    "/usr/bin/a.txt",
+                    "/usr/sbin/b-tool",
+                    "/usr/lib/extra/one",
+                    "/usr/lib/x86_64-linux-gnu/libextra.so.1",
+                    "/usr/lib/from-archive/top/file",
+                    "/usr/bin/work",
+                    "/run/app",
+                ],
+                ..CASE
+            },
+        ],
+        Where::Host,
+    );
 }
 
 /// The comparison itself: each kind of difference is reported, and a quirk
