@@ -33,8 +33,7 @@ use std::sync::PoisonError;
 
 use super::{
     Isolation, KillSwitch, MountKind, Outcome, Result, SandboxError, SharedRoot, Spec, Status,
-    Stream, Unavailable, child, kill_pid, live, mounts, pipe, pump, read_all, reported, step_name,
-    wait,
+    Unavailable, child, kill_pid, live, mounts, pipe, pump_and_wait, reported, step_name,
 };
 
 /// Runs steps in the executor's own root, `/`. The build adds its own
@@ -250,13 +249,7 @@ fn execute(spec: &Spec, kill: &KillSwitch, command: &str) -> Result<Status> {
         }
     };
     drop((stdin, out_write, err_write, report_write));
-    let output = &*spec.output;
-    let (report, waited) = std::thread::scope(|scope| {
-        scope.spawn(move || pump(out_read, Stream::Stdout, output));
-        scope.spawn(move || pump(err_read, Stream::Stderr, output));
-        let report = read_all(report_read);
-        (report, wait(pid))
-    });
+    let (report, waited) = pump_and_wait(pid, out_read, err_read, report_read, &*spec.output);
     let waited = waited?;
     if let Some(err) = reported(&report, command.to_owned(), |step| {
         step_name(&[], step, spec)

@@ -457,6 +457,23 @@ fn wait(pid: i32) -> Result<i32> {
     }
 }
 
+/// Pumps a command's stdout and stderr to `output` while waiting for
+/// `pid` ([`wait`]); returns what the report pipe held and the wait.
+fn pump_and_wait(
+    pid: i32,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    report: OwnedFd,
+    output: &(dyn Fn(Stream, &[u8]) + Send + Sync),
+) -> (Vec<u8>, Result<i32>) {
+    std::thread::scope(|scope| {
+        scope.spawn(move || pump(stdout, Stream::Stdout, output));
+        scope.spawn(move || pump(stderr, Stream::Stderr, output));
+        let report = read_all(report);
+        (report, wait(pid))
+    })
+}
+
 /// Reads the whole pipe (until every writer has closed or exec'd).
 fn read_all(fd: OwnedFd) -> Vec<u8> {
     let mut bytes = Vec::new();
@@ -566,13 +583,7 @@ fn run_inner(spec: &Spec, switch: Option<&KillSwitch>) -> Result<Outcome> {
         status_write,
         executor,
     ));
-    let output = &*spec.output;
-    let (report, waited) = std::thread::scope(|scope| {
-        scope.spawn(move || pump(out_read, Stream::Stdout, output));
-        scope.spawn(move || pump(err_read, Stream::Stderr, output));
-        let report = read_all(report_read);
-        (report, wait(pid))
-    });
+    let (report, waited) = pump_and_wait(pid, out_read, err_read, report_read, &*spec.output);
     let waited = waited?;
     let status = read_all(status_read);
     if let Err(err) = scratch.close() {
