@@ -188,6 +188,7 @@ fn pipelines_use_only_the_builds_settings() {
         "build::SecretSource",
         "build::SshAgent",
         "build::SnapshotMode",
+        "build::IsolationMode",
     ];
     let bad: Vec<String> = imports_of("pipeline")
         .into_iter()

@@ -41,7 +41,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use executor_e2e::{Registry, RegistryKind, executor_bin};
+use executor_e2e::{Pod, PodImage, Registry, RegistryKind, executor_bin};
 use serde_json::{Map, Value};
 
 /// The placeholder for the busybox base image's reference in a case's
@@ -255,6 +255,8 @@ fn run(cmd: &mut Command, what: &str) -> Result<String, String> {
 
 /// One test's shared parts: a registry holding busybox, a buildah store.
 struct Bench {
+    /// Where executor builds runs in a pod: its image.
+    pod: Option<PodImage>,
     registry: Registry,
     busybox: String,
     blob_url: String,
@@ -262,7 +264,7 @@ struct Bench {
 }
 
 impl Bench {
-    fn new() -> Self {
+    fn new(place: Where) -> Self {
         let registry = Registry::start(RegistryKind::Anonymous);
         let busybox = registry.push_busybox();
         let mut inspect = Command::new("skopeo");
@@ -286,6 +288,7 @@ impl Bench {
         )
         .unwrap();
         Self {
+            pod: (place == Where::Pod).then(PodImage::executor),
             registry,
             busybox,
             blob_url,
@@ -373,7 +376,12 @@ impl Bench {
         if let Some(target) = case.target {
             cmd.args(["--target", target]);
         }
-        run(&mut cmd, &what)?;
+        match &self.pod {
+            None => {
+                run(&mut cmd, &what)?;
+            }
+            Some(image) => self.run_in_pod(image, &cmd, &dir, &what)?,
+        }
         let config = layout_config(&layout);
         let mut compared = pick(&config["config"]);
         copy_author(&config, &mut compared);
@@ -382,6 +390,38 @@ impl Bench {
             tree: unpack(&layout, &dir, &what)?,
             diff_ids: diff_ids(&config),
         })
+    }
+
+    /// `cmd` as `/kaniko/executor` in a fresh default pod of `image`.
+    fn run_in_pod(
+        &self,
+        image: &PodImage,
+        cmd: &Command,
+        dir: &Path,
+        what: &str,
+    ) -> Result<(), String> {
+        let mut argv = vec!["/kaniko/executor".to_string()];
+        argv.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+        let pod = Pod {
+            image,
+            overlay: true,
+            volumes: vec![self.dir.path().to_path_buf()],
+            env: vec![(
+                "DOCKER_CONFIG".into(),
+                dir.join("docker-config").display().to_string(),
+            )],
+        };
+        let ran = pod.run(&[argv]);
+        if ran.statuses != [0] {
+            return Err(format!(
+                "{what}: failed in the pod: {:?}\n{}",
+                ran.statuses, ran.stderr
+            ));
+        }
+        if !ran.stderr.contains("RUN steps run in place") && ran.stderr.contains("RUN") {
+            return Err(format!("{what}: did not build in place:\n{}", ran.stderr));
+        }
+        Ok(())
     }
 
     fn buildah_build(&self, case: &Case) -> Result<Built, String> {
@@ -759,9 +799,17 @@ fn differences(executor: &Built, buildah: &Built) -> String {
     out
 }
 
+/// Where executor builds: on this machine (namespaces), or in a default
+/// pod (in place, see `in_place.rs`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Where {
+    Host,
+    Pod,
+}
+
 /// Builds every case with both tools and fails with every difference.
-fn compare(cases: &[Case]) {
-    let bench = Bench::new();
+fn compare(cases: &[Case], place: Where) {
+    let bench = Bench::new(place);
     let mut failures = String::new();
     for case in cases {
         // The two tools run at once: they share nothing but the registry.
@@ -816,29 +864,30 @@ fn chmod(path: &Path, mode: u32) {
 
 #[test]
 fn config_instructions() {
-    compare(&[
-        Case {
-            name: "env_label_maintainer",
-            dockerfile: "FROM @BUSYBOX@\n\
+    compare(
+        &[
+            Case {
+                name: "env_label_maintainer",
+                dockerfile: "FROM @BUSYBOX@\n\
                 ENV A=1 B=\"two words\" C='single $A'\n\
                 ENV D ${A}-x\n\
                 ENV E=$B\n\
                 LABEL a=b \"with space\"=\"v w\" multi=\"one\\\n  two\"\n\
                 LABEL a=override empty=\"\"\n\
                 MAINTAINER Jane Doe <jane@example.test>\n",
-            ..CASE
-        },
-        Case {
-            name: "env_override_keeps_position",
-            dockerfile: "FROM @BUSYBOX@\n\
+                ..CASE
+            },
+            Case {
+                name: "env_override_keeps_position",
+                dockerfile: "FROM @BUSYBOX@\n\
                 ENV A=1 B=2\n\
                 ENV A=3 PATH=/opt/bin:$PATH\n",
-            quirks: &[Quirk::EnvOverrideAppends],
-            ..CASE
-        },
-        Case {
-            name: "args_global_stage_and_cli",
-            dockerfile: "ARG BASE=@BUSYBOX@\n\
+                quirks: &[Quirk::EnvOverrideAppends],
+                ..CASE
+            },
+            Case {
+                name: "args_global_stage_and_cli",
+                dockerfile: "ARG BASE=@BUSYBOX@\n\
                 ARG GLOBAL=global-default\n\
                 ARG UNUSED=x\n\
                 FROM $BASE\n\
@@ -851,12 +900,12 @@ fn config_instructions() {
                 ENV LOCAL=env-wins\n\
                 ARG LOCAL=arg-loses\n\
                 LABEL after=$LOCAL\n",
-            build_args: &["FROM_CLI=from-cli", "NO_DEFAULT=given"],
-            ..CASE
-        },
-        Case {
-            name: "user_and_workdir",
-            dockerfile: "FROM @BUSYBOX@\n\
+                build_args: &["FROM_CLI=from-cli", "NO_DEFAULT=given"],
+                ..CASE
+            },
+            Case {
+                name: "user_and_workdir",
+                dockerfile: "FROM @BUSYBOX@\n\
                 WORKDIR /a/b/c\n\
                 WORKDIR d\n\
                 WORKDIR ../e\n\
@@ -866,11 +915,11 @@ fn config_instructions() {
                 WORKDIR /as/nobody\n\
                 WORKDIR /tmp\n\
                 USER 1000:1000\n",
-            ..CASE
-        },
-        Case {
-            name: "expose_volume_stopsignal",
-            dockerfile: "FROM @BUSYBOX@\n\
+                ..CASE
+            },
+            Case {
+                name: "expose_volume_stopsignal",
+                dockerfile: "FROM @BUSYBOX@\n\
                 ENV PORT=9000\n\
                 EXPOSE 80 443/tcp 53/udp $PORT\n\
                 EXPOSE 80/tcp 7000-7002\n\
@@ -878,64 +927,66 @@ fn config_instructions() {
                 VOLUME [\"/v1\", \"/v2\"] \n\
                 VOLUME /v3 /v4\n\
                 STOPSIGNAL SIGINT\n",
-            ..CASE
-        },
-        Case {
-            name: "healthcheck_cmd",
-            dockerfile: "FROM @BUSYBOX@\n\
+                ..CASE
+            },
+            Case {
+                name: "healthcheck_cmd",
+                dockerfile: "FROM @BUSYBOX@\n\
                 HEALTHCHECK --interval=5s --timeout=3s --start-period=2s --retries=4 \\\n  \
                 CMD wget -q -O- http://localhost/ || exit 1\n",
-            ..CASE
-        },
-        Case {
-            name: "healthcheck_exec_then_none",
-            dockerfile: "FROM @BUSYBOX@ AS exec\n\
+                ..CASE
+            },
+            Case {
+                name: "healthcheck_exec_then_none",
+                dockerfile: "FROM @BUSYBOX@ AS exec\n\
                 HEALTHCHECK CMD [\"/bin/true\"]\n\
                 FROM exec\n\
                 HEALTHCHECK NONE\n",
-            ..CASE
-        },
-        Case {
-            name: "shell_and_shell_forms",
-            dockerfile: "FROM @BUSYBOX@\n\
+                ..CASE
+            },
+            Case {
+                name: "shell_and_shell_forms",
+                dockerfile: "FROM @BUSYBOX@\n\
                 SHELL [\"/bin/sh\", \"-ec\"]\n\
                 CMD echo \"hello $HOME\"\n\
                 ENTRYPOINT exec /bin/sh\n\
                 HEALTHCHECK CMD true\n",
-            quirks: &[Quirk::ShellIgnoredForCmd],
-            ..CASE
-        },
-        Case {
-            name: "entrypoint_resets_inherited_cmd",
-            // busybox's Cmd is /bin/sh: ENTRYPOINT drops it, as no CMD was
-            // given in this stage.
-            dockerfile: "FROM @BUSYBOX@\nENTRYPOINT [\"/bin/echo\"]\n",
-            ..CASE
-        },
-        Case {
-            name: "cmd_before_entrypoint_is_kept",
-            dockerfile: "FROM @BUSYBOX@\nCMD [\"hi\"]\nENTRYPOINT [\"/bin/echo\"]\n",
-            ..CASE
-        },
-        Case {
-            name: "cmd_after_entrypoint_and_stage_inheritance",
-            dockerfile: "FROM @BUSYBOX@ AS parent\n\
+                quirks: &[Quirk::ShellIgnoredForCmd],
+                ..CASE
+            },
+            Case {
+                name: "entrypoint_resets_inherited_cmd",
+                // busybox's Cmd is /bin/sh: ENTRYPOINT drops it, as no CMD was
+                // given in this stage.
+                dockerfile: "FROM @BUSYBOX@\nENTRYPOINT [\"/bin/echo\"]\n",
+                ..CASE
+            },
+            Case {
+                name: "cmd_before_entrypoint_is_kept",
+                dockerfile: "FROM @BUSYBOX@\nCMD [\"hi\"]\nENTRYPOINT [\"/bin/echo\"]\n",
+                ..CASE
+            },
+            Case {
+                name: "cmd_after_entrypoint_and_stage_inheritance",
+                dockerfile: "FROM @BUSYBOX@ AS parent\n\
                 ENTRYPOINT [\"/bin/echo\"]\n\
                 CMD [\"from\", \"parent\"]\n\
                 ENV FROM_PARENT=1\n\
                 FROM parent\n\
                 LABEL child=1\n",
-            ..CASE
-        },
-        Case {
-            name: "entrypoint_in_child_resets_parent_cmd",
-            dockerfile: "FROM @BUSYBOX@ AS parent\n\
+                ..CASE
+            },
+            Case {
+                name: "entrypoint_in_child_resets_parent_cmd",
+                dockerfile: "FROM @BUSYBOX@ AS parent\n\
                 CMD [\"parent\"]\n\
                 FROM parent\n\
                 ENTRYPOINT [\"/bin/echo\"]\n",
-            ..CASE
-        },
-    ]);
+                ..CASE
+            },
+        ],
+        Where::Host,
+    );
 }
 
 /// Context files most COPY/ADD cases use.
@@ -999,10 +1050,11 @@ fn archives(context: &Path) {
 
 #[test]
 fn copy_and_add() {
-    compare(&[
-        Case {
-            name: "copy_wildcards_directories_and_slashes",
-            dockerfile: "FROM @BUSYBOX@\n\
+    compare(
+        &[
+            Case {
+                name: "copy_wildcards_directories_and_slashes",
+                dockerfile: "FROM @BUSYBOX@\n\
                 COPY *.txt /globbed/\n\
                 COPY [ab].txt /class/\n\
                 COPY ?.md /single/\n\
@@ -1018,26 +1070,26 @@ fn copy_and_add() {
                 COPY a.txt .\n\
                 COPY dir/sub ./relative/\n\
                 COPY b.txt named\n",
-            files: FILES,
-            setup: Some(modes_and_links),
-            expect: &["/top-level/link-to-a", "/work/named"],
-            ..CASE
-        },
-        Case {
-            name: "copy_onto_existing_paths",
-            dockerfile: "FROM @BUSYBOX@\n\
+                files: FILES,
+                setup: Some(modes_and_links),
+                expect: &["/top-level/link-to-a", "/work/named"],
+                ..CASE
+            },
+            Case {
+                name: "copy_onto_existing_paths",
+                dockerfile: "FROM @BUSYBOX@\n\
                 COPY a.txt /etc/\n\
                 COPY b.txt /etc/passwd-copy\n\
                 COPY dir/ /etc/\n\
                 COPY c.txt /renamed\n\
                 COPY a.txt /renamed\n",
-            files: FILES,
-            setup: Some(modes_and_links),
-            ..CASE
-        },
-        Case {
-            name: "copy_chown_with_names_and_ids",
-            dockerfile: "FROM @BUSYBOX@\n\
+                files: FILES,
+                setup: Some(modes_and_links),
+                ..CASE
+            },
+            Case {
+                name: "copy_chown_with_names_and_ids",
+                dockerfile: "FROM @BUSYBOX@\n\
                 ARG OWNER=nobody\n\
                 COPY --chown=nobody:nogroup a.txt /owned/deep/a.txt\n\
                 COPY --chown=nobody dir/ /owned-dir/\n\
@@ -1046,24 +1098,24 @@ fn copy_and_add() {
                 COPY --chown=root:nogroup b.txt /tmp/\n\
                 COPY --chown=$OWNER c.txt /from-arg/\n\
                 COPY --chown=1234 c.txt /unnamed-id\n",
-            files: FILES,
-            setup: Some(modes_and_links),
-            ..CASE
-        },
-        Case {
-            name: "copy_chmod",
-            dockerfile: "FROM @BUSYBOX@\n\
+                files: FILES,
+                setup: Some(modes_and_links),
+                ..CASE
+            },
+            Case {
+                name: "copy_chmod",
+                dockerfile: "FROM @BUSYBOX@\n\
                 COPY --chmod=0755 a.txt /exec\n\
                 COPY --chmod=600 a.txt b.txt /private/\n\
                 COPY --chmod=0750 dir/ /dir/\n\
                 COPY --chown=nobody:nogroup --chmod=0640 c.txt /both\n",
-            files: FILES,
-            setup: Some(modes_and_links),
-            ..CASE
-        },
-        Case {
-            name: "add_local_archives",
-            dockerfile: "FROM @BUSYBOX@\n\
+                files: FILES,
+                setup: Some(modes_and_links),
+                ..CASE
+            },
+            Case {
+                name: "add_local_archives",
+                dockerfile: "FROM @BUSYBOX@\n\
                 ADD archive.tar.gz /gz/\n\
                 ADD archive.tar /plain\n\
                 ADD archive.tar.gz /tmp\n\
@@ -1071,79 +1123,82 @@ fn copy_and_add() {
                 ADD a.txt dir /added/\n\
                 ADD --chown=nobody:nogroup b.txt /added-owned/\n\
                 ADD --chmod=0700 c.txt /added-private\n",
-            files: FILES,
-            setup: Some(archives),
-            expect: &[
-                "/gz/top/nested/private",
-                "/plain/top/link",
-                "/tmp/top/file",
-                "/not-extracted/plain.gz",
-            ],
-            ..CASE
-        },
-        Case {
-            name: "add_url",
-            // Named after the URL's last segment, never extracted.
-            dockerfile: "FROM @BUSYBOX@\n\
+                files: FILES,
+                setup: Some(archives),
+                expect: &[
+                    "/gz/top/nested/private",
+                    "/plain/top/link",
+                    "/tmp/top/file",
+                    "/not-extracted/plain.gz",
+                ],
+                ..CASE
+            },
+            Case {
+                name: "add_url",
+                // Named after the URL's last segment, never extracted.
+                dockerfile: "FROM @BUSYBOX@\n\
                 ADD @BLOB_URL@ /downloaded/\n\
                 ADD @BLOB_URL@ /downloaded-as\n\
                 ADD --chown=nobody:nogroup @BLOB_URL@ /owned/\n\
                 ADD --chmod=0644 @BLOB_URL@ /readable\n",
-            expect: &["/downloaded-as", "/readable"],
-            ..CASE
-        },
-        Case {
-            name: "workdir_keeps_existing_parents",
-            dockerfile: "FROM @BUSYBOX@\n\
+                expect: &["/downloaded-as", "/readable"],
+                ..CASE
+            },
+            Case {
+                name: "workdir_keeps_existing_parents",
+                dockerfile: "FROM @BUSYBOX@\n\
                 COPY dir/ /s/\n\
                 WORKDIR /s/sticky/new\n\
                 USER nobody\n\
                 WORKDIR /s/sub/as-nobody\n\
                 WORKDIR /tmp/a/b\n",
-            files: FILES,
-            setup: Some(modes_and_links),
-            ..CASE
-        },
-        Case {
-            name: "env_in_destinations",
-            dockerfile: "FROM @BUSYBOX@\n\
+                files: FILES,
+                setup: Some(modes_and_links),
+                ..CASE
+            },
+            Case {
+                name: "env_in_destinations",
+                dockerfile: "FROM @BUSYBOX@\n\
                 ENV D=/dst NAME=renamed\n\
                 COPY a.txt $D/\n\
                 WORKDIR $D\n\
                 COPY b.txt ${NAME}.txt\n\
                 COPY c.txt sub/\n",
-            files: FILES,
-            ..CASE
-        },
-        Case {
-            name: "dockerignore",
-            dockerfile: "FROM @BUSYBOX@\nCOPY . /ctx/\n",
-            files: &[
-                (
-                    ".dockerignore",
-                    "*.log\n!keep.log\nsecret/\n**/*.tmp\ndocs/*.md\n!docs/README.md\n",
-                ),
-                ("app.log", "no"),
-                ("keep.log", "yes"),
-                ("secret/key", "no"),
-                ("deep/er/x.tmp", "no"),
-                ("deep/er/x.txt", "yes"),
-                ("docs/guide.md", "no"),
-                ("docs/README.md", "yes"),
-                ("ok.txt", "yes"),
-            ],
-            expect: &["/ctx/keep.log", "/ctx/docs/README.md"],
-            ..CASE
-        },
-    ]);
+                files: FILES,
+                ..CASE
+            },
+            Case {
+                name: "dockerignore",
+                dockerfile: "FROM @BUSYBOX@\nCOPY . /ctx/\n",
+                files: &[
+                    (
+                        ".dockerignore",
+                        "*.log\n!keep.log\nsecret/\n**/*.tmp\ndocs/*.md\n!docs/README.md\n",
+                    ),
+                    ("app.log", "no"),
+                    ("keep.log", "yes"),
+                    ("secret/key", "no"),
+                    ("deep/er/x.tmp", "no"),
+                    ("deep/er/x.txt", "yes"),
+                    ("docs/guide.md", "no"),
+                    ("docs/README.md", "yes"),
+                    ("ok.txt", "yes"),
+                ],
+                expect: &["/ctx/keep.log", "/ctx/docs/README.md"],
+                ..CASE
+            },
+        ],
+        Where::Host,
+    );
 }
 
 #[test]
 fn stages_targets_and_onbuild() {
-    compare(&[
-        Case {
-            name: "multi_stage_copy_from",
-            dockerfile: "FROM @BUSYBOX@ AS build\n\
+    compare(
+        &[
+            Case {
+                name: "multi_stage_copy_from",
+                dockerfile: "FROM @BUSYBOX@ AS build\n\
                 COPY --chown=nobody:nogroup a.txt /out/a.txt\n\
                 COPY dir/ /out/dir/\n\
                 FROM scratch AS unused\n\
@@ -1158,14 +1213,14 @@ fn stages_targets_and_onbuild() {
                 COPY --from=build /bin/sh /sh\n\
                 COPY --from=build --chown=1:1 /out/dir /owned/\n\
                 CMD [\"/busybox\"]\n",
-            files: FILES,
-            setup: Some(modes_and_links),
-            quirks: &[Quirk::ScratchDefaults],
-            ..CASE
-        },
-        Case {
-            name: "target_stage_with_build_arg",
-            dockerfile: "ARG FLAVOUR=plain\n\
+                files: FILES,
+                setup: Some(modes_and_links),
+                quirks: &[Quirk::ScratchDefaults],
+                ..CASE
+            },
+            Case {
+                name: "target_stage_with_build_arg",
+                dockerfile: "ARG FLAVOUR=plain\n\
                 FROM @BUSYBOX@ AS first\n\
                 ARG FLAVOUR\n\
                 ENV STAGE=first FLAVOUR=$FLAVOUR\n\
@@ -1176,87 +1231,92 @@ fn stages_targets_and_onbuild() {
                 COPY b.txt /b\n\
                 FROM scratch\n\
                 COPY --from=second /a /final\n",
-            files: FILES,
-            build_args: &["FLAVOUR=spicy"],
-            target: Some("second"),
-            quirks: &[Quirk::EnvOverrideAppends],
-            ..CASE
-        },
-        Case {
-            name: "scratch_only",
-            dockerfile: "FROM scratch\n\
+                files: FILES,
+                build_args: &["FLAVOUR=spicy"],
+                target: Some("second"),
+                quirks: &[Quirk::EnvOverrideAppends],
+                ..CASE
+            },
+            Case {
+                name: "scratch_only",
+                dockerfile: "FROM scratch\n\
                 COPY a.txt dir /\n\
                 ENTRYPOINT [\"/one\"]\n",
-            files: FILES,
-            quirks: &[Quirk::ScratchDefaults],
-            ..CASE
-        },
-        Case {
-            name: "onbuild_base",
-            dockerfile: "FROM @BUSYBOX@\n\
+                files: FILES,
+                quirks: &[Quirk::ScratchDefaults],
+                ..CASE
+            },
+            Case {
+                name: "onbuild_base",
+                dockerfile: "FROM @BUSYBOX@\n\
                 ONBUILD COPY a.txt /onbuild/\n\
                 ONBUILD ENV TRIGGERED=yes\n\
                 ONBUILD LABEL trigger=1\n\
                 ONBUILD WORKDIR /onbuild/work\n\
                 LABEL base=1\n\
                 CMD [\"base\"]\n",
-            files: FILES,
-            push_as: Some("onbuild-base"),
-            ..CASE
-        },
-        Case {
-            name: "onbuild_child",
-            dockerfile: "FROM @ONBUILD_BASE@\n\
+                files: FILES,
+                push_as: Some("onbuild-base"),
+                ..CASE
+            },
+            Case {
+                name: "onbuild_child",
+                dockerfile: "FROM @ONBUILD_BASE@\n\
                 COPY b.txt .\n\
                 LABEL child=1\n",
-            files: FILES,
-            expect: &["/onbuild/a.txt", "/onbuild/work/b.txt"],
-            ..CASE
-        },
-        Case {
-            name: "onbuild_through_a_stage",
-            // The triggers run in the stage FROM the base; a stage FROM that
-            // stage inherits the result, not the triggers.
-            dockerfile: "FROM @ONBUILD_BASE@ AS child\n\
+                files: FILES,
+                expect: &["/onbuild/a.txt", "/onbuild/work/b.txt"],
+                ..CASE
+            },
+            Case {
+                name: "onbuild_through_a_stage",
+                // The triggers run in the stage FROM the base; a stage FROM that
+                // stage inherits the result, not the triggers.
+                dockerfile: "FROM @ONBUILD_BASE@ AS child\n\
                 FROM child\n\
                 COPY c.txt /\n",
-            files: FILES,
-            expect: &["/onbuild/a.txt", "/c.txt"],
-            ..CASE
-        },
-    ]);
+                files: FILES,
+                expect: &["/onbuild/a.txt", "/c.txt"],
+                ..CASE
+            },
+        ],
+        Where::Host,
+    );
 }
 
 #[test]
 fn run_commands_and_environment() {
-    compare(&[
-        Case {
-            name: "run_shell_form",
-            dockerfile: "FROM @BUSYBOX@\n\
+    compare(RUN_COMMANDS, Where::Host);
+}
+
+const RUN_COMMANDS: &[Case] = &[
+    Case {
+        name: "run_shell_form",
+        dockerfile: "FROM @BUSYBOX@\n\
                 RUN echo hello > /hello && mkdir -p /a/b && printf 'x\\ny\\n' | sort -r > /a/b/sorted\n\
                 RUN set -e; for i in 1 2 3; do echo \"line $i\" >> /a/lines; done; echo \"$0\" > /a/argv0\n\
                 RUN echo 'single '\"'\"'quoted'\"'\"' \"double\" \\$dollar' > /a/quotes \\\n\
                 && echo continued \\\n\
                 lines > /a/continued\n",
-            quirks: &[Quirk::RunStubs],
-            expect: &["/a/argv0", "/a/continued"],
-            ..CASE
-        },
-        Case {
-            name: "run_exec_form",
-            dockerfile: "FROM @BUSYBOX@\n\
+        quirks: &[Quirk::RunStubs],
+        expect: &["/a/argv0", "/a/continued"],
+        ..CASE
+    },
+    Case {
+        name: "run_exec_form",
+        dockerfile: "FROM @BUSYBOX@\n\
                 ENV GREETING=hi\n\
                 RUN [\"/bin/sh\", \"-c\", \"echo exec $GREETING > /exec\"]\n\
                 RUN [\"mkdir\", \"-p\", \"/looked-up/in/path\"]\n\
                 RUN [\"/bin/touch\", \"/not $GREETING expanded\"]\n\
                 RUN [ \"sh\", \"-c\", \"printf '%s|' \\\"$@\\\" > /args\", \"argv0\", \"one\", \"two words\" ]\n",
-            quirks: &[Quirk::RunStubs],
-            expect: &["/not $GREETING expanded", "/args"],
-            ..CASE
-        },
-        Case {
-            name: "run_env_and_args",
-            dockerfile: "ARG GLOBAL=global\n\
+        quirks: &[Quirk::RunStubs],
+        expect: &["/not $GREETING expanded", "/args"],
+        ..CASE
+    },
+    Case {
+        name: "run_env_and_args",
+        dockerfile: "ARG GLOBAL=global\n\
                 FROM @BUSYBOX@\n\
                 ARG GLOBAL\n\
                 ARG FROM_CLI=default\n\
@@ -1268,18 +1328,18 @@ fn run_commands_and_environment() {
                 RUN echo \"$WITH_DEFAULT\" > /env-wins && echo \"$PATH\" > /path\n\
                 ARG LATE=late\n\
                 RUN echo \"$LATE\" > /late\n",
-            build_args: &["FROM_CLI=from-cli"],
-            quirks: &[Quirk::RunStubs, Quirk::EnvOverrideAppends],
-            expect: &["/vars", "/tool-output"],
-            ..CASE
-        },
-        Case {
-            name: "run_as_user",
-            // Owners of what each USER writes; `id` shows the supplementary groups:
-            // those listing the user in /etc/group when USER names no group (runc's
-            // GetExecUser), and always the primary group (BuildKit since
-            // moby/buildkit#3651, CVE-2023-25173; buildah since CVE-2022-2990).
-            dockerfile: "FROM @BUSYBOX@\n\
+        build_args: &["FROM_CLI=from-cli"],
+        quirks: &[Quirk::RunStubs, Quirk::EnvOverrideAppends],
+        expect: &["/vars", "/tool-output"],
+        ..CASE
+    },
+    Case {
+        name: "run_as_user",
+        // Owners of what each USER writes; `id` shows the supplementary groups:
+        // those listing the user in /etc/group when USER names no group (runc's
+        // GetExecUser), and always the primary group (BuildKit since
+        // moby/buildkit#3651, CVE-2023-25173; buildah since CVE-2022-2990).
+        dockerfile: "FROM @BUSYBOX@\n\
                 RUN id > /id-root && echo 'staff:x:50:nobody' >> /etc/group && mkdir -p /home/nobody /shared && chown nobody:nogroup /home/nobody && chmod 1777 /shared\n\
                 USER nobody\n\
                 RUN id > /home/nobody/id && touch /home/nobody/file && mkdir /home/nobody/dir && touch /shared/by-nobody\n\
@@ -1289,15 +1349,15 @@ fn run_commands_and_environment() {
                 RUN id > /shared/id-numeric && mkdir /shared/numeric-dir\n\
                 USER 0\n\
                 RUN touch /shared/by-root\n",
-            quirks: &[Quirk::RunStubs],
-            expect: &["/home/nobody/id", "/shared/numeric-dir"],
-            ..CASE
-        },
-        Case {
-            name: "workdir_missing_and_run",
-            // The second RUN removes its own working directory: the next RUN
-            // must get it back (runc creates a missing cwd, so does buildah).
-            dockerfile: "FROM @BUSYBOX@\n\
+        quirks: &[Quirk::RunStubs],
+        expect: &["/home/nobody/id", "/shared/numeric-dir"],
+        ..CASE
+    },
+    Case {
+        name: "workdir_missing_and_run",
+        // The second RUN removes its own working directory: the next RUN
+        // must get it back (runc creates a missing cwd, so does buildah).
+        dockerfile: "FROM @BUSYBOX@\n\
                 WORKDIR /made/by/workdir\n\
                 RUN pwd > here && touch relative\n\
                 WORKDIR /gone\n\
@@ -1306,49 +1366,49 @@ fn run_commands_and_environment() {
                 USER nobody\n\
                 WORKDIR /tmp\n\
                 RUN pwd > /dev/null\n",
-            quirks: &[Quirk::RunStubs],
-            expect: &["/made/by/workdir/here", "/pwd-after-rmdir"],
-            ..CASE
-        },
-        Case {
-            name: "shell_then_run",
-            // The SHELL's script records each command it is given, proving that
-            // shell-form RUN went through it and exec form did not.
-            dockerfile: "FROM @BUSYBOX@\n\
+        quirks: &[Quirk::RunStubs],
+        expect: &["/made/by/workdir/here", "/pwd-after-rmdir"],
+        ..CASE
+    },
+    Case {
+        name: "shell_then_run",
+        // The SHELL's script records each command it is given, proving that
+        // shell-form RUN went through it and exec form did not.
+        dockerfile: "FROM @BUSYBOX@\n\
                 SHELL [\"/bin/sh\", \"-c\", \"echo \\\"$0\\\" >> /shell-saw; eval \\\"$0\\\"\"]\n\
                 RUN touch /one\n\
                 RUN echo two > /two\n\
                 SHELL [\"/bin/sh\", \"-euc\"]\n\
                 RUN echo \"strict $HOME\" > /strict || true\n\
                 RUN [\"/bin/sh\", \"-c\", \"echo exec ignores shell > /exec\"]\n",
-            quirks: &[Quirk::RunStubs],
-            expect: &["/shell-saw", "/strict"],
-            ..CASE
-        },
-        Case {
-            name: "run_writes_nothing",
-            // Empty layers: no stub, no /tmp entry, nothing of the sandbox.
-            dockerfile: "FROM @BUSYBOX@\n\
+        quirks: &[Quirk::RunStubs],
+        expect: &["/shell-saw", "/strict"],
+        ..CASE
+    },
+    Case {
+        name: "run_writes_nothing",
+        // Empty layers: no stub, no /tmp entry, nothing of the sandbox.
+        dockerfile: "FROM @BUSYBOX@\n\
                 RUN true\n\
                 RUN echo to the log only && ls / > /dev/null\n\
                 RUN touch /tmp/x && rm /tmp/x\n",
-            quirks: &[Quirk::RunStubs],
-            ..CASE
-        },
-        Case {
-            name: "run_network_none",
-            // See NETWORK_NONE: buildah's side runs with the host's network.
-            dockerfile: "FROM @BUSYBOX@\n\
+        quirks: &[Quirk::RunStubs],
+        ..CASE
+    },
+    Case {
+        name: "run_network_none",
+        // See NETWORK_NONE: buildah's side runs with the host's network.
+        dockerfile: "FROM @BUSYBOX@\n\
                 RUN @NETWORK_NONE@ echo offline > /offline && cat /etc/hosts /etc/resolv.conf > /dev/null\n\
                 RUN @NETWORK_NONE@ touch /tmp/also-offline\n\
                 RUN echo online again > /online\n",
-            quirks: &[Quirk::RunStubs],
-            expect: &["/offline", "/tmp/also-offline"],
-            ..CASE
-        },
-        Case {
-            name: "multi_stage_run_and_copy_from",
-            dockerfile: "FROM @BUSYBOX@ AS build\n\
+        quirks: &[Quirk::RunStubs],
+        expect: &["/offline", "/tmp/also-offline"],
+        ..CASE
+    },
+    Case {
+        name: "multi_stage_run_and_copy_from",
+        dockerfile: "FROM @BUSYBOX@ AS build\n\
                 RUN mkdir -p /out/bin && echo '#!/bin/sh' > /out/bin/tool && chmod 755 /out/bin/tool && ln -s tool /out/bin/alias\n\
                 RUN echo built > /out/stamp && chown nobody /out/stamp\n\
                 FROM build AS derived\n\
@@ -1358,162 +1418,166 @@ fn run_commands_and_environment() {
                 COPY --from=build /out/ /app/\n\
                 COPY --from=derived /out/derived /app/\n\
                 RUN ls -R /app > /app/listing\n",
-            quirks: &[Quirk::RunStubs],
-            expect: &["/app/bin/alias", "/app/listing"],
-            ..CASE
-        },
-    ]);
-}
+        quirks: &[Quirk::RunStubs],
+        expect: &["/app/bin/alias", "/app/listing"],
+        ..CASE
+    },
+];
 
 #[test]
 fn run_filesystem_changes() {
-    compare(&[
-        Case {
-            name: "delete_base_files",
-            dockerfile: "FROM @BUSYBOX@\n\
+    compare(RUN_FILESYSTEM, Where::Host);
+}
+
+const RUN_FILESYSTEM: &[Case] = &[
+    Case {
+        name: "delete_base_files",
+        dockerfile: "FROM @BUSYBOX@\n\
                 RUN rm /etc/group /bin/vi /bin/wget && rmdir /home\n\
                 RUN rm /etc/passwd && echo 'root:x:0:0:root:/root:/bin/sh' > /etc/passwd.new\n",
-            quirks: &[Quirk::RunStubs],
-            ..CASE
-        },
-        Case {
-            name: "rm_rf_and_recreate_directory",
-            dockerfile: "FROM @BUSYBOX@\n\
+        quirks: &[Quirk::RunStubs],
+        ..CASE
+    },
+    Case {
+        name: "rm_rf_and_recreate_directory",
+        dockerfile: "FROM @BUSYBOX@\n\
                 RUN mkdir -p /d/sub /keep && echo 1 > /d/sub/a && echo 2 > /d/b && echo 3 > /keep/k\n\
                 RUN rm -rf /d && mkdir -p /d/other && echo 4 > /d/other/c\n\
                 RUN rm -rf /root && mkdir -m 0750 /root && echo new > /root/.profile\n\
                 RUN rm -rf /keep/* && echo 5 > /keep/new\n",
-            quirks: &[Quirk::RunStubs],
-            ..CASE
-        },
-        Case {
-            name: "file_replaced_by_directory_and_back",
-            dockerfile: "FROM @BUSYBOX@\n\
+        quirks: &[Quirk::RunStubs],
+        ..CASE
+    },
+    Case {
+        name: "file_replaced_by_directory_and_back",
+        dockerfile: "FROM @BUSYBOX@\n\
                 RUN echo f > /x && mkdir /y && touch /y/inner\n\
                 RUN rm /x && mkdir /x && touch /x/in && rm -rf /y && echo now-a-file > /y\n\
                 RUN rm /bin/vi && mkdir /bin/vi && touch /bin/vi/inside && rm -rf /home && echo file > /home\n",
-            quirks: &[Quirk::RunStubs],
-            ..CASE
-        },
-        Case {
-            name: "successive_runs_modify",
-            dockerfile: "FROM @BUSYBOX@\n\
+        quirks: &[Quirk::RunStubs],
+        ..CASE
+    },
+    Case {
+        name: "successive_runs_modify",
+        dockerfile: "FROM @BUSYBOX@\n\
                 RUN mkdir /w && echo a > /w/a && echo b > /w/b && echo c > /w/c && mkdir /w/d\n\
                 RUN echo a2 >> /w/a && rm /w/b && chmod 600 /w/c && touch /w/d/new\n\
                 RUN mv /w/a /w/e && echo b-again > /w/b && rm -r /w/d\n\
                 RUN cp /w/e /w/a && rm /w/e && chown nobody /w/c\n",
-            quirks: &[Quirk::RunStubs],
-            ..CASE
-        },
-        Case {
-            name: "chmod_chown_base_files",
-            dockerfile: "FROM @BUSYBOX@\n\
+        quirks: &[Quirk::RunStubs],
+        ..CASE
+    },
+    Case {
+        name: "chmod_chown_base_files",
+        dockerfile: "FROM @BUSYBOX@\n\
                 RUN chmod 600 /etc/passwd && chown nobody:nogroup /etc/group && chmod 1777 /home && chown 1:2 /root\n\
                 RUN chmod 0700 /tmp && chown -h nobody /bin/ls\n",
-            quirks: &[Quirk::RunStubs],
-            ..CASE
-        },
-        Case {
-            name: "setuid_and_sticky_bits",
-            dockerfile: "FROM @BUSYBOX@\n\
+        quirks: &[Quirk::RunStubs],
+        ..CASE
+    },
+    Case {
+        name: "setuid_and_sticky_bits",
+        dockerfile: "FROM @BUSYBOX@\n\
                 RUN printf '#!/bin/sh\\n' > /suid && chmod 4755 /suid && cp /suid /sgid && chmod 2755 /sgid && mkdir -m 2775 /sgid-dir && mkdir -m 1777 /sticky\n\
                 RUN chmod 4755 /bin/busybox && chmod 6711 /suid\n",
-            quirks: &[Quirk::RunStubs],
-            ..CASE
-        },
-        Case {
-            name: "symlinks",
-            dockerfile: "FROM @BUSYBOX@\n\
+        quirks: &[Quirk::RunStubs],
+        ..CASE
+    },
+    Case {
+        name: "symlinks",
+        dockerfile: "FROM @BUSYBOX@\n\
                 RUN ln -s /etc/passwd /abs && mkdir /rel && ln -s ../etc /rel/etc-dir && ln -s missing /dangling && ln -s /bin/sh /sh-link\n\
                 RUN ln -sf ls /bin/cat && rm /bin/vi && echo 'not a link' > /bin/vi\n\
                 RUN rm /abs && ln -s /etc/group /abs && ln -s /rel/etc-dir/passwd /through-link\n",
-            quirks: &[Quirk::RunStubs],
-            ..CASE
-        },
-        Case {
-            name: "hard_links",
-            // Names of one file made in one RUN stay one file in the image.
-            dockerfile: "FROM @BUSYBOX@\n\
+        quirks: &[Quirk::RunStubs],
+        ..CASE
+    },
+    Case {
+        name: "hard_links",
+        // Names of one file made in one RUN stay one file in the image.
+        dockerfile: "FROM @BUSYBOX@\n\
                 RUN echo data > /f && ln /f /hl && mkdir /d && ln /f /d/hl2\n\
                 RUN echo new > /g && ln /g /g2 && ln /g /tmp/g3\n",
-            quirks: &[Quirk::RunStubs],
-            expect: &["/d/hl2", "/tmp/g3"],
-            ..CASE
-        },
-        Case {
-            name: "hard_link_to_a_lower_layer_file",
-            // A link to a file of the base: the base's name is unchanged, the new
-            // name has its content.
-            dockerfile: "FROM @BUSYBOX@\n\
+        quirks: &[Quirk::RunStubs],
+        expect: &["/d/hl2", "/tmp/g3"],
+        ..CASE
+    },
+    Case {
+        name: "hard_link_to_a_lower_layer_file",
+        // A link to a file of the base: the base's name is unchanged, the new
+        // name has its content.
+        dockerfile: "FROM @BUSYBOX@\n\
                 RUN ln /etc/passwd /passwd-hard\n",
-            quirks: &[
-                Quirk::RunStubs,
-                Quirk::LinkToLowerLayer(&["/etc/passwd", "/passwd-hard"]),
-            ],
-            expect: &["/passwd-hard"],
-            ..CASE
-        },
-        Case {
-            name: "hard_link_written_in_a_later_run",
-            // A later RUN appends to one name of a file with two: both names
-            // see the write, on buildah's vfs storage as on executor's
-            // overlay (index=on; the snapshotter links the other name in).
-            dockerfile: "FROM @BUSYBOX@\n\
+        quirks: &[
+            Quirk::RunStubs,
+            Quirk::LinkToLowerLayer(&["/etc/passwd", "/passwd-hard"]),
+        ],
+        expect: &["/passwd-hard"],
+        ..CASE
+    },
+    Case {
+        name: "hard_link_written_in_a_later_run",
+        // A later RUN appends to one name of a file with two: both names
+        // see the write, on buildah's vfs storage as on executor's
+        // overlay (index=on; the snapshotter links the other name in).
+        dockerfile: "FROM @BUSYBOX@\n\
                 RUN echo data > /f && ln /f /hl\n\
                 RUN echo changed >> /f\n",
-            quirks: &[Quirk::RunStubs],
-            expect: &["/hl"],
-            ..CASE
-        },
-        Case {
-            name: "special_files",
-            // FIFOs only: buildah's chroot isolation cannot mknod (module doc).
-            dockerfile: "FROM @BUSYBOX@\n\
+        quirks: &[Quirk::RunStubs],
+        expect: &["/hl"],
+        ..CASE
+    },
+    Case {
+        name: "special_files",
+        // FIFOs only: buildah's chroot isolation cannot mknod (module doc).
+        dockerfile: "FROM @BUSYBOX@\n\
                 RUN mkfifo /fifo && mkfifo -m 0600 /tmp/private-fifo && mkdir /sockets\n\
                 RUN rm /fifo && mkfifo -m 0640 /fifo\n",
-            quirks: &[Quirk::RunStubs],
-            expect: &["/fifo"],
-            ..CASE
-        },
-        Case {
-            name: "files_in_tmp",
-            dockerfile: "FROM @BUSYBOX@\n\
+        quirks: &[Quirk::RunStubs],
+        expect: &["/fifo"],
+        ..CASE
+    },
+    Case {
+        name: "files_in_tmp",
+        dockerfile: "FROM @BUSYBOX@\n\
                 RUN touch /tmp/marker && echo y > /tmp/y && mkdir /tmp/sub\n\
                 RUN rm /tmp/y && echo z > /tmp/sub/z\n",
-            quirks: &[Quirk::RunStubs],
-            ..CASE
-        },
-        Case {
-            name: "mkdir_deep_trees",
-            dockerfile: "FROM @BUSYBOX@\n\
+        quirks: &[Quirk::RunStubs],
+        ..CASE
+    },
+    Case {
+        name: "mkdir_deep_trees",
+        dockerfile: "FROM @BUSYBOX@\n\
                 RUN mkdir -p /deep/$(seq -s / 1 40) && echo bottom > /deep/$(seq -s / 1 40)/file\n\
                 RUN mkdir -p -m 0700 /private/a/b && for i in $(seq 1 150); do mkdir -p /wide/d$((i % 15)); echo $i > /wide/d$((i % 15))/f$i; done\n",
-            quirks: &[Quirk::RunStubs],
-            expect: &["/wide/d0/f150"],
-            ..CASE
-        },
-        Case {
-            name: "large_file",
-            // 50 MB of text and 16 MiB of zeros, compared byte for byte.
-            dockerfile: "FROM @BUSYBOX@\n\
+        quirks: &[Quirk::RunStubs],
+        expect: &["/wide/d0/f150"],
+        ..CASE
+    },
+    Case {
+        name: "large_file",
+        // 50 MB of text and 16 MiB of zeros, compared byte for byte.
+        dockerfile: "FROM @BUSYBOX@\n\
                 RUN yes 0123456789abcdef | head -c 50000000 > /big && dd if=/dev/zero of=/zeros bs=1M count=16 2>/dev/null\n\
                 RUN echo tail >> /big\n",
-            quirks: &[Quirk::RunStubs],
-            expect: &["/big"],
-            ..CASE
-        },
-    ]);
-}
+        quirks: &[Quirk::RunStubs],
+        expect: &["/big"],
+        ..CASE
+    },
+];
 
 #[test]
 fn run_mounts() {
-    compare(&[
-        Case {
-            name: "run_mount_bind",
-            // Context (file and whole), another stage, an image, a read-write
-            // bind whose writes must stay out of the image (buildah 1.28 writes
-            // them through to the context directory, which is not compared).
-            dockerfile: "FROM @BUSYBOX@ AS build\n\
+    compare(RUN_MOUNTS, Where::Host);
+}
+
+const RUN_MOUNTS: &[Case] = &[
+    Case {
+        name: "run_mount_bind",
+        // Context (file and whole), another stage, an image, a read-write
+        // bind whose writes must stay out of the image (buildah 1.28 writes
+        // them through to the context directory, which is not compared).
+        dockerfile: "FROM @BUSYBOX@ AS build\n\
                 RUN mkdir /out && echo from-stage > /out/f\n\
                 FROM @BUSYBOX@\n\
                 RUN --mount=type=bind,source=a.txt,target=/mnt/a cp /mnt/a /from-context\n\
@@ -1522,41 +1586,40 @@ fn run_mounts() {
                 RUN --mount=type=bind,source=dir,target=/etc/extra ls /etc/extra > /listing\n\
                 RUN --mount=type=bind,target=/ctx,rw touch /ctx/discarded && ls /ctx > /rw-listing\n\
                 RUN --mount=type=bind,from=@BUSYBOX@,source=/etc,target=/base-etc cp /base-etc/passwd /from-image\n",
-            files: FILES,
-            quirks: &[Quirk::RunStubs, Quirk::MountParents(&["/mnt"])],
-            expect: &["/from-context", "/from-stage", "/from-image", "/rw-listing"],
-            ..CASE
-        },
-        Case {
-            name: "run_mount_cache",
-            // One cache id under two targets: the second RUN sees the first's
-            // file. buildah keeps caches under /var/tmp between runs, so the first
-            // RUN empties it first. uid, gid and mode apply to the cache's root.
-            dockerfile: "FROM @BUSYBOX@\n\
+        files: FILES,
+        quirks: &[Quirk::RunStubs, Quirk::MountParents(&["/mnt"])],
+        expect: &["/from-context", "/from-stage", "/from-image", "/rw-listing"],
+        ..CASE
+    },
+    Case {
+        name: "run_mount_cache",
+        // One cache id under two targets: the second RUN sees the first's
+        // file. buildah keeps caches under /var/tmp between runs, so the first
+        // RUN empties it first. uid, gid and mode apply to the cache's root.
+        dockerfile: "FROM @BUSYBOX@\n\
                 RUN --mount=type=cache,target=/cache,id=executor-diff-cache rm -rf /cache/* && echo cached > /cache/f && cp /cache/f /from-cache\n\
                 RUN --mount=type=cache,target=/elsewhere,id=executor-diff-cache cp /elsewhere/f /seen-again\n\
                 RUN --mount=type=cache,target=/var/cache/apt touch /var/cache/apt/pkg\n\
                 RUN --mount=type=cache,target=/owned,uid=65534,gid=65534,mode=0700 stat -c '%u:%g %a' /owned > /owned-stat\n",
-            quirks: &[
-                Quirk::RunStubs,
-                Quirk::MountParents(&["/var", "/var/cache"]),
-            ],
-            expect: &["/seen-again", "/owned-stat"],
-            ..CASE
-        },
-        Case {
-            name: "run_mount_tmpfs",
-            // Only on missing targets: a tmpfs over an existing directory (say
-            // /tmp) makes buildah 1.28 empty the whole image (module doc).
-            dockerfile: "FROM @BUSYBOX@\n\
+        quirks: &[
+            Quirk::RunStubs,
+            Quirk::MountParents(&["/var", "/var/cache"]),
+        ],
+        expect: &["/seen-again", "/owned-stat"],
+        ..CASE
+    },
+    Case {
+        name: "run_mount_tmpfs",
+        // Only on missing targets: a tmpfs over an existing directory (say
+        // /tmp) makes buildah 1.28 empty the whole image (module doc).
+        dockerfile: "FROM @BUSYBOX@\n\
                 RUN --mount=type=tmpfs,target=/scratch echo x > /scratch/f && cp /scratch/f /from-tmpfs\n\
                 RUN --mount=type=tmpfs,target=/deep/er/scratch touch /deep/er/scratch/gone && ls /deep/er > /deep-listing\n",
-            quirks: &[Quirk::RunStubs, Quirk::MountParents(&["/deep", "/deep/er"])],
-            expect: &["/from-tmpfs", "/deep-listing"],
-            ..CASE
-        },
-    ]);
-}
+        quirks: &[Quirk::RunStubs, Quirk::MountParents(&["/deep", "/deep/er"])],
+        expect: &["/from-tmpfs", "/deep-listing"],
+        ..CASE
+    },
+];
 
 /// One layer several times in one image: steps whose changes are
 /// byte-identical give one diffID, which Docker, BuildKit and buildah all
@@ -1566,24 +1629,25 @@ fn run_mounts() {
 /// twice in a manifest.
 #[test]
 fn repeated_layers() {
-    compare(&[
-        Case {
-            name: "repeated_copy_of_the_context",
-            dockerfile: "FROM scratch\n\
+    compare(
+        &[
+            Case {
+                name: "repeated_copy_of_the_context",
+                dockerfile: "FROM scratch\n\
                 COPY . /\n\
                 COPY b.txt /a.txt\n\
                 COPY c.txt /dir/one\n\
                 COPY . /\n\
                 COPY c.txt /\n",
-            files: FILES,
-            quirks: &[Quirk::ScratchDefaults],
-            repeats_a_layer: true,
-            push_as: Some("repeated"),
-            ..CASE
-        },
-        Case {
-            name: "repeated_copy_of_a_stage_root",
-            dockerfile: "FROM @BUSYBOX@ AS build\n\
+                files: FILES,
+                quirks: &[Quirk::ScratchDefaults],
+                repeats_a_layer: true,
+                push_as: Some("repeated"),
+                ..CASE
+            },
+            Case {
+                name: "repeated_copy_of_a_stage_root",
+                dockerfile: "FROM @BUSYBOX@ AS build\n\
                 RUN mkdir -p /out/sub && echo built > /out/sub/f && ln -s sub/f /out/link\n\
                 FROM scratch AS files\n\
                 COPY --from=build /out/ /\n\
@@ -1594,26 +1658,28 @@ fn repeated_layers() {
                 COPY --from=twice / /opt/\n\
                 RUN rm -r /opt/sub /opt/link && echo other > /opt/link\n\
                 COPY --from=twice / /opt/\n",
-            quirks: &[Quirk::RunStubs],
-            expect: &["/opt/sub/f", "/opt/link"],
-            repeats_a_layer: true,
-            ..CASE
-        },
-        Case {
-            name: "repeated_run_after_a_volume",
-            dockerfile: "FROM @BUSYBOX@\n\
+                quirks: &[Quirk::RunStubs],
+                expect: &["/opt/sub/f", "/opt/link"],
+                repeats_a_layer: true,
+                ..CASE
+            },
+            Case {
+                name: "repeated_run_after_a_volume",
+                dockerfile: "FROM @BUSYBOX@\n\
                 VOLUME /data\n\
                 RUN mkdir -p /same && dd if=/dev/zero of=/same/file bs=1k count=4 2>/dev/null\n\
                 RUN sleep 1 && mkdir -p /same && dd if=/dev/zero of=/same/file bs=1k count=4 2>/dev/null\n",
-            // File times clamped to 0: the two RUNs (a second apart)
-            // write the same bytes.
-            build_args: &["SOURCE_DATE_EPOCH=0"],
-            quirks: &[Quirk::RunStubs, Quirk::VolumeDirectories(&["/data"])],
-            expect: &["/same/file"],
-            repeats_a_layer: true,
-            ..CASE
-        },
-    ]);
+                // File times clamped to 0: the two RUNs (a second apart)
+                // write the same bytes.
+                build_args: &["SOURCE_DATE_EPOCH=0"],
+                quirks: &[Quirk::RunStubs, Quirk::VolumeDirectories(&["/data"])],
+                expect: &["/same/file"],
+                repeats_a_layer: true,
+                ..CASE
+            },
+        ],
+        Where::Host,
+    );
 }
 
 /// A context whose links point out of it: an absolute one and one climbing
@@ -1635,10 +1701,11 @@ fn links_out_of_the_context(context: &Path) {
 /// they are.
 #[test]
 fn symlinks_in_sources() {
-    compare(&[
-        Case {
-            name: "copy_from_a_stage_through_absolute_links",
-            dockerfile: "FROM @BUSYBOX@ AS stage\n\
+    compare(
+        &[
+            Case {
+                name: "copy_from_a_stage_through_absolute_links",
+                dockerfile: "FROM @BUSYBOX@ AS stage\n\
                 RUN mkdir -p /opt/real /opt/app-1.2/bin /usr/share/zoneinfo/Europe \\\n  \
                 && echo real > /opt/real/f && echo app > /opt/app-1.2/bin/run \\\n  \
                 && echo zone > /usr/share/zoneinfo/Europe/Paris \\\n  \
@@ -1652,29 +1719,31 @@ fn symlinks_in_sources() {
                 COPY --from=stage /opt/current /app2\n\
                 COPY --from=stage /opt/up/f /up-f\n\
                 COPY --from=stage /opt/cur* /wild/\n",
-            quirks: &[Quirk::ScratchDefaults],
-            expect: &[
-                "/y",
-                "/etc/localtime",
-                "/app/bin/run",
-                "/app/bin/inner",
-                "/up-f",
-            ],
-            ..CASE
-        },
-        Case {
-            name: "copy_from_the_context_through_links_out_of_it",
-            dockerfile: "FROM scratch\n\
+                quirks: &[Quirk::ScratchDefaults],
+                expect: &[
+                    "/y",
+                    "/etc/localtime",
+                    "/app/bin/run",
+                    "/app/bin/inner",
+                    "/up-f",
+                ],
+                ..CASE
+            },
+            Case {
+                name: "copy_from_the_context_through_links_out_of_it",
+                dockerfile: "FROM scratch\n\
                 COPY abslink/ /x/\n\
                 COPY uplink /u/\n\
                 COPY abslink/s uplink/deeper/d /files/\n\
                 COPY dir/ /d/\n",
-            setup: Some(links_out_of_the_context),
-            quirks: &[Quirk::ScratchDefaults],
-            expect: &["/x/s", "/u/deeper/d", "/files/s", "/files/d", "/d/inner"],
-            ..CASE
-        },
-    ]);
+                setup: Some(links_out_of_the_context),
+                quirks: &[Quirk::ScratchDefaults],
+                expect: &["/x/s", "/u/deeper/d", "/files/s", "/files/d", "/d/inner"],
+                ..CASE
+            },
+        ],
+        Where::Host,
+    );
 }
 
 /// Users and groups that are ids need no `/etc/passwd`: BuildKit reads
@@ -1682,10 +1751,11 @@ fn symlinks_in_sources() {
 /// files to look names up in). A named user's files get its passwd group.
 #[test]
 fn users_without_passwd() {
-    compare(&[
-        Case {
-            name: "user_root_on_scratch",
-            dockerfile: "FROM scratch\n\
+    compare(
+        &[
+            Case {
+                name: "user_root_on_scratch",
+                dockerfile: "FROM scratch\n\
                 USER root\n\
                 WORKDIR /w\n\
                 USER root:root\n\
@@ -1696,26 +1766,28 @@ fn users_without_passwd() {
                 WORKDIR /as-1000\n\
                 USER 1001\n\
                 WORKDIR /as-1001\n",
-            files: FILES,
-            quirks: &[Quirk::ScratchDefaults],
-            expect: &["/w/c.txt", "/x", "/as-1000", "/as-1001"],
-            ..CASE
-        },
-        Case {
-            name: "chown_to_a_named_user_takes_its_group",
-            dockerfile: "FROM @BUSYBOX@\n\
+                files: FILES,
+                quirks: &[Quirk::ScratchDefaults],
+                expect: &["/w/c.txt", "/x", "/as-1000", "/as-1001"],
+                ..CASE
+            },
+            Case {
+                name: "chown_to_a_named_user_takes_its_group",
+                dockerfile: "FROM @BUSYBOX@\n\
                 RUN echo 'app:x:1000:1001::/home/app:/bin/sh' >> /etc/passwd \\\n  \
                 && echo 'appgroup:x:1001:' >> /etc/group\n\
                 COPY --chown=app a.txt /owned-by-app\n\
                 COPY --chown=app:root b.txt /app-and-root\n\
                 USER app\n\
                 WORKDIR /app-work\n",
-            files: FILES,
-            quirks: &[Quirk::RunStubs],
-            expect: &["/owned-by-app", "/app-work"],
-            ..CASE
-        },
-    ]);
+                files: FILES,
+                quirks: &[Quirk::RunStubs],
+                expect: &["/owned-by-app", "/app-work"],
+                ..CASE
+            },
+        ],
+        Where::Host,
+    );
 }
 
 /// The entrypoint script of [`debian_images`]' service.
@@ -1732,10 +1804,11 @@ const ENTRYPOINT_SCRIPT: &[(&str, &str)] =
 /// copies into Debian's linked directories.
 #[test]
 fn debian_images() {
-    compare(&[
-        Case {
-            name: "official_image_style_service",
-            dockerfile: "FROM @DEBIAN@\n\
+    compare(
+        &[
+            Case {
+                name: "official_image_style_service",
+                dockerfile: "FROM @DEBIAN@\n\
                 ARG DEBIAN_FRONTEND=noninteractive\n\
                 ENV LANG C.UTF-8\n\
                 ENV APP_HOME=/var/lib/app\n\
@@ -1757,24 +1830,24 @@ fn debian_images() {
                 STOPSIGNAL SIGTERM\n\
                 ENTRYPOINT [\"docker-entrypoint.sh\"]\n\
                 CMD [\"app-server\"]\n",
-            files: ENTRYPOINT_SCRIPT,
-            quirks: &[
-                Quirk::RunStubs,
-                Quirk::VolumeWritesDiscarded(&[
+                files: ENTRYPOINT_SCRIPT,
+                quirks: &[
+                    Quirk::RunStubs,
+                    Quirk::VolumeWritesDiscarded(&[
+                        "/var/lib/app/made-by-app",
+                        "/var/lib/app/listing.txt",
+                    ]),
+                ],
+                expect: &[
+                    "/docker-entrypoint.sh",
                     "/var/lib/app/made-by-app",
-                    "/var/lib/app/listing.txt",
-                ]),
-            ],
-            expect: &[
-                "/docker-entrypoint.sh",
-                "/var/lib/app/made-by-app",
-                "/id.txt",
-            ],
-            ..CASE
-        },
-        Case {
-            name: "binary_and_libraries_from_a_build_stage",
-            dockerfile: "FROM @DEBIAN@ AS build\n\
+                    "/id.txt",
+                ],
+                ..CASE
+            },
+            Case {
+                name: "binary_and_libraries_from_a_build_stage",
+                dockerfile: "FROM @DEBIAN@ AS build\n\
                 RUN mkdir -p /out/bin && cp /usr/sbin/getcap /out/bin/\n\
                 FROM @BUSYBOX@\n\
                 COPY --from=build /out/bin/getcap /usr/local/bin/\n\
@@ -1782,16 +1855,16 @@ fn debian_images() {
                 COPY --from=build /lib/x86_64-linux-gnu/libc.so.6 /lib/x86_64-linux-gnu/\n\
                 COPY --from=build /lib64/ld-linux-x86-64.so.2 /lib64/\n\
                 RUN /usr/local/bin/getcap -v /bin/busybox > /getcap.out\n",
-            quirks: &[Quirk::RunStubs],
-            expect: &["/getcap.out", "/lib64/ld-linux-x86-64.so.2"],
-            ..CASE
-        },
-        Case {
-            // A Python web app's usual shape, without pip: an unprivileged
-            // user with a home, the app copied to its WORKDIR as that user,
-            // the user's HOME in a RUN.
-            name: "python_style_app",
-            dockerfile: "FROM @DEBIAN@\n\
+                quirks: &[Quirk::RunStubs],
+                expect: &["/getcap.out", "/lib64/ld-linux-x86-64.so.2"],
+                ..CASE
+            },
+            Case {
+                // A Python web app's usual shape, without pip: an unprivileged
+                // user with a home, the app copied to its WORKDIR as that user,
+                // the user's HOME in a RUN.
+                name: "python_style_app",
+                dockerfile: "FROM @DEBIAN@\n\
                 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1\n\
                 WORKDIR /app\n\
                 RUN useradd --create-home --uid 10001 --shell /bin/bash appuser\n\
@@ -1803,23 +1876,23 @@ fn debian_images() {
                 EXPOSE 8000\n\
                 HEALTHCHECK --interval=30s CMD [\"true\"]\n\
                 CMD [\"python3\", \"-m\", \"app\"]\n",
-            files: &[
-                ("requirements.txt", "flask==3.0.0\n"),
-                ("app/__init__.py", ""),
-                ("app/__main__.py", "print('hello')\n"),
-                ("app/__pycache__/junk.pyc", "junk"),
-                (".dockerignore", "**/__pycache__\n*.pyc\n.git\n"),
-            ],
-            quirks: &[Quirk::RunStubs, Quirk::EnvOverrideAppends],
-            expect: &["/app/app/__main__.py", "/home/appuser/.local/home.txt"],
-            ..CASE
-        },
-        Case {
-            // Debian's /bin, /sbin and /lib are links into /usr, /var/run
-            // one to /run: what COPY, ADD and WORKDIR make there lands at
-            // the link's target, and the links stay links.
-            name: "copy_through_merged_usr_links",
-            dockerfile: "FROM @DEBIAN@ AS stage\n\
+                files: &[
+                    ("requirements.txt", "flask==3.0.0\n"),
+                    ("app/__init__.py", ""),
+                    ("app/__main__.py", "print('hello')\n"),
+                    ("app/__pycache__/junk.pyc", "junk"),
+                    (".dockerignore", "**/__pycache__\n*.pyc\n.git\n"),
+                ],
+                quirks: &[Quirk::RunStubs, Quirk::EnvOverrideAppends],
+                expect: &["/app/app/__main__.py", "/home/appuser/.local/home.txt"],
+                ..CASE
+            },
+            Case {
+                // Debian's /bin, /sbin and /lib are links into /usr, /var/run
+                // one to /run: what COPY, ADD and WORKDIR make there lands at
+                // the link's target, and the links stay links.
+                name: "copy_through_merged_usr_links",
+                dockerfile: "FROM @DEBIAN@ AS stage\n\
                 RUN mkdir -p /out/lib && echo lib > /out/lib/libextra.so.1\n\
                 FROM @DEBIAN@\n\
                 COPY a.txt /bin/\n\
@@ -1829,24 +1902,39 @@ fn debian_images() {
                 ADD archive.tar /lib/from-archive/\n\
                 WORKDIR /bin/work\n\
                 WORKDIR /var/run/app\n",
-            files: FILES,
-            setup: Some(archives),
-            expect: &[
-                "/usr/bin/a.txt",
-                "/usr/sbin/b-tool",
-                "/usr/lib/extra/one",
-                "/usr/lib/x86_64-linux-gnu/libextra.so.1",
-                "/usr/lib/from-archive/top/file",
-                "/usr/bin/work",
-                "/run/app",
-            ],
-            ..CASE
-        },
-    ]);
+                files: FILES,
+                setup: Some(archives),
+                expect: &[
+                    "/usr/bin/a.txt",
+                    "/usr/sbin/b-tool",
+                    "/usr/lib/extra/one",
+                    "/usr/lib/x86_64-linux-gnu/libextra.so.1",
+                    "/usr/lib/from-archive/top/file",
+                    "/usr/bin/work",
+                    "/run/app",
+                ],
+                ..CASE
+            },
+        ],
+        Where::Host,
+    );
 }
 
 /// The comparison itself: each kind of difference is reported, and a quirk
 /// hides only its own detail.
+/// The RUN cases again, executor building in a default pod (no
+/// CAP_SYS_ADMIN, RuntimeDefault seccomp): `auto` builds them in place,
+/// and the images must agree with buildah's as the namespace builds do.
+#[test]
+fn run_cases_in_a_default_pod() {
+    let cases: Vec<Case> = [RUN_COMMANDS, RUN_FILESYSTEM, RUN_MOUNTS]
+        .iter()
+        .flat_map(|cases| cases.iter())
+        .map(|case| Case { ..*case })
+        .collect();
+    compare(&cases, Where::Pod);
+}
+
 #[test]
 fn differences_are_reported() {
     let file = |mode, content: &str| Entry {

@@ -169,7 +169,15 @@ fn run_without_cap_sys_admin_fails_naming_what_to_grant() {
     let base = registry.push_busybox();
     let project = run_dockerfile(&base);
     let destination = registry.reference("restricted/run:1");
-    let cmd = project.build(&["-d", &destination, "--insecure-registry", &registry.host]);
+    // Namespaces named: `auto` would build in place on a machine that is
+    // a container.
+    let cmd = project.build(&[
+        "--isolation=namespace",
+        "-d",
+        &destination,
+        "--insecure-registry",
+        &registry.host,
+    ]);
     let stderr = executor_e2e::fails(&mut without_cap_sys_admin(&cmd));
     assert_names_what_to_grant(&stderr);
     let probe = Command::new("skopeo")
@@ -205,7 +213,7 @@ fn run_under_a_seccomp_filter_denying_namespaces_fails_clearly_and_copy_works() 
     let base = registry.push_busybox();
 
     let project = run_dockerfile(&base);
-    let mut cmd = project.build(&["--no-push"]);
+    let mut cmd = project.build(&["--isolation=namespace", "--no-push"]);
     deny_namespaces(&mut cmd);
     let stderr = executor_e2e::fails(&mut cmd);
     assert_names_what_to_grant(&stderr);

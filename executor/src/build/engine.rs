@@ -36,7 +36,9 @@ use crate::image::digest::Digest;
 use crate::image::layer::Compression;
 use crate::image::store::Store;
 use crate::registry::{ImageReference, RegistryOptions, TransferOptions};
-use crate::rootfs::{BlockingRemote, ImageFetcher, LayerRef, Remote, SnapshotMode, StageRoot};
+use crate::rootfs::{
+    BlockingRemote, ImageFetcher, InPlace, LayerRef, Remote, SnapshotMode, StageRoot,
+};
 use crate::sandbox::{self, Isolation};
 
 /// What a finished build produced.
@@ -87,7 +89,7 @@ pub fn remote(settings: &Settings) -> Result<Remote> {
 pub fn build(settings: &Settings, runtime: &Handle, cancel: &CancellationToken) -> Result<Outcome> {
     let registry = Arc::new(remote(settings)?);
     let parts = Parts {
-        isolation: Box::new(sandbox::Namespaces),
+        isolation: super::isolation::choose(settings)?,
         images: Box::new(BlockingRemote::new(Arc::clone(&registry), runtime.clone())),
         registry,
     };
@@ -162,6 +164,10 @@ pub(super) fn build_with(
             })?;
     }
     let privileged = rustix::process::geteuid().is_root();
+    let place = parts
+        .isolation
+        .shared_root()
+        .map(|shared| super::isolation::place(shared, settings, context.root()));
     let cache = match &settings.cache {
         Some(_) if settings.single_snapshot => {
             tracing::warn!(
@@ -189,6 +195,7 @@ pub(super) fn build_with(
         failed: AtomicBool::new(false),
         mode: std::sync::OnceLock::new(),
         privileged,
+        place,
         isolation: parts.isolation,
         cancel: cancel.clone(),
         steps: Mutex::new(Vec::new()),
@@ -279,6 +286,9 @@ pub(super) struct Engine<'a> {
     pub(super) privileged: bool,
     /// How RUN steps run.
     pub(super) isolation: Box<dyn Isolation>,
+    /// Where stages are built when RUN steps run in the executor's own
+    /// root (`--isolation=in-place`).
+    pub(super) place: Option<InPlace>,
     /// Cancelled to stop the build (Ctrl-C, a cancelled run).
     pub(super) cancel: CancellationToken,
     /// Every step done so far, for the summary.
@@ -390,6 +400,7 @@ impl Engine<'_> {
     /// mounted (checked once, on first use).
     pub(super) fn mode(&self) -> SnapshotMode {
         *self.mode.get_or_init(|| match self.settings.snapshot_mode {
+            _ if self.place.is_some() => SnapshotMode::InPlace,
             SnapshotMode::Overlay if !crate::sandbox::overlay::supported(&self.work) => {
                 tracing::info!(
                     "overlay mounts are not available here: snapshots copy and compare the root filesystem (slower; RUST_LOG=debug says why)"
@@ -412,15 +423,39 @@ impl Engine<'_> {
         Ok(dir)
     }
 
+    /// The root a stage is built in: the executor's own in place (taken
+    /// when the stage before has dropped it), else [`Engine::stage_root`].
+    pub(super) fn own_root(&self, name: &str, layers: &[LayerRef]) -> Result<StageRoot> {
+        let Some(place) = &self.place else {
+            return self.stage_root(name, layers);
+        };
+        let dir = self.work.join(name);
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(io_at(&dir))?;
+        }
+        Ok(StageRoot::in_place(
+            place,
+            &self.store,
+            dir,
+            layers,
+            self.privileged,
+        )?)
+    }
+
     /// The root filesystem of `layers` (in the store) under the scratch
-    /// directory `name`.
+    /// directory `name` (full snapshots where stages are built in place:
+    /// the roots `COPY --from` reads are the build's own).
     pub(super) fn stage_root(&self, name: &str, layers: &[LayerRef]) -> Result<StageRoot> {
         let dir = self.work.join(name);
         if dir.exists() {
             fs::remove_dir_all(&dir).map_err(io_at(&dir))?;
         }
+        let mode = match self.mode() {
+            SnapshotMode::InPlace => SnapshotMode::Full,
+            mode => mode,
+        };
         Ok(StageRoot::new(
-            self.mode(),
+            mode,
             &self.store,
             dir,
             layers,

@@ -32,6 +32,11 @@ pub enum BuildError {
         #[source]
         source: sandbox::Unavailable,
     },
+    /// `--isolation=in-place` where no container is seen.
+    #[error(
+        "--isolation=in-place builds in this machine's own root file system, which it would overwrite, and no sign of a container was found\nhint: run the executor in a container (its image), use --isolation=namespace, or pass --force if this root file system is disposable"
+    )]
+    OutsideContainer,
     #[error("{file}:{line}: {instruction} failed")]
     Step {
         file: String,

@@ -77,6 +77,26 @@ pub struct Settings {
     pub cache_mount_max_size: Option<u64>,
     /// `--cache`: the layer cache's settings; `None` without it.
     pub cache: Option<CacheSettings>,
+    /// `--isolation`: how RUN steps are isolated.
+    #[serde(default)]
+    pub isolation: IsolationMode,
+    /// `--force`: `--isolation=in-place` even where no container is seen.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// How RUN steps are isolated (`--isolation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum IsolationMode {
+    /// Namespaces where they can be made, else in place inside a
+    /// container, else the namespaces' error.
+    #[default]
+    Auto,
+    /// Fresh namespaces and `pivot_root` (needs CAP_SYS_ADMIN or a user
+    /// namespace).
+    Namespace,
+    /// kaniko's model: in the executor's own root (a container only).
+    InPlace,
 }
 
 fn default_registry_timeout() -> u64 {

@@ -21,7 +21,7 @@ use crate::dockerfile::instructions::{self, Instruction, Kind};
 use crate::dockerfile::parser;
 use crate::dockerfile::plan::{Base, Scope};
 use crate::registry::ImageReference;
-use crate::rootfs::{LayerRef, StageRoot};
+use crate::rootfs::{LayerRef, SnapshotMode, StageRoot};
 use executor_cache::{BaseRef, Key};
 
 /// One built stage. Its root stays mounted while a later stage may read
@@ -252,7 +252,14 @@ impl<'a> Engine<'a> {
             config: result.config,
             layers: result.layers,
             key: stage_key,
-            root: Mutex::new(result.root.map(Arc::new)),
+            // An in-place root is the executor's own: the next stage takes
+            // it, and a later `COPY --from` gets a root of its own.
+            root: Mutex::new(
+                result
+                    .root
+                    .filter(|root| root.mode() != SnapshotMode::InPlace)
+                    .map(Arc::new),
+            ),
         })
     }
 
@@ -446,7 +453,7 @@ impl<'a> Engine<'a> {
             return Ok(());
         }
         self.images.ensure_layers(&result.layers, &self.store)?;
-        let mut root = self.stage_root(&format!("stage-{}/root", result.index), &result.layers)?;
+        let mut root = self.own_root(&format!("stage-{}/root", result.index), &result.layers)?;
         if self.settings.single_snapshot {
             root.before_run()?;
         }
@@ -596,6 +603,8 @@ mod tests {
                 ignore_paths: Vec::new(),
                 secrets: Vec::new(),
                 ssh: Vec::new(),
+                isolation: crate::build::IsolationMode::Namespace,
+                force: false,
                 source_date_epoch: None,
                 metrics_file: None,
                 cache_mount_max_size: None,

@@ -41,7 +41,9 @@ impl Engine<'_> {
                 })?;
         }
         let scratch = self.new_dir(&format!("stage-{}/run", job.index))?;
+        let snapshot_started = std::time::Instant::now();
         result.root().before_run()?;
+        let before_run = snapshot_started.elapsed();
         let from_root = |from: &str| -> std::result::Result<PathBuf, run::MountCause> {
             self.source_root(job.built, from, instruction)
                 .map(|root| root.path().to_path_buf())
@@ -81,7 +83,7 @@ impl Engine<'_> {
         }
         let stubs = outcome.map_err(|e| self.step_error(instruction, e))?;
         let created_by = instruction.display();
-        if self.settings.single_snapshot && self.mode() == SnapshotMode::Full {
+        if self.settings.single_snapshot && self.mode() != SnapshotMode::Overlay {
             // One diff at the end of the stage.
             result.stubs.extend(stubs);
             result
@@ -89,10 +91,18 @@ impl Engine<'_> {
                 .add_history(created_by, true, Some(job.created));
             return Ok(());
         }
-        match result
+        let diff_started = std::time::Instant::now();
+        let diff = result
             .root()
-            .take_diff(&stubs, &self.settings.ignore_paths)?
-        {
+            .take_diff(&stubs, &self.settings.ignore_paths)?;
+        tracing::debug!(
+            "snapshot ({}): {:.3}s ({:.3}s before the step, {:.3}s after)",
+            self.mode().as_str(),
+            (before_run + diff_started.elapsed()).as_secs_f64(),
+            before_run.as_secs_f64(),
+            diff_started.elapsed().as_secs_f64()
+        );
+        match diff {
             None => {
                 result.root().discard()?;
                 // BuildKit and kaniko write no layer for a step that changed
@@ -196,7 +206,7 @@ impl Engine<'_> {
                 }
                 crate::image::upper::squash(dirs)?
             }
-            SnapshotMode::Full => {
+            SnapshotMode::Full | SnapshotMode::InPlace => {
                 let stubs = std::mem::take(&mut result.stubs);
                 match result
                     .root()

@@ -9,7 +9,9 @@ use anyhow::{Context as _, bail};
 use clap::{ArgAction, Args, ValueEnum};
 
 use executor::build::settings::source_date_epoch;
-use executor::build::{CacheRepo, CacheSettings, Secret, Settings, SnapshotMode, SshAgent};
+use executor::build::{
+    CacheRepo, CacheSettings, IsolationMode, Secret, Settings, SnapshotMode, SshAgent,
+};
 use executor::dockerfile::instructions::parse_go_duration;
 use executor::platform::Platform;
 use executor::registry::{Backoff, DEFAULT_TIMEOUT, ImageReference};
@@ -212,9 +214,17 @@ pub struct BuildArgs {
     pub reproducible: bool,
 
     /// How RUN steps are isolated; `namespace`: fresh mount, PID, IPC and
-    /// UTS namespaces and pivot_root
-    #[arg(long, env = "EXECUTOR_ISOLATION", default_value = "namespace")]
+    /// UTS namespaces and pivot_root; `in-place`: kaniko's model, directly
+    /// in this container's own root file system (which each stage
+    /// overwrites; refused outside a container unless --force); `auto`:
+    /// namespaces where they can be made, else in place inside a container
+    #[arg(long, env = "EXECUTOR_ISOLATION", default_value = "auto")]
     pub isolation: IsolationArg,
+
+    /// With --isolation=in-place: build even where no container is seen,
+    /// overwriting this machine's root file system (kaniko's --force)
+    #[arg(long, env = "EXECUTOR_FORCE", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub force: bool,
 
     /// The whole build's settings as JSON (`executor::build::Settings`),
     /// instead of flags: how `executor run` hands a build job to the
@@ -334,7 +344,9 @@ pub enum SnapshotModeArg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum IsolationArg {
     #[default]
+    Auto,
     Namespace,
+    InPlace,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -453,6 +465,12 @@ impl BuildArgs {
                 }
             },
             single_snapshot: self.single_snapshot,
+            isolation: match self.isolation {
+                IsolationArg::Auto => IsolationMode::Auto,
+                IsolationArg::Namespace => IsolationMode::Namespace,
+                IsolationArg::InPlace => IsolationMode::InPlace,
+            },
+            force: self.force,
             ignore_paths: self
                 .ignore_paths
                 .iter()

@@ -363,11 +363,12 @@ pub fn squash(dirs: &[PathBuf]) -> Result<Vec<LayerEntry>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::sandbox::overlay::Overlay;
 
-    fn kinds(entries: &[LayerEntry]) -> Vec<(String, String)> {
+    /// `(path, kind)` of each entry, for assertions (also `rootfs::walk`'s).
+    pub(crate) fn kinds(entries: &[LayerEntry]) -> Vec<(String, String)> {
         entries
             .iter()
             .map(|e| {

@@ -25,7 +25,9 @@ use super::schedule::{Attempt, JobAttempt, Outputs, RunContext};
 use super::script::JobImage;
 use super::vars::{self, Variables};
 use crate::build::settings::{SourceDateEpochError, source_date_epoch};
-use crate::build::{CacheRepo, CacheSettings, Secret, SecretSource, Settings, SnapshotMode};
+use crate::build::{
+    CacheRepo, CacheSettings, IsolationMode, Secret, SecretSource, Settings, SnapshotMode,
+};
 use crate::image::digest::Digest;
 use crate::platform::{Platform, PlatformError};
 use crate::registry::{ImageReference, ReferenceError, RegistryOptions};
@@ -202,6 +204,9 @@ pub fn settings(
             })
             .collect(),
         ssh: Vec::new(),
+        // Never in place: `executor run` shares its root with other jobs.
+        isolation: IsolationMode::Namespace,
+        force: false,
         source_date_epoch,
         metrics_file: None,
         cache_mount_max_size: None,
@@ -546,6 +551,8 @@ mod tests {
                 },
             ],
             ssh: vec![],
+            isolation: IsolationMode::Namespace,
+            force: false,
             source_date_epoch: Some(0),
             metrics_file: None,
             cache_mount_max_size: None,

@@ -11,9 +11,12 @@
 
 pub mod config;
 pub mod images;
+mod inplace;
 pub mod remote;
 mod root;
+pub mod walk;
 
 pub use images::{ImageError, ImageSource, LayerRef};
+pub use inplace::InPlace;
 pub use remote::{BlockingRemote, ImageFetcher, Remote};
 pub use root::{Diff, RootError, SnapshotMode, StageRoot, extract_layers};

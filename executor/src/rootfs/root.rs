@@ -13,7 +13,11 @@
 //!   it is copied, and the diff is found by walking both trees and comparing
 //!   metadata and content.
 //!
-//! Both leave out the mount-point stubs the sandbox made, and give the same
+//! - **in-place** (`--isolation=in-place`): the root is the executor's own
+//!   `/`, cleared back and the layers extracted over it; the diff compares
+//!   metadata walks taken before and after the RUN (see `inplace.rs`).
+//!
+//! All leave out the mount-point stubs the sandbox made, and give the same
 //! file tree.
 
 use std::fs;
@@ -21,6 +25,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::images::{self, ImageError, LayerRef};
+use super::inplace::{InPlace, InPlaceRoot};
+use super::walk::WalkError;
 use crate::image::apply::{self, ApplyError, ApplyOptions};
 use crate::image::diff::{self, DiffError};
 use crate::image::digest::Digest;
@@ -46,9 +52,15 @@ pub enum RootError {
     Upper(#[from] UpperError),
     #[error(transparent)]
     Overlay(#[from] OverlayError),
+    #[error(transparent)]
+    Walk(#[from] WalkError),
     /// A bug: a full snapshot compared without a copy taken before.
     #[error("no copy of the root was taken before the step")]
     NoCopy,
+    /// A bug: an in-place root asked of `StageRoot::new`, or in-place work
+    /// asked of another root.
+    #[error("the in-place root is made by StageRoot::in_place only")]
+    NoPlace,
     #[error("invalid diffID {value:?} of a layer")]
     DiffId { value: String },
     #[error("cannot write {}", path.display())]
@@ -76,6 +88,9 @@ pub enum SnapshotMode {
     Overlay,
     /// A full copy before each RUN, compared after it.
     Full,
+    /// The executor's own root, walked before and after each RUN (chosen
+    /// by `--isolation=in-place`, not by `--snapshot-mode`).
+    InPlace,
 }
 
 impl SnapshotMode {
@@ -84,6 +99,7 @@ impl SnapshotMode {
         match self {
             Self::Overlay => "overlay",
             Self::Full => "full",
+            Self::InPlace => "in-place",
         }
     }
 }
@@ -103,6 +119,9 @@ pub struct StageRoot {
     /// Full: the copy taken before the current RUN (or before the stage's
     /// first change, with `--single-snapshot`).
     before: Option<PathBuf>,
+    /// In-place: the executor's own root.
+    in_place: Option<InPlaceRoot>,
+    privileged: bool,
 }
 
 impl std::fmt::Debug for StageRoot {
@@ -141,6 +160,8 @@ impl StageRoot {
             mount: None,
             generation: 0,
             before: None,
+            in_place: None,
+            privileged,
         };
         match mode {
             SnapshotMode::Overlay => {
@@ -159,8 +180,44 @@ impl StageRoot {
                     apply::apply_layer(io::BufReader::new(file), &this.root, &opts)?;
                 }
             }
+            SnapshotMode::InPlace => {
+                // Not a root of its own: StageRoot::in_place makes these.
+                return Err(RootError::NoPlace);
+            }
         }
         Ok(this)
+    }
+
+    /// The root for `layers` built in place (see `inplace.rs`): waits for
+    /// the stage that has the root to drop it, clears it and extracts the
+    /// layers; `dir` (which must not exist yet) holds nothing but is the
+    /// stage's scratch space, as for the other modes.
+    pub fn in_place(
+        place: &InPlace,
+        store: &Store,
+        dir: PathBuf,
+        layers: &[LayerRef],
+        privileged: bool,
+    ) -> Result<Self> {
+        fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        let root = InPlaceRoot::new(place, store, layers, privileged)?;
+        Ok(Self {
+            mode: SnapshotMode::InPlace,
+            dir,
+            root: root.path().to_path_buf(),
+            lowers: Vec::new(),
+            mount: None,
+            generation: 0,
+            before: None,
+            in_place: Some(root),
+            privileged,
+        })
+    }
+
+    /// How this root is snapshotted.
+    #[must_use]
+    pub fn mode(&self) -> SnapshotMode {
+        self.mode
     }
 
     /// The root directory, as RUN and COPY see it.
@@ -214,11 +271,22 @@ impl StageRoot {
                 fs::remove_dir_all(staging).map_err(io_at(staging))?;
                 Ok(())
             }
+            SnapshotMode::InPlace => {
+                let privileged = self.privileged;
+                self.place()?.add_tree(staging, privileged)
+            }
         }
     }
 
-    /// Called before a RUN: full mode copies the root.
+    fn place(&mut self) -> Result<&mut InPlaceRoot> {
+        self.in_place.as_mut().ok_or(RootError::NoPlace)
+    }
+
+    /// Called before a RUN: full mode copies the root, in-place walks it.
     pub fn before_run(&mut self) -> Result<()> {
+        if self.mode == SnapshotMode::InPlace {
+            return self.place()?.before_run();
+        }
         if self.mode == SnapshotMode::Full && self.before.is_none() {
             let before = self.dir.join("before");
             let _ = fs::remove_dir_all(&before);
@@ -260,6 +328,10 @@ impl StageRoot {
                 fs::remove_dir_all(&before).map_err(io_at(&before))?;
                 entries
             }
+            // The in-place isolation removes what it made around the step
+            // itself; its "stubs" are the paths it touched, compared
+            // without their change time.
+            SnapshotMode::InPlace => self.place()?.take_diff(stubs, &ignore)?,
         };
         Ok((!entries.is_empty()).then_some(Diff { entries }))
     }

@@ -181,6 +181,9 @@ pub(super) struct Plan {
     pub uid: Uid,
     pub gid: Gid,
     pub cwd: CString,
+    /// In place (no namespaces): the command keeps the executor's
+    /// capabilities (the container's), as kaniko's steps do.
+    pub keep_capabilities: bool,
     /// Paths (inside the root) to try `execve` on, in order.
     pub candidates: Vec<CString>,
     /// The storage `argv_ptrs` and `env_ptrs` point into.
@@ -218,6 +221,7 @@ impl Plan {
             uid: Uid::from_raw(user.uid),
             gid: Gid::from_raw(user.gid),
             cwd,
+            keep_capabilities: false,
             candidates,
             _argv: argv,
             _env: env,
@@ -624,6 +628,41 @@ fn close_inherited(keep: [RawFd; 2]) {
     unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0) };
 }
 
+/// The command run in place (`--isolation=in-place`): the forked child
+/// leads a process group of its own (so a kill reaches what it starts),
+/// dies with the executor's thread, gets the pipes as its standard
+/// descriptors and nothing else, then runs as [`command`] does.
+pub(super) fn direct(plan: &Plan, fds: &Fds) -> ! {
+    // SAFETY: setpgid(0, 0) on this process; async-signal-safe.
+    unsafe { libc::setpgid(0, 0) };
+    if let Err(err) =
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+    {
+        fail(fds.report, STEP_DEATHSIG, raw(err));
+    }
+    reset_signals();
+    standard_fds(fds, [fds.report, fds.report]);
+    command(plan, fds)
+}
+
+/// Gives the process the pipes as its standard descriptors, closes every
+/// other descriptor but `keep`, and sets the usual umask.
+fn standard_fds(fds: &Fds, keep: [RawFd; 2]) {
+    for fd in fds.parent_ends {
+        // SAFETY: closes this process's copy of a parent-only fd.
+        unsafe { libc::close(fd) };
+    }
+    for (from, to) in [(fds.stdin, 0), (fds.stdout, 1), (fds.stderr, 2)] {
+        // SAFETY: dup2 onto the standard descriptors; clears O_CLOEXEC.
+        if unsafe { libc::dup2(from, to) } < 0 {
+            fail(fds.report, STEP_STDIO, errno());
+        }
+    }
+    close_inherited(keep);
+    // SAFETY: umask(2) cannot fail.
+    unsafe { libc::umask(0o022) };
+}
+
 /// Pid 1 of the sandbox: sets up, forks the command, reaps every child and
 /// exits when the command does (the kernel then kills what is left in the
 /// PID namespace), after sending the command's wait status to the parent.
@@ -645,19 +684,7 @@ pub(super) fn pid1(plan: &Plan, fds: &Fds) -> ! {
         unsafe { libc::close(executor) };
     }
     reset_signals();
-    for fd in fds.parent_ends {
-        // SAFETY: closes this process's copy of a parent-only fd.
-        unsafe { libc::close(fd) };
-    }
-    for (from, to) in [(fds.stdin, 0), (fds.stdout, 1), (fds.stderr, 2)] {
-        // SAFETY: dup2 onto the standard descriptors; clears O_CLOEXEC.
-        if unsafe { libc::dup2(from, to) } < 0 {
-            fail(fds.report, STEP_STDIO, errno());
-        }
-    }
-    close_inherited([fds.report, fds.status]);
-    // SAFETY: umask(2) cannot fail.
-    unsafe { libc::umask(0o022) };
+    standard_fds(fds, [fds.report, fds.status]);
     if let Some(maps) = &plan.user_maps {
         if let Err(errno) = maps.apply() {
             fail(fds.report, STEP_USER_MAPS, errno);
@@ -709,7 +736,9 @@ fn command(plan: &Plan, fds: &Fds) -> ! {
     if let Err(err) = rustix::process::chdir(plan.cwd.as_c_str()) {
         fail(fds.report, STEP_CHDIR, raw(err));
     }
-    if let Err(errno) = drop_capabilities() {
+    if !plan.keep_capabilities
+        && let Err(errno) = drop_capabilities()
+    {
         fail(fds.report, STEP_CAPABILITIES, errno);
     }
     let identity = (|| {

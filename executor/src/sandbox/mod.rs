@@ -59,7 +59,9 @@
 #![allow(unsafe_code)]
 
 mod child;
+pub mod container;
 mod etc;
+mod inplace;
 mod mounts;
 pub mod overlay;
 mod path;
@@ -76,6 +78,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rustix::pipe::PipeFlags;
 
+pub use inplace::{InPlace, protected_paths};
 pub use probe::{Unavailable, probe};
 pub use user::UserError;
 
@@ -250,8 +253,17 @@ pub enum SandboxError {
 
 type Result<T, E = SandboxError> = std::result::Result<T, E>;
 
-/// The isolation modes; a second mode (kaniko-style, in place in the
-/// executor's own container) implements the same trait later.
+/// Where steps run when they run in the executor's own root filesystem
+/// ([`InPlace`]): the root and the paths in it a build must leave alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedRoot {
+    pub root: PathBuf,
+    /// Absolute paths within `root`.
+    pub protected: Vec<PathBuf>,
+}
+
+/// The isolation modes: [`Namespaces`] (a root of the step's own) and
+/// [`InPlace`] (kaniko's: the executor's own root).
 pub trait Isolation: Send + Sync {
     /// Runs `spec` to its end, or until `kill` is killed.
     fn run(&self, spec: &Spec, kill: &KillSwitch) -> Result<Outcome>;
@@ -259,6 +271,12 @@ pub trait Isolation: Send + Sync {
     /// Whether this machine can run steps this way ([`probe`] by default).
     fn available(&self) -> std::result::Result<(), Unavailable> {
         probe()
+    }
+
+    /// `Some` when steps run in the executor's own root rather than in the
+    /// root their [`Spec`] names: stages are then built in it.
+    fn shared_root(&self) -> Option<SharedRoot> {
+        None
     }
 }
 
@@ -286,10 +304,7 @@ pub fn kill_all() {
     for &pid in live.iter() {
         // A pid stays in the registry until it is reaped, so it cannot
         // name a recycled process here.
-        let _ = rustix::process::kill_process(
-            rustix::process::Pid::from_raw(pid).expect("registered pids are positive"),
-            rustix::process::Signal::KILL,
-        );
+        kill_pid(pid);
     }
 }
 
@@ -330,8 +345,11 @@ impl KillSwitch {
     }
 }
 
+/// SIGKILLs `pid`, and its process group when it leads one (an in-place
+/// command does; a sandbox's pid 1 leads none, so its group kill fails).
 fn kill_pid(pid: i32) {
     if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
     }
 }
@@ -437,6 +455,23 @@ fn wait(pid: i32) -> Result<i32> {
             return Err(SandboxError::Wait { source: err });
         }
     }
+}
+
+/// Pumps a command's stdout and stderr to `output` while waiting for
+/// `pid` ([`wait`]); returns what the report pipe held and the wait.
+fn pump_and_wait(
+    pid: i32,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    report: OwnedFd,
+    output: &(dyn Fn(Stream, &[u8]) + Send + Sync),
+) -> (Vec<u8>, Result<i32>) {
+    std::thread::scope(|scope| {
+        scope.spawn(move || pump(stdout, Stream::Stdout, output));
+        scope.spawn(move || pump(stderr, Stream::Stderr, output));
+        let report = read_all(report);
+        (report, wait(pid))
+    })
 }
 
 /// Reads the whole pipe (until every writer has closed or exec'd).
@@ -548,30 +583,16 @@ fn run_inner(spec: &Spec, switch: Option<&KillSwitch>) -> Result<Outcome> {
         status_write,
         executor,
     ));
-    let output = &*spec.output;
-    let (report, waited) = std::thread::scope(|scope| {
-        scope.spawn(move || pump(out_read, Stream::Stdout, output));
-        scope.spawn(move || pump(err_read, Stream::Stderr, output));
-        let report = read_all(report_read);
-        (report, wait(pid))
-    });
+    let (report, waited) = pump_and_wait(pid, out_read, err_read, report_read, &*spec.output);
     let waited = waited?;
     let status = read_all(status_read);
     if let Err(err) = scratch.close() {
         tracing::warn!("cannot remove the sandbox's temporary directory: {err}");
     }
-    if report.len() >= 8 {
-        let step = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
-        let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
-        let source = io::Error::from_raw_os_error(errno);
-        return Err(match step {
-            child::STEP_EXEC if errno == libc::ENOENT => SandboxError::NotFound { command },
-            child::STEP_EXEC => SandboxError::Exec { command, source },
-            _ => SandboxError::Setup {
-                step: step_name(&prepared.steps, step, spec),
-                source,
-            },
-        });
+    if let Some(err) = reported(&report, command, |step| {
+        step_name(&prepared.steps, step, spec)
+    }) {
+        return Err(err);
     }
     let status = match <[u8; 4]>::try_from(status.as_slice()) {
         Ok(bytes) => Status::from_wait(i32::from_ne_bytes(bytes)),
@@ -581,6 +602,26 @@ fn run_inner(spec: &Spec, switch: Option<&KillSwitch>) -> Result<Outcome> {
     Ok(Outcome {
         status,
         stubs: prepared.stubs,
+    })
+}
+
+/// The error a child reported on its report pipe as `(step, errno)`, if
+/// it reported one; `name` names a setup step.
+fn reported(
+    report: &[u8],
+    command: String,
+    name: impl FnOnce(u32) -> String,
+) -> Option<SandboxError> {
+    let step = u32::from_ne_bytes(report.get(..4)?.try_into().ok()?);
+    let errno = i32::from_ne_bytes(report.get(4..8)?.try_into().ok()?);
+    let source = io::Error::from_raw_os_error(errno);
+    Some(match step {
+        child::STEP_EXEC if errno == libc::ENOENT => SandboxError::NotFound { command },
+        child::STEP_EXEC => SandboxError::Exec { command, source },
+        _ => SandboxError::Setup {
+            step: name(step),
+            source,
+        },
     })
 }
 

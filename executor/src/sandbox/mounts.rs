@@ -201,7 +201,7 @@ impl Builder<'_> {
 
 /// The exec candidates for `program`: itself when it has a `/`, else each
 /// directory of `PATH` (from `env`) joined with it, as runc looks it up.
-fn candidates(program: &str, env: &[(String, String)]) -> Vec<String> {
+pub(super) fn candidates(program: &str, env: &[(String, String)]) -> Vec<String> {
     if program.contains('/') {
         return vec![program.to_owned()];
     }

@@ -1,0 +1,102 @@
+//! Which isolation a build's RUN steps get (`--isolation`), and, in place,
+//! which paths of the executor's own root the build must leave alone.
+//!
+//! `auto` (the default) takes namespaces where the probe can make them, in
+//! place inside a container where it cannot, and otherwise namespaces all
+//! the same, so that the first RUN fails with their error and its hint.
+//! `in-place` outside a container is refused unless `--force`: it would
+//! overwrite the machine's own root (see [`sandbox::container`]).
+
+use std::path::{Path, PathBuf};
+
+use super::error::{BuildError, Result};
+use super::run::SecretSource;
+use super::settings::{IsolationMode, Settings};
+use crate::rootfs::InPlace;
+use crate::sandbox::{self, Isolation, SharedRoot};
+
+/// The isolation `settings` ask for, on this machine.
+pub(super) fn choose(settings: &Settings) -> Result<Box<dyn Isolation>> {
+    match settings.isolation {
+        IsolationMode::Namespace => Ok(Box::new(sandbox::Namespaces)),
+        IsolationMode::InPlace => {
+            match sandbox::container::detect() {
+                Some(sign) => tracing::debug!("in a container: {sign}"),
+                None if settings.force => tracing::warn!(
+                    "--force: building in place in this machine's own root file system, which no container sign marks as disposable"
+                ),
+                None => return Err(BuildError::OutsideContainer),
+            }
+            Ok(Box::new(sandbox::InPlace))
+        }
+        IsolationMode::Auto => match sandbox::probe() {
+            Ok(()) => Ok(Box::new(sandbox::Namespaces)),
+            Err(unavailable) => match sandbox::container::detect() {
+                Some(sign) => {
+                    tracing::info!(
+                        "RUN steps run in place, in this container's own root file system (namespaces: {}; container: {sign})",
+                        unavailable.what
+                    );
+                    Ok(Box::new(sandbox::InPlace))
+                }
+                None => Ok(Box::new(sandbox::Namespaces)),
+            },
+        },
+    }
+}
+
+/// Where in-place stages are built: `shared` and the build's own paths —
+/// the store (with the build's scratch space), the context, the
+/// Dockerfile, `--ignore-path`s, secret files and registry certificates.
+pub(super) fn place(shared: SharedRoot, settings: &Settings, context_root: &Path) -> InPlace {
+    let mut protected = shared.protected;
+    protected.push(settings.cache_dir.clone());
+    protected.push(context_root.to_path_buf());
+    protected.push(settings.dockerfile.clone());
+    protected.extend(settings.ignore_paths.iter().cloned());
+    protected.extend(settings.secrets.iter().filter_map(|s| match &s.source {
+        SecretSource::File(path) => Some(path.clone()),
+        SecretSource::Env(_) => None,
+    }));
+    protected.extend(
+        settings
+            .registry_certificates
+            .iter()
+            .map(|(_, p)| p.clone()),
+    );
+    let root = shared.root;
+    let protected = protected
+        .into_iter()
+        .filter_map(|path| within(&root, &path))
+        .collect();
+    InPlace { root, protected }
+}
+
+/// `path` (made absolute, symlinks resolved where it exists) as an
+/// absolute path within `root`; `None` outside it.
+fn within(root: &Path, path: &Path) -> Option<PathBuf> {
+    let absolute = path
+        .canonicalize()
+        .ok()
+        .or_else(|| std::env::current_dir().ok().map(|cwd| cwd.join(path)))?;
+    let rel = absolute.strip_prefix(root).ok()?;
+    Some(Path::new("/").join(rel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protected_paths_are_taken_within_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(root.join("store")).unwrap();
+        assert_eq!(within(&root, &root.join("store")), Some("/store".into()));
+        assert_eq!(within(&root, Path::new("/elsewhere/x")), None);
+        assert_eq!(
+            within(&root, &root.join("not/yet")),
+            Some(PathBuf::from("/not/yet"))
+        );
+    }
+}
