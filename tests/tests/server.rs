@@ -189,7 +189,12 @@ token = {{ file = "api-token" }}
 
     /// Starts `executor runner` against `server`.
     fn runner(&self, server: &Server) -> Child {
-        Command::new(executor_bin())
+        self.runner_command(server).spawn().unwrap()
+    }
+
+    fn runner_command(&self, server: &Server) -> Command {
+        let mut command = Command::new(executor_bin());
+        command
             .args([
                 "runner",
                 "--server",
@@ -201,9 +206,8 @@ token = {{ file = "api-token" }}
             .arg(self.dir.path().join("runner-cache"))
             .args(["--insecure-registry", &self.registry.host, "--grace", "60"])
             .env("TMPDIR", self.dir.path())
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap()
+            .stdin(Stdio::null());
+        command
     }
 
     /// The GitHub push fixture for `commit` on `main`, rewritten to this
@@ -556,7 +560,7 @@ fn a_runner_killed_mid_run_is_replaced_and_the_run_completes_as_attempt_2() {
     });
     first.kill().unwrap();
     first.wait().unwrap();
-    let mut second = bed.runner(&server);
+    let _second = Killed(bed.runner(&server));
     let run = server.finished(id);
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["attempt"], 2, "{run}");
@@ -565,8 +569,6 @@ fn a_runner_killed_mid_run_is_replaced_and_the_run_completes_as_attempt_2() {
         metrics.contains("executor_lease_expiries_total 1"),
         "{metrics}"
     );
-    let _ = second.kill();
-    let _ = second.wait();
 }
 
 /// SIGTERM: readiness fails at once, the running run finishes within the
@@ -755,4 +757,73 @@ fn a_push_the_pipeline_does_not_run_on_finishes_not_triggered() {
             .map(|(_, s)| s["description"].as_str().unwrap_or_default().to_owned())
     });
     assert_eq!(description, "the pipeline does not run on this event");
+}
+
+/// A runner stopped (SIGSTOP) past its lease and resumed: another runner
+/// completed the run as attempt 2, and the stopped one's writes are
+/// refused (it says its lease was lost); the recorded result stays
+/// attempt 2's.
+#[test]
+fn a_runner_stopped_past_its_lease_is_fenced_when_it_resumes() {
+    let bed = Bed::new("  slow:\n    script: [sleep 4, echo slept]\n");
+    let (config, listen) = bed.config("executor.toml", "github", None, "data");
+    let server = bed.serve(&config, &listen, 0);
+    let log = bed.dir.path().join("stopped-runner.log");
+    let stopped = Killed(
+        bed.runner_command(&server)
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let answer = server.github("stop-1", "push", &bed.github_push(&bed.head()), None);
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let id = answer.json()["run_id"].as_i64().unwrap();
+    wait_for("the job to start on the first runner", || {
+        let jobs = server.get(&format!("/api/runs/{id}/jobs")).json();
+        (jobs[0]["status"] == "running").then_some(())
+    });
+    let signal = |name: &str| {
+        let ok = Command::new("kill")
+            .args([name, &stopped.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {name}");
+    };
+    signal("-STOP");
+    let _second = Killed(bed.runner(&server));
+    let run = server.finished(id);
+    assert_eq!(
+        (run["status"].clone(), run["attempt"].clone()),
+        (json!("succeeded"), json!(2)),
+        "{run}"
+    );
+    signal("-CONT");
+    wait_for("the resumed runner to find its lease lost", || {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("lease lost")
+            .then_some(())
+    });
+    let run = server.run(id);
+    assert_eq!(
+        (run["status"].clone(), run["attempt"].clone()),
+        (json!("succeeded"), json!(2)),
+        "{run}"
+    );
+    let jobs = server.get(&format!("/api/runs/{id}/jobs")).json();
+    assert_eq!(
+        (jobs[0]["attempt"].clone(), jobs[0]["status"].clone()),
+        (json!(2), json!("succeeded"))
+    );
+}
+
+/// A process killed when the test ends, passed or not.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

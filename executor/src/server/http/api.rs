@@ -250,10 +250,11 @@ async fn show_run(State(service): Shared, Path(id): Path<RunId>) -> Response {
 /// Lists the jobs of a run's current attempt.
 #[utoipa::path(get, path = "/api/runs/{id}/jobs", responses((status = 200, body = [JobView])))]
 async fn list_jobs(State(service): Shared, Path(id): Path<RunId>) -> Response {
-    if let Err(response) = find(&service, id).await {
-        return response;
-    }
-    match service.store.jobs(id, None).await {
+    let run = match find(&service, id).await {
+        Ok(run) => run,
+        Err(response) => return response,
+    };
+    match service.store.jobs(id, Some(run.attempt)).await {
         Ok(jobs) => Json(jobs.into_iter().map(JobView::from).collect::<Vec<_>>()).into_response(),
         Err(e) => store_error(&e),
     }
