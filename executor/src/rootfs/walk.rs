@@ -253,7 +253,9 @@ fn visit<'s>(
             continue;
         }
         let path = entry.path();
-        let record = match fs::symlink_metadata(&path).and_then(|meta| Record::of(&path, &meta)) {
+        // DirEntry::metadata is an fstatat relative to the directory (no
+        // symlink followed): no path resolution from the root per entry.
+        let record = match entry.metadata().and_then(|meta| Record::of(&path, &meta)) {
             Ok(record) => record,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(source) => {
