@@ -16,11 +16,13 @@
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use rustix::fs::{FlockOperation, flock};
 use rustix::mount::{UnmountFlags, unmount};
+
+use crate::sandbox::mountinfo;
 
 const LOCK_FILE: &str = ".lock";
 const PREFIX: &str = "build-";
@@ -164,15 +166,7 @@ fn remove_secrets(dir: &Path) {
 /// Detaches every mount at or below `dir` (deepest first): a killed build
 /// leaves its stages' overlays mounted.
 fn detach_mounts_under(dir: &Path) {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let mut points: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|point| PathBuf::from(unescape_mount_path(point)))
-        .filter(|point| point.starts_with(dir))
-        .collect();
+    let mut points = mountinfo::mount_points_under(dir);
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     for point in points {
         match unmount(&point, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW) {
@@ -182,28 +176,6 @@ fn detach_mounts_under(dir: &Path) {
             }
         }
     }
-}
-
-/// A mount point as `/proc/self/mountinfo` writes it: space, tab, newline
-/// and backslash as octal escapes (`\040`).
-fn unescape_mount_path(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && let Some(code) = field
-                .get(i + 1..i + 4)
-                .and_then(|octal| u8::from_str_radix(octal, 8).ok())
-        {
-            out.push(code);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -265,12 +237,5 @@ mod tests {
         assert!(!dir.path().join("stage-3/run/secrets/secret-1").exists());
         assert!(!dir.path().join("stage-3/run/secret-2").exists());
         assert!(dir.path().join("stage-3/run/other").exists());
-    }
-
-    #[test]
-    fn mount_points_are_unescaped() {
-        assert_eq!(unescape_mount_path("/a\\040b/c"), "/a b/c");
-        assert_eq!(unescape_mount_path("/plain"), "/plain");
-        assert_eq!(unescape_mount_path("/odd\\"), "/odd\\");
     }
 }

@@ -27,6 +27,7 @@ use super::walk::Walk;
 use crate::image::apply::{self, ApplyOptions, WhiteoutMode};
 use crate::image::layer::LayerEntry;
 use crate::image::store::Store;
+use crate::sandbox::mountinfo;
 
 type Result<T, E = RootError> = std::result::Result<T, E>;
 
@@ -243,41 +244,14 @@ fn clear(root: &Path, rel: &Path, skip: &HashSet<PathBuf>, keep: &HashSet<PathBu
 /// The mount points below `root` (relative), from `/proc/self/mountinfo`:
 /// volumes, secrets, the runtime's files. None when it cannot be read.
 fn mount_points(root: &Path) -> Vec<PathBuf> {
-    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
     let Ok(root) = root.canonicalize() else {
         return Vec::new();
     };
-    text.lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|field| PathBuf::from(unescape(field)))
+    mountinfo::mount_points_under(&root)
+        .into_iter()
         .filter_map(|point| point.strip_prefix(&root).ok().map(Path::to_path_buf))
         .filter(|rel| !rel.as_os_str().is_empty())
         .collect()
-}
-
-/// mountinfo's octal escapes (`\040` for a space...).
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .and_then(|digits| std::str::from_utf8(digits).ok())
-            .and_then(|digits| u8::from_str_radix(digits, 8).ok());
-        if bytes[i] == b'\\'
-            && let Some(value) = octal
-        {
-            out.push(value);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -339,9 +313,7 @@ mod tests {
     }
 
     #[test]
-    fn mountinfo_escapes_are_read() {
-        assert_eq!(unescape(r"/mnt/a\040b"), "/mnt/a b");
-        assert_eq!(unescape("/plain"), "/plain");
+    fn mount_points_are_relative_to_the_root() {
         assert!(
             mount_points(Path::new("/"))
                 .iter()

@@ -62,6 +62,7 @@ mod child;
 pub mod container;
 mod etc;
 mod inplace;
+pub mod mountinfo;
 mod mounts;
 pub mod overlay;
 mod path;
