@@ -349,6 +349,16 @@ pub enum IsolationArg {
     InPlace,
 }
 
+impl From<IsolationArg> for IsolationMode {
+    fn from(arg: IsolationArg) -> Self {
+        match arg {
+            IsolationArg::Auto => Self::Auto,
+            IsolationArg::Namespace => Self::Namespace,
+            IsolationArg::InPlace => Self::InPlace,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Compression {
     #[default]
@@ -465,11 +475,7 @@ impl BuildArgs {
                 }
             },
             single_snapshot: self.single_snapshot,
-            isolation: match self.isolation {
-                IsolationArg::Auto => IsolationMode::Auto,
-                IsolationArg::Namespace => IsolationMode::Namespace,
-                IsolationArg::InPlace => IsolationMode::InPlace,
-            },
+            isolation: self.isolation.into(),
             force: self.force,
             ignore_paths: self
                 .ignore_paths

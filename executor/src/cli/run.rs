@@ -140,6 +140,8 @@ impl RunArgs {
             logs_base,
             secrets: None,
             allow_push: true,
+            // Jobs run at once in this machine's root: never in place.
+            isolation: executor::build::IsolationMode::Namespace,
         })
     }
 }

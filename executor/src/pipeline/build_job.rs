@@ -44,6 +44,9 @@ pub struct Machine<'a> {
     /// The platform built for when the job names none.
     pub platform: &'a Platform,
     pub registry: &'a RegistryOptions,
+    /// How RUN steps are isolated (in place only where jobs run one at a
+    /// time: they would share the root).
+    pub isolation: IsolationMode,
 }
 
 /// A `build:` value that does not make a build, once expanded.
@@ -204,8 +207,7 @@ pub fn settings(
             })
             .collect(),
         ssh: Vec::new(),
-        // Never in place: `executor run` shares its root with other jobs.
-        isolation: IsolationMode::Namespace,
+        isolation: machine.isolation,
         force: false,
         source_date_epoch,
         metrics_file: None,
@@ -357,6 +359,7 @@ impl RunContext<'_> {
             store: self.store.root(),
             platform: &self.options.platform,
             registry: &self.options.registry,
+            isolation: self.options.isolation,
         };
         let mut settings = settings(
             &job.name,
@@ -491,6 +494,7 @@ mod tests {
             store: Path::new("/store"),
             platform: &host,
             registry: &registry,
+            isolation: IsolationMode::Namespace,
         };
         let settings = settings(
             "image",
@@ -624,6 +628,7 @@ mod tests {
             store: Path::new("/store"),
             platform: &host,
             registry: &registry,
+            isolation: IsolationMode::Namespace,
         };
         let vars = vec![("BAD".to_owned(), "Not A Reference".to_owned())];
         let error = |b: &Build| {
