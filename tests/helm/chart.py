@@ -13,8 +13,13 @@ kubernetes-validate, for tests/tests/helm.rs.
         prints the manifests rendered with those values (over nothing but
         the chart's defaults) as one JSON list.
     chart.py validate FILE...
-        validates the Kubernetes manifests of each file (YAML, several
-        documents) like the rendered ones: the examples' manifests.
+        validates the Kubernetes manifests of each file like the rendered
+        ones: the examples' (a Jenkinsfile's podTemplate; Tekton's and
+        Argo's kinds, which no schema here knows, as Pods of their
+        containers).
+    chart.py commands DIR
+        prints every `executor` command line of the examples in DIR as
+        JSON [[example, argv]], CI placeholders replaced by `example`.
 
 Exits 1 naming every failure (file, document, path in it).
 """
@@ -23,6 +28,8 @@ import copy
 import hashlib
 import json
 import os
+import re
+import shlex
 import sys
 
 import helm_python as helm
@@ -302,15 +309,95 @@ def check(chart_dir, crd_dir, bad_dir):
           % (len(matrix), len(bad)))
 
 
+def as_pod(name, containers, volumes):
+    """A Pod holding `containers`: how the container specs of kinds no
+    schema is at hand for (Tekton steps, Argo templates) are validated."""
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": containers, "volumes": volumes or []}}
+
+
+def pods_of(path, doc):
+    """The documents to validate for `doc`: itself for Kubernetes' kinds,
+    Pods of its containers for Tekton's Task and Argo's WorkflowTemplate."""
+    api = doc.get("apiVersion", "")
+    if api.startswith("tekton.dev/"):
+        return [as_pod("tekton-task", [dict(s) for s in doc["spec"]["steps"]], [])]
+    if api.startswith("argoproj.io/"):
+        volumes = doc["spec"].get("volumes", [])
+        return [as_pod("argo-" + t["name"], [dict(t["container"], name="main")], volumes)
+                for t in doc["spec"]["templates"] if "container" in t]
+    return [doc]
+
+
+JENKINS_POD = re.compile(r"podTemplate\(yaml: '''\n(.*?)'''\)", re.S)
+
+
+def manifests(path):
+    """The Kubernetes manifests of an example: its YAML documents, or a
+    Jenkinsfile's podTemplate."""
+    with open(path) as f:
+        text = f.read()
+    if os.path.basename(path) == "Jenkinsfile":
+        return [yaml.safe_load(m) for m in JENKINS_POD.findall(text)]
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
 def validate_files(files):
     for path in files:
-        with open(path) as f:
-            docs = [d for d in yaml.safe_load_all(f) if d]
+        docs = manifests(path)
         if not docs:
             fail(path, "no Kubernetes manifest")
+        count = 0
         for i, doc in enumerate(docs):
-            validate_doc("%s document %d (%s)" % (path, i + 1, doc.get("kind")), doc, {})
-        print("ok %s: %d manifests" % (path, len(docs)))
+            for pod in pods_of(path, doc):
+                count += 1
+                validate_doc("%s document %d (%s)" % (path, i + 1, pod.get("kind")), pod, {})
+        print("ok %s: %d manifests" % (path, count))
+
+
+# A CI system's placeholders: GitHub's ${{ }}, Argo's {{ }}, Tekton's
+# $(params.x), shell variables. Each becomes `example`.
+PLACEHOLDER = re.compile(r"\$\{\{[^}]*\}\}|\{\{[^}]*\}\}|\$\([^)]*\)|\$\{[^}]*\}|\$[A-Za-z_][A-Za-z0-9_]*")
+
+
+def shell_commands(script):
+    """`/kaniko/executor ...` command lines of a shell script."""
+    joined = re.sub(r"\\\n", " ", script)
+    found = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line.startswith("/kaniko/executor"):
+            found.append(shlex.split(PLACEHOLDER.sub("example", line)))
+    return found
+
+
+def commands(directory):
+    """[(example, argv)] of every executor command line in `directory`."""
+    found = []
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        with open(path) as f:
+            text = f.read()
+        if name == "Jenkinsfile":
+            for script in re.findall(r"sh '''(.*?)'''", text, re.S):
+                found += [(name, argv) for argv in shell_commands(script)]
+        elif name == ".gitlab-ci.yml":
+            for job in yaml.safe_load(text).values():
+                for line in job.get("script", []) if isinstance(job, dict) else []:
+                    found += [(name, argv) for argv in shell_commands(line)]
+        elif name == "github-actions.yml":
+            for job in yaml.safe_load(text)["jobs"].values():
+                for step in job["steps"]:
+                    found += [(name, argv) for argv in shell_commands(step.get("run", ""))]
+        elif name.endswith(".yaml"):
+            for doc in manifests(path):
+                for pod in pods_of(path, doc):
+                    for spec in pod_specs(pod):
+                        for c in spec["containers"]:
+                            if "/executor:" in c.get("image", "") and "args" in c:
+                                argv = c.get("command", ["/kaniko/executor"]) + c["args"]
+                                found.append((name, [PLACEHOLDER.sub("example", a) for a in argv]))
+    return found
 
 
 def main():
@@ -322,6 +409,8 @@ def main():
         json.dump([d for ds in docs.values() for d in ds], sys.stdout)
     elif command == "validate" and len(sys.argv) > 2:
         validate_files(sys.argv[2:])
+    elif command == "commands" and len(sys.argv) == 3:
+        json.dump(commands(sys.argv[2]), sys.stdout)
     else:
         sys.exit(__doc__)
     if failures:

@@ -43,7 +43,7 @@ pub use debian::{DEFAULT_PATH, debian_layout, debian_tarball};
 pub use fault::{Fault, FaultProxy, Mode};
 pub use image::{Node, PulledImage, pull_image, tree};
 pub use leftovers::{Leftovers, processes_with};
-pub use pod::{Pod, PodImage, PodRun, build_image};
+pub use pod::{Pod, PodImage, PodRun, RunningPod, build_image};
 pub use postgres::postgres_database;
 pub use project::{
     Project, fails, ok, raw_manifest, unpack, unpack_docker_archive, unpack_layout, wrapped,
