@@ -2,7 +2,9 @@
 //! pod, for the in-place tests: [`PodImage`] is the executor image
 //! (`examples/image/build.sh` with this workspace's binary, unpacked with
 //! umoci), and
-//! [`Pod::run`] starts a container of it through `pod.py` (fresh mount,
+//! [`Pod::run`] (or, in the background, [`Pod::spawn`], stopped with
+//! SIGTERM as a runtime stops a pod) starts a container of it through
+//! `pod.py` (fresh mount,
 //! PID, UTS and IPC namespaces, an overlay root whose upper directory the
 //! test can read afterwards, `pivot_root`, Docker's default capabilities,
 //! `no_new_privs`, containerd's RuntimeDefault seccomp refusals) and runs

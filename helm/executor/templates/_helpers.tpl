@@ -184,18 +184,15 @@ credentials' directory. */}}
 - {{ .Values.isolation | quote }}
 - --grace
 - {{ include "executor.grace" . | quote }}
-{{- if eq .Values.isolation "in-place" }}
-- --concurrency
-- "1"
-- --jobs
-- "1"
-{{- else }}
 - --concurrency
 - {{ .Values.runners.concurrency | int | toString | quote }}
-{{- if gt (.Values.runners.jobs | int) 0 }}
+{{- if eq .Values.isolation "in-place" }}
+{{- /* In place, jobs share the root: one at a time. */}}
+- --jobs
+- "1"
+{{- else if gt (.Values.runners.jobs | int) 0 }}
 - --jobs
 - {{ .Values.runners.jobs | int | toString | quote }}
-{{- end }}
 {{- end }}
 {{- range .Values.runners.insecureRegistries }}
 - --insecure-registry

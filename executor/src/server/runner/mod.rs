@@ -489,6 +489,38 @@ mod tests {
     use crate::pipeline::JobReport;
     use crate::pipeline::events::{Decision, Plan, PlannedJob};
 
+    #[test]
+    fn in_place_takes_one_run_and_one_job_at_a_time() {
+        let machine = |isolation, jobs| Machine {
+            cache_dir: PathBuf::from("/store"),
+            work_dir: PathBuf::from("/work"),
+            insecure_registries: Vec::new(),
+            jobs,
+            isolation,
+        };
+        assert!(
+            machine(IsolationMode::InPlace, 1)
+                .check_isolation("--concurrency", 1)
+                .is_ok()
+        );
+        assert!(
+            machine(IsolationMode::Namespace, 8)
+                .check_isolation("--concurrency", 4)
+                .is_ok()
+        );
+        let err = machine(IsolationMode::InPlace, 1)
+            .check_isolation("--concurrency", 2)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "in-place isolation builds in this container's own root, one build at a time: --concurrency must be 1, not 2"
+        );
+        let err = machine(IsolationMode::InPlace, 4)
+            .check_isolation("--runners", 1)
+            .unwrap_err();
+        assert!(err.to_string().ends_with("jobs must be 1, not 4"), "{err}");
+    }
+
     fn forwards(events: &[RunEvent]) -> Vec<String> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let sink = Forwarder {
