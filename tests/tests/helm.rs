@@ -348,147 +348,213 @@ fn github_push(commit: &str, clone_url: &str) -> Vec<u8> {
     serde_json::to_vec(&payload).unwrap()
 }
 
-/// The chart's server and runner (KEDA mode: `executor runner --once`)
-/// pods, started from the render alone: a signed push queues a run, the
-/// runner pod claims it, builds a Dockerfile with RUN in place and pushes
-/// the image, then exits; the server drains on SIGTERM and exits 0.
+/// A repository `acme/app` on the tests' git server whose pipeline builds
+/// a Dockerfile with RUN and pushes it to the tests' registry, and the
+/// executor image.
+struct Bed {
+    registry: Registry,
+    git: GitHttpServer,
+    dir: tempfile::TempDir,
+    commit: String,
+    destination: String,
+    image: PodImage,
+    /// The server's port on 127.0.0.1.
+    port: u16,
+}
+
+impl Bed {
+    fn new() -> Self {
+        let registry = Registry::start(RegistryKind::Anonymous);
+        let base = registry.push_busybox();
+        let git_server = GitHttpServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("app");
+        let destination = registry.reference("app:helm");
+        let commit = git_repo(
+            &work,
+            &[
+                (
+                    "pipeline.yaml",
+                    &format!(
+                        "version: 1\njobs:\n  image:\n    build:\n      context: .\n      destinations: [\"{destination}\"]\n"
+                    ),
+                ),
+                (
+                    "Dockerfile",
+                    &format!("FROM {base}\nRUN echo built in a pod of the chart > /built\n"),
+                ),
+            ],
+        );
+        git(
+            dir.path(),
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                work.to_str().unwrap(),
+                git_server.repos().join("app.git").to_str().unwrap(),
+            ],
+        );
+        Self {
+            registry,
+            git: git_server,
+            dir,
+            commit,
+            destination,
+            image: PodImage::executor(),
+            port: free_port(),
+        }
+    }
+
+    /// The values of the test: this bed's repository, registry and port,
+    /// `runners` runners in the server, and `pool` as `runners`.
+    fn values(&self, runners: usize, pool: &Value) -> Value {
+        json!({
+            "server": {
+                "baseUrl": "http://ci.example.test",
+                "port": self.port,
+                "runners": runners,
+                "insecureRegistries": [self.registry.host],
+                "queue": {"leaseSeconds": 10, "heartbeatSeconds": 1, "requeueIntervalSeconds": 1, "claimWaitSeconds": 1},
+            },
+            "secret": {"name": SECRET_NAME},
+            "repositories": [{
+                "name": "acme/app",
+                "cloneUrl": self.git.url("app.git"),
+                "forge": "github",
+                "webhookSecretKey": "hook",
+            }],
+            "longestJobTimeoutSeconds": 600,
+            "runners": pool,
+        })
+    }
+
+    /// Starts the rendered server pod; waits until each of its probes
+    /// answers 200.
+    fn start_server(&self, docs: &[Value]) -> RunningPod {
+        let spec = &find(docs, "Deployment", "-server")["spec"]["template"]["spec"];
+        let server = container(spec, docs, &secret(), &self.dir.path().join("server"));
+        let mut pod = server.start(&self.image);
+        assert!(!server.probes.is_empty(), "the server has no probe");
+        for (path, port) in &server.probes {
+            let host = format!("127.0.0.1:{port}");
+            wait_for(&format!("the probe {path}"), &mut pod, || {
+                request(&host, "GET", path, &[], b"").filter(|a| a.status == 200)
+            });
+        }
+        pod
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Posts a signed GitHub push of the commit; the run's id.
+    fn push(&self, server: &RunningPod) -> i64 {
+        let body = github_push(&self.commit, &self.git.url("app.git"));
+        let signature = github_signature(HOOK_SECRET.as_bytes(), &body);
+        let answer = request(
+            &self.host(),
+            "POST",
+            "/hooks/github",
+            &[
+                ("X-GitHub-Event", "push"),
+                ("X-GitHub-Delivery", "helm-1"),
+                ("Content-Type", "application/json"),
+                ("X-Hub-Signature-256", &signature),
+            ],
+            &body,
+        )
+        .expect("the server answers");
+        assert_eq!(answer.status, 202, "{}\n{}", answer.body, server.output());
+        answer.json()["run_id"].as_i64().expect("a run id")
+    }
+
+    /// Waits until run `id` finished; checks that it succeeded and pushed
+    /// the image its RUN made; then stops the server as Kubernetes does
+    /// (SIGTERM), which drains and exits 0.
+    fn check_run_and_stop(&self, id: i64, mut server: RunningPod, runner_output: &str) {
+        let host = self.host();
+        let run = wait_for(&format!("run {id} to finish"), &mut server, || {
+            let run = request(&host, "GET", &format!("/api/runs/{id}"), &[], b"")?.json();
+            (!matches!(run["status"].as_str(), Some("queued" | "running"))).then_some(run)
+        });
+        let log = request(
+            &host,
+            "GET",
+            &format!("/api/runs/{id}/jobs/image/log"),
+            &[],
+            b"",
+        )
+        .map(|a| a.body)
+        .unwrap_or_default();
+        assert_eq!(
+            run["status"],
+            "succeeded",
+            "{run}\n{log}\n{runner_output}\n{}",
+            server.output()
+        );
+        let config = self.registry.inspect_config(&self.destination);
+        assert!(
+            config["history"]
+                .to_string()
+                .contains("echo built in a pod of the chart"),
+            "{config}"
+        );
+        server.terminate();
+        let stopped = server.wait();
+        assert_eq!(stopped.statuses, [0], "{}", stopped.stderr);
+    }
+}
+
+/// The Secret `SECRET_NAME` of the tests.
+fn secret() -> BTreeMap<&'static str, &'static str> {
+    BTreeMap::from([("hook", HOOK_SECRET), ("runner-token", RUNNER_TOKEN)])
+}
+
+/// The small setup (the chart's defaults: one server with a runner in its
+/// process), its server pod started from the render alone: a signed push
+/// queues a run that the server's runner builds in place and pushes.
+#[test]
+fn the_rendered_server_pod_runs_a_webhook_build_in_process() {
+    let bed = Bed::new();
+    let docs = render(&bed.values(1, &json!({"enabled": false})));
+    let server = bed.start_server(&docs);
+    let id = bed.push(&server);
+    bed.check_run_and_stop(id, server, "");
+}
+
+/// The server pod and the runner pod of the KEDA mode (`executor runner
+/// --once`), started from the render alone: a signed push queues a run,
+/// the runner pod claims it, builds a Dockerfile with RUN in place, pushes
+/// the image and exits 0.
 #[test]
 fn the_rendered_server_and_runner_pods_take_a_webhook_build_and_push() {
-    let registry = Registry::start(RegistryKind::Anonymous);
-    let base = registry.push_busybox();
-    let git_server = GitHttpServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path().join("app");
-    let destination = registry.reference("app:helm");
-    let commit = git_repo(
-        &work,
-        &[
-            (
-                "pipeline.yaml",
-                &format!(
-                    "version: 1\njobs:\n  image:\n    build:\n      context: .\n      destinations: [\"{destination}\"]\n"
-                ),
-            ),
-            (
-                "Dockerfile",
-                &format!("FROM {base}\nRUN echo built in a runner pod > /built\n"),
-            ),
-        ],
-    );
-    git(
-        dir.path(),
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            work.to_str().unwrap(),
-            git_server.repos().join("app.git").to_str().unwrap(),
-        ],
-    );
-    let clone_url = git_server.url("app.git");
-    let port = free_port();
-    let values = json!({
-        "server": {
-            "baseUrl": "http://ci.example.test",
-            "port": port,
-            "runners": 0,
-            "queue": {"leaseSeconds": 10, "heartbeatSeconds": 1, "requeueIntervalSeconds": 1, "claimWaitSeconds": 1},
-        },
-        "secret": {"name": SECRET_NAME},
-        "repositories": [{
-            "name": "acme/app",
-            "cloneUrl": clone_url,
-            "forge": "github",
-            "webhookSecretKey": "hook",
-        }],
-        "longestJobTimeoutSeconds": 600,
-        "runners": {
+    let bed = Bed::new();
+    let docs = render(&bed.values(
+        0,
+        &json!({
             "enabled": true,
             "mode": "keda",
             "tokenKey": "runner-token",
             // The Service's name does not resolve here; the port does.
-            "serverUrl": format!("http://127.0.0.1:{port}"),
-            "insecureRegistries": [registry.host],
-        },
-    });
-    let docs = render(&values);
-    let secret = BTreeMap::from([("hook", HOOK_SECRET), ("runner-token", RUNNER_TOKEN)]);
-    let image = PodImage::executor();
-
-    let server_spec = &find(&docs, "Deployment", "-server")["spec"]["template"]["spec"];
-    let server = container(server_spec, &docs, &secret, &dir.path().join("server"));
-    let mut server_pod = server.start(&image);
-    let host = format!("127.0.0.1:{port}");
-    for (path, probe_port) in &server.probes {
-        let probe_host = format!("127.0.0.1:{probe_port}");
-        wait_for(&format!("the probe {path}"), &mut server_pod, || {
-            request(&probe_host, "GET", path, &[], b"").filter(|a| a.status == 200)
-        });
-    }
-
-    let body = github_push(&commit, &clone_url);
-    let signature = github_signature(HOOK_SECRET.as_bytes(), &body);
-    let answer = request(
-        &host,
-        "POST",
-        "/hooks/github",
-        &[
-            ("X-GitHub-Event", "push"),
-            ("X-GitHub-Delivery", "helm-1"),
-            ("Content-Type", "application/json"),
-            ("X-Hub-Signature-256", &signature),
-        ],
-        &body,
-    )
-    .expect("the server answers");
-    assert_eq!(
-        answer.status,
-        202,
-        "{}\n{}",
-        answer.body,
-        server_pod.output()
-    );
-    let run_id = answer.json()["run_id"].as_i64().expect("a run id");
-
-    let runner_spec =
-        &find(&docs, "ScaledJob", "-runner")["spec"]["jobTargetRef"]["template"]["spec"];
-    let runner = container(runner_spec, &docs, &secret, &dir.path().join("runner"));
+            "serverUrl": format!("http://{}", bed.host()),
+            "insecureRegistries": [bed.registry.host],
+        }),
+    ));
+    let server = bed.start_server(&docs);
+    let id = bed.push(&server);
+    let spec = &find(&docs, "ScaledJob", "-runner")["spec"]["jobTargetRef"]["template"]["spec"];
+    let runner = container(spec, &docs, &secret(), &bed.dir.path().join("runner"));
     assert!(
         runner.argv.iter().any(|a| a == "--once"),
         "{:?}",
         runner.argv
     );
-    let runner_pod = runner.start(&image);
     // --once: the runner exits after its run.
-    let runner_run = runner_pod.wait();
-    assert_eq!(runner_run.statuses, [0], "{}", runner_run.stderr);
-
-    let run = wait_for(&format!("run {run_id} to finish"), &mut server_pod, || {
-        let answer = request(&host, "GET", &format!("/api/runs/{run_id}"), &[], b"")?;
-        let run = answer.json();
-        (!matches!(run["status"].as_str(), Some("queued" | "running"))).then_some(run)
-    });
-    let log = request(
-        &host,
-        "GET",
-        &format!("/api/runs/{run_id}/jobs/image/log"),
-        &[],
-        b"",
-    )
-    .map(|a| a.body)
-    .unwrap_or_default();
-    assert_eq!(
-        run["status"], "succeeded",
-        "{run}\n{log}\n{}",
-        runner_run.stderr
-    );
-    let config = registry.inspect_config(&destination);
-    let history = config["history"].to_string();
-    assert!(history.contains("echo built in a runner pod"), "{config}");
-
-    server_pod.terminate();
-    let server_run = server_pod.wait();
-    assert_eq!(server_run.statuses, [0], "{}", server_run.stderr);
+    let ran = runner.start(&bed.image).wait();
+    assert_eq!(ran.statuses, [0], "{}", ran.stderr);
+    bed.check_run_and_stop(id, server, &ran.stderr);
 }
 
 // ---------------------------------------------------------------------------
