@@ -33,6 +33,17 @@ pub enum CopyError {
         #[source]
         source: io::Error,
     },
+    /// Without root and without a subordinate range: see
+    /// [`crate::sandbox::rootless`].
+    #[error("cannot give {} the owner {uid}:{gid}\n{hint}", path.display())]
+    SingleId {
+        path: PathBuf,
+        uid: u32,
+        gid: u32,
+        hint: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("source {} leaves its root through a symlink", path.display())]
     Escape { path: PathBuf },
     #[error("cannot copy a directory onto the file {dest} of the image")]
@@ -425,12 +436,26 @@ impl Copier<'_> {
 /// root, files can only be the caller's, and the caller stands for root:
 /// RUN's user namespace maps it to root and layers are written with its
 /// files as root's. So root's files are left the caller's; another owner
-/// is an error (it needs root).
+/// is an error (it needs root, or a subordinate range: see
+/// [`crate::sandbox::rootless`]).
 fn set_owner(path: &Path, uid: u32, gid: u32) -> Result<()> {
-    if (uid, gid) == (0, 0) && !rustix::process::geteuid().is_root() {
+    let root = rustix::process::geteuid().is_root();
+    if (uid, gid) == (0, 0) && !root {
         return Ok(());
     }
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io_err(path))
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|source| {
+        if root {
+            io_err(path)(source)
+        } else {
+            CopyError::SingleId {
+                path: path.to_path_buf(),
+                uid,
+                gid,
+                hint: crate::sandbox::rootless::single_id_hint(),
+                source,
+            }
+        }
+    })
 }
 
 /// Copies owner, mode and times from `meta` onto `path` (not following a
