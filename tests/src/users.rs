@@ -154,11 +154,13 @@ impl Drop for TestUser {
             let Ok(text) = fs::read_to_string(file) else {
                 continue;
             };
-            let kept: String = text
-                .lines()
-                .filter(|line| !prefixes.iter().any(|p| line.trim_start().starts_with(p)))
-                .map(|line| format!("{line}\n"))
-                .collect();
+            let mut kept = String::new();
+            for line in text.lines() {
+                if !prefixes.iter().any(|p| line.trim_start().starts_with(p)) {
+                    kept.push_str(line);
+                    kept.push('\n');
+                }
+            }
             if kept != text
                 && let Err(e) = fs::write(file, kept)
             {

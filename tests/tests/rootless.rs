@@ -23,11 +23,7 @@ use executor_e2e::{
 
 /// A project the user owns (context, store, `HOME` in `home/`), and the
 /// executor binary it can run.
-fn owned_project(
-    user: &TestUser,
-    dockerfile: &str,
-    files: &[(&str, &str)],
-) -> (Project, PathBuf) {
+fn owned_project(user: &TestUser, dockerfile: &str, files: &[(&str, &str)]) -> (Project, PathBuf) {
     let project = Project::new(dockerfile, files);
     open_dir(project.dir.path());
     fs::create_dir_all(project.path("home")).unwrap();
@@ -184,10 +180,9 @@ fn a_malformed_entry_names_the_file_and_line() {
     let at = stderr
         .find(&message)
         .unwrap_or_else(|| panic!("{message:?} in:\n{stderr}"));
-    let line = stderr[..at]
-        .rsplit_once("error: /etc/subgid:")
-        .map(|(_, line)| line)
-        .unwrap_or_else(|| panic!("the file and line in:\n{stderr}"));
+    let Some((_, line)) = stderr[..at].rsplit_once("error: /etc/subgid:") else {
+        panic!("the file and line in:\n{stderr}");
+    };
     assert!(
         line.trim_end_matches(": ").parse::<usize>().is_ok(),
         "{line:?} in:\n{stderr}"

@@ -720,7 +720,11 @@ pub(crate) mod tests {
     #[test]
     fn linked_lower_files_are_copied_up_whole_and_dropped_when_unchanged() {
         let tmp = tempfile::tempdir().unwrap();
-        let (lower, top, upper) = (tmp.path().join("l"), tmp.path().join("t"), tmp.path().join("u"));
+        let (lower, top, upper) = (
+            tmp.path().join("l"),
+            tmp.path().join("t"),
+            tmp.path().join("u"),
+        );
         for dir in [&lower, &top, &upper] {
             fs::create_dir(dir).unwrap();
         }
@@ -739,7 +743,12 @@ pub(crate) mod tests {
         let gzip = fs::symlink_metadata(upper.join("usr/bin/gzip")).unwrap();
         let gunzip = fs::symlink_metadata(upper.join("usr/bin/gunzip")).unwrap();
         assert_eq!(gzip.ino(), gunzip.ino());
-        assert_ne!(gzip.ino(), fs::symlink_metadata(lower.join("usr/bin/gzip")).unwrap().ino());
+        assert_ne!(
+            gzip.ino(),
+            fs::symlink_metadata(lower.join("usr/bin/gzip"))
+                .unwrap()
+                .ino()
+        );
         assert!(!upper.join("a").exists() && !upper.join("single").exists());
         // Left alone: the upper directory is empty again.
         copies.drop_unchanged(&upper, &lowers).unwrap();
@@ -754,7 +763,10 @@ pub(crate) mod tests {
         std::io::Write::write_all(&mut file, b"+").unwrap();
         drop(file);
         copies.drop_unchanged(&upper, &lowers).unwrap();
-        assert_eq!(fs::read_to_string(upper.join("usr/bin/gzip")).unwrap(), "gz+");
+        assert_eq!(
+            fs::read_to_string(upper.join("usr/bin/gzip")).unwrap(),
+            "gz+"
+        );
         let entries = layer::layer_from_overlay_upper(&upper).unwrap();
         assert_eq!(
             kinds(&entries),

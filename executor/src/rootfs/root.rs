@@ -258,7 +258,8 @@ impl StageRoot {
             fs::create_dir_all(dir).map_err(io_at(dir))?;
         }
         if !crate::sandbox::overlay::keeps_hard_links() {
-            self.linked = upper::LinkedCopies::copy_up(&upper, &self.lowers, &mut self.linked_names)?;
+            self.linked =
+                upper::LinkedCopies::copy_up(&upper, &self.lowers, &mut self.linked_names)?;
         }
         // No layers at all (FROM scratch) is fine: Overlay mounts an empty
         // lower directory of its own.

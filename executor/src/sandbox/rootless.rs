@@ -255,12 +255,10 @@ fn map_arguments(id: u32, ranges: &[Range]) -> Vec<u32> {
     arguments
 }
 
-/// What the waiter needs to map the namespace.
+/// What the waiter needs to map the namespace: `newuidmap` and
+/// `newgidmap`, each with its arguments after the pid.
 struct Maps {
-    newuidmap: PathBuf,
-    newgidmap: PathBuf,
-    uids: Vec<u32>,
-    gids: Vec<u32>,
+    writers: Vec<(PathBuf, Vec<u32>)>,
 }
 
 impl Maps {
@@ -275,18 +273,15 @@ impl Maps {
             }
             found.push(ranges);
         }
-        let tool = |tool| find_tool(tool).ok_or(SingleId::NoTool { tool });
-        let (newuidmap, newgidmap) = match (tool("newuidmap"), tool("newgidmap")) {
-            (Ok(newuidmap), Ok(newgidmap)) => (newuidmap, newgidmap),
-            (Err(why), _) | (_, Err(why)) => return Ok(Err(why)),
-        };
-        let gid = rustix::process::getgid().as_raw();
-        Ok(Ok(Maps {
-            newuidmap,
-            newgidmap,
-            uids: map_arguments(owner.uid, &found[0]),
-            gids: map_arguments(gid, &found[1]),
-        }))
+        let ids = [owner.uid, rustix::process::getgid().as_raw()];
+        let mut writers = Vec::new();
+        for ((tool, id), ranges) in ["newuidmap", "newgidmap"].into_iter().zip(ids).zip(found) {
+            match find_tool(tool) {
+                Some(path) => writers.push((path, map_arguments(id, &ranges))),
+                None => return Ok(Err(SingleId::NoTool { tool })),
+            }
+        }
+        Ok(Ok(Maps { writers }))
     }
 
     /// Starts the executor again in a new user namespace, maps it, lets it
@@ -296,9 +291,11 @@ impl Maps {
     fn run(&self) -> Result<std::result::Result<ExitCode, SingleId>> {
         let exe = PathBuf::from("/proc/self/exe");
         let plan = ExecPlan::new(&exe)?;
-        let prepare = |what| move |e: rustix::io::Errno| RootlessError::Prepare {
-            what,
-            source: e.into(),
+        let prepare = |what| {
+            move |e: rustix::io::Errno| RootlessError::Prepare {
+                what,
+                source: e.into(),
+            }
         };
         let (go_read, go_write) =
             rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(prepare("a pipe"))?;
@@ -325,8 +322,10 @@ impl Maps {
             }
         };
         drop((go_read, report_write));
-        let mapped = write_map(&self.newuidmap, pid, &self.uids)
-            .and_then(|()| write_map(&self.newgidmap, pid, &self.gids));
+        let mapped = self
+            .writers
+            .iter()
+            .try_for_each(|(tool, arguments)| write_map(tool, pid, arguments));
         if let Err(why) = mapped {
             // The child reads the end of the pipe and exits.
             drop(go_write);
@@ -349,7 +348,7 @@ impl Maps {
                 source: io::Error::from_raw_os_error(i32::from_ne_bytes(errno)),
             });
         }
-        tracing::debug!(uid_map = ?self.uids, gid_map = ?self.gids, "running again in a user namespace");
+        tracing::debug!(maps = ?self.writers, "running again in a user namespace");
         CHILD.store(pid, Ordering::SeqCst);
         for signal in FORWARDED {
             child::set_handler(signal, forward as *const () as libc::sighandler_t);

@@ -151,10 +151,7 @@ mod tests {
             name: Some("carol".into()),
             uid: 1002,
         };
-        assert_eq!(
-            parse(text, Path::new("/etc/subuid"), &nobody).unwrap(),
-            []
-        );
+        assert_eq!(parse(text, Path::new("/etc/subuid"), &nobody).unwrap(), []);
     }
 
     #[test]
@@ -174,21 +171,26 @@ mod tests {
                 "{line}: {err:?}"
             );
             assert!(
-                err.to_string()
-                    .starts_with(&format!("/etc/subgid:2: malformed entry {line:?}: {reason}\nhint: ")),
+                err.to_string().starts_with(&format!(
+                    "/etc/subgid:2: malformed entry {line:?}: {reason}\nhint: "
+                )),
                 "{err}"
             );
         }
         // Someone else's broken line is not ours to judge.
         let text = "bob:x\nmallory\nalice:100000:65536\n";
         assert_eq!(
-            parse(text, Path::new("/etc/subuid"), &alice()).unwrap().len(),
+            parse(text, Path::new("/etc/subuid"), &alice())
+                .unwrap()
+                .len(),
             1
         );
         // The last id can be in a range.
         let text = "alice:4294967295:1\n";
         assert_eq!(
-            parse(text, Path::new("/etc/subuid"), &alice()).unwrap().len(),
+            parse(text, Path::new("/etc/subuid"), &alice())
+                .unwrap()
+                .len(),
             1
         );
     }
