@@ -1943,12 +1943,7 @@ fn debian_images() {
 /// and the images must agree with buildah's as the namespace builds do.
 #[test]
 fn run_cases_in_a_default_pod() {
-    let cases: Vec<Case> = [RUN_COMMANDS, RUN_FILESYSTEM, RUN_MOUNTS]
-        .iter()
-        .flat_map(|cases| cases.iter())
-        .map(|case| Case { ..*case })
-        .collect();
-    compare(&cases, Where::Pod);
+    compare(&run_cases(), Where::Pod);
 }
 
 /// The RUN cases again, executor building as a user without root that has
@@ -1961,12 +1956,16 @@ fn run_cases_in_a_default_pod() {
 /// places are held to.
 #[test]
 fn run_cases_without_root() {
-    let cases: Vec<Case> = [RUN_COMMANDS, RUN_FILESYSTEM, RUN_MOUNTS]
+    compare(&run_cases(), Where::Rootless);
+}
+
+/// Every RUN case (commands, file system changes, mounts).
+fn run_cases() -> Vec<Case> {
+    [RUN_COMMANDS, RUN_FILESYSTEM, RUN_MOUNTS]
         .iter()
         .flat_map(|cases| cases.iter())
         .map(|case| Case { ..*case })
-        .collect();
-    compare(&cases, Where::Rootless);
+        .collect()
 }
 
 #[test]
