@@ -188,3 +188,74 @@ fn a_malformed_entry_names_the_file_and_line() {
         "{line:?} in:\n{stderr}"
     );
 }
+
+/// A build started as `user`, stopped once its RUN prints `started`:
+/// returns the waiter (the process started: the executor that re-executed
+/// itself in the namespace) and the rest of its stderr, unread.
+fn started_build(
+    user: &TestUser,
+    project: &Project,
+    bin: &Path,
+    registry: &Registry,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStderr>,
+    String,
+) {
+    use std::io::BufRead as _;
+    let mut cmd = build_as(
+        user,
+        project,
+        bin,
+        &["--no-push", "--insecure-registry", &registry.host],
+    );
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the build ended before its RUN started:\n{seen}"
+        );
+        seen.push_str(&line);
+        if line.contains("started") {
+            return (child, stderr, seen);
+        }
+    }
+}
+
+/// The first process passes SIGTERM on to the build in the namespace,
+/// which stops as it does when run directly; a SIGKILL of the first
+/// process takes the build with it (it holds stderr open until it ends).
+#[test]
+fn signals_reach_the_build_in_the_namespace() {
+    use std::io::Read as _;
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let busybox = registry.push_busybox();
+    let user = TestUser::new(true);
+    let (project, bin) = owned_project(
+        &user,
+        &format!("FROM {busybox}\nRUN echo started && sleep 600\n"),
+        &[],
+    );
+
+    let (mut waiter, mut stderr, mut seen) = started_build(&user, &project, &bin, &registry);
+    let pid = rustix::process::Pid::from_child(&waiter);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    stderr.read_to_string(&mut seen).unwrap();
+    let status = waiter.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{seen}");
+    assert!(seen.contains("SIGTERM: stopping the build"), "{seen}");
+
+    let (mut waiter, mut stderr, mut seen) = started_build(&user, &project, &bin, &registry);
+    waiter.kill().unwrap();
+    // End of file: the build in the namespace, which shares this stderr,
+    // has ended too.
+    stderr.read_to_string(&mut seen).unwrap();
+    waiter.wait().unwrap();
+}
