@@ -218,10 +218,10 @@ fn started_build(
     let mut seen = String::new();
     loop {
         let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "the build ended before its RUN started:\n{seen}"
-        );
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let status = child.wait().unwrap();
+            panic!("the build ended ({status}) before its RUN started:\n{seen}");
+        }
         seen.push_str(&line);
         if line.contains("started") {
             return (child, stderr, seen);
