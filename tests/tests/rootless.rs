@@ -192,6 +192,7 @@ fn a_malformed_entry_names_the_file_and_line() {
 /// A build started as `user`, stopped once its RUN prints `started`:
 /// returns the waiter (the process started: the executor that re-executed
 /// itself in the namespace) and the rest of its stderr, unread.
+#[allow(clippy::zombie_processes)] // the caller waits for the child it gets
 fn started_build(
     user: &TestUser,
     project: &Project,
