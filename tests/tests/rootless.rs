@@ -10,7 +10,9 @@
 //! - without a range, the single-id mode: `USER 1000` with a RUN, and COPY
 //!   `--chown=1000`, fail with the error they always had and a hint saying
 //!   why and how to get a range;
-//! - a malformed entry for the user is an error naming the file and line.
+//! - with a range, an id past it fails saying which ids are mapped;
+//! - a malformed entry for the user is an error naming the file and line;
+//! - signals sent to the first process reach the build in the namespace.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt as _;
@@ -259,4 +261,37 @@ fn signals_reach_the_build_in_the_namespace() {
     // has ended too.
     stderr.read_to_string(&mut seen).unwrap();
     waiter.wait().unwrap();
+}
+
+#[test]
+fn ids_beyond_the_range_fail_naming_what_is_mapped() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let busybox = registry.push_busybox();
+    let user = TestUser::new(true);
+    let (project, bin) = owned_project(
+        &user,
+        &format!("FROM {busybox}\nUSER 70000\nRUN id\n"),
+        &[("f", "x")],
+    );
+    let args = ["--no-push", "--insecure-registry", &registry.host];
+    let hint =
+        "hint: this build runs in a user namespace that maps uids 0 to 65536 and gids 0 to 65536";
+    let stderr = fails(&mut build_as(&user, &project, &bin, &args));
+    for expected in [
+        "Dockerfile:3: RUN failed",
+        "switching to uid 70000",
+        hint,
+        "usermod --add-subuids",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} in:\n{stderr}");
+    }
+
+    project.write(
+        "Dockerfile",
+        format!("FROM {busybox}\nCOPY --chown=70000 f /f\n"),
+    );
+    let stderr = fails(&mut build_as(&user, &project, &bin, &args));
+    for expected in ["Dockerfile:2: COPY failed", "the owner 70000:70000", hint] {
+        assert!(stderr.contains(expected), "{expected:?} in:\n{stderr}");
+    }
 }

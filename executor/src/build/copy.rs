@@ -33,10 +33,10 @@ pub enum CopyError {
         #[source]
         source: io::Error,
     },
-    /// Without root and without a subordinate range: see
-    /// [`crate::sandbox::rootless`].
+    /// An owner the user namespace of a build without root does not map:
+    /// see [`crate::sandbox::rootless`].
     #[error("cannot give {} the owner {uid}:{gid}\n{hint}", path.display())]
-    SingleId {
+    Unmapped {
         path: PathBuf,
         uid: u32,
         gid: u32,
@@ -444,16 +444,16 @@ fn set_owner(path: &Path, uid: u32, gid: u32) -> Result<()> {
         return Ok(());
     }
     std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|source| {
-        if root {
-            io_err(path)(source)
-        } else {
-            CopyError::SingleId {
+        let unmapped = matches!(source.raw_os_error(), Some(libc::EINVAL | libc::EPERM));
+        match crate::sandbox::rootless::unmapped_hint().filter(|_| unmapped) {
+            Some(hint) => CopyError::Unmapped {
                 path: path.to_path_buf(),
                 uid,
                 gid,
-                hint: crate::sandbox::rootless::single_id_hint(),
+                hint,
                 source,
-            }
+            },
+            None => io_err(path)(source),
         }
     })
 }

@@ -237,10 +237,10 @@ pub enum SandboxError {
         #[source]
         source: io::Error,
     },
-    /// A [`SandboxError::Setup`] that the single-id mode of a build without
-    /// root cannot do (see `rootless.rs`).
+    /// A [`SandboxError::Setup`] for an id the user namespace of a build
+    /// without root does not map (see `rootless.rs`).
     #[error("sandbox setup failed: {step}\n{hint}")]
-    SingleId {
+    Unmapped {
         step: String,
         hint: String,
         #[source]
@@ -609,11 +609,7 @@ fn run_inner(spec: &Spec, switch: Option<&KillSwitch>) -> Result<Outcome> {
     if let Some(err) = reported(&report, command, |step| {
         step_name(&prepared.steps, step, spec)
     }) {
-        return Err(if rootless {
-            single_id(err, &report, &prepared.plan)
-        } else {
-            err
-        });
+        return Err(unmapped(err, &report, &prepared.plan));
     }
     let status = match <[u8; 4]>::try_from(status.as_slice()) {
         Ok(bytes) => Status::from_wait(i32::from_ne_bytes(bytes)),
@@ -646,10 +642,10 @@ fn reported(
     })
 }
 
-/// `err` with [`rootless::single_id_hint`] when it is what the single-id
-/// mode cannot do: switching to an id, or giving a directory to one, that
-/// the user namespace does not map (`EINVAL`).
-fn single_id(err: SandboxError, report: &[u8], plan: &child::Plan) -> SandboxError {
+/// `err` with [`rootless::unmapped_hint`] when it is switching to an id,
+/// or giving a directory to one, that the user namespace of a build
+/// without root does not map (`EINVAL`).
+fn unmapped(err: SandboxError, report: &[u8], plan: &child::Plan) -> SandboxError {
     let step = report
         .get(..4)
         .and_then(|bytes| bytes.try_into().ok())
@@ -665,10 +661,13 @@ fn single_id(err: SandboxError, report: &[u8], plan: &child::Plan) -> SandboxErr
             if source.raw_os_error() == Some(libc::EINVAL)
                 && step.is_some_and(|step| step == child::STEP_IDENTITY || owned_dir(step)) =>
         {
-            SandboxError::SingleId {
-                step: name,
-                hint: rootless::single_id_hint(),
-                source,
+            match rootless::unmapped_hint() {
+                Some(hint) => SandboxError::Unmapped {
+                    step: name,
+                    hint,
+                    source,
+                },
+                None => SandboxError::Setup { step: name, source },
             }
         }
         other => other,

@@ -22,7 +22,9 @@
 //! Without a range, the tools or user namespaces, the executor stays the
 //! caller, and each RUN's user namespace maps the caller alone to root
 //! (the single-id mode, as before): other users have no ids there, and
-//! what fails for it says why and how to get a range ([`single_id_hint`]).
+//! what fails for it says why and how to get a range ([`single_id_hint`]);
+//! in the namespace, an id past the ranges says what is mapped
+//! ([`unmapped_hint`]).
 //! A malformed entry for the caller in either file is an error, not a
 //! fallback: the administrator meant to give a range.
 
@@ -117,6 +119,33 @@ pub fn single_id_hint() -> String {
          for the image's own ids, give the user a subordinate range (as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}) \
          and install newuidmap and newgidmap (Debian and Ubuntu: apt-get install uidmap)"
     )
+}
+
+/// The `hint:` line for an id the build cannot switch to or give a file
+/// (`EINVAL` from setuid, chown ...): without root, the single-id mode's
+/// ([`single_id_hint`]); in the namespace of [`reexec_in_user_namespace`],
+/// which ids it maps and how to get more; `None` for root of the machine
+/// (any id is there).
+#[must_use]
+pub fn unmapped_hint() -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some(single_id_hint());
+    }
+    std::env::var_os(PARENT_VAR)?;
+    let mapped = |file: &str| {
+        std::fs::read_to_string(file).ok().map(|map| {
+            map.lines()
+                .filter_map(|line| line.split_whitespace().nth(2)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+    };
+    let (uids, gids) = (mapped("/proc/self/uid_map")?, mapped("/proc/self/gid_map")?);
+    Some(format!(
+        "hint: this build runs in a user namespace that maps uids 0 to {} and gids 0 to {} (you, then your ranges in /etc/subuid and /etc/subgid); \
+         a higher id needs a larger range (as root: usermod --add-subuids FIRST-LAST --add-subgids FIRST-LAST USER)",
+        uids.saturating_sub(1),
+        gids.saturating_sub(1)
+    ))
 }
 
 /// Runs this executor again, with the same arguments and environment, as
