@@ -39,6 +39,13 @@ fn build_as(user: &TestUser, project: &Project, bin: &Path, args: &[&str]) -> Co
     user.executor(bin, &project.build(args), &project.path("home"))
 }
 
+/// Asserts that `stderr` holds each of `expected`.
+fn contains_all(stderr: &str, expected: &[&str]) {
+    for expected in expected {
+        assert!(stderr.contains(expected), "{expected:?} in:\n{stderr}");
+    }
+}
+
 fn owner(path: &Path) -> (u32, u32) {
     let meta = fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     (meta.uid(), meta.gid())
@@ -131,22 +138,23 @@ fn without_a_range_other_ids_fail_saying_how_to_get_one() {
     );
     let args = ["--no-push", "--insecure-registry", &registry.host];
     let stderr = fails(&mut build_as(&user, &project, &bin, &args));
-    for expected in [
-        "Dockerfile:4: RUN failed",
-        "sandbox setup failed: switching to uid 1000 gid 0 groups [0]",
-        &format!(
-            "hint: without root, only your own id is mapped (to root) since {} has no range in /etc/subuid",
-            user.name
-        ),
-        &format!(
-            "usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {}",
-            user.name
-        ),
-        "apt-get install uidmap",
-        "caused by: Invalid argument",
-    ] {
-        assert!(stderr.contains(expected), "{expected:?} in:\n{stderr}");
-    }
+    contains_all(
+        &stderr,
+        &[
+            "Dockerfile:4: RUN failed",
+            "sandbox setup failed: switching to uid 1000 gid 0 groups [0]",
+            &format!(
+                "hint: without root, only your own id is mapped (to root) since {} has no range in /etc/subuid",
+                user.name
+            ),
+            &format!(
+                "usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {}",
+                user.name
+            ),
+            "apt-get install uidmap",
+            "caused by: Invalid argument",
+        ],
+    );
 
     project.write(
         "Dockerfile",
@@ -154,14 +162,15 @@ fn without_a_range_other_ids_fail_saying_how_to_get_one() {
     );
     user.give(&project.context());
     let stderr = fails(&mut build_as(&user, &project, &bin, &args));
-    for expected in [
-        "Dockerfile:2: COPY failed",
-        "the owner 1000:1000",
-        "has no range in /etc/subuid",
-        "usermod --add-subuids",
-    ] {
-        assert!(stderr.contains(expected), "{expected:?} in:\n{stderr}");
-    }
+    contains_all(
+        &stderr,
+        &[
+            "Dockerfile:2: COPY failed",
+            "the owner 1000:1000",
+            "has no range in /etc/subuid",
+            "usermod --add-subuids",
+        ],
+    );
 }
 
 #[test]
@@ -277,21 +286,23 @@ fn ids_beyond_the_range_fail_naming_what_is_mapped() {
     let hint =
         "hint: this build runs in a user namespace that maps uids 0 to 65536 and gids 0 to 65536";
     let stderr = fails(&mut build_as(&user, &project, &bin, &args));
-    for expected in [
-        "Dockerfile:3: RUN failed",
-        "switching to uid 70000",
-        hint,
-        "usermod --add-subuids",
-    ] {
-        assert!(stderr.contains(expected), "{expected:?} in:\n{stderr}");
-    }
+    contains_all(
+        &stderr,
+        &[
+            "Dockerfile:3: RUN failed",
+            "switching to uid 70000",
+            hint,
+            "usermod --add-subuids",
+        ],
+    );
 
     project.write(
         "Dockerfile",
         format!("FROM {busybox}\nCOPY --chown=70000 f /f\n"),
     );
     let stderr = fails(&mut build_as(&user, &project, &bin, &args));
-    for expected in ["Dockerfile:2: COPY failed", "the owner 70000:70000", hint] {
-        assert!(stderr.contains(expected), "{expected:?} in:\n{stderr}");
-    }
+    contains_all(
+        &stderr,
+        &["Dockerfile:2: COPY failed", "the owner 70000:70000", hint],
+    );
 }
