@@ -37,6 +37,7 @@ mod pod;
 mod postgres;
 mod project;
 mod serve;
+mod users;
 
 pub use cache::{CacheEntry, LogMark, Metrics, Request, layout_cache_entries};
 pub use debian::{DEFAULT_PATH, debian_layout, debian_tarball};
@@ -49,6 +50,7 @@ pub use project::{
     Project, fails, ok, raw_manifest, unpack, unpack_docker_archive, unpack_layout, wrapped,
 };
 pub use serve::{GitDaemon, GitHttpServer, HttpServer, git, git_commit, git_repo};
+pub use users::{SUBID_FILES, TestUser, executor_for_anyone, open_dir};
 
 /// How a test registry authenticates and serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

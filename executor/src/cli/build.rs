@@ -592,6 +592,11 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<std::process::ExitCode> {
         }
         None => args.settings()?,
     };
+    // Without root: the build runs again as root of a user namespace of the
+    // caller's subordinate ids, when it has some (this process waits).
+    if let Some(status) = executor::sandbox::reexec_in_user_namespace()? {
+        return Ok(status);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
