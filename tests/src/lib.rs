@@ -37,6 +37,8 @@ mod pod;
 mod postgres;
 mod project;
 mod serve;
+pub mod server_bed;
+pub mod browser;
 
 pub use cache::{CacheEntry, LogMark, Metrics, Request, layout_cache_entries};
 pub use debian::{DEFAULT_PATH, debian_layout, debian_tarball};

@@ -127,6 +127,8 @@ struct File {
     runner: RunnerFile,
     #[serde(default)]
     retention: RetentionFile,
+    #[serde(default)]
+    ui: UiFile,
     #[serde(default, rename = "repository")]
     repositories: Vec<RepositoryFile>,
     #[serde(default, rename = "runner_token")]
@@ -151,6 +153,12 @@ struct QueueFile {
 struct RetentionFile {
     log_days: Option<f64>,
     delivery_days: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UiFile {
+    public: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -292,6 +300,15 @@ impl TokenHash {
     }
 }
 
+/// The runs pages' settings (`[ui]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UiSettings {
+    /// Anyone may read the pages and the API's reads (the default); when
+    /// false, reading needs an API token too (a bearer header, or the
+    /// pages' sign-in cookie). Writes always need one.
+    pub public: bool,
+}
+
 /// The configuration, secrets read.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -304,6 +321,7 @@ pub struct Config {
     pub base_url: String,
     pub queue: QueueSettings,
     pub retention: Retention,
+    pub ui: UiSettings,
     pub runner: RunnerSettings,
     pub repositories: Vec<Repository>,
     pub runner_tokens: Vec<TokenHash>,
@@ -403,6 +421,15 @@ impl Config {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let _ = writeln!(
+            out,
+            "runs pages and API reads: {}",
+            if self.ui.public {
+                "public"
+            } else {
+                "API token"
+            }
+        );
         let _ = writeln!(out, "runner tokens: {}", names(&self.runner_tokens));
         let _ = writeln!(out, "API tokens: {}", names(&self.api_tokens));
         out
@@ -671,6 +698,9 @@ impl Reader<'_> {
             base_url,
             queue,
             retention,
+            ui: UiSettings {
+                public: file.ui.public.unwrap_or(true),
+            },
             runner: RunnerSettings {
                 cache_dir: file.runner.cache_dir.map(|d| base.join(d)),
                 work_dir: file.runner.work_dir.map(|d| base.join(d)),

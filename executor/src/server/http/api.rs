@@ -5,7 +5,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -14,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
@@ -112,6 +112,8 @@ pub struct JobView {
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
     pub duration_ms: Option<i64>,
+    /// A build job's image: the pushed reference by digest
+    /// (`registry/repo@sha256:...`), or the digest alone when not pushed.
     pub image_digest: Option<String>,
 }
 
@@ -273,53 +275,27 @@ async fn job_log(
     };
     let attempt = q.attempt.unwrap_or(run.attempt);
     if q.follow == Some(1) {
-        let stream = futures_util::stream::unfold(
-            (service, 0_i64, false),
-            move |(service, offset, done)| {
-                let job = job.clone();
-                async move {
-                    if done {
-                        return None;
+        let stream = service.follow_log(id, attempt, job, 0).flat_map(|read| {
+            let mut events = Vec::new();
+            match read {
+                Ok(read) => {
+                    if !read.data.is_empty() {
+                        events.push(Event::default().data(String::from_utf8_lossy(&read.data)));
                     }
-                    loop {
-                        let read = match service.store.read_log(id, attempt, &job, offset).await {
-                            Ok(read) => read,
-                            Err(e) => {
-                                let event = Event::default().event("error").data(e.to_string());
-                                return Some((Ok::<_, Infallible>(event), (service, offset, true)));
-                            }
-                        };
-                        if !read.data.is_empty() {
-                            let text = String::from_utf8_lossy(&read.data).into_owned();
-                            let event = Event::default().data(text);
-                            return Some((Ok(event), (service, read.next_offset, false)));
-                        }
-                        if read.complete {
-                            let event = Event::default().event("end").data("");
-                            return Some((Ok(event), (service, read.next_offset, true)));
-                        }
-                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    if read.complete {
+                        events.push(Event::default().event("end").data(""));
                     }
                 }
-            },
-        );
+                Err(e) => events.push(Event::default().event("error").data(e.to_string())),
+            }
+            futures_util::stream::iter(events.into_iter().map(Ok::<_, Infallible>))
+        });
         return Sse::new(stream).into_response();
     }
-    let mut out = Vec::new();
-    let mut offset = 0;
-    loop {
-        match service.store.read_log(id, attempt, &job, offset).await {
-            Ok(read) => {
-                let empty = read.data.is_empty();
-                out.extend_from_slice(&read.data);
-                offset = read.next_offset;
-                if empty {
-                    break;
-                }
-            }
-            Err(e) => return store_error(&e),
-        }
-    }
+    let out = match service.whole_log(id, attempt, &job).await {
+        Ok(out) => out,
+        Err(e) => return store_error(&e),
+    };
     (
         [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         out,
@@ -392,7 +368,7 @@ async fn cancel(State(service): Shared, headers: HeaderMap, Path(id): Path<RunId
     if let Err(refused) = require_api_token(&service, &headers) {
         return refused.into_response();
     }
-    match service.store.cancel(id).await {
+    match service.cancel(id).await {
         Ok(outcome) => {
             let (result, status) = match outcome {
                 CancelOutcome::Canceled => ("canceled", None),
@@ -417,11 +393,8 @@ async fn retry(State(service): Shared, headers: HeaderMap, Path(id): Path<RunId>
     if let Err(refused) = require_api_token(&service, &headers) {
         return refused.into_response();
     }
-    match service.store.retry(id).await {
-        Ok(run_id) => {
-            service.wake();
-            (StatusCode::ACCEPTED, Json(Created { run_id })).into_response()
-        }
+    match service.retry(id).await {
+        Ok(run_id) => (StatusCode::ACCEPTED, Json(Created { run_id })).into_response(),
         Err(e) => store_error(&e),
     }
 }
