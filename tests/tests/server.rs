@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::process::{Child, Command};
-use std::time::Duration;
 
 use executor::server::webhook::github_signature;
 use executor_e2e::forge::request;
