@@ -386,3 +386,54 @@ fn private_pages_and_api_reads_need_a_token() {
     browser.goto(&format!("{base}/runs"));
     wait_row(&browser, id, "queued");
 }
+
+/// Not a check: measures the log page on a finished 100,000-line log (a
+/// colour on every line): the time from navigation until the first lines
+/// show and until the whole log is loaded, the JS heap then, and the time
+/// to show line 99,999 by its link. Run with
+/// `cargo test -p executor-e2e --test web_ui -- --ignored --nocapture
+/// measure`; it prints the figures.
+#[test]
+#[ignore = "a measurement, printed; run it by name"]
+fn measure_a_100000_line_log() {
+    let bed = Bed::new(
+        "  big:\n    script:\n      - |\n        awk 'BEGIN { for (i = 1; i <= 100000; i++) printf \"%d \\033[3%dmcolour %d\\033[0m the quick brown fox jumps over the lazy dog\\n\", i, i % 8 + 1, i % 8 + 1 }'\n",
+    );
+    let (config, listen) = bed.config("executor.toml", "github", None, "data");
+    let server = bed.serve(&config, &listen, 1);
+    let id = push(&bed, &server, "delivery-big");
+    assert_eq!(server.finished(id)["status"], "succeeded");
+    let base = format!("http://{}", server.host);
+    let browser = Browser::start(1280, 900, Scheme::Light);
+    browser.goto(&format!("{base}/runs/{id}/jobs/big"));
+    browser.wait_for("the whole log", |b| {
+        (b.script("return document.querySelector('#log[data-ended]') !== null;", vec![])
+            == json!(true))
+        .then_some(())
+    });
+    let figures = browser.script(
+        "var mark = function (n) { var m = performance.getEntriesByName(n)[0]; return m ? m.startTime : null; };\
+         return { first_lines_ms: mark('log-first-lines'), complete_ms: mark('log-complete'),\
+           heap_used_bytes: performance.memory.usedJSHeapSize, heap_total_bytes: performance.memory.totalJSHeapSize,\
+           dom_nodes: document.getElementsByTagName('*').length,\
+           log_first_byte_ms: (performance.getEntriesByType('resource').filter(function (r) {\
+             return r.name.indexOf('/live') >= 0; })[0] || {}).responseStart,\
+           log_last_byte_ms: (performance.getEntriesByType('resource').filter(function (r) {\
+             return r.name.indexOf('/live') >= 0; })[0] || {}).responseEnd,\
+           count: document.getElementById('log-count').innerText };",
+        vec![],
+    );
+    assert!(
+        figures["count"].as_str().unwrap_or_default().starts_with("100003 lines"),
+        "{figures}"
+    );
+    let jump = browser.script(
+        "var t = performance.now(); location.hash = '#L99999';\
+         return new Promise(function (done) { (function look() {\
+           var a = document.getElementById('L99999');\
+           if (a && a.parentNode.classList.contains('target')) done(performance.now() - t);\
+           else requestAnimationFrame(look); })(); });",
+        vec![],
+    );
+    println!("100,000-line log page: {figures}, jump to line 99,999: {jump} ms");
+}

@@ -590,6 +590,27 @@ fn resume_offset(headers: &HeaderMap) -> i64 {
         .unwrap_or(0)
 }
 
+/// The most bytes of log in one event.
+const LOG_PIECE: usize = 64 * 1024;
+
+/// The length of the next piece of `data`: at most `max` bytes, ending
+/// after a line end when one is in reach, else at a UTF-8 character
+/// boundary.
+fn next_piece(data: &[u8], max: usize) -> usize {
+    if data.len() <= max {
+        return data.len();
+    }
+    if let Some(newline) = data[..max].iter().rposition(|&b| b == b'\n') {
+        return newline + 1;
+    }
+    // Not inside a character: before a byte that starts one.
+    let mut cut = max;
+    while cut > 1 && data[cut] & 0xC0 == 0x80 {
+        cut -= 1;
+    }
+    cut
+}
+
 /// A piece of log for the page's script.
 #[derive(serde::Serialize)]
 struct LogPiece<'a> {
@@ -613,42 +634,62 @@ async fn job_log_live(
     };
     let (attempt, from) = (found.attempt, resume_offset(&headers));
     let reads = Arc::clone(&service).follow_log(id, attempt, job.clone(), from);
-    let stream = reads.then(move |read| {
+    let stream = reads.flat_map(move |read| {
         let (service, job) = (Arc::clone(&service), job.clone());
-        async move {
-            let mut events = Vec::new();
-            match read {
-                Ok(read) => {
-                    if !read.data.is_empty() {
-                        let text = String::from_utf8_lossy(&read.data);
-                        let piece = Event::default()
-                            .id(read.next_offset.to_string())
-                            .json_data(LogPiece { text: &text });
-                        match piece {
-                            Ok(event) => events.push(event),
-                            Err(e) => tracing::warn!("runs pages: a log piece: {e}"),
-                        }
+        match read {
+            Ok(read) => {
+                let complete = read.complete;
+                // The job's final status, for the page's header.
+                let end = futures_util::stream::once(async move {
+                    if !complete {
+                        return None;
                     }
-                    if read.complete {
-                        // The job's final status, for the page's header.
-                        let status = find_job(&service, id, &job, Some(attempt))
-                            .await
-                            .ok()
-                            .flatten()
-                            .map(|(_, j)| pages::job_status(j.status).into_string())
-                            .unwrap_or_default();
-                        events.push(Event::default().event("end").data(status));
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!("runs pages: {}", error_chain::one_line(&e));
-                    events.push(Event::default().event("failed").data("the store is unavailable"));
-                }
+                    let status = find_job(&service, id, &job, Some(attempt))
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|(_, j)| pages::job_status(j.status).into_string())
+                        .unwrap_or_default();
+                    Some(Event::default().event("end").data(status))
+                })
+                .filter_map(std::future::ready);
+                log_events(read.data, read.next_offset).chain(end).boxed()
             }
-            futures_util::stream::iter(events.into_iter().map(Ok::<_, Infallible>))
+            Err(e) => {
+                tracing::warn!("runs pages: {}", error_chain::one_line(&e));
+                let failed = Event::default()
+                    .event("failed")
+                    .data("the store is unavailable");
+                futures_util::stream::iter([failed]).boxed()
+            }
         }
     });
-    sse(stream.flatten())
+    sse(stream.map(Ok::<_, Infallible>))
+}
+
+/// `data`, the log up to byte `next_offset`, as events of at most
+/// [`LOG_PIECE`] bytes (the page shows the first lines of a long log
+/// before the rest arrives), each encoded only when sent; each event's id
+/// is the offset it ends at, where a reconnecting page resumes.
+fn log_events(data: Vec<u8>, next_offset: i64) -> impl Stream<Item = Event> + Send {
+    let mut end = next_offset - i64::try_from(data.len()).unwrap_or(0);
+    let mut at = 0;
+    let pieces = std::iter::from_fn(move || {
+        let length = next_piece(&data[at..], LOG_PIECE);
+        if length == 0 {
+            return None;
+        }
+        let piece = &data[at..at + length];
+        at += length;
+        end += i64::try_from(length).unwrap_or(0);
+        let text = String::from_utf8_lossy(piece);
+        let event = Event::default()
+            .id(end.to_string())
+            .json_data(LogPiece { text: &text });
+        // Serializing a string cannot fail.
+        Some(event.ok())
+    });
+    futures_util::stream::iter(pieces.flatten())
 }
 
 async fn job_log_raw(
@@ -782,6 +823,23 @@ mod tests {
         assert_eq!(local_path(Some("https://evil.test")), "/runs");
         assert_eq!(local_path(Some("/\\evil.test")), "/runs");
         assert_eq!(local_path(None), "/runs");
+    }
+
+    #[test]
+    fn log_pieces_end_at_lines_or_characters() {
+        assert_eq!(next_piece(b"ab\ncd\nef", 5), 3);
+        assert_eq!(next_piece(b"ef", 5), 2);
+        assert_eq!(next_piece("ééé".as_bytes(), 3), 2);
+        assert_eq!(next_piece(b"", 4), 0);
+    }
+
+    #[tokio::test]
+    async fn log_events_resume_at_their_ends() {
+        let events: Vec<Event> = log_events(b"one\ntwo\n".to_vec(), 108).collect().await;
+        assert_eq!(events.len(), 1);
+        let data = b"x".repeat(LOG_PIECE + 10);
+        let events: Vec<Event> = log_events(data, LOG_PIECE as i64 + 10).collect().await;
+        assert_eq!(events.len(), 2);
     }
 
     #[test]

@@ -193,7 +193,8 @@
         lines.push(parts[k]);
       }
       dirty = true;
-      schedule();
+      // The first lines at once; later ones with the next frame.
+      if (!marked.first) render(); else schedule();
     }
 
     function schedule() {
@@ -204,6 +205,7 @@
 
     function render() {
       queued = false;
+      if (!el.isConnected) return;
       var n = total();
       inner.style.height = n * height + "px";
       if (pendingJump && target <= n) {
