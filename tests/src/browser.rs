@@ -72,6 +72,7 @@ pub enum Scheme {
 impl Browser {
     /// Starts chromedriver and a headless Chromium window of `width` x
     /// `height` CSS pixels preferring `scheme`.
+    #[must_use]
     pub fn start(width: u32, height: u32, scheme: Scheme) -> Self {
         let chromium = program("CHROMIUM", "/usr/bin/chromium", "chromium");
         let chromedriver = program("CHROMEDRIVER", "/usr/bin/chromedriver", "chromium-driver");
@@ -252,7 +253,10 @@ impl Browser {
 
     /// Marks the loaded page, to tell later that it was never reloaded.
     pub fn mark_page(&self) {
-        self.script("window.__executorMark = 'not reloaded'; return null;", vec![]);
+        self.script(
+            "window.__executorMark = 'not reloaded'; return null;",
+            vec![],
+        );
     }
 
     /// Whether the page marked by [`Browser::mark_page`] is still the one

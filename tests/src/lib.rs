@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod browser;
 mod cache;
 mod debian;
 mod fault;
@@ -38,7 +39,6 @@ mod postgres;
 mod project;
 mod serve;
 pub mod server_bed;
-pub mod browser;
 
 pub use cache::{CacheEntry, LogMark, Metrics, Request, layout_cache_entries};
 pub use debian::{DEFAULT_PATH, debian_layout, debian_tarball};

@@ -46,6 +46,7 @@ pub struct Bed {
 impl Bed {
     /// A repository `acme/app` holding `jobs` (its `jobs:` entries, in
     /// the registry's busybox image), served over git HTTP.
+    #[must_use]
     pub fn new(jobs: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::start(RegistryKind::Anonymous);
@@ -243,11 +244,19 @@ pub struct Server {
 }
 
 impl Server {
+    #[must_use]
     pub fn get(&self, path: &str) -> Answer {
         request(&self.host, "GET", path, &[], b"").expect("the server answers")
     }
 
-    pub fn github(&self, delivery: &str, event: &str, body: &[u8], signature: Option<&str>) -> Answer {
+    #[must_use]
+    pub fn github(
+        &self,
+        delivery: &str,
+        event: &str,
+        body: &[u8],
+        signature: Option<&str>,
+    ) -> Answer {
         let signed = github_signature(HOOK_SECRET.as_bytes(), body);
         let mut headers = vec![
             ("X-GitHub-Event", event),
@@ -262,11 +271,13 @@ impl Server {
         request(&self.host, "POST", "/hooks/github", &headers, body).expect("the server answers")
     }
 
+    #[must_use]
     pub fn run(&self, id: i64) -> Value {
         self.get(&format!("/api/runs/{id}")).json()
     }
 
     /// Waits until run `id` is finished; answers it.
+    #[must_use]
     pub fn finished(&self, id: i64) -> Value {
         wait_for(&format!("run {id} to finish"), || {
             let run = self.run(id);
@@ -275,6 +286,7 @@ impl Server {
         })
     }
 
+    #[must_use]
     pub fn runs(&self) -> Vec<Value> {
         self.get("/api/runs").json()["runs"]
             .as_array()

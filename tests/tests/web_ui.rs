@@ -145,7 +145,9 @@ fn a_pushed_run_is_followed_live_from_queued_to_succeeded() {
     let browser = Browser::start(1280, 900, Scheme::Light);
 
     browser.goto(&format!("{base}/runs"));
-    browser.wait_text("the empty runs page", "tbody", |t| t.contains("No runs yet"));
+    browser.wait_text("the empty runs page", "tbody", |t| {
+        t.contains("No runs yet")
+    });
     browser.assert_accessible("the empty runs page");
     browser.mark_page();
     let id = push(&bed, &server, "delivery-live");
@@ -209,10 +211,7 @@ fn a_pushed_run_is_followed_live_from_queued_to_succeeded() {
         "return Array.from(document.querySelectorAll('section.stage h3')).map(function (h) { return h.innerText; });",
         vec![],
     );
-    assert_eq!(
-        stages,
-        json!(["Stage test", "Stage build", "Stage deploy"])
-    );
+    assert_eq!(stages, json!(["Stage test", "Stage build", "Stage deploy"]));
     let digest = bed.registry.digest_of(&format!("{host}/webui-app:latest"));
     let image = browser.text("tr[data-job=\"image\"] code.image");
     assert!(
@@ -275,8 +274,14 @@ fn cancel_from_the_run_page_stops_the_running_job() {
     browser.wait_text("the refusal", ".error", |t| t.contains("not one of"));
     browser.type_into("#token", API_TOKEN);
     browser.click("form.login button");
-    browser.wait_text("the cancel button", ".actions", |t| t.contains("Cancel run"));
-    assert!(browser.url().ends_with(&format!("/runs/{id}")), "{}", browser.url());
+    browser.wait_text("the cancel button", ".actions", |t| {
+        t.contains("Cancel run")
+    });
+    assert!(
+        browser.url().ends_with(&format!("/runs/{id}")),
+        "{}",
+        browser.url()
+    );
     assert_eq!(
         browser.script("return document.cookie;", vec![]),
         json!(""),
@@ -330,8 +335,13 @@ fn cancel_from_the_run_page_stops_the_running_job() {
 fn private_pages_and_api_reads_need_a_token() {
     let shots = shots("private");
     let bed = Bed::new("  hello:\n    script: [echo hello]\n");
-    let (config, listen) =
-        bed.config_with("executor.toml", "github", None, "data", "\n[ui]\npublic = false\n");
+    let (config, listen) = bed.config_with(
+        "executor.toml",
+        "github",
+        None,
+        "data",
+        "\n[ui]\npublic = false\n",
+    );
     let server = bed.serve(&config, &listen, 0);
     let base = format!("http://{}", server.host);
     let id = push(&bed, &server, "delivery-private");
@@ -381,7 +391,9 @@ fn private_pages_and_api_reads_need_a_token() {
     );
     browser.type_into("#token", API_TOKEN);
     browser.click("form.login button");
-    browser.wait_text("the run page", "h1", |t| t.starts_with(&format!("Run #{id}")));
+    browser.wait_text("the run page", "h1", |t| {
+        t.starts_with(&format!("Run #{id}"))
+    });
     browser.screenshot(&shots.join("signed-in-run-page.png"));
     browser.goto(&format!("{base}/runs"));
     wait_row(&browser, id, "queued");
@@ -407,8 +419,10 @@ fn measure_a_100000_line_log() {
     let browser = Browser::start(1280, 900, Scheme::Light);
     browser.goto(&format!("{base}/runs/{id}/jobs/big"));
     browser.wait_for("the whole log", |b| {
-        (b.script("return document.querySelector('#log[data-ended]') !== null;", vec![])
-            == json!(true))
+        (b.script(
+            "return document.querySelector('#log[data-ended]') !== null;",
+            vec![],
+        ) == json!(true))
         .then_some(())
     });
     let figures = browser.script(
@@ -424,7 +438,10 @@ fn measure_a_100000_line_log() {
         vec![],
     );
     assert!(
-        figures["count"].as_str().unwrap_or_default().starts_with("100003 lines"),
+        figures["count"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("100003 lines"),
         "{figures}"
     );
     let jump = browser.script(

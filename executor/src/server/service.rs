@@ -497,28 +497,25 @@ impl Service {
         job: String,
         from: i64,
     ) -> impl futures_util::Stream<Item = Result<LogRead, StoreError>> + Send + 'static {
-        futures_util::stream::unfold(
-            (self, from, false),
-            move |(service, offset, done)| {
-                let job = job.clone();
-                async move {
-                    if done {
-                        return None;
-                    }
-                    loop {
-                        let read = match service.store.read_log(id, attempt, &job, offset).await {
-                            Ok(read) => read,
-                            Err(e) => return Some((Err(e), (service, offset, true))),
-                        };
-                        if !read.data.is_empty() || read.complete {
-                            let (next, complete) = (read.next_offset, read.complete);
-                            return Some((Ok(read), (service, next, complete)));
-                        }
-                        tokio::time::sleep(FOLLOW_POLL).await;
-                    }
+        futures_util::stream::unfold((self, from, false), move |(service, offset, done)| {
+            let job = job.clone();
+            async move {
+                if done {
+                    return None;
                 }
-            },
-        )
+                loop {
+                    let read = match service.store.read_log(id, attempt, &job, offset).await {
+                        Ok(read) => read,
+                        Err(e) => return Some((Err(e), (service, offset, true))),
+                    };
+                    if !read.data.is_empty() || read.complete {
+                        let (next, complete) = (read.next_offset, read.complete);
+                        return Some((Ok(read), (service, next, complete)));
+                    }
+                    tokio::time::sleep(FOLLOW_POLL).await;
+                }
+            }
+        })
     }
 
     /// Job `job`'s whole log of `attempt` of run `id`, as stored so far.

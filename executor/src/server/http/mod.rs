@@ -47,10 +47,12 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .merge(api::router().route_layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&service),
-            api_reads,
-        )))
+        .merge(
+            api::router().route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&service),
+                api_reads,
+            )),
+        )
         .merge(ui::router())
         .with_state(service)
 }

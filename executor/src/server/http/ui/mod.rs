@@ -34,7 +34,9 @@ use serde::Deserialize;
 use super::{authorized, token_name};
 use crate::error_chain;
 use crate::server::service::Service;
-use crate::server::store::{CancelOutcome, Error as StoreError, Job, Run, RunFilter, RunId, RunStatus};
+use crate::server::store::{
+    CancelOutcome, Error as StoreError, Job, Run, RunFilter, RunId, RunStatus,
+};
 use pages::{Filter, Viewer};
 
 pub(super) const STYLE_PATH: &str = "/ui/style.css";
@@ -119,7 +121,7 @@ impl FromRequestParts<Arc<Service>> for Asker {
         parts: &mut Parts,
         service: &Arc<Service>,
     ) -> Result<Self, Self::Rejection> {
-        Ok(asker(&service, &parts.headers))
+        Ok(asker(service, &parts.headers))
     }
 }
 
@@ -184,23 +186,21 @@ fn sign_in_first(next: &str) -> Response {
 }
 
 fn store_problem(service: &Service, viewer: Viewer, e: &StoreError) -> Response {
-    match e {
-        StoreError::NotFound(id) => problem(
+    if let StoreError::NotFound(id) = e {
+        return problem(
             service,
             viewer,
             StatusCode::NOT_FOUND,
             &format!("There is no run #{id}."),
-        ),
-        _ => {
-            tracing::error!("runs pages: {}", error_chain::one_line(e));
-            problem(
-                service,
-                viewer,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The store is unavailable; try again shortly.",
-            )
-        }
+        );
     }
+    tracing::error!("runs pages: {}", error_chain::one_line(e));
+    problem(
+        service,
+        viewer,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The store is unavailable; try again shortly.",
+    )
 }
 
 // Signing in.
@@ -240,7 +240,11 @@ fn cookie_attributes(service: &Service) -> &'static str {
     }
 }
 
-async fn login(State(service): Shared, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
+async fn login(
+    State(service): Shared,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
     if !same_origin(&headers) {
         return (StatusCode::FORBIDDEN, "cross-site sign-in refused\n").into_response();
     }
@@ -398,7 +402,11 @@ async fn runs(State(service): Shared, asker: Asker, Query(q): Query<RunsQuery>) 
         Ok(filter) => filter,
         Err(message) => return problem(&service, asker.viewer, StatusCode::BAD_REQUEST, &message),
     };
-    let runs = match service.store.list_runs(&run_filter(&filter, q.before)).await {
+    let runs = match service
+        .store
+        .list_runs(&run_filter(&filter, q.before))
+        .await
+    {
         Ok(runs) => runs,
         Err(e) => return store_problem(&service, asker.viewer, &e),
     };
@@ -448,7 +456,11 @@ async fn runs_live(State(service): Shared, asker: Asker, Query(q): Query<RunsQue
 
 /// Run `id` and the jobs of its current attempt.
 async fn run_and_jobs(service: &Service, id: RunId) -> Result<(Run, Vec<Job>), StoreError> {
-    let run = service.store.run(id).await?.ok_or(StoreError::NotFound(id))?;
+    let run = service
+        .store
+        .run(id)
+        .await?
+        .ok_or(StoreError::NotFound(id))?;
     let jobs = service.store.jobs(id, Some(run.attempt)).await?;
     Ok((run, jobs))
 }
@@ -464,7 +476,7 @@ async fn run(State(service): Shared, asker: Asker, Path(id): Path<RunId>) -> Res
     }
     match run_and_jobs(&service, id).await {
         Ok((run, jobs)) => {
-            let main = pages::run_page(&run, details(&service, &run, &jobs, asker.viewer));
+            let main = pages::run_page(&run, &details(&service, &run, &jobs, asker.viewer));
             page(&service, &format!("Run #{id}"), asker.viewer, &main)
         }
         Err(e) => store_problem(&service, asker.viewer, &e),
@@ -483,41 +495,40 @@ async fn run_live(State(service): Shared, asker: Asker, Path(id): Path<RunId>) -
     })
 }
 
-/// Checks a write: signed in, from this site; `Err` is the answer.
-fn writer(service: &Service, headers: &HeaderMap) -> Result<Asker, Response> {
-    let asker = asker(service, headers);
+/// The answer refusing a write by `asker` with `headers`: not from this
+/// site, or not signed in; `None` lets it through.
+fn write_refused(service: &Service, asker: &Asker, headers: &HeaderMap) -> Option<Response> {
     if !same_origin(headers) {
-        return Err((StatusCode::FORBIDDEN, "cross-site write refused\n").into_response());
+        return Some((StatusCode::FORBIDDEN, "cross-site write refused\n").into_response());
     }
-    if !asker.viewer.signed_in {
-        return Err(problem(
+    (!asker.viewer.signed_in).then(|| {
+        problem(
             service,
             asker.viewer,
             StatusCode::UNAUTHORIZED,
             "Sign in with an API token to cancel or retry runs.",
-        ));
-    }
-    Ok(asker)
+        )
+    })
 }
 
 async fn cancel(State(service): Shared, headers: HeaderMap, Path(id): Path<RunId>) -> Response {
-    let asker = match writer(&service, &headers) {
-        Ok(asker) => asker,
-        Err(response) => return response,
-    };
+    let asker = asker(&service, &headers);
+    if let Some(refused) = write_refused(&service, &asker, &headers) {
+        return refused;
+    }
     match service.cancel(id).await {
-        Ok(CancelOutcome::Canceled | CancelOutcome::Requested | CancelOutcome::AlreadyFinished(_)) => {
-            Redirect::to(&format!("/runs/{id}")).into_response()
-        }
+        Ok(
+            CancelOutcome::Canceled | CancelOutcome::Requested | CancelOutcome::AlreadyFinished(_),
+        ) => Redirect::to(&format!("/runs/{id}")).into_response(),
         Err(e) => store_problem(&service, asker.viewer, &e),
     }
 }
 
 async fn retry(State(service): Shared, headers: HeaderMap, Path(id): Path<RunId>) -> Response {
-    let asker = match writer(&service, &headers) {
-        Ok(asker) => asker,
-        Err(response) => return response,
-    };
+    let asker = asker(&service, &headers);
+    if let Some(refused) = write_refused(&service, &asker, &headers) {
+        return refused;
+    }
     match service.retry(id).await {
         Ok(new) => Redirect::to(&format!("/runs/{new}")).into_response(),
         Err(StoreError::NotFinished { .. }) => problem(
@@ -544,7 +555,11 @@ async fn find_job(
     job: &str,
     attempt: Option<i64>,
 ) -> Result<Option<(Run, Job)>, StoreError> {
-    let run = service.store.run(id).await?.ok_or(StoreError::NotFound(id))?;
+    let run = service
+        .store
+        .run(id)
+        .await?
+        .ok_or(StoreError::NotFound(id))?;
     let attempt = attempt.unwrap_or(run.attempt);
     let found = service
         .store
@@ -566,7 +581,7 @@ async fn job_log(
     }
     match find_job(&service, id, &job, q.attempt).await {
         Ok(Some((run, found))) => {
-            let main = pages::log_page(&run, &found, pages::job_status(found.status));
+            let main = pages::log_page(&run, &found, &pages::job_status(found.status));
             page(&service, &format!("{job} · run #{id}"), asker.viewer, &main)
         }
         Ok(None) => problem(
@@ -712,7 +727,10 @@ async fn job_log_raw(
                 (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
                 (
                     header::CONTENT_DISPOSITION,
-                    format!("attachment; filename=\"run-{id}-{attempt}-{}.log\"", safe_file_name(&job)),
+                    format!(
+                        "attachment; filename=\"run-{id}-{attempt}-{}.log\"",
+                        safe_file_name(&job)
+                    ),
                 ),
             ],
             bytes,
@@ -838,7 +856,9 @@ mod tests {
         let events: Vec<Event> = log_events(b"one\ntwo\n".to_vec(), 108).collect().await;
         assert_eq!(events.len(), 1);
         let data = b"x".repeat(LOG_PIECE + 10);
-        let events: Vec<Event> = log_events(data, LOG_PIECE as i64 + 10).collect().await;
+        let events: Vec<Event> = log_events(data, i64::try_from(LOG_PIECE).unwrap() + 10)
+            .collect()
+            .await;
         assert_eq!(events.len(), 2);
     }
 
@@ -855,6 +875,9 @@ mod tests {
             ..RunsQuery::default()
         };
         let filter = q.filter().unwrap();
-        assert_eq!((filter.branch, filter.status), (None, Some(RunStatus::Failed)));
+        assert_eq!(
+            (filter.branch, filter.status),
+            (None, Some(RunStatus::Failed))
+        );
     }
 }

@@ -130,7 +130,13 @@ pub fn duration_text(ms: i64) -> String {
     let secs = ms / 1000;
     let mut out = String::new();
     if secs >= 3600 {
-        let _ = write!(out, "{}h {:02}m {:02}s", secs / 3600, secs % 3600 / 60, secs % 60);
+        let _ = write!(
+            out,
+            "{}h {:02}m {:02}s",
+            secs / 3600,
+            secs % 3600 / 60,
+            secs % 60
+        );
     } else if secs >= 60 {
         let _ = write!(out, "{}m {:02}s", secs / 60, secs % 60);
     } else {
@@ -414,7 +420,7 @@ fn by_stage(jobs: &[Job]) -> Vec<(&str, Vec<&Job>)> {
 }
 
 /// The run page.
-pub fn run_page(run: &Run, details: Markup) -> Markup {
+pub fn run_page(run: &Run, details: &Markup) -> Markup {
     html! {
         h1 { "Run #" (run.id) " · " (run.repository) " " code { (ref_name(&run.git_ref)) } }
         @if run.status.is_finished() {
@@ -427,7 +433,7 @@ pub fn run_page(run: &Run, details: Markup) -> Markup {
 
 /// A job's log page: its status, the raw log's link and the viewer the
 /// script fills from `data-live`.
-pub fn log_page(run: &Run, job: &Job, status: Markup) -> Markup {
+pub fn log_page(run: &Run, job: &Job, status: &Markup) -> Markup {
     let base = format!("/runs/{}/jobs/{}", run.id, job.name);
     html! {
         nav aria-label="Breadcrumb" {
