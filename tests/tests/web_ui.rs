@@ -350,35 +350,17 @@ fn private_pages_and_api_reads_need_a_token() {
     assert_eq!(server.get(&format!("/api/runs/{id}")).status, 401);
     assert_eq!(server.get("/api/openapi.json").status, 200);
     let auth = format!("Bearer {API_TOKEN}");
-    let with_token = request(
-        &server.host,
-        "GET",
-        "/api/runs",
-        &[("Authorization", auth.as_str())],
-        b"",
-    )
-    .unwrap();
-    assert_eq!(with_token.status, 200, "{}", with_token.body);
-    let forged = request(
-        &server.host,
-        "POST",
-        &format!("/runs/{id}/cancel"),
-        &[
-            ("Authorization", auth.as_str()),
-            ("Origin", "http://evil.example"),
-        ],
-        b"",
-    )
-    .unwrap();
+    let with_token = |method: &str, path: &str, origin: Option<&str>| {
+        let mut headers = vec![("Authorization", auth.as_str())];
+        headers.extend(origin.map(|o| ("Origin", o)));
+        request(&server.host, method, path, &headers, b"").expect("the server answers")
+    };
+    let runs = with_token("GET", "/api/runs", None);
+    assert_eq!(runs.status, 200, "{}", runs.body);
+    let cancel = format!("/runs/{id}/cancel");
+    let forged = with_token("POST", &cancel, Some("http://evil.example"));
     assert_eq!(forged.status, 403, "{}", forged.body);
-    let run = request(
-        &server.host,
-        "GET",
-        &format!("/api/runs/{id}"),
-        &[("Authorization", auth.as_str())],
-        b"",
-    )
-    .unwrap();
+    let run = with_token("GET", &format!("/api/runs/{id}"), None);
     assert_eq!(run.json()["status"], "queued", "{}", run.body);
 
     let browser = Browser::start(1280, 900, Scheme::Light);

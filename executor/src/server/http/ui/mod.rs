@@ -594,6 +594,26 @@ async fn job_log(
     }
 }
 
+/// The attempt of job `job` of run `id` whose log `asker` reads
+/// (`attempt`, or the run's current one); `Err` is the answer refusing it
+/// (401, or 404 when there is no such job).
+async fn readable_attempt(
+    service: &Service,
+    asker: &Asker,
+    id: RunId,
+    job: &str,
+    attempt: Option<i64>,
+) -> Result<i64, Box<Response>> {
+    if !asker.may_read {
+        return Err(Box::new(StatusCode::UNAUTHORIZED.into_response()));
+    }
+    match find_job(service, id, job, attempt).await {
+        Ok(Some((_, found))) => Ok(found.attempt),
+        Ok(None) => Err(Box::new(StatusCode::NOT_FOUND.into_response())),
+        Err(e) => Err(Box::new(store_problem(service, asker.viewer, &e))),
+    }
+}
+
 /// The byte offset to resume a log from: the `Last-Event-ID` of a
 /// reconnecting `EventSource`, else 0.
 fn resume_offset(headers: &HeaderMap) -> i64 {
@@ -639,15 +659,11 @@ async fn job_log_live(
     Path((id, job)): Path<(RunId, String)>,
     Query(q): Query<AttemptQuery>,
 ) -> Response {
-    if !asker.may_read {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
-    let found = match find_job(&service, id, &job, q.attempt).await {
-        Ok(Some((_, found))) => found,
-        Ok(None) => return StatusCode::NOT_FOUND.into_response(),
-        Err(e) => return store_problem(&service, asker.viewer, &e),
+    let attempt = match readable_attempt(&service, &asker, id, &job, q.attempt).await {
+        Ok(attempt) => attempt,
+        Err(refused) => return *refused,
     };
-    let (attempt, from) = (found.attempt, resume_offset(&headers));
+    let from = resume_offset(&headers);
     let reads = Arc::clone(&service).follow_log(id, attempt, job.clone(), from);
     let stream = reads.flat_map(move |read| {
         let (service, job) = (Arc::clone(&service), job.clone());
@@ -713,13 +729,9 @@ async fn job_log_raw(
     Path((id, job)): Path<(RunId, String)>,
     Query(q): Query<AttemptQuery>,
 ) -> Response {
-    if !asker.may_read {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
-    let attempt = match find_job(&service, id, &job, q.attempt).await {
-        Ok(Some((_, found))) => found.attempt,
-        Ok(None) => return StatusCode::NOT_FOUND.into_response(),
-        Err(e) => return store_problem(&service, asker.viewer, &e),
+    let attempt = match readable_attempt(&service, &asker, id, &job, q.attempt).await {
+        Ok(attempt) => attempt,
+        Err(refused) => return *refused,
     };
     match service.whole_log(id, attempt, &job).await {
         Ok(bytes) => (

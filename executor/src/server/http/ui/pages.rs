@@ -87,41 +87,15 @@ pub fn job_status(status: JobStatus) -> Markup {
     status_badge(status.as_str())
 }
 
-/// `ms` as `YYYY-MM-DD HH:MM:SS UTC`, in a `<time>`.
+/// `ms` as `YYYY-MM-DD HH:MM:SS UTC` in a `<time>` whose `datetime` is
+/// RFC 3339.
 fn when(ms: i64) -> Markup {
-    let text = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).map_or_else(
-        |_| ms.to_string(),
-        |t| {
-            format!(
-                "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second()
-            )
-        },
-    );
-    html! { time datetime=(ms_iso(ms)) data-ms=(ms) { (text) } }
-}
-
-/// `ms` since the epoch in RFC 3339, for `datetime` attributes.
-fn ms_iso(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).map_or_else(
-        |_| String::new(),
-        |t| {
-            format!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second()
-            )
-        },
-    )
+    let Ok(t) = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)) else {
+        return html! { (ms) };
+    };
+    let date = format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day());
+    let clock = format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second());
+    html! { time datetime={ (date) "T" (clock) "Z" } { (date) " " (clock) " UTC" } }
 }
 
 /// A duration as `1h 02m 03s`, `2m 03s` or `3.4s`.
@@ -264,18 +238,7 @@ pub fn runs_page(
         div.table-wrap {
             table.runs {
                 caption.visually-hidden { "Runs, newest first" }
-                thead {
-                    tr {
-                        th scope="col" { "Run" }
-                        th scope="col" { "Repository" }
-                        th scope="col" { "Ref" }
-                        th scope="col" { "Commit" }
-                        th scope="col" { "Event" }
-                        th scope="col" { "Status" }
-                        th scope="col" { "Duration" }
-                        th scope="col" { "When" }
-                    }
-                }
+                (head(&["Run", "Repository", "Ref", "Commit", "Event", "Status", "Duration", "When"]))
                 @if live {
                     tbody #runs-rows data-live={ "/runs/live" (filter.query()) } { (run_rows(runs, now_ms)) }
                 } @else {
@@ -285,6 +248,17 @@ pub fn runs_page(
         }
         @if let Some(older) = older {
             p { a href=(older) rel="next" { "Older runs" } }
+        }
+    }
+}
+
+/// A table's header row: `columns`' names.
+fn head(columns: &[&str]) -> Markup {
+    html! {
+        thead {
+            tr {
+                @for column in columns { th scope="col" { (column) } }
+            }
         }
     }
 }
@@ -369,15 +343,7 @@ pub fn run_details(
                 h3 id={ "stage-" (stage) } { "Stage " (stage) }
                 div.table-wrap {
                     table.jobs {
-                        thead {
-                            tr {
-                                th scope="col" { "Job" }
-                                th scope="col" { "Status" }
-                                th scope="col" { "Duration" }
-                                th scope="col" { "Attempt" }
-                                th scope="col" { "Image" }
-                            }
-                        }
+                        (head(&["Job", "Status", "Duration", "Attempt", "Image"]))
                         tbody {
                             @for job in stage_jobs {
                                 tr data-job=(job.name) data-status=(job.status.as_str()) {
@@ -464,13 +430,7 @@ pub fn runners_page(runners: &[(String, Option<i64>, Vec<&Run>)], now_ms: i64) -
         p { "Runners heard from within a lease period, most recent first." }
         div.table-wrap {
             table.runners {
-                thead {
-                    tr {
-                        th scope="col" { "Runner" }
-                        th scope="col" { "Running" }
-                        th scope="col" { "Last heartbeat" }
-                    }
-                }
+                (head(&["Runner", "Running", "Last heartbeat"]))
                 tbody {
                     @if runners.is_empty() {
                         tr { td colspan="3" { "No runner connected." } }
@@ -565,6 +525,14 @@ mod tests {
                 ("test", vec!["b"]),
                 ("deploy", vec!["d"])
             ]
+        );
+    }
+
+    #[test]
+    fn times_are_utc_with_a_machine_readable_datetime() {
+        assert_eq!(
+            when(86_400_000 + 3_723_000).into_string(),
+            r#"<time datetime="1970-01-02T01:02:03Z">1970-01-02 01:02:03 UTC</time>"#
         );
     }
 
