@@ -142,7 +142,8 @@ fn a_pushed_run_is_followed_live_from_queued_to_succeeded() {
     // No runner yet: the run stays queued until the test starts one.
     let server = bed.serve(&config, &listen, 0);
     let base = format!("http://{}", server.host);
-    let browser = Browser::start(1280, 900, Scheme::Light);
+    // Tall enough for the run page's three stages in its screenshot.
+    let browser = Browser::start(1280, 1000, Scheme::Light);
 
     browser.goto(&format!("{base}/runs"));
     browser.wait_text("the empty runs page", "tbody", |t| {
@@ -379,6 +380,17 @@ fn private_pages_and_api_reads_need_a_token() {
     browser.screenshot(&shots.join("signed-in-run-page.png"));
     browser.goto(&format!("{base}/runs"));
     wait_row(&browser, id, "queued");
+
+    // Signed in, a run of a branch can be started from the runs page.
+    browser.click("details.start summary");
+    browser.type_into("#s-ref", "main");
+    browser.click("form.start button");
+    let next = id + 1;
+    browser.wait_text("the started run's page", "h1", |t| {
+        t.starts_with(&format!("Run #{next}"))
+    });
+    assert!(browser.text("dl.facts").contains("manual"));
+    browser.assert_accessible("a started run's page");
 }
 
 /// Not a check: measures the log page on a finished 100,000-line log (a

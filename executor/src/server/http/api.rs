@@ -319,29 +319,40 @@ async fn trigger(
             format!("repository {:?} is not configured", request.repository),
         );
     };
-    let git_ref = if request.git_ref.starts_with("refs/") {
-        request.git_ref.clone()
-    } else {
-        format!("refs/heads/{}", request.git_ref)
-    };
+    let git_ref = full_ref(&request.git_ref);
     let commit = if let Some(commit) = request.commit {
         commit
+    } else if let Some(found) = commit_of(&repo.clone_url, &request.git_ref).await {
+        found
     } else {
-        let (url, wanted) = (repo.clone_url.clone(), request.git_ref.clone());
-        match tokio::task::spawn_blocking(move || resolve_ref(&url, &wanted)).await {
-            Ok(Some(found)) => found,
-            _ => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("ref {:?} not found in {}", request.git_ref, repo.name),
-                );
-            }
-        }
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("ref {:?} not found in {}", request.git_ref, repo.name),
+        );
     };
     match service.trigger(&repo, &git_ref, &commit).await {
         Ok(run_id) => (StatusCode::ACCEPTED, Json(Created { run_id })).into_response(),
         Err(e) => store_error(&e),
     }
+}
+
+/// `wanted` as a full ref: a branch name is under `refs/heads/`.
+pub(super) fn full_ref(wanted: &str) -> String {
+    if wanted.starts_with("refs/") {
+        wanted.to_owned()
+    } else {
+        format!("refs/heads/{wanted}")
+    }
+}
+
+/// The commit `wanted` (a branch, tag or full ref) names at `url`, asked
+/// of the repository off the async threads.
+pub(super) async fn commit_of(url: &str, wanted: &str) -> Option<String> {
+    let (url, wanted) = (url.to_owned(), wanted.to_owned());
+    tokio::task::spawn_blocking(move || resolve_ref(&url, &wanted))
+        .await
+        .ok()
+        .flatten()
 }
 
 /// The commit `wanted` (a branch, tag or full ref) names at `url`.

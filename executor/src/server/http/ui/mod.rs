@@ -60,7 +60,7 @@ pub(super) fn router() -> Router<Arc<Service>> {
         .route(SCRIPT_PATH, get(script))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
-        .route("/runs", get(runs))
+        .route("/runs", get(runs).post(trigger))
         .route("/runs/live", get(runs_live))
         .route("/runs/{id}", get(run))
         .route("/runs/{id}/live", get(run_live))
@@ -137,8 +137,8 @@ fn asker(service: &Service, headers: &HeaderMap) -> Asker {
 
 /// Whether a write comes from this site: a browser says where a form
 /// was sent from (`Sec-Fetch-Site`, `Origin`); either naming another site
-/// refuses it.
-fn same_origin(headers: &HeaderMap) -> bool {
+/// (not the request's host, nor `base_url` behind a proxy) refuses it.
+fn same_origin(headers: &HeaderMap, base_url: &str) -> bool {
     let fetch_site = headers
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
@@ -151,7 +151,7 @@ fn same_origin(headers: &HeaderMap) -> bool {
             let authority = origin
                 .strip_prefix("http://")
                 .or_else(|| origin.strip_prefix("https://"));
-            authority.is_some() && authority == host
+            (authority.is_some() && authority == host) || origin == base_url
         });
     fetch_site && origin
 }
@@ -245,7 +245,7 @@ async fn login(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    if !same_origin(&headers) {
+    if !same_origin(&headers, &service.config.base_url) {
         return (StatusCode::FORBIDDEN, "cross-site sign-in refused\n").into_response();
     }
     let next = local_path(form.next.as_deref());
@@ -270,7 +270,7 @@ async fn login(
 }
 
 async fn logout(State(service): Shared, headers: HeaderMap) -> Response {
-    if !same_origin(&headers) {
+    if !same_origin(&headers, &service.config.base_url) {
         return (StatusCode::FORBIDDEN, "cross-site sign-out refused\n").into_response();
     }
     let cookie = format!("{COOKIE}=; Max-Age=0; {}", cookie_attributes(&service));
@@ -425,14 +425,50 @@ async fn runs(State(service): Shared, asker: Asker, Query(q): Query<RunsQuery>) 
         .map(|r| r.name.clone())
         .collect();
     let main = pages::runs_page(
+        asker.viewer,
         &filter,
         &repositories,
         &runs,
         older,
         q.before.is_none(),
-        now_ms(&service),
     );
     page(&service, "Runs", asker.viewer, &main)
+}
+
+#[derive(Debug, Deserialize)]
+struct TriggerForm {
+    repository: String,
+    #[serde(rename = "ref")]
+    git_ref: String,
+}
+
+/// Starts a run of a repository's branch, tag or ref (the runs page's
+/// form); goes to the new run's page.
+async fn trigger(
+    State(service): Shared,
+    headers: HeaderMap,
+    Form(form): Form<TriggerForm>,
+) -> Response {
+    let asker = asker(&service, &headers);
+    if let Some(refused) = write_refused(&service, &asker, &headers) {
+        return refused;
+    }
+    let Some(repo) = service.config.repository(&form.repository).cloned() else {
+        let message = format!("The repository {:?} is not configured.", form.repository);
+        return problem(&service, asker.viewer, StatusCode::NOT_FOUND, &message);
+    };
+    let wanted = form.git_ref.trim();
+    let Some(commit) = super::api::commit_of(&repo.clone_url, wanted).await else {
+        let message = format!("{} has no branch, tag or ref {wanted:?}.", repo.name);
+        return problem(&service, asker.viewer, StatusCode::BAD_REQUEST, &message);
+    };
+    match service
+        .trigger(&repo, &super::api::full_ref(wanted), &commit)
+        .await
+    {
+        Ok(id) => Redirect::to(&format!("/runs/{id}")).into_response(),
+        Err(e) => store_problem(&service, asker.viewer, &e),
+    }
 }
 
 async fn runs_live(State(service): Shared, asker: Asker, Query(q): Query<RunsQuery>) -> Response {
@@ -446,7 +482,7 @@ async fn runs_live(State(service): Shared, asker: Asker, Query(q): Query<RunsQue
         let filter = run_filter(&filter, None);
         async move {
             let runs = service.store.list_runs(&filter).await?;
-            let html = pages::run_rows(&runs, now_ms(&service)).into_string();
+            let html = pages::run_rows(&runs).into_string();
             Ok((html, false))
         }
     })
@@ -467,7 +503,7 @@ async fn run_and_jobs(service: &Service, id: RunId) -> Result<(Run, Vec<Job>), S
 
 fn details(service: &Service, run: &Run, jobs: &[Job], viewer: Viewer) -> Markup {
     let repo = service.config.repository(&run.repository);
-    pages::run_details(run, jobs, repo, viewer, now_ms(service))
+    pages::run_details(run, jobs, repo, viewer)
 }
 
 async fn run(State(service): Shared, asker: Asker, Path(id): Path<RunId>) -> Response {
@@ -498,7 +534,7 @@ async fn run_live(State(service): Shared, asker: Asker, Path(id): Path<RunId>) -
 /// The answer refusing a write by `asker` with `headers`: not from this
 /// site, or not signed in; `None` lets it through.
 fn write_refused(service: &Service, asker: &Asker, headers: &HeaderMap) -> Option<Response> {
-    if !same_origin(headers) {
+    if !same_origin(headers, &service.config.base_url) {
         return Some((StatusCode::FORBIDDEN, "cross-site write refused\n").into_response());
     }
     (!asker.viewer.signed_in).then(|| {
@@ -828,14 +864,17 @@ mod tests {
 
     #[test]
     fn writes_from_another_site_are_refused() {
+        let base = "https://ci.example";
         let ours = headers(&[("host", "ci.test:8080"), ("origin", "http://ci.test:8080")]);
-        assert!(same_origin(&ours));
+        assert!(same_origin(&ours, base));
+        let proxied = headers(&[("host", "10.0.0.5:8080"), ("origin", "https://ci.example")]);
+        assert!(same_origin(&proxied, base));
         let theirs = headers(&[("host", "ci.test:8080"), ("origin", "https://evil.test")]);
-        assert!(!same_origin(&theirs));
+        assert!(!same_origin(&theirs, base));
         let cross = headers(&[("host", "ci.test"), ("sec-fetch-site", "cross-site")]);
-        assert!(!same_origin(&cross));
+        assert!(!same_origin(&cross, base));
         let null = headers(&[("host", "ci.test"), ("origin", "null")]);
-        assert!(!same_origin(&null));
+        assert!(!same_origin(&null, base));
     }
 
     #[test]

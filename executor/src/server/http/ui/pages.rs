@@ -94,8 +94,19 @@ fn when(ms: i64) -> Markup {
         return html! { (ms) };
     };
     let date = format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day());
-    let clock = format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second());
+    let clock = clock(ms);
     html! { time datetime={ (date) "T" (clock) "Z" } { (date) " " (clock) " UTC" } }
+}
+
+/// The UTC time of day of `ms`: `HH:MM:SS`.
+fn clock(ms: i64) -> String {
+    let secs = ms.div_euclid(1000).rem_euclid(86_400);
+    format!(
+        "{:02}:{:02}:{:02}",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 /// A duration as `1h 02m 03s`, `2m 03s` or `3.4s`.
@@ -119,13 +130,14 @@ pub fn duration_text(ms: i64) -> String {
     out
 }
 
-/// How long something took: fixed once finished; while running, the time
-/// since `started` (ticked by the script from `data-since`).
-fn took(started: Option<i64>, finished: Option<i64>, now_ms: i64) -> Markup {
+/// How long something took once finished; while running, when it started
+/// (the script ticks the time since from `data-since`, so the HTML of a
+/// running run stays the same and live updates send only changes).
+fn took(started: Option<i64>, finished: Option<i64>) -> Markup {
     match (started, finished) {
         (Some(start), Some(end)) => html! { (duration_text(end - start)) },
         (Some(start), None) => html! {
-            span data-since=(start) { (duration_text(now_ms - start)) }
+            span data-since=(start) { "since " (clock(start)) }
         },
         _ => html! { span.muted { "–" } },
     }
@@ -201,12 +213,12 @@ impl Filter {
 /// The runs page: the filter form, the table (live on the first page) and
 /// a link to older runs.
 pub fn runs_page(
+    viewer: Viewer,
     filter: &Filter,
     repositories: &[String],
     runs: &[Run],
     older: Option<String>,
     live: bool,
-    now_ms: i64,
 ) -> Markup {
     html! {
         h1 { "Runs" }
@@ -235,14 +247,32 @@ pub fn runs_page(
             }
             button type="submit" { "Filter" }
         }
+        @if viewer.signed_in {
+            details.start {
+                summary { "Start a run" }
+                form.start method="post" action="/runs" {
+                    div.field {
+                        label for="s-repository" { "Repository" }
+                        select #s-repository name="repository" required {
+                            @for name in repositories { option value=(name) { (name) } }
+                        }
+                    }
+                    div.field {
+                        label for="s-ref" { "Branch, tag or ref" }
+                        input #s-ref name="ref" type="text" required placeholder="main";
+                    }
+                    button type="submit" { "Start" }
+                }
+            }
+        }
         div.table-wrap {
             table.runs {
                 caption.visually-hidden { "Runs, newest first" }
                 (head(&["Run", "Repository", "Ref", "Commit", "Event", "Status", "Duration", "When"]))
                 @if live {
-                    tbody #runs-rows data-live={ "/runs/live" (filter.query()) } { (run_rows(runs, now_ms)) }
+                    tbody #runs-rows data-live={ "/runs/live" (filter.query()) } { (run_rows(runs)) }
                 } @else {
-                    tbody #runs-rows { (run_rows(runs, now_ms)) }
+                    tbody #runs-rows { (run_rows(runs)) }
                 }
             }
         }
@@ -264,7 +294,7 @@ fn head(columns: &[&str]) -> Markup {
 }
 
 /// The rows of the runs table (what live updates replace).
-pub fn run_rows(runs: &[Run], now_ms: i64) -> Markup {
+pub fn run_rows(runs: &[Run]) -> Markup {
     html! {
         @if runs.is_empty() {
             tr { td colspan="8" { "No runs yet." } }
@@ -280,7 +310,7 @@ pub fn run_rows(runs: &[Run], now_ms: i64) -> Markup {
                 }
                 td { (run.event) }
                 td { (run_status(run.status)) }
-                td { (took(run.started_at_ms, run.finished_at_ms, now_ms)) }
+                td { (took(run.started_at_ms, run.finished_at_ms)) }
                 td { (when(run.created_at_ms)) }
             }
         }
@@ -289,13 +319,7 @@ pub fn run_rows(runs: &[Run], now_ms: i64) -> Markup {
 
 /// The run page's live part: its details, its actions and its jobs by
 /// stage.
-pub fn run_details(
-    run: &Run,
-    jobs: &[Job],
-    repo: Option<&Repository>,
-    viewer: Viewer,
-    now_ms: i64,
-) -> Markup {
+pub fn run_details(run: &Run, jobs: &[Job], repo: Option<&Repository>, viewer: Viewer) -> Markup {
     let commit = repo.and_then(|r| commit_url(&r.clone_url, r.forge, &run.commit_sha));
     html! {
         p.run-status { "Status: " (run_status(run.status))
@@ -316,7 +340,7 @@ pub fn run_details(
             dt { "Event" } dd { (run.event) @if run.fork { " (from a fork)" } }
             dt { "Attempt" } dd { (run.attempt) }
             dt { "Queued" } dd { (when(run.created_at_ms)) }
-            dt { "Duration" } dd { (took(run.started_at_ms, run.finished_at_ms, now_ms)) }
+            dt { "Duration" } dd { (took(run.started_at_ms, run.finished_at_ms)) }
             @if let Some(of) = run.retry_of {
                 dt { "Retry of" } dd { a href={ "/runs/" (of) } { "#" (of) } }
             }
@@ -351,7 +375,7 @@ pub fn run_details(
                                         a href={ "/runs/" (run.id) "/jobs/" (job.name) "?attempt=" (job.attempt) } { (job.name) }
                                     }
                                     td { (job_status(job.status)) }
-                                    td { (took(job.started_at_ms, job.finished_at_ms, now_ms)) }
+                                    td { (took(job.started_at_ms, job.finished_at_ms)) }
                                     td { (job.attempt) }
                                     td {
                                         @if let Some(image) = &job.image_digest {

@@ -17,19 +17,37 @@
     return s + "." + Math.floor(ms % 1000 / 100) + "s";
   }
 
-  setInterval(function () {
+  function tick() {
     var now = Date.now() + skew;
     document.querySelectorAll("[data-since]").forEach(function (el) {
       el.textContent = duration(now - Number(el.getAttribute("data-since")));
     });
-  }, 1000);
+  }
+  tick();
+  setInterval(tick, 1000);
 
-  // A part of the page replaced by each `update` event; `end` is its last.
+  // `root`'s HTML as the browser writes it, the ticking times left out.
+  function shape(root) {
+    var copy = root.cloneNode(true);
+    copy.querySelectorAll("[data-since]").forEach(function (el) { el.textContent = ""; });
+    return copy.innerHTML;
+  }
+
+  // A part of the page replaced by each `update` event that changes it
+  // (the first repeats the page: replacing it would only lose the focus);
+  // `end` is its last.
   function live(el) {
     var source = new EventSource(el.getAttribute("data-live"));
-    source.addEventListener("update", function (e) { el.innerHTML = e.data; });
+    function put(html) {
+      var next = el.cloneNode(false);
+      next.innerHTML = html;
+      if (shape(next) === shape(el)) return;
+      el.innerHTML = html;
+      tick();
+    }
+    source.addEventListener("update", function (e) { put(e.data); });
     source.addEventListener("end", function (e) {
-      if (e.data) el.innerHTML = e.data;
+      if (e.data) put(e.data);
       source.close();
     });
   }
