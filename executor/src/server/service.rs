@@ -489,7 +489,8 @@ impl Service {
 
     /// Job `job`'s log of `attempt` of run `id` from byte `from`, as it
     /// comes: every read that brought bytes, then one complete read (maybe
-    /// empty) when no more will come; a store error ends it.
+    /// empty) when no more will come; a store error ends it, and so does
+    /// draining (without a complete read).
     pub fn follow_log(
         self: Arc<Self>,
         id: RunId,
@@ -511,6 +512,11 @@ impl Service {
                     if !read.data.is_empty() || read.complete {
                         let (next, complete) = (read.next_offset, read.complete);
                         return Some((Ok(read), (service, next, complete)));
+                    }
+                    if service.is_draining() {
+                        // Not complete: a follower resumes elsewhere (the
+                        // HTTP server waits for open streams to stop).
+                        return None;
                     }
                     tokio::time::sleep(FOLLOW_POLL).await;
                 }
