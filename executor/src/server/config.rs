@@ -778,6 +778,29 @@ sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
     }
 
     #[test]
+    fn the_pages_are_public_unless_configured_private() {
+        let dir = secrets_dir();
+        let path = dir.path().join("executor.toml");
+        let config = Config::parse(&path, GOOD).unwrap();
+        assert!(config.ui.public);
+        assert!(
+            config
+                .summary()
+                .contains("runs pages and API reads: public")
+        );
+        let private = format!("{GOOD}\n[ui]\npublic = false\n");
+        let config = Config::parse(&path, &private).unwrap();
+        assert!(!config.ui.public);
+        assert!(
+            config
+                .summary()
+                .contains("runs pages and API reads: API token")
+        );
+        let typo = format!("{GOOD}\n[ui]\npublik = false\n");
+        assert!(Config::parse(&path, &typo).is_err());
+    }
+
+    #[test]
     fn errors_name_the_file_line_and_column() {
         let dir = secrets_dir();
         let path = dir.path().join("executor.toml");
