@@ -172,6 +172,11 @@ mod tests {
         metrics.job_finished(Duration::from_secs(3));
         metrics.leases_expired(2);
         metrics.runner_seen("local/1");
+        let runners = metrics.runners(Duration::from_secs(60));
+        assert_eq!(runners.len(), 1);
+        assert_eq!(runners[0].0, "local/1");
+        assert!(metrics.runners(Duration::ZERO).is_empty(), "forgotten");
+        metrics.runner_seen("local/1");
         let text = metrics.render(
             &Counts {
                 queued: 4,
