@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod browser;
 mod cache;
 mod debian;
 mod fault;
@@ -37,6 +38,7 @@ mod pod;
 mod postgres;
 mod project;
 mod serve;
+pub mod server_bed;
 mod users;
 
 pub use cache::{CacheEntry, LogMark, Metrics, Request, layout_cache_entries};

@@ -128,6 +128,8 @@ struct File {
     runner: RunnerFile,
     #[serde(default)]
     retention: RetentionFile,
+    #[serde(default)]
+    ui: UiFile,
     #[serde(default, rename = "repository")]
     repositories: Vec<RepositoryFile>,
     #[serde(default, rename = "runner_token")]
@@ -152,6 +154,12 @@ struct QueueFile {
 struct RetentionFile {
     log_days: Option<f64>,
     delivery_days: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UiFile {
+    public: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -296,6 +304,15 @@ impl TokenHash {
     }
 }
 
+/// The runs pages' settings (`[ui]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UiSettings {
+    /// Anyone may read the pages and the API's reads (the default); when
+    /// false, reading needs an API token too (a bearer header, or the
+    /// pages' sign-in cookie). Writes always need one.
+    pub public: bool,
+}
+
 /// The configuration, secrets read.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -308,6 +325,7 @@ pub struct Config {
     pub base_url: String,
     pub queue: QueueSettings,
     pub retention: Retention,
+    pub ui: UiSettings,
     pub runner: RunnerSettings,
     pub repositories: Vec<Repository>,
     pub runner_tokens: Vec<TokenHash>,
@@ -407,6 +425,15 @@ impl Config {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let _ = writeln!(
+            out,
+            "runs pages and API reads: {}",
+            if self.ui.public {
+                "public"
+            } else {
+                "API token"
+            }
+        );
         let _ = writeln!(out, "runner tokens: {}", names(&self.runner_tokens));
         let _ = writeln!(out, "API tokens: {}", names(&self.api_tokens));
         out
@@ -689,6 +716,9 @@ impl Reader<'_> {
             base_url,
             queue,
             retention,
+            ui: UiSettings {
+                public: file.ui.public.unwrap_or(true),
+            },
             runner: RunnerSettings {
                 cache_dir: file.runner.cache_dir.map(|d| base.join(d)),
                 work_dir: file.runner.work_dir.map(|d| base.join(d)),
@@ -764,6 +794,29 @@ sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
             summary.contains("repository acme/app (github)"),
             "{summary}"
         );
+    }
+
+    #[test]
+    fn the_pages_are_public_unless_configured_private() {
+        let dir = secrets_dir();
+        let path = dir.path().join("executor.toml");
+        let config = Config::parse(&path, GOOD).unwrap();
+        assert!(config.ui.public);
+        assert!(
+            config
+                .summary()
+                .contains("runs pages and API reads: public")
+        );
+        let private = format!("{GOOD}\n[ui]\npublic = false\n");
+        let config = Config::parse(&path, &private).unwrap();
+        assert!(!config.ui.public);
+        assert!(
+            config
+                .summary()
+                .contains("runs pages and API reads: API token")
+        );
+        let typo = format!("{GOOD}\n[ui]\npublik = false\n");
+        assert!(Config::parse(&path, &typo).is_err());
     }
 
     #[test]

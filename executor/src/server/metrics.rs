@@ -119,6 +119,20 @@ impl Metrics {
             .insert(owner.to_owned(), Instant::now());
     }
 
+    /// The runners heard from within `window`, with how long ago, most
+    /// recent first (the others are forgotten).
+    #[must_use]
+    pub fn runners(&self, window: Duration) -> Vec<(String, Duration)> {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.retain(|_, at| at.elapsed() <= window);
+        let mut runners: Vec<_> = seen
+            .iter()
+            .map(|(owner, at)| (owner.clone(), at.elapsed()))
+            .collect();
+        runners.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        runners
+    }
+
     /// The text exposition, with the store's `counts` and the runners
     /// heard from within `window`.
     #[must_use]
@@ -137,11 +151,7 @@ impl Metrics {
         }
         self.queue_depth.set(counts.depth());
         self.running.set(counts.running);
-        let connected = {
-            let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-            seen.retain(|_, at| at.elapsed() <= window);
-            seen.len()
-        };
+        let connected = self.runners(window).len();
         self.runners
             .set(i64::try_from(connected).unwrap_or(i64::MAX));
         let mut out = String::new();
@@ -161,6 +171,11 @@ mod tests {
         metrics.webhook("github", "queued");
         metrics.job_finished(Duration::from_secs(3));
         metrics.leases_expired(2);
+        metrics.runner_seen("local/1");
+        let runners = metrics.runners(Duration::from_secs(60));
+        assert_eq!(runners.len(), 1);
+        assert_eq!(runners[0].0, "local/1");
+        assert!(metrics.runners(Duration::ZERO).is_empty(), "forgotten");
         metrics.runner_seen("local/1");
         let text = metrics.render(
             &Counts {

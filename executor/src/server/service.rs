@@ -20,8 +20,8 @@ use super::metrics::Metrics;
 use super::runner::protocol::{Assignment, FinishRequest, JobEventWire};
 use super::runner::{Coordinator, RunnerError};
 use super::store::{
-    Delivery, Enqueued, Error as StoreError, JobEvent, JobStatus, Lease, NewRun, Run, RunId,
-    RunOutcome, Store,
+    CancelOutcome, Delivery, Enqueued, Error as StoreError, JobEvent, JobStatus, Lease, LogRead,
+    NewRun, Run, RunId, RunOutcome, Store,
 };
 use super::webhook::{self, Outcome};
 use crate::error_chain;
@@ -29,6 +29,9 @@ use crate::error_chain;
 /// How often a waiting claim looks at the queue again (other replicas'
 /// runs; this server's wake it at once).
 const CLAIM_POLL: Duration = Duration::from_millis(250);
+
+/// How often a followed log is read again while nothing new came.
+const FOLLOW_POLL: Duration = Duration::from_millis(300);
 
 /// A webhook's answer: its status and JSON body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -480,6 +483,85 @@ impl Service {
         self.queued.notify_waiters();
         self.run_status(&run, None, StatusState::Pending, "requeued");
         Ok(())
+    }
+
+    // Reads for the API and the runs pages.
+
+    /// Job `job`'s log of `attempt` of run `id` from byte `from`, as it
+    /// comes: every read that brought bytes, then one complete read (maybe
+    /// empty) when no more will come; a store error ends it, and so does
+    /// draining (without a complete read).
+    pub fn follow_log(
+        self: Arc<Self>,
+        id: RunId,
+        attempt: i64,
+        job: String,
+        from: i64,
+    ) -> impl futures_util::Stream<Item = Result<LogRead, StoreError>> + Send + 'static {
+        futures_util::stream::unfold((self, from, false), move |(service, offset, done)| {
+            let job = job.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    let read = match service.store.read_log(id, attempt, &job, offset).await {
+                        Ok(read) => read,
+                        Err(e) => return Some((Err(e), (service, offset, true))),
+                    };
+                    if !read.data.is_empty() || read.complete {
+                        let (next, complete) = (read.next_offset, read.complete);
+                        return Some((Ok(read), (service, next, complete)));
+                    }
+                    if service.is_draining() {
+                        // Not complete: a follower resumes elsewhere (the
+                        // HTTP server waits for open streams to stop).
+                        return None;
+                    }
+                    tokio::time::sleep(FOLLOW_POLL).await;
+                }
+            }
+        })
+    }
+
+    /// Job `job`'s whole log of `attempt` of run `id`, as stored so far.
+    pub async fn whole_log(
+        &self,
+        id: RunId,
+        attempt: i64,
+        job: &str,
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        loop {
+            let read = self.store.read_log(id, attempt, job, offset).await?;
+            if read.data.is_empty() {
+                return Ok(out);
+            }
+            out.extend_from_slice(&read.data);
+            offset = read.next_offset;
+        }
+    }
+
+    /// Cancels run `id`: at once when queued, at its runner's next
+    /// heartbeat when running.
+    pub async fn cancel(&self, id: RunId) -> Result<CancelOutcome, StoreError> {
+        self.store.cancel(id).await
+    }
+
+    /// Queues finished run `id` again as a new run; answers its id.
+    pub async fn retry(&self, id: RunId) -> Result<RunId, StoreError> {
+        let run_id = self.store.retry(id).await?;
+        self.wake();
+        Ok(run_id)
+    }
+
+    /// The runners heard from within a lease period (a claim or a
+    /// heartbeat), with how long ago, most recent first.
+    #[must_use]
+    pub fn runners(&self) -> Vec<(String, Duration)> {
+        let window = self.config.queue.lease + self.config.queue.claim_wait;
+        self.metrics.runners(window)
     }
 
     /// Deletes the logs and delivery ids older than the retention.

@@ -5,7 +5,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -14,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
@@ -112,6 +112,8 @@ pub struct JobView {
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
     pub duration_ms: Option<i64>,
+    /// A build job's image: the pushed reference by digest
+    /// (`registry/repo@sha256:...`), or the digest alone when not pushed.
     pub image_digest: Option<String>,
 }
 
@@ -273,53 +275,27 @@ async fn job_log(
     };
     let attempt = q.attempt.unwrap_or(run.attempt);
     if q.follow == Some(1) {
-        let stream = futures_util::stream::unfold(
-            (service, 0_i64, false),
-            move |(service, offset, done)| {
-                let job = job.clone();
-                async move {
-                    if done {
-                        return None;
+        let stream = service.follow_log(id, attempt, job, 0).flat_map(|read| {
+            let mut events = Vec::new();
+            match read {
+                Ok(read) => {
+                    if !read.data.is_empty() {
+                        events.push(Event::default().data(String::from_utf8_lossy(&read.data)));
                     }
-                    loop {
-                        let read = match service.store.read_log(id, attempt, &job, offset).await {
-                            Ok(read) => read,
-                            Err(e) => {
-                                let event = Event::default().event("error").data(e.to_string());
-                                return Some((Ok::<_, Infallible>(event), (service, offset, true)));
-                            }
-                        };
-                        if !read.data.is_empty() {
-                            let text = String::from_utf8_lossy(&read.data).into_owned();
-                            let event = Event::default().data(text);
-                            return Some((Ok(event), (service, read.next_offset, false)));
-                        }
-                        if read.complete {
-                            let event = Event::default().event("end").data("");
-                            return Some((Ok(event), (service, read.next_offset, true)));
-                        }
-                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    if read.complete {
+                        events.push(Event::default().event("end").data(""));
                     }
                 }
-            },
-        );
+                Err(e) => events.push(Event::default().event("error").data(e.to_string())),
+            }
+            futures_util::stream::iter(events.into_iter().map(Ok::<_, Infallible>))
+        });
         return Sse::new(stream).into_response();
     }
-    let mut out = Vec::new();
-    let mut offset = 0;
-    loop {
-        match service.store.read_log(id, attempt, &job, offset).await {
-            Ok(read) => {
-                let empty = read.data.is_empty();
-                out.extend_from_slice(&read.data);
-                offset = read.next_offset;
-                if empty {
-                    break;
-                }
-            }
-            Err(e) => return store_error(&e),
-        }
-    }
+    let out = match service.whole_log(id, attempt, &job).await {
+        Ok(out) => out,
+        Err(e) => return store_error(&e),
+    };
     (
         [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         out,
@@ -343,29 +319,40 @@ async fn trigger(
             format!("repository {:?} is not configured", request.repository),
         );
     };
-    let git_ref = if request.git_ref.starts_with("refs/") {
-        request.git_ref.clone()
-    } else {
-        format!("refs/heads/{}", request.git_ref)
-    };
+    let git_ref = full_ref(&request.git_ref);
     let commit = if let Some(commit) = request.commit {
         commit
+    } else if let Some(found) = commit_of(&repo.clone_url, &request.git_ref).await {
+        found
     } else {
-        let (url, wanted) = (repo.clone_url.clone(), request.git_ref.clone());
-        match tokio::task::spawn_blocking(move || resolve_ref(&url, &wanted)).await {
-            Ok(Some(found)) => found,
-            _ => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("ref {:?} not found in {}", request.git_ref, repo.name),
-                );
-            }
-        }
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("ref {:?} not found in {}", request.git_ref, repo.name),
+        );
     };
     match service.trigger(&repo, &git_ref, &commit).await {
         Ok(run_id) => (StatusCode::ACCEPTED, Json(Created { run_id })).into_response(),
         Err(e) => store_error(&e),
     }
+}
+
+/// `wanted` as a full ref: a branch name is under `refs/heads/`.
+pub(super) fn full_ref(wanted: &str) -> String {
+    if wanted.starts_with("refs/") {
+        wanted.to_owned()
+    } else {
+        format!("refs/heads/{wanted}")
+    }
+}
+
+/// The commit `wanted` (a branch, tag or full ref) names at `url`, asked
+/// of the repository off the async threads.
+pub(super) async fn commit_of(url: &str, wanted: &str) -> Option<String> {
+    let (url, wanted) = (url.to_owned(), wanted.to_owned());
+    tokio::task::spawn_blocking(move || resolve_ref(&url, &wanted))
+        .await
+        .ok()
+        .flatten()
 }
 
 /// The commit `wanted` (a branch, tag or full ref) names at `url`.
@@ -392,7 +379,7 @@ async fn cancel(State(service): Shared, headers: HeaderMap, Path(id): Path<RunId
     if let Err(refused) = require_api_token(&service, &headers) {
         return refused.into_response();
     }
-    match service.store.cancel(id).await {
+    match service.cancel(id).await {
         Ok(outcome) => {
             let (result, status) = match outcome {
                 CancelOutcome::Canceled => ("canceled", None),
@@ -417,11 +404,8 @@ async fn retry(State(service): Shared, headers: HeaderMap, Path(id): Path<RunId>
     if let Err(refused) = require_api_token(&service, &headers) {
         return refused.into_response();
     }
-    match service.store.retry(id).await {
-        Ok(run_id) => {
-            service.wake();
-            (StatusCode::ACCEPTED, Json(Created { run_id })).into_response()
-        }
+    match service.retry(id).await {
+        Ok(run_id) => (StatusCode::ACCEPTED, Json(Created { run_id })).into_response(),
         Err(e) => store_error(&e),
     }
 }

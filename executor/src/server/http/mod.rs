@@ -1,11 +1,13 @@
 //! The server's HTTP side (axum): webhooks at `/hooks/{forge}` (or
 //! `/hooks`, the forge detected from the headers), the runner protocol
 //! under `/runner/` (bearer runner tokens), the JSON API under `/api/`
-//! ([`api`]), `/healthz`, `/readyz` (503 while draining) and `/metrics`.
+//! ([`api`]), the runs pages ([`ui`]: `/runs`, `/runners`), `/healthz`,
+//! `/readyz` (503 while draining) and `/metrics`.
 //! Handlers only translate: the work is the [`Service`]'s, and a webhook
 //! answers once its run is durably queued, doing no other work.
 
 pub mod api;
+pub mod ui;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -45,7 +47,13 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .merge(api::router())
+        .merge(
+            api::router().route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&service),
+                api_reads,
+            )),
+        )
+        .merge(ui::router())
         .with_state(service)
 }
 
@@ -64,7 +72,13 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// The name of the token in `tokens` that `headers` bear, compared in
 /// constant time over the hashes.
 pub(crate) fn authorized<'t>(headers: &HeaderMap, tokens: &'t [TokenHash]) -> Option<&'t str> {
-    let presented = TokenHash::of(bearer(headers)?);
+    token_name(bearer(headers)?, tokens)
+}
+
+/// The name of `token` in `tokens`, compared in constant time over the
+/// hashes.
+pub(crate) fn token_name<'t>(token: &str, tokens: &'t [TokenHash]) -> Option<&'t str> {
+    let presented = TokenHash::of(token);
     tokens
         .iter()
         .find(|t| bool::from(t.sha256.as_bytes().ct_eq(presented.as_bytes())))
@@ -109,6 +123,25 @@ async fn hook(
 async fn hook_detect(State(service): Shared, headers: HeaderMap, body: Bytes) -> Response {
     let answer = service.webhook(None, &headers, &body).await;
     (answer.status, Json(&answer)).into_response()
+}
+
+/// The API's reads need an API token when the pages are not public
+/// (`[ui] public = false`); the OpenAPI document stays public, and writes
+/// check their token themselves.
+async fn api_reads(
+    State(service): Shared,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let read = request.method() == http::Method::GET;
+    if read
+        && !service.config.ui.public
+        && request.uri().path() != "/api/openapi.json"
+        && authorized(request.headers(), &service.config.api_tokens).is_none()
+    {
+        return Refused(StatusCode::UNAUTHORIZED, "an API token is required").into_response();
+    }
+    next.run(request).await
 }
 
 async fn ready(State(service): Shared) -> Response {

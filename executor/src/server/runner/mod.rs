@@ -230,7 +230,9 @@ impl EventSink for Forwarder {
                     report.name.clone(),
                     JobEventWire::Finished {
                         status,
-                        image_digest: report.digest.clone(),
+                        // The pushed image by digest (the page's copy
+                        // button), or the digest alone when not pushed.
+                        image_digest: report.image.clone().or_else(|| report.digest.clone()),
                     },
                 )
             }
