@@ -3,12 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::cache::CacheSettings;
 use super::run::{Secret, SshAgent};
 use crate::platform::Platform;
 use crate::registry::ImageReference;
 use crate::rootfs::SnapshotMode;
+use crate::sandbox::{Profile, Seccomp, SeccompError, Security};
 
 /// In serde too: a pipeline's build job hands its settings to the `executor
 /// build` it starts as a file (`--settings-file`).
@@ -83,6 +85,74 @@ pub struct Settings {
     /// `--force`: `--isolation=in-place` even where no container is seen.
     #[serde(default)]
     pub force: bool,
+    /// `--security-opt`: RUN steps' seccomp profile and no_new_privs.
+    #[serde(default)]
+    pub security: SecurityOptions,
+}
+
+/// `--security-opt` values, as buildah takes them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SecurityOptions {
+    pub seccomp: SeccompOption,
+    /// `no-new-privileges`: RUN steps cannot gain privileges through
+    /// setuid or file-capability programs.
+    #[serde(default)]
+    pub no_new_privileges: bool,
+}
+
+/// `seccomp=...`: the filter RUN steps get.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SeccompOption {
+    /// Docker's default profile.
+    #[default]
+    Default,
+    /// `seccomp=unconfined`: none.
+    Unconfined,
+    /// `seccomp=PATH`: a Docker-format profile.
+    Profile(PathBuf),
+}
+
+impl SecurityOptions {
+    /// Parses `--security-opt` values: `seccomp=unconfined`,
+    /// `seccomp=PATH` (a Docker-format JSON profile), `no-new-privileges`
+    /// (also `=true` or `=false`, or with a `:` as Docker writes it).
+    pub fn parse<S: AsRef<str>>(values: &[S]) -> Result<Self, String> {
+        let mut options = SecurityOptions::default();
+        for value in values {
+            let value = value.as_ref();
+            let (key, setting) = match value.split_once(['=', ':']) {
+                Some((key, setting)) => (key, Some(setting)),
+                None => (value, None),
+            };
+            match (key, setting) {
+                ("seccomp", Some("unconfined")) => options.seccomp = SeccompOption::Unconfined,
+                ("seccomp", Some(path)) if !path.is_empty() => {
+                    options.seccomp = SeccompOption::Profile(PathBuf::from(path));
+                }
+                ("no-new-privileges", None | Some("true")) => options.no_new_privileges = true,
+                ("no-new-privileges", Some("false")) => options.no_new_privileges = false,
+                _ => {
+                    return Err(format!(
+                        "invalid --security-opt {value:?}\nhint: expected seccomp=unconfined, seccomp=PATH (a Docker-format profile) or no-new-privileges"
+                    ));
+                }
+            }
+        }
+        Ok(options)
+    }
+
+    /// What the sandbox gets: the profile read and checked.
+    pub fn resolve(&self) -> Result<Security, SeccompError> {
+        let seccomp = match &self.seccomp {
+            SeccompOption::Default => Seccomp::Default,
+            SeccompOption::Unconfined => Seccomp::Unconfined,
+            SeccompOption::Profile(path) => Seccomp::Profile(Arc::new(Profile::load(path)?)),
+        };
+        Ok(Security {
+            seccomp,
+            no_new_privileges: self.no_new_privileges,
+        })
+    }
 }
 
 /// How RUN steps are isolated (`--isolation`).

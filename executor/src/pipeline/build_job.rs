@@ -26,7 +26,8 @@ use super::script::JobImage;
 use super::vars::{self, Variables};
 use crate::build::settings::{SourceDateEpochError, source_date_epoch};
 use crate::build::{
-    CacheRepo, CacheSettings, IsolationMode, Secret, SecretSource, Settings, SnapshotMode,
+    CacheRepo, CacheSettings, IsolationMode, Secret, SecretSource, SecurityOptions, Settings,
+    SnapshotMode,
 };
 use crate::image::digest::Digest;
 use crate::platform::{Platform, PlatformError};
@@ -207,6 +208,7 @@ pub fn settings(
         // Never in place: `executor run` shares its root with other jobs.
         isolation: IsolationMode::Namespace,
         force: false,
+        security: SecurityOptions::default(),
         source_date_epoch,
         metrics_file: None,
         cache_mount_max_size: None,
@@ -553,6 +555,7 @@ mod tests {
             ssh: vec![],
             isolation: IsolationMode::Namespace,
             force: false,
+            security: SecurityOptions::default(),
             source_date_epoch: Some(0),
             metrics_file: None,
             cache_mount_max_size: None,

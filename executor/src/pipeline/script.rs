@@ -362,6 +362,7 @@ pub fn run_script(
         extra_hosts: Vec::new(),
         mounts: mounts.clone(),
         output: Arc::new(|_, _| {}),
+        security: sandbox::Security::default(),
     };
     let sandbox_error = |part: &'static str| {
         let image = image.clone();

@@ -39,7 +39,8 @@
 //! NET_RAW, SETGID, SETUID, SETFCAP, SETPCAP, NET_BIND_SERVICE,
 //! SYS_CHROOT, KILL, AUDIT_WRITE), the inheritable and ambient sets are
 //! empty (as in Docker since CVE-2022-24769), and a non-root user starts
-//! with none effective. no_new_privs is not set, so setuid programs work.
+//! with none effective. no_new_privs is not set unless asked for, so setuid
+//! programs work.
 //! Pid 1 keeps the caller's capabilities, which also keeps the command
 //! from ptracing it.
 //!
@@ -51,7 +52,11 @@
 //! vanishes with a tmpfs, and stays in a bind mount's source as with runc.
 //! Such a target must not contain `..` below the mount.
 //!
-//! Limits, for now: no seccomp filter; stubs are only reported with an
+//! seccomp: the command gets Docker's default profile, another profile or
+//! none ([`Security`]), installed just before its capabilities are dropped
+//! (see `seccomp.rs`).
+//!
+//! Limits, for now: stubs are only reported with an
 //! [`Outcome`] (on `Err` the caller discards the layer anyway); without
 //! root, the user namespace maps only the caller (to uid 0), so other
 //! users fail with a clear setup error.
@@ -67,6 +72,7 @@ mod mounts;
 pub mod overlay;
 mod path;
 mod probe;
+mod seccomp;
 pub mod user;
 
 use std::fmt;
@@ -81,6 +87,7 @@ use rustix::pipe::PipeFlags;
 
 pub use inplace::{InPlace, protected_paths};
 pub use probe::{Unavailable, probe};
+pub use seccomp::{Profile, Seccomp, SeccompError, Security};
 pub use user::UserError;
 
 /// What to run and how.
@@ -105,6 +112,8 @@ pub struct Spec {
     /// Called with each chunk of stdout/stderr as it arrives (lines when
     /// possible); the caller logs it.
     pub output: Output,
+    /// The command's seccomp filter and no_new_privs.
+    pub security: Security,
 }
 
 /// Receives the command's output, chunk by chunk.
@@ -122,6 +131,7 @@ impl fmt::Debug for Spec {
             .field("network", &self.network)
             .field("extra_hosts", &self.extra_hosts)
             .field("mounts", &self.mounts)
+            .field("security", &self.security)
             .finish_non_exhaustive()
     }
 }
@@ -243,6 +253,8 @@ pub enum SandboxError {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     #[error(
         "cannot enter a private mount namespace\nhint: call it first thing in main, while single-threaded, with CAP_SYS_ADMIN"
     )]
@@ -512,7 +524,8 @@ fn run_inner(spec: &Spec, switch: Option<&KillSwitch>) -> Result<Outcome> {
             source,
         })?;
     let rootless = !rustix::process::geteuid().is_root();
-    let prepared = mounts::prepare(spec, &root, scratch.path(), rootless)?;
+    let mut prepared = mounts::prepare(spec, &root, scratch.path(), rootless)?;
+    prepared.plan.seccomp = seccomp::for_namespaces(&spec.security, child::DEFAULT_CAPABILITIES)?;
     let stdin = File::open("/dev/null").map_err(|source| SandboxError::Prepare {
         what: "/dev/null".into(),
         source,
@@ -638,6 +651,7 @@ fn step_name(steps: &[String], step: u32, spec: &Spec) -> String {
         child::STEP_DEATHSIG => "setting the parent-death signal".into(),
         child::STEP_USER_MAPS => "writing the user namespace's uid and gid maps".into(),
         child::STEP_CAPABILITIES => "dropping capabilities".into(),
+        child::STEP_SECCOMP => "installing the seccomp filter".into(),
         _ => usize::try_from(step)
             .ok()
             .and_then(|index| steps.get(index))
