@@ -1,0 +1,203 @@
+//! seccomp for RUN, end to end: a RUN gets Docker's default profile (a call
+//! it refuses fails with EPERM), `--security-opt seccomp=unconfined` lifts
+//! it, `seccomp=PATH` replaces it with a Docker-format profile (a broken one
+//! is refused before any step runs, naming the file, line and column), and
+//! no_new_privs stays off unless `--security-opt no-new-privileges` asks for
+//! it, so a non-root `USER` still gets what a setgid program gives.
+
+use std::fs;
+use std::path::Path;
+
+use executor_e2e::{Project, Registry, RegistryKind, unpack};
+
+fn read(rootfs: &Path, path: &str) -> String {
+    fs::read_to_string(rootfs.join(path)).unwrap_or_else(|e| panic!("/{path} in the image: {e}"))
+}
+
+/// Builds `project` with `args`, pushes it as `seccomp/NAME:1` and unpacks
+/// it; returns the rootfs.
+fn build(registry: &Registry, project: &Project, name: &str, args: &[&str]) -> std::path::PathBuf {
+    let reference = registry.reference(&format!("seccomp/{name}:1"));
+    let mut all = vec!["-d", &reference, "--insecure-registry", &registry.host];
+    all.extend_from_slice(args);
+    project.ok(&all);
+    unpack(registry, &reference, &project.path(&format!("unpacked-{name}")))
+}
+
+/// The value of `field` in a `/proc/PID/status` text.
+fn status_field(status: &str, field: &str) -> String {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in {status:?}"))
+        .trim()
+        .to_owned()
+}
+
+/// What the RUN of [`probe`] records: its seccomp mode and no_new_privs,
+/// and what `unshare -U` (unshare(CLONE_NEWUSER), refused by the default
+/// profile without CAP_SYS_ADMIN) said.
+fn probe(base: &str) -> Project {
+    Project::new(
+        &format!(
+            "FROM {base}\n\
+             RUN cat /proc/self/status > /status; \
+                 if unshare -U true 2>/unshare.err; then echo allowed > /unshare; else echo refused > /unshare; fi\n"
+        ),
+        &[],
+    )
+}
+
+#[test]
+fn a_run_calling_what_the_default_profile_refuses_gets_eperm() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let base = registry.push_busybox();
+    let project = probe(&base);
+    let rootfs = build(&registry, &project, "default", &[]);
+    let status = read(&rootfs, "status");
+    assert_eq!(status_field(&status, "Seccomp"), "2", "a filter: {status}");
+    assert_eq!(status_field(&status, "NoNewPrivs"), "0");
+    assert_eq!(read(&rootfs, "unshare"), "refused\n");
+    let message = read(&rootfs, "unshare.err");
+    assert!(message.contains("Operation not permitted"), "{message}");
+
+    // The step's own failure says so too.
+    let failing = Project::new(&format!("FROM {base}\nRUN unshare -U true\n"), &[]);
+    let stderr = failing.fails(&["--no-push", "--insecure-registry", &registry.host]);
+    assert!(stderr.contains("Operation not permitted"), "{stderr}");
+    assert!(stderr.contains("exited with status 1"), "{stderr}");
+}
+
+#[test]
+fn unconfined_runs_without_the_filter() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let base = registry.push_busybox();
+    let project = probe(&base);
+    let rootfs = build(
+        &registry,
+        &project,
+        "unconfined",
+        &["--security-opt", "seccomp=unconfined"],
+    );
+    // The executor's own mode (a CI container may have a filter of its own).
+    let own = fs::read_to_string("/proc/self/status").unwrap();
+    let status = read(&rootfs, "status");
+    assert_eq!(
+        status_field(&status, "Seccomp"),
+        status_field(&own, "Seccomp")
+    );
+    assert_eq!(
+        status_field(&status, "Seccomp_filters"),
+        status_field(&own, "Seccomp_filters"),
+        "no filter added"
+    );
+    // unshare(CLONE_NEWUSER) reaches the kernel, which allows it here
+    // unless the machine forbids user namespaces to this process too.
+    if status_field(&own, "Seccomp") == "0" {
+        assert_eq!(
+            read(&rootfs, "unshare"),
+            "allowed\n",
+            "{}",
+            read(&rootfs, "unshare.err")
+        );
+    }
+}
+
+#[test]
+fn a_profile_file_replaces_the_default_one() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let base = registry.push_busybox();
+    let project = Project::new(
+        &format!(
+            "FROM {base}\n\
+             RUN if mkdir /made 2>/mkdir.err; then echo allowed; else echo refused; fi > /mkdir; \
+                 if unshare -U true 2>/dev/null; then echo allowed; else echo refused; fi > /unshare\n"
+        ),
+        &[],
+    );
+    // Everything allowed but mkdir, which fails with EACCES.
+    let profile = project.path("profile.json");
+    fs::write(
+        &profile,
+        r#"{
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [
+                {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}
+            ]
+        }"#,
+    )
+    .unwrap();
+    let option = format!("seccomp={}", profile.display());
+    let rootfs = build(&registry, &project, "profile", &["--security-opt", &option]);
+    assert_eq!(read(&rootfs, "mkdir"), "refused\n");
+    assert!(
+        read(&rootfs, "mkdir.err").contains("Permission denied"),
+        "{}",
+        read(&rootfs, "mkdir.err")
+    );
+    assert!(!rootfs.join("made").exists());
+
+    // A profile that is no JSON: refused before anything runs.
+    fs::write(&profile, "{\n  \"defaultAction\": \"SCMP_ACT_ERRNO\",\n  oops\n}\n").unwrap();
+    let stderr = project.fails(&["--no-push", "--security-opt", &option]);
+    assert!(
+        stderr.contains(&format!("invalid seccomp profile {}", profile.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("line 3 column 3"), "{stderr}");
+    // One the executor cannot honour: the reason.
+    fs::write(&profile, r#"{"defaultAction": "SCMP_ACT_NOTIFY"}"#).unwrap();
+    let stderr = project.fails(&["--no-push", "--security-opt", &option]);
+    assert!(stderr.contains("SCMP_ACT_NOTIFY needs a listener"), "{stderr}");
+    // And an option that is none of buildah's.
+    let stderr = project.fails(&["--no-push", "--security-opt", "apparmor=unconfined"]);
+    assert!(
+        stderr.contains("invalid --security-opt \"apparmor=unconfined\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn setgid_programs_work_for_a_non_root_user_unless_no_new_privileges() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let base = registry.push_debian();
+    // chage is setgid shadow: `chage -l` of one's own account reads
+    // /etc/shadow, which only root and the shadow group can.
+    let project = Project::new(
+        &format!(
+            "FROM {base}\n\
+             RUN useradd --create-home builder\n\
+             USER builder\n\
+             RUN cat /proc/self/status > /home/builder/status; \
+                 if chage -l builder > /home/builder/chage 2>&1; then echo ok; else echo failed; fi > /home/builder/result\n"
+        ),
+        &[],
+    );
+    let rootfs = build(&registry, &project, "setgid", &[]);
+    let status = read(&rootfs, "home/builder/status");
+    assert_eq!(status_field(&status, "Seccomp"), "2");
+    assert_eq!(status_field(&status, "NoNewPrivs"), "0");
+    assert_eq!(
+        read(&rootfs, "home/builder/result"),
+        "ok\n",
+        "{}",
+        read(&rootfs, "home/builder/chage")
+    );
+    assert!(read(&rootfs, "home/builder/chage").contains("Password expires"));
+
+    let rootfs = build(
+        &registry,
+        &project,
+        "no-new-privileges",
+        &["--security-opt", "no-new-privileges"],
+    );
+    let status = read(&rootfs, "home/builder/status");
+    assert_eq!(status_field(&status, "NoNewPrivs"), "1");
+    assert_eq!(status_field(&status, "Seccomp"), "2");
+    assert_eq!(
+        read(&rootfs, "home/builder/result"),
+        "failed\n",
+        "{}",
+        read(&rootfs, "home/builder/chage")
+    );
+}
