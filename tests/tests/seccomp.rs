@@ -21,7 +21,11 @@ fn build(registry: &Registry, project: &Project, name: &str, args: &[&str]) -> s
     let mut all = vec!["-d", &reference, "--insecure-registry", &registry.host];
     all.extend_from_slice(args);
     project.ok(&all);
-    unpack(registry, &reference, &project.path(&format!("unpacked-{name}")))
+    unpack(
+        registry,
+        &reference,
+        &project.path(&format!("unpacked-{name}")),
+    )
 }
 
 /// The value of `field` in a `/proc/PID/status` text.
@@ -138,7 +142,11 @@ fn a_profile_file_replaces_the_default_one() {
     assert!(!rootfs.join("made").exists());
 
     // A profile that is no JSON: refused before anything runs.
-    fs::write(&profile, "{\n  \"defaultAction\": \"SCMP_ACT_ERRNO\",\n  oops\n}\n").unwrap();
+    fs::write(
+        &profile,
+        "{\n  \"defaultAction\": \"SCMP_ACT_ERRNO\",\n  oops\n}\n",
+    )
+    .unwrap();
     let stderr = project.fails(&["--no-push", "--security-opt", &option]);
     assert!(
         stderr.contains(&format!("invalid seccomp profile {}", profile.display())),
@@ -148,7 +156,10 @@ fn a_profile_file_replaces_the_default_one() {
     // One the executor cannot honour: the reason.
     fs::write(&profile, r#"{"defaultAction": "SCMP_ACT_NOTIFY"}"#).unwrap();
     let stderr = project.fails(&["--no-push", "--security-opt", &option]);
-    assert!(stderr.contains("SCMP_ACT_NOTIFY needs a listener"), "{stderr}");
+    assert!(
+        stderr.contains("SCMP_ACT_NOTIFY needs a listener"),
+        "{stderr}"
+    );
     // And an option that is none of buildah's.
     let stderr = project.fails(&["--no-push", "--security-opt", "apparmor=unconfined"]);
     assert!(

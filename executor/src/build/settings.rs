@@ -197,3 +197,69 @@ pub fn source_date_epoch(
         None => Ok(reproducible.then_some(0)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_options_read_as_buildah_takes_them() {
+        let parse = |values: &[&str]| SecurityOptions::parse(values);
+        assert_eq!(parse(&[]), Ok(SecurityOptions::default()));
+        assert_eq!(
+            parse(&["seccomp=unconfined", "no-new-privileges"]),
+            Ok(SecurityOptions {
+                seccomp: SeccompOption::Unconfined,
+                no_new_privileges: true,
+            })
+        );
+        assert_eq!(
+            parse(&["seccomp=/etc/profile.json", "no-new-privileges:true"]),
+            Ok(SecurityOptions {
+                seccomp: SeccompOption::Profile("/etc/profile.json".into()),
+                no_new_privileges: true,
+            })
+        );
+        assert_eq!(
+            parse(&["no-new-privileges", "no-new-privileges=false"]),
+            Ok(SecurityOptions::default())
+        );
+        for wrong in [
+            "seccomp",
+            "seccomp=",
+            "label=disable",
+            "no-new-privileges=yes",
+        ] {
+            let message = parse(&[wrong]).unwrap_err();
+            assert!(
+                message.starts_with(&format!("invalid --security-opt {wrong:?}\nhint: ")),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_profile_option_is_read_when_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("profile.json");
+        std::fs::write(&path, r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#).unwrap();
+        let options = SecurityOptions {
+            seccomp: SeccompOption::Profile(path.clone()),
+            no_new_privileges: false,
+        };
+        assert!(matches!(
+            options.resolve().unwrap().seccomp,
+            Seccomp::Profile(_)
+        ));
+        std::fs::remove_file(&path).unwrap();
+        let err = options.resolve().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("cannot read the seccomp profile {}", path.display())
+        );
+        assert_eq!(
+            SecurityOptions::default().resolve().unwrap(),
+            Security::default()
+        );
+    }
+}
