@@ -34,12 +34,12 @@
 //! With Docker's default capabilities this refuses, among others, `mount`,
 //! `unshare`, `setns`, `clone` with namespace flags (and `clone3`, ENOSYS),
 //! `keyctl`, `add_key`, `syslog`, `acct`, `swapon`, `reboot`, `bpf`,
-//! `ptrace` of other processes below kernel 4.8 and `socket(AF_VSOCK)`.
+//! `ptrace` (below kernel 4.8) and `socket(AF_VSOCK)`.
 //!
-//! The programs are assembled here from `seccompiler`'s compiled argument
-//! conditions (the 64-bit comparisons in 32-bit BPF): its own filter type
-//! has one match action for every rule and no sub-architectures, which
-//! Docker's profile needs. The syscall numbers come from the `syscalls`
+//! The programs are assembled in `seccomp/bpf.rs` from `seccompiler`'s
+//! compiled argument conditions (the 64-bit comparisons in 32-bit BPF): its
+//! own filter type has one match action for every rule and no
+//! sub-architectures, which Docker's profile needs. The syscall numbers come from the `syscalls`
 //! crate's tables. Architectures: x86_64 (with x86), aarch64 (with arm)
 //! and riscv64, the little-endian ones both crates cover; elsewhere the
 //! default profile is skipped with a warning and a profile file refused.
