@@ -3,12 +3,14 @@
 //! it, `seccomp=PATH` replaces it with a Docker-format profile (a broken one
 //! is refused before any step runs, naming the file, line and column), and
 //! no_new_privs stays off unless `--security-opt no-new-privileges` asks for
-//! it, so a non-root `USER` still gets what a setgid program gives.
+//! it, so a non-root `USER` still gets what a setgid program gives. In
+//! place, in a pod whose runtime set no_new_privs and a filter of its own,
+//! the executor's filter is added to the runtime's.
 
 use std::fs;
 use std::path::Path;
 
-use executor_e2e::{Project, Registry, RegistryKind, unpack};
+use executor_e2e::{Pod, PodImage, Project, Registry, RegistryKind, unpack, unpack_layout};
 
 fn read(rootfs: &Path, path: &str) -> String {
     fs::read_to_string(rootfs.join(path)).unwrap_or_else(|e| panic!("/{path} in the image: {e}"))
@@ -211,4 +213,72 @@ fn setgid_programs_work_for_a_non_root_user_unless_no_new_privileges() {
         "{}",
         read(&rootfs, "home/builder/chage")
     );
+}
+
+#[test]
+fn in_place_in_a_pod_with_no_new_privs_the_filter_is_added_to_the_runtimes() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let base = registry.push_busybox();
+    let image = PodImage::executor();
+    let project = Project::new(
+        &format!("FROM {base}\nRUN cat /proc/self/status > /status\n"),
+        &[],
+    );
+    let pod = Pod {
+        image: &image,
+        overlay: true,
+        volumes: vec![project.dir.path().to_path_buf()],
+        env: Vec::new(),
+    };
+    let build = |layout: &str, extra: &[&str]| {
+        let mut argv: Vec<String> = [
+            "/kaniko/executor",
+            "build",
+            "--context",
+            &project.context().display().to_string(),
+            "--cache-dir",
+            &project.cache().display().to_string(),
+            "--no-push",
+            "--destination",
+            "example.test/seccomp:1",
+            "--oci-layout-path",
+            &project.arg(layout),
+            "--insecure-registry",
+            &registry.host,
+        ]
+        .iter()
+        .map(|a| (*a).to_string())
+        .collect();
+        argv.extend(extra.iter().map(|a| (*a).to_string()));
+        argv
+    };
+    let run = pod.run(&[
+        build("layout-default", &[]),
+        build(
+            "layout-unconfined",
+            &["--security-opt", "seccomp=unconfined"],
+        ),
+    ]);
+    assert_eq!(run.statuses, [0, 0], "{}", run.stderr);
+    assert!(
+        run.stderr.contains("RUN steps run in place"),
+        "{}",
+        run.stderr
+    );
+    let status = |layout: &str| {
+        let rootfs = unpack_layout(
+            &project.path(layout),
+            "example.test/seccomp:1",
+            &project.path(&format!("unpacked-{layout}")),
+        );
+        read(&rootfs, "status")
+    };
+    // The runtime's filters, then ours on top of them.
+    let filters =
+        |status: &str| -> u32 { status_field(status, "Seccomp_filters").parse().unwrap() };
+    let default = status("layout-default");
+    let unconfined = status("layout-unconfined");
+    assert_eq!(status_field(&default, "NoNewPrivs"), "1");
+    assert!(filters(&unconfined) >= 1, "the pod's own: {unconfined}");
+    assert_eq!(filters(&default), filters(&unconfined) + 1, "{default}");
 }
