@@ -651,7 +651,7 @@ fn step_name(steps: &[String], step: u32, spec: &Spec) -> String {
         child::STEP_DEATHSIG => "setting the parent-death signal".into(),
         child::STEP_USER_MAPS => "writing the user namespace's uid and gid maps".into(),
         child::STEP_CAPABILITIES => "dropping capabilities".into(),
-        child::STEP_SECCOMP => "installing the seccomp filter".into(),
+        child::STEP_SECCOMP => "installing the seccomp filter\nhint: a kernel without seccomp filters, or a runtime's profile refusing seccomp(2), needs --security-opt seccomp=unconfined".into(),
         _ => usize::try_from(step)
             .ok()
             .and_then(|index| steps.get(index))
