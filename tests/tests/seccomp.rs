@@ -5,12 +5,15 @@
 //! no_new_privs stays off unless `--security-opt no-new-privileges` asks for
 //! it, so a non-root `USER` still gets what a setgid program gives. In
 //! place, in a pod whose runtime set no_new_privs and a filter of its own,
-//! the executor's filter is added to the runtime's.
+//! the executor's filter is added to the runtime's. `executor run` gives its
+//! script jobs the same filter and takes the same `--security-opt`.
 
 use std::fs;
 use std::path::Path;
 
-use executor_e2e::{Pod, PodImage, Project, Registry, RegistryKind, unpack, unpack_layout};
+use executor_e2e::{
+    Pod, PodImage, Project, Registry, RegistryKind, executor_bin, git_repo, unpack, unpack_layout,
+};
 
 fn read(rootfs: &Path, path: &str) -> String {
     fs::read_to_string(rootfs.join(path)).unwrap_or_else(|e| panic!("/{path} in the image: {e}"))
@@ -281,4 +284,54 @@ fn in_place_in_a_pod_with_no_new_privs_the_filter_is_added_to_the_runtimes() {
     assert_eq!(status_field(&default, "NoNewPrivs"), "1");
     assert!(filters(&unconfined) >= 1, "the pod's own: {unconfined}");
     assert_eq!(filters(&default), filters(&unconfined) + 1, "{default}");
+}
+
+#[test]
+fn script_jobs_get_the_filter_and_executor_run_takes_security_opt() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let base = registry.push_busybox();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    git_repo(
+        &repo,
+        &[(
+            "pipeline.yaml",
+            &format!(
+                "version: 1\njobs:\n  probe:\n    image: {base}\n    script: [unshare -U true]\n"
+            ),
+        )],
+    );
+    let store = dir.path().join("store").display().to_string();
+    let run = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(executor_bin());
+        cmd.current_dir(&repo)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .args([
+                "run",
+                "--cache-dir",
+                &store,
+                "--insecure-registry",
+                &registry.host,
+            ])
+            .args(extra);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("EXECUTOR_") {
+                cmd.env_remove(name);
+            }
+        }
+        let output = cmd.output().expect("executor runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.code(), text)
+    };
+    let (code, text) = run(&[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("Operation not permitted"), "{text}");
+    let (code, text) = run(&["--security-opt", "seccomp=unconfined"]);
+    assert_eq!(code, Some(0), "{text}");
 }

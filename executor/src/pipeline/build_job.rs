@@ -45,6 +45,8 @@ pub struct Machine<'a> {
     /// The platform built for when the job names none.
     pub platform: &'a Platform,
     pub registry: &'a RegistryOptions,
+    /// RUN steps' seccomp profile and no_new_privs.
+    pub security: &'a SecurityOptions,
 }
 
 /// A `build:` value that does not make a build, once expanded.
@@ -208,7 +210,7 @@ pub fn settings(
         // Never in place: `executor run` shares its root with other jobs.
         isolation: IsolationMode::Namespace,
         force: false,
-        security: SecurityOptions::default(),
+        security: machine.security.clone(),
         source_date_epoch,
         metrics_file: None,
         cache_mount_max_size: None,
@@ -359,6 +361,7 @@ impl RunContext<'_> {
             store: self.store.root(),
             platform: &self.options.platform,
             registry: &self.options.registry,
+            security: &self.options.security,
         };
         let mut settings = settings(
             &job.name,
@@ -493,6 +496,7 @@ mod tests {
             store: Path::new("/store"),
             platform: &host,
             registry: &registry,
+            security: &SecurityOptions::default(),
         };
         let settings = settings(
             "image",
@@ -627,6 +631,7 @@ mod tests {
             store: Path::new("/store"),
             platform: &host,
             registry: &registry,
+            security: &SecurityOptions::default(),
         };
         let vars = vec![("BAD".to_owned(), "Not A Reference".to_owned())];
         let error = |b: &Build| {
