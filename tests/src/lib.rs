@@ -37,18 +37,20 @@ mod pod;
 mod postgres;
 mod project;
 mod serve;
+mod users;
 
 pub use cache::{CacheEntry, LogMark, Metrics, Request, layout_cache_entries};
 pub use debian::{DEFAULT_PATH, debian_layout, debian_tarball};
 pub use fault::{Fault, FaultProxy, Mode};
 pub use image::{Node, PulledImage, pull_image, tree};
 pub use leftovers::{Leftovers, processes_with};
-pub use pod::{Pod, PodImage, PodRun, build_image};
+pub use pod::{Pod, PodImage, PodRun, RunningPod, build_image};
 pub use postgres::postgres_database;
 pub use project::{
     Project, fails, ok, raw_manifest, unpack, unpack_docker_archive, unpack_layout, wrapped,
 };
 pub use serve::{GitDaemon, GitHttpServer, HttpServer, git, git_commit, git_repo};
+pub use users::{SUBID_FILES, TestUser, executor_for_anyone, open_dir};
 
 /// How a test registry authenticates and serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

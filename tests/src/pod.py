@@ -5,11 +5,13 @@
 # "overlay": false, a plain bind: a root with no sign of a container),
 # /proc, a read-only /sys, a tmpfs /dev with the usual nodes, the runtime's
 # /etc/hosts, /etc/resolv.conf and /etc/hostname, the volumes bound at
-# their own paths, then pivot_root. Each command then runs, one after the
+# their own paths (or, given as [source, target], at target), then
+# pivot_root. SIGTERM to this process goes to the command running, as a
+# runtime stops a pod; the pod dies with this process. Each command then runs, one after the
 # other, as root with Docker's default capabilities only, no_new_privs,
 # and a seccomp filter refusing what containerd's RuntimeDefault refuses
 # a container without CAP_SYS_ADMIN. The exit statuses go to a JSON file.
-import ctypes, json, os, sys
+import ctypes, json, os, signal, sys
 
 cfg = json.loads(sys.argv[1])
 libc = ctypes.CDLL(None, use_errno=True)
@@ -36,8 +38,12 @@ CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID = 0x20000, 0x4000000, 0x80
 check(libc.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID), "unshare")
 init = os.fork()
 if init != 0:
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(init, signal.SIGTERM))
     _, status = os.waitpid(init, 0)
     sys.exit(os.waitstatus_to_exitcode(status))
+check(libc.prctl(1, signal.SIGKILL, 0, 0, 0), "PR_SET_PDEATHSIG")
+running = []
+signal.signal(signal.SIGTERM, lambda *_: [os.kill(pid, signal.SIGTERM) for pid in running])
 
 # Pid 1 of the pod.
 mount(None, "/", None, MS_REC | MS_PRIVATE)
@@ -64,8 +70,9 @@ mount("shm", root + "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode
 for name, source in cfg["etc"].items():
     mount(source, root + "/etc/" + name, None, MS_BIND)
 for volume in cfg["volumes"]:
-    os.makedirs(root + volume, exist_ok=True)
-    mount(volume, root + volume, None, MS_BIND | MS_REC)
+    source, target = (volume, volume) if isinstance(volume, str) else volume
+    os.makedirs(root + target, exist_ok=True)
+    mount(source, root + target, None, MS_BIND | MS_REC)
 os.chdir(root)
 check(libc.syscall(155, b".", b"."), "pivot_root")  # pivot_root(".", ".")
 check(libc.umount2(b".", 2), "detaching the old root")  # MNT_DETACH
@@ -126,6 +133,7 @@ for argv in cfg["commands"]:
         check(libc.prctl(22, 2, ctypes.byref(prog), 0, 0), "seccomp")
         os.chdir(cfg.get("cwd", "/"))
         os.execve(argv[0], argv, cfg["env"])
+    running[:] = [pid]
     _, status = os.waitpid(pid, 0)
     statuses.append(os.waitstatus_to_exitcode(status))
 with open(cfg["statuses"], "w") as f:

@@ -2,7 +2,9 @@
 //! pod, for the in-place tests: [`PodImage`] is the executor image
 //! (`examples/image/build.sh` with this workspace's binary, unpacked with
 //! umoci), and
-//! [`Pod::run`] starts a container of it through `pod.py` (fresh mount,
+//! [`Pod::run`] (or, in the background, [`Pod::spawn`], stopped with
+//! SIGTERM as a runtime stops a pod) starts a container of it through
+//! `pod.py` (fresh mount,
 //! PID, UTS and IPC namespaces, an overlay root whose upper directory the
 //! test can read afterwards, `pivot_root`, Docker's default capabilities,
 //! `no_new_privs`, containerd's RuntimeDefault seccomp refusals) and runs
@@ -141,6 +143,49 @@ impl Pod<'_> {
     /// Runs `commands` (absolute programs) in one fresh container.
     #[must_use]
     pub fn run(&self, commands: &[Vec<String>]) -> PodRun {
+        let (dir, config) = self.config(&[], "/", commands);
+        let output = Command::new("python3")
+            .args(["-c", SCRIPT, &config.to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .expect("python3 runs");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "the pod failed: {stderr}");
+        PodRun::of(dir, stderr)
+    }
+
+    /// Starts `command` in one fresh container in `cwd`, with `mounts`
+    /// (host path, path in the container) besides the volumes, as a
+    /// runtime starts a pod's container; [`RunningPod`] stops it.
+    #[must_use]
+    pub fn spawn(
+        &self,
+        mounts: &[(PathBuf, String)],
+        cwd: &str,
+        command: Vec<String>,
+    ) -> RunningPod {
+        let (dir, config) = self.config(mounts, cwd, &[command]);
+        let stderr = fs::File::create(dir.path().join("stderr")).expect("the pod's stderr file");
+        let child = Command::new("python3")
+            .args(["-c", SCRIPT, &config.to_string()])
+            .stdin(Stdio::null())
+            .stdout(stderr.try_clone().expect("the pod's stderr file"))
+            .stderr(stderr)
+            .spawn()
+            .expect("python3 runs");
+        RunningPod {
+            child,
+            dir: Some(dir),
+        }
+    }
+
+    /// The pod's directory and the configuration of `pod.py`.
+    fn config(
+        &self,
+        mounts: &[(PathBuf, String)],
+        cwd: &str,
+        commands: &[Vec<String>],
+    ) -> (tempfile::TempDir, serde_json::Value) {
         let dir = tempfile::Builder::new()
             .prefix("executor-pod-")
             .tempdir()
@@ -161,13 +206,15 @@ impl Pod<'_> {
         for (k, v) in &self.env {
             env.insert(k.clone(), v.clone().into());
         }
-        let mut volumes: Vec<String> = self
+        let mut volumes: Vec<serde_json::Value> = self
             .volumes
             .iter()
-            .map(|v| v.display().to_string())
+            .map(|v| v.display().to_string().into())
             .collect();
-        volumes.push(out.display().to_string());
-        let statuses = out.join("statuses.json");
+        volumes.push(out.display().to_string().into());
+        for (source, target) in mounts {
+            volumes.push(serde_json::json!([source, target]));
+        }
         let config = serde_json::json!({
             "image": self.image.path(),
             "overlay": self.overlay,
@@ -181,23 +228,74 @@ impl Pod<'_> {
             },
             "volumes": volumes,
             "env": env,
+            "cwd": cwd,
             "commands": commands,
-            "statuses": statuses,
+            "statuses": out.join("statuses.json"),
         });
-        let output = Command::new("python3")
-            .args(["-c", SCRIPT, &config.to_string()])
-            .stdin(Stdio::null())
-            .output()
-            .expect("python3 runs");
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert!(output.status.success(), "the pod failed: {stderr}");
-        let statuses: Vec<i32> =
-            serde_json::from_slice(&fs::read(&statuses).expect("the pod's statuses")).unwrap();
-        PodRun {
+        (dir, config)
+    }
+}
+
+impl PodRun {
+    fn of(dir: tempfile::TempDir, stderr: String) -> Self {
+        let statuses: Vec<i32> = serde_json::from_slice(
+            &fs::read(dir.path().join("out/statuses.json")).expect("the pod's statuses"),
+        )
+        .unwrap();
+        Self {
             statuses,
             stderr,
             upper: dir.path().join("upper"),
             _dir: dir,
         }
+    }
+}
+
+/// A container started by [`Pod::spawn`]; dropped, it is killed with all
+/// it started.
+pub struct RunningPod {
+    child: std::process::Child,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl RunningPod {
+    /// SIGTERM to the container's command, as a runtime stops a pod.
+    pub fn terminate(&self) {
+        let pid = rustix::process::Pid::from_raw(i32::try_from(self.child.id()).expect("a pid"))
+            .expect("a pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+            .expect("SIGTERM to the pod");
+    }
+
+    /// Whether the container has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Waits until the container exits; what it did.
+    #[must_use]
+    pub fn wait(mut self) -> PodRun {
+        let status = self.child.wait().expect("the pod's runtime");
+        let dir = self.dir.take().expect("the pod's directory");
+        let stderr = fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
+        assert!(status.success(), "the pod failed: {stderr}");
+        PodRun::of(dir, stderr)
+    }
+
+    /// What the container wrote so far.
+    #[must_use]
+    pub fn output(&self) -> String {
+        self.dir
+            .as_ref()
+            .and_then(|d| fs::read_to_string(d.path().join("stderr")).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for RunningPod {
+    fn drop(&mut self) {
+        // The pod's init dies with its parent (PR_SET_PDEATHSIG).
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

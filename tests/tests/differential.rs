@@ -41,7 +41,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use executor_e2e::{Pod, PodImage, Registry, RegistryKind, executor_bin};
+use executor_e2e::{
+    Pod, PodImage, Registry, RegistryKind, TestUser, executor_bin, executor_for_anyone, open_dir,
+};
 use serde_json::{Map, Value};
 
 /// The placeholder for the busybox base image's reference in a case's
@@ -257,6 +259,9 @@ fn run(cmd: &mut Command, what: &str) -> Result<String, String> {
 struct Bench {
     /// Where executor builds runs in a pod: its image.
     pod: Option<PodImage>,
+    /// Where executor builds without root: the user, with a subordinate
+    /// range, and the binary it runs.
+    user: Option<(TestUser, PathBuf)>,
     registry: Registry,
     busybox: String,
     blob_url: String,
@@ -287,8 +292,13 @@ impl Bench {
             "unqualified-search-registries = []\n",
         )
         .unwrap();
+        let user = (place == Where::Rootless).then(|| {
+            open_dir(dir.path());
+            (TestUser::new(true), executor_for_anyone(dir.path()))
+        });
         Self {
             pod: (place == Where::Pod).then(PodImage::executor),
+            user,
             registry,
             busybox,
             blob_url,
@@ -376,11 +386,15 @@ impl Bench {
         if let Some(target) = case.target {
             cmd.args(["--target", target]);
         }
-        match &self.pod {
-            None => {
+        match (&self.pod, &self.user) {
+            (Some(image), _) => self.run_in_pod(image, &cmd, &dir, &what)?,
+            (None, Some((user, bin))) => {
+                user.give(&dir);
+                run(&mut user.executor(bin, &cmd, &dir), &what)?;
+            }
+            (None, None) => {
                 run(&mut cmd, &what)?;
             }
-            Some(image) => self.run_in_pod(image, &cmd, &dir, &what)?,
         }
         let config = layout_config(&layout);
         let mut compared = pick(&config["config"]);
@@ -800,11 +814,13 @@ fn differences(executor: &Built, buildah: &Built) -> String {
 }
 
 /// Where executor builds: on this machine (namespaces), or in a default
-/// pod (in place, see `in_place.rs`).
+/// pod (in place, see `in_place.rs`), or on this machine as a user without
+/// root that has a subordinate id range (`rootless.rs` of the sandbox).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Where {
     Host,
     Pod,
+    Rootless,
 }
 
 /// Builds every case with both tools and fails with every difference.
@@ -1927,12 +1943,29 @@ fn debian_images() {
 /// and the images must agree with buildah's as the namespace builds do.
 #[test]
 fn run_cases_in_a_default_pod() {
-    let cases: Vec<Case> = [RUN_COMMANDS, RUN_FILESYSTEM, RUN_MOUNTS]
+    compare(&run_cases(), Where::Pod);
+}
+
+/// The RUN cases again, executor building as a user without root that has
+/// a subordinate id range in /etc/subuid and /etc/subgid: the build runs
+/// as root of a user namespace mapping that range, so USER, chown and the
+/// base's owners keep the image's own ids, and the images must agree with
+/// buildah's as the root builds do. buildah runs as root here, as in every
+/// case: rootless buildah 1.28 needs a user session (XDG_RUNTIME_DIR) and
+/// its own storage configuration, and root's is the reference the other
+/// places are held to.
+#[test]
+fn run_cases_without_root() {
+    compare(&run_cases(), Where::Rootless);
+}
+
+/// Every RUN case (commands, file system changes, mounts).
+fn run_cases() -> Vec<Case> {
+    [RUN_COMMANDS, RUN_FILESYSTEM, RUN_MOUNTS]
         .iter()
         .flat_map(|cases| cases.iter())
         .map(|case| Case { ..*case })
-        .collect();
-    compare(&cases, Where::Pod);
+        .collect()
 }
 
 #[test]

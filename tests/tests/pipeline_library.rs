@@ -65,6 +65,7 @@ fn options(repo: &Path, store: &Path, registry: &Registry) -> RunOptions {
         secrets: None,
         allow_push: true,
         security: executor::build::SecurityOptions::default(),
+        isolation: executor::build::IsolationMode::Namespace,
     }
 }
 

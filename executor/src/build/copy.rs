@@ -33,6 +33,17 @@ pub enum CopyError {
         #[source]
         source: io::Error,
     },
+    /// An owner the user namespace of a build without root does not map:
+    /// see [`crate::sandbox::rootless`].
+    #[error("cannot give {} the owner {uid}:{gid}\n{hint}", path.display())]
+    Unmapped {
+        path: PathBuf,
+        uid: u32,
+        gid: u32,
+        hint: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("source {} leaves its root through a symlink", path.display())]
     Escape { path: PathBuf },
     #[error("cannot copy a directory onto the file {dest} of the image")]
@@ -425,12 +436,26 @@ impl Copier<'_> {
 /// root, files can only be the caller's, and the caller stands for root:
 /// RUN's user namespace maps it to root and layers are written with its
 /// files as root's. So root's files are left the caller's; another owner
-/// is an error (it needs root).
+/// is an error (it needs root, or a subordinate range: see
+/// [`crate::sandbox::rootless`]).
 fn set_owner(path: &Path, uid: u32, gid: u32) -> Result<()> {
-    if (uid, gid) == (0, 0) && !rustix::process::geteuid().is_root() {
+    let root = rustix::process::geteuid().is_root();
+    if (uid, gid) == (0, 0) && !root {
         return Ok(());
     }
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io_err(path))
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|source| {
+        let unmapped = matches!(source.raw_os_error(), Some(libc::EINVAL | libc::EPERM));
+        match crate::sandbox::rootless::unmapped_hint().filter(|_| unmapped) {
+            Some(hint) => CopyError::Unmapped {
+                path: path.to_path_buf(),
+                uid,
+                gid,
+                hint,
+                source,
+            },
+            None => io_err(path)(source),
+        }
+    })
 }
 
 /// Copies owner, mode and times from `meta` onto `path` (not following a

@@ -362,6 +362,16 @@ pub enum IsolationArg {
     InPlace,
 }
 
+impl From<IsolationArg> for IsolationMode {
+    fn from(arg: IsolationArg) -> Self {
+        match arg {
+            IsolationArg::Auto => Self::Auto,
+            IsolationArg::Namespace => Self::Namespace,
+            IsolationArg::InPlace => Self::InPlace,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Compression {
     #[default]
@@ -478,11 +488,7 @@ impl BuildArgs {
                 }
             },
             single_snapshot: self.single_snapshot,
-            isolation: match self.isolation {
-                IsolationArg::Auto => IsolationMode::Auto,
-                IsolationArg::Namespace => IsolationMode::Namespace,
-                IsolationArg::InPlace => IsolationMode::InPlace,
-            },
+            isolation: self.isolation.into(),
             force: self.force,
             security: SecurityOptions::parse(&self.security_opts).map_err(anyhow::Error::msg)?,
             ignore_paths: self
@@ -600,6 +606,11 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<std::process::ExitCode> {
         }
         None => args.settings()?,
     };
+    // Without root: the build runs again as root of a user namespace of the
+    // caller's subordinate ids, when it has some (this process waits).
+    if let Some(status) = executor::sandbox::reexec_in_user_namespace()? {
+        return Ok(status);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

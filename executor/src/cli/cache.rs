@@ -73,6 +73,11 @@ pub struct WarmArgs {
 }
 
 pub fn run(args: &CacheArgs) -> anyhow::Result<std::process::ExitCode> {
+    // Without root, in the user namespace builds use (`executor build`):
+    // the store's files are owned by its ids.
+    if let Some(status) = executor::sandbox::reexec_in_user_namespace()? {
+        return Ok(status);
+    }
     match &args.command {
         CacheCommand::Warm(warm) => run_warm(warm),
         CacheCommand::Prune(prune) => run_prune(prune),

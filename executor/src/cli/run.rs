@@ -153,6 +153,8 @@ impl RunArgs {
             secrets: None,
             allow_push: true,
             security: SecurityOptions::parse(&self.security_opts).map_err(anyhow::Error::msg)?,
+            // Jobs run at once in this machine's root: never in place.
+            isolation: executor::build::IsolationMode::Namespace,
         })
     }
 }

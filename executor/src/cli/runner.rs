@@ -17,7 +17,7 @@ use executor::server::config::Secret;
 use executor::server::runner::http::HttpCoordinator;
 use executor::server::runner::{Machine, Worker, WorkerConfig};
 
-use super::build::default_cache_dir;
+use super::build::{IsolationArg, default_cache_dir};
 
 #[derive(Debug, Args)]
 pub struct RunnerArgs {
@@ -57,6 +57,13 @@ pub struct RunnerArgs {
     /// Seconds runs in progress may go on after SIGTERM
     #[arg(long, default_value_t = 300)]
     pub grace: u64,
+
+    /// How build jobs isolate RUN steps: `namespace` (fresh namespaces,
+    /// several jobs at once); `in-place` (this container's own root, for a
+    /// pod that grants nothing: needs --concurrency 1 and --jobs 1);
+    /// `auto`: namespaces where they can be made, else in place
+    #[arg(long, env = "EXECUTOR_RUNNER_ISOLATION", default_value = "namespace")]
+    pub isolation: IsolationArg,
 }
 
 pub fn run(args: &RunnerArgs) -> anyhow::Result<ExitCode> {
@@ -84,7 +91,9 @@ pub fn run(args: &RunnerArgs) -> anyhow::Result<ExitCode> {
         jobs: args.jobs.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
         }),
+        isolation: args.isolation.into(),
     };
+    machine.check_isolation("--concurrency", args.concurrency)?;
     let id = format!(
         "{}-{}",
         rustix::system::uname().nodename().to_string_lossy(),

@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use clap::{ArgAction, Args};
 use tokio_util::sync::CancellationToken;
 
+use executor::build::IsolationMode;
 use executor::error_chain;
 use executor::server::config::{self, Config, Secret};
 use executor::server::runner::{Machine, Worker, WorkerConfig};
@@ -71,6 +72,7 @@ fn machine(config: &Config) -> anyhow::Result<Machine> {
         jobs: config.runner.jobs.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
         }),
+        isolation: config.runner.isolation.unwrap_or(IsolationMode::Namespace),
     })
 }
 
@@ -87,6 +89,11 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let machine = machine(&config)?;
+    if args.runners > 0 {
+        machine
+            .check_isolation("--runners", args.runners)
+            .with_context(|| format!("{}: [runner]", config.path.display()))?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -197,6 +197,178 @@ pub fn relink_copied_up(upper: &Path, lowers: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
+/// Hard-linked files of the lower layers copied up whole into a fresh
+/// upper directory before a step, for an overlay mounted without
+/// `index=on` (in a user namespace, where `userxattr` rules the index
+/// out). There overlayfs copies up only the name a step writes, which
+/// splits it from the file's other names: a RUN appending to `/f` would
+/// leave its link `/hl` with the old data. With every name such a file
+/// shows in the merged view already in the upper directory, linked to one
+/// copy, the step sees one file, as on any file system.
+/// [`LinkedCopies::drop_unchanged`] takes out, after the step, the copies it
+/// left as they were, so that they are no part of its layer.
+#[derive(Debug, Default)]
+pub struct LinkedCopies {
+    copies: Vec<LinkedCopy>,
+    /// The directories made in the upper directory for them, parents first,
+    /// with their modification time once every copy was in place.
+    dirs: Vec<(PathBuf, (i64, i64))>,
+}
+
+#[derive(Debug)]
+struct LinkedCopy {
+    /// The names (relative paths), the first one copied, the others linked.
+    names: Vec<PathBuf>,
+    /// The lower file's metadata: what "unchanged" is measured against.
+    lower: fs::Metadata,
+    /// The copy's inode.
+    ino: u64,
+}
+
+/// The groups of names of one lower layer's hard-linked regular files
+/// (see [`linked_files`]), kept per layer directory: extracted layers do
+/// not change.
+pub type LinkedNames = std::collections::HashMap<PathBuf, Vec<Vec<PathBuf>>>;
+
+impl LinkedCopies {
+    /// Copies into the empty `upper` every regular file of `lowers` that the
+    /// merged view shows under two names or more, with all those names
+    /// linked to the copy. `known` caches each layer's groups.
+    pub fn copy_up(upper: &Path, lowers: &[PathBuf], known: &mut LinkedNames) -> Result<Self> {
+        let mut this = Self::default();
+        for (index, lower) in lowers.iter().enumerate() {
+            if !known.contains_key(lower) {
+                let groups = linked_files(lower)?.into_values().collect();
+                known.insert(lower.clone(), groups);
+            }
+            for names in &known[lower] {
+                let names: Vec<PathBuf> = names
+                    .iter()
+                    .filter(|name| shows_through(name, index, upper, lowers))
+                    .cloned()
+                    .collect();
+                let Some(first) = names.first() else {
+                    continue;
+                };
+                if names.len() < 2 {
+                    continue;
+                }
+                for name in &names {
+                    for dir in make_parents(upper, name, lowers)? {
+                        this.dirs.push((dir, (0, 0)));
+                    }
+                }
+                let source = lower.join(first);
+                let lower_meta = fs::symlink_metadata(&source).map_err(io_at(&source))?;
+                let copy = upper.join(first);
+                copy_file(&source, &copy)?;
+                for name in &names[1..] {
+                    let link = upper.join(name);
+                    fs::hard_link(&copy, &link).map_err(io_at(&link))?;
+                }
+                let ino = fs::symlink_metadata(&copy).map_err(io_at(&copy))?.ino();
+                this.copies.push(LinkedCopy {
+                    names,
+                    lower: lower_meta,
+                    ino,
+                });
+            }
+        }
+        for (dir, mtime) in &mut this.dirs {
+            let path = upper.join(&*dir);
+            let meta = fs::symlink_metadata(&path).map_err(io_at(&path))?;
+            *mtime = (meta.mtime(), meta.mtime_nsec());
+        }
+        Ok(this)
+    }
+
+    /// After the step (the overlay unmounted): removes from `upper` each
+    /// copy the step left as it was (content, mode, owner and times of the
+    /// lower file, no name added), under every name still linked to it,
+    /// then the directories made for the copies that the step did not
+    /// touch: removed when left empty, given their times back otherwise.
+    pub fn drop_unchanged(self, upper: &Path, lowers: &[PathBuf]) -> Result<()> {
+        let mut untouched = Vec::new();
+        for (dir, mtime) in self.dirs.iter().rev() {
+            let path = upper.join(dir);
+            if fs::symlink_metadata(&path)
+                .is_ok_and(|meta| meta.is_dir() && (meta.mtime(), meta.mtime_nsec()) == *mtime)
+            {
+                untouched.push(dir);
+            }
+        }
+        for copy in self.copies {
+            let ours: Vec<PathBuf> = copy
+                .names
+                .iter()
+                .map(|name| upper.join(name))
+                .filter(|path| fs::symlink_metadata(path).is_ok_and(|m| m.ino() == copy.ino))
+                .collect();
+            let Some(first) = ours.first() else {
+                continue;
+            };
+            let now = fs::symlink_metadata(first).map_err(io_at(first))?;
+            let before = &copy.lower;
+            let unchanged = now.nlink() == ours.len() as u64
+                && now.len() == before.len()
+                && (now.mtime(), now.mtime_nsec()) == (before.mtime(), before.mtime_nsec())
+                && now.mode() == before.mode()
+                && (now.uid(), now.gid()) == (before.uid(), before.gid());
+            if unchanged {
+                for path in &ours {
+                    fs::remove_file(path).map_err(io_at(path))?;
+                }
+            }
+        }
+        // Deepest first (the list is parents first).
+        for dir in untouched {
+            let path = upper.join(dir);
+            let empty = fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
+            if empty && !is_opaque(&path) {
+                fs::remove_dir(&path).map_err(io_at(&path))?;
+            } else if let Some(meta) = lowers
+                .iter()
+                .rev()
+                .find_map(|l| fs::symlink_metadata(l.join(dir)).ok())
+            {
+                restore_times(&path, &meta)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Copies the regular file `from` to `to` (which must not exist) with its
+/// data, owner, mode, xattrs and times.
+fn copy_file(from: &Path, to: &Path) -> Result<()> {
+    let open_parent = |path: &Path| {
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        rustix::fs::open(
+            parent,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| io_at(parent)(e.into()))
+    };
+    let name = |path: &Path| {
+        path.file_name()
+            .map(|n| std::os::unix::ffi::OsStrExt::as_bytes(n).to_vec())
+            .unwrap_or_default()
+    };
+    let (src, dst) = (open_parent(from)?, open_parent(to)?);
+    let stat = rustix::fs::lstat(from).map_err(|e| io_at(from)(e.into()))?;
+    super::diff::copy_node_at(
+        std::os::fd::AsFd::as_fd(&src),
+        &name(from),
+        std::os::fd::AsFd::as_fd(&dst),
+        &name(to),
+        &stat,
+        from,
+        true,
+    )
+    .map_err(io_at(to))
+}
+
 /// The regular files of `dir` with several names, by inode.
 fn linked_files(dir: &Path) -> Result<std::collections::HashMap<u64, Vec<PathBuf>>> {
     let mut out: std::collections::HashMap<u64, Vec<PathBuf>> = std::collections::HashMap::new();
@@ -242,13 +414,15 @@ fn shows_through(rel: &Path, index: usize, upper: &Path, lowers: &[PathBuf]) -> 
 
 /// Creates the missing parents of `rel` in `upper` as copies of the merged
 /// view's (the topmost lower layer holding each): mode, owner and times.
-fn make_parents(upper: &Path, rel: &Path, lowers: &[PathBuf]) -> Result<()> {
+/// Returns the ones it made, parents first.
+fn make_parents(upper: &Path, rel: &Path, lowers: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut missing: Vec<&Path> = rel
         .ancestors()
         .skip(1)
         .filter(|a| !a.as_os_str().is_empty() && !upper.join(a).exists())
         .collect();
     missing.reverse();
+    let made = missing.iter().map(|dir| dir.to_path_buf()).collect();
     for dir in missing {
         let path = upper.join(dir);
         fs::create_dir(&path).map_err(io_at(&path))?;
@@ -267,7 +441,7 @@ fn make_parents(upper: &Path, rel: &Path, lowers: &[PathBuf]) -> Result<()> {
             restore_times(&path, &meta)?;
         }
     }
-    Ok(())
+    Ok(made)
 }
 
 /// Whether `dir`, in an overlay upper directory, hides the lower ones.
@@ -539,5 +713,76 @@ pub(crate) mod tests {
         let entries = layer::layer_from_overlay_upper(&upper).unwrap();
         assert!(entries.iter().any(|e| e.path == Path::new("usr/bin/tool")
             && e.kind == EntryKind::Hardlink(PathBuf::from("etc/tool-alias"))));
+    }
+
+    /// What an overlay without `index=on` gets: linked lower files copied up
+    /// whole, then taken out again where the step left them alone.
+    #[test]
+    fn linked_lower_files_are_copied_up_whole_and_dropped_when_unchanged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (lower, top, upper) = (
+            tmp.path().join("l"),
+            tmp.path().join("t"),
+            tmp.path().join("u"),
+        );
+        for dir in [&lower, &top, &upper] {
+            fs::create_dir(dir).unwrap();
+        }
+        fs::create_dir_all(lower.join("usr/bin")).unwrap();
+        fs::write(lower.join("usr/bin/gzip"), "gz").unwrap();
+        fs::hard_link(lower.join("usr/bin/gzip"), lower.join("usr/bin/gunzip")).unwrap();
+        fs::write(lower.join("a"), "a").unwrap();
+        fs::hard_link(lower.join("a"), lower.join("b")).unwrap();
+        fs::write(lower.join("single"), "1").unwrap();
+        // A higher layer hides `b`: `a` alone shows, nothing to keep whole.
+        fs::write(top.join("b"), "other").unwrap();
+        let lowers = [lower.clone(), top.clone()];
+        let mut known = LinkedNames::new();
+
+        let copies = LinkedCopies::copy_up(&upper, &lowers, &mut known).unwrap();
+        let gzip = fs::symlink_metadata(upper.join("usr/bin/gzip")).unwrap();
+        let gunzip = fs::symlink_metadata(upper.join("usr/bin/gunzip")).unwrap();
+        assert_eq!(gzip.ino(), gunzip.ino());
+        assert_ne!(
+            gzip.ino(),
+            fs::symlink_metadata(lower.join("usr/bin/gzip"))
+                .unwrap()
+                .ino()
+        );
+        assert!(!upper.join("a").exists() && !upper.join("single").exists());
+        // Left alone: the upper directory is empty again.
+        copies.drop_unchanged(&upper, &lowers).unwrap();
+        assert_eq!(fs::read_dir(&upper).unwrap().count(), 0);
+
+        // Written through one name: both stay, linked, with the new data.
+        let copies = LinkedCopies::copy_up(&upper, &lowers, &mut known).unwrap();
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(upper.join("usr/bin/gunzip"))
+            .unwrap();
+        std::io::Write::write_all(&mut file, b"+").unwrap();
+        drop(file);
+        copies.drop_unchanged(&upper, &lowers).unwrap();
+        assert_eq!(
+            fs::read_to_string(upper.join("usr/bin/gzip")).unwrap(),
+            "gz+"
+        );
+        let entries = layer::layer_from_overlay_upper(&upper).unwrap();
+        assert_eq!(
+            kinds(&entries),
+            [
+                ("usr".into(), "dir".into()),
+                ("usr/bin".into(), "dir".into()),
+                ("usr/bin/gunzip".into(), "file".into()),
+                ("usr/bin/gzip".into(), "link:usr/bin/gunzip".into()),
+            ]
+        );
+        fs::remove_dir_all(upper.join("usr")).unwrap();
+
+        // A name added to the copy: kept whole, as the step made it.
+        let copies = LinkedCopies::copy_up(&upper, &lowers, &mut known).unwrap();
+        fs::hard_link(upper.join("usr/bin/gzip"), upper.join("zcat")).unwrap();
+        copies.drop_unchanged(&upper, &lowers).unwrap();
+        assert_eq!(fs::symlink_metadata(upper.join("zcat")).unwrap().nlink(), 3);
     }
 }

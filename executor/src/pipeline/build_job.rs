@@ -47,6 +47,9 @@ pub struct Machine<'a> {
     pub registry: &'a RegistryOptions,
     /// RUN steps' seccomp profile and no_new_privs.
     pub security: &'a SecurityOptions,
+    /// How RUN steps are isolated (in place only where jobs run one at a
+    /// time: they would share the root).
+    pub isolation: IsolationMode,
 }
 
 /// A `build:` value that does not make a build, once expanded.
@@ -207,8 +210,7 @@ pub fn settings(
             })
             .collect(),
         ssh: Vec::new(),
-        // Never in place: `executor run` shares its root with other jobs.
-        isolation: IsolationMode::Namespace,
+        isolation: machine.isolation,
         force: false,
         security: machine.security.clone(),
         source_date_epoch,
@@ -362,6 +364,7 @@ impl RunContext<'_> {
             platform: &self.options.platform,
             registry: &self.options.registry,
             security: &self.options.security,
+            isolation: self.options.isolation,
         };
         let mut settings = settings(
             &job.name,
@@ -497,6 +500,7 @@ mod tests {
             platform: &host,
             registry: &registry,
             security: &SecurityOptions::default(),
+            isolation: IsolationMode::Namespace,
         };
         let settings = settings(
             "image",
@@ -632,6 +636,7 @@ mod tests {
             platform: &host,
             registry: &registry,
             security: &SecurityOptions::default(),
+            isolation: IsolationMode::Namespace,
         };
         let vars = vec![("BAD".to_owned(), "Not A Reference".to_owned())];
         let error = |b: &Build| {

@@ -22,6 +22,7 @@ pub use super::events::{JobReport, JobStatus, RunReport};
 use super::logs::{RunId, RunLogs};
 use super::schedule::RunContext;
 use super::vars::{self, PipelineSource, Predefined, Variables};
+use crate::build::IsolationMode;
 use crate::image::store::Store;
 use crate::platform::Platform;
 use crate::registry::RegistryOptions;
@@ -117,6 +118,10 @@ pub struct RunOptions {
     /// `--security-opt`: the seccomp profile and no_new_privs of script
     /// jobs and of build jobs' RUN steps.
     pub security: crate::build::SecurityOptions,
+    /// How build jobs isolate RUN steps: namespaces for `executor run`
+    /// (jobs share this machine's root); in place only for a runner pod
+    /// that runs one job at a time.
+    pub isolation: IsolationMode,
 }
 
 /// The paths the commit changed (from its first parent, or, for a working

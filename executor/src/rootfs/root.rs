@@ -122,6 +122,10 @@ pub struct StageRoot {
     /// In-place: the executor's own root.
     in_place: Option<InPlaceRoot>,
     privileged: bool,
+    /// Overlay without `index=on`: the hard-linked lower files copied up
+    /// whole before the current step, and each lower's linked names.
+    linked: upper::LinkedCopies,
+    linked_names: upper::LinkedNames,
 }
 
 impl std::fmt::Debug for StageRoot {
@@ -162,6 +166,8 @@ impl StageRoot {
             before: None,
             in_place: None,
             privileged,
+            linked: upper::LinkedCopies::default(),
+            linked_names: upper::LinkedNames::new(),
         };
         match mode {
             SnapshotMode::Overlay => {
@@ -211,6 +217,8 @@ impl StageRoot {
             before: None,
             in_place: Some(root),
             privileged,
+            linked: upper::LinkedCopies::default(),
+            linked_names: upper::LinkedNames::new(),
         })
     }
 
@@ -248,6 +256,10 @@ impl StageRoot {
         let (upper, work) = (self.upper(), self.work());
         for dir in [&upper, &work] {
             fs::create_dir_all(dir).map_err(io_at(dir))?;
+        }
+        if !crate::sandbox::overlay::keeps_hard_links() {
+            self.linked =
+                upper::LinkedCopies::copy_up(&upper, &self.lowers, &mut self.linked_names)?;
         }
         // No layers at all (FROM scratch) is fine: Overlay mounts an empty
         // lower directory of its own.
@@ -316,6 +328,7 @@ impl StageRoot {
                 for path in &ignore {
                     remove_path(&upper.join(path))?;
                 }
+                std::mem::take(&mut self.linked).drop_unchanged(&upper, &self.lowers)?;
                 upper::relink_copied_up(&upper, &self.lowers)?;
                 layer::layer_from_overlay_upper(&upper)?
             }

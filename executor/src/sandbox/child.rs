@@ -567,7 +567,7 @@ extern "C" fn forward(signal: c_int) {
     }
 }
 
-fn set_handler(signal: c_int, handler: libc::sighandler_t) {
+pub(super) fn set_handler(signal: c_int, handler: libc::sighandler_t) {
     // SAFETY: sigaction with a zeroed (empty-mask) struct and a valid
     // handler value (SIG_DFL or an extern "C" fn taking the signal number).
     unsafe {

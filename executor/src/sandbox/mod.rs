@@ -56,10 +56,14 @@
 //! none ([`Security`]), installed just before its capabilities are dropped
 //! (see `seccomp.rs`).
 //!
-//! Limits, for now: stubs are only reported with an
-//! [`Outcome`] (on `Err` the caller discards the layer anyway); without
-//! root, the user namespace maps only the caller (to uid 0), so other
-//! users fail with a clear setup error.
+//! Without root: [`reexec_in_user_namespace`] runs the executor again as
+//! root of a user namespace mapping the caller's subordinate id ranges
+//! (`rootless.rs`), where the sandbox works as it does for root. Without a
+//! range, the sandbox's own user namespace maps only the caller (to uid 0),
+//! so other users fail with a clear setup error saying how to get one.
+//!
+//! Limits, for now: stubs are only reported with an [`Outcome`] (on `Err`
+//! the caller discards the layer anyway).
 
 #![allow(unsafe_code)]
 
@@ -72,7 +76,9 @@ mod mounts;
 pub mod overlay;
 mod path;
 mod probe;
+pub mod rootless;
 mod seccomp;
+mod subid;
 pub mod user;
 
 use std::fmt;
@@ -87,6 +93,7 @@ use rustix::pipe::PipeFlags;
 
 pub use inplace::{InPlace, protected_paths};
 pub use probe::{Unavailable, probe};
+pub use rootless::{RootlessError, reexec_in_user_namespace};
 pub use seccomp::{Profile, Seccomp, SeccompError, Security};
 pub use user::UserError;
 
@@ -237,6 +244,15 @@ pub enum SandboxError {
     #[error("sandbox setup failed: {step}")]
     Setup {
         step: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A [`SandboxError::Setup`] for an id the user namespace of a build
+    /// without root does not map (see `rootless.rs`).
+    #[error("sandbox setup failed: {step}\n{hint}")]
+    Unmapped {
+        step: String,
+        hint: String,
         #[source]
         source: io::Error,
     },
@@ -606,7 +622,7 @@ fn run_inner(spec: &Spec, switch: Option<&KillSwitch>) -> Result<Outcome> {
     if let Some(err) = reported(&report, command, |step| {
         step_name(&prepared.steps, step, spec)
     }) {
-        return Err(err);
+        return Err(unmapped(err, &report, &prepared.plan));
     }
     let status = match <[u8; 4]>::try_from(status.as_slice()) {
         Ok(bytes) => Status::from_wait(i32::from_ne_bytes(bytes)),
@@ -637,6 +653,38 @@ fn reported(
             source,
         },
     })
+}
+
+/// `err` with [`rootless::unmapped_hint`] when it is switching to an id,
+/// or giving a directory to one, that the user namespace of a build
+/// without root does not map (`EINVAL`).
+fn unmapped(err: SandboxError, report: &[u8], plan: &child::Plan) -> SandboxError {
+    let step = report
+        .get(..4)
+        .and_then(|bytes| bytes.try_into().ok())
+        .map(u32::from_ne_bytes);
+    let owned_dir = |step: u32| {
+        usize::try_from(step)
+            .ok()
+            .and_then(|index| plan.ops.get(index))
+            .is_some_and(|op| matches!(op, child::Op::MkdirOwned { .. }))
+    };
+    match err {
+        SandboxError::Setup { step: name, source }
+            if source.raw_os_error() == Some(libc::EINVAL)
+                && step.is_some_and(|step| step == child::STEP_IDENTITY || owned_dir(step)) =>
+        {
+            match rootless::unmapped_hint() {
+                Some(hint) => SandboxError::Unmapped {
+                    step: name,
+                    hint,
+                    source,
+                },
+                None => SandboxError::Setup { step: name, source },
+            }
+        }
+        other => other,
+    }
 }
 
 fn step_name(steps: &[String], step: u32, spec: &Spec) -> String {

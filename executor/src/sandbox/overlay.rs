@@ -285,6 +285,15 @@ fn try_overlay(scratch: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether an overlay mounted here keeps a hard-linked lower file whole
+/// when a step writes one of its names (`index=on`): not in a user
+/// namespace, where `userxattr` rules the index out (the build then copies
+/// such files up whole beforehand: `image::upper::LinkedCopies`).
+#[must_use]
+pub fn keeps_hard_links() -> bool {
+    !in_user_namespace()
+}
+
 /// Whether this process is in a user namespace other than the initial one
 /// (then overlayfs needs `userxattr`, and `trusted.*` xattrs are out of
 /// reach).

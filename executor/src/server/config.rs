@@ -20,6 +20,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
+use crate::build::IsolationMode;
 use crate::server::forge::ForgeKind;
 
 /// The configuration file `executor serve` reads by default.
@@ -161,6 +162,7 @@ struct RunnerFile {
     #[serde(default)]
     insecure_registries: Vec<String>,
     jobs: Option<usize>,
+    isolation: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,6 +254,8 @@ pub struct RunnerSettings {
     pub insecure_registries: Vec<String>,
     /// Jobs at once within one run (default: one per core).
     pub jobs: Option<usize>,
+    /// How build jobs isolate RUN steps (default: namespaces).
+    pub isolation: Option<IsolationMode>,
 }
 
 /// A repository the server runs pipelines for.
@@ -658,6 +662,20 @@ impl Reader<'_> {
             .as_ref()
             .map(|d| self.secret("database_url", d))
             .transpose()?;
+        let isolation = file
+            .runner
+            .isolation
+            .as_ref()
+            .map(|value| match value.get_ref().as_str() {
+                "auto" => Ok(IsolationMode::Auto),
+                "namespace" => Ok(IsolationMode::Namespace),
+                "in-place" => Ok(IsolationMode::InPlace),
+                other => Err(self.invalid(
+                    &value.span(),
+                    format!("runner isolation {other:?} is not auto, namespace or in-place"),
+                )),
+            })
+            .transpose()?;
         let base = self.path.parent().unwrap_or(Path::new("."));
         Ok(Config {
             path: self.path.to_path_buf(),
@@ -676,6 +694,7 @@ impl Reader<'_> {
                 work_dir: file.runner.work_dir.map(|d| base.join(d)),
                 insecure_registries: file.runner.insecure_registries,
                 jobs: file.runner.jobs,
+                isolation,
             },
             repositories,
             runner_tokens: self.tokens("runner token", &file.runner_tokens)?,
@@ -769,6 +788,30 @@ sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
         let event = GOOD.replace("\"pull_request\"]", "\"merge\"]");
         let err = Config::parse(&path, &event).unwrap_err().to_string();
         assert!(err.starts_with(&format!("{shown}:14:19: ")), "{err}");
+    }
+
+    #[test]
+    fn runner_isolation_is_read_and_a_bad_one_named() {
+        let dir = secrets_dir();
+        let path = dir.path().join("executor.toml");
+        let with = |value: &str| {
+            GOOD.replace(
+                "[queue]",
+                &format!("[runner]\nisolation = \"{value}\"\n\n[queue]"),
+            )
+        };
+        let config = Config::parse(&path, &with("in-place")).unwrap();
+        assert_eq!(config.runner.isolation, Some(IsolationMode::InPlace));
+        assert_eq!(Config::parse(&path, GOOD).unwrap().runner.isolation, None);
+        let err = Config::parse(&path, &with("chroot"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with(
+                "executor.toml:6:13: runner isolation \"chroot\" is not auto, namespace or in-place"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::build::IsolationMode;
 use crate::error_chain;
 use crate::pipeline::run::{RunOptions, run};
 use crate::pipeline::vars::PipelineSource;
@@ -108,6 +109,41 @@ pub struct Machine {
     pub insecure_registries: Vec<String>,
     /// Jobs at once in one run.
     pub jobs: usize,
+    /// How build jobs isolate RUN steps (in place: one run and one job at
+    /// a time, see [`Machine::check_isolation`]).
+    pub isolation: IsolationMode,
+}
+
+/// A machine that cannot build in place as asked.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "in-place isolation builds in this container's own root, one build at a time: {setting} must be 1, not {value}"
+)]
+pub struct InPlaceError {
+    /// The setting that asks for more (`--concurrency`, `jobs`...).
+    pub setting: &'static str,
+    pub value: usize,
+}
+
+impl Machine {
+    /// In place, builds share the container's root: refuses more than one
+    /// run at a time (`runs`, the setting `runs_setting` gave) and more
+    /// than one job at a time within a run.
+    pub fn check_isolation(
+        &self,
+        runs_setting: &'static str,
+        runs: usize,
+    ) -> Result<(), InPlaceError> {
+        if self.isolation != IsolationMode::InPlace {
+            return Ok(());
+        }
+        for (setting, value) in [(runs_setting, runs), ("jobs", self.jobs)] {
+            if value > 1 {
+                return Err(InPlaceError { setting, value });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What a runner forwards from the run's threads to the server, in order.
@@ -445,6 +481,7 @@ fn options(assignment: &Assignment, machine: &Machine, work: &std::path::Path) -
         allow_push: assignment.allow_push,
         // Docker's default profile: a runner's flag may change it later.
         security: crate::build::SecurityOptions::default(),
+        isolation: machine.isolation,
     }
 }
 
@@ -453,6 +490,38 @@ mod tests {
     use super::*;
     use crate::pipeline::JobReport;
     use crate::pipeline::events::{Decision, Plan, PlannedJob};
+
+    #[test]
+    fn in_place_takes_one_run_and_one_job_at_a_time() {
+        let machine = |isolation, jobs| Machine {
+            cache_dir: PathBuf::from("/store"),
+            work_dir: PathBuf::from("/work"),
+            insecure_registries: Vec::new(),
+            jobs,
+            isolation,
+        };
+        assert!(
+            machine(IsolationMode::InPlace, 1)
+                .check_isolation("--concurrency", 1)
+                .is_ok()
+        );
+        assert!(
+            machine(IsolationMode::Namespace, 8)
+                .check_isolation("--concurrency", 4)
+                .is_ok()
+        );
+        let err = machine(IsolationMode::InPlace, 1)
+            .check_isolation("--concurrency", 2)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "in-place isolation builds in this container's own root, one build at a time: --concurrency must be 1, not 2"
+        );
+        let err = machine(IsolationMode::InPlace, 4)
+            .check_isolation("--runners", 1)
+            .unwrap_err();
+        assert!(err.to_string().ends_with("jobs must be 1, not 4"), "{err}");
+    }
 
     fn forwards(events: &[RunEvent]) -> Vec<String> {
         let (tx, mut rx) = mpsc::unbounded_channel();
