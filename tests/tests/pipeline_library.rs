@@ -64,6 +64,7 @@ fn options(repo: &Path, store: &Path, registry: &Registry) -> RunOptions {
         logs_base: repo.to_path_buf(),
         secrets: None,
         allow_push: true,
+        security: executor::build::SecurityOptions::default(),
         isolation: executor::build::IsolationMode::Namespace,
     }
 }

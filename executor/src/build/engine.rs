@@ -113,6 +113,7 @@ pub(super) fn build_with(
     parts: Parts,
 ) -> Result<Outcome> {
     let started = Instant::now();
+    let security = settings.security.resolve()?;
     let store = Store::open(&settings.cache_dir)?;
     let tmp = store.root().join("tmp");
     let work = ScratchDir::create(&tmp).map_err(io_at(&tmp))?;
@@ -197,6 +198,7 @@ pub(super) fn build_with(
         privileged,
         place,
         isolation: parts.isolation,
+        security,
         cancel: cancel.clone(),
         steps: Mutex::new(Vec::new()),
         compression: if settings.zstd {
@@ -286,6 +288,8 @@ pub(super) struct Engine<'a> {
     pub(super) privileged: bool,
     /// How RUN steps run.
     pub(super) isolation: Box<dyn Isolation>,
+    /// RUN steps' seccomp filter and no_new_privs.
+    pub(super) security: crate::sandbox::Security,
     /// Where stages are built when RUN steps run in the executor's own
     /// root (`--isolation=in-place`).
     pub(super) place: Option<InPlace>,

@@ -68,6 +68,9 @@ pub enum BuildError {
     Upper(#[from] crate::image::upper::UpperError),
     #[error(transparent)]
     Overlay(#[from] crate::sandbox::overlay::OverlayError),
+    /// `--security-opt seccomp=PATH` cannot be used.
+    #[error(transparent)]
+    Seccomp(#[from] sandbox::SeccompError),
     /// The cache cannot be opened (a lookup or write never fails a build).
     #[error(transparent)]
     Cache(#[from] super::cache::OpenError),

@@ -31,4 +31,4 @@ pub use engine::{Outcome, build};
 pub use error::BuildError;
 pub use metrics::{Metrics, StepMetric};
 pub use run::{Secret, SecretSource, SshAgent};
-pub use settings::{IsolationMode, Settings, SourceDateEpochError};
+pub use settings::{IsolationMode, SeccompOption, SecurityOptions, Settings, SourceDateEpochError};

@@ -233,6 +233,8 @@ pub struct Step<'a> {
     pub ssh: &'a [SshAgent],
     /// The root filesystem of a stage or image named by a mount's `from`.
     pub from_root: &'a dyn Fn(&str) -> std::result::Result<PathBuf, MountCause>,
+    /// The seccomp filter and no_new_privs the command gets.
+    pub security: &'a sandbox::Security,
 }
 
 /// Runs the step through `isolation` (killed when `kill` is); returns the
@@ -318,6 +320,7 @@ pub fn execute(
         extra_hosts: Vec::new(),
         mounts,
         output,
+        security: step.security.clone(),
     };
     let outcome = isolation.run(&spec, kill);
     for buf in pending

@@ -3,12 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::cache::CacheSettings;
 use super::run::{Secret, SshAgent};
 use crate::platform::Platform;
 use crate::registry::ImageReference;
 use crate::rootfs::SnapshotMode;
+use crate::sandbox::{Profile, Seccomp, SeccompError, Security};
 
 /// In serde too: a pipeline's build job hands its settings to the `executor
 /// build` it starts as a file (`--settings-file`).
@@ -83,6 +85,74 @@ pub struct Settings {
     /// `--force`: `--isolation=in-place` even where no container is seen.
     #[serde(default)]
     pub force: bool,
+    /// `--security-opt`: RUN steps' seccomp profile and no_new_privs.
+    #[serde(default)]
+    pub security: SecurityOptions,
+}
+
+/// `--security-opt` values, as buildah takes them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SecurityOptions {
+    pub seccomp: SeccompOption,
+    /// `no-new-privileges`: RUN steps cannot gain privileges through
+    /// setuid or file-capability programs.
+    #[serde(default)]
+    pub no_new_privileges: bool,
+}
+
+/// `seccomp=...`: the filter RUN steps get.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SeccompOption {
+    /// Docker's default profile.
+    #[default]
+    Default,
+    /// `seccomp=unconfined`: none.
+    Unconfined,
+    /// `seccomp=PATH`: a Docker-format profile.
+    Profile(PathBuf),
+}
+
+impl SecurityOptions {
+    /// Parses `--security-opt` values: `seccomp=unconfined`,
+    /// `seccomp=PATH` (a Docker-format JSON profile), `no-new-privileges`
+    /// (also `=true` or `=false`, or with a `:` as Docker writes it).
+    pub fn parse<S: AsRef<str>>(values: &[S]) -> Result<Self, String> {
+        let mut options = SecurityOptions::default();
+        for value in values {
+            let value = value.as_ref();
+            let (key, setting) = match value.split_once(['=', ':']) {
+                Some((key, setting)) => (key, Some(setting)),
+                None => (value, None),
+            };
+            match (key, setting) {
+                ("seccomp", Some("unconfined")) => options.seccomp = SeccompOption::Unconfined,
+                ("seccomp", Some(path)) if !path.is_empty() => {
+                    options.seccomp = SeccompOption::Profile(PathBuf::from(path));
+                }
+                ("no-new-privileges", None | Some("true")) => options.no_new_privileges = true,
+                ("no-new-privileges", Some("false")) => options.no_new_privileges = false,
+                _ => {
+                    return Err(format!(
+                        "invalid --security-opt {value:?}\nhint: expected seccomp=unconfined, seccomp=PATH (a Docker-format profile) or no-new-privileges"
+                    ));
+                }
+            }
+        }
+        Ok(options)
+    }
+
+    /// What the sandbox gets: the profile read and checked.
+    pub fn resolve(&self) -> Result<Security, SeccompError> {
+        let seccomp = match &self.seccomp {
+            SeccompOption::Default => Seccomp::Default,
+            SeccompOption::Unconfined => Seccomp::Unconfined,
+            SeccompOption::Profile(path) => Seccomp::Profile(Arc::new(Profile::load(path)?)),
+        };
+        Ok(Security {
+            seccomp,
+            no_new_privileges: self.no_new_privileges,
+        })
+    }
 }
 
 /// How RUN steps are isolated (`--isolation`).
@@ -125,5 +195,71 @@ pub fn source_date_epoch(
             _ => Err(SourceDateEpochError(v)),
         },
         None => Ok(reproducible.then_some(0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_options_read_as_buildah_takes_them() {
+        let parse = |values: &[&str]| SecurityOptions::parse(values);
+        assert_eq!(parse(&[]), Ok(SecurityOptions::default()));
+        assert_eq!(
+            parse(&["seccomp=unconfined", "no-new-privileges"]),
+            Ok(SecurityOptions {
+                seccomp: SeccompOption::Unconfined,
+                no_new_privileges: true,
+            })
+        );
+        assert_eq!(
+            parse(&["seccomp=/etc/profile.json", "no-new-privileges:true"]),
+            Ok(SecurityOptions {
+                seccomp: SeccompOption::Profile("/etc/profile.json".into()),
+                no_new_privileges: true,
+            })
+        );
+        assert_eq!(
+            parse(&["no-new-privileges", "no-new-privileges=false"]),
+            Ok(SecurityOptions::default())
+        );
+        for wrong in [
+            "seccomp",
+            "seccomp=",
+            "label=disable",
+            "no-new-privileges=yes",
+        ] {
+            let message = parse(&[wrong]).unwrap_err();
+            assert!(
+                message.starts_with(&format!("invalid --security-opt {wrong:?}\nhint: ")),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_profile_option_is_read_when_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("profile.json");
+        std::fs::write(&path, r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#).unwrap();
+        let options = SecurityOptions {
+            seccomp: SeccompOption::Profile(path.clone()),
+            no_new_privileges: false,
+        };
+        assert!(matches!(
+            options.resolve().unwrap().seccomp,
+            Seccomp::Profile(_)
+        ));
+        std::fs::remove_file(&path).unwrap();
+        let err = options.resolve().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("cannot read the seccomp profile {}", path.display())
+        );
+        assert_eq!(
+            SecurityOptions::default().resolve().unwrap(),
+            Security::default()
+        );
     }
 }

@@ -605,6 +605,7 @@ mod tests {
                 ssh: Vec::new(),
                 isolation: crate::build::IsolationMode::Namespace,
                 force: false,
+                security: crate::build::SecurityOptions::default(),
                 source_date_epoch: None,
                 metrics_file: None,
                 cache_mount_max_size: None,

@@ -65,6 +65,7 @@ impl Engine<'_> {
             secrets: &self.settings.secrets,
             ssh: &self.settings.ssh,
             from_root: &from_root,
+            security: &self.security,
         };
         // Cancelling the build kills the step.
         let kill = Arc::new(sandbox::KillSwitch::new());

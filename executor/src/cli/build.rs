@@ -10,7 +10,8 @@ use clap::{ArgAction, Args, ValueEnum};
 
 use executor::build::settings::source_date_epoch;
 use executor::build::{
-    CacheRepo, CacheSettings, IsolationMode, Secret, Settings, SnapshotMode, SshAgent,
+    CacheRepo, CacheSettings, IsolationMode, Secret, SecurityOptions, Settings, SnapshotMode,
+    SshAgent,
 };
 use executor::dockerfile::instructions::parse_go_duration;
 use executor::platform::Platform;
@@ -225,6 +226,18 @@ pub struct BuildArgs {
     /// overwriting this machine's root file system (kaniko's --force)
     #[arg(long, env = "EXECUTOR_FORCE", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub force: bool,
+
+    /// RUN steps' security, as buildah's: `seccomp=unconfined` (no seccomp
+    /// filter), `seccomp=PATH` (a Docker-format JSON profile instead of
+    /// Docker's default one), `no-new-privileges` (setuid and
+    /// file-capability programs gain nothing; off by default, as in Docker)
+    #[arg(
+        long = "security-opt",
+        env = "EXECUTOR_SECURITY_OPT",
+        value_delimiter = ',',
+        value_name = "OPTION"
+    )]
+    pub security_opts: Vec<String>,
 
     /// The whole build's settings as JSON (`executor::build::Settings`),
     /// instead of flags: how `executor run` hands a build job to the
@@ -477,6 +490,7 @@ impl BuildArgs {
             single_snapshot: self.single_snapshot,
             isolation: self.isolation.into(),
             force: self.force,
+            security: SecurityOptions::parse(&self.security_opts).map_err(anyhow::Error::msg)?,
             ignore_paths: self
                 .ignore_paths
                 .iter()

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use clap::{ArgAction, Args};
 
+use executor::build::SecurityOptions;
 use executor::pipeline::checkout::Checkout;
 use executor::pipeline::run::{self, RunError, RunOptions};
 use executor::pipeline::vars::PipelineSource;
@@ -67,6 +68,17 @@ pub struct RunArgs {
     /// Print which jobs would run, in order, and run none
     #[arg(long, action = ArgAction::SetTrue)]
     pub dry_run: bool,
+
+    /// Script jobs' and build jobs' security, as `executor build
+    /// --security-opt` takes it: `seccomp=unconfined`, `seccomp=PATH`,
+    /// `no-new-privileges`
+    #[arg(
+        long = "security-opt",
+        env = "EXECUTOR_SECURITY_OPT",
+        value_delimiter = ',',
+        value_name = "OPTION"
+    )]
+    pub security_opts: Vec<String>,
 
     #[command(flatten)]
     pub pull: PullArgs,
@@ -140,6 +152,7 @@ impl RunArgs {
             logs_base,
             secrets: None,
             allow_push: true,
+            security: SecurityOptions::parse(&self.security_opts).map_err(anyhow::Error::msg)?,
             // Jobs run at once in this machine's root: never in place.
             isolation: executor::build::IsolationMode::Namespace,
         })

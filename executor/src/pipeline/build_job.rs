@@ -26,7 +26,8 @@ use super::script::JobImage;
 use super::vars::{self, Variables};
 use crate::build::settings::{SourceDateEpochError, source_date_epoch};
 use crate::build::{
-    CacheRepo, CacheSettings, IsolationMode, Secret, SecretSource, Settings, SnapshotMode,
+    CacheRepo, CacheSettings, IsolationMode, Secret, SecretSource, SecurityOptions, Settings,
+    SnapshotMode,
 };
 use crate::image::digest::Digest;
 use crate::platform::{Platform, PlatformError};
@@ -44,6 +45,8 @@ pub struct Machine<'a> {
     /// The platform built for when the job names none.
     pub platform: &'a Platform,
     pub registry: &'a RegistryOptions,
+    /// RUN steps' seccomp profile and no_new_privs.
+    pub security: &'a SecurityOptions,
     /// How RUN steps are isolated (in place only where jobs run one at a
     /// time: they would share the root).
     pub isolation: IsolationMode,
@@ -209,6 +212,7 @@ pub fn settings(
         ssh: Vec::new(),
         isolation: machine.isolation,
         force: false,
+        security: machine.security.clone(),
         source_date_epoch,
         metrics_file: None,
         cache_mount_max_size: None,
@@ -359,6 +363,7 @@ impl RunContext<'_> {
             store: self.store.root(),
             platform: &self.options.platform,
             registry: &self.options.registry,
+            security: &self.options.security,
             isolation: self.options.isolation,
         };
         let mut settings = settings(
@@ -494,6 +499,7 @@ mod tests {
             store: Path::new("/store"),
             platform: &host,
             registry: &registry,
+            security: &SecurityOptions::default(),
             isolation: IsolationMode::Namespace,
         };
         let settings = settings(
@@ -557,6 +563,7 @@ mod tests {
             ssh: vec![],
             isolation: IsolationMode::Namespace,
             force: false,
+            security: SecurityOptions::default(),
             source_date_epoch: Some(0),
             metrics_file: None,
             cache_mount_max_size: None,
@@ -628,6 +635,7 @@ mod tests {
             store: Path::new("/store"),
             platform: &host,
             registry: &registry,
+            security: &SecurityOptions::default(),
             isolation: IsolationMode::Namespace,
         };
         let vars = vec![("BAD".to_owned(), "Not A Reference".to_owned())];

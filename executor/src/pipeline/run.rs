@@ -34,6 +34,9 @@ use crate::rootfs::remote::Remote;
 pub enum RunError {
     #[error(transparent)]
     Checkout(#[from] super::checkout::CheckoutError),
+    /// `--security-opt seccomp=PATH` cannot be used.
+    #[error(transparent)]
+    Seccomp(#[from] crate::sandbox::SeccompError),
     /// The pipeline file is not valid: its errors, one per line, are the
     /// source.
     #[error("{}: {}", path.display(), errors.summary())]
@@ -112,6 +115,9 @@ pub struct RunOptions {
     /// Whether build jobs push their destinations (false for a fork's
     /// run: they build and push nothing).
     pub allow_push: bool,
+    /// `--security-opt`: the seccomp profile and no_new_privs of script
+    /// jobs and of build jobs' RUN steps.
+    pub security: crate::build::SecurityOptions,
     /// How build jobs isolate RUN steps: namespaces for `executor run`
     /// (jobs share this machine's root); in place only for a runner pod
     /// that runs one job at a time.
@@ -161,6 +167,7 @@ pub fn run(
     cancel: &CancellationToken,
     events: &Arc<dyn EventSink>,
 ) -> Result<RunReport> {
+    let security = options.security.resolve()?;
     let store = Store::open(&options.store)?;
     let scratch_root = store.root().join("tmp");
     fs::create_dir_all(&scratch_root).map_err(io_at(&scratch_root))?;
@@ -366,6 +373,7 @@ pub fn run(
         predefined: &predefined,
         store: &store,
         remote: &remote,
+        security: &security,
         runtime,
         logs: &logs,
         scratch: scratch.path(),

@@ -38,6 +38,8 @@ pub(super) struct RunContext<'r> {
     pub(super) predefined: &'r Predefined,
     pub(super) store: &'r Store,
     pub(super) remote: &'r Remote,
+    /// Script jobs' seccomp filter and no_new_privs.
+    pub(super) security: &'r crate::sandbox::Security,
     pub(super) runtime: &'r Handle,
     pub(super) logs: &'r RunLogs,
     pub(super) scratch: &'r Path,
@@ -445,6 +447,7 @@ impl RunContext<'_> {
         spec.secrets.clone_from(secrets);
         spec.timeout = Some(job.timeout);
         spec.cancel = cancel.clone();
+        spec.security = self.security.clone();
         log.line(&format!("running in {image}"));
         let output = |chunk: &[u8]| log.write(chunk);
         match script::run_script(&spec, self.store, self.remote, self.runtime, &output) {

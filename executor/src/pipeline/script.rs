@@ -187,6 +187,8 @@ pub struct ScriptJob {
     pub network: Network,
     /// Cancelled: the job's processes are killed (or never started).
     pub cancel: CancellationToken,
+    /// The seccomp filter and no_new_privs of the job's commands.
+    pub security: sandbox::Security,
 }
 
 impl ScriptJob {
@@ -209,6 +211,7 @@ impl ScriptJob {
             after_script_timeout: DEFAULT_AFTER_SCRIPT_TIMEOUT,
             network: Network::Host,
             cancel: CancellationToken::new(),
+            security: sandbox::Security::default(),
         }
     }
 }
@@ -362,6 +365,7 @@ pub fn run_script(
         extra_hosts: Vec::new(),
         mounts: mounts.clone(),
         output: Arc::new(|_, _| {}),
+        security: job.security.clone(),
     };
     let sandbox_error = |part: &'static str| {
         let image = image.clone();

@@ -28,6 +28,7 @@ pub(super) const STEP_STDIO: u32 = u32::MAX - 4;
 pub(super) const STEP_DEATHSIG: u32 = u32::MAX - 5;
 pub(super) const STEP_USER_MAPS: u32 = u32::MAX - 6;
 pub(super) const STEP_CAPABILITIES: u32 = u32::MAX - 7;
+pub(super) const STEP_SECCOMP: u32 = u32::MAX - 8;
 
 /// Exit status of pid 1 when the setup failed (the report says why).
 const EXIT_SETUP: c_int = 125;
@@ -184,6 +185,9 @@ pub(super) struct Plan {
     /// In place (no namespaces): the command keeps the executor's
     /// capabilities (the container's), as kaniko's steps do.
     pub keep_capabilities: bool,
+    /// The command's seccomp filter, installed before its capabilities
+    /// are dropped.
+    pub seccomp: Option<super::seccomp::Filter>,
     /// Paths (inside the root) to try `execve` on, in order.
     pub candidates: Vec<CString>,
     /// The storage `argv_ptrs` and `env_ptrs` point into.
@@ -222,6 +226,7 @@ impl Plan {
             gid: Gid::from_raw(user.gid),
             cwd,
             keep_capabilities: false,
+            seccomp: None,
             candidates,
             _argv: argv,
             _env: env,
@@ -524,7 +529,8 @@ impl Op {
 /// [`DEFAULT_CAPABILITIES`] and clears the ambient set. The bounding set
 /// goes first (dropping needs CAP_SETPCAP, which capset may remove); a
 /// later `setuid` to a non-root user empties the effective set as usual.
-/// no_new_privs stays off, so setuid programs such as `su` work.
+/// no_new_privs stays off unless asked for, so setuid programs such as `su`
+/// work (see `seccomp.rs`).
 fn drop_capabilities() -> Result<(), i32> {
     for bit in 0..u64::BITS {
         let capability = CapabilitySet::from_bits_retain(1 << bit);
@@ -735,6 +741,11 @@ fn command(plan: &Plan, fds: &Fds) -> ! {
     }
     if let Err(err) = rustix::process::chdir(plan.cwd.as_c_str()) {
         fail(fds.report, STEP_CHDIR, raw(err));
+    }
+    if let Some(filter) = &plan.seccomp
+        && let Err(errno) = filter.install()
+    {
+        fail(fds.report, STEP_SECCOMP, errno);
     }
     if !plan.keep_capabilities
         && let Err(errno) = drop_capabilities()

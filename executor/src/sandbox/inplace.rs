@@ -203,6 +203,7 @@ fn execute(spec: &Spec, kill: &KillSwitch, command: &str) -> Result<Status> {
         env,
     );
     plan.keep_capabilities = true;
+    plan.seccomp = super::seccomp::for_in_place(&spec.security)?;
     let stdin = File::open("/dev/null").map_err(prepare_err("/dev/null"))?;
     let (out_read, out_write) = pipe("stdout")?;
     let (err_read, err_write) = pipe("stderr")?;
@@ -563,6 +564,7 @@ mod tests {
             extra_hosts: Vec::new(),
             mounts,
             output: Arc::new(move |_, chunk: &[u8]| sink.lock().unwrap().extend_from_slice(chunk)),
+            security: super::super::Security::default(),
         };
         (spec, out)
     }

@@ -39,7 +39,8 @@
 //! NET_RAW, SETGID, SETUID, SETFCAP, SETPCAP, NET_BIND_SERVICE,
 //! SYS_CHROOT, KILL, AUDIT_WRITE), the inheritable and ambient sets are
 //! empty (as in Docker since CVE-2022-24769), and a non-root user starts
-//! with none effective. no_new_privs is not set, so setuid programs work.
+//! with none effective. no_new_privs is not set unless asked for, so setuid
+//! programs work.
 //! Pid 1 keeps the caller's capabilities, which also keeps the command
 //! from ptracing it.
 //!
@@ -51,14 +52,18 @@
 //! vanishes with a tmpfs, and stays in a bind mount's source as with runc.
 //! Such a target must not contain `..` below the mount.
 //!
+//! seccomp: the command gets Docker's default profile, another profile or
+//! none ([`Security`]), installed just before its capabilities are dropped
+//! (see `seccomp.rs`).
+//!
 //! Without root: [`reexec_in_user_namespace`] runs the executor again as
 //! root of a user namespace mapping the caller's subordinate id ranges
 //! (`rootless.rs`), where the sandbox works as it does for root. Without a
 //! range, the sandbox's own user namespace maps only the caller (to uid 0),
 //! so other users fail with a clear setup error saying how to get one.
 //!
-//! Limits, for now: no seccomp filter; stubs are only reported with an
-//! [`Outcome`] (on `Err` the caller discards the layer anyway).
+//! Limits, for now: stubs are only reported with an [`Outcome`] (on `Err`
+//! the caller discards the layer anyway).
 
 #![allow(unsafe_code)]
 
@@ -72,6 +77,7 @@ pub mod overlay;
 mod path;
 mod probe;
 pub mod rootless;
+mod seccomp;
 mod subid;
 pub mod user;
 
@@ -88,6 +94,7 @@ use rustix::pipe::PipeFlags;
 pub use inplace::{InPlace, protected_paths};
 pub use probe::{Unavailable, probe};
 pub use rootless::{RootlessError, reexec_in_user_namespace};
+pub use seccomp::{Profile, Seccomp, SeccompError, Security};
 pub use user::UserError;
 
 /// What to run and how.
@@ -112,6 +119,8 @@ pub struct Spec {
     /// Called with each chunk of stdout/stderr as it arrives (lines when
     /// possible); the caller logs it.
     pub output: Output,
+    /// The command's seccomp filter and no_new_privs.
+    pub security: Security,
 }
 
 /// Receives the command's output, chunk by chunk.
@@ -129,6 +138,7 @@ impl fmt::Debug for Spec {
             .field("network", &self.network)
             .field("extra_hosts", &self.extra_hosts)
             .field("mounts", &self.mounts)
+            .field("security", &self.security)
             .finish_non_exhaustive()
     }
 }
@@ -259,6 +269,8 @@ pub enum SandboxError {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     #[error(
         "cannot enter a private mount namespace\nhint: call it first thing in main, while single-threaded, with CAP_SYS_ADMIN"
     )]
@@ -528,7 +540,8 @@ fn run_inner(spec: &Spec, switch: Option<&KillSwitch>) -> Result<Outcome> {
             source,
         })?;
     let rootless = !rustix::process::geteuid().is_root();
-    let prepared = mounts::prepare(spec, &root, scratch.path(), rootless)?;
+    let mut prepared = mounts::prepare(spec, &root, scratch.path(), rootless)?;
+    prepared.plan.seccomp = seccomp::for_namespaces(&spec.security, child::DEFAULT_CAPABILITIES)?;
     let stdin = File::open("/dev/null").map_err(|source| SandboxError::Prepare {
         what: "/dev/null".into(),
         source,
@@ -686,6 +699,7 @@ fn step_name(steps: &[String], step: u32, spec: &Spec) -> String {
         child::STEP_DEATHSIG => "setting the parent-death signal".into(),
         child::STEP_USER_MAPS => "writing the user namespace's uid and gid maps".into(),
         child::STEP_CAPABILITIES => "dropping capabilities".into(),
+        child::STEP_SECCOMP => "installing the seccomp filter\nhint: a kernel without seccomp filters, or a runtime's profile refusing seccomp(2), needs --security-opt seccomp=unconfined".into(),
         _ => usize::try_from(step)
             .ok()
             .and_then(|index| steps.get(index))

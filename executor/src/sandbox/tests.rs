@@ -84,6 +84,7 @@ fn spec(root: &Path, script: &str) -> (Spec, Captured) {
             Stream::Stdout => stdout.lock().unwrap().extend_from_slice(bytes),
             Stream::Stderr => stderr.lock().unwrap().extend_from_slice(bytes),
         }),
+        security: super::Security::default(),
     };
     (spec, captured)
 }

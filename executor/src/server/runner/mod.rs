@@ -481,6 +481,8 @@ fn options(assignment: &Assignment, machine: &Machine, work: &std::path::Path) -
                 .collect(),
         ),
         allow_push: assignment.allow_push,
+        // Docker's default profile: a runner's flag may change it later.
+        security: crate::build::SecurityOptions::default(),
         isolation: machine.isolation,
     }
 }
