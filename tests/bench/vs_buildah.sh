@@ -166,6 +166,13 @@ record() {
 
 # --- the registry and the bases --------------------------------------------------
 
+# push_base LAYOUT:TAG NAME: the base image into the run's registry as
+# bench/NAME.
+push_base() {
+  skopeo copy --quiet --dest-tls-verify=false "oci:$1" "docker://$registry/bench/$2" ||
+    die "pushing the $2 base failed"
+}
+
 declare -A base_of
 if has_case cold || has_case warm || has_case apt || has_case flask; then
   start_registry "$top"
@@ -181,8 +188,7 @@ EOF
 fi
 if has_case cold || has_case warm; then
   busybox_layout
-  skopeo copy --quiet --dest-tls-verify=false "oci:$layout:latest" "docker://$registry/bench/busybox:latest" ||
-    die "pushing the busybox base failed"
+  push_base "$layout:latest" busybox:latest
   base_of[busybox20]=$registry/bench/busybox:latest
   mkdir -p "$top/context/busybox20"
   {
@@ -195,8 +201,7 @@ if has_case cold || has_case warm; then
 fi
 if has_case apt || has_case flask; then
   debian_layout
-  skopeo copy --quiet --dest-tls-verify=false "oci:$layout:plain" "docker://$registry/bench/debian:bookworm" ||
-    die "pushing the Debian base failed"
+  push_base "$layout:plain" debian:bookworm
   base_of[apt]=$registry/bench/debian:bookworm
   mkdir -p "$top/context/apt"
   printf 'ARG BASE\nFROM $BASE\nRUN apt-get update && apt-get install -y python3 python3-pip\n' >"$top/context/apt/Dockerfile"
@@ -224,8 +229,7 @@ if has_case flask; then
     rm -rf "$top/python-store"
     touch "$python_layout/.complete"
   fi
-  skopeo copy --quiet --dest-tls-verify=false "oci:$python_layout:localhost/python-base:bookworm" \
-    "docker://$registry/bench/python:bookworm" || die "pushing the python base failed"
+  push_base "$python_layout:localhost/python-base:bookworm" python:bookworm
   base_of[flask]=$registry/bench/python:bookworm
   mkdir -p "$top/context/flask"
   cp -r "$repo/examples/flask-app/." "$top/context/flask/"

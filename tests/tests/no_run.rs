@@ -80,7 +80,10 @@ fn a_build_without_run_probes_and_mounts_nothing() {
     // It built what the Dockerfile says, on the base's tree.
     let out = tempfile::tempdir().unwrap();
     let rootfs = unpack(&registry, &image, out.path());
-    assert_eq!(fs::read_to_string(rootfs.join("app/app.txt")).unwrap(), "app\n");
+    assert_eq!(
+        fs::read_to_string(rootfs.join("app/app.txt")).unwrap(),
+        "app\n"
+    );
     assert_eq!(
         fs::read_to_string(rootfs.join("app/dir/inner.txt")).unwrap(),
         "inner\n"
@@ -103,7 +106,13 @@ fn a_build_without_run_probes_and_mounts_nothing() {
     );
     let found = isolating_calls(
         &project,
-        &["--no-push", "--destination", "norun/with-run:1", "--insecure-registry", &registry.host],
+        &[
+            "--no-push",
+            "--destination",
+            "norun/with-run:1",
+            "--insecure-registry",
+            &registry.host,
+        ],
     );
     assert!(
         found.iter().any(|c| c.contains("CLONE_NEW")),
