@@ -165,10 +165,17 @@ pub(super) fn build_with(
             })?;
     }
     let privileged = rustix::process::geteuid().is_root();
-    let place = parts
-        .isolation
-        .shared_root()
-        .map(|shared| super::isolation::place(shared, settings, context.root()));
+    // A build without RUN asks nothing of the isolation: no probe, and its
+    // stages are plain directories (see `Engine::mode`).
+    let has_run = first_run.is_some();
+    let place = if has_run {
+        parts
+            .isolation
+            .shared_root()
+            .map(|shared| super::isolation::place(shared, settings, context.root()))
+    } else {
+        None
+    };
     let cache = match &settings.cache {
         Some(_) if settings.single_snapshot => {
             tracing::warn!(
@@ -195,6 +202,7 @@ pub(super) fn build_with(
         image_roots: Mutex::new(BTreeMap::new()),
         failed: AtomicBool::new(false),
         mode: std::sync::OnceLock::new(),
+        has_run,
         privileged,
         place,
         isolation: parts.isolation,
@@ -284,6 +292,9 @@ pub(super) struct Engine<'a> {
     /// How snapshots are taken, decided when a stage root is first made
     /// (a build whose steps all come from the cache makes none).
     pub(super) mode: std::sync::OnceLock<SnapshotMode>,
+    /// Whether a needed stage has a RUN step (an ONBUILD trigger of a base
+    /// image aside): without, nothing is probed or mounted.
+    pub(super) has_run: bool,
     /// Running as root: ownership is kept when layers are applied.
     pub(super) privileged: bool,
     /// How RUN steps run.
@@ -405,6 +416,13 @@ impl Engine<'_> {
     pub(super) fn mode(&self) -> SnapshotMode {
         *self.mode.get_or_init(|| match self.settings.snapshot_mode {
             _ if self.place.is_some() => SnapshotMode::InPlace,
+            // Without RUN nothing needs a live merged view: the base is
+            // applied to a directory and each COPY's tree moved into it,
+            // with no mount (nor a trial one).
+            _ if !self.has_run => {
+                tracing::debug!("snapshot mode: full (no RUN step: nothing is mounted)");
+                SnapshotMode::Full
+            }
             SnapshotMode::Overlay if !crate::sandbox::overlay::supported(&self.work) => {
                 tracing::info!(
                     "overlay mounts are not available here: snapshots copy and compare the root filesystem (slower; RUST_LOG=debug says why)"

@@ -3,17 +3,22 @@
 //!
 //! `auto` (the default) takes namespaces where the probe can make them, in
 //! place inside a container where it cannot, and otherwise namespaces all
-//! the same, so that the first RUN fails with their error and its hint.
+//! the same, so that the first RUN fails with their error and its hint. It
+//! probes the first time the build asks, once: a build without RUN never
+//! does.
 //! `in-place` outside a container is refused unless `--force`: it would
 //! overwrite the machine's own root (see [`sandbox::container`]).
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use super::error::{BuildError, Result};
 use super::run::SecretSource;
 use super::settings::{IsolationMode, Settings};
 use crate::rootfs::InPlace;
-use crate::sandbox::{self, Isolation, SharedRoot};
+use crate::sandbox::{
+    self, Isolation, KillSwitch, Outcome, SandboxError, SharedRoot, Spec, Unavailable,
+};
 
 /// The isolation `settings` ask for, on this machine.
 pub(super) fn choose(settings: &Settings) -> Result<Box<dyn Isolation>> {
@@ -29,19 +34,47 @@ pub(super) fn choose(settings: &Settings) -> Result<Box<dyn Isolation>> {
             }
             Ok(Box::new(sandbox::InPlace))
         }
-        IsolationMode::Auto => match sandbox::probe() {
-            Ok(()) => Ok(Box::new(sandbox::Namespaces)),
+        IsolationMode::Auto => Ok(Box::new(Auto::default())),
+    }
+}
+
+/// `--isolation=auto`: the probe, and the isolation it picks, made the
+/// first time the build asks for either.
+#[derive(Default)]
+struct Auto {
+    chosen: OnceLock<(Box<dyn Isolation>, std::result::Result<(), Unavailable>)>,
+}
+
+impl Auto {
+    fn chosen(&self) -> &(Box<dyn Isolation>, std::result::Result<(), Unavailable>) {
+        self.chosen.get_or_init(|| match sandbox::probe() {
+            Ok(()) => (Box::new(sandbox::Namespaces), Ok(())),
             Err(unavailable) => match sandbox::container::detect() {
                 Some(sign) => {
                     tracing::info!(
                         "RUN steps run in place, in this container's own root file system (namespaces: {}; container: {sign})",
                         unavailable.what
                     );
-                    Ok(Box::new(sandbox::InPlace))
+                    (Box::new(sandbox::InPlace), Ok(()))
                 }
-                None => Ok(Box::new(sandbox::Namespaces)),
+                None => (Box::new(sandbox::Namespaces), Err(unavailable)),
             },
-        },
+        })
+    }
+}
+
+impl Isolation for Auto {
+    fn run(&self, spec: &Spec, kill: &KillSwitch) -> std::result::Result<Outcome, SandboxError> {
+        self.chosen().0.run(spec, kill)
+    }
+
+    /// The probe's answer (not probed again).
+    fn available(&self) -> std::result::Result<(), Unavailable> {
+        self.chosen().1.clone()
+    }
+
+    fn shared_root(&self) -> Option<SharedRoot> {
+        self.chosen().0.shared_root()
     }
 }
 

@@ -116,6 +116,11 @@ pub struct StageRoot {
     /// Overlay: the mount, and the generation of its upper directory.
     mount: Option<Overlay>,
     generation: usize,
+    /// Overlay: the last RUN's mount being unmounted on a thread of its
+    /// own while its changes are read and written as a layer (nothing
+    /// writes to the root once the step's processes are gone); joined
+    /// before its upper directory moves or the next overlay is mounted.
+    unmounting: Option<std::thread::JoinHandle<Result<(), OverlayError>>>,
     /// Full: the copy taken before the current RUN (or before the stage's
     /// first change, with `--single-snapshot`).
     before: Option<PathBuf>,
@@ -163,6 +168,7 @@ impl StageRoot {
             lowers: Vec::new(),
             mount: None,
             generation: 0,
+            unmounting: None,
             before: None,
             in_place: None,
             privileged,
@@ -214,6 +220,7 @@ impl StageRoot {
             lowers: Vec::new(),
             mount: None,
             generation: 0,
+            unmounting: None,
             before: None,
             in_place: Some(root),
             privileged,
@@ -244,6 +251,7 @@ impl StageRoot {
 
     /// Mounts the overlay of the current lowers with a fresh upper directory.
     fn remount(&mut self) -> Result<()> {
+        self.unmounted()?;
         if let Some(mount) = self.mount.take() {
             mount.unmount()?;
         }
@@ -321,7 +329,11 @@ impl StageRoot {
         let entries = match self.mode {
             SnapshotMode::Overlay => {
                 if let Some(mount) = self.mount.take() {
-                    mount.unmount()?;
+                    let unmount = std::thread::Builder::new()
+                        .name("unmount".into())
+                        .spawn(move || mount.unmount())
+                        .map_err(io_at(&self.root))?;
+                    self.unmounting = Some(unmount);
                 }
                 let upper = self.upper();
                 upper::remove_stubs(&upper, stubs, true, |rel| self.lower_meta(rel))?;
@@ -352,6 +364,7 @@ impl StageRoot {
     /// Keeps the last RUN's changes as the layer `diff_id`.
     pub fn keep(&mut self, store: &Store, diff_id: &Digest) -> Result<()> {
         if self.mode == SnapshotMode::Overlay {
+            self.unmounted()?;
             let dir = store.adopt_layer(diff_id, &self.upper())?;
             self.lowers.push(dir);
             self.remount()?;
@@ -362,11 +375,21 @@ impl StageRoot {
     /// Drops the last RUN's upper directory (it changed nothing).
     pub fn discard(&mut self) -> Result<()> {
         if self.mode == SnapshotMode::Overlay {
+            self.unmounted()?;
             let upper = self.upper();
             fs::remove_dir_all(&upper).map_err(io_at(&upper))?;
             self.remount()?;
         }
         Ok(())
+    }
+
+    /// Waits for the unmount [`StageRoot::take_diff`] started, if any.
+    fn unmounted(&mut self) -> Result<()> {
+        match self.unmounting.take().map(std::thread::JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e.into()),
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+        }
     }
 
     /// The metadata of `rel` in the topmost lower directory holding it.
@@ -386,6 +409,9 @@ impl StageRoot {
 
 impl Drop for StageRoot {
     fn drop(&mut self) {
+        if let Err(e) = self.unmounted() {
+            tracing::warn!("cannot unmount {}: {e}", self.root.display());
+        }
         if let Some(mount) = self.mount.take() {
             if let Err(e) = mount.unmount() {
                 tracing::warn!("cannot unmount {}: {e}", self.root.display());

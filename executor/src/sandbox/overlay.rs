@@ -67,6 +67,11 @@ fn plain_diff_options(index: bool) -> [(&'static str, &'static str); 3] {
 /// The keys of [`plain_diff_options`].
 const PLAIN_DIFF_KEYS: [&str; 3] = ["index", "metacopy", "redirect_dir"];
 
+/// Options a kernel that does not know them may go without.
+fn droppable(key: &str) -> bool {
+    PLAIN_DIFF_KEYS.contains(&key) || key == "volatile"
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OverlayError {
     #[error("cannot prepare the overlay directory {}", path.display())]
@@ -356,6 +361,12 @@ fn mount_new_api(
             tracing::debug!(option = key, error = %e, log = %read_log(fs_fd), "overlay option refused; left out");
         }
     }
+    // `volatile` (Linux 5.10): unmounting does not sync the whole upper
+    // file system, a stall of up to a second per step on a busy disk; the
+    // upper directory is build scratch (a fresh one every mount).
+    if let Err(e) = rustix::mount::fsconfig_set_flag(fs_fd, "volatile") {
+        tracing::debug!(error = %e, "overlay option volatile refused; left out");
+    }
     if userxattr {
         rustix::mount::fsconfig_set_flag(fs_fd, "userxattr").map_err(|e| failed(Some(fs_fd), e))?;
     }
@@ -428,6 +439,7 @@ fn mount_legacy(
     }
     let base_len = data.len();
     let mut options: Vec<(&str, &str)> = plain_diff_options(index).to_vec();
+    options.push(("volatile", "")); // as in mount_new_api
     if userxattr {
         options.push(("userxattr", ""));
     }
@@ -461,10 +473,10 @@ fn mount_legacy(
             Ok(()) => return Ok(()),
             // An option this kernel does not know: leave the last
             // plain-diff one out and retry (userxattr stays: it is needed).
-            Err(Errno::INVAL) if options.iter().any(|(k, _)| PLAIN_DIFF_KEYS.contains(k)) => {
+            Err(Errno::INVAL) if options.iter().any(|(k, _)| droppable(k)) => {
                 let i = options
                     .iter()
-                    .rposition(|(k, _)| PLAIN_DIFF_KEYS.contains(k))
+                    .rposition(|(k, _)| droppable(k))
                     .expect("checked above");
                 tracing::debug!(option = options[i].0, "overlay option refused; left out");
                 options.remove(i);

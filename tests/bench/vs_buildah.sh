@@ -1,0 +1,566 @@
+#!/usr/bin/env bash
+# vs_buildah.sh: executor against buildah, side by side in one run, on the
+# cases issue 18 sets aims for; prints one table (medians, ratios, peak RSS,
+# layer bytes downloaded). A benchmark, not a test: it asserts no time.
+#
+#   tests/bench/vs_buildah.sh                       # the four aims, 5 rounds
+#   tests/bench/vs_buildah.sh --runs 3 --cases "cold warm"
+#   tests/bench/vs_buildah.sh --debian              # + apt and flask (network)
+#
+# The cases (each tool starts every timed round on empty local storage;
+# buildah is `buildah --isolation=chroot --format docker` with a private
+# --root/--runroot, overlay driver where it works here, else vfs):
+#   cold     20 RUN steps on the tests' busybox image, pulled from a local
+#            registry: each writes a 256 KiB random file and a log line,
+#            appends to the previous step's file and removes an older one,
+#            so every layer adds, changes and deletes.
+#              executor build --no-push, fresh --cache-dir
+#              buildah bud --layers
+#   warm     the same Dockerfile rebuilt without change from each tool's
+#            registry cache (filled once, untimed), then pushed:
+#              executor build --cache=true --cache-repo R -d IMAGE
+#              buildah bud --layers --cache-from R --cache-to R; buildah push
+#            Layer bytes downloaded are read from the registry's access log
+#            (common.sh registry_layer_bytes): an aim is 0.
+#   copy     FROM scratch, COPY . /data/ of 10,000 files, 500 MiB (made
+#            once, deterministic; `gzip -6` makes it 72%), to an OCI layout:
+#              executor build --no-push --oci-layout-path OUT
+#              buildah bud --layers=false; buildah push IMG oci:OUT (what
+#              gzips the layer: bud stores it uncompressed)
+#            The layer's digest must be the same every round.
+#   big      the copy case's shape with one 2 GiB file (peak RSS aim)
+#   many     the copy case's shape with 100,000 files of 0-2 KiB (peak RSS)
+#   apt      (--debian) FROM the tests' Debian base, RUN apt-get update &&
+#            apt-get install -y python3 python3-pip; cold as `cold`. Needs
+#            the Debian mirror; the download is timed, for both.
+#   flask    (--debian) examples/flask-app rebuilt as `warm`, on a python
+#            base made once by executor (needs the Debian mirror; the fills
+#            need PyPI, the timed rounds nothing).
+# Peak RSS is the largest single process of the tool's tree (GNU time -v;
+# buildah's is the larger of bud and push); CPU is user + system. The ratio
+# column is the median of the rounds' executor/buildah ratios.
+#
+# Options (or the environment variables in brackets):
+#   --runs N           rounds of cold, warm, copy, apt, flask [RUNS=5]
+#   --memory-runs N    rounds of big and many [MEMORY_RUNS=1]
+#   --cases "LIST"     [CASES="cold warm copy big many"]
+#   --debian           adds apt and flask to the cases
+#   --keep             keep the temp dir with every log [KEEP=1]
+#   [EXECUTOR=path]    this binary instead of `cargo build --release -p executor`
+#   [BENCH_CACHE=~/.cache/executor-bench]  generated contexts and bases
+#   [BENCH_TMP=/tmp]   stores, outputs, the registry
+#   [DEBIAN_TARBALL=path]  the Debian rootfs (default: tests/fixtures/debian-base.sh)
+# Measured 2026-12-06 13:35-13:50 UTC on the 2-core development machine
+# shared with five other builds (load average 10.7 before, 4.4 after;
+# release build of h/perf a41a20f; `tests/bench/vs_buildah.sh`):
+#   case                        executor s (cpu)  buildah s (cpu)  ratio  aim
+#   cold, 20 RUN (5 rounds)     2.04 (0.6)        10.45 (5.8)      0.197  <= 0.03
+#   warm + push (5 rounds)      0.38 (0.1)         5.45 (2.1)      0.071  <= 0.05, 0 B: 0 B
+#   COPY 10,000 files (5)       43.11 (13.9)      35.18 (26.3)     1.225  <= 0.2
+#   one 2 GiB file (1)          42.11 (39.0)      61.49 (50.5)     0.685  RSS 34 MiB
+#   100,000 files (1)           51.77 (49.5)     134.30 (112.7)    0.385  RSS 114 MiB
+# Where the time goes (perf record, strace -c -w): cold, 66% of the CPU
+# samples are ext4's inode allocator (__ext4_new_inode -> find_inode_bit ->
+# recently_deleted -> find_get_block) on a disk where other builds delete
+# files all the time; a RUN makes ~17 inodes of its own (overlay work
+# dirs, mount-point stubs, the layer's .lock and .used files, scratch) and
+# the wall time is three times the CPU time (waiting for a core). COPY:
+# deflate (level 6) is 55% of the CPU, inode allocation 16%, sha256 6%;
+# the wall time is three times the CPU time: the staging copy of every
+# file before compression starts, and the scratch tree deleted at the end.
+#
+# Exits 1 when a correctness check fails (layer bytes downloaded on a warm
+# rebuild, a step not cached, a copy layer digest that changed between
+# rounds), 2 on a setup or build failure. Needs (Debian packages): buildah
+# skopeo umoci docker-registry curl python3 time busybox-static. Run as
+# root.
+
+set -euo pipefail
+
+RUNS=${RUNS:-5}
+MEMORY_RUNS=${MEMORY_RUNS:-1}
+CASES=${CASES:-cold warm copy big many}
+KEEP=${KEEP:-0}
+BENCH_CACHE=${BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/executor-bench}
+BENCH_TMP=${BENCH_TMP:-${TMPDIR:-/tmp}}
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+die() {
+  echo "vs_buildah: $*" >&2
+  exit 2
+}
+
+while (($#)); do
+  case $1 in
+    --runs) RUNS=${2:?--runs needs a number} && shift ;;
+    --memory-runs) MEMORY_RUNS=${2:?--memory-runs needs a number} && shift ;;
+    --cases) CASES=${2:?--cases needs a list} && shift ;;
+    --debian) CASES="$CASES apt flask" ;;
+    --keep) KEEP=1 ;;
+    -h | --help)
+      sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+      exit 0
+      ;;
+    *) die "unknown argument $1 (--help lists them)" ;;
+  esac
+  shift
+done
+for c in $CASES; do
+  case $c in cold | warm | copy | big | many | apt | flask) ;; *) die "unknown case $c (cold warm copy big many apt flask)" ;; esac
+done
+has_case() { [[ " $CASES " == *" $1 "* ]]; }
+
+[[ -x /usr/bin/time ]] || die "GNU time is missing
+hint: apt-get install -y time"
+for tool in python3 umoci skopeo docker-registry curl buildah; do
+  command -v "$tool" >/dev/null || die "$tool is missing
+hint: apt-get install -y buildah skopeo umoci docker-registry curl python3 time busybox-static"
+done
+
+# shellcheck source=tests/bench/common.sh
+source "$repo/tests/bench/common.sh"
+executor_binary
+
+top=$(mktemp -d "$BENCH_TMP/vs-buildah-XXXXXX")
+registry_pid=
+storages=()
+driver=overlay
+
+cleanup() {
+  local s
+  for s in "${storages[@]}"; do cleanup_buildah "$s"; done
+  [[ -n $registry_pid ]] && kill "$registry_pid" 2>/dev/null
+  if [[ $KEEP == 1 ]]; then echo "kept $top" >&2; else rm -rf "$top"; fi
+}
+trap cleanup EXIT
+
+pick_buildah_driver "$top/probe"
+
+# --- measuring ------------------------------------------------------------------
+
+now() { date +%s.%N; }
+
+# timed NAME CMD...: runs CMD under GNU time into $work/NAME.time, its
+# output into $work/NAME.log; appends its wall seconds to $work/NAME.wall.
+# On failure prints the log's end and dies.
+timed() {
+  local name=$1 t0 t1
+  shift
+  t0=$(now)
+  if ! /usr/bin/time -v -o "$work/$name.time" "$@" >>"$work/$name.log" 2>&1; then
+    tail -n 40 "$work/$name.log" >&2
+    die "$name failed: $* (KEEP=1 keeps $work)"
+  fi
+  t1=$(now)
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }' >>"$work/$name.wall"
+}
+
+# The sum of NAME's wall seconds, its peak RSS (KiB) and CPU seconds, for
+# the timed() calls under $work whose names are given.
+sum_wall() {
+  local f
+  for f in "$@"; do cat "$work/$f"; done | awk '{ s += $1 } END { printf "%.3f", s }'
+}
+peak_rss() {
+  local f
+  for f in "$@"; do awk -F': ' '/Maximum resident set size/ { print $2 }' "$work/$f.time"; done |
+    sort -n | tail -n 1
+}
+cpu_of() {
+  local f
+  for f in "$@"; do awk -F': ' '/(User|System) time/ { s += $2 } END { print s }' "$work/$f.time"; done |
+    awk '{ s += $1 } END { printf "%.1f", s }'
+}
+
+# record CASE EXEC_S EXEC_RSS EXEC_CPU EXEC_BYTES BH_S BH_RSS BH_CPU BH_BYTES CHECK
+# CHECK is what the round must agree on (a digest) or "ok"/"FAIL:why".
+record() {
+  local c=$1
+  shift
+  echo "$*" >>"$top/results-$c"
+  awk -v c="$c" '{ printf "%-6s executor %7.2fs (cpu %5.1fs, %4d MiB, %d layer B) | buildah %7.2fs (cpu %5.1fs, %4d MiB, %d layer B) | %.3f %s\n",
+    c, $1, $3, $2 / 1024, $4, $5, $7, $6 / 1024, $8, $1 / $5, $9 }' <<<"$*" >&2
+}
+
+# --- the registry and the bases --------------------------------------------------
+
+# push_base LAYOUT:TAG NAME: the base image into the run's registry as
+# bench/NAME.
+push_base() {
+  skopeo copy --quiet --dest-tls-verify=false "oci:$1" "docker://$registry/bench/$2" ||
+    die "pushing the $2 base failed"
+}
+
+declare -A base_of
+if has_case cold || has_case warm || has_case apt || has_case flask; then
+  start_registry "$top"
+  # No registries.conf from the host for buildah: no short names, no
+  # mirrors; the run's registry is plain HTTP.
+  cat >"$top/registries.conf" <<EOF
+unqualified-search-registries = []
+[[registry]]
+location = "$registry"
+insecure = true
+EOF
+  export REGISTRIES_CONFIG_PATH=$top/registries.conf
+fi
+if has_case cold || has_case warm; then
+  busybox_layout
+  push_base "$layout:latest" busybox:latest
+  base_of[busybox20]=$registry/bench/busybox:latest
+  mkdir -p "$top/context/busybox20"
+  {
+    echo 'ARG BASE'
+    echo 'FROM $BASE'
+    for i in $(seq 1 20); do
+      echo "RUN mkdir -p /work/$i && head -c 262144 /dev/urandom > /work/$i/blob && echo step $i >> /work/log && echo more >> /work/$((i - 1))/note 2>/dev/null; touch /work/$i/note && rm -rf /work/$((i - 2))/blob"
+    done
+  } >"$top/context/busybox20/Dockerfile"
+fi
+if has_case apt || has_case flask; then
+  debian_layout
+  push_base "$layout:plain" debian:bookworm
+  base_of[apt]=$registry/bench/debian:bookworm
+  mkdir -p "$top/context/apt"
+  printf 'ARG BASE\nFROM $BASE\nRUN apt-get update && apt-get install -y python3 python3-pip\n' >"$top/context/apt/Dockerfile"
+fi
+if has_case flask; then
+  python_layout=$BENCH_CACHE/python-oci-$(basename "$layout")
+  if [[ ! -f $python_layout/.complete ]]; then
+    echo "== making the python base with executor (once; needs the Debian mirror)" >&2
+    rm -rf "$python_layout"
+    ctx=$top/python-base
+    mkdir -p "$ctx/ca-certificates"
+    touch "$ctx/ca-certificates/.keep"
+    # The CA certificates this machine trusts beyond Debian's (an
+    # intercepting proxy's), for pip in the fills.
+    cp /usr/local/share/ca-certificates/*.crt "$ctx/ca-certificates/" 2>/dev/null || true
+    printf 'FROM %s\nCOPY ca-certificates/ /usr/local/share/ca-certificates/\nRUN apt-get update && apt-get install -y python3 python3-pip\n' \
+      "$registry/bench/debian:bookworm" >"$ctx/Dockerfile"
+    "$EXECUTOR" build --context "$ctx" --no-push --destination localhost/python-base:bookworm \
+      --insecure-registry "$registry" --cache-dir "$top/python-store" \
+      --oci-layout-path "$python_layout" >"$top/python-base.log" 2>&1 || {
+      tail -n 40 "$top/python-base.log" >&2
+      rm -rf "$python_layout"
+      die "building the python base failed"
+    }
+    rm -rf "$top/python-store"
+    touch "$python_layout/.complete"
+  fi
+  push_base "$python_layout:localhost/python-base:bookworm" python:bookworm
+  base_of[flask]=$registry/bench/python:bookworm
+  mkdir -p "$top/context/flask"
+  cp -r "$repo/examples/flask-app/." "$top/context/flask/"
+fi
+
+# --- the generated contexts (made once under BENCH_CACHE) --------------------------
+
+# generated_context NAME FILES MB: sets `context` to a directory of FILES
+# files, MB MiB together, with a Dockerfile `FROM scratch` + `COPY . /data/`.
+# FILES=1 is one file of MB MiB; otherwise ~600 nested directories (up to
+# 6 deep) of small files (100 B to 256 KiB, log-uniform sizes; source-like
+# text, random bytes, or runs of both) and FILES/400 large ones taking the
+# rest. Deterministic (fixed seed). Plus two symlinks and an empty
+# directory.
+generated_context() {
+  local name=$1 files=$2 mb=$3
+  context=$BENCH_CACHE/$name
+  [[ -f $context/.complete ]] && return 0
+  echo "== generating $files files, $mb MiB into $context (once)" >&2
+  rm -rf "$context"
+  mkdir -p "$context"
+  python3 - "$context" "$files" "$mb" <<'PY'
+import os, random, sys
+
+root, files, mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+total = mb * 1024 * 1024
+rng = random.Random(20240601)
+words = ("fn let mut impl struct enum match return self pub use mod crate where "
+         "async await loop while for in if else const static type trait dyn "
+         "Vec String Option Result Some None Ok Err Box Arc Path PathBuf io fs "
+         "the of and to a is that it with as for on this be by from data file "
+         "layer image build context copy tar gzip digest manifest config").split()
+
+def text(n):
+    out, size = [], 0
+    while size < n:
+        line = " " * (4 * rng.randrange(4)) + " ".join(
+            rng.choice(words) for _ in range(rng.randrange(3, 14)))
+        line += f" // {rng.getrandbits(32):08x}\n"
+        out.append(line)
+        size += len(line)
+    return "".join(out).encode()[:n]
+
+def content(n, kind):
+    if kind == "text":
+        return text(n)
+    if kind == "random":
+        return rng.randbytes(n)
+    # mixed: alternating runs of random bytes and text
+    parts, size = [], 0
+    while size < n:
+        run = min(n - size, rng.randrange(4096, 65536))
+        parts.append(rng.randbytes(run) if rng.random() < 0.6 else text(run))
+        size += run
+    return b"".join(parts)
+
+def big(path, size):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        left = size
+        while left:  # 1 MiB at a time: the generator stays small too
+            n = min(left, 1 << 20)
+            f.write(content(n, "mixed" if rng.random() < 0.5 else "random"))
+            left -= n
+
+if files == 1:
+    big(os.path.join(root, "blobs", "large.bin"), total)
+else:
+    # Directory tree: top-level areas, packages, modules, some deeper.
+    dirs = []
+    for a in ["src", "assets", "vendor", "docs", "test-data", "build"]:
+        for p in range(rng.randrange(6, 14)):
+            for m in range(rng.randrange(3, 10)):
+                d = f"{a}/pkg{p:02d}/mod{m}"
+                if rng.random() < 0.3:
+                    d += f"/deep{rng.randrange(3)}/deeper"
+                dirs.append(d)
+    n_large = max(1, files // 400)
+    n_small = files - n_large
+    # 100 B..256 KiB, unless that leaves the large files nothing
+    top = 2621.44 if total > files * 64 * 1024 else max(1.0, total / files / 200)
+    small = [int(100 * (top ** rng.random())) for _ in range(n_small)]
+    large = [rng.uniform(4, 40) for _ in range(n_large)]
+    budget = total - sum(small)
+    if budget <= 0:
+        sys.exit("vs_buildah: MB is too small for FILES")
+    large = [int(budget * x / sum(large)) for x in large]
+    large[-1] += budget - sum(large)
+    for i, size in enumerate(small):
+        d = dirs[i % len(dirs)] if i % 7 else dirs[rng.randrange(len(dirs))]
+        kind = rng.choices(["text", "random", "mixed"], [5, 3, 2])[0]
+        ext = {"text": ".rs", "random": ".bin", "mixed": ".dat"}[kind]
+        path = os.path.join(root, d, f"f{i:06d}{ext}")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(content(size, kind))
+    for i, size in enumerate(large):
+        big(os.path.join(root, "blobs", f"large{i:03d}.bin"), size)
+    os.symlink("src", os.path.join(root, "link-to-src"))
+    os.symlink("blobs/large000.bin", os.path.join(root, "link-to-large"))
+os.makedirs(os.path.join(root, "empty-dir"))
+with open(os.path.join(root, "Dockerfile"), "w") as f:
+    f.write("FROM scratch\nCOPY . /data/\n")
+with open(os.path.join(root, ".dockerignore"), "w") as f:
+    f.write(".complete\n")
+count = sum(len(fs) for _, _, fs in os.walk(root))
+print(f"vs_buildah: generated {count} files", file=sys.stderr)
+PY
+  touch "$context/.complete"
+}
+
+declare -A context_of
+if has_case copy; then
+  generated_context copy-heavy-v2-10000f-500m 10000 500
+  context_of[copy]=$context
+fi
+if has_case big; then
+  generated_context one-file-v2-2048m 1 2048
+  context_of[big]=$context
+fi
+if has_case many; then
+  generated_context many-files-v2-100000f-100m 100000 100
+  context_of[many]=$context
+fi
+
+# --- one round of each kind ---------------------------------------------------------
+
+# cold_round CASE N: executor and buildah build CASE's Dockerfile on empty
+# storage, not pushed.
+cold_round() {
+  local c=$1 n=$2 ctx
+  local src=$c
+  [[ $c == cold ]] && src=busybox20
+  ctx=$top/context/$src
+  work=$top/$c/round-$n
+  mkdir -p "$work"
+  sync
+  timed executor "$EXECUTOR" build --context "$ctx" --no-push \
+    --destination "localhost/bench-$c:round$n" --insecure-registry "$registry" \
+    --cache-dir "$work/executor-store" --build-arg "BASE=${base_of[$src]}"
+  storages+=("$work/buildah")
+  sync
+  timed buildah buildah --root "$work/buildah/root" --runroot "$work/buildah/run" \
+    --storage-driver "$driver" bud --isolation=chroot --layers --format docker \
+    --build-arg "BASE=${base_of[$src]}" -t "localhost/bench-$c:round$n" -f "$ctx/Dockerfile" "$ctx"
+  record "$c" "$(sum_wall executor.wall)" "$(peak_rss executor)" "$(cpu_of executor)" 0 \
+    "$(sum_wall buildah.wall)" "$(peak_rss buildah)" "$(cpu_of buildah)" 0 ok
+  cleanup_buildah "$work/buildah"
+  [[ $KEEP == 1 ]] || rm -rf "$work"
+}
+
+# executor_cached CASE NAME STORE: executor's build of CASE with its
+# registry cache, pushed to bench/CASE/executor:NAME.
+executor_cached() {
+  local c=$1 name=$2 store=$3 src=$1
+  [[ $c == warm ]] && src=busybox20
+  timed executor "$EXECUTOR" build --context "$top/context/$src" --cache=true \
+    --cache-repo "$registry/bench/$c/executor-cache" --cache-dir "$store" \
+    --destination "$registry/bench/$c/executor:$name" --insecure-registry "$registry" \
+    --build-arg "BASE=${base_of[$src]}" --metrics-file "$work/executor-metrics.json"
+}
+
+# buildah_cached CASE NAME STORAGE [--cache-from REPO]: buildah's build of
+# CASE writing its registry cache (timed as buildah), then its push
+# (timed as buildah-push).
+buildah_cached() {
+  local c=$1 name=$2 storage=$3 src=$1
+  shift 3
+  [[ $c == warm ]] && src=busybox20
+  storages+=("$storage")
+  local bh=(buildah --root "$storage/root" --runroot "$storage/run" --storage-driver "$driver")
+  local tag=$registry/bench/$c/buildah:$name
+  timed buildah "${bh[@]}" bud --isolation=chroot --format docker --layers --tls-verify=false \
+    --cache-to "$registry/bench/$c/buildah-cache" "$@" \
+    --build-arg "BASE=${base_of[$src]}" -t "$tag" \
+    -f "$top/context/$src/Dockerfile" "$top/context/$src"
+  timed buildah-push "${bh[@]}" push --tls-verify=false "$tag"
+}
+
+# warm_round CASE N: both tools rebuild CASE without change on empty
+# storage from their registry cache and push it; the layer bytes each
+# downloaded come from the registry's access log.
+warm_round() {
+  local c=$1 n=$2 off
+  work=$top/$c/round-$n
+  mkdir -p "$work"
+  sync
+  off=$(stat -c %s "$top/registry.log")
+  executor_cached "$c" "round-$n" "$work/executor-store"
+  local exec_bytes exec_blobs
+  read -r exec_bytes exec_blobs < <(registry_layer_bytes "$top" "$off")
+  local cached
+  cached=$(python3 -c 'import json, sys; m = json.load(open(sys.argv[1])); print("%d/%d" % (m["steps_cached"], m["steps_cached"] + m["steps_executed"]))' "$work/executor-metrics.json")
+  sync
+  off=$(stat -c %s "$top/registry.log")
+  buildah_cached "$c" "round-$n" "$work/buildah" --cache-from "$registry/bench/$c/buildah-cache"
+  local bh_bytes bh_blobs
+  read -r bh_bytes bh_blobs < <(registry_layer_bytes "$top" "$off")
+  local check="cached=$cached"
+  [[ ${cached%/*} == "${cached#*/}" && $exec_bytes == 0 ]] || check="FAIL:cached=$cached,layer-bytes=$exec_bytes"
+  record "$c" "$(sum_wall executor.wall)" "$(peak_rss executor)" "$(cpu_of executor)" "$exec_bytes" \
+    "$(sum_wall buildah.wall buildah-push.wall)" "$(peak_rss buildah buildah-push)" \
+    "$(cpu_of buildah buildah-push)" "$bh_bytes" "$check"
+  cleanup_buildah "$work/buildah"
+  [[ $KEEP == 1 ]] || rm -rf "$work"
+}
+
+# warm_fill CASE: each tool fills its registry cache once (not timed).
+warm_fill() {
+  local c=$1
+  work=$top/$c/fill
+  mkdir -p "$work"
+  echo "== $c: filling each tool's registry cache once" >&2
+  executor_cached "$c" fill "$work/executor-store"
+  buildah_cached "$c" fill "$work/buildah"
+  cleanup_buildah "$work/buildah"
+  [[ $KEEP == 1 ]] || rm -rf "$work"
+}
+
+# copy_round CASE N: both tools turn CASE's generated context into an
+# image in an OCI layout; the check is the layer digest executor wrote.
+copy_round() {
+  local c=$1 n=$2 ctx=${context_of[$1]}
+  work=$(mktemp -d "$BENCH_TMP/vs-buildah-$c-XXXXXX")
+  # Both start from the page cache: the context was just made or read.
+  tar -C "$ctx" -cf - . | cat >/dev/null
+  sync
+  timed executor "$EXECUTOR" build --context "$ctx" --dockerfile Dockerfile --no-push \
+    --destination "localhost/bench-$c:bench" --cache-dir "$work/executor-store" \
+    --oci-layout-path "$work/executor-out"
+  local digest
+  digest=$(python3 - "$work/executor-out" <<'PY'
+import json, os, sys
+top = sys.argv[1]
+def blob(d):
+    with open(os.path.join(top, "blobs", *d.split(":", 1))) as f:
+        return json.load(f)
+index = json.load(open(os.path.join(top, "index.json")))
+print(blob(index["manifests"][0]["digest"])["layers"][-1]["digest"])
+PY
+  )
+  rm -rf "$work/executor-store" "$work/executor-out"
+  storages+=("$work/buildah")
+  local bh=(buildah --root "$work/buildah/root" --runroot "$work/buildah/run" --storage-driver "$driver")
+  sync
+  timed buildah "${bh[@]}" bud --isolation=chroot --format docker --layers=false \
+    -t "localhost/bench-$c:bench" -f "$ctx/Dockerfile" "$ctx"
+  timed buildah-push "${bh[@]}" push "localhost/bench-$c:bench" "oci:$work/buildah-out"
+  record "$c" "$(sum_wall executor.wall)" "$(peak_rss executor)" "$(cpu_of executor)" 0 \
+    "$(sum_wall buildah.wall buildah-push.wall)" "$(peak_rss buildah buildah-push)" \
+    "$(cpu_of buildah buildah-push)" 0 "$digest"
+  cleanup_buildah "$work/buildah"
+  if [[ $KEEP == 1 ]]; then echo "kept $work" >&2; else rm -rf "$work"; fi
+}
+
+# --- the run --------------------------------------------------------------------------
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "== executor $EXECUTOR; buildah $(buildah --version | awk '{ print $3 }') (driver $driver); $(nproc) cores; load $load_before; cases $CASES" >&2
+for c in $CASES; do
+  mkdir -p "$top/$c"
+  case $c in
+    cold | apt) for ((i = 1; i <= RUNS; i++)); do cold_round "$c" "$i"; done ;;
+    warm | flask)
+      warm_fill "$c"
+      for ((i = 1; i <= RUNS; i++)); do warm_round "$c" "$i"; done
+      ;;
+    copy) for ((i = 1; i <= RUNS; i++)); do copy_round "$c" "$i"; done ;;
+    big | many) for ((i = 1; i <= MEMORY_RUNS; i++)); do copy_round "$c" "$i"; done ;;
+  esac
+done
+
+# --- the table ---------------------------------------------------------------------
+
+declare -A what=(
+  [cold]="20 busybox RUN steps, cold"
+  [warm]="same, warm registry cache, empty machine, pushed"
+  [copy]="COPY . of 10,000 files, 500 MiB"
+  [big]="COPY of one 2 GiB file"
+  [many]="COPY of 100,000 files, 100 MiB"
+  [apt]="Debian apt-get install python3 python3-pip"
+  [flask]="examples/flask-app, warm registry cache, pushed"
+)
+declare -A aim=([cold]="<= 0.03" [warm]="<= 0.05, 0 B" [copy]="<= 0.2" [big]="RSS <= 200 MB" [many]="RSS <= 200 MB" [apt]="-" [flask]="-")
+status=0
+echo
+echo "executor $("$EXECUTOR" --version 2>/dev/null | head -n 1) vs buildah $(buildah --version | awk '{ print $3 }') --isolation=chroot --format docker (storage driver $driver); $(nproc) cores; load average before $load_before, after $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' case rounds "executor s (cpu)" "buildah s (cpu)" "ratio" aim \
+  "peak RSS executor / buildah" "layer bytes downloaded executor / buildah" check
+echo "|---|---|---|---|---|---|---|---|---|"
+for c in $CASES; do
+  awk -v what="${what[$c]}" -v aim="${aim[$c]}" '
+    { e[NR] = $1; er[NR] = $2; ec[NR] = $3; eb[NR] = $4; b[NR] = $5; br[NR] = $6; bc[NR] = $7; bb[NR] = $8
+      r[NR] = $1 / $5; check[NR] = $9
+      if ($2 > erm) erm = $2; if ($6 > brm) brm = $6; if ($4 > ebm) ebm = $4; if ($8 > bbm) bbm = $8 }
+    function median(a, n,   i, j, t, s) {
+      for (i = 1; i <= n; i++) s[i] = a[i]
+      for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (s[j] < s[i]) { t = s[i]; s[i] = s[j]; s[j] = t }
+      return n % 2 ? s[(n + 1) / 2] : (s[n / 2] + s[n / 2 + 1]) / 2
+    }
+    END {
+      n = NR; verdict = "ok"
+      for (i = 1; i <= n; i++) {
+        if (check[i] ~ /^FAIL/) verdict = check[i]
+        else if (check[i] ~ /^sha256:/ && check[i] != check[1]) verdict = "FAIL:layer digest changed"
+      }
+      if (verdict == "ok" && check[1] ~ /^sha256:/) verdict = "same digest " substr(check[1], 1, 19)
+      if (verdict == "ok" && check[1] ~ /^cached=/) verdict = check[1]
+      printf "| %s | %d | %.2f (%.1f) | %.2f (%.1f) | %.3f | %s | %d / %d MiB | %d / %d | %s |\n",
+        what, n, median(e, n), median(ec, n), median(b, n), median(bc, n), median(r, n), aim,
+        erm / 1024, brm / 1024, ebm, bbm, verdict
+      exit verdict ~ /^FAIL/
+    }' "$top/results-$c" || status=1
+done
+exit "$status"
