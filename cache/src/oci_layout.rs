@@ -482,17 +482,8 @@ pub fn mark_accessed(path: &Path) {
 /// Syncs a written temporary file, makes it world-readable (a layout may
 /// be shared) and renames it to `path`.
 pub fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
-    tmp.as_file().sync_data().map_err(write_error(path))?;
-    persist_unsynced(tmp, path)
-}
-
-/// [`persist`] without the sync, for a store that is a cache of content
-/// addressed by digest: a sync waits for the disk, tens of milliseconds on a
-/// busy one, for every blob of every step, while a blob a power cut left
-/// short is told by its digest (extraction, export and registries check it)
-/// and made or fetched again.
-pub fn persist_unsynced(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
     let file = tmp.as_file();
+    file.sync_data().map_err(write_error(path))?;
     file.set_permissions(fs::Permissions::from_mode(0o644))
         .map_err(write_error(path))?;
     tmp.persist(path).map_err(|e| write_error(path)(e.error))?;

@@ -7,7 +7,7 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
-use executor_cache::oci_layout::{create_dir, persist_unsynced};
+use executor_cache::oci_layout::{create_dir, persist};
 use tempfile::NamedTempFile;
 
 use super::{Result, Store, StoreError, write_err};
@@ -131,7 +131,7 @@ impl BlobWriter {
             });
         }
         create_dir(&self.blob_dir)?;
-        persist_unsynced(tmp, &self.blob_dir.join(digest.hex()))?;
+        persist(tmp, &self.blob_dir.join(digest.hex()))?;
         Ok((digest, size))
     }
 }
