@@ -189,6 +189,8 @@ fn pipelines_use_only_the_builds_settings() {
         "build::SshAgent",
         "build::SnapshotMode",
         "build::IsolationMode",
+        "build::SecurityOptions",
+        "build::SeccompOption",
     ];
     let bad: Vec<String> = imports_of("pipeline")
         .into_iter()

@@ -20,6 +20,9 @@ mod schedule;
 pub mod script;
 pub mod vars;
 
+// The build settings a run is started with (how its jobs are isolated and
+// confined), re-exported so the server names them through the pipeline.
+pub use crate::build::{IsolationMode, SecurityOptions};
 pub use artifacts::{ArtifactError, collect_artifacts, restore_artifacts};
 pub use checkout::{Checkout, CheckoutError, GitRef};
 pub use events::{EventSink, JobReport, JobStatus, RunEvent, RunReport, Stream};

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-use crate::build::IsolationMode;
+use crate::pipeline::IsolationMode;
 use crate::server::forge::ForgeKind;
 
 /// The configuration file `executor serve` reads by default.

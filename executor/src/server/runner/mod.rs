@@ -21,8 +21,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::build::IsolationMode;
 use crate::error_chain;
+use crate::pipeline::IsolationMode;
 use crate::pipeline::run::{RunOptions, run};
 use crate::pipeline::vars::PipelineSource;
 use crate::pipeline::{EventSink, JobStatus as PipelineJobStatus, RunEvent};
@@ -482,7 +482,7 @@ fn options(assignment: &Assignment, machine: &Machine, work: &std::path::Path) -
         ),
         allow_push: assignment.allow_push,
         // Docker's default profile: a runner's flag may change it later.
-        security: crate::build::SecurityOptions::default(),
+        security: crate::pipeline::SecurityOptions::default(),
         isolation: machine.isolation,
     }
 }
