@@ -84,6 +84,12 @@ pub enum StoreError {
         #[source]
         source: super::apply::ApplyError,
     },
+    #[error("cannot apply layer {blob}")]
+    Apply {
+        blob: Digest,
+        #[source]
+        source: super::apply::ApplyError,
+    },
     #[error(
         "layer {blob} does not match its diffID: its uncompressed content hashes to {actual}, the image says {expected}"
     )]
