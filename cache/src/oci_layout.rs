@@ -550,7 +550,10 @@ pub fn remove_dead_temp_files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
         return removed;
     };
     for entry in entries.flatten() {
-        if !entry.file_name().as_encoded_bytes().starts_with(prefix.as_bytes())
+        if !entry
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(prefix.as_bytes())
             || !entry.file_type().is_ok_and(|t| t.is_file())
         {
             continue;

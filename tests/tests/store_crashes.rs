@@ -244,7 +244,11 @@ fn killed_builds_leave_a_store_the_next_build_trusts() {
         );
         assert_eq!(mounts_under(&store), Vec::<String>::new(), "point {point}");
         // Temporary files beside blobs (a killed writer's) are gone too.
-        assert_eq!(find(&store.join("blobs"), "."), Vec::<PathBuf>::new(), "point {point}");
+        assert_eq!(
+            find(&store.join("blobs"), "."),
+            Vec::<PathBuf>::new(),
+            "point {point}"
+        );
     }
 }
 
@@ -310,7 +314,8 @@ fn largest_blob(store: &Path) -> PathBuf {
 
 /// Whether the blob at `path` holds what its name says.
 fn sound(path: &Path) -> bool {
-    hex::encode(Sha256::digest(fs::read(path).unwrap())) == path.file_name().unwrap().to_string_lossy()
+    hex::encode(Sha256::digest(fs::read(path).unwrap()))
+        == path.file_name().unwrap().to_string_lossy()
 }
 
 /// A base layer blob damaged in place (same size: no cheap sign of it),
@@ -322,10 +327,7 @@ fn a_base_blob_corrupted_in_place_is_fetched_again() {
     let registry = Registry::start(RegistryKind::Anonymous);
     let base = registry.push_busybox();
     for mode in ["overlay", "full"] {
-        let project = Project::new(
-            &format!("FROM {base}\nRUN cat /bin/busybox > /copy\n"),
-            &[],
-        );
+        let project = Project::new(&format!("FROM {base}\nRUN cat /bin/busybox > /copy\n"), &[]);
         let args = [
             "--no-push",
             "--insecure-registry",
@@ -347,7 +349,10 @@ fn a_base_blob_corrupted_in_place_is_fetched_again() {
         }
 
         let stderr = project.ok(&args);
-        assert!(sound(&blob), "{mode}: the blob was not fetched again: {stderr}");
+        assert!(
+            sound(&blob),
+            "{mode}: the blob was not fetched again: {stderr}"
+        );
     }
 }
 
@@ -443,8 +448,7 @@ fn prune_runs_while_a_server_is_idle() {
     while TcpStream::connect(&listen).is_err() {
         if let Ok(Some(status)) = server.try_wait() {
             let mut stderr = String::new();
-            std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut stderr)
-                .unwrap();
+            std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut stderr).unwrap();
             panic!("executor serve exited ({status}): {stderr}");
         }
         assert!(Instant::now() < deadline, "executor serve did not listen");

@@ -128,10 +128,8 @@ impl Store {
         opts: &apply::ApplyOptions,
     ) -> Result<apply::ApplyStats> {
         let blob_path = self.blob_path(blob);
-        let mut compressed = HashingReader::new(
-            io::BufReader::new(self.open_blob(blob)?),
-            blob.algorithm(),
-        );
+        let mut compressed =
+            HashingReader::new(io::BufReader::new(self.open_blob(blob)?), blob.algorithm());
         let applied = apply::apply_layer(&mut compressed, root, opts);
         let drained = io::copy(&mut compressed, &mut io::sink());
         let (_, actual, _) = compressed.finish();

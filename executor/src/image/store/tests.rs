@@ -552,7 +552,10 @@ fn has_sound_blob_hashes_what_is_not_extracted_and_removes_damage() {
     damage(&store, &blob);
     assert!(store.has_sound_blob(&blob, size, Some(&diff_id)));
     assert!(!store.has_sound_blob(&blob, size, None));
-    assert!(!store.blob_path(&blob).exists(), "the damaged blob is removed");
+    assert!(
+        !store.blob_path(&blob).exists(),
+        "the damaged blob is removed"
+    );
     assert!(!store.has_sound_blob(&blob, size, Some(&diff_id)));
 }
 
@@ -567,7 +570,10 @@ fn apply_blob_checks_the_blob_and_removes_a_damaged_one() {
     let opts = crate::image::apply::ApplyOptions::default();
     let stats = store.apply_blob(&blob, &root, &opts).unwrap();
     assert!(stats.entries > 0);
-    assert_eq!(fs::read_to_string(root.join("etc/file")).unwrap(), "content");
+    assert_eq!(
+        fs::read_to_string(root.join("etc/file")).unwrap(),
+        "content"
+    );
 
     damage(&store, &blob);
     let again = dir.path().join("again");
@@ -575,7 +581,10 @@ fn apply_blob_checks_the_blob_and_removes_a_damaged_one() {
     let err = store.apply_blob(&blob, &again, &opts).unwrap_err();
     assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
     assert!(err.to_string().contains(&blob.to_string()), "{err}");
-    assert!(!store.blob_path(&blob).exists(), "the damaged blob is removed");
+    assert!(
+        !store.blob_path(&blob).exists(),
+        "the damaged blob is removed"
+    );
 }
 
 #[test]
