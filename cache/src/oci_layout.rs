@@ -199,6 +199,7 @@ impl OciLayout {
     /// blob (`blobs/<alg>/.<hex>.*`) or `index.json` (`.index.json.*`):
     /// those whose lock is free (see [`locked_temp_file`]). Returns the
     /// paths removed.
+    #[must_use = "the paths removed are for the caller's log"]
     pub fn remove_dead_temp_files(&self) -> Vec<PathBuf> {
         let mut removed = remove_dead_temp_files(&self.dir, ".index.json.");
         if let Ok(algorithms) = fs::read_dir(self.dir.join("blobs")) {
@@ -544,6 +545,7 @@ pub fn locked_temp_file(dir: &Path, prefix: &str) -> io::Result<tempfile::NamedT
 /// live writer holds the lock until it renames or removes its file).
 /// Returns the paths removed; what cannot be read or removed is left (it
 /// is upkeep).
+#[must_use = "the paths removed are for the caller's log"]
 pub fn remove_dead_temp_files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     let Ok(entries) = fs::read_dir(dir) else {
