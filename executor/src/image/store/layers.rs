@@ -9,6 +9,7 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::PoisonError;
 
 use executor_cache::oci_layout::{LayoutError, create_dir, lock_exclusive};
 
@@ -91,9 +92,9 @@ impl Store {
     /// fetched again: it is there with `size` bytes and either its
     /// extracted layer `diff_id` is there (an overlay root reads that, not
     /// the blob, and it was checked against the blob when extracted) or
-    /// its content hashes to `digest`. A blob found corrupt is removed, so
-    /// that the caller fetches it again; one of another size is left for
-    /// the download to replace.
+    /// its content hashes to `digest` (hashed once per process). A blob
+    /// found corrupt is removed, so that the caller fetches it again; one
+    /// of another size is left for the download to replace.
     #[must_use]
     pub fn has_sound_blob(&self, digest: &Digest, size: u64, diff_id: Option<&Digest>) -> bool {
         if !self.has_blob(digest) {
@@ -104,11 +105,15 @@ impl Store {
             tracing::warn!(%digest, "stored blob has the wrong size; downloading it again");
             return false;
         }
-        if diff_id.is_some_and(|d| self.layer_path(d).is_dir()) {
+        let sound = || self.sound.lock().unwrap_or_else(PoisonError::into_inner);
+        if diff_id.is_some_and(|d| self.layer_path(d).is_dir()) || sound().contains(digest) {
             return true;
         }
         match self.verify_blob(digest) {
-            Ok(_) => true,
+            Ok(_) => {
+                sound().insert(digest.clone());
+                true
+            }
             Err(error) => {
                 tracing::warn!(%digest, %error, "stored blob is damaged; downloading it again");
                 false

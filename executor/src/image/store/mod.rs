@@ -135,6 +135,10 @@ pub struct Store {
     /// A shared `flock` on [`IN_USE_LOCK`] while any clone lives (none for
     /// the store prune opens, which holds it exclusive).
     in_use: Option<std::sync::Arc<File>>,
+    /// Blobs [`Store::has_sound_blob`] hashed whole in this process (the
+    /// clones' shared set): a build asks for its base layers several
+    /// times, and one check is enough.
+    sound: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<Digest>>>,
 }
 
 /// The file whose `flock` says the store is in use (shared: builds, runs)
@@ -180,6 +184,7 @@ impl Store {
         let store = Store {
             layout: OciLayout::open(&root.into())?,
             in_use: None,
+            sound: std::sync::Arc::default(),
         };
         create_dir(&store.tmp_dir())?;
         create_dir(&store.layer_dir(Algorithm::Sha256))?;
