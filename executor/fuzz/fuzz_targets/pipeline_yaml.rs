@@ -15,30 +15,32 @@ use libfuzzer_sys::fuzz_target;
 
 use pipeline_schema::{Event, EventKind, Pipeline};
 
-/// The directory the pipeline file is in: made once, never written again.
+/// Where the pipeline file is: `$TMPDIR/executor-fuzz-pipeline/`, made on
+/// first use with the files it may include, the same for every process (a
+/// temporary directory of each process's own would stay behind: statics
+/// are never dropped).
 fn pipeline_path() -> &'static PathBuf {
-    static PATH: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &PATH
-        .get_or_init(|| {
-            let dir = tempfile::Builder::new()
-                .prefix("executor-fuzz-pipeline-")
-                .tempdir()
-                .expect("temporary directory");
-            fs::create_dir(dir.path().join("ci")).expect("include directory");
-            fs::write(
-                dir.path().join("ci/jobs.yaml"),
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = std::env::temp_dir().join("executor-fuzz-pipeline");
+        fs::create_dir_all(dir.join("ci")).expect("include directory");
+        for (name, text) in [
+            (
+                "ci/jobs.yaml",
                 "jobs:\n  lint:\n    image: alpine\n    script: [\"true\"]\n",
-            )
-            .expect("include file");
-            fs::write(
-                dir.path().join("ci/vars.yaml"),
+            ),
+            (
+                "ci/vars.yaml",
                 "variables:\n  A: a\n.base: &base\n  image: alpine\n",
-            )
-            .expect("include file");
-            let path = dir.path().join("pipeline.yaml");
-            (dir, path)
-        })
-        .1
+            ),
+        ] {
+            let path = dir.join(name);
+            if fs::read_to_string(&path).ok().as_deref() != Some(text) {
+                fs::write(&path, text).expect("include file");
+            }
+        }
+        dir.join("pipeline.yaml")
+    })
 }
 
 fuzz_target!(|data: &[u8]| {
