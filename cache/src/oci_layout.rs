@@ -195,6 +195,23 @@ impl OciLayout {
         &self.dir
     }
 
+    /// Removes the temporary files of writers that died while writing a
+    /// blob (`blobs/<alg>/.<hex>.*`) or `index.json` (`.index.json.*`):
+    /// those whose lock is free (see [`locked_temp_file`]). Returns the
+    /// paths removed.
+    #[must_use = "the paths removed are for the caller's log"]
+    pub fn remove_dead_temp_files(&self) -> Vec<PathBuf> {
+        let mut removed = remove_dead_temp_files(&self.dir, ".index.json.");
+        if let Ok(algorithms) = fs::read_dir(self.dir.join("blobs")) {
+            for algorithm in algorithms.flatten() {
+                if algorithm.file_type().is_ok_and(|t| t.is_dir()) {
+                    removed.extend(remove_dead_temp_files(&algorithm.path(), "."));
+                }
+            }
+        }
+        removed
+    }
+
     /// Where the blob `digest` (`<alg>:<hex>`) is, or would be:
     /// `blobs/<alg>/<hex>`. The digest is not checked: give one that was
     /// (the reading and writing methods check theirs).
@@ -490,16 +507,71 @@ pub fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A temporary file in `path`'s directory, named after it.
+/// A temporary file in `path`'s directory, named after it
+/// (`.<name>.<random>`), locked as [`locked_temp_file`] says: a writer
+/// killed while writing it leaves it for [`OciLayout::remove_dead_temp_files`].
 fn temp_file(path: &Path) -> Result<tempfile::NamedTempFile> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .tempfile_in(dir)
-        .map_err(write_error(path))
+    locked_temp_file(dir, &format!(".{name}.")).map_err(write_error(path))
+}
+
+/// A new temporary file `<prefix><random>` in `dir`, holding an exclusive
+/// `flock` for as long as it is open (renamed into place too): a cleaner
+/// removes only temporary files whose lock is free, so only those of a
+/// writer that died. A cleaner can take the lock between the file's
+/// creation and ours and remove it: then another is made.
+///
+/// # Errors
+/// The creation's or the lock's.
+pub fn locked_temp_file(dir: &Path, prefix: &str) -> io::Result<tempfile::NamedTempFile> {
+    loop {
+        let file = tempfile::Builder::new().prefix(prefix).tempfile_in(dir)?;
+        // Blocking: a cleaner holding it is about to remove it.
+        rustix::fs::flock(file.as_file(), FlockOperation::LockExclusive)?;
+        let (ours, named) = (file.as_file().metadata(), fs::symlink_metadata(file.path()));
+        if let (Ok(ours), Ok(named)) = (ours, named)
+            && (ours.dev(), ours.ino()) == (named.dev(), named.ino())
+        {
+            return Ok(file);
+        }
+    }
+}
+
+/// Removes the regular files in `dir` named `prefix*` whose `flock` is
+/// free: temporary files of [`locked_temp_file`] whose writer died (a
+/// live writer holds the lock until it renames or removes its file).
+/// Returns the paths removed; what cannot be read or removed is left (it
+/// is upkeep).
+#[must_use = "the paths removed are for the caller's log"]
+pub fn remove_dead_temp_files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return removed;
+    };
+    for entry in entries.flatten() {
+        if !entry
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(prefix.as_bytes())
+            || !entry.file_type().is_ok_and(|t| t.is_file())
+        {
+            continue;
+        }
+        let path = entry.path();
+        // Held until the file is removed.
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        if rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok()
+            && fs::remove_file(&path).is_ok()
+        {
+            removed.push(path);
+        }
+    }
+    removed
 }
 
 /// Streams the file `src` into `dst` (the file at `dst_path`), returning
@@ -749,5 +821,30 @@ mod tests {
         assert_eq!(index.manifests[0], json!({"x": 1}));
         assert_eq!(index.other["annotations"], json!({"kept": "yes"}));
         assert!(leftovers(&dir).is_empty(), "{:?}", leftovers(&dir));
+    }
+
+    #[test]
+    fn only_temporary_files_of_dead_writers_are_removed() {
+        let (tmp, layout) = layout();
+        let dir = tmp.path().join("layout");
+        let blobs = dir.join("blobs/sha256");
+        let digest = layout.put_blob(b"kept").unwrap();
+        let hex = digest.trim_start_matches("sha256:");
+        // A writer that died: its file is there, its lock free.
+        let dead_blob = blobs.join(format!(".{hex}.dead01"));
+        fs::write(&dead_blob, b"part").unwrap();
+        let dead_index = dir.join(".index.json.dead02");
+        fs::write(&dead_index, b"{").unwrap();
+        // A writer still writing holds its lock.
+        let live = locked_temp_file(&blobs, &format!(".{hex}.")).unwrap();
+        let mut removed = layout.remove_dead_temp_files();
+        removed.sort();
+        assert_eq!(removed, [dead_index.clone(), dead_blob.clone()]);
+        assert!(live.path().exists());
+        assert!(!dead_blob.exists() && !dead_index.exists());
+        assert!(blobs.join(hex).exists());
+        assert!(dir.join("index.json").exists());
+        drop(live);
+        assert!(leftovers(&blobs).is_empty(), "{:?}", leftovers(&blobs));
     }
 }

@@ -4,11 +4,13 @@
 //! executor it started and looks only at its own store.
 
 use std::fs;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use executor_e2e::{Project, Registry, RegistryKind};
+use executor_e2e::{Project, Registry, RegistryKind, executor_bin, free_port};
+use sha2::{Digest as _, Sha256};
 
 /// Every path below `dir` whose file name starts with `prefix`.
 fn find(dir: &Path, prefix: &str) -> Vec<PathBuf> {
@@ -241,6 +243,12 @@ fn killed_builds_leave_a_store_the_next_build_trusts() {
             "point {point} (killed after {delay:?}): {stderr}"
         );
         assert_eq!(mounts_under(&store), Vec::<String>::new(), "point {point}");
+        // Temporary files beside blobs (a killed writer's) are gone too.
+        assert_eq!(
+            find(&store.join("blobs"), "."),
+            Vec::<PathBuf>::new(),
+            "point {point}"
+        );
     }
 }
 
@@ -292,4 +300,172 @@ fn four_builds_at_once_share_a_store() {
         );
     }
     assert_eq!(find(&store.join("tmp"), "build-"), Vec::<PathBuf>::new());
+}
+
+/// The largest blob of the store at `store` (a base image's layer).
+fn largest_blob(store: &Path) -> PathBuf {
+    fs::read_dir(store.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap()
+}
+
+/// Whether the blob at `path` holds what its name says.
+fn sound(path: &Path) -> bool {
+    hex::encode(Sha256::digest(fs::read(path).unwrap()))
+        == path.file_name().unwrap().to_string_lossy()
+}
+
+/// A base layer blob damaged in place (same size: no cheap sign of it),
+/// its extracted copy gone (as prune removes it): the next build, in
+/// either snapshot mode, finds it damaged before using it, downloads it
+/// again and succeeds.
+#[test]
+fn a_base_blob_corrupted_in_place_is_fetched_again() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let base = registry.push_busybox();
+    for mode in ["overlay", "full"] {
+        let project = Project::new(&format!("FROM {base}\nRUN cat /bin/busybox > /copy\n"), &[]);
+        let args = [
+            "--no-push",
+            "--insecure-registry",
+            &registry.host,
+            "--snapshot-mode",
+            mode,
+        ];
+        project.ok(&args);
+        let store = project.cache();
+        let blob = largest_blob(&store);
+        let mut data = fs::read(&blob).unwrap();
+        let middle = data.len() / 2;
+        data[middle] ^= 0xff;
+        fs::write(&blob, &data).unwrap();
+        assert!(!sound(&blob));
+        let layers = store.join("layers");
+        if layers.exists() {
+            fs::remove_dir_all(&layers).unwrap();
+        }
+
+        let stderr = project.ok(&args);
+        assert!(
+            sound(&blob),
+            "{mode}: the blob was not fetched again: {stderr}"
+        );
+    }
+}
+
+/// A writer killed (SIGKILL) while it wrote a blob into `blobs/sha256/`
+/// leaves its temporary file there; the next build removes it, but not one
+/// whose writer still holds its lock.
+#[test]
+fn a_killed_writers_temporary_blob_file_goes_at_the_next_build() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let base = registry.push_busybox();
+    let project = Project::new(&format!("FROM {base}\nRUN true\n"), &[]);
+    let args = ["--no-push", "--insecure-registry", &registry.host];
+    project.ok(&args);
+    let blobs = project.cache().join("blobs/sha256");
+    let hex = largest_blob(&project.cache())
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    // Writers as oci_layout makes them: the file's `flock` held while it is
+    // written.
+    let writer = |name: &str| {
+        let path = blobs.join(format!(".{hex}.{name}"));
+        fs::write(&path, b"part of a blob").unwrap();
+        // The shell becomes `sleep` still holding the locked descriptor:
+        // the process killed is the lock's holder.
+        let child = Command::new("sh")
+            .args(["-c", "exec 9<\"$0\" && flock -x 9 && exec sleep 600"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("sh and flock run (util-linux)");
+        (path, child)
+    };
+    let (killed, mut killed_writer) = writer("killed");
+    let (live, mut live_writer) = writer("alive");
+    // Not a timing assertion: a bound on a wait for `flock` to lock.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let locked = |path: &Path| {
+        fs::read_to_string("/proc/locks").unwrap().lines().any(|l| {
+            let inode = std::os::unix::fs::MetadataExt::ino(&fs::metadata(path).unwrap());
+            l.contains(&format!(":{inode} "))
+        })
+    };
+    while !(locked(&killed) && locked(&live)) {
+        assert!(Instant::now() < deadline, "flock did not lock the files");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    killed_writer.kill().unwrap();
+    killed_writer.wait().unwrap();
+
+    project.ok(&args);
+    assert!(!killed.exists(), "the killed writer's file is still there");
+    assert!(live.exists(), "a live writer's file was removed");
+    live_writer.kill().unwrap();
+    live_writer.wait().unwrap();
+    project.ok(&args);
+    assert_eq!(find(&blobs, "."), Vec::<PathBuf>::new());
+}
+
+/// `executor serve` holds no handle on its runners' store while no run
+/// runs: `executor cache prune` on it goes ahead.
+#[test]
+fn prune_runs_while_a_server_is_idle() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let base = registry.push_busybox();
+    let project = Project::new(&format!("FROM {base}\nRUN true\n"), &[]);
+    project.ok(&["--no-push", "--insecure-registry", &registry.host]);
+    let store = project.cache();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config = project.path("executor.toml");
+    fs::write(
+        &config,
+        format!(
+            "listen = \"{listen}\"\ndata_dir = \"{}\"\nbase_url = \"http://ci.example.test\"\n\n[runner]\ncache_dir = \"{}\"\n",
+            project.path("data").display(),
+            store.display()
+        ),
+    )
+    .unwrap();
+    let mut server = Command::new(executor_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--runners", "1"])
+        .env("TMPDIR", project.path("tmp"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Not a timing assertion: a bound on a wait for the server to listen.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(&listen).is_err() {
+        if let Ok(Some(status)) = server.try_wait() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut stderr).unwrap();
+            panic!("executor serve exited ({status}): {stderr}");
+        }
+        assert!(Instant::now() < deadline, "executor serve did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pruned = project
+        .executor()
+        .args(["cache", "prune", "--max-size", "0", "--cache-dir"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    server.wait().unwrap();
+    assert!(
+        pruned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pruned.stderr)
+    );
+    assert_eq!(find(&store.join("blobs/sha256"), ""), Vec::<PathBuf>::new());
 }

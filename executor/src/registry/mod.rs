@@ -33,6 +33,6 @@ pub use client::{
 pub use error::{Error, RegistryAnswer, Result};
 pub use manifest::{
     ACCEPTED_MANIFESTS, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Manifest, OCI_INDEX, OCI_MANIFEST,
-    parse_manifest, select_platform,
+    parse_manifest, references, select_platform,
 };
 pub use reference::{DOCKER_HUB, ImageReference, ReferenceError, parse_mirror};

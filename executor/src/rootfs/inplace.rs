@@ -123,8 +123,7 @@ impl InPlaceRoot {
         };
         for layer in layers {
             let digest = images::descriptor_digest(&layer.descriptor)?;
-            let file = store.open_blob(&digest)?;
-            apply::apply_layer(io::BufReader::new(file), &place.root, &opts)?;
+            store.apply_blob(&digest, &place.root, &opts)?;
         }
         Ok(Self {
             root: place.root.clone(),

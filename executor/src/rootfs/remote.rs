@@ -4,7 +4,6 @@
 //! the repository it came from when the registry allows, uploaded when not;
 //! the manifest last).
 
-use std::fs;
 use std::io::{self, Write as _};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -113,7 +112,10 @@ impl Remote {
     pub async fn ensure_layers(&self, layers: &[LayerRef], store: &Store) -> Result<()> {
         let downloads = layers.iter().map(|layer| async move {
             if let Some(source) = &layer.source {
-                return self.fetch_blob(source, &layer.descriptor, store).await;
+                let diff_id = layer.diff_id.parse().ok();
+                return self
+                    .fetch_blob(source, &layer.descriptor, diff_id, store)
+                    .await;
             }
             let digest = images::descriptor_digest(&layer.descriptor)?;
             if store.has_blob(&digest) {
@@ -132,29 +134,20 @@ impl Remote {
         &self.client
     }
 
+    /// Downloads the blob `descriptor` from `source` unless the store has
+    /// it sound (see [`Store::has_sound_blob`]; `diff_id` is its layer's).
     async fn fetch_blob(
         &self,
         source: &ImageReference,
         descriptor: &Descriptor,
+        diff_id: Option<Digest>,
         store: &Store,
     ) -> Result<()> {
         let digest = Digest::try_from(descriptor.digest()).map_err(|_| ImageError::Digest {
             value: descriptor.digest().to_string(),
         })?;
-        if store.has_blob(&digest) {
-            // A stored blob was hashed when it was written (the store commits
-            // nothing else), and whatever reads it again checks it: layer
-            // extraction against the diffID, the registry against the digest
-            // on push. Re-hashing every base layer on every build would cost
-            // a second per GB; a wrong size is the cheap sign of damage.
-            let stored = fs::metadata(store.blob_path(&digest)).map(|m| m.len());
-            if stored.as_ref().is_ok_and(|&len| len == descriptor.size()) {
-                return Ok(());
-            }
-            tracing::warn!(
-                %digest,
-                "stored blob has the wrong size; downloading it again"
-            );
+        if store.has_sound_blob(&digest, descriptor.size(), diff_id.as_ref()) {
+            return Ok(());
         }
         let mut writer = store.blob_writer_with(digest.algorithm())?;
         writer.expect_size(descriptor.size());
@@ -263,7 +256,7 @@ impl Remote {
             let Some(from) = from else {
                 return Err(nowhere(&digest));
             };
-            self.fetch_blob(from, descriptor, store).await?;
+            self.fetch_blob(from, descriptor, None, store).await?;
         }
         let path = store.blob_path(&digest);
         let bar = progress::bar(

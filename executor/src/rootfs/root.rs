@@ -188,8 +188,7 @@ impl StageRoot {
                 };
                 for layer in layers {
                     let digest = images::descriptor_digest(&layer.descriptor)?;
-                    let file = store.open_blob(&digest)?;
-                    apply::apply_layer(io::BufReader::new(file), &this.root, &opts)?;
+                    store.apply_blob(&digest, &this.root, &opts)?;
                 }
             }
             SnapshotMode::InPlace => {

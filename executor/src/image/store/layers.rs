@@ -9,6 +9,7 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::PoisonError;
 
 use executor_cache::oci_layout::{LayoutError, create_dir, lock_exclusive};
 
@@ -85,6 +86,73 @@ impl Store {
         extracted?;
         let dir = tmp.keep();
         Self::rename_layer(&dir, &dst)
+    }
+
+    /// Whether the stored blob `digest` can be used as it is rather than
+    /// fetched again: it is there with `size` bytes and either its
+    /// extracted layer `diff_id` is there (an overlay root reads that, not
+    /// the blob, and it was checked against the blob when extracted) or
+    /// its content hashes to `digest` (hashed once per process). A blob
+    /// found corrupt is removed, so that the caller fetches it again; one
+    /// of another size is left for the download to replace.
+    #[must_use]
+    pub fn has_sound_blob(&self, digest: &Digest, size: u64, diff_id: Option<&Digest>) -> bool {
+        if !self.has_blob(digest) {
+            return false;
+        }
+        let stored = fs::metadata(self.blob_path(digest)).map(|m| m.len());
+        if !stored.as_ref().is_ok_and(|&len| len == size) {
+            tracing::warn!(%digest, "stored blob has the wrong size; downloading it again");
+            return false;
+        }
+        let sound = || self.sound.lock().unwrap_or_else(PoisonError::into_inner);
+        if diff_id.is_some_and(|d| self.layer_path(d).is_dir()) || sound().contains(digest) {
+            return true;
+        }
+        match self.verify_blob(digest) {
+            Ok(_) => {
+                sound().insert(digest.clone());
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%digest, %error, "stored blob is damaged; downloading it again");
+                false
+            }
+        }
+    }
+
+    /// Applies the stored layer blob `blob` (compressed or not) to the
+    /// root filesystem `root`, hashing it as it streams: a blob whose
+    /// content is not `blob` is removed (the next build fetches it again)
+    /// and reported as [`StoreError::DigestMismatch`], and what was applied
+    /// must then be thrown away.
+    pub fn apply_blob(
+        &self,
+        blob: &Digest,
+        root: &Path,
+        opts: &apply::ApplyOptions,
+    ) -> Result<apply::ApplyStats> {
+        let blob_path = self.blob_path(blob);
+        let mut compressed =
+            HashingReader::new(io::BufReader::new(self.open_blob(blob)?), blob.algorithm());
+        let applied = apply::apply_layer(&mut compressed, root, opts);
+        let drained = io::copy(&mut compressed, &mut io::sink());
+        let (_, actual, _) = compressed.finish();
+        if drained.is_ok() && actual != *blob {
+            if let Err(error) = self.verify_blob(blob) {
+                tracing::warn!(%blob, %error, "the stored blob is damaged: removed, fetched again next time");
+            }
+            return Err(StoreError::DigestMismatch {
+                expected: blob.clone(),
+                actual,
+            });
+        }
+        let stats = applied.map_err(|source| StoreError::Apply {
+            blob: blob.clone(),
+            source,
+        })?;
+        drained.map_err(read_err(&blob_path))?;
+        Ok(stats)
     }
 
     /// Extracts the blob `blob` into `dir`, checking it against `blob` and

@@ -30,7 +30,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use executor_cache::oci_layout::{
-    ANNOTATION_REF_NAME, Index, LayoutError, OciLayout, create_dir, read_error, write_error,
+    ANNOTATION_REF_NAME, Index, LayoutError, OciLayout, create_dir, read_error,
+    remove_dead_temp_files, write_error,
 };
 use oci_spec::image::Descriptor;
 
@@ -83,6 +84,12 @@ pub enum StoreError {
         #[source]
         source: super::apply::ApplyError,
     },
+    #[error("cannot apply layer {blob}")]
+    Apply {
+        blob: Digest,
+        #[source]
+        source: super::apply::ApplyError,
+    },
     #[error(
         "layer {blob} does not match its diffID: its uncompressed content hashes to {actual}, the image says {expected}"
     )]
@@ -128,6 +135,10 @@ pub struct Store {
     /// A shared `flock` on [`IN_USE_LOCK`] while any clone lives (none for
     /// the store prune opens, which holds it exclusive).
     in_use: Option<std::sync::Arc<File>>,
+    /// Blobs [`Store::has_sound_blob`] hashed whole in this process (the
+    /// clones' shared set): a build asks for its base layers several
+    /// times, and one check is enough.
+    sound: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<Digest>>>,
 }
 
 /// The file whose `flock` says the store is in use (shared: builds, runs)
@@ -173,6 +184,7 @@ impl Store {
         let store = Store {
             layout: OciLayout::open(&root.into())?,
             in_use: None,
+            sound: std::sync::Arc::default(),
         };
         create_dir(&store.tmp_dir())?;
         create_dir(&store.layer_dir(Algorithm::Sha256))?;
@@ -243,48 +255,40 @@ impl Store {
         found
     }
 
-    /// Removes from `tmp/` the partial blobs whose writer died (their lock
-    /// is free: see `writer.rs`) and other files older than
-    /// [`STALE_TEMP_AGE`].
+    /// Removes the temporary files of writers that died: partial blobs in
+    /// `tmp/` (see `writer.rs`) and in `blobs/<alg>/` and `index.json`'s
+    /// (see [`OciLayout::remove_dead_temp_files`]), all told by their free
+    /// lock; and other files in `tmp/` older than [`STALE_TEMP_AGE`].
     fn remove_stale_temp_files(&self) {
-        let Ok(entries) = fs::read_dir(self.tmp_dir()) else {
+        let tmp = self.tmp_dir();
+        let dead = remove_dead_temp_files(&tmp, writer::PARTIAL_BLOB_PREFIX)
+            .into_iter()
+            .chain(self.layout.remove_dead_temp_files());
+        for path in dead {
+            tracing::debug!(path = %path.display(), "removed a dead writer's temporary file");
+        }
+        let Ok(entries) = fs::read_dir(&tmp) else {
             return;
         };
         let now = SystemTime::now();
         for entry in entries.flatten() {
-            if !entry.file_type().is_ok_and(|t| t.is_file()) {
+            if !entry.file_type().is_ok_and(|t| t.is_file())
+                || entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(writer::PARTIAL_BLOB_PREFIX)
+            {
                 continue;
             }
             let path = entry.path();
-            let partial_blob = entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(writer::PARTIAL_BLOB_PREFIX);
-            // Held until the file is removed.
-            let mut _lock = None;
-            let stale = if partial_blob {
-                match File::open(&path) {
-                    Ok(file) => {
-                        let free = rustix::fs::flock(
-                            &file,
-                            rustix::fs::FlockOperation::NonBlockingLockExclusive,
-                        )
-                        .is_ok();
-                        _lock = Some(file);
-                        free
-                    }
-                    Err(_) => false,
-                }
-            } else {
-                entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > STALE_TEMP_AGE)
-            };
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > STALE_TEMP_AGE);
             if stale {
                 match fs::remove_file(&path) {
                     Ok(()) => {
-                        tracing::debug!(path = %path.display(), "removed a dead writer's temporary file");
+                        tracing::debug!(path = %path.display(), "removed a stale temporary file");
                     }
                     Err(err) => {
                         tracing::debug!(path = %path.display(), %err, "cannot remove stale temporary file");

@@ -527,6 +527,70 @@ fn a_damaged_layer_blob_is_removed_not_used() {
     assert!(tmp_files(&store).is_empty(), "{:?}", tmp_files(&store));
 }
 
+/// Damages the blob `digest` in place: same size, one byte changed.
+fn damage(store: &Store, digest: &Digest) {
+    let path = store.blob_path(digest);
+    let mut bytes = fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&path, &bytes).unwrap();
+}
+
+/// A stored blob is sound when whole, or when its extracted layer is
+/// there (overlay roots read that); one damaged in place is removed (to be
+/// downloaded again), one of another size left for the download.
+#[test]
+fn has_sound_blob_hashes_what_is_not_extracted_and_removes_damage() {
+    let (_dir, store) = store();
+    let (diff_id, blob) = sample_layer(&store);
+    let size = fs::metadata(store.blob_path(&blob)).unwrap().len();
+    assert!(store.has_sound_blob(&blob, size, Some(&diff_id)));
+    assert!(!store.has_sound_blob(&blob, size + 1, None));
+    assert!(store.blob_path(&blob).exists());
+
+    store.extracted_layer(&diff_id, &blob).unwrap();
+    damage(&store, &blob);
+    // Hashed once per process: this one found it whole.
+    assert!(store.has_sound_blob(&blob, size, None));
+    // The next build's.
+    let next = Store::open(store.root()).unwrap();
+    assert!(next.has_sound_blob(&blob, size, Some(&diff_id)));
+    assert!(!next.has_sound_blob(&blob, size, None));
+    assert!(
+        !next.blob_path(&blob).exists(),
+        "the damaged blob is removed"
+    );
+    assert!(!next.has_sound_blob(&blob, size, Some(&diff_id)));
+}
+
+/// A layer applied straight from its blob (full and in-place roots) is
+/// hashed as it streams: a damaged blob is reported and removed.
+#[test]
+fn apply_blob_checks_the_blob_and_removes_a_damaged_one() {
+    let (dir, store) = store();
+    let (_, blob) = sample_layer(&store);
+    let root = dir.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let opts = crate::image::apply::ApplyOptions::default();
+    let stats = store.apply_blob(&blob, &root, &opts).unwrap();
+    assert!(stats.entries > 0);
+    assert_eq!(
+        fs::read_to_string(root.join("etc/file")).unwrap(),
+        "content"
+    );
+
+    damage(&store, &blob);
+    let again = dir.path().join("again");
+    fs::create_dir(&again).unwrap();
+    let err = store.apply_blob(&blob, &again, &opts).unwrap_err();
+    assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
+    assert!(err.to_string().contains(&blob.to_string()), "{err}");
+    assert!(
+        !store.blob_path(&blob).exists(),
+        "the damaged blob is removed"
+    );
+}
+
 #[test]
 fn adopt_layer_renames_and_drops_the_loser() {
     let (_dir, store) = store();

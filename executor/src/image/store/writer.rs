@@ -4,10 +4,9 @@
 //! digest and size are what the caller expected.
 
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
-use executor_cache::oci_layout::{create_dir, persist};
+use executor_cache::oci_layout::{create_dir, locked_temp_file, persist};
 use tempfile::NamedTempFile;
 
 use super::{Result, Store, StoreError, write_err};
@@ -24,7 +23,7 @@ impl Store {
     /// expected digest's algorithm when downloading a known blob).
     pub fn blob_writer_with(&self, algorithm: Algorithm) -> Result<BlobWriter> {
         let dir = self.tmp_dir();
-        let file = locked_temp_file(&dir)?;
+        let file = locked_temp_file_in(&dir)?;
         Ok(BlobWriter {
             out: HashingWriter::new(BufWriter::with_capacity(256 * 1024, file), algorithm),
             expected_size: None,
@@ -34,29 +33,11 @@ impl Store {
     }
 }
 
-/// A new `tmp/blob-*` file, holding an exclusive `flock` for as long as it
-/// is open: the next process to open the store removes partial blobs whose
-/// lock is free (their writer died). A cleaner can take the lock between
-/// the file's creation and ours, and remove it: then make another.
-fn locked_temp_file(dir: &Path) -> Result<NamedTempFile> {
-    loop {
-        let file = tempfile::Builder::new()
-            .prefix(PARTIAL_BLOB_PREFIX)
-            .tempfile_in(dir)
-            .map_err(write_err(dir))?;
-        // Blocking: a cleaner holding it is about to remove it.
-        rustix::fs::flock(file.as_file(), rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| write_err(file.path())(e.into()))?;
-        let (ours, named) = (
-            file.as_file().metadata(),
-            std::fs::symlink_metadata(file.path()),
-        );
-        if let (Ok(ours), Ok(named)) = (ours, named)
-            && (ours.dev(), ours.ino()) == (named.dev(), named.ino())
-        {
-            return Ok(file);
-        }
-    }
+/// A new `tmp/blob-*` file, locked while open (see
+/// [`locked_temp_file`]): the next process to open the store removes
+/// partial blobs whose lock is free (their writer died).
+fn locked_temp_file_in(dir: &Path) -> Result<NamedTempFile> {
+    locked_temp_file(dir, PARTIAL_BLOB_PREFIX).map_err(write_err(dir))
 }
 
 /// The name prefix of blobs being written under the store's `tmp/`.
