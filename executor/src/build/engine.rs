@@ -416,13 +416,13 @@ impl Engine<'_> {
     pub(super) fn mode(&self) -> SnapshotMode {
         *self.mode.get_or_init(|| match self.settings.snapshot_mode {
             _ if self.place.is_some() => SnapshotMode::InPlace,
-            // Without RUN nothing needs a live merged view: the base is
-            // applied to a directory and each COPY's tree moved into it,
-            // with no mount (nor a trial one).
-            _ if !self.has_run => {
-                tracing::debug!("snapshot mode: full (no RUN step: nothing is mounted)");
-                SnapshotMode::Full
-            }
+            // A build without RUN still takes the overlay of the store's
+            // extracted layers: full snapshots would extract (and hash)
+            // the whole base on every build, seconds for a large base,
+            // where the overlay reuses what an earlier build extracted. The
+            // mount costs a few milliseconds; what it takes to drop it (a
+            // COPY resolved through the lower layers without a merged
+            // view) is issue 18's open part. The sandbox is never probed.
             SnapshotMode::Overlay if !crate::sandbox::overlay::supported(&self.work) => {
                 tracing::info!(
                     "overlay mounts are not available here: snapshots copy and compare the root filesystem (slower; RUST_LOG=debug says why)"
