@@ -227,17 +227,8 @@ pub struct BuildArgs {
     #[arg(long, env = "EXECUTOR_FORCE", action = bool_flag!(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub force: bool,
 
-    /// RUN steps' security, as buildah's: `seccomp=unconfined` (no seccomp
-    /// filter), `seccomp=PATH` (a Docker-format JSON profile instead of
-    /// Docker's default one), `no-new-privileges` (setuid and
-    /// file-capability programs gain nothing; off by default, as in Docker)
-    #[arg(
-        long = "security-opt",
-        env = "EXECUTOR_SECURITY_OPT",
-        value_delimiter = ',',
-        value_name = "OPTION"
-    )]
-    pub security_opts: Vec<String>,
+    #[command(flatten)]
+    pub security: SecurityArgs,
 
     /// The whole build's settings as JSON (`executor::build::Settings`),
     /// instead of flags: how `executor run` hands a build job to the
@@ -264,6 +255,30 @@ pub struct PushArgs {
     /// timeout), with exponential backoff
     #[arg(long, env = "EXECUTOR_PUSH_RETRY", default_value_t = Backoff::default().retries)]
     pub push_retry: u32,
+}
+
+/// `--security-opt`, shared by `executor build` (RUN steps) and `executor
+/// run` (script jobs and build jobs' RUN steps).
+#[derive(Debug, Clone, Args, Default)]
+pub struct SecurityArgs {
+    /// The security of the commands RUN steps and script jobs run, as
+    /// buildah's: `seccomp=unconfined` (no seccomp filter), `seccomp=PATH`
+    /// (a Docker-format JSON profile instead of Docker's default one),
+    /// `no-new-privileges` (setuid and file-capability programs gain
+    /// nothing; off by default, as in Docker)
+    #[arg(
+        long = "security-opt",
+        env = "EXECUTOR_SECURITY_OPT",
+        value_delimiter = ',',
+        value_name = "OPTION"
+    )]
+    pub security_opts: Vec<String>,
+}
+
+impl SecurityArgs {
+    pub fn options(&self) -> anyhow::Result<SecurityOptions> {
+        SecurityOptions::parse(&self.security_opts).map_err(anyhow::Error::msg)
+    }
 }
 
 /// What fetching images takes: the store, the platform and the registry
@@ -490,7 +505,7 @@ impl BuildArgs {
             single_snapshot: self.single_snapshot,
             isolation: self.isolation.into(),
             force: self.force,
-            security: SecurityOptions::parse(&self.security_opts).map_err(anyhow::Error::msg)?,
+            security: self.security.options()?,
             ignore_paths: self
                 .ignore_paths
                 .iter()

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use clap::{ArgAction, Args};
 
-use executor::build::SecurityOptions;
 use executor::pipeline::checkout::Checkout;
 use executor::pipeline::run::{self, RunError, RunOptions};
 use executor::pipeline::vars::PipelineSource;
@@ -19,7 +18,7 @@ use executor::pipeline::{CancellationToken, EventSink};
 use executor::platform::Platform;
 use executor::registry::{RegistryOptions, TransferOptions};
 
-use super::build::{PullArgs, PushArgs, default_cache_dir, pairs};
+use super::build::{PullArgs, PushArgs, SecurityArgs, default_cache_dir, pairs};
 use super::run_output::Terminal;
 
 #[derive(Debug, Args)]
@@ -69,16 +68,8 @@ pub struct RunArgs {
     #[arg(long, action = ArgAction::SetTrue)]
     pub dry_run: bool,
 
-    /// Script jobs' and build jobs' security, as `executor build
-    /// --security-opt` takes it: `seccomp=unconfined`, `seccomp=PATH`,
-    /// `no-new-privileges`
-    #[arg(
-        long = "security-opt",
-        env = "EXECUTOR_SECURITY_OPT",
-        value_delimiter = ',',
-        value_name = "OPTION"
-    )]
-    pub security_opts: Vec<String>,
+    #[command(flatten)]
+    pub security: SecurityArgs,
 
     #[command(flatten)]
     pub pull: PullArgs,
@@ -152,7 +143,7 @@ impl RunArgs {
             logs_base,
             secrets: None,
             allow_push: true,
-            security: SecurityOptions::parse(&self.security_opts).map_err(anyhow::Error::msg)?,
+            security: self.security.options()?,
             // Jobs run at once in this machine's root: never in place.
             isolation: executor::build::IsolationMode::Namespace,
         })
