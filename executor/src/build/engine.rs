@@ -87,7 +87,17 @@ pub fn remote(settings: &Settings) -> Result<Remote> {
 /// killed, its stages stop at their next instruction, and it returns
 /// [`BuildError::Interrupted`] after removing its scratch directories.
 pub fn build(settings: &Settings, runtime: &Handle, cancel: &CancellationToken) -> Result<Outcome> {
-    let registry = Arc::new(remote(settings)?);
+    build_on(settings, Arc::new(remote(settings)?), runtime, cancel)
+}
+
+/// [`build`] with the registries already reached for `settings` (the CLI's
+/// push check made their clients: TLS set up once per process run).
+pub fn build_on(
+    settings: &Settings,
+    registry: Arc<Remote>,
+    runtime: &Handle,
+    cancel: &CancellationToken,
+) -> Result<Outcome> {
     let parts = Parts {
         isolation: super::isolation::choose(settings)?,
         images: Box::new(BlockingRemote::new(Arc::clone(&registry), runtime.clone())),

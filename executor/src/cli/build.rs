@@ -16,6 +16,7 @@ use executor::build::{
 use executor::dockerfile::instructions::parse_go_duration;
 use executor::platform::Platform;
 use executor::registry::{Backoff, DEFAULT_TIMEOUT, ImageReference};
+use executor::rootfs::Remote;
 
 /// kaniko's boolean flags take `--flag`, `--flag=true` and `--flag=false`.
 macro_rules! bool_flag {
@@ -589,11 +590,10 @@ impl BuildArgs {
 /// `--no-push`. The cache repository is not checked (kaniko does not
 /// either): a cache entry that cannot be written is a warning, not a
 /// failed build.
-async fn check_push_access(settings: &Settings) -> anyhow::Result<()> {
+async fn check_push_access(settings: &Settings, remote: &Remote) -> anyhow::Result<()> {
     if !settings.push || settings.destinations.is_empty() {
         return Ok(());
     }
-    let remote = executor::build::engine::remote(settings)?;
     let mut checked = Vec::new();
     for destination in &settings.destinations {
         if checked.contains(&destination.name()) {
@@ -630,7 +630,8 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<std::process::ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(check_push_access(&settings))?;
+    let remote = std::sync::Arc::new(executor::build::engine::remote(&settings)?);
+    runtime.block_on(check_push_access(&settings, &remote))?;
     // SIGINT and SIGTERM kill the running steps; the build then stops,
     // removes its scratch space and fails.
     let cancel = tokio_util::sync::CancellationToken::new();
@@ -645,7 +646,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<std::process::ExitCode> {
             cancel.cancel();
         }
     });
-    let outcome = executor::build::build(&settings, runtime.handle(), &cancel);
+    let outcome = executor::build::engine::build_on(&settings, remote, runtime.handle(), &cancel);
     signals.abort();
     let outcome = outcome?;
     let mut stdout = std::io::stdout().lock();

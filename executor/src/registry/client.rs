@@ -42,6 +42,31 @@ use super::transfer::{digest_like, sha256};
 
 const USER_AGENT: &str = concat!("executor/", env!("CARGO_PKG_VERSION"));
 
+/// The trusted roots of this machine (`SSL_CERT_FILE`, `SSL_CERT_DIR` or
+/// the system store, as rustls-native-certs finds them), in DER, read once
+/// per process; `None` when none could be read, and the clients then fall
+/// back to reqwest's own platform verifier (which says why).
+///
+/// reqwest's platform verifier reads the whole store again for every client
+/// it builds (each file of `/etc/ssl/certs` opened and parsed), and
+/// oci-client builds two clients per host: that was a third of the CPU
+/// time of a fully cached build. Sharing the roots keeps its verification
+/// (webpki against the same store, as the platform verifier does on Linux).
+fn native_roots() -> Option<&'static [Vec<u8>]> {
+    static ROOTS: std::sync::LazyLock<Vec<Vec<u8>>> = std::sync::LazyLock::new(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for error in &found.errors {
+            tracing::debug!(%error, "reading the system's trusted certificates");
+        }
+        found
+            .certs
+            .iter()
+            .map(|der| der.as_ref().to_vec())
+            .collect()
+    });
+    Some(ROOTS.as_slice()).filter(|roots| !roots.is_empty())
+}
+
 /// [`RegistryOptions::timeout`] unless told otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -283,6 +308,21 @@ impl RegistryClient {
             .connect_timeout(connect_timeout)
             .read_timeout(self.idle())
             .danger_accept_invalid_certs(key.skip_verify);
+        // The machine's roots, read once per process (see `native_roots`):
+        // both clients then verify against them plus `--registry-certificate`
+        // instead of each reading the system store again.
+        let roots = if key.skip_verify {
+            None
+        } else {
+            native_roots()
+        };
+        if let Some(roots) = roots {
+            http = http.tls_certs_only(
+                roots
+                    .iter()
+                    .filter_map(|der| reqwest::Certificate::from_der(der).ok()),
+            );
+        }
         let mut oci_certs = Vec::new();
         if let Some(pem) = &pem {
             let certs =
@@ -307,6 +347,18 @@ impl RegistryClient {
                 .collect();
         }
         let http = http.build().map_err(|e| setup(Box::new(e)))?;
+        let mut tls_certs_only = Vec::new();
+        if let Some(roots) = roots {
+            tls_certs_only = roots
+                .iter()
+                .map(|der| Certificate {
+                    encoding: CertificateEncoding::Der,
+                    data: der.clone(),
+                })
+                .chain(oci_certs.iter().cloned())
+                .collect();
+            oci_certs.clear();
+        }
         let config = ClientConfig {
             protocol: if key.plain_http {
                 ClientProtocol::Http
@@ -316,6 +368,7 @@ impl RegistryClient {
             accept_invalid_certificates: key.skip_verify,
             use_monolithic_push: true,
             extra_root_certificates: oci_certs,
+            tls_certs_only,
             platform_resolver: None,
             connect_timeout: Some(connect_timeout),
             // No read_timeout: reqwest's would bound whole uploads; oci-client

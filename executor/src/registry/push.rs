@@ -98,8 +98,17 @@ impl RegistryClient {
                 let status = response.status().as_u16();
                 match status {
                     202 => {
-                        // The session opened: cancel it.
-                        cancel_upload(&host, &auth, &response).await;
+                        // The session opened: access is proven. It is
+                        // closed in the background, off the build's path (a
+                        // session left open when the process ends expires
+                        // on the registry, as an interrupted push's does).
+                        if let Some(request) = cancel_request(&host, &auth, &response) {
+                            tokio::spawn(async move {
+                                if let Err(e) = request.send().await {
+                                    tracing::debug!(error = %e, "cancelling an upload session");
+                                }
+                            });
+                        }
                         Ok(())
                     }
                     201 => Ok(()),
@@ -471,23 +480,27 @@ impl RegistryClient {
 /// `Location`), best effort: a registry that will not is left to expire it.
 /// Credentials go only to the registry's own host.
 async fn cancel_upload(host: &Host, auth: &Authorization, response: &reqwest::Response) {
-    let Some(location) = response
-        .headers()
-        .get(LOCATION)
-        .and_then(|l| l.to_str().ok())
-    else {
-        return;
-    };
+    if let Some(request) = cancel_request(host, auth, response)
+        && let Err(e) = request.send().await
+    {
+        tracing::debug!(error = %e, "cancelling an upload session");
+    }
+}
+
+/// The DELETE that closes the upload session `response` opened.
+fn cancel_request(
+    host: &Host,
+    auth: &Authorization,
+    response: &reqwest::Response,
+) -> Option<reqwest::RequestBuilder> {
+    let location = response.headers().get(LOCATION)?.to_str().ok()?;
     let url = absolute(host, location);
     let request = host.http.delete(&url);
-    let request = if url.starts_with(&host.base) {
+    Some(if url.starts_with(&host.base) {
         auth.apply(request)
     } else {
         request
-    };
-    if let Err(e) = request.send().await {
-        tracing::debug!(error = %e, url, "cancelling an upload session");
-    }
+    })
 }
 
 /// Whether an upload failed because the registry does not take a blob in
