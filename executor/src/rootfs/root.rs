@@ -61,6 +61,9 @@ pub enum RootError {
     /// asked of another root.
     #[error("the in-place root is made by StageRoot::in_place only")]
     NoPlace,
+    /// A bug: a lower directory asked for that the root does not have.
+    #[error("the root has no lower directory {index}")]
+    NoLower { index: usize },
     #[error("invalid diffID {value:?} of a layer")]
     DiffId { value: String },
     #[error("cannot write {}", path.display())]
@@ -258,7 +261,9 @@ impl StageRoot {
         // when it became a layer or was discarded, and empty after a COPY
         // (which writes no upper directory).
         let _ = fs::remove_dir_all(self.work());
-        let _ = fs::remove_dir_all(self.upper());
+        if !self.lowers.contains(&self.upper()) {
+            let _ = fs::remove_dir_all(self.upper());
+        }
         self.generation += 1;
         let (upper, work) = (self.upper(), self.work());
         for dir in [&upper, &work] {
@@ -368,6 +373,30 @@ impl StageRoot {
             self.lowers.push(dir);
             self.remount()?;
         }
+        Ok(())
+    }
+
+    /// Overlay: the last RUN's upper directory joins the lowers where it is
+    /// (its layer is being written from it, and nothing writes to it
+    /// again) under a fresh upper directory; returns its index among the
+    /// lowers, for [`StageRoot::adopt_lower`] once its diffID is known.
+    pub fn keep_pending(&mut self) -> Result<usize> {
+        self.unmounted()?;
+        self.lowers.push(self.upper());
+        self.remount()?;
+        Ok(self.lowers.len() - 1)
+    }
+
+    /// Moves the lower directory at `index` (one [`StageRoot::keep_pending`]
+    /// kept) into the store as the extracted layer `diff_id`, while it may
+    /// be mounted: a directory keeps working as a lower when renamed.
+    pub fn adopt_lower(&mut self, store: &Store, index: usize, diff_id: &Digest) -> Result<()> {
+        let dir = self
+            .lowers
+            .get(index)
+            .cloned()
+            .ok_or(RootError::NoLower { index })?;
+        self.lowers[index] = store.adopt_layer_in_use(diff_id, &dir)?;
         Ok(())
     }
 
