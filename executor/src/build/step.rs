@@ -41,7 +41,9 @@ impl Engine<'_> {
                     source,
                 })?;
         }
-        let scratch = self.new_dir(&format!("stage-{}/run", job.index))?;
+        // The step's scratch directory is made only when one of its mounts
+        // needs a file there (most steps need none).
+        let scratch = self.work.join(format!("stage-{}/run", job.index));
         let snapshot_started = std::time::Instant::now();
         result.root().before_run()?;
         let before_run = snapshot_started.elapsed();
@@ -79,7 +81,12 @@ impl Engine<'_> {
         });
         let outcome = run::execute(&step, self.isolation.as_ref(), &kill);
         watch.abort();
-        fs::remove_dir_all(&scratch).map_err(io_at(&scratch))?;
+        match fs::remove_dir_all(&scratch) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io_at(&scratch)(e));
+            }
+            _ => {}
+        }
         if self.cancel.is_cancelled() {
             return Err(BuildError::Interrupted);
         }

@@ -106,6 +106,14 @@ pub(super) enum Op {
         target: CString,
         link: CString,
     },
+    /// A new file (mode 0644) holding `content`; never follows a symlink.
+    WriteFile {
+        path: CString,
+        content: Vec<u8>,
+    },
+    Unlink {
+        path: CString,
+    },
     Hostname {
         name: Vec<u8>,
     },
@@ -394,6 +402,22 @@ fn mount_point(base: &CStr, names: &[CString], kind: Kind) -> Result<(), i32> {
     }
 }
 
+/// Creates `path` (which must not exist) holding `content` (raw calls).
+fn write_file(path: &CStr, content: &[u8]) -> Result<(), i32> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let file = rustix::fs::open(path, flags, Mode::from_raw_mode(0o644)).map_err(raw)?;
+    let mut left = content;
+    while !left.is_empty() {
+        match rustix::io::write(&file, left) {
+            Ok(0) => return Err(libc::EIO),
+            Ok(written) => left = left.get(written..).unwrap_or_default(),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(err) => return Err(raw(err)),
+        }
+    }
+    Ok(())
+}
+
 fn loopback_up() -> Result<(), i32> {
     // SAFETY: plain socket(2) call.
     let socket = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -506,6 +530,8 @@ impl Op {
             Op::Symlink { target, link } => {
                 rustix::fs::symlink(target.as_c_str(), link.as_c_str()).map_err(raw)
             }
+            Op::WriteFile { path, content } => write_file(path, content),
+            Op::Unlink { path } => rustix::fs::unlink(path.as_c_str()).map_err(raw),
             Op::Hostname { name } => rustix::system::sethostname(name).map_err(raw),
             Op::LoopbackUp => loopback_up(),
             Op::Pivot { root } => pivot(root),
