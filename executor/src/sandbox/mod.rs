@@ -19,8 +19,10 @@
 //! urandom and tty bound in, devpts and `/dev/shm`, writes the `/etc`
 //! files on that tmpfs and binds them (their names there unlinked), binds
 //! the caller's mounts, then `pivot_root`s and detaches the old root.
-//! It then forks the command (working directory, Docker's default
-//! capabilities, identity, `execve` through `PATH`) and stays as a tiny
+//! It then starts the command (working directory, Docker's default
+//! capabilities, identity, `execve` through `PATH`) as `posix_spawn` does,
+//! with `CLONE_VM | CLONE_VFORK` (no copy of the page tables of what is a
+//! copy of the executor), and stays as a tiny
 //! init: it reaps every child, forwards SIGTERM, SIGINT, SIGHUP and
 //! SIGQUIT to the command and exits when the command does, which kills
 //! the rest of the namespace. Pid 1 has `PR_SET_PDEATHSIG(SIGKILL)`, tied
