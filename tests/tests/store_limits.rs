@@ -109,6 +109,38 @@ fn a_run_failing_on_a_full_store_says_so() {
     ok(&mut project.build_in(&store, &args));
 }
 
+/// A RUN's layer is written while the build goes on: when it does not
+/// fit, the build still fails naming that RUN and the cause, and leaves no
+/// partial blob in the store; with space back, the same store builds.
+#[test]
+fn a_run_layer_that_does_not_fit_fails_naming_its_step() {
+    let registry = Registry::start(RegistryKind::Anonymous);
+    let base = registry.push_busybox();
+    // The step's 12 MiB fit in its upper directory; their layer (random
+    // bytes do not compress) does not fit beside them.
+    let project = Project::new(
+        &format!("FROM {base}\nRUN head -c 12582912 /dev/urandom > /big\nENV AFTER=1\n"),
+        &[],
+    );
+    let store = project.path("small-store");
+    let tmpfs = Tmpfs::mount(&store, "20m");
+    let destination = registry.reference("full/run-layer:1");
+    let args = ["-d", &destination, "--insecure-registry", &registry.host];
+
+    let stderr = fails(&mut project.build_in(&store, &args));
+    assert!(stderr.contains(":2: RUN failed"), "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    let partial: Vec<_> = std::fs::read_dir(store.join("tmp"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("blob-"))
+        .collect();
+    assert!(partial.is_empty(), "partial blobs left: {partial:?}");
+
+    tmpfs.resize("256m");
+    ok(&mut project.build_in(&store, &args));
+}
+
 /// `executor cache prune`: a dry run lists and keeps, a real one empties
 /// the store down to the size, refused while a build holds the store; the
 /// next build fetches again what it needs.

@@ -218,11 +218,7 @@ pub(super) fn candidates(program: &str, env: &[(String, String)]) -> Vec<String>
 }
 
 /// Prepares a run of `spec`.
-pub(super) fn prepare(
-    spec: &Spec,
-    root: &Path,
-    rootless: bool,
-) -> Result<Prepared, SandboxError> {
+pub(super) fn prepare(spec: &Spec, root: &Path, rootless: bool) -> Result<Prepared, SandboxError> {
     let Some(program) = spec.args.first() else {
         return Err(SandboxError::Invalid {
             what: "empty command".into(),

@@ -546,7 +546,12 @@ fn nothing_is_left_behind() {
     // The root holds the mount-point stubs (the caller removes them) and
     // nothing else: the /etc files were written on the sandbox's /dev.
     let mut expected = before;
-    expected.extend(outcome.stubs.iter().map(|stub| stub.to_string_lossy().into_owned()));
+    expected.extend(
+        outcome
+            .stubs
+            .iter()
+            .map(|stub| stub.to_string_lossy().into_owned()),
+    );
     expected.sort();
     assert_eq!(list(root.path()), expected);
 }
@@ -561,7 +566,12 @@ fn list(root: &Path) -> Vec<String> {
             if entry.file_type().unwrap().is_dir() {
                 todo.push(path.clone());
             }
-            paths.push(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            paths.push(
+                path.strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
         }
     }
     paths.sort();
