@@ -129,6 +129,10 @@ fn a_run_layer_that_does_not_fit_fails_naming_its_step() {
 
     let stderr = fails(&mut project.build_in(&store, &args));
     assert!(stderr.contains(":2: RUN failed"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot write {}/tmp/blob-", store.display())),
+        "the layer's write failed, not the step: {stderr}"
+    );
     assert!(stderr.contains("No space left on device"), "{stderr}");
     let partial: Vec<_> = std::fs::read_dir(store.join("tmp"))
         .unwrap()
