@@ -316,11 +316,8 @@ pub fn recycle_work_dir(work: &Path) -> bool {
     }
     let index = work.join("index");
     if index.is_dir() {
-        let emptied = fs::read_dir(&index).and_then(|entries| {
-            entries
-                .map(|entry| fs::remove_file(entry?.path()))
-                .collect::<io::Result<()>>()
-        });
+        let emptied = fs::read_dir(&index)
+            .and_then(|mut entries| entries.try_for_each(|entry| fs::remove_file(entry?.path())));
         if let Err(err) = emptied {
             tracing::debug!(path = %index.display(), %err, "cannot recycle the overlay index");
             return false;
