@@ -54,17 +54,32 @@
 # shared with five other builds (load average 10.7 before, 4.4 after;
 # release build of h/perf a41a20f; `tests/bench/vs_buildah.sh`):
 #   case                        executor s (cpu)  buildah s (cpu)  ratio  aim
-#   cold, 20 RUN (5 rounds)     2.04 (0.6)        10.45 (5.8)      0.197  <= 0.03
+#   cold, 20 RUN (5 rounds)     0.36 (0.4)         5.33 (5.6)      0.070  <= 0.03
+#     (cold alone re-measured 16:06 UTC, h/cold 1a67561, load average 2.4
+#     before, 1.9 after; the build before h/cold just before it: 0.64
+#     (0.6) against 5.56 (5.8), 0.109. At load 6 both are 0.9-1.1 s and
+#     the ratio is noise: the other builds' deletes slow every new inode)
 #   warm + push (5 rounds)      0.38 (0.1)         5.45 (2.1)      0.071  <= 0.05, 0 B: 0 B
 #   COPY 10,000 files (5)       43.11 (13.9)      35.18 (26.3)     1.225  <= 0.2
 #   one 2 GiB file (1)          42.11 (39.0)      61.49 (50.5)     0.685  RSS 34 MiB
 #   100,000 files (1)           51.77 (49.5)     134.30 (112.7)    0.385  RSS 114 MiB
 # Where the time goes (perf record, strace -c -w): cold, 66% of the CPU
-# samples are ext4's inode allocator (__ext4_new_inode -> find_inode_bit ->
-# recently_deleted -> find_get_block) on a disk where other builds delete
-# files all the time; a RUN makes ~17 inodes of its own (overlay work
-# dirs, mount-point stubs, the layer's .lock and .used files, scratch) and
-# the wall time is three times the CPU time (waiting for a core). COPY:
+# samples are still ext4's inode allocator (__ext4_new_inode ->
+# find_inode_bit -> recently_deleted -> find_get_block: this disk has no
+# journal, so every new inode skips past the inodes deleted in its group in
+# the last minutes, ~0.4 ms each when other builds delete files): 70% of
+# the CPU. Of all the CPU: 23% extracting the busybox base (its ~400
+# symlinks, once), 14% the 21 overlay mounts (the kernel makes work/work
+# and volatile's incompat/volatile/dirty, 4 inodes a mount, the work
+# directory itself being recycled), 5% the sandbox's mount-point stubs in
+# the upper directory (/proc /sys /dev and the three /etc files: busybox
+# has none of them), ~22% the steps' own files and overlay copy-ups, 12%
+# the layer writer (deflate 5%, on its own thread while the next step
+# runs: off the critical path), 3% forking the sandbox's pid 1 (page
+# tables, then copy-on-write faults and TLB shootdowns in the executor).
+# With the store on tmpfs the same build takes 0.2 s. The same 20
+# commands in plain chroot took 0.11-0.18 s on this disk meanwhile,
+# unshare+chroot 0.17-0.19 s. COPY:
 # deflate (level 6) is 55% of the CPU, inode allocation 16%, sha256 6%;
 # the wall time is three times the CPU time: the staging copy of every
 # file before compression starts, and the scratch tree deleted at the end.

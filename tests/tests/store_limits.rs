@@ -54,59 +54,122 @@ fn random(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// A project built FROM the tests' busybox with `steps` into a store on
+/// a tmpfs of `size`, pushed as `full/NAME:1`.
+/// Fields drop in order: the tmpfs is unmounted before the project's
+/// directory holding it is removed.
+struct SmallStore {
+    tmpfs: Tmpfs,
+    registry: Registry,
+    project: Project,
+    store: PathBuf,
+    destination: String,
+}
+
+impl SmallStore {
+    fn new(steps: &str, size: &str, name: &str) -> Self {
+        let registry = Registry::start(RegistryKind::Anonymous);
+        let base = registry.push_busybox();
+        let project = Project::new(&format!("FROM {base}\n{steps}"), &[]);
+        let store = project.path("small-store");
+        let tmpfs = Tmpfs::mount(&store, size);
+        let destination = registry.reference(&format!("full/{name}:1"));
+        Self {
+            tmpfs,
+            registry,
+            project,
+            store,
+            destination,
+        }
+    }
+
+    fn build(&self) -> Command {
+        let args = [
+            "-d",
+            &self.destination,
+            "--insecure-registry",
+            &self.registry.host,
+        ];
+        self.project.build_in(&self.store, &args)
+    }
+}
+
 /// A gzip layer that does not fit: one clear error naming the store's
 /// file and the cause, no panic; with space back, the same store builds.
 #[test]
 fn a_full_store_fails_a_layer_write_clearly_and_serves_again() {
-    let registry = Registry::start(RegistryKind::Anonymous);
-    let base = registry.push_busybox();
-    let project = Project::new(&format!("FROM {base}\nCOPY big.bin /big.bin\n"), &[]);
-    project.write("big.bin", random(24 << 20));
-    let store = project.path("small-store");
-    let tmpfs = Tmpfs::mount(&store, "40m");
-    let destination = registry.reference("full/layer:1");
-    let args = ["-d", &destination, "--insecure-registry", &registry.host];
+    let small = SmallStore::new("COPY big.bin /big.bin\n", "40m", "layer");
+    small.project.write("big.bin", random(24 << 20));
 
-    let stderr = fails(&mut project.build_in(&store, &args));
+    let stderr = fails(&mut small.build());
     assert!(!stderr.contains("internal error"), "{stderr}");
     assert!(stderr.contains("No space left on device"), "{stderr}");
     assert!(
-        stderr.contains(&format!("cannot write {}/tmp/", store.display())),
+        stderr.contains(&format!("cannot write {}/tmp/", small.store.display())),
         "the error names the file in the store: {stderr}"
     );
 
-    tmpfs.resize("256m");
-    ok(&mut project.build_in(&store, &args));
-    assert_eq!(registry.digest_of(&destination).len(), "sha256:".len() + 64);
+    small.tmpfs.resize("256m");
+    ok(&mut small.build());
+    assert_eq!(
+        small.registry.digest_of(&small.destination).len(),
+        "sha256:".len() + 64
+    );
 }
 
 /// A RUN that fails because the store's file system is full says so,
 /// with the store's path; with space back, the same store builds.
 #[test]
 fn a_run_failing_on_a_full_store_says_so() {
-    let registry = Registry::start(RegistryKind::Anonymous);
-    let base = registry.push_busybox();
-    let project = Project::new(
-        &format!("FROM {base}\nRUN dd if=/dev/zero of=/fill bs=1M count=64 && rm /fill\n"),
-        &[],
+    let small = SmallStore::new(
+        "RUN dd if=/dev/zero of=/fill bs=1M count=64 && rm /fill\n",
+        "24m",
+        "run",
     );
-    let store = project.path("small-store");
-    let tmpfs = Tmpfs::mount(&store, "24m");
-    let destination = registry.reference("full/run:1");
-    let args = ["-d", &destination, "--insecure-registry", &registry.host];
 
-    let stderr = fails(&mut project.build_in(&store, &args));
+    let stderr = fails(&mut small.build());
     assert!(stderr.contains("exited with status 1"), "{stderr}");
     assert!(
         stderr.contains(&format!(
             "the file system of the store {} is full (no space left on device)",
-            store.display()
+            small.store.display()
         )),
         "{stderr}"
     );
 
-    tmpfs.resize("256m");
-    ok(&mut project.build_in(&store, &args));
+    small.tmpfs.resize("256m");
+    ok(&mut small.build());
+}
+
+/// A RUN's layer is written while the build goes on: when it does not
+/// fit, the build still fails naming that RUN and the cause, and leaves no
+/// partial blob in the store; with space back, the same store builds.
+#[test]
+fn a_run_layer_that_does_not_fit_fails_naming_its_step() {
+    // The step's 12 MiB fit in its upper directory; their layer (random
+    // bytes do not compress) does not fit beside them.
+    let small = SmallStore::new(
+        "RUN head -c 12582912 /dev/urandom > /big\nENV AFTER=1\n",
+        "20m",
+        "run-layer",
+    );
+
+    let stderr = fails(&mut small.build());
+    assert!(stderr.contains(":2: RUN failed"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot write {}/tmp/blob-", small.store.display())),
+        "the layer's write failed, not the step: {stderr}"
+    );
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    let partial: Vec<_> = std::fs::read_dir(small.store.join("tmp"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("blob-"))
+        .collect();
+    assert!(partial.is_empty(), "partial blobs left: {partial:?}");
+
+    small.tmpfs.resize("256m");
+    ok(&mut small.build());
 }
 
 /// `executor cache prune`: a dry run lists and keeps, a real one empties

@@ -220,7 +220,8 @@ pub struct Step<'a> {
     pub args: &'a [(String, String)],
     /// The stage's root filesystem.
     pub root: &'a Path,
-    /// An empty directory for this step's files; removed by the caller.
+    /// A directory for this step's files, made on first use (see
+    /// [`scratch`]); removed by the caller.
     pub scratch: &'a Path,
     /// What `--mount=type=bind` without `from` binds for a `source` path:
     /// the context as COPY sees it.
@@ -397,6 +398,12 @@ impl Drop for SecretDir {
     }
 }
 
+/// The step's scratch directory, made now if it is not yet.
+fn scratch<'a>(step: &Step<'a>) -> Result<&'a Path> {
+    fs::create_dir_all(step.scratch).map_err(io_err("cannot create", step.scratch))?;
+    Ok(step.scratch)
+}
+
 /// The hint of a RUN failure whose store's file system is full.
 fn full_hint(full: Option<&Path>) -> String {
     full.map_or_else(String::new, |path| {
@@ -467,7 +474,7 @@ fn command(step: &Step<'_>, mounts: &mut Vec<sandbox::Mount>) -> Result<(Vec<Str
                 let heredoc = &run.heredocs[0];
                 let data: String = body(heredoc);
                 if data.starts_with("#!") {
-                    let file = step.scratch.join("heredoc");
+                    let file = scratch(step)?.join("heredoc");
                     fs::OpenOptions::new()
                         .write(true)
                         .create_new(true)
@@ -588,7 +595,7 @@ fn prepare_mount(
             if !mount.read_only {
                 // Writes are allowed and thrown away: the process writes to
                 // a copy.
-                let copy = step.scratch.join(format!("bind-{n}"));
+                let copy = scratch(step)?.join(format!("bind-{n}"));
                 crate::image::diff::copy_tree(&source, &copy).map_err(|source| {
                     RunError::BindCopy {
                         source_path: source_path.to_owned(),
@@ -797,6 +804,7 @@ fn cache_dir(
             if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_ok() {
                 dir
             } else {
+                fs::create_dir_all(scratch).map_err(io_err("cannot create", scratch))?;
                 scratch.join(format!("cache-{key}"))
             }
         }

@@ -17,6 +17,7 @@ use super::engine::{Built, Engine, timestamp};
 use super::error::{BuildError, Result, StepCause, StepError};
 use super::keys;
 use super::metrics::StepMetric;
+use super::step::PendingLayer;
 use crate::dockerfile::instructions::{self, Instruction, Kind};
 use crate::dockerfile::parser;
 use crate::dockerfile::plan::{Base, Scope};
@@ -51,6 +52,9 @@ pub(super) struct StageState {
     /// `--single-snapshot`, full mode: the stubs of every RUN, removed at
     /// the end.
     pub(super) stubs: Vec<PathBuf>,
+    /// The last RUN's layer while it is written in the background (see
+    /// `Engine::settle`).
+    pub(super) pending: Option<PendingLayer>,
 }
 
 impl StageState {
@@ -58,6 +62,11 @@ impl StageState {
         self.root
             .as_mut()
             .expect("the stage root is made before a step executes")
+    }
+
+    /// The stage's layers, the one being written included.
+    pub(super) fn layer_count(&self) -> usize {
+        self.layers.len() + usize::from(self.pending.is_some())
     }
 
     pub(super) fn rootfs(&self) -> &Path {
@@ -149,6 +158,7 @@ impl<'a> Engine<'a> {
             layers,
             root: None,
             stubs: Vec::new(),
+            pending: None,
         };
         if self.settings.single_snapshot {
             self.ensure_root(&mut result)?;
@@ -229,6 +239,8 @@ impl<'a> Engine<'a> {
             hits,
             &mut saves,
         );
+        // The last RUN's layer, written while the steps after it ran.
+        let outcome = outcome.and_then(|()| self.settle(&mut result));
         if let Some(cache) = &self.cache
             && !saves.is_empty()
         {
@@ -359,7 +371,7 @@ impl<'a> Engine<'a> {
                 return Err(BuildError::Cancelled);
             }
             let step_started = Instant::now();
-            let layers_before = result.layers.len();
+            let layers_before = result.layer_count();
             let Planned {
                 instruction,
                 scope,
@@ -399,6 +411,8 @@ impl<'a> Engine<'a> {
                     }
                 }
                 if let Some(key) = key {
+                    // The entry needs this step's layer and config whole.
+                    self.settle(result)?;
                     let layer = result.layers[layers_before..].last().cloned();
                     saves.push((key, result.config.clone(), layer));
                 }
@@ -418,7 +432,7 @@ impl<'a> Engine<'a> {
                     step: n + 2,
                     instruction: shown,
                     seconds,
-                    layer: result.layers.len() > layers_before,
+                    layer: result.layer_count() > layers_before,
                     cached: all_cached,
                 });
         }

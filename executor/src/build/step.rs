@@ -16,7 +16,8 @@ use super::error::{BuildError, Result, io_at};
 use super::run;
 use super::stage::{Job, StageState};
 use crate::dockerfile::instructions::{self, Instruction};
-use crate::image::layer::{self, LayerEntry, LayerInfo, WriteOptions};
+use crate::image::layer::{self, Compression, LayerEntry, LayerInfo, WriteOptions};
+use crate::image::store::Store;
 use crate::rootfs::{LayerRef, SnapshotMode};
 use crate::sandbox;
 
@@ -40,7 +41,9 @@ impl Engine<'_> {
                     source,
                 })?;
         }
-        let scratch = self.new_dir(&format!("stage-{}/run", job.index))?;
+        // The step's scratch directory is made only when one of its mounts
+        // needs a file there (most steps need none).
+        let scratch = self.work.join(format!("stage-{}/run", job.index));
         let snapshot_started = std::time::Instant::now();
         result.root().before_run()?;
         let before_run = snapshot_started.elapsed();
@@ -78,7 +81,12 @@ impl Engine<'_> {
         });
         let outcome = run::execute(&step, self.isolation.as_ref(), &kill);
         watch.abort();
-        fs::remove_dir_all(&scratch).map_err(io_at(&scratch))?;
+        match fs::remove_dir_all(&scratch) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io_at(&scratch)(e));
+            }
+            _ => {}
+        }
         if self.cancel.is_cancelled() {
             return Err(BuildError::Interrupted);
         }
@@ -112,12 +120,79 @@ impl Engine<'_> {
                     .config
                     .add_history(created_by, true, Some(job.created));
             }
+            Some(diff) if self.mode() == SnapshotMode::Overlay => {
+                // The layer is written on a thread of its own while the
+                // next steps run: its upper directory becomes a lower of
+                // the next mount where it is, and nothing writes to it
+                // again. Only one layer is in flight: the last one is
+                // settled first.
+                self.settle(result)?;
+                let lower_at = result.root().keep_pending()?;
+                let writer = self.layer_writer();
+                let entries = diff.entries;
+                let handle = std::thread::Builder::new()
+                    .name("layer-writer".into())
+                    .spawn(move || writer.write(entries))
+                    .map_err(|e| self.step_error(instruction, e))?;
+                result.pending = Some(PendingLayer {
+                    writer: Some(handle),
+                    instruction: instruction.clone(),
+                    layers_at: result.layers.len(),
+                    diff_ids_at: result.config.rootfs.diff_ids.len(),
+                    lower_at,
+                });
+                result
+                    .config
+                    .add_history(created_by, false, Some(job.created));
+            }
             Some(diff) => {
                 let info = self.store_layer(diff.entries)?;
                 result.root().keep(&self.store, &info.diff_id)?;
                 Self::record_layer(result, &info, created_by, job.created);
             }
         }
+        Ok(())
+    }
+
+    /// Waits for the stage's RUN layer being written in the background, if
+    /// any, and records it where the step left its place: the stage's
+    /// layers, the config's diffIDs (its history entry is there already)
+    /// and, moved into the store, the root's lowers. A failed write fails
+    /// the step that made the layer. Called before anything reads the
+    /// stage's layers: the next RUN's layer, a step filed in the cache,
+    /// the end of the stage.
+    pub(super) fn settle(&self, result: &mut StageState) -> Result<()> {
+        let Some(mut pending) = result.pending.take() else {
+            return Ok(());
+        };
+        let Some(writer) = pending.writer.take() else {
+            return Ok(());
+        };
+        let info = match writer.join() {
+            Ok(written) => written.map_err(|e| self.step_error(&pending.instruction, e))?,
+            Err(_) => {
+                return Err(self.step_error(
+                    &pending.instruction,
+                    "the thread writing its layer panicked",
+                ));
+            }
+        };
+        result
+            .root()
+            .adopt_lower(&self.store, pending.lower_at, &info.diff_id)?;
+        result.layers.insert(
+            pending.layers_at,
+            LayerRef {
+                descriptor: info.descriptor(),
+                diff_id: info.diff_id.to_string(),
+                source: None,
+            },
+        );
+        result
+            .config
+            .rootfs
+            .diff_ids
+            .insert(pending.diff_ids_at, info.diff_id.to_string());
         Ok(())
     }
 
@@ -239,44 +314,24 @@ impl Engine<'_> {
     }
 
     /// Writes `entries` as a layer into the store.
-    pub(super) fn store_layer(&self, mut entries: Vec<LayerEntry>) -> Result<LayerInfo> {
-        if !self.privileged {
-            // Without root the caller stands for root (RUN's user namespace
-            // maps it so): its files are root's in the image.
-            let uid = u64::from(rustix::process::geteuid().as_raw());
-            let gid = u64::from(rustix::process::getegid().as_raw());
-            for entry in &mut entries {
-                if entry.uid == uid {
-                    entry.uid = 0;
-                }
-                if entry.gid == gid {
-                    entry.gid = 0;
-                }
-            }
+    pub(super) fn store_layer(&self, entries: Vec<LayerEntry>) -> Result<LayerInfo> {
+        self.layer_writer().write(entries)
+    }
+
+    /// How this build writes layers, owned (for a writer thread).
+    pub(super) fn layer_writer(&self) -> LayerWriter {
+        LayerWriter {
+            store: self.store.clone(),
+            privileged: self.privileged,
+            compression: self.compression,
+            level: self.settings.compression_level,
+            threads: self.settings.compression_threads,
+            // File times later than SOURCE_DATE_EPOCH are clamped to it.
+            source_date_epoch: self
+                .settings
+                .source_date_epoch
+                .map(|epoch| u64::try_from(epoch).unwrap_or(0)),
         }
-        let mut writer = self.store.blob_writer()?;
-        let info = layer::write_layer(
-            entries,
-            self.compression,
-            self.settings.compression_level,
-            self.settings.compression_threads,
-            &mut writer,
-            &WriteOptions {
-                // File times later than SOURCE_DATE_EPOCH are clamped to it.
-                source_date_epoch: self
-                    .settings
-                    .source_date_epoch
-                    .map(|epoch| u64::try_from(epoch).unwrap_or(0)),
-            },
-        )
-        .map_err(|err| match err {
-            // Where: a full disk is the store's.
-            layer::LayerError::Write(source) => io_at(writer.path())(source),
-            other => other.into(),
-        })?;
-        writer.flush().map_err(io_at(writer.path()))?;
-        writer.commit(Some(&info.digest))?;
-        Ok(info)
     }
 
     /// Records a written layer in the stage's layers and config.
@@ -314,6 +369,82 @@ impl Engine<'_> {
             .add_layer(&self.store, &info.diff_id, staging)?;
         Self::record_layer(result, &info, created_by, created);
         Ok(())
+    }
+}
+
+/// What writing a layer into the store needs besides its entries, owned,
+/// so that a RUN's layer can be written on a thread of its own while the
+/// next step runs.
+pub(super) struct LayerWriter {
+    store: Store,
+    privileged: bool,
+    compression: Compression,
+    level: Option<i32>,
+    threads: usize,
+    source_date_epoch: Option<u64>,
+}
+
+impl LayerWriter {
+    /// Writes `entries` as a layer into the store (its blob durable
+    /// before it is renamed into place, see [`Store::blob_writer`]).
+    pub(super) fn write(&self, mut entries: Vec<LayerEntry>) -> Result<LayerInfo> {
+        if !self.privileged {
+            // Without root the caller stands for root (RUN's user namespace
+            // maps it so): its files are root's in the image.
+            let uid = u64::from(rustix::process::geteuid().as_raw());
+            let gid = u64::from(rustix::process::getegid().as_raw());
+            for entry in &mut entries {
+                if entry.uid == uid {
+                    entry.uid = 0;
+                }
+                if entry.gid == gid {
+                    entry.gid = 0;
+                }
+            }
+        }
+        let mut writer = self.store.blob_writer()?;
+        let info = layer::write_layer(
+            entries,
+            self.compression,
+            self.level,
+            self.threads,
+            &mut writer,
+            &WriteOptions {
+                source_date_epoch: self.source_date_epoch,
+            },
+        )
+        .map_err(|err| match err {
+            // Where: a full disk is the store's.
+            layer::LayerError::Write(source) => io_at(writer.path())(source),
+            other => other.into(),
+        })?;
+        writer.flush().map_err(io_at(writer.path()))?;
+        writer.commit(Some(&info.digest))?;
+        Ok(info)
+    }
+}
+
+/// A RUN's layer being written on a thread of its own (overlay snapshots
+/// only), and the places its digests take once known: see
+/// [`Engine::settle`]. Dropped unsettled (the build failed), it waits for
+/// the writer, so no thread outlives the build and no blob is left half
+/// written (an unfinished one is removed by its writer).
+pub(super) struct PendingLayer {
+    writer: Option<std::thread::JoinHandle<Result<LayerInfo>>>,
+    /// The step that made it, for its errors.
+    instruction: Instruction,
+    /// Its index in the stage's layers, the config's diffIDs and the
+    /// root's lower directories.
+    layers_at: usize,
+    diff_ids_at: usize,
+    lower_at: usize,
+}
+
+impl Drop for PendingLayer {
+    fn drop(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
     }
 }
 

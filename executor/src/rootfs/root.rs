@@ -33,7 +33,7 @@ use crate::image::digest::Digest;
 use crate::image::layer::{self, LayerEntry, LayerError};
 use crate::image::store::{Store, StoreError};
 use crate::image::upper::{self, UpperError};
-use crate::sandbox::overlay::{Overlay, OverlayError};
+use crate::sandbox::overlay::{self, Overlay, OverlayError};
 
 /// Why a root filesystem could not be made, snapshotted or changed.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +61,9 @@ pub enum RootError {
     /// asked of another root.
     #[error("the in-place root is made by StageRoot::in_place only")]
     NoPlace,
+    /// A bug: a lower directory asked for that the root does not have.
+    #[error("the root has no lower directory {index}")]
+    NoLower { index: usize },
     #[error("invalid diffID {value:?} of a layer")]
     DiffId { value: String },
     #[error("cannot write {}", path.display())]
@@ -244,8 +247,10 @@ impl StageRoot {
         self.dir.join(format!("upper-{}", self.generation))
     }
 
+    /// The overlay work directory, one for every mount of this root (see
+    /// [`overlay::recycle_work_dir`]).
     fn work(&self) -> PathBuf {
-        self.dir.join(format!("work-{}", self.generation))
+        self.dir.join("work")
     }
 
     /// Mounts the overlay of the current lowers with a fresh upper directory.
@@ -254,23 +259,41 @@ impl StageRoot {
         if let Some(mount) = self.mount.take() {
             mount.unmount()?;
         }
-        // The last generation's directories: its upper one is gone already
-        // when it became a layer or was discarded, and empty after a COPY
-        // (which writes no upper directory).
-        let _ = fs::remove_dir_all(self.work());
-        let _ = fs::remove_dir_all(self.upper());
+        // The last generation's upper directory: gone already when it
+        // became a layer or was discarded, kept while it is a lower whose
+        // layer is being written, and empty after a COPY (which writes no
+        // upper directory).
+        if !self.lowers.contains(&self.upper()) {
+            let _ = fs::remove_dir_all(self.upper());
+        }
         self.generation += 1;
         let (upper, work) = (self.upper(), self.work());
-        for dir in [&upper, &work] {
-            fs::create_dir_all(dir).map_err(io_at(dir))?;
+        fs::create_dir_all(&upper).map_err(io_at(&upper))?;
+        // The work directory is recycled rather than made anew: every new
+        // inode counts on a file system that makes them slowly.
+        let recycled = overlay::recycle_work_dir(&work);
+        if !recycled {
+            fs::create_dir_all(&work).map_err(io_at(&work))?;
         }
-        if !crate::sandbox::overlay::keeps_hard_links() {
+        if !overlay::keeps_hard_links() {
             self.linked =
                 upper::LinkedCopies::copy_up(&upper, &self.lowers, &mut self.linked_names)?;
         }
         // No layers at all (FROM scratch) is fine: Overlay mounts an empty
         // lower directory of its own.
-        self.mount = Some(Overlay::mount(&self.lowers, &upper, &work, &self.root)?);
+        let mounted = match Overlay::mount(&self.lowers, &upper, &work, &self.root) {
+            Err(error) if recycled => {
+                // A kernel that refuses a recycled work directory gets a
+                // fresh one, now and from now on.
+                tracing::debug!(%error, "overlay refused a recycled work directory");
+                overlay::refuse_recycling();
+                let _ = fs::remove_dir_all(&work);
+                fs::create_dir_all(&work).map_err(io_at(&work))?;
+                Overlay::mount(&self.lowers, &upper, &work, &self.root)
+            }
+            other => other,
+        };
+        self.mount = Some(mounted?);
         Ok(())
     }
 
@@ -368,6 +391,30 @@ impl StageRoot {
             self.lowers.push(dir);
             self.remount()?;
         }
+        Ok(())
+    }
+
+    /// Overlay: the last RUN's upper directory joins the lowers where it is
+    /// (its layer is being written from it, and nothing writes to it
+    /// again) under a fresh upper directory; returns its index among the
+    /// lowers, for [`StageRoot::adopt_lower`] once its diffID is known.
+    pub fn keep_pending(&mut self) -> Result<usize> {
+        self.unmounted()?;
+        self.lowers.push(self.upper());
+        self.remount()?;
+        Ok(self.lowers.len() - 1)
+    }
+
+    /// Moves the lower directory at `index` (one [`StageRoot::keep_pending`]
+    /// kept) into the store as the extracted layer `diff_id`, while it may
+    /// be mounted: a directory keeps working as a lower when renamed.
+    pub fn adopt_lower(&mut self, store: &Store, index: usize, diff_id: &Digest) -> Result<()> {
+        let dir = self
+            .lowers
+            .get(index)
+            .cloned()
+            .ok_or(RootError::NoLower { index })?;
+        self.lowers[index] = store.adopt_layer_in_use(diff_id, &dir)?;
         Ok(())
     }
 

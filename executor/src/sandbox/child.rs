@@ -106,6 +106,14 @@ pub(super) enum Op {
         target: CString,
         link: CString,
     },
+    /// A new file (mode 0644) holding `content`; never follows a symlink.
+    WriteFile {
+        path: CString,
+        content: Vec<u8>,
+    },
+    Unlink {
+        path: CString,
+    },
     Hostname {
         name: Vec<u8>,
     },
@@ -394,6 +402,22 @@ fn mount_point(base: &CStr, names: &[CString], kind: Kind) -> Result<(), i32> {
     }
 }
 
+/// Creates `path` (which must not exist) holding `content` (raw calls).
+fn write_file(path: &CStr, content: &[u8]) -> Result<(), i32> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let file = rustix::fs::open(path, flags, Mode::from_raw_mode(0o644)).map_err(raw)?;
+    let mut left = content;
+    while !left.is_empty() {
+        match rustix::io::write(&file, left) {
+            Ok(0) => return Err(libc::EIO),
+            Ok(written) => left = left.get(written..).unwrap_or_default(),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(err) => return Err(raw(err)),
+        }
+    }
+    Ok(())
+}
+
 fn loopback_up() -> Result<(), i32> {
     // SAFETY: plain socket(2) call.
     let socket = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -506,6 +530,8 @@ impl Op {
             Op::Symlink { target, link } => {
                 rustix::fs::symlink(target.as_c_str(), link.as_c_str()).map_err(raw)
             }
+            Op::WriteFile { path, content } => write_file(path, content),
+            Op::Unlink { path } => rustix::fs::unlink(path.as_c_str()).map_err(raw),
             Op::Hostname { name } => rustix::system::sethostname(name).map_err(raw),
             Op::LoopbackUp => loopback_up(),
             Op::Pivot { root } => pivot(root),
@@ -704,10 +730,7 @@ pub(super) fn pid1(plan: &Plan, fds: &Fds) -> ! {
     for signal in FORWARDED {
         set_handler(signal, forward as *const () as libc::sighandler_t);
     }
-    // SAFETY: this process is single-threaded; the child only runs
-    // `command`, which ends in execve or _exit.
-    let pid = match unsafe { clone(0) } {
-        Ok(0) => command(plan, fds),
+    let pid = match spawn_command(plan, fds) {
         Ok(pid) => pid,
         Err(errno) => fail(fds.report, STEP_FORK, errno),
     };
@@ -731,6 +754,56 @@ pub(super) fn pid1(plan: &Plan, fds: &Fds) -> ! {
             unsafe { libc::_exit(EXIT_SETUP) };
         }
     }
+}
+
+/// Stack of the command's child until its `execve` (see [`spawn_command`]).
+const COMMAND_STACK: usize = 512 * 1024;
+
+/// Starts [`command`] as `posix_spawn` does: `clone(CLONE_VM |
+/// CLONE_VFORK)` on a stack of its own, so the child shares pid 1's memory
+/// (pid 1 waits, suspended, until the child's `execve` or `_exit`) rather
+/// than copying the page tables of what is a copy of the whole executor,
+/// only to throw them away at `execve`. The child makes raw calls only, on
+/// its own stack, and writes nothing pid 1 reads but `errno`. Returns the
+/// command's pid.
+fn spawn_command(plan: &Plan, fds: &Fds) -> Result<libc::pid_t, i32> {
+    extern "C" fn entry(arg: *mut libc::c_void) -> c_int {
+        // SAFETY: `arg` is the `(plan, fds)` pair below, alive until this
+        // child execs or exits (pid 1 is suspended until then).
+        let (plan, fds) = unsafe { *arg.cast::<(&Plan, &Fds)>() };
+        command(plan, fds)
+    }
+    // SAFETY: a fresh private anonymous mapping, unmapped below once the
+    // child no longer uses it.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            COMMAND_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(errno());
+    }
+    let mut arg = (plan, fds);
+    // SAFETY: the stack grows down from the end of the mapping; with
+    // CLONE_VFORK this call returns only once the child has exec'd or
+    // exited, so `arg` and the stack outlive its use of them.
+    let pid = unsafe {
+        libc::clone(
+            entry,
+            stack.cast::<u8>().add(COMMAND_STACK).cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&raw mut arg).cast(),
+        )
+    };
+    let failed = if pid < 0 { Some(errno()) } else { None };
+    // SAFETY: the mapping made above, no longer used.
+    unsafe { libc::munmap(stack, COMMAND_STACK) };
+    failed.map_or(Ok(pid), Err)
 }
 
 /// The command: working directory, capabilities, identity, then `execve` through the

@@ -4,9 +4,9 @@
 //!
 //! Process model: [`run`] prepares everything before forking (mount
 //! targets resolved inside the root and missing ones created and reported
-//! as stubs, unless below an earlier mount, the `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`
-//! files written to a per-run temporary directory, every path and argument
-//! as a C string), then `clone`s pid 1 of new mount, PID, IPC and UTS
+//! as stubs, unless below an earlier mount, the content of the
+//! `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname` files, every path
+//! and argument as a C string), then `clone`s pid 1 of new mount, PID, IPC and UTS
 //! namespaces (plus network for [`Network::None`], plus a user namespace
 //! mapping the caller to root when not running as root). The executor is
 //! multi-threaded, so the children only make raw system calls from that
@@ -16,10 +16,13 @@
 //! `/proc/kcore`, `/proc/keys`, `/sys/firmware` ... hidden, `/proc/sys`,
 //! `/proc/sysrq-trigger` ... read-only; paths the kernel lacks are
 //! skipped), a tmpfs `/dev` with the host's null, zero, full, random,
-//! urandom and tty bound in, devpts and `/dev/shm`, binds the `/etc` files
-//! and the caller's mounts, then `pivot_root`s and detaches the old root.
-//! It then forks the command (working directory, Docker's default
-//! capabilities, identity, `execve` through `PATH`) and stays as a tiny
+//! urandom and tty bound in, devpts and `/dev/shm`, writes the `/etc`
+//! files on that tmpfs and binds them (their names there unlinked), binds
+//! the caller's mounts, then `pivot_root`s and detaches the old root.
+//! It then starts the command (working directory, Docker's default
+//! capabilities, identity, `execve` through `PATH`) as `posix_spawn` does,
+//! with `CLONE_VM | CLONE_VFORK` (no copy of the page tables of what is a
+//! copy of the executor), and stays as a tiny
 //! init: it reaps every child, forwards SIGTERM, SIGINT, SIGHUP and
 //! SIGQUIT to the command and exits when the command does, which kills
 //! the rest of the namespace. Pid 1 has `PR_SET_PDEATHSIG(SIGKILL)`, tied
@@ -532,15 +535,8 @@ fn run_inner(spec: &Spec, switch: Option<&KillSwitch>) -> Result<Outcome> {
             what: format!("root {}", spec.root.display()),
             source,
         })?;
-    let scratch = tempfile::Builder::new()
-        .prefix("executor-sandbox-")
-        .tempdir()
-        .map_err(|source| SandboxError::Prepare {
-            what: "temporary directory".into(),
-            source,
-        })?;
     let rootless = !rustix::process::geteuid().is_root();
-    let mut prepared = mounts::prepare(spec, &root, scratch.path(), rootless)?;
+    let mut prepared = mounts::prepare(spec, &root, rootless)?;
     prepared.plan.seccomp = seccomp::for_namespaces(&spec.security, child::DEFAULT_CAPABILITIES)?;
     let stdin = File::open("/dev/null").map_err(|source| SandboxError::Prepare {
         what: "/dev/null".into(),
@@ -616,9 +612,6 @@ fn run_inner(spec: &Spec, switch: Option<&KillSwitch>) -> Result<Outcome> {
     let (report, waited) = pump_and_wait(pid, out_read, err_read, report_read, &*spec.output);
     let waited = waited?;
     let status = read_all(status_read);
-    if let Err(err) = scratch.close() {
-        tracing::warn!("cannot remove the sandbox's temporary directory: {err}");
-    }
     if let Some(err) = reported(&report, command, |step| {
         step_name(&prepared.steps, step, spec)
     }) {

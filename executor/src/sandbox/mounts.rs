@@ -1,7 +1,7 @@
 //! Turns a [`Spec`] into the [`Plan`] pid 1 runs: mount targets resolved
-//! inside the root (stubs created and recorded), the `/etc` files written
-//! to the per-run scratch directory, C strings for every path, the exec
-//! candidates. Runs before the fork; allocates freely, mounts nothing.
+//! inside the root (stubs created and recorded), the `/etc` files' content
+//! (pid 1 writes them on its `/dev` tmpfs), C strings for every path, the
+//! exec candidates. Runs before the fork; allocates freely, mounts nothing.
 
 use std::ffi::CString;
 use std::fs;
@@ -217,13 +217,8 @@ pub(super) fn candidates(program: &str, env: &[(String, String)]) -> Vec<String>
         .collect()
 }
 
-/// Prepares a run of `spec`; `scratch` is the per-run temporary directory.
-pub(super) fn prepare(
-    spec: &Spec,
-    root: &Path,
-    scratch: &Path,
-    rootless: bool,
-) -> Result<Prepared, SandboxError> {
+/// Prepares a run of `spec`.
+pub(super) fn prepare(spec: &Spec, root: &Path, rootless: bool) -> Result<Prepared, SandboxError> {
     let Some(program) = spec.args.first() else {
         return Err(SandboxError::Invalid {
             what: "empty command".into(),
@@ -297,6 +292,10 @@ pub(super) fn prepare(
     )?;
     b.dev(&dev_path, rootless)?;
 
+    // The /etc files are written by pid 1 on the /dev tmpfs just mounted,
+    // bound over the root's, and unlinked there: nothing is written to the
+    // host's disk for them (a file system where every new inode is costly
+    // makes that count, once a step), and they vanish with the sandbox.
     let files = [
         (
             "hosts",
@@ -306,20 +305,27 @@ pub(super) fn prepare(
         ("hostname", super::etc::hostname(&spec.hostname)),
     ];
     for (name, content) in files {
-        let source = scratch.join(name);
-        fs::write(&source, content).map_err(|source_err| SandboxError::Prepare {
-            what: format!("file {}", source.display()),
-            source: source_err,
-        })?;
         let inside = format!("/etc/{name}");
+        let source = c_path(&dev_path.join(format!(".executor-etc-{name}")))?;
+        b.push(
+            Op::WriteFile {
+                path: source.clone(),
+                content: content.into_bytes(),
+            },
+            format!("writing {inside} for the sandbox"),
+        );
         let target = b.target(&inside, Kind::File)?;
         b.push(
             Op::Bind {
-                source: c_path(&source)?,
+                source: source.clone(),
                 target,
                 read_only: false,
             },
             format!("binding {inside}"),
+        );
+        b.push(
+            Op::Unlink { path: source },
+            format!("removing the source of {inside} from /dev"),
         );
     }
 

@@ -290,6 +290,56 @@ fn try_overlay(scratch: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Set once a kernel refused a recycled work directory.
+static RECYCLING_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes the work directory `work` of an unmounted overlay ready for the
+/// next mount (with another upper directory), and says whether it did:
+/// false when there is none yet, or recycling was refused before (then the
+/// caller makes a fresh one). Mounting makes `work/work` anew (and, with
+/// `volatile`, `work/work/incompat/volatile/dirty`, which a mount refuses
+/// to find), so that goes; the hard-link index (`work/index`) stays but is
+/// emptied, and its marks of the last upper and lower roots removed, which
+/// the kernel sets again for the new ones. Two fewer directories made per
+/// mount than a fresh work directory.
+#[must_use]
+pub fn recycle_work_dir(work: &Path) -> bool {
+    if RECYCLING_REFUSED.load(std::sync::atomic::Ordering::Relaxed) || !work.is_dir() {
+        return false;
+    }
+    let scratch = work.join("work");
+    if let Err(err) = fs::remove_dir_all(&scratch)
+        && err.kind() != io::ErrorKind::NotFound
+    {
+        tracing::debug!(path = %scratch.display(), %err, "cannot recycle the overlay work directory");
+        return false;
+    }
+    let index = work.join("index");
+    if index.is_dir() {
+        let emptied = fs::read_dir(&index)
+            .and_then(|mut entries| entries.try_for_each(|entry| fs::remove_file(entry?.path())));
+        if let Err(err) = emptied {
+            tracing::debug!(path = %index.display(), %err, "cannot recycle the overlay index");
+            return false;
+        }
+        for name in ["trusted.overlay.upper", "trusted.overlay.origin"] {
+            match rustix::fs::lremovexattr(&index, name) {
+                Ok(()) | Err(Errno::NODATA) => {}
+                Err(err) => {
+                    tracing::debug!(path = %index.display(), %err, "cannot recycle the overlay index");
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Stops [`recycle_work_dir`] for the rest of the process.
+pub fn refuse_recycling() {
+    RECYCLING_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Whether an overlay mounted here keeps a hard-linked lower file whole
 /// when a step writes one of its names (`index=on`): not in a user
 /// namespace, where `userxattr` rules the index out (the build then copies

@@ -528,18 +528,13 @@ fn missing_commands_are_errors() {
 
 #[test]
 fn nothing_is_left_behind() {
-    // Alone, so no other test's temporary directory is in the way.
+    // Alone, so no other test's sandbox is in the way.
     let _alone = KILL_LOCK
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let root = busybox_root();
     let key = root.path().to_string_lossy().into_owned();
-    let before: Vec<_> = fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|entry| entry.file_name())
-        .filter(|name| name.to_string_lossy().starts_with("executor-sandbox-"))
-        .collect();
+    let before = list(root.path());
     let (outcome, _) = sh(root.path(), "sleep 5000 & mount | grep -c proc; exit 1");
     assert_eq!(outcome.status, Status::Exited(1));
     assert!(
@@ -548,14 +543,39 @@ fn nothing_is_left_behind() {
         mountinfo_mentions(&key)
     );
     assert!(processes_with_cmdline(b"sleep\x005000\x00").is_empty());
-    let after: Vec<_> = fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|entry| entry.file_name())
-        .filter(|name| name.to_string_lossy().starts_with("executor-sandbox-"))
-        .filter(|name| !before.contains(name))
-        .collect();
-    assert!(after.is_empty(), "{after:?}");
+    // The root holds the mount-point stubs (the caller removes them) and
+    // nothing else: the /etc files were written on the sandbox's /dev.
+    let mut expected = before;
+    expected.extend(
+        outcome
+            .stubs
+            .iter()
+            .map(|stub| stub.to_string_lossy().into_owned()),
+    );
+    expected.sort();
+    assert_eq!(list(root.path()), expected);
+}
+
+/// Every path below `root`, relative, sorted.
+fn list(root: &Path) -> Vec<String> {
+    let mut paths = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in fs::read_dir(&dir).unwrap().map(Result::unwrap) {
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                todo.push(path.clone());
+            }
+            paths.push(
+                path.strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+    }
+    paths.sort();
+    paths
 }
 
 fn parent_of(pid: &str) -> String {

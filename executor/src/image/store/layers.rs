@@ -207,6 +207,36 @@ impl Store {
         Self::rename_layer(dir, &dst)
     }
 
+    /// [`Store::adopt_layer`] for a directory that is still in use (an
+    /// overlay lower of a mounted root, its layer written while the next
+    /// step ran): when the store already has the layer, `dir` is left as it
+    /// is (its owner removes it once unmounted) and the store's copy is
+    /// returned; else `dir` is renamed into place. No lock file: the
+    /// `RENAME_NOREPLACE` rename alone decides between concurrent adopters
+    /// and extractions, which all rename whole directories.
+    pub fn adopt_layer_in_use(&self, diff_id: &Digest, dir: &Path) -> Result<PathBuf> {
+        let dst = self.layer_path(diff_id);
+        create_dir(&self.layer_dir(diff_id.algorithm()))?;
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            dir,
+            rustix::fs::CWD,
+            &dst,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => Ok(dst),
+            Err(rustix::io::Errno::EXIST | rustix::io::Errno::NOTEMPTY) => {
+                super::prune::mark_used(&dst);
+                Ok(dst)
+            }
+            Err(e) => Err(StoreError::Adopt {
+                from: dir.to_path_buf(),
+                to: dst,
+                source: e.into(),
+            }),
+        }
+    }
+
     /// Renames `dir` to `dst` unless `dst` exists, in which case `dir` is
     /// removed.
     fn rename_layer(dir: &Path, dst: &Path) -> Result<PathBuf> {
