@@ -66,6 +66,14 @@ impl StageState {
             .expect("the stage root is made before a step executes")
             .path()
     }
+
+    /// The stage's root as COPY, ADD and WORKDIR read it (unmounted).
+    pub(super) fn view(&self) -> crate::rootfs::RootView<'_> {
+        self.root
+            .as_ref()
+            .expect("the stage root is made before a step executes")
+            .view()
+    }
 }
 
 /// One instruction of a stage, expanded, with the variables in scope at it
