@@ -12,9 +12,11 @@
 //! but only within `source_root`.
 //!
 //! What the image already has is read through a [`RootView`] (the stage's
-//! layers, unmounted). A staging tree may hold empty placeholders for the
-//! regular files, their sources recorded beside it ([`Staging`]): the
-//! layer is then written straight from the sources, each read once.
+//! layers, unmounted). A staging tree may leave the regular files out,
+//! recording each one's source and metadata beside it ([`Staging`]): the
+//! layer is then written straight from the sources, each read once, and
+//! no file is made for them (on a busy ext4 disk, making an inode costs
+//! more than copying a small file).
 
 use std::collections::HashMap;
 use std::fs;
@@ -92,14 +94,25 @@ pub struct TreeEntry {
     pub metadata: fs::Metadata,
 }
 
+/// A regular file of a staging tree that is not there: where its content
+/// is, and the metadata its copy would have had.
+#[derive(Debug, Clone)]
+pub struct Placeholder {
+    pub source: PathBuf,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Whole seconds, as layers keep it.
+    pub mtime: i64,
+}
+
 /// Where a copy writes the new layer's tree.
 #[derive(Debug)]
 pub struct Staging {
     pub dir: PathBuf,
-    /// `Some`: regular files are written as empty placeholders, with the
-    /// metadata the copies would have, and each placeholder's source is
-    /// recorded here; `None`: files are copied.
-    pub placeholders: Option<HashMap<PathBuf, PathBuf>>,
+    /// `Some`: regular files are not written; each is recorded here under
+    /// the path it would have had in `dir`. `None`: files are copied.
+    pub placeholders: Option<HashMap<PathBuf, Placeholder>>,
 }
 
 impl Staging {
@@ -121,26 +134,32 @@ impl Staging {
         }
     }
 
-    /// The layer's entries: the tree's, each placeholder's content read
-    /// from its source.
+    /// The layer's entries: the tree's and the placeholders' (read from
+    /// their sources when the layer is written; no xattrs, as a copy has
+    /// none).
     pub fn entries(&self) -> std::result::Result<Vec<LayerEntry>, LayerError> {
         let mut entries = layer::layer_from_dir(&self.dir)?;
-        if let Some(sources) = &self.placeholders {
-            for entry in &mut entries {
-                if let EntryKind::File(path) = &mut entry.kind
-                    && let Some(source) = sources.get(path)
-                {
-                    path.clone_from(source);
-                }
-            }
+        for (path, file) in self.placeholders.iter().flatten() {
+            let rel = path.strip_prefix(&self.dir).unwrap_or(path);
+            entries.push(LayerEntry {
+                mode: file.mode,
+                uid: u64::from(file.uid),
+                gid: u64::from(file.gid),
+                mtime: file.mtime,
+                ..LayerEntry::new(rel, EntryKind::File(file.source.clone()))
+            });
         }
         Ok(entries)
     }
 
-    /// Each placeholder and its source (none for copies).
+    /// Where each placeholder's content is (none for copies).
     #[must_use]
-    pub fn into_placeholders(self) -> HashMap<PathBuf, PathBuf> {
-        self.placeholders.unwrap_or_default()
+    pub fn into_sources(self) -> HashMap<PathBuf, PathBuf> {
+        self.placeholders
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(path, file)| (path, file.source))
+            .collect()
     }
 }
 
@@ -369,8 +388,8 @@ pub fn make_dir(
 struct Copier<'a> {
     root: &'a RootView<'a>,
     staging: &'a Path,
-    /// Placeholders and their sources, when files are not copied.
-    placeholders: Option<&'a mut HashMap<PathBuf, PathBuf>>,
+    /// The files not copied, when they are not.
+    placeholders: Option<&'a mut HashMap<PathBuf, Placeholder>>,
     opts: &'a Options,
     written: &'a mut Vec<String>,
 }
@@ -398,6 +417,13 @@ impl Copier<'_> {
             let staged = under(self.staging, &current);
             if staged.is_dir() {
                 continue;
+            }
+            if self
+                .placeholders
+                .as_deref()
+                .is_some_and(|p| p.contains_key(&staged))
+            {
+                return Err(io_err(&staged)(io::ErrorKind::AlreadyExists.into()));
             }
             fs::create_dir_all(&staged).map_err(io_err(&staged))?;
             match existing(self.root, &current) {
@@ -476,17 +502,18 @@ impl Copier<'_> {
         top_level: bool,
     ) -> Result<()> {
         let staged = under(self.staging, image_path);
-        if let Ok(old) = fs::symlink_metadata(&staged) {
+        let replaced = self
+            .placeholders
+            .as_deref_mut()
+            .is_some_and(|p| p.remove(&staged).is_some());
+        if !replaced && let Ok(old) = fs::symlink_metadata(&staged) {
             if old.is_dir() && !meta.is_dir() {
                 fs::remove_dir_all(&staged).map_err(io_err(&staged))?;
                 if let Some(placeholders) = self.placeholders.as_deref_mut() {
-                    placeholders.retain(|placeholder, _| !placeholder.starts_with(&staged));
+                    placeholders.retain(|path, _| !path.starts_with(&staged));
                 }
             } else if !old.is_dir() {
                 fs::remove_file(&staged).map_err(io_err(&staged))?;
-                if let Some(placeholders) = self.placeholders.as_deref_mut() {
-                    placeholders.remove(&staged);
-                }
             }
         }
         let file_type = meta.file_type();
@@ -496,12 +523,21 @@ impl Copier<'_> {
         } else if file_type.is_dir() {
             fs::create_dir_all(&staged).map_err(io_err(&staged))?;
         } else if file_type.is_file() || (file_type.is_symlink() && top_level) {
+            let owner = self.owner();
             match self.placeholders.as_deref_mut() {
-                // The layer reads the source itself; the placeholder holds
-                // the metadata (and stands for the file in later lookups).
+                // The layer reads the source itself.
                 Some(placeholders) => {
-                    fs::File::create(&staged).map_err(io_err(&staged))?;
-                    placeholders.insert(staged.clone(), source.to_path_buf());
+                    let (uid, gid) = owner.unwrap_or((meta.uid(), meta.gid()));
+                    let file = Placeholder {
+                        source: source.to_path_buf(),
+                        mode: self.opts.chmod.unwrap_or(meta.mode() & 0o7777),
+                        uid,
+                        gid,
+                        mtime: meta.mtime(),
+                    };
+                    placeholders.insert(staged, file);
+                    self.written.push(image_path.to_string());
+                    return Ok(());
                 }
                 // Never a hard link: the staging tree becomes a layer in the
                 // store, which must not change when the context file is
@@ -921,6 +957,85 @@ mod tests {
         .unwrap();
         let meta = fs::metadata(f.staging.join("existing")).unwrap();
         assert_eq!(meta.mode() & 0o7777, 0o700);
+    }
+
+    /// The root as two extracted layers: the fixture's root below, and a
+    /// layer that replaces `/etc/group` and adds `/srv` above it.
+    #[test]
+    fn a_layered_root_is_read_without_a_mount() {
+        let f = fixture();
+        let top = f._dir.path().join("top");
+        fs::create_dir_all(top.join("etc")).unwrap();
+        fs::create_dir_all(top.join("srv")).unwrap();
+        fs::set_permissions(top.join("srv"), fs::Permissions::from_mode(0o750)).unwrap();
+        fs::write(top.join("etc/group"), "root:x:0:\nops:x:77:\n").unwrap();
+        let layers = [f.rootfs.clone(), top];
+        let root = RootView::layers(&layers);
+        // The passwd below, the group above.
+        assert_eq!(resolve_chown("app:ops", &root, &f.staging), Ok((1000, 77)));
+        assert!(resolve_chown("app:staff", &root, &f.staging).is_err());
+        let o = Options {
+            chown: Some((1000, 77)),
+            ..opts()
+        };
+        let mut staging = Staging::copies(f.staging.clone());
+        copy(&[src(&f, "a.txt")], "/via-link/", &root, &mut staging, &o).unwrap();
+        copy(&[src(&f, "a.txt")], "/srv/new/", &root, &mut staging, &o).unwrap();
+        // Through the lower layer's link; existing directories keep the
+        // metadata of the layer that has them.
+        assert!(f.staging.join("existing/a.txt").is_file());
+        assert!(!f.staging.join("via-link").exists());
+        let srv = fs::metadata(f.staging.join("srv")).unwrap();
+        assert_eq!((srv.uid(), srv.mode() & 0o7777), (0, 0o750));
+        let new = fs::metadata(f.staging.join("srv/new")).unwrap();
+        assert_eq!((new.uid(), new.gid()), (1000, 77));
+    }
+
+    /// Placeholders give the same layer as copies, read from the sources.
+    #[test]
+    fn placeholders_write_the_layer_copies_would() {
+        let f = fixture();
+        let run = |staging: &mut Staging| {
+            let root = RootView::dir(&f.rootfs);
+            let o = Options {
+                chmod: Some(0o640),
+                ..opts()
+            };
+            copy(&[src(&f, "dir"), src(&f, "a.txt")], "/app/", &root, staging, &o).unwrap();
+            let entries = staging.entries().unwrap();
+            let mut out = Vec::new();
+            let info = layer::write_layer(
+                entries.clone(),
+                layer::Compression::Gzip,
+                None,
+                1,
+                &mut out,
+                &layer::WriteOptions::default(),
+            )
+            .unwrap();
+            (entries, info.digest)
+        };
+        let mut copies = Staging::copies(f._dir.path().join("copies"));
+        let mut placeholders = Staging::placeholders(f._dir.path().join("placeholders"));
+        for dir in [&copies.dir, &placeholders.dir] {
+            fs::create_dir_all(dir).unwrap();
+        }
+        let (copied, copied_digest) = run(&mut copies);
+        let (placed, placed_digest) = run(&mut placeholders);
+        assert_eq!(placed_digest, copied_digest);
+        let placeholder = placeholders.dir.join("app/sub/b.txt");
+        assert!(!placeholder.exists(), "no file is made");
+        assert!(placeholders.dir.join("app/sub").is_dir());
+        let b = placed
+            .iter()
+            .find(|e| e.path == Path::new("app/sub/b.txt"))
+            .unwrap();
+        assert_eq!(b.kind, EntryKind::File(f.context.join("dir/sub/b.txt")));
+        assert_eq!(b.mode, 0o640);
+        assert_eq!(copied.len(), placed.len());
+        let sources = placeholders.into_sources();
+        assert_eq!(sources[&placeholder], f.context.join("dir/sub/b.txt"));
+        assert!(copies.into_sources().is_empty());
     }
 
     #[test]

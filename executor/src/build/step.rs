@@ -277,6 +277,7 @@ impl Engine<'_> {
         })?;
         writer.flush().map_err(io_at(writer.path()))?;
         writer.commit(Some(&info.digest))?;
+        self.store.written_here(&info.digest);
         Ok(info)
     }
 
@@ -313,7 +314,7 @@ impl Engine<'_> {
         result.root().add_layer(Staged {
             layer: &info,
             dir: &dir,
-            content: staging.into_placeholders(),
+            content: staging.into_sources(),
         })?;
         Self::record_layer(result, &info, created_by, created);
         Ok(())

@@ -41,7 +41,6 @@ use crate::image::layer::{self, LayerEntry, LayerError};
 use crate::image::store::{Store, StoreError};
 use crate::image::upper::{self, UpperError};
 use crate::sandbox::overlay::{Overlay, OverlayError};
-use executor_cache::reflink;
 
 use super::view::RootView;
 
@@ -71,6 +70,10 @@ pub enum RootError {
     /// asked of another root.
     #[error("the in-place root is made by StageRoot::in_place only")]
     NoPlace,
+    /// A bug: a staging tree without its files given to a root that is
+    /// not an overlay's.
+    #[error("a staging tree of placeholders is for overlay roots only")]
+    Placeholders,
     #[error("invalid diffID {value:?} of a layer")]
     DiffId { value: String },
     #[error("cannot write {}", path.display())]
@@ -159,8 +162,8 @@ impl std::fmt::Debug for StageRoot {
     }
 }
 
-/// A layer written straight from its sources: its staging tree, whose
-/// regular files are empty placeholders, and where their content is.
+/// A layer written straight from its sources: its staging tree, which
+/// lacks the regular files, and where each one's content is.
 struct Pending {
     dir: PathBuf,
     content: HashMap<PathBuf, PathBuf>,
@@ -174,8 +177,9 @@ pub struct Staged<'a> {
     /// The layer as written: digest and diffID.
     pub layer: &'a layer::LayerInfo,
     pub dir: &'a Path,
-    /// Placeholders in `dir` and the files holding their content; empty
-    /// when every file was copied.
+    /// The regular files missing from `dir` (by the path they would have
+    /// there) and the files holding their content; empty when every file
+    /// was copied.
     pub content: HashMap<PathBuf, PathBuf>,
 }
 
@@ -351,11 +355,11 @@ impl StageRoot {
 
     /// Lays a finished layer's tree (a COPY's staging directory, with no
     /// whiteouts) over the root. Overlay: a tree whose files were copied
-    /// becomes the store's extracted copy of the layer (a rename); one of
-    /// placeholders stays pending in this root's directory, read through
-    /// [`StageRoot::view`] and extracted from the layer's blob only if the
-    /// root is mounted; a mounted root is mounted again with it. Full and
-    /// in-place: it is moved into the root (placeholders filled first).
+    /// becomes the store's extracted copy of the layer (a rename); one
+    /// without its files stays pending in this root's directory, read
+    /// through [`StageRoot::view`] and extracted from the layer's blob
+    /// only if the root is mounted; a mounted root is mounted again with
+    /// it. Full and in-place: it is moved into the root (whole trees only).
     pub fn add_layer(&mut self, staged: Staged<'_>) -> Result<()> {
         let Staged {
             layer,
@@ -381,7 +385,9 @@ impl StageRoot {
                 blob: layer.digest.clone(),
             });
         } else {
-            fill_placeholders(&content)?;
+            if !content.is_empty() {
+                return Err(RootError::Placeholders);
+            }
             match self.mode {
                 SnapshotMode::Overlay => {
                     let dir = self.store.adopt_layer(&layer.diff_id, staging)?;
@@ -542,28 +548,6 @@ pub fn extract_layers(store: &Store, layers: &[LayerRef]) -> Result<Vec<PathBuf>
             Ok(store.extracted_layer(&diff_id, &blob)?)
         })
         .collect()
-}
-
-/// Gives each placeholder (a key of `content`) the content of its source,
-/// keeping the placeholder's metadata but its times (set again after).
-fn fill_placeholders(content: &HashMap<PathBuf, PathBuf>) -> Result<()> {
-    for (placeholder, source) in content {
-        let meta = fs::symlink_metadata(placeholder).map_err(io_at(placeholder))?;
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .open(placeholder)
-            .map_err(io_at(placeholder))?;
-        let from = fs::File::open(source).map_err(io_at(source))?;
-        reflink::copy_into(&from, &mut file).map_err(io_at(source))?;
-        drop(file);
-        let times = fs::FileTimes::new().set_modified(meta.modified().map_err(io_at(placeholder))?);
-        fs::File::options()
-            .write(true)
-            .open(placeholder)
-            .and_then(|f| f.set_times(times))
-            .map_err(io_at(placeholder))?;
-    }
-    Ok(())
 }
 
 fn remove_path(path: &Path) -> Result<()> {

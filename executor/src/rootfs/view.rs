@@ -20,7 +20,7 @@ use std::path::{Component, Path, PathBuf};
 
 /// One layer of a view: a directory, and for a COPY whose files were not
 /// copied (see [`StageRoot`](super::StageRoot)'s pending layers), where
-/// the content of its placeholder files is.
+/// the regular files missing from it are.
 #[derive(Debug, Clone, Copy)]
 struct ViewLayer<'a> {
     dir: &'a Path,
@@ -38,21 +38,11 @@ pub struct RootView<'a> {
 
 /// What a path leads to in a view.
 #[derive(Debug)]
-pub struct Found<'a> {
-    /// The file on this machine holding its metadata.
+pub struct Found {
+    /// The file on this machine that is (or stands for) it.
     pub path: PathBuf,
     /// Not following a symlink.
     pub metadata: fs::Metadata,
-    /// Where its content is, when that is not `path` (a placeholder).
-    content: Option<&'a Path>,
-}
-
-impl Found<'_> {
-    /// The file to read this entry's content from.
-    #[must_use]
-    pub fn content(&self) -> &Path {
-        self.content.unwrap_or(&self.path)
-    }
 }
 
 impl<'a> RootView<'a> {
@@ -81,9 +71,10 @@ impl<'a> RootView<'a> {
         }
     }
 
-    /// Adds a layer on top whose regular files may be placeholders:
-    /// `content` maps a placeholder (a path below `dir`) to the file
-    /// holding its content.
+    /// Adds a layer on top whose regular files may be missing from `dir`:
+    /// `content` maps the path such a file would have below `dir` to the
+    /// file that stands for it (content and type; its owner and mode are
+    /// the layer's business, not a view's).
     #[must_use]
     pub fn with_layer(mut self, dir: &'a Path, content: &'a HashMap<PathBuf, PathBuf>) -> Self {
         self.layers.push(ViewLayer {
@@ -97,17 +88,13 @@ impl<'a> RootView<'a> {
     /// lexically, symlinks on the way are not followed), or `None` when
     /// the image has nothing there.
     #[must_use]
-    pub fn find(&self, image_path: &str) -> Option<Found<'a>> {
+    pub fn find(&self, image_path: &str) -> Option<Found> {
         let parts = components(image_path);
         for layer in self.layers.iter().rev() {
             let mut path = layer.dir.to_path_buf();
             if parts.is_empty() {
                 let metadata = fs::symlink_metadata(&path).ok()?;
-                return Some(Found {
-                    path,
-                    metadata,
-                    content: None,
-                });
+                return Some(Found { path, metadata });
             }
             // A directory on the way that is opaque in this layer hides
             // what the layers below hold under it.
@@ -115,21 +102,24 @@ impl<'a> RootView<'a> {
             for (n, part) in parts.iter().enumerate() {
                 path.push(part);
                 let Ok(metadata) = fs::symlink_metadata(&path) else {
-                    break;
+                    // A file the layer has but its directory lacks.
+                    match layer.content.and_then(|files| files.get(&path)) {
+                        Some(file) if n + 1 == parts.len() => {
+                            let metadata = fs::metadata(file).ok()?;
+                            return Some(Found {
+                                path: file.clone(),
+                                metadata,
+                            });
+                        }
+                        Some(_) => return None,
+                        None => break,
+                    }
                 };
                 if self.overlay && is_whiteout(&metadata) {
                     return None;
                 }
                 if n + 1 == parts.len() {
-                    let content = layer
-                        .content
-                        .and_then(|map| map.get(&path))
-                        .map(PathBuf::as_path);
-                    return Some(Found {
-                        path,
-                        metadata,
-                        content,
-                    });
+                    return Some(Found { path, metadata });
                 }
                 if !metadata.is_dir() {
                     // A file (or symlink) here: nothing below it, in this
@@ -160,7 +150,7 @@ impl<'a> RootView<'a> {
     /// final symlink); `None` when there is none.
     pub fn read(&self, image_path: &str) -> io::Result<Option<Vec<u8>>> {
         match self.find(image_path) {
-            Some(found) if found.metadata.is_file() => fs::read(found.content()).map(Some),
+            Some(found) if found.metadata.is_file() => fs::read(&found.path).map(Some),
             _ => Ok(None),
         }
     }
@@ -289,16 +279,17 @@ mod tests {
     }
 
     #[test]
-    fn placeholders_read_their_content_elsewhere() {
+    fn missing_files_are_read_where_they_are() {
         let dir = tempfile::tempdir().unwrap();
         let (staging, context) = (dir.path().join("staging"), dir.path().join("context"));
         fs::create_dir_all(staging.join("etc")).unwrap();
         fs::create_dir_all(&context).unwrap();
-        fs::write(staging.join("etc/group"), "").unwrap();
         fs::write(context.join("group"), "staff:x:50:\n").unwrap();
         let content = HashMap::from([(staging.join("etc/group"), context.join("group"))]);
         let view = RootView::layers(&[]).with_layer(&staging, &content);
         assert_eq!(view.read("/etc/group").unwrap().unwrap(), b"staff:x:50:\n");
+        assert!(view.find("/etc/group").unwrap().metadata.is_file());
+        assert!(view.find("/etc/group/x").is_none(), "below a file");
         assert!(view.read("/etc").unwrap().is_none(), "a directory");
     }
 }
