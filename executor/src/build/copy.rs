@@ -635,7 +635,8 @@ pub fn resolve_chown(
     root: &RootView<'_>,
     scratch: &Path,
 ) -> std::result::Result<(u32, u32), String> {
-    let owner = |dir: &Path| crate::sandbox::user::file_owner(dir, value).map_err(|e| e.to_string());
+    let owner =
+        |dir: &Path| crate::sandbox::user::file_owner(dir, value).map_err(|e| e.to_string());
     if let Some(dir) = root.plain_dir() {
         return owner(dir);
     }
@@ -709,7 +710,13 @@ mod tests {
 
     fn copy_in(f: &Fixture, sources: &[Source], dest: &str, opts: &Options) -> Result<Vec<String>> {
         let root = RootView::dir(&f.rootfs);
-        copy(sources, dest, &root, &mut Staging::copies(f.staging.clone()), opts)
+        copy(
+            sources,
+            dest,
+            &root,
+            &mut Staging::copies(f.staging.clone()),
+            opts,
+        )
     }
 
     fn opts() -> Options {
@@ -724,20 +731,16 @@ mod tests {
     #[test]
     fn file_to_file_and_into_dirs() {
         let f = fixture();
-        copy_in(&f, &[src(&f, "a.txt")], "/new/name", &opts())
-        .unwrap();
+        copy_in(&f, &[src(&f, "a.txt")], "/new/name", &opts()).unwrap();
         assert_eq!(fs::read_to_string(f.staging.join("new/name")).unwrap(), "a");
-        copy_in(&f, &[src(&f, "a.txt")], "/existing", &opts())
-        .unwrap();
+        copy_in(&f, &[src(&f, "a.txt")], "/existing", &opts()).unwrap();
         assert!(f.staging.join("existing/a.txt").is_file());
-        copy_in(&f, &[src(&f, "a.txt")], "/made/", &opts())
-        .unwrap();
+        copy_in(&f, &[src(&f, "a.txt")], "/made/", &opts()).unwrap();
         assert!(f.staging.join("made/a.txt").is_file());
         // A symlinked directory in the image is followed inside the root:
         // the file lands in its target, and the layer leaves the link be.
         fs::remove_dir_all(f.staging.join("existing")).unwrap();
-        copy_in(&f, &[src(&f, "a.txt")], "/via-link", &opts())
-        .unwrap();
+        copy_in(&f, &[src(&f, "a.txt")], "/via-link", &opts()).unwrap();
         assert!(f.staging.join("existing/a.txt").is_file());
         assert!(!f.staging.join("via-link").exists());
     }
@@ -798,7 +801,12 @@ mod tests {
     #[test]
     fn several_sources_need_a_directory() {
         let f = fixture();
-        let err = copy_in(&f, &[src(&f, "a.txt"), src(&f, "dir/sub/b.txt")], "/file", &opts())
+        let err = copy_in(
+            &f,
+            &[src(&f, "a.txt"), src(&f, "dir/sub/b.txt")],
+            "/file",
+            &opts(),
+        )
         .unwrap_err();
         assert!(
             err.to_string()
@@ -814,8 +822,7 @@ mod tests {
             parents: true,
             ..opts()
         };
-        copy_in(&f, &[src(&f, "dir/sub/b.txt")], "/out/", &o)
-        .unwrap();
+        copy_in(&f, &[src(&f, "dir/sub/b.txt")], "/out/", &o).unwrap();
         assert!(f.staging.join("out/dir/sub/b.txt").is_file());
     }
 
@@ -825,8 +832,14 @@ mod tests {
         let owner = resolve_chown("app:staff", &RootView::dir(&f.rootfs), &f.staging).unwrap();
         assert_eq!(owner, (1000, 50));
         // A named user's group is its passwd group, as in BuildKit.
-        assert_eq!(resolve_chown("app", &RootView::dir(&f.rootfs), &f.staging).unwrap(), (1000, 1001));
-        assert_eq!(resolve_chown("7:8", &RootView::dir(&f.rootfs), &f.staging).unwrap(), (7, 8));
+        assert_eq!(
+            resolve_chown("app", &RootView::dir(&f.rootfs), &f.staging).unwrap(),
+            (1000, 1001)
+        );
+        assert_eq!(
+            resolve_chown("7:8", &RootView::dir(&f.rootfs), &f.staging).unwrap(),
+            (7, 8)
+        );
         assert!(
             resolve_chown("ghost", &RootView::dir(&f.rootfs), &f.staging)
                 .unwrap_err()
@@ -876,8 +889,7 @@ mod tests {
             chmod: Some(0o600),
             ..opts()
         };
-        copy_in(&f, &[src(&f, "a.txt")], "/chmod/", &chmod)
-        .unwrap();
+        copy_in(&f, &[src(&f, "a.txt")], "/chmod/", &chmod).unwrap();
         assert_eq!(
             fs::metadata(f.staging.join("chmod/a.txt")).unwrap().mode() & 0o7777,
             0o600
@@ -923,7 +935,13 @@ mod tests {
             fs::Permissions::from_mode(0o1777),
         )
         .unwrap();
-        let created = make_dir(&RootView::dir(&f.rootfs), &f.staging, "/existing/a/b", (65534, 65534)).unwrap();
+        let created = make_dir(
+            &RootView::dir(&f.rootfs),
+            &f.staging,
+            "/existing/a/b",
+            (65534, 65534),
+        )
+        .unwrap();
         assert_eq!(created, ["/existing/a", "/existing/a/b"]);
         let meta = fs::metadata(f.staging.join("existing")).unwrap();
         assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o1777));
@@ -940,7 +958,8 @@ mod tests {
     #[test]
     fn make_dir_goes_where_the_images_links_lead() {
         let f = fixture();
-        let created = make_dir(&RootView::dir(&f.rootfs), &f.staging, "/via-link/w", (0, 0)).unwrap();
+        let created =
+            make_dir(&RootView::dir(&f.rootfs), &f.staging, "/via-link/w", (0, 0)).unwrap();
         assert_eq!(created, ["/existing/w"]);
         assert!(f.staging.join("existing/w").is_dir());
         assert!(
@@ -953,8 +972,7 @@ mod tests {
     fn existing_parents_keep_their_metadata() {
         let f = fixture();
         fs::set_permissions(f.rootfs.join("existing"), fs::Permissions::from_mode(0o700)).unwrap();
-        copy_in(&f, &[src(&f, "a.txt")], "/existing/a", &opts())
-        .unwrap();
+        copy_in(&f, &[src(&f, "a.txt")], "/existing/a", &opts()).unwrap();
         let meta = fs::metadata(f.staging.join("existing")).unwrap();
         assert_eq!(meta.mode() & 0o7777, 0o700);
     }
@@ -1001,7 +1019,14 @@ mod tests {
                 chmod: Some(0o640),
                 ..opts()
             };
-            copy(&[src(&f, "dir"), src(&f, "a.txt")], "/app/", &root, staging, &o).unwrap();
+            copy(
+                &[src(&f, "dir"), src(&f, "a.txt")],
+                "/app/",
+                &root,
+                staging,
+                &o,
+            )
+            .unwrap();
             let entries = staging.entries().unwrap();
             let mut out = Vec::new();
             let info = layer::write_layer(

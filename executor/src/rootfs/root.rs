@@ -12,8 +12,8 @@
 //!   `COPY --from` this stage): COPY, ADD and WORKDIR read the layers
 //!   through a [`RootView`], so a build without RUN mounts nothing. A
 //!   COPY's layer may even be written straight from its sources, its
-//!   staging tree holding empty placeholders for the files: such a layer is
-//!   *pending*, and is extracted from its blob only if the root is mounted.
+//!   staging tree lacking the files: such a layer is *pending*, read in
+//!   place, and extracted from its blob only if the root is mounted.
 //! - **full** (`--snapshot-mode=full`, or where overlay cannot be mounted):
 //!   the root is a plain directory with every layer applied; before a RUN
 //!   it is copied, and the diff is found by walking both trees and comparing
@@ -72,7 +72,7 @@ pub enum RootError {
     NoPlace,
     /// A bug: a staging tree without its files given to a root that is
     /// not an overlay's.
-    #[error("a staging tree of placeholders is for overlay roots only")]
+    #[error("a staging tree without its files is for overlay roots only")]
     Placeholders,
     #[error("invalid diffID {value:?} of a layer")]
     DiffId { value: String },
@@ -126,7 +126,7 @@ pub struct StageRoot {
     root: PathBuf,
     /// Overlay: the extracted layers, bottom first.
     lowers: Vec<PathBuf>,
-    /// Overlay: COPY layers above `lowers` whose files are placeholders
+    /// Overlay: COPY layers above `lowers` whose files were not copied
     /// (see [`StageRoot::add_layer`]), bottom first; extracted into the
     /// store when the root is mounted.
     pending: Vec<Pending>,
@@ -326,7 +326,9 @@ impl StageRoot {
     fn remount(&mut self) -> Result<()> {
         self.unmounted()?;
         for pending in std::mem::take(&mut self.pending) {
-            let dir = self.store.extracted_layer(&pending.diff_id, &pending.blob)?;
+            let dir = self
+                .store
+                .extracted_layer(&pending.diff_id, &pending.blob)?;
             self.lowers.push(dir);
             fs::remove_dir_all(&pending.dir).map_err(io_at(&pending.dir))?;
         }

@@ -192,7 +192,8 @@ fn is_opaque(path: &Path) -> bool {
         .iter()
         .any(|key| {
             let mut value = [0u8; 1];
-            rustix::fs::lgetxattr(path, *key, &mut value[..]).is_ok_and(|n| n == 1 && value[0] == b'y')
+            rustix::fs::lgetxattr(path, *key, &mut value[..])
+                .is_ok_and(|n| n == 1 && value[0] == b'y')
         })
 }
 
@@ -268,7 +269,10 @@ mod tests {
         assert!(view.read_link("/etc").is_none());
         // Directories merge: the base's /usr/bin, the top's tool in it.
         assert_eq!(view.read("/usr/bin/tool").unwrap().unwrap(), b"tool");
-        assert_eq!(view.find("/usr/bin").unwrap().path, layers[2].join("usr/bin"));
+        assert_eq!(
+            view.find("/usr/bin").unwrap().path,
+            layers[2].join("usr/bin")
+        );
         assert!(view.find("/").unwrap().metadata.is_dir());
         assert!(view.read("/nothing").unwrap().is_none());
         // A plain directory honours no whiteout: the device is a file.
