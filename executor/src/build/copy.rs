@@ -665,7 +665,7 @@ mod tests {
     use super::*;
 
     struct Fixture {
-        _dir: tempfile::TempDir,
+        dir: tempfile::TempDir,
         context: PathBuf,
         rootfs: PathBuf,
         staging: PathBuf,
@@ -693,7 +693,7 @@ mod tests {
         fs::write(rootfs.join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
         std::os::unix::fs::symlink("/existing", rootfs.join("via-link")).unwrap();
         Fixture {
-            _dir: dir,
+            dir,
             context,
             rootfs,
             staging,
@@ -982,7 +982,7 @@ mod tests {
     #[test]
     fn a_layered_root_is_read_without_a_mount() {
         let f = fixture();
-        let top = f._dir.path().join("top");
+        let top = f.dir.path().join("top");
         fs::create_dir_all(top.join("etc")).unwrap();
         fs::create_dir_all(top.join("srv")).unwrap();
         fs::set_permissions(top.join("srv"), fs::Permissions::from_mode(0o750)).unwrap();
@@ -1040,24 +1040,24 @@ mod tests {
             .unwrap();
             (entries, info.digest)
         };
-        let mut copies = Staging::copies(f._dir.path().join("copies"));
-        let mut placeholders = Staging::placeholders(f._dir.path().join("placeholders"));
+        let mut copies = Staging::copies(f.dir.path().join("copies"));
+        let mut placeholders = Staging::placeholders(f.dir.path().join("placeholders"));
         for dir in [&copies.dir, &placeholders.dir] {
             fs::create_dir_all(dir).unwrap();
         }
-        let (copied, copied_digest) = run(&mut copies);
-        let (placed, placed_digest) = run(&mut placeholders);
-        assert_eq!(placed_digest, copied_digest);
+        let (by_copy, by_copy_digest) = run(&mut copies);
+        let (in_place, in_place_digest) = run(&mut placeholders);
+        assert_eq!(in_place_digest, by_copy_digest);
         let placeholder = placeholders.dir.join("app/sub/b.txt");
         assert!(!placeholder.exists(), "no file is made");
         assert!(placeholders.dir.join("app/sub").is_dir());
-        let b = placed
+        let b = in_place
             .iter()
             .find(|e| e.path == Path::new("app/sub/b.txt"))
             .unwrap();
         assert_eq!(b.kind, EntryKind::File(f.context.join("dir/sub/b.txt")));
         assert_eq!(b.mode, 0o640);
-        assert_eq!(copied.len(), placed.len());
+        assert_eq!(by_copy.len(), in_place.len());
         let sources = placeholders.into_sources();
         assert_eq!(sources[&placeholder], f.context.join("dir/sub/b.txt"));
         assert!(copies.into_sources().is_empty());

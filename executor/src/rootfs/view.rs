@@ -289,8 +289,8 @@ mod tests {
         fs::create_dir_all(staging.join("etc")).unwrap();
         fs::create_dir_all(&context).unwrap();
         fs::write(context.join("group"), "staff:x:50:\n").unwrap();
-        let content = HashMap::from([(staging.join("etc/group"), context.join("group"))]);
-        let view = RootView::layers(&[]).with_layer(&staging, &content);
+        let files = HashMap::from([(staging.join("etc/group"), context.join("group"))]);
+        let view = RootView::layers(&[]).with_layer(&staging, &files);
         assert_eq!(view.read("/etc/group").unwrap().unwrap(), b"staff:x:50:\n");
         assert!(view.find("/etc/group").unwrap().metadata.is_file());
         assert!(view.find("/etc/group/x").is_none(), "below a file");
