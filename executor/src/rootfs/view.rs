@@ -18,6 +18,8 @@ use std::os::unix::fs::FileTypeExt as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Component, Path, PathBuf};
 
+use crate::image::upper;
+
 /// One layer of a view: a directory, and for a COPY whose files were not
 /// copied (see [`StageRoot`](super::StageRoot)'s pending layers), where
 /// the regular files missing from it are.
@@ -126,7 +128,7 @@ impl<'a> RootView<'a> {
                     // layer or under it.
                     return None;
                 }
-                hides_below |= self.overlay && is_opaque(&path);
+                hides_below |= self.overlay && upper::is_opaque(&path);
             }
             if hides_below {
                 return None;
@@ -186,31 +188,10 @@ fn is_whiteout(metadata: &fs::Metadata) -> bool {
     metadata.file_type().is_char_device() && metadata.rdev() == 0
 }
 
-/// Whether the directory `path` is marked opaque.
-fn is_opaque(path: &Path) -> bool {
-    ["trusted.overlay.opaque", "user.overlay.opaque"]
-        .iter()
-        .any(|key| {
-            let mut value = [0u8; 1];
-            rustix::fs::lgetxattr(path, *key, &mut value[..])
-                .is_ok_and(|n| n == 1 && value[0] == b'y')
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn whiteout(path: &Path) {
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            path,
-            rustix::fs::FileType::CharacterDevice,
-            rustix::fs::Mode::empty(),
-            0,
-        )
-        .unwrap();
-    }
+    use crate::image::upper::whiteout;
 
     fn opaque(path: &Path) {
         rustix::fs::lsetxattr(
