@@ -110,12 +110,15 @@ impl Engine<'_> {
         // mounts this root (no RUN in the build): the layer is written
         // straight from them, and the stage reads them where they are
         // (heredocs and downloads live in `scratch`, which the next COPY
-        // empties: those are copied).
+        // empties: those are copied). A --chown owner is checked by giving
+        // it to the copies (a rootless build's user namespace may not map
+        // it, even where this process is root in it): those are copied too.
         let mut staging = if self.mode() == SnapshotMode::Overlay
             && !self.has_run
             && !self.settings.single_snapshot
             && args.from.is_none()
             && elsewhere == 0
+            && chown.is_none()
         {
             copy::Staging::placeholders(staging)
         } else {
