@@ -214,3 +214,38 @@ fn a_build_without_run_never_probes_the_sandbox_nor_mounts() {
         found.join("\n")
     );
 }
+
+/// `COPY --from` a stage built without a mount (its layers written
+/// straight from the context, never extracted) mounts that stage then:
+/// the copy gets what its layers hold.
+#[test]
+fn copy_from_a_stage_built_without_a_mount_gets_its_files() {
+    let project = project(
+        "FROM scratch AS files\n\
+         COPY tree/ /\n\
+         COPY app.txt /link/\n\
+         FROM scratch\n\
+         COPY --from=files /opt/real/ /got/\n\
+         COPY --from=files /etc/passwd /got/passwd\n",
+    );
+    let layout = project.path("layout");
+    project.ok(&[
+        "--no-push",
+        "--destination",
+        "example.test/from:1",
+        "--oci-layout-path",
+        &layout.display().to_string(),
+    ]);
+    let rootfs = unpack_layout(&layout, "example.test/from:1", &project.path("unpacked"));
+    for (rel, content) in [
+        ("got/keep.txt", "keep\n"),
+        ("got/app.txt", "app\n"),
+        ("got/passwd", FILES[3].1),
+    ] {
+        assert_eq!(
+            fs::read_to_string(rootfs.join(rel)).unwrap(),
+            content,
+            "{rel}"
+        );
+    }
+}
