@@ -152,6 +152,14 @@ impl Staging {
         Ok(entries)
     }
 
+    /// Forgets the placeholders that something written into the tree
+    /// since (an archive ADD extracted) replaced.
+    pub fn drop_overwritten(&mut self) {
+        if let Some(placeholders) = &mut self.placeholders {
+            placeholders.retain(|path, _| fs::symlink_metadata(path).is_err());
+        }
+    }
+
     /// Where each placeholder's content is (none for copies).
     #[must_use]
     pub fn into_sources(self) -> HashMap<PathBuf, PathBuf> {
@@ -1061,6 +1069,25 @@ mod tests {
         let sources = placeholders.into_sources();
         assert_eq!(sources[&placeholder], f.context.join("dir/sub/b.txt"));
         assert!(copies.into_sources().is_empty());
+    }
+
+    /// A file written into the tree after (an archive ADD extracts) wins
+    /// over the placeholder at its path.
+    #[test]
+    fn what_is_written_over_a_placeholder_replaces_it() {
+        let f = fixture();
+        let mut staging = Staging::placeholders(f.staging.clone());
+        let root = RootView::dir(&f.rootfs);
+        copy(&[src(&f, "a.txt")], "/x/", &root, &mut staging, &opts()).unwrap();
+        fs::write(f.staging.join("x/a.txt"), "from the archive").unwrap();
+        staging.drop_overwritten();
+        let entries = staging.entries().unwrap();
+        let a: Vec<_> = entries
+            .iter()
+            .filter(|e| e.path == Path::new("x/a.txt"))
+            .collect();
+        assert_eq!(a.len(), 1, "{entries:?}");
+        assert_eq!(a[0].kind, EntryKind::File(f.staging.join("x/a.txt")));
     }
 
     #[test]

@@ -160,6 +160,7 @@ impl Engine<'_> {
             copy::copy(&plain, &args.dest, &copy_root, &mut staging, &copy_opts)
                 .map_err(|e| self.step_error(instruction, e))?;
         }
+        let extracts = !archives.is_empty();
         for archive in archives {
             let (dest, _) = copy::destination(&args.dest, &copy_opts.workdir);
             let dest = copy::resolve_image_path(&copy_root, &dest, true);
@@ -191,6 +192,9 @@ impl Engine<'_> {
             if let Some((uid, gid)) = chown {
                 chown_tree(&target, uid, gid)?;
             }
+        }
+        if extracts {
+            staging.drop_overwritten();
         }
         // The sources' listing (100,000 files: tens of megabytes) is not
         // held while the layer is written.
