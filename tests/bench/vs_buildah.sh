@@ -56,14 +56,17 @@
 #   case                        executor s (cpu)  buildah s (cpu)  ratio  aim
 #   cold, 20 RUN (5 rounds)     2.04 (0.6)        10.45 (5.8)      0.197  <= 0.03
 #   warm + push (5 rounds)      0.38 (0.1)         5.45 (2.1)      0.071  <= 0.05, 0 B: 0 B
-#   COPY 10,000 files (3)        8.12 (9.3)       25.32 (26.8)     0.297  <= 0.2
-#   one 2 GiB file (1)          19.38 (35.5)      42.70 (45.0)     0.454  RSS 37 MiB
-#   100,000 files (1)            5.70 (4.3)       72.22 (58.2)     0.079  RSS 150 MiB
-# (The three COPY rows: measured again 2026-12-06 15:40-15:45 UTC at load
-# average 6-8, release build of h/copy, `--cases "copy big many" --runs 3`;
-# the same binary as the two rows above, at load 3-5, gave 22.14 (16.2)
-# against 31.02 (29.2), 0.601; 49.63 (39.2), 0.972, RSS 37 MiB; 20.56
-# (18.8) against 76.05 (87.5), 0.270, RSS 118 MiB. Layer digests unchanged.)
+#   COPY 10,000 files (3)       10.33 (9.5)       24.36 (22.9)     0.403  <= 0.2
+#   one 2 GiB file (1)          38.28 (36.4)      56.09 (47.1)     0.682  RSS 37 MiB
+#   100,000 files (1)            6.33 (4.3)       53.85 (55.1)     0.118  RSS 119 MiB
+# (The three COPY rows: h/copy, 2026-12-06 15:56-16:01 UTC, load average
+# 5-7, another build's tests running; an earlier h/copy build at 15:40,
+# load 6-8: 8.12 (9.3) against 25.32 (26.8), 0.297; 19.38 (35.5) against
+# 42.70 (45.0), 0.454; 5.70 (4.3) against 72.22 (58.2), 0.079. Before
+# h/copy (main 1575ea2), load 3-5: 22.14 (16.2) against 31.02 (29.2),
+# 0.601; 49.63 (39.2) against 51.07 (46.5), 0.972, RSS 37 MiB; 20.56
+# (18.8) against 76.05 (87.5), 0.270, RSS 118 MiB. Layer digests the same
+# in every round and before and after.)
 # Where the time goes (perf record, strace -c -w): cold, 66% of the CPU
 # samples are ext4's inode allocator (__ext4_new_inode -> find_inode_bit ->
 # recently_deleted -> find_get_block) on a disk where other builds delete
