@@ -61,7 +61,9 @@ fn a_full_store_fails_a_layer_write_clearly_and_serves_again() {
     let registry = Registry::start(RegistryKind::Anonymous);
     let base = registry.push_busybox();
     let project = Project::new(&format!("FROM {base}\nCOPY big.bin /big.bin\n"), &[]);
-    project.write("big.bin", random(24 << 20));
+    // Larger than the store: a build without RUN keeps no copy of the
+    // file besides the layer's blob.
+    project.write("big.bin", random(48 << 20));
     let store = project.path("small-store");
     let tmpfs = Tmpfs::mount(&store, "40m");
     let destination = registry.reference("full/layer:1");
