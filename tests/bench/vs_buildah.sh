@@ -60,9 +60,17 @@
 #     (0.6) against 5.56 (5.8), 0.109. At load 6 both are 0.9-1.1 s and
 #     the ratio is noise: the other builds' deletes slow every new inode)
 #   warm + push (5 rounds)      0.38 (0.1)         5.45 (2.1)      0.071  <= 0.05, 0 B: 0 B
-#   COPY 10,000 files (5)       43.11 (13.9)      35.18 (26.3)     1.225  <= 0.2
-#   one 2 GiB file (1)          42.11 (39.0)      61.49 (50.5)     0.685  RSS 34 MiB
-#   100,000 files (1)           51.77 (49.5)     134.30 (112.7)    0.385  RSS 114 MiB
+#   COPY 10,000 files (3)       10.33 (9.5)       24.36 (22.9)     0.403  <= 0.2
+#   one 2 GiB file (1)          38.28 (36.4)      56.09 (47.1)     0.682  RSS 37 MiB
+#   100,000 files (1)            6.33 (4.3)       53.85 (55.1)     0.118  RSS 119 MiB
+# (The three COPY rows: h/copy, 2026-12-06 15:56-16:01 UTC, load average
+# 5-7, another build's tests running; an earlier h/copy build at 15:40,
+# load 6-8: 8.12 (9.3) against 25.32 (26.8), 0.297; 19.38 (35.5) against
+# 42.70 (45.0), 0.454; 5.70 (4.3) against 72.22 (58.2), 0.079. Before
+# h/copy (main 1575ea2), load 3-5: 22.14 (16.2) against 31.02 (29.2),
+# 0.601; 49.63 (39.2) against 51.07 (46.5), 0.972, RSS 37 MiB; 20.56
+# (18.8) against 76.05 (87.5), 0.270, RSS 118 MiB. Layer digests the same
+# in every round and before and after.)
 # Where the time goes (perf record, strace -c -w): cold, 66% of the CPU
 # samples are still ext4's inode allocator (__ext4_new_inode ->
 # find_inode_bit -> recently_deleted -> find_get_block: this disk has no
@@ -80,9 +88,16 @@
 # With the store on tmpfs the same build takes 0.2 s. The same 20
 # commands in plain chroot took 0.11-0.18 s on this disk meanwhile,
 # unshare+chroot 0.17-0.19 s. COPY:
-# deflate (level 6) is 55% of the CPU, inode allocation 16%, sha256 6%;
-# the wall time is three times the CPU time: the staging copy of every
-# file before compression starts, and the scratch tree deleted at the end.
+# (a build without RUN): the layer is written straight from the context
+# files, each read once (no staging copy, no inode made per file, no
+# extracted copy of the layer unless a RUN later needs the root), and its
+# blob is hard-linked into the OCI layout; what is left is the compressor:
+# deflate at level 6 is 82% of the CPU samples (zlib-rs deflate_medium and
+# longest_match), sha256 (diffID and digest) 7%, the kernel 5%. The wall
+# time is then the CPU time over the share of the two cores the load
+# leaves (1.7 cores at load 6, 1.1 at load 8); the deflate itself (about
+# 70 MB/s a core at level 6 on this data) cannot go lower without another
+# level or compressor, which would change every layer digest.
 #
 # Exits 1 when a correctness check fails (layer bytes downloaded on a warm
 # rebuild, a step not cached, a copy layer digest that changed between

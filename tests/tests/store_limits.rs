@@ -99,7 +99,9 @@ impl SmallStore {
 #[test]
 fn a_full_store_fails_a_layer_write_clearly_and_serves_again() {
     let small = SmallStore::new("COPY big.bin /big.bin\n", "40m", "layer");
-    small.project.write("big.bin", random(24 << 20));
+    // Larger than the store: a build without RUN keeps no copy of the
+    // file besides the layer's blob.
+    small.project.write("big.bin", random(48 << 20));
 
     let stderr = fails(&mut small.build());
     assert!(!stderr.contains("internal error"), "{stderr}");

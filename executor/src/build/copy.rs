@@ -10,7 +10,15 @@
 //! image's root filesystem. Symlinks inside copied directories stay symlinks;
 //! a top-level source that is a symlink is followed, as BuildKit does,
 //! but only within `source_root`.
+//!
+//! What the image already has is read through a [`RootView`] (the stage's
+//! layers, unmounted). A staging tree may leave the regular files out,
+//! recording each one's source and metadata beside it ([`Staging`]): the
+//! layer is then written straight from the sources, each read once, and
+//! no file is made for them (on a busy ext4 disk, making an inode costs
+//! more than copying a small file).
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -20,6 +28,8 @@ use executor_cache::reflink;
 use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, UTIME_OMIT};
 
 use crate::dockerfile::gopath;
+use crate::image::layer::{self, EntryKind, LayerEntry, LayerError};
+use crate::rootfs::RootView;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
@@ -84,6 +94,83 @@ pub struct TreeEntry {
     pub metadata: fs::Metadata,
 }
 
+/// A regular file of a staging tree that is not there: where its content
+/// is, and the metadata its copy would have had.
+#[derive(Debug, Clone)]
+pub struct Placeholder {
+    pub source: PathBuf,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Whole seconds, as layers keep it.
+    pub mtime: i64,
+}
+
+/// Where a copy writes the new layer's tree.
+#[derive(Debug)]
+pub struct Staging {
+    pub dir: PathBuf,
+    /// `Some`: regular files are not written; each is recorded here under
+    /// the path it would have had in `dir`. `None`: files are copied.
+    pub placeholders: Option<HashMap<PathBuf, Placeholder>>,
+}
+
+impl Staging {
+    /// A staging tree of copies.
+    #[must_use]
+    pub fn copies(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            placeholders: None,
+        }
+    }
+
+    /// A staging tree of placeholders.
+    #[must_use]
+    pub fn placeholders(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            placeholders: Some(HashMap::new()),
+        }
+    }
+
+    /// The layer's entries: the tree's and the placeholders' (read from
+    /// their sources when the layer is written; no xattrs, as a copy has
+    /// none).
+    pub fn entries(&self) -> std::result::Result<Vec<LayerEntry>, LayerError> {
+        let mut entries = layer::layer_from_dir(&self.dir)?;
+        for (path, file) in self.placeholders.iter().flatten() {
+            let rel = path.strip_prefix(&self.dir).unwrap_or(path);
+            entries.push(LayerEntry {
+                mode: file.mode,
+                uid: u64::from(file.uid),
+                gid: u64::from(file.gid),
+                mtime: file.mtime,
+                ..LayerEntry::new(rel, EntryKind::File(file.source.clone()))
+            });
+        }
+        Ok(entries)
+    }
+
+    /// Forgets the placeholders that something written into the tree
+    /// since (an archive ADD extracted) replaced.
+    pub fn drop_overwritten(&mut self) {
+        if let Some(placeholders) = &mut self.placeholders {
+            placeholders.retain(|path, _| fs::symlink_metadata(path).is_err());
+        }
+    }
+
+    /// Where each placeholder's content is (none for copies).
+    #[must_use]
+    pub fn into_sources(self) -> HashMap<PathBuf, PathBuf> {
+        self.placeholders
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(path, file)| (path, file.source))
+            .collect()
+    }
+}
+
 /// How a copy writes what it copies.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -128,20 +215,23 @@ pub fn under(root: &Path, image_path: &str) -> PathBuf {
     out
 }
 
-/// Resolves `image_path` inside `root`, following symlinks as if `root` were
-/// `/` (absolute targets are rooted, `..` stops at the root). Returns the
-/// path on this machine of the final entry, not following a final symlink
-/// unless `follow_last`.
+/// Resolves `image_path` inside the directory `root`, following symlinks as
+/// if `root` were `/` (absolute targets are rooted, `..` stops at the
+/// root). Returns the path on this machine of the final entry, not
+/// following a final symlink unless `follow_last`.
 #[must_use]
 pub fn resolve_in_root(root: &Path, image_path: &str, follow_last: bool) -> PathBuf {
-    under(root, &resolve_image_path(root, image_path, follow_last))
+    under(
+        root,
+        &resolve_image_path(&RootView::dir(root), image_path, follow_last),
+    )
 }
 
-/// [`resolve_in_root`] as an image path: `image_path` with every symlink in
-/// it (the last one only with `follow_last`) replaced by its target inside
-/// `root`. Parts that do not exist are kept as written.
+/// `image_path` with every symlink in it (the last one only with
+/// `follow_last`) replaced by its target inside `root`, as an image path.
+/// Parts that do not exist are kept as written.
 #[must_use]
-pub fn resolve_image_path(root: &Path, image_path: &str, follow_last: bool) -> String {
+pub fn resolve_image_path(root: &RootView<'_>, image_path: &str, follow_last: bool) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut todo: Vec<String> = image_path
         .split('/')
@@ -159,10 +249,10 @@ pub fn resolve_image_path(root: &Path, image_path: &str, follow_last: bool) -> S
             }
             _ => {}
         }
-        let candidate = under(root, &format!("/{}/{part}", parts.join("/")));
+        let candidate = format!("/{}/{part}", parts.join("/"));
         let last = todo.is_empty();
         if (!last || follow_last) && hops < 255 {
-            if let Ok(target) = fs::read_link(&candidate) {
+            if let Some(target) = root.read_link(&candidate) {
                 hops += 1;
                 let target = target.to_string_lossy().into_owned();
                 if target.starts_with('/') {
@@ -183,18 +273,26 @@ pub fn resolve_image_path(root: &Path, image_path: &str, follow_last: bool) -> S
     format!("/{}", parts.join("/"))
 }
 
+/// The metadata of what `image_path` leads to in `root`, following every
+/// symlink; `None` when nothing is there.
+#[must_use]
+pub fn existing(root: &RootView<'_>, image_path: &str) -> Option<fs::Metadata> {
+    root.find(&resolve_image_path(root, image_path, true))
+        .map(|found| found.metadata)
+}
+
 /// Copies `sources` to `dest` as COPY/ADD does, writing the new content into
 /// `staging` (the layer) while reading what the image already has from
-/// `rootfs`. Returns the image paths written.
+/// `root`. Returns the image paths written.
 pub fn copy(
     sources: &[Source],
     dest: &str,
-    rootfs: &Path,
-    staging: &Path,
+    root: &RootView<'_>,
+    staging: &mut Staging,
     opts: &Options,
 ) -> Result<Vec<String>> {
     let (dest_path, written_as_dir) = destination(dest, &opts.workdir);
-    let dest_is_existing_dir = resolve_in_root(rootfs, &dest_path, true).is_dir();
+    let dest_is_existing_dir = existing(root, &dest_path).is_some_and(|m| m.is_dir());
     let source_is_dir: Vec<bool> = sources.iter().map(|s| s.path.is_dir()).collect();
     let into_dir = written_as_dir
         || dest_is_existing_dir
@@ -208,11 +306,12 @@ pub fn copy(
     // The image's symlinks on the way are followed, as Docker does: `COPY f
     // /link/` writes into the link's target. A file destination that is a
     // symlink is replaced, not written through.
-    let dest_path = resolve_image_path(rootfs, &dest_path, into_dir);
+    let dest_path = resolve_image_path(root, &dest_path, into_dir);
     let mut written = Vec::new();
     let mut copier = Copier {
-        rootfs,
-        staging,
+        root,
+        staging: &staging.dir,
+        placeholders: staging.placeholders.as_mut(),
         opts,
         written: &mut written,
     };
@@ -269,7 +368,7 @@ pub fn copy(
 /// included, where the image's symlinks lead. Returns the image paths
 /// created.
 pub fn make_dir(
-    rootfs: &Path,
+    root: &RootView<'_>,
     staging: &Path,
     image_dir: &str,
     owner: (u32, u32),
@@ -282,10 +381,11 @@ pub fn make_dir(
     let mut written = Vec::new();
     // Through the image's symlinks, as BuildKit's mkdir (RootPath): under a
     // linked directory (/var/run -> /run) the link's target gets it.
-    let image_dir = resolve_image_path(rootfs, image_dir, true);
+    let image_dir = resolve_image_path(root, image_dir, true);
     Copier {
-        rootfs,
+        root,
         staging,
+        placeholders: None,
         opts: &opts,
         written: &mut written,
     }
@@ -294,8 +394,10 @@ pub fn make_dir(
 }
 
 struct Copier<'a> {
-    rootfs: &'a Path,
+    root: &'a RootView<'a>,
     staging: &'a Path,
+    /// The files not copied, when they are not.
+    placeholders: Option<&'a mut HashMap<PathBuf, Placeholder>>,
     opts: &'a Options,
     written: &'a mut Vec<String>,
 }
@@ -324,16 +426,22 @@ impl Copier<'_> {
             if staged.is_dir() {
                 continue;
             }
-            let existing = resolve_in_root(self.rootfs, &current, true);
+            if self
+                .placeholders
+                .as_deref()
+                .is_some_and(|p| p.contains_key(&staged))
+            {
+                return Err(io_err(&staged)(io::ErrorKind::AlreadyExists.into()));
+            }
             fs::create_dir_all(&staged).map_err(io_err(&staged))?;
-            match fs::metadata(&existing) {
-                Ok(meta) if meta.is_dir() => set_metadata(&staged, &meta, None, None)?,
-                Ok(_) => {
+            match existing(self.root, &current) {
+                Some(meta) if meta.is_dir() => set_metadata(&staged, &meta, None, None)?,
+                Some(_) => {
                     return Err(CopyError::DirOntoFile {
                         dest: current.clone(),
                     });
                 }
-                Err(_) => {
+                None => {
                     let (uid, gid) = self.opts.chown.unwrap_or((0, 0));
                     fs::set_permissions(&staged, fs::Permissions::from_mode(0o755))
                         .map_err(io_err(&staged))?;
@@ -402,9 +510,16 @@ impl Copier<'_> {
         top_level: bool,
     ) -> Result<()> {
         let staged = under(self.staging, image_path);
-        if let Ok(old) = fs::symlink_metadata(&staged) {
+        let replaced = self
+            .placeholders
+            .as_deref_mut()
+            .is_some_and(|p| p.remove(&staged).is_some());
+        if !replaced && let Ok(old) = fs::symlink_metadata(&staged) {
             if old.is_dir() && !meta.is_dir() {
                 fs::remove_dir_all(&staged).map_err(io_err(&staged))?;
+                if let Some(placeholders) = self.placeholders.as_deref_mut() {
+                    placeholders.retain(|path, _| !path.starts_with(&staged));
+                }
             } else if !old.is_dir() {
                 fs::remove_file(&staged).map_err(io_err(&staged))?;
             }
@@ -416,10 +531,30 @@ impl Copier<'_> {
         } else if file_type.is_dir() {
             fs::create_dir_all(&staged).map_err(io_err(&staged))?;
         } else if file_type.is_file() || (file_type.is_symlink() && top_level) {
-            // Never a hard link: the staging tree becomes a layer in the
-            // store, which must not change when the context file is edited
-            // in place (nor may a RUN writing to the copy edit the context).
-            reflink::copy_file(source, &staged).map_err(io_err(source))?;
+            let owner = self.owner();
+            match self.placeholders.as_deref_mut() {
+                // The layer reads the source itself.
+                Some(placeholders) => {
+                    let (uid, gid) = owner.unwrap_or((meta.uid(), meta.gid()));
+                    let file = Placeholder {
+                        source: source.to_path_buf(),
+                        mode: self.opts.chmod.unwrap_or(meta.mode() & 0o7777),
+                        uid,
+                        gid,
+                        mtime: meta.mtime(),
+                    };
+                    placeholders.insert(staged, file);
+                    self.written.push(image_path.to_string());
+                    return Ok(());
+                }
+                // Never a hard link: the staging tree becomes a layer in the
+                // store, which must not change when the context file is
+                // edited in place (nor may a RUN writing to the copy edit
+                // the context).
+                None => {
+                    reflink::copy_file(source, &staged).map_err(io_err(source))?;
+                }
+            }
         } else {
             // Sockets, fifos and devices are not copied from a context; from
             // another filesystem they are rare: skip with a note.
@@ -501,9 +636,36 @@ pub fn parse_chmod(value: &str) -> std::result::Result<u32, String> {
 
 /// Resolves `--chown` (`user[:group]`, names or numbers) with the image's
 /// `/etc/passwd` and `/etc/group`, as BuildKit's file operations do
-/// ([`crate::sandbox::user::file_owner`]).
-pub fn resolve_chown(value: &str, rootfs: &Path) -> std::result::Result<(u32, u32), String> {
-    crate::sandbox::user::file_owner(rootfs, value).map_err(|e| e.to_string())
+/// ([`crate::sandbox::user::file_owner`]). A layered root's two files are
+/// read through it into a directory of their own under `scratch` first.
+pub fn resolve_chown(
+    value: &str,
+    root: &RootView<'_>,
+    scratch: &Path,
+) -> std::result::Result<(u32, u32), String> {
+    let owner =
+        |dir: &Path| crate::sandbox::user::file_owner(dir, value).map_err(|e| e.to_string());
+    if let Some(dir) = root.plain_dir() {
+        return owner(dir);
+    }
+    let failed = |path: &Path, e: io::Error| format!("cannot read {}: {e}", path.display());
+    let etc = tempfile::Builder::new()
+        .prefix("etc-")
+        .tempdir_in(scratch)
+        .map_err(|e| failed(scratch, e))?;
+    for name in ["passwd", "group"] {
+        let image_path = resolve_image_path(root, &format!("/etc/{name}"), true);
+        let content = root
+            .read(&image_path)
+            .map_err(|e| failed(Path::new(&image_path), e))?;
+        if let Some(content) = content {
+            let path = etc.path().join("etc").join(name);
+            fs::create_dir_all(etc.path().join("etc"))
+                .and_then(|()| fs::write(&path, content))
+                .map_err(|e| failed(&path, e))?;
+        }
+    }
+    owner(etc.path())
 }
 
 #[cfg(test)]
@@ -511,7 +673,7 @@ mod tests {
     use super::*;
 
     struct Fixture {
-        _dir: tempfile::TempDir,
+        dir: tempfile::TempDir,
         context: PathBuf,
         rootfs: PathBuf,
         staging: PathBuf,
@@ -539,7 +701,7 @@ mod tests {
         fs::write(rootfs.join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
         std::os::unix::fs::symlink("/existing", rootfs.join("via-link")).unwrap();
         Fixture {
-            _dir: dir,
+            dir,
             context,
             rootfs,
             staging,
@@ -554,6 +716,17 @@ mod tests {
         }
     }
 
+    fn copy_in(f: &Fixture, sources: &[Source], dest: &str, opts: &Options) -> Result<Vec<String>> {
+        let root = RootView::dir(&f.rootfs);
+        copy(
+            sources,
+            dest,
+            &root,
+            &mut Staging::copies(f.staging.clone()),
+            opts,
+        )
+    }
+
     fn opts() -> Options {
         Options {
             instruction: "COPY",
@@ -566,44 +739,16 @@ mod tests {
     #[test]
     fn file_to_file_and_into_dirs() {
         let f = fixture();
-        copy(
-            &[src(&f, "a.txt")],
-            "/new/name",
-            &f.rootfs,
-            &f.staging,
-            &opts(),
-        )
-        .unwrap();
+        copy_in(&f, &[src(&f, "a.txt")], "/new/name", &opts()).unwrap();
         assert_eq!(fs::read_to_string(f.staging.join("new/name")).unwrap(), "a");
-        copy(
-            &[src(&f, "a.txt")],
-            "/existing",
-            &f.rootfs,
-            &f.staging,
-            &opts(),
-        )
-        .unwrap();
+        copy_in(&f, &[src(&f, "a.txt")], "/existing", &opts()).unwrap();
         assert!(f.staging.join("existing/a.txt").is_file());
-        copy(
-            &[src(&f, "a.txt")],
-            "/made/",
-            &f.rootfs,
-            &f.staging,
-            &opts(),
-        )
-        .unwrap();
+        copy_in(&f, &[src(&f, "a.txt")], "/made/", &opts()).unwrap();
         assert!(f.staging.join("made/a.txt").is_file());
         // A symlinked directory in the image is followed inside the root:
         // the file lands in its target, and the layer leaves the link be.
         fs::remove_dir_all(f.staging.join("existing")).unwrap();
-        copy(
-            &[src(&f, "a.txt")],
-            "/via-link",
-            &f.rootfs,
-            &f.staging,
-            &opts(),
-        )
-        .unwrap();
+        copy_in(&f, &[src(&f, "a.txt")], "/via-link", &opts()).unwrap();
         assert!(f.staging.join("existing/a.txt").is_file());
         assert!(!f.staging.join("via-link").exists());
     }
@@ -611,7 +756,7 @@ mod tests {
     #[test]
     fn directory_contents_and_symlinks() {
         let f = fixture();
-        let written = copy(&[src(&f, "dir")], "/app", &f.rootfs, &f.staging, &opts()).unwrap();
+        let written = copy_in(&f, &[src(&f, "dir")], "/app", &opts()).unwrap();
         assert!(f.staging.join("app/sub/b.txt").is_file());
         assert!(!f.staging.join("app/dir").exists());
         let link = fs::read_link(f.staging.join("app/link")).unwrap();
@@ -642,7 +787,7 @@ mod tests {
             entries: Some(entries),
             ..src(&f, "dir")
         };
-        copy(&[source], "/app", &f.rootfs, &f.staging, &opts()).unwrap();
+        copy_in(&f, &[source], "/app", &opts()).unwrap();
         assert!(f.staging.join("app/sub/b.txt").is_file());
         assert!(
             !f.staging.join("app/link").exists(),
@@ -657,18 +802,17 @@ mod tests {
             workdir: "/srv/app".to_string(),
             ..opts()
         };
-        copy(&[src(&f, "a.txt")], ".", &f.rootfs, &f.staging, &o).unwrap();
+        copy_in(&f, &[src(&f, "a.txt")], ".", &o).unwrap();
         assert!(f.staging.join("srv/app/a.txt").is_file());
     }
 
     #[test]
     fn several_sources_need_a_directory() {
         let f = fixture();
-        let err = copy(
+        let err = copy_in(
+            &f,
             &[src(&f, "a.txt"), src(&f, "dir/sub/b.txt")],
             "/file",
-            &f.rootfs,
-            &f.staging,
             &opts(),
         )
         .unwrap_err();
@@ -686,27 +830,26 @@ mod tests {
             parents: true,
             ..opts()
         };
-        copy(
-            &[src(&f, "dir/sub/b.txt")],
-            "/out/",
-            &f.rootfs,
-            &f.staging,
-            &o,
-        )
-        .unwrap();
+        copy_in(&f, &[src(&f, "dir/sub/b.txt")], "/out/", &o).unwrap();
         assert!(f.staging.join("out/dir/sub/b.txt").is_file());
     }
 
     #[test]
     fn chown_and_chmod() {
         let f = fixture();
-        let owner = resolve_chown("app:staff", &f.rootfs).unwrap();
+        let owner = resolve_chown("app:staff", &RootView::dir(&f.rootfs), &f.staging).unwrap();
         assert_eq!(owner, (1000, 50));
         // A named user's group is its passwd group, as in BuildKit.
-        assert_eq!(resolve_chown("app", &f.rootfs).unwrap(), (1000, 1001));
-        assert_eq!(resolve_chown("7:8", &f.rootfs).unwrap(), (7, 8));
+        assert_eq!(
+            resolve_chown("app", &RootView::dir(&f.rootfs), &f.staging).unwrap(),
+            (1000, 1001)
+        );
+        assert_eq!(
+            resolve_chown("7:8", &RootView::dir(&f.rootfs), &f.staging).unwrap(),
+            (7, 8)
+        );
         assert!(
-            resolve_chown("ghost", &f.rootfs)
+            resolve_chown("ghost", &RootView::dir(&f.rootfs), &f.staging)
                 .unwrap_err()
                 .contains("ghost")
         );
@@ -715,7 +858,7 @@ mod tests {
             chmod: Some(parse_chmod("0640").unwrap()),
             ..opts()
         };
-        copy(&[src(&f, "a.txt")], "/x/", &f.rootfs, &f.staging, &o).unwrap();
+        copy_in(&f, &[src(&f, "a.txt")], "/x/", &o).unwrap();
         let meta = fs::metadata(f.staging.join("x/a.txt")).unwrap();
         assert_eq!(
             (meta.uid(), meta.gid(), meta.mode() & 0o7777),
@@ -737,7 +880,7 @@ mod tests {
         // Owned as a copy from the context would be (root), no --chmod, one
         // name: still a file of its own (a hard link would be the context
         // file itself, in the store once the staging tree is a layer).
-        copy(&[src(&f, "a.txt")], "/x/", &f.rootfs, &f.staging, &opts()).unwrap();
+        copy_in(&f, &[src(&f, "a.txt")], "/x/", &opts()).unwrap();
         let staged = f.staging.join("x/a.txt");
         assert_ne!(ino(&staged), before.ino());
         let content = fs::read(&staged).unwrap();
@@ -754,14 +897,7 @@ mod tests {
             chmod: Some(0o600),
             ..opts()
         };
-        copy(
-            &[src(&f, "a.txt")],
-            "/chmod/",
-            &f.rootfs,
-            &f.staging,
-            &chmod,
-        )
-        .unwrap();
+        copy_in(&f, &[src(&f, "a.txt")], "/chmod/", &chmod).unwrap();
         assert_eq!(
             fs::metadata(f.staging.join("chmod/a.txt")).unwrap().mode() & 0o7777,
             0o600
@@ -777,7 +913,7 @@ mod tests {
             rel: "link-to-a".to_string(),
             entries: None,
         };
-        copy(&[source], "/d/", &f.rootfs, &f.staging, &opts()).unwrap();
+        copy_in(&f, &[source], "/d/", &opts()).unwrap();
         assert_eq!(
             fs::read_to_string(f.staging.join("d/link-to-a")).unwrap(),
             "a"
@@ -792,7 +928,7 @@ mod tests {
             chown: Some((1000, 50)),
             ..opts()
         };
-        copy(&[src(&f, "a.txt")], "/p/q/name", &f.rootfs, &f.staging, &o).unwrap();
+        copy_in(&f, &[src(&f, "a.txt")], "/p/q/name", &o).unwrap();
         for dir in ["p", "p/q"] {
             let meta = fs::metadata(f.staging.join(dir)).unwrap();
             assert_eq!((meta.uid(), meta.gid()), (1000, 50), "{dir}");
@@ -807,7 +943,13 @@ mod tests {
             fs::Permissions::from_mode(0o1777),
         )
         .unwrap();
-        let created = make_dir(&f.rootfs, &f.staging, "/existing/a/b", (65534, 65534)).unwrap();
+        let created = make_dir(
+            &RootView::dir(&f.rootfs),
+            &f.staging,
+            "/existing/a/b",
+            (65534, 65534),
+        )
+        .unwrap();
         assert_eq!(created, ["/existing/a", "/existing/a/b"]);
         let meta = fs::metadata(f.staging.join("existing")).unwrap();
         assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o1777));
@@ -824,7 +966,8 @@ mod tests {
     #[test]
     fn make_dir_goes_where_the_images_links_lead() {
         let f = fixture();
-        let created = make_dir(&f.rootfs, &f.staging, "/via-link/w", (0, 0)).unwrap();
+        let created =
+            make_dir(&RootView::dir(&f.rootfs), &f.staging, "/via-link/w", (0, 0)).unwrap();
         assert_eq!(created, ["/existing/w"]);
         assert!(f.staging.join("existing/w").is_dir());
         assert!(
@@ -837,16 +980,114 @@ mod tests {
     fn existing_parents_keep_their_metadata() {
         let f = fixture();
         fs::set_permissions(f.rootfs.join("existing"), fs::Permissions::from_mode(0o700)).unwrap();
-        copy(
-            &[src(&f, "a.txt")],
-            "/existing/a",
-            &f.rootfs,
-            &f.staging,
-            &opts(),
-        )
-        .unwrap();
+        copy_in(&f, &[src(&f, "a.txt")], "/existing/a", &opts()).unwrap();
         let meta = fs::metadata(f.staging.join("existing")).unwrap();
         assert_eq!(meta.mode() & 0o7777, 0o700);
+    }
+
+    /// The root as two extracted layers: the fixture's root below, and a
+    /// layer that replaces `/etc/group` and adds `/srv` above it.
+    #[test]
+    fn a_layered_root_is_read_without_a_mount() {
+        let f = fixture();
+        let top = f.dir.path().join("top");
+        fs::create_dir_all(top.join("etc")).unwrap();
+        fs::create_dir_all(top.join("srv")).unwrap();
+        fs::set_permissions(top.join("srv"), fs::Permissions::from_mode(0o750)).unwrap();
+        fs::write(top.join("etc/group"), "root:x:0:\nops:x:77:\n").unwrap();
+        let layers = [f.rootfs.clone(), top];
+        let root = RootView::layers(&layers);
+        // The passwd below, the group above.
+        assert_eq!(resolve_chown("app:ops", &root, &f.staging), Ok((1000, 77)));
+        assert!(resolve_chown("app:staff", &root, &f.staging).is_err());
+        let o = Options {
+            chown: Some((1000, 77)),
+            ..opts()
+        };
+        let mut staging = Staging::copies(f.staging.clone());
+        copy(&[src(&f, "a.txt")], "/via-link/", &root, &mut staging, &o).unwrap();
+        copy(&[src(&f, "a.txt")], "/srv/new/", &root, &mut staging, &o).unwrap();
+        // Through the lower layer's link; existing directories keep the
+        // metadata of the layer that has them.
+        assert!(f.staging.join("existing/a.txt").is_file());
+        assert!(!f.staging.join("via-link").exists());
+        let srv = fs::metadata(f.staging.join("srv")).unwrap();
+        assert_eq!((srv.uid(), srv.mode() & 0o7777), (0, 0o750));
+        let new = fs::metadata(f.staging.join("srv/new")).unwrap();
+        assert_eq!((new.uid(), new.gid()), (1000, 77));
+    }
+
+    /// Placeholders give the same layer as copies, read from the sources.
+    #[test]
+    fn placeholders_write_the_layer_copies_would() {
+        let f = fixture();
+        let run = |staging: &mut Staging| {
+            let root = RootView::dir(&f.rootfs);
+            let o = Options {
+                chmod: Some(0o640),
+                ..opts()
+            };
+            copy(
+                &[src(&f, "dir"), src(&f, "a.txt")],
+                "/app/",
+                &root,
+                staging,
+                &o,
+            )
+            .unwrap();
+            let entries = staging.entries().unwrap();
+            let mut out = Vec::new();
+            let info = layer::write_layer(
+                entries.clone(),
+                layer::Compression::Gzip,
+                None,
+                1,
+                &mut out,
+                &layer::WriteOptions::default(),
+            )
+            .unwrap();
+            (entries, info.digest)
+        };
+        let mut copies = Staging::copies(f.dir.path().join("copies"));
+        let mut placeholders = Staging::placeholders(f.dir.path().join("placeholders"));
+        for dir in [&copies.dir, &placeholders.dir] {
+            fs::create_dir_all(dir).unwrap();
+        }
+        let (by_copy, by_copy_digest) = run(&mut copies);
+        let (in_place, in_place_digest) = run(&mut placeholders);
+        assert_eq!(in_place_digest, by_copy_digest);
+        let placeholder = placeholders.dir.join("app/sub/b.txt");
+        assert!(!placeholder.exists(), "no file is made");
+        assert!(placeholders.dir.join("app/sub").is_dir());
+        let b = in_place
+            .iter()
+            .find(|e| e.path == Path::new("app/sub/b.txt"))
+            .unwrap();
+        assert_eq!(b.kind, EntryKind::File(f.context.join("dir/sub/b.txt")));
+        assert_eq!(b.mode, 0o640);
+        assert_eq!(by_copy.len(), in_place.len());
+        let sources = placeholders.into_sources();
+        assert_eq!(sources[&placeholder], f.context.join("dir/sub/b.txt"));
+        assert!(copies.into_sources().is_empty());
+    }
+
+    /// A file written into the tree after (an archive ADD extracts) wins
+    /// over the placeholder at its path.
+    #[test]
+    fn what_is_written_over_a_placeholder_replaces_it() {
+        let f = fixture();
+        let mut staging = Staging::placeholders(f.staging.clone());
+        let root = RootView::dir(&f.rootfs);
+        copy(&[src(&f, "a.txt")], "/x/", &root, &mut staging, &opts()).unwrap();
+        fs::write(f.staging.join("x/a.txt"), "from the archive").unwrap();
+        staging.drop_overwritten();
+        let entries = staging.entries().unwrap();
+        let a: Vec<_> = entries
+            .iter()
+            .filter(|e| e.path == Path::new("x/a.txt"))
+            .collect();
+        assert_eq!(a.len(), 1, "{entries:?}");
+        assert_eq!(a[0].kind, EntryKind::File(f.staging.join("x/a.txt")));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::dockerfile::instructions::{self, Add, CopyArgs, Instruction};
 use crate::dockerfile::plan::Scope;
 use crate::dockerfile::shell::Lex;
 use crate::image::apply::{self, ApplyOptions};
+use crate::rootfs::{RootView, SnapshotMode};
 
 impl Engine<'_> {
     /// COPY and ADD.
@@ -34,7 +35,7 @@ impl Engine<'_> {
         let chown = args
             .chown
             .as_deref()
-            .map(|c| copy::resolve_chown(c, result.rootfs()))
+            .map(|c| copy::resolve_chown(c, &result.view(), &self.work))
             .transpose()
             .map_err(|e| self.step_error(instruction, e))?;
         let chmod = args
@@ -105,6 +106,24 @@ impl Engine<'_> {
         }
 
         let staging = self.new_dir(&format!("stage-{}/staging", job.index))?;
+        // Files from the build context need not be copied when nothing
+        // mounts this root (no RUN in the build): the layer is written
+        // straight from them, and the stage reads them where they are
+        // (heredocs and downloads live in `scratch`, which the next COPY
+        // empties: those are copied). A --chown owner is checked by giving
+        // it to the copies (a rootless build's user namespace may not map
+        // it, even where this process is root in it): those are copied too.
+        let mut staging = if self.mode() == SnapshotMode::Overlay
+            && !self.has_run
+            && !self.settings.single_snapshot
+            && args.from.is_none()
+            && elsewhere == 0
+            && chown.is_none()
+        {
+            copy::Staging::placeholders(staging)
+        } else {
+            copy::Staging::copies(staging)
+        };
         // Context files are extracted unless --unpack=false; downloads and
         // heredocs (in `scratch`) only with --unpack=true, as BuildKit does.
         let unpack = add.map(|a| a.unpack);
@@ -133,21 +152,22 @@ impl Engine<'_> {
         let empty_root;
         let copy_root = if args.link {
             empty_root = self.new_dir(&format!("stage-{}/link-root", job.index))?;
-            &empty_root
+            RootView::dir(&empty_root)
         } else {
-            result.rootfs()
+            result.view()
         };
         if !plain.is_empty() {
-            copy::copy(&plain, &args.dest, copy_root, &staging, &copy_opts)
+            copy::copy(&plain, &args.dest, &copy_root, &mut staging, &copy_opts)
                 .map_err(|e| self.step_error(instruction, e))?;
         }
+        let extracts = !archives.is_empty();
         for archive in archives {
             let (dest, _) = copy::destination(&args.dest, &copy_opts.workdir);
-            let dest = copy::resolve_image_path(copy_root, &dest, true);
-            let target = copy::under(&staging, &dest);
+            let dest = copy::resolve_image_path(&copy_root, &dest, true);
+            let target = copy::under(&staging.dir, &dest);
             // Directories the image has keep their metadata; missing ones
             // take --chown's owner, as COPY's do.
-            copy::make_dir(copy_root, &staging, &dest, chown.unwrap_or((0, 0)))
+            copy::make_dir(&copy_root, &staging.dir, &dest, chown.unwrap_or((0, 0)))
                 .map_err(|e| self.step_error(instruction, e))?;
             let file = fs::File::open(&archive.path).map_err(io_at(&archive.path))?;
             apply::apply_layer(
@@ -173,7 +193,13 @@ impl Engine<'_> {
                 chown_tree(&target, uid, gid)?;
             }
         }
-        self.commit_layer(result, &staging, instruction.display(), created)
+        if extracts {
+            staging.drop_overwritten();
+        }
+        // The sources' listing (100,000 files: tens of megabytes) is not
+        // held while the layer is written.
+        drop((copy_root, plain));
+        self.commit_layer(result, staging, instruction.display(), created)
     }
 
     /// A COPY heredoc's file content: expanded unless its delimiter was

@@ -212,6 +212,7 @@ pub(super) fn build_with(
         image_roots: Mutex::new(BTreeMap::new()),
         failed: AtomicBool::new(false),
         mode: std::sync::OnceLock::new(),
+        mountable: std::sync::OnceLock::new(),
         has_run,
         privileged,
         place,
@@ -302,6 +303,9 @@ pub(super) struct Engine<'a> {
     /// How snapshots are taken, decided when a stage root is first made
     /// (a build whose steps all come from the cache makes none).
     pub(super) mode: std::sync::OnceLock<SnapshotMode>,
+    /// Whether overlays can be mounted here, probed when a build without
+    /// RUN first needs a merged root (`COPY --from` a stage or image).
+    pub(super) mountable: std::sync::OnceLock<bool>,
     /// Whether a needed stage has a RUN step (an ONBUILD trigger of a base
     /// image aside): without, nothing is probed or mounted.
     pub(super) has_run: bool,
@@ -426,13 +430,12 @@ impl Engine<'_> {
     pub(super) fn mode(&self) -> SnapshotMode {
         *self.mode.get_or_init(|| match self.settings.snapshot_mode {
             _ if self.place.is_some() => SnapshotMode::InPlace,
-            // A build without RUN still takes the overlay of the store's
-            // extracted layers: full snapshots would extract (and hash)
-            // the whole base on every build, seconds for a large base,
-            // where the overlay reuses what an earlier build extracted. The
-            // mount costs a few milliseconds; what it takes to drop it (a
-            // COPY resolved through the lower layers without a merged
-            // view) is issue 18's open part. The sandbox is never probed.
+            // A build without RUN still takes the store's extracted layers
+            // (full snapshots would extract and hash the whole base on
+            // every build) but mounts nothing: COPY, ADD and WORKDIR read
+            // the layers through a view, and only a root read by `COPY
+            // --from` is mounted (see `source_root`). Nothing is probed.
+            SnapshotMode::Overlay if !self.has_run => SnapshotMode::Overlay,
             SnapshotMode::Overlay if !crate::sandbox::overlay::supported(&self.work) => {
                 tracing::info!(
                     "overlay mounts are not available here: snapshots copy and compare the root filesystem (slower; RUST_LOG=debug says why)"
@@ -474,25 +477,40 @@ impl Engine<'_> {
         )?)
     }
 
+    /// Whether a merged root can be mounted here: always where RUN steps
+    /// chose overlay; a build without RUN probes on first use.
+    fn can_mount(&self) -> bool {
+        self.mode() == SnapshotMode::Overlay
+            && (self.has_run
+                || *self
+                    .mountable
+                    .get_or_init(|| crate::sandbox::overlay::supported(&self.work)))
+    }
+
     /// The root filesystem of `layers` (in the store) under the scratch
     /// directory `name` (full snapshots where stages are built in place:
-    /// the roots `COPY --from` reads are the build's own).
+    /// the roots `COPY --from` reads are the build's own), unmounted.
     pub(super) fn stage_root(&self, name: &str, layers: &[LayerRef]) -> Result<StageRoot> {
+        self.make_root(name, layers, false)
+    }
+
+    /// [`Engine::stage_root`]; with `mounted`, its merged tree is at its
+    /// path (a full root where overlay cannot be mounted).
+    fn make_root(&self, name: &str, layers: &[LayerRef], mounted: bool) -> Result<StageRoot> {
         let dir = self.work.join(name);
         if dir.exists() {
             fs::remove_dir_all(&dir).map_err(io_at(&dir))?;
         }
         let mode = match self.mode() {
+            SnapshotMode::Overlay if mounted && !self.can_mount() => SnapshotMode::Full,
             SnapshotMode::InPlace => SnapshotMode::Full,
             mode => mode,
         };
-        Ok(StageRoot::new(
-            mode,
-            &self.store,
-            dir,
-            layers,
-            self.privileged,
-        )?)
+        let mut root = StageRoot::new(mode, &self.store, dir, layers, self.privileged)?;
+        if mounted {
+            root.mount()?;
+        }
+        Ok(root)
     }
 
     /// The root filesystem `COPY --from=` and `RUN --mount=from=` read: a
@@ -509,12 +527,24 @@ impl Engine<'_> {
                 self.step_error(instruction, format!("stage {from} was not built"))
             })?;
             let mut root = stage.root.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(made) = root.as_mut()
+                && !made.is_mounted()
+            {
+                // Built without a mount: mounted now, by the only holder
+                // (roots are handed out mounted). Where that cannot be,
+                // it is made again below as a plain directory.
+                match Arc::get_mut(made) {
+                    Some(only) if self.can_mount() => only.mount()?,
+                    _ => *root = None,
+                }
+            }
             if let Some(root) = &*root {
                 return Ok(Arc::clone(root));
             }
             // A stage taken from the cache: its root is made now.
             self.images.ensure_layers(&stage.layers, &self.store)?;
-            let made = Arc::new(self.stage_root(&format!("stage-{i}/root"), &stage.layers)?);
+            let name = format!("stage-{i}/source-root");
+            let made = Arc::new(self.make_root(&name, &stage.layers, true)?);
             *root = Some(Arc::clone(&made));
             return Ok(made);
         }
@@ -533,7 +563,7 @@ impl Engine<'_> {
             .resolve(&reference, &self.settings.platform, &self.store)?;
         self.images.ensure_layers(&image.layers, &self.store)?;
         let name = format!("image-{}", roots.len());
-        let root = Arc::new(self.stage_root(&name, &image.layers)?);
+        let root = Arc::new(self.make_root(&name, &image.layers, true)?);
         roots.insert(from.to_string(), Arc::clone(&root));
         Ok(root)
     }

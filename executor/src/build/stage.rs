@@ -25,9 +25,10 @@ use crate::registry::ImageReference;
 use crate::rootfs::{LayerRef, SnapshotMode, StageRoot};
 use executor_cache::{BaseRef, Key};
 
-/// One built stage. Its root stays mounted while a later stage may read
-/// it; a stage taken whole from the cache has none until a later step reads
-/// it (`COPY --from`, `RUN --mount=from=`).
+/// One built stage. Its root stays while a later stage may read it
+/// (mounted when first read: see `Engine::source_root`); a stage taken
+/// whole from the cache has none until a later step reads it (`COPY
+/// --from`, `RUN --mount=from=`).
 pub(super) struct StageResult {
     pub(super) config: ImageConfig,
     pub(super) layers: Vec<LayerRef>,
@@ -74,6 +75,14 @@ impl StageState {
             .as_ref()
             .expect("the stage root is made before a step executes")
             .path()
+    }
+
+    /// The stage's root as COPY, ADD and WORKDIR read it (unmounted).
+    pub(super) fn view(&self) -> crate::rootfs::RootView<'_> {
+        self.root
+            .as_ref()
+            .expect("the stage root is made before a step executes")
+            .view()
     }
 }
 

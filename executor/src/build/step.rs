@@ -18,7 +18,7 @@ use super::stage::{Job, StageState};
 use crate::dockerfile::instructions::{self, Instruction};
 use crate::image::layer::{self, Compression, LayerEntry, LayerInfo, WriteOptions};
 use crate::image::store::Store;
-use crate::rootfs::{LayerRef, SnapshotMode};
+use crate::rootfs::{LayerRef, RootView, SnapshotMode, Staged};
 use crate::sandbox;
 
 impl Engine<'_> {
@@ -235,7 +235,8 @@ impl Engine<'_> {
             // As a bind mount shows them: owners kept.
             from_context: false,
         };
-        copy::copy(&sources, "/", &empty, &view, &opts)
+        let mut staging = copy::Staging::copies(view.clone());
+        copy::copy(&sources, "/", &RootView::dir(&empty), &mut staging, &opts)
             .map_err(|e| self.step_error(instruction, e))?;
         Ok(match (path.is_dir(), path.file_name()) {
             (false, Some(name)) => view.join(name),
@@ -254,21 +255,21 @@ impl Engine<'_> {
     ) -> Result<()> {
         let dir = result.config.config.working_dir.clone();
         let created_by = instruction.display();
-        if copy::resolve_in_root(result.rootfs(), &dir, true).is_dir() {
+        if copy::existing(&result.view(), &dir).is_some_and(|m| m.is_dir()) {
             result.config.add_history(created_by, true, Some(created));
             return Ok(());
         }
         let owner = match result.config.config.user.as_str() {
             "" => None,
             user => Some(
-                copy::resolve_chown(user, result.rootfs())
+                copy::resolve_chown(user, &result.view(), &self.work)
                     .map_err(|e| self.step_error(instruction, e))?,
             ),
         };
         let staging = self.new_dir(&format!("stage-{index}/staging"))?;
-        copy::make_dir(result.rootfs(), &staging, &dir, owner.unwrap_or((0, 0)))
+        copy::make_dir(&result.view(), &staging, &dir, owner.unwrap_or((0, 0)))
             .map_err(|e| self.step_error(instruction, e))?;
-        self.commit_layer(result, &staging, created_by, created)
+        self.commit_layer(result, copy::Staging::copies(staging), created_by, created)
     }
 
     /// `--single-snapshot`: the stage's own layers become one.
@@ -356,17 +357,19 @@ impl Engine<'_> {
     pub(super) fn commit_layer(
         &self,
         result: &mut StageState,
-        staging: &Path,
+        staging: copy::Staging,
         created_by: String,
         created: &str,
     ) -> Result<()> {
-        let entries = layer::layer_from_dir(staging)?;
-        let info = self.store_layer(entries)?;
+        let info = self.store_layer(staging.entries()?)?;
         // The staged tree is the layer: it joins the root rather than the
         // layer just written being extracted again.
-        result
-            .root()
-            .add_layer(&self.store, &info.diff_id, staging)?;
+        let dir = staging.dir.clone();
+        result.root().add_layer(Staged {
+            layer: &info,
+            dir: &dir,
+            content: staging.into_sources(),
+        })?;
         Self::record_layer(result, &info, created_by, created);
         Ok(())
     }
@@ -420,6 +423,7 @@ impl LayerWriter {
         })?;
         writer.flush().map_err(io_at(writer.path()))?;
         writer.commit(Some(&info.digest))?;
+        self.store.written_here(&info.digest);
         Ok(info)
     }
 }

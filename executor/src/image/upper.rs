@@ -444,8 +444,23 @@ fn make_parents(upper: &Path, rel: &Path, lowers: &[PathBuf]) -> Result<Vec<Path
     Ok(made)
 }
 
-/// Whether `dir`, in an overlay upper directory, hides the lower ones.
-fn is_opaque(dir: &Path) -> bool {
+/// Makes an overlay whiteout (a character device 0:0) at `path`, as a
+/// test's layer would have it.
+#[cfg(test)]
+pub(crate) fn whiteout(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::empty(),
+        0,
+    )
+    .unwrap();
+}
+
+/// Whether `dir`, in an overlay upper directory (or an extracted layer),
+/// hides the lower ones.
+pub(crate) fn is_opaque(dir: &Path) -> bool {
     ["trusted.overlay.opaque", "user.overlay.opaque"]
         .iter()
         .any(|key| {
@@ -557,17 +572,6 @@ pub(crate) mod tests {
                 (e.path.display().to_string(), kind)
             })
             .collect()
-    }
-
-    fn whiteout(path: &Path) {
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            path,
-            rustix::fs::FileType::CharacterDevice,
-            rustix::fs::Mode::empty(),
-            0,
-        )
-        .unwrap();
     }
 
     #[test]

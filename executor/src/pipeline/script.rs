@@ -304,6 +304,8 @@ pub fn run_script(
         &source.layers,
         privileged,
     )
+    // The job's processes see the merged tree.
+    .and_then(|mut root| root.mount().map(|()| root))
     .map_err(|source| ScriptError::Root {
         image: image.clone(),
         source: Box::new(source),

@@ -7,7 +7,13 @@
 //!   and shared by every build and stage. A RUN writes into a fresh upper
 //!   directory, which *is* its diff: turning it into a layer costs what the
 //!   RUN changed, never what the image holds. The upper directory then
-//!   becomes that layer's extracted copy in the store (a rename).
+//!   becomes that layer's extracted copy in the store (a rename). The
+//!   overlay is mounted only when something needs the merged tree (a RUN,
+//!   `COPY --from` this stage): COPY, ADD and WORKDIR read the layers
+//!   through a [`RootView`], so a build without RUN mounts nothing. A
+//!   COPY's layer may even be written straight from its sources, its
+//!   staging tree lacking the files: such a layer is *pending*, read in
+//!   place, and extracted from its blob only if the root is mounted.
 //! - **full** (`--snapshot-mode=full`, or where overlay cannot be mounted):
 //!   the root is a plain directory with every layer applied; before a RUN
 //!   it is copied, and the diff is found by walking both trees and comparing
@@ -20,6 +26,7 @@
 //! All leave out the mount-point stubs the sandbox made, and give the same
 //! file tree.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -34,6 +41,8 @@ use crate::image::layer::{self, LayerEntry, LayerError};
 use crate::image::store::{Store, StoreError};
 use crate::image::upper::{self, UpperError};
 use crate::sandbox::overlay::{self, Overlay, OverlayError};
+
+use super::view::RootView;
 
 /// Why a root filesystem could not be made, snapshotted or changed.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +73,10 @@ pub enum RootError {
     /// A bug: a lower directory asked for that the root does not have.
     #[error("the root has no lower directory {index}")]
     NoLower { index: usize },
+    /// A bug: a staging tree without its files given to a root that is
+    /// not an overlay's.
+    #[error("a staging tree without its files is for overlay roots only")]
+    Placeholders,
     #[error("invalid diffID {value:?} of a layer")]
     DiffId { value: String },
     #[error("cannot write {}", path.display())]
@@ -116,6 +129,12 @@ pub struct StageRoot {
     root: PathBuf,
     /// Overlay: the extracted layers, bottom first.
     lowers: Vec<PathBuf>,
+    /// Overlay: COPY layers above `lowers` whose files were not copied
+    /// (see [`StageRoot::add_layer`]), bottom first; extracted into the
+    /// store when the root is mounted.
+    pending: Vec<Pending>,
+    /// Where layers are extracted and adopted.
+    store: Store,
     /// Overlay: the mount, and the generation of its upper directory.
     mount: Option<Overlay>,
     generation: usize,
@@ -146,6 +165,27 @@ impl std::fmt::Debug for StageRoot {
     }
 }
 
+/// A layer written straight from its sources: its staging tree, which
+/// lacks the regular files, and where each one's content is.
+struct Pending {
+    dir: PathBuf,
+    content: HashMap<PathBuf, PathBuf>,
+    diff_id: Digest,
+    blob: Digest,
+}
+
+/// A COPY's finished staging tree (no whiteouts), ready to join the root.
+#[derive(Debug)]
+pub struct Staged<'a> {
+    /// The layer as written: digest and diffID.
+    pub layer: &'a layer::LayerInfo,
+    pub dir: &'a Path,
+    /// The regular files missing from `dir` (by the path they would have
+    /// there) and the files holding their content; empty when every file
+    /// was copied.
+    pub content: HashMap<PathBuf, PathBuf>,
+}
+
 /// A step's changes, ready to be written as a layer.
 pub struct Diff {
     pub entries: Vec<LayerEntry>,
@@ -169,6 +209,8 @@ impl StageRoot {
             dir,
             root,
             lowers: Vec::new(),
+            pending: Vec::new(),
+            store: store.clone(),
             mount: None,
             generation: 0,
             unmounting: None,
@@ -179,10 +221,8 @@ impl StageRoot {
             linked_names: upper::LinkedNames::new(),
         };
         match mode {
-            SnapshotMode::Overlay => {
-                this.lowers = extract_layers(store, layers)?;
-                this.remount()?;
-            }
+            // Mounted when first needed (see `mount`).
+            SnapshotMode::Overlay => this.lowers = extract_layers(store, layers)?,
             SnapshotMode::Full => {
                 let opts = ApplyOptions {
                     root_is_privileged: privileged,
@@ -220,6 +260,8 @@ impl StageRoot {
             dir,
             root: root.path().to_path_buf(),
             lowers: Vec::new(),
+            pending: Vec::new(),
+            store: store.clone(),
             mount: None,
             generation: 0,
             unmounting: None,
@@ -237,10 +279,41 @@ impl StageRoot {
         self.mode
     }
 
-    /// The root directory, as RUN and COPY see it.
+    /// The root directory, as RUN sees it: an overlay root is there once
+    /// mounted ([`StageRoot::mount`], [`StageRoot::before_run`]).
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.root
+    }
+
+    /// The root as COPY, ADD and WORKDIR read it: the layers (pending ones
+    /// included), without mounting them; or the plain directory.
+    #[must_use]
+    pub fn view(&self) -> RootView<'_> {
+        match self.mode {
+            SnapshotMode::Overlay => self
+                .pending
+                .iter()
+                .fold(RootView::layers(&self.lowers), |view, p| {
+                    view.with_layer(&p.dir, &p.content)
+                }),
+            SnapshotMode::Full | SnapshotMode::InPlace => RootView::dir(&self.root),
+        }
+    }
+
+    /// Whether [`StageRoot::path`] shows the root now.
+    #[must_use]
+    pub fn is_mounted(&self) -> bool {
+        self.mode != SnapshotMode::Overlay || self.mount.is_some()
+    }
+
+    /// Makes [`StageRoot::path`] show the root: overlay mounts it (its
+    /// pending layers extracted first); the other modes have it already.
+    pub fn mount(&mut self) -> Result<()> {
+        if self.is_mounted() {
+            return Ok(());
+        }
+        self.remount()
     }
 
     fn upper(&self) -> PathBuf {
@@ -253,9 +326,17 @@ impl StageRoot {
         self.dir.join("work")
     }
 
-    /// Mounts the overlay of the current lowers with a fresh upper directory.
+    /// Mounts the overlay of the current lowers with a fresh upper directory
+    /// (the pending layers extracted into the store first).
     fn remount(&mut self) -> Result<()> {
         self.unmounted()?;
+        for pending in std::mem::take(&mut self.pending) {
+            let dir = self
+                .store
+                .extracted_layer(&pending.diff_id, &pending.blob)?;
+            self.lowers.push(dir);
+            fs::remove_dir_all(&pending.dir).map_err(io_at(&pending.dir))?;
+        }
         if let Some(mount) = self.mount.take() {
             mount.unmount()?;
         }
@@ -298,34 +379,69 @@ impl StageRoot {
     }
 
     /// Lays a finished layer's tree (a COPY's staging directory, with no
-    /// whiteouts) over the root: overlay adds it to the store as the
-    /// extracted copy of `diff_id` and mounts it as the top lower; full moves
-    /// it into the root.
-    pub fn add_layer(&mut self, store: &Store, diff_id: &Digest, staging: &Path) -> Result<()> {
-        match self.mode {
-            SnapshotMode::Overlay => {
-                let dir = store.adopt_layer(diff_id, staging)?;
-                self.lowers.push(dir);
-                self.remount()
+    /// whiteouts) over the root. Overlay: a tree whose files were copied
+    /// becomes the store's extracted copy of the layer (a rename); one
+    /// without its files stays pending in this root's directory, read
+    /// through [`StageRoot::view`] and extracted from the layer's blob
+    /// only if the root is mounted; a mounted root is mounted again with
+    /// it. Full and in-place: it is moved into the root (whole trees only).
+    pub fn add_layer(&mut self, staged: Staged<'_>) -> Result<()> {
+        let Staged {
+            layer,
+            dir: staging,
+            content,
+        } = staged;
+        if self.mode == SnapshotMode::Overlay && !content.is_empty() {
+            let dir = self.dir.join(format!("pending-{}", self.pending.len()));
+            fs::rename(staging, &dir).map_err(io_at(staging))?;
+            let content = content
+                .into_iter()
+                .map(|(placeholder, source)| {
+                    let moved = placeholder
+                        .strip_prefix(staging)
+                        .map_or_else(|_| placeholder.clone(), |rel| dir.join(rel));
+                    (moved, source)
+                })
+                .collect();
+            self.pending.push(Pending {
+                dir,
+                content,
+                diff_id: layer.diff_id.clone(),
+                blob: layer.digest.clone(),
+            });
+        } else {
+            if !content.is_empty() {
+                return Err(RootError::Placeholders);
             }
-            SnapshotMode::Full => {
-                apply::merge_tree(staging, &self.root)?;
-                fs::remove_dir_all(staging).map_err(io_at(staging))?;
-                Ok(())
-            }
-            SnapshotMode::InPlace => {
-                let privileged = self.privileged;
-                self.place()?.add_tree(staging, privileged)
+            match self.mode {
+                SnapshotMode::Overlay => {
+                    let dir = self.store.adopt_layer(&layer.diff_id, staging)?;
+                    self.lowers.push(dir);
+                }
+                SnapshotMode::Full => {
+                    apply::merge_tree(staging, &self.root)?;
+                    fs::remove_dir_all(staging).map_err(io_at(staging))?;
+                }
+                SnapshotMode::InPlace => {
+                    let privileged = self.privileged;
+                    self.place()?.add_tree(staging, privileged)?;
+                }
             }
         }
+        if self.mode == SnapshotMode::Overlay && self.mount.is_some() {
+            self.remount()?;
+        }
+        Ok(())
     }
 
     fn place(&mut self) -> Result<&mut InPlaceRoot> {
         self.in_place.as_mut().ok_or(RootError::NoPlace)
     }
 
-    /// Called before a RUN: full mode copies the root, in-place walks it.
+    /// Called before a RUN: overlay mounts the root, full mode copies it,
+    /// in-place walks it.
     pub fn before_run(&mut self) -> Result<()> {
+        self.mount()?;
         if self.mode == SnapshotMode::InPlace {
             return self.place()?.before_run();
         }
@@ -446,9 +562,11 @@ impl StageRoot {
             .find_map(|lower| fs::symlink_metadata(lower.join(rel)).ok())
     }
 
-    /// The extracted directories of the layers, bottom first (overlay only).
+    /// The extracted directories of the layers, bottom first (overlay only;
+    /// pending layers are not among them: `--single-snapshot` makes none).
     #[must_use]
     pub fn layer_dirs(&self) -> &[PathBuf] {
+        debug_assert!(self.pending.is_empty(), "pending layers have no directory");
         &self.lowers
     }
 }
