@@ -366,9 +366,10 @@ fn gzip_and_zstd_decompress_to_the_diff_id() {
     assert_eq!(gz.digest, sha256_bytes(&gz_bytes));
     assert_eq!(gz.size, gz_bytes.len() as u64);
     assert_eq!(gz.uncompressed_size, tar.len() as u64);
-    // One gzip member: the single-member decoder reads it all.
+    // A gzip member per block: a standard multi-member reader (Go's
+    // compress/gzip, GNU gzip, flate2's MultiGzDecoder) reads them all.
     let mut unzipped = Vec::new();
-    flate2::read::GzDecoder::new(&gz_bytes[..])
+    flate2::read::MultiGzDecoder::new(&gz_bytes[..])
         .read_to_end(&mut unzipped)
         .unwrap();
     assert_eq!(sha256_bytes(&unzipped), plain.diff_id);
