@@ -50,27 +50,21 @@
 #   [BENCH_CACHE=~/.cache/executor-bench]  generated contexts and bases
 #   [BENCH_TMP=/tmp]   stores, outputs, the registry
 #   [DEBIAN_TARBALL=path]  the Debian rootfs (default: tests/fixtures/debian-base.sh)
-# Measured 2026-12-06 13:35-13:50 UTC on the 2-core development machine
-# shared with five other builds (load average 10.7 before, 4.4 after;
-# release build of h/perf a41a20f; `tests/bench/vs_buildah.sh`):
+# Measured 2026-12-06 16:24-16:30 UTC on the 2-core development machine,
+# nothing else running (load average 1.8 before, 2.2 after; release build
+# of main c547566; `tests/bench/vs_buildah.sh --runs 5 --memory-runs 1`):
 #   case                        executor s (cpu)  buildah s (cpu)  ratio  aim
-#   cold, 20 RUN (5 rounds)     0.36 (0.4)         5.33 (5.6)      0.070  <= 0.03
-#     (cold alone re-measured 16:06 UTC, h/cold 1a67561, load average 2.4
-#     before, 1.9 after; the build before h/cold just before it: 0.64
-#     (0.6) against 5.56 (5.8), 0.109. At load 6 both are 0.9-1.1 s and
-#     the ratio is noise: the other builds' deletes slow every new inode)
-#   warm + push (5 rounds)      0.38 (0.1)         5.45 (2.1)      0.071  <= 0.05, 0 B: 0 B
-#   COPY 10,000 files (3)       10.33 (9.5)       24.36 (22.9)     0.403  <= 0.2
-#   one 2 GiB file (1)          38.28 (36.4)      56.09 (47.1)     0.682  RSS 37 MiB
-#   100,000 files (1)            6.33 (4.3)       53.85 (55.1)     0.118  RSS 119 MiB
-# (The three COPY rows: h/copy, 2026-12-06 15:56-16:01 UTC, load average
-# 5-7, another build's tests running; an earlier h/copy build at 15:40,
-# load 6-8: 8.12 (9.3) against 25.32 (26.8), 0.297; 19.38 (35.5) against
-# 42.70 (45.0), 0.454; 5.70 (4.3) against 72.22 (58.2), 0.079. Before
-# h/copy (main 1575ea2), load 3-5: 22.14 (16.2) against 31.02 (29.2),
-# 0.601; 49.63 (39.2) against 51.07 (46.5), 0.972, RSS 37 MiB; 20.56
-# (18.8) against 76.05 (87.5), 0.270, RSS 118 MiB. Layer digests the same
-# in every round and before and after.)
+#   cold, 20 RUN (5 rounds)     0.35 (0.4)         5.66 (6.0)      0.057  <= 0.03
+#   warm + push (5 rounds)      0.10 (0.0)         1.80 (1.7)      0.059  <= 0.05, 0 B: 0 B
+#   COPY 10,000 files (5)       3.41 (6.0)        21.55 (27.3)     0.165  <= 0.2
+#   one 2 GiB file (1)         12.24 (22.4)       32.11 (42.4)     0.381  RSS 20 MiB
+#   100,000 files (1)           2.56 (3.2)        37.86 (54.4)     0.068  RSS 101 MiB
+# The run before it (16:14-16:19, the same but zlib-rs gzip, load 1.6):
+# cold 0.26 s against 4.53 s, 0.058; warm 0.11 s against 2.23 s, 0.048;
+# COPY 4.89 (8.8) against 20.84, 0.235; 2 GiB 18.36 (34.6), RSS 21 MiB;
+# 100,000 files 2.96 (4.0), RSS 101 MiB. Before this work (main 1575ea2,
+# 15:05, quiet): cold 0.50 s against 5.25 s, 0.092; warm 0.16 s against
+# 2.28 s, 0.070; COPY (under load) 22.14 s against 31.02 s, 0.601.
 # Where the time goes (perf record, strace -c -w): cold, 66% of the CPU
 # samples are still ext4's inode allocator (__ext4_new_inode ->
 # find_inode_bit -> recently_deleted -> find_get_block: this disk has no
@@ -87,17 +81,16 @@
 # tables, then copy-on-write faults and TLB shootdowns in the executor).
 # With the store on tmpfs the same build takes 0.2 s. The same 20
 # commands in plain chroot took 0.11-0.18 s on this disk meanwhile,
-# unshare+chroot 0.17-0.19 s. COPY:
-# (a build without RUN): the layer is written straight from the context
+# unshare+chroot 0.17-0.19 s. COPY (a build without RUN): the layer is written straight from the context
 # files, each read once (no staging copy, no inode made per file, no
 # extracted copy of the layer unless a RUN later needs the root), and its
 # blob is hard-linked into the OCI layout; what is left is the compressor:
-# deflate at level 6 is 82% of the CPU samples (zlib-rs deflate_medium and
-# longest_match), sha256 (diffID and digest) 7%, the kernel 5%. The wall
-# time is then the CPU time over the share of the two cores the load
-# leaves (1.7 cores at load 6, 1.1 at load 8); the deflate itself (about
-# 70 MB/s a core at level 6 on this data) cannot go lower without another
-# level or compressor, which would change every layer digest.
+# libdeflate's level-6 deflate (one gzip member per 128 KiB block, on both
+# cores) is 75% of the CPU samples, sha256 (diffID and digest, SHA-NI) 12%,
+# the kernel 9% (reading the files). zlib-rs, streamed with a dictionary
+# as before, took 8.8 s of CPU where libdeflate takes 6.0 s. The wall time
+# is the CPU time over two cores: 3.4 s for 6.0 s. Lower needs a lower
+# level than the default.
 #
 # Exits 1 when a correctness check fails (layer bytes downloaded on a warm
 # rebuild, a step not cached, a copy layer digest that changed between
