@@ -275,9 +275,13 @@ fn a_runner_killed_mid_run_is_replaced_and_the_run_completes_as_attempt_2() {
     let answer = server.github("kill-1", "push", &bed.github_push(&bed.head()), None);
     assert_eq!(answer.status, 202, "{}", answer.body);
     let id = answer.json()["run_id"].as_i64().unwrap();
-    wait_for("the job to start on the first runner", || {
-        let jobs = server.get(&format!("/api/runs/{id}/jobs")).json();
-        (jobs[0]["status"] == "running").then_some(())
+    // Stopped once its script runs, not while it still prepares the job's
+    // image: a runner stopped while it extracts a layer into the store the
+    // runners share holds that layer's lock, and the second runner would
+    // wait for it (a stopped holder, not the lease, would decide the test).
+    wait_for("the job's script to start on the first runner", || {
+        let log = server.get(&format!("/api/runs/{id}/jobs/slow/log")).body;
+        log.contains("started").then_some(())
     });
     first.kill().unwrap();
     first.wait().unwrap();
@@ -486,7 +490,7 @@ fn a_push_the_pipeline_does_not_run_on_finishes_not_triggered() {
 /// attempt 2's.
 #[test]
 fn a_runner_stopped_past_its_lease_is_fenced_when_it_resumes() {
-    let bed = Bed::new("  slow:\n    script: [sleep 4, echo slept]\n");
+    let bed = Bed::new("  slow:\n    script: [echo started, sleep 4, echo slept]\n");
     let (config, listen) = bed.config("executor.toml", "github", None, "data");
     let server = bed.serve(&config, &listen, 0);
     let log = bed.dir.path().join("stopped-runner.log");
@@ -499,9 +503,13 @@ fn a_runner_stopped_past_its_lease_is_fenced_when_it_resumes() {
     let answer = server.github("stop-1", "push", &bed.github_push(&bed.head()), None);
     assert_eq!(answer.status, 202, "{}", answer.body);
     let id = answer.json()["run_id"].as_i64().unwrap();
-    wait_for("the job to start on the first runner", || {
-        let jobs = server.get(&format!("/api/runs/{id}/jobs")).json();
-        (jobs[0]["status"] == "running").then_some(())
+    // Stopped once its script runs, not while it still prepares the job's
+    // image: a runner stopped while it extracts a layer into the store the
+    // runners share holds that layer's lock, and the second runner would
+    // wait for it (a stopped holder, not the lease, would decide the test).
+    wait_for("the job's script to start on the first runner", || {
+        let log = server.get(&format!("/api/runs/{id}/jobs/slow/log")).body;
+        log.contains("started").then_some(())
     });
     let signal = |name: &str| {
         let ok = Command::new("kill")
