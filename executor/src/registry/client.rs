@@ -347,18 +347,16 @@ impl RegistryClient {
                 .collect();
         }
         let http = http.build().map_err(|e| setup(Box::new(e)))?;
-        let mut tls_certs_only = Vec::new();
-        if let Some(roots) = roots {
-            tls_certs_only = roots
-                .iter()
-                .map(|der| Certificate {
-                    encoding: CertificateEncoding::Der,
-                    data: der.clone(),
-                })
-                .chain(oci_certs.iter().cloned())
-                .collect();
-            oci_certs.clear();
-        }
+        // oci-client merges `extra_root_certificates` into these, as our
+        // own client does above.
+        let tls_certs_only = roots
+            .unwrap_or_default()
+            .iter()
+            .map(|der| Certificate {
+                encoding: CertificateEncoding::Der,
+                data: der.clone(),
+            })
+            .collect();
         let config = ClientConfig {
             protocol: if key.plain_http {
                 ClientProtocol::Http

@@ -103,11 +103,7 @@ impl RegistryClient {
                         // session left open when the process ends expires
                         // on the registry, as an interrupted push's does).
                         if let Some(request) = cancel_request(&host, &auth, &response) {
-                            tokio::spawn(async move {
-                                if let Err(e) = request.send().await {
-                                    tracing::debug!(error = %e, "cancelling an upload session");
-                                }
-                            });
+                            tokio::spawn(send_cancel(request));
                         }
                         Ok(())
                     }
@@ -480,9 +476,15 @@ impl RegistryClient {
 /// `Location`), best effort: a registry that will not is left to expire it.
 /// Credentials go only to the registry's own host.
 async fn cancel_upload(host: &Host, auth: &Authorization, response: &reqwest::Response) {
-    if let Some(request) = cancel_request(host, auth, response)
-        && let Err(e) = request.send().await
-    {
+    if let Some(request) = cancel_request(host, auth, response) {
+        send_cancel(request).await;
+    }
+}
+
+/// Sends a [`cancel_request`]; a failure is only logged (the registry
+/// expires the session).
+async fn send_cancel(request: reqwest::RequestBuilder) {
+    if let Err(e) = request.send().await {
         tracing::debug!(error = %e, "cancelling an upload session");
     }
 }
