@@ -14,8 +14,10 @@
 use std::error::Error;
 use std::time::Duration;
 
+use base64::Engine as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 
 use crate::key::{Key, ParseDigestError, check_digest};
 
@@ -27,6 +29,12 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// The only entry format this crate reads and writes; bump it when the
 /// meaning of a field changes, so that old entries become invalid.
 const ENTRY_VERSION: u64 = 1;
+/// An entry JSON up to this size is also embedded in its manifest (the
+/// config descriptor's `data`, OCI image-spec 1.1), so that a lookup reads
+/// the manifest alone: one round trip to the registry instead of two.
+/// Entries are an image config and a descriptor, a few KiB; registries
+/// take manifests of 4 MiB, and a larger entry is only referenced.
+pub const MAX_EMBEDDED_ENTRY: usize = 256 << 10;
 
 /// An entry or a manifest that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +65,10 @@ pub enum EntryError {
         "the manifest's config has media type {found:?}, expected {ENTRY_MEDIA_TYPE}: it is not a cache entry"
     )]
     ConfigMediaType { found: String },
+    #[error("the manifest's config data is not base64")]
+    DataEncoding(#[source] base64::DecodeError),
+    #[error("the manifest's config data is not the blob its descriptor names ({reason})")]
+    DataMismatch { reason: String },
 }
 
 /// What a build step produced, filed under its key.
@@ -214,19 +226,28 @@ impl Entry {
     }
 
     /// The manifest filing this entry, whose config is the entry JSON
-    /// `entry_blob` and whose layers are the entry's layer or none. Its
+    /// `entry_json` (the blob `entry_blob`), embedded as the descriptor's
+    /// `data` when it is at most [`MAX_EMBEDDED_ENTRY`] bytes, and whose
+    /// layers are the entry's layer or none. Its
     /// `org.opencontainers.image.created` annotation is `written`.
     #[must_use]
-    pub fn manifest(&self, entry_blob: &BlobRef) -> Vec<u8> {
+    pub fn manifest(&self, entry_blob: &BlobRef, entry_json: &[u8]) -> Vec<u8> {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
         struct Manifest<'a> {
             schema_version: u32,
             media_type: &'a str,
             artifact_type: &'a str,
-            config: &'a BlobRef,
+            config: Config<'a>,
             layers: Vec<BlobRef>,
             annotations: Annotations,
+        }
+        #[derive(Serialize)]
+        struct Config<'a> {
+            #[serde(flatten)]
+            blob: &'a BlobRef,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            data: Option<String>,
         }
         #[derive(Serialize)]
         struct Annotations {
@@ -237,7 +258,11 @@ impl Entry {
             schema_version: 2,
             media_type: OCI_MANIFEST,
             artifact_type: ENTRY_MEDIA_TYPE,
-            config: entry_blob,
+            config: Config {
+                blob: entry_blob,
+                data: (entry_json.len() <= MAX_EMBEDDED_ENTRY)
+                    .then(|| base64::engine::general_purpose::STANDARD.encode(entry_json)),
+            },
             layers: self.layer.iter().map(BlobRef::from).collect(),
             annotations: Annotations {
                 created: crate::time::rfc3339(self.written),
@@ -255,18 +280,36 @@ impl Entry {
     }
 }
 
-/// The entry blob and layers a cache manifest names; error when it is not
-/// one: not an OCI image manifest of schema version 2, a config that is not
-/// an entry ([`ENTRY_MEDIA_TYPE`]), or a digest that is not
-/// `sha256:<64 hex>`.
-pub fn parse_manifest(bytes: &[u8]) -> Result<(BlobRef, Vec<BlobRef>), EntryError> {
+/// What a cache manifest names: the entry blob, its bytes when the
+/// manifest embeds them, and the layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheManifest {
+    pub entry: BlobRef,
+    /// The entry JSON from the config descriptor's `data`, checked against
+    /// its size and digest; `None` when the manifest does not embed it
+    /// (written before it did, or too large): fetch the blob.
+    pub entry_json: Option<Vec<u8>>,
+    pub layers: Vec<BlobRef>,
+}
+
+/// What a cache manifest names; error when it is not one: not an OCI
+/// image manifest of schema version 2, a config that is not an entry
+/// ([`ENTRY_MEDIA_TYPE`]), a digest that is not `sha256:<64 hex>`, or
+/// embedded config data that is not the blob its descriptor names.
+pub fn parse_manifest(bytes: &[u8]) -> Result<CacheManifest, EntryError> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Manifest {
         schema_version: u64,
         media_type: String,
-        config: BlobRef,
+        config: Config,
         layers: Vec<BlobRef>,
+    }
+    #[derive(Deserialize)]
+    struct Config {
+        #[serde(flatten)]
+        blob: BlobRef,
+        data: Option<String>,
     }
     let manifest: Manifest = serde_json::from_slice(bytes).map_err(EntryError::ManifestJson)?;
     if manifest.schema_version != 2 {
@@ -279,16 +322,47 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<(BlobRef, Vec<BlobRef>), EntryErro
             found: manifest.media_type,
         });
     }
-    if manifest.config.media_type != ENTRY_MEDIA_TYPE {
+    let entry = manifest.config.blob;
+    if entry.media_type != ENTRY_MEDIA_TYPE {
         return Err(EntryError::ConfigMediaType {
-            found: manifest.config.media_type,
+            found: entry.media_type,
         });
     }
-    digest_field("config.digest", &manifest.config.digest)?;
+    digest_field("config.digest", &entry.digest)?;
     for (i, layer) in manifest.layers.iter().enumerate() {
         digest_field(&format!("layers[{i}].digest"), &layer.digest)?;
     }
-    Ok((manifest.config, manifest.layers))
+    let entry_json = manifest
+        .config
+        .data
+        .map(|data| embedded(&entry, &data))
+        .transpose()?;
+    Ok(CacheManifest {
+        entry,
+        entry_json,
+        layers: manifest.layers,
+    })
+}
+
+/// The bytes of a descriptor's `data`, which must be the blob it names:
+/// "the decoded data MUST be identical to the referenced content and
+/// SHOULD be verified against the digest and size fields" (image-spec).
+fn embedded(blob: &BlobRef, data: &str) -> Result<Vec<u8>, EntryError> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(EntryError::DataEncoding)?;
+    if bytes.len() as u64 != blob.size {
+        return Err(EntryError::DataMismatch {
+            reason: format!("{} bytes, the descriptor says {}", bytes.len(), blob.size),
+        });
+    }
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    if digest != blob.digest {
+        return Err(EntryError::DataMismatch {
+            reason: format!("its digest is {digest}"),
+        });
+    }
+    Ok(bytes)
 }
 
 /// What a lookup found.
@@ -422,12 +496,12 @@ mod tests {
         let a = "a".repeat(64);
         let e = "e".repeat(64);
         assert_eq!(
-            String::from_utf8(entry().manifest(&entry_blob())).unwrap(),
+            String::from_utf8(entry().manifest(&entry_blob(), b"{}")).unwrap(),
             format!(
                 concat!(
                     r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","#,
                     r#""artifactType":"application/vnd.executor.cache.step.v1+json","#,
-                    r#""config":{{"mediaType":"application/vnd.executor.cache.step.v1+json","digest":"sha256:{e}","size":456}},"#,
+                    r#""config":{{"mediaType":"application/vnd.executor.cache.step.v1+json","digest":"sha256:{e}","size":456,"data":"e30="}},"#,
                     r#""layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:{a}","size":123}}],"#,
                     r#""annotations":{{"org.opencontainers.image.created":"2025-11-30T05:20:00Z"}}}}"#
                 ),
@@ -439,8 +513,14 @@ mod tests {
             layer: None,
             ..entry()
         };
-        let manifest: Value = serde_json::from_slice(&no_layer.manifest(&entry_blob())).unwrap();
+        let manifest: Value =
+            serde_json::from_slice(&no_layer.manifest(&entry_blob(), b"{}")).unwrap();
         assert_eq!(manifest["layers"], json!([]));
+        // An entry too large to embed is only referenced.
+        let large = vec![b' '; MAX_EMBEDDED_ENTRY + 1];
+        let manifest: Value =
+            serde_json::from_slice(&entry().manifest(&entry_blob(), &large)).unwrap();
+        assert_eq!(manifest["config"].get("data"), None);
     }
 
     #[test]
@@ -467,18 +547,40 @@ mod tests {
         );
     }
 
+    /// The blob reference of `json`, as a writer makes it.
+    fn blob_of(json: &[u8]) -> BlobRef {
+        BlobRef {
+            media_type: ENTRY_MEDIA_TYPE.into(),
+            digest: format!("sha256:{}", hex::encode(Sha256::digest(json))),
+            size: json.len() as u64,
+        }
+    }
+
     #[test]
     fn manifest_round_trips() {
-        let (config, layers) = parse_manifest(&entry().manifest(&entry_blob())).unwrap();
-        assert_eq!(config, entry_blob());
-        assert_eq!(layers, vec![BlobRef::from(entry().layer.as_ref().unwrap())]);
+        let json = entry().to_json();
+        let parsed = parse_manifest(&entry().manifest(&blob_of(&json), &json)).unwrap();
+        assert_eq!(parsed.entry, blob_of(&json));
+        assert_eq!(parsed.entry_json.as_deref(), Some(json.as_slice()));
+        assert_eq!(
+            parsed.layers,
+            vec![BlobRef::from(entry().layer.as_ref().unwrap())]
+        );
         let no_layer = Entry {
             layer: None,
             ..entry()
         };
-        let (config, layers) = parse_manifest(&no_layer.manifest(&entry_blob())).unwrap();
-        assert_eq!(config, entry_blob());
-        assert!(layers.is_empty());
+        let json = no_layer.to_json();
+        let parsed = parse_manifest(&no_layer.manifest(&blob_of(&json), &json)).unwrap();
+        assert_eq!(parsed.entry, blob_of(&json));
+        assert!(parsed.layers.is_empty());
+        // Manifests written before entries were embedded name the blob only.
+        let mut old: Value =
+            serde_json::from_slice(&entry().manifest(&blob_of(&json), &json)).unwrap();
+        old["config"].as_object_mut().unwrap().remove("data");
+        let parsed = parse_manifest(&serde_json::to_vec(&old).unwrap()).unwrap();
+        assert_eq!(parsed.entry, blob_of(&json));
+        assert_eq!(parsed.entry_json, None);
     }
 
     /// `entry()`'s JSON with `change` applied.
@@ -551,7 +653,7 @@ mod tests {
     fn parse_manifest_rejects_what_is_not_a_cache_manifest() {
         let manifest = |change: &dyn Fn(&mut Value)| {
             let mut value: Value =
-                serde_json::from_slice(&entry().manifest(&entry_blob())).unwrap();
+                serde_json::from_slice(&entry().manifest(&entry_blob(), b"{}")).unwrap();
             change(&mut value);
             serde_json::to_vec(&value).unwrap()
         };
@@ -586,6 +688,19 @@ mod tests {
                     v.as_object_mut().unwrap().remove("layers");
                 }),
                 "cannot parse the cache manifest JSON",
+            ),
+            (
+                manifest(&|v| v["config"]["data"] = json!("not base64!")),
+                "the manifest's config data is not base64",
+            ),
+            (
+                // "{}" is two bytes; the descriptor says 456.
+                manifest(&|_| {}),
+                "the manifest's config data is not the blob its descriptor names (2 bytes, the descriptor says 456)",
+            ),
+            (
+                manifest(&|v| v["config"]["size"] = json!(2)),
+                "the manifest's config data is not the blob its descriptor names (its digest is sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a)",
             ),
         ];
         for (json, message) in cases {

@@ -128,7 +128,7 @@ impl Layout {
             digest: self.layout.put_blob(&entry_json)?,
             size: entry_json.len() as u64,
         };
-        let manifest = entry.manifest(&entry_blob);
+        let manifest = entry.manifest(&entry_blob, &entry_json);
         let manifest_digest = self.layout.put_blob(&manifest)?;
 
         let tag = key.tag();
@@ -160,13 +160,17 @@ impl Layout {
             ));
         }
         let manifest = self.read_blob("manifest", &descriptor.digest, descriptor.size)?;
-        let (entry_blob, layers) = parse_manifest(&manifest).map_err(|e| {
+        let parsed = parse_manifest(&manifest).map_err(|e| {
             format!(
                 "manifest {} in {dir}: {}",
                 descriptor.digest,
                 error_chain(&e)
             )
         })?;
+        // The blob is read even when the manifest embeds it: a file read
+        // costs no round trip, and it keeps the blob's own check (a corrupt
+        // blob is reported and removed).
+        let (entry_blob, layers) = (parsed.entry, parsed.layers);
         let entry_json = self.read_blob("entry", &entry_blob.digest, entry_blob.size)?;
         let entry = match check(&entry_json, key, now, ttl) {
             Lookup::Hit(entry) => entry,
@@ -335,7 +339,7 @@ mod tests {
             size: entry_json.len() as u64,
         };
         layout.layout.put_blob(entry_json).unwrap();
-        let manifest = entry(key(0), layer).manifest(&entry_blob);
+        let manifest = entry(key(0), layer).manifest(&entry_blob, entry_json);
         let digest = layout.layout.put_blob(&manifest).unwrap();
         layout
             .layout

@@ -53,8 +53,8 @@ mod tree;
 pub mod xattr;
 
 pub use entry::{
-    BlobRef, ENTRY_MEDIA_TYPE, Entry, EntryError, EntryLayer, Lookup, OCI_MANIFEST, check,
-    parse_manifest,
+    BlobRef, CacheManifest, ENTRY_MEDIA_TYPE, Entry, EntryError, EntryLayer, Lookup,
+    MAX_EMBEDDED_ENTRY, OCI_MANIFEST, check, parse_manifest,
 };
 pub use key::{
     BaseRef, CopyStep, Key, KeyEncoder, MountSpec, ParseDigestError, RunStep, Step, TreeHash,

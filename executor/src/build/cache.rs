@@ -370,7 +370,7 @@ impl Cache {
                     }
                 };
                 futures_util::future::try_join(entry_push, layer_push).await?;
-                let manifest = entry.manifest(&entry_blob);
+                let manifest = entry.manifest(&entry_blob, &json);
                 // Both blobs were just pushed (or found there).
                 let present: Vec<String> = std::iter::once(entry_blob.digest.clone())
                     .chain(layer.map(|l| l.descriptor.digest().to_string()))
@@ -461,8 +461,8 @@ fn import_blob(from: &std::path::Path, digest: &Digest, store: &Store) -> io::Re
 }
 
 /// Looks `key` up in the registry repository `repo`: its manifest, its
-/// entry blob (read and checked), and the presence of its layer blob, which
-/// is not downloaded.
+/// entry (embedded in the manifest, else its blob, read and checked), and
+/// the presence of its layer blob, which is not downloaded.
 async fn registry_lookup(
     repo: &ImageReference,
     key: &Key,
@@ -475,8 +475,11 @@ async fn registry_lookup(
     let Some((manifest, _)) = client.get_manifest(&reference).await? else {
         return Ok(None);
     };
-    let (entry_blob, layers) =
-        executor_cache::parse_manifest(&manifest).map_err(|e| EntryError::Manifest(e.into()))?;
+    let executor_cache::CacheManifest {
+        entry: entry_blob,
+        entry_json,
+        layers,
+    } = executor_cache::parse_manifest(&manifest).map_err(|e| EntryError::Manifest(e.into()))?;
     if entry_blob.size > MAX_ENTRY_BYTES {
         return Err(EntryError::TooBig(entry_blob.size));
     }
@@ -489,9 +492,13 @@ async fn registry_lookup(
         entry_blob.size,
         oci_spec::image::Digest::from(&digest),
     );
-    // The entry is read while the layers its manifest lists are checked
+    // An entry the manifest does not embed (written by an older executor,
+    // or too large) is read while the layers its manifest lists are checked
     // for: two round trips after the manifest's, not three.
     let read_entry = async {
+        if let Some(json) = entry_json {
+            return Ok(json);
+        }
         let mut json = Vec::new();
         client
             .pull_blob(&reference, &descriptor, &mut json)

@@ -5,7 +5,8 @@
 //! place inside a container where it cannot, and otherwise namespaces all
 //! the same, so that the first RUN fails with their error and its hint. It
 //! probes the first time the build asks, once: a build without RUN never
-//! does.
+//! does, nor one outside a container whose RUN steps all come from the
+//! cache.
 //! `in-place` outside a container is refused unless `--force`: it would
 //! overwrite the machine's own root (see [`sandbox::container`]).
 
@@ -73,7 +74,13 @@ impl Isolation for Auto {
         self.chosen().1.clone()
     }
 
+    /// Outside a container auto never builds in place, so the probe is
+    /// not made for this question: a build whose RUN steps all come from
+    /// the cache then makes none.
     fn shared_root(&self) -> Option<SharedRoot> {
+        if self.chosen.get().is_none() && sandbox::container::detect().is_none() {
+            return None;
+        }
         self.chosen().0.shared_root()
     }
 }

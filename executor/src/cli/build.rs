@@ -4,6 +4,7 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::{ArgAction, Args, ValueEnum};
@@ -17,6 +18,7 @@ use executor::dockerfile::instructions::parse_go_duration;
 use executor::platform::Platform;
 use executor::registry::{Backoff, DEFAULT_TIMEOUT, ImageReference};
 use executor::rootfs::Remote;
+use tokio_util::sync::CancellationToken;
 
 /// kaniko's boolean flags take `--flag`, `--flag=true` and `--flag=false`.
 macro_rules! bool_flag {
@@ -585,21 +587,29 @@ impl BuildArgs {
     }
 }
 
-/// Before anything is built, as kaniko does: the credentials in use may
-/// push to each destination's repository (once per repository). Not with
+/// As kaniko does before it builds: the credentials in use may push to
+/// each destination's repository (once per repository). Not with
 /// `--no-push`. The cache repository is not checked (kaniko does not
 /// either): a cache entry that cannot be written is a warning, not a
 /// failed build.
-async fn check_push_access(settings: &Settings, remote: &Remote) -> anyhow::Result<()> {
-    if !settings.push || settings.destinations.is_empty() {
-        return Ok(());
-    }
+///
+/// The check runs while the build starts rather than before it (its round
+/// trips are not added to every build's time) and `cancel`s the build when
+/// it fails: the build stops at its next step, long before it pushes.
+async fn check_push_access(
+    destinations: Vec<executor::registry::ImageReference>,
+    remote: Arc<Remote>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let mut checked = Vec::new();
-    for destination in &settings.destinations {
+    for destination in &destinations {
         if checked.contains(&destination.name()) {
             continue;
         }
-        remote.client().check_push(destination).await?;
+        if let Err(error) = remote.client().check_push(destination).await {
+            cancel.cancel();
+            return Err(error.into());
+        }
         checked.push(destination.name());
     }
     Ok(())
@@ -630,11 +640,17 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<std::process::ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let remote = std::sync::Arc::new(executor::build::engine::remote(&settings)?);
-    runtime.block_on(check_push_access(&settings, &remote))?;
+    let remote = Arc::new(executor::build::engine::remote(&settings)?);
     // SIGINT and SIGTERM kill the running steps; the build then stops,
     // removes its scratch space and fails.
-    let cancel = tokio_util::sync::CancellationToken::new();
+    let cancel = CancellationToken::new();
+    let push_check = (settings.push && !settings.destinations.is_empty()).then(|| {
+        runtime.spawn(check_push_access(
+            settings.destinations.clone(),
+            Arc::clone(&remote),
+            cancel.clone(),
+        ))
+    });
     let signals = runtime.spawn({
         let cancel = cancel.clone();
         async move {
@@ -648,6 +664,12 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<std::process::ExitCode> {
     });
     let outcome = executor::build::engine::build_on(&settings, remote, runtime.handle(), &cancel);
     signals.abort();
+    // A failed check is why the build stopped: its error, not the build's.
+    if let Some(check) = push_check {
+        runtime
+            .block_on(check)
+            .context("the push access check did not finish")??;
+    }
     let outcome = outcome?;
     let mut stdout = std::io::stdout().lock();
     if outcome.pushed.is_empty() {

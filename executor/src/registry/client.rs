@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use oci_client::RegistryOperation;
@@ -65,6 +65,24 @@ fn native_roots() -> Option<&'static [Vec<u8>]> {
             .collect()
     });
     Some(ROOTS.as_slice()).filter(|roots| !roots.is_empty())
+}
+
+/// Starts reading [`native_roots`] on a thread of its own, once per
+/// process, so that the reading (milliseconds: every file of
+/// `/etc/ssl/certs`) overlaps what a command does before its first request;
+/// the first client built waits for what is left of it.
+fn preload_native_roots() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        if let Err(error) = std::thread::Builder::new()
+            .name("native-roots".into())
+            .spawn(|| {
+                native_roots();
+            })
+        {
+            tracing::debug!(%error, "cannot start a thread to read the trusted roots; they are read when first needed");
+        }
+    });
 }
 
 /// [`RegistryOptions::timeout`] unless told otherwise.
@@ -201,11 +219,44 @@ pub(super) struct Host {
     pub(super) name: String,
     /// `https://host[:port]` or `http://...`.
     pub(super) base: String,
-    pub(super) oci: oci_client::Client,
+    /// oci-client's client, made by [`Host::oci`]: see there.
+    oci: OnceLock<std::result::Result<oci_client::Client, String>>,
+    oci_config: Mutex<Option<ClientConfig>>,
     pub(super) http: reqwest::Client,
     pub(super) challenge: tokio::sync::OnceCell<Challenge>,
     /// Bearer tokens by their space-separated scopes.
     pub(super) tokens: Mutex<HashMap<String, Token>>,
+}
+
+impl Host {
+    /// oci-client's client for this host, made on first use (usually
+    /// already made by the thread [`RegistryClient::host`] starts).
+    ///
+    /// Why not when the host is: oci-client's constructor also builds a
+    /// default reqwest client it throws away, whose platform verifier reads
+    /// and parses every file of the system's certificate store (`..Default`
+    /// in its `TryFrom<ClientConfig>`; it has no constructor taking a
+    /// client). That is milliseconds on the path of every build's first
+    /// request. A caller that comes while the thread is still making it
+    /// waits for it.
+    pub(super) fn oci(&self) -> Result<&oci_client::Client> {
+        self.oci
+            .get_or_init(|| {
+                let config = self
+                    .oci_config
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take()
+                    .ok_or_else(|| "its settings were already used".to_string())?;
+                // Kept as text: every caller that asks gets the error.
+                oci_client::Client::try_from(config).map_err(|e| crate::error_chain::one_line(&e))
+            })
+            .as_ref()
+            .map_err(|message| Error::ClientSetup {
+                host: self.name.clone(),
+                source: message.clone().into(),
+            })
+    }
 }
 
 pub(super) enum Authorization {
@@ -229,6 +280,7 @@ impl RegistryClient {
     /// (see [`parse_mirror`]); certificate files are read when their host is
     /// first used.
     pub fn new(mut options: RegistryOptions, keychain: Keychain) -> Result<Self> {
+        preload_native_roots();
         options.mirrors = options
             .mirrors
             .iter()
@@ -247,6 +299,7 @@ impl RegistryClient {
     /// A client whose credentials come from the Docker config found from
     /// the environment ([`Keychain::from_env`]).
     pub fn from_env(options: RegistryOptions) -> Result<Self> {
+        preload_native_roots();
         Self::new(options, Keychain::from_env()?)
     }
 
@@ -286,6 +339,15 @@ impl RegistryClient {
         }
         let host = Arc::new(self.build_host(&key)?);
         hosts.insert(key, Arc::clone(&host));
+        // oci-client's client is made meanwhile, off the path of the first
+        // requests (the ping, manifests), which are our own client's.
+        let warm = Arc::clone(&host);
+        if let Err(error) = std::thread::Builder::new()
+            .name("oci-client".into())
+            .spawn(move || drop(warm.oci()))
+        {
+            tracing::debug!(%error, "cannot start a thread to make oci-client's client; it is made when first used");
+        }
         Ok(host)
     }
 
@@ -375,12 +437,12 @@ impl RegistryClient {
             user_agent: USER_AGENT,
             ..ClientConfig::default()
         };
-        let oci = oci_client::Client::try_from(config).map_err(|e| setup(Box::new(e)))?;
         let scheme = if key.plain_http { "http" } else { "https" };
         Ok(Host {
             name: key.host.clone(),
             base: format!("{scheme}://{}", key.host),
-            oci,
+            oci: OnceLock::new(),
+            oci_config: Mutex::new(Some(config)),
             http,
             challenge: tokio::sync::OnceCell::new(),
             tokens: Mutex::new(HashMap::new()),
@@ -504,14 +566,13 @@ impl RegistryClient {
         };
         // oci-client only looks in its token cache for a registry it has
         // credentials for.
-        host.oci.store_auth_if_needed(&host.name, &stored).await;
-        host.oci
-            .tokens
+        let oci = host.oci()?;
+        oci.store_auth_if_needed(&host.name, &stored).await;
+        oci.tokens
             .insert(reference.oci(), RegistryOperation::Pull, token.clone())
             .await;
         if push {
-            host.oci
-                .tokens
+            oci.tokens
                 .insert(reference.oci(), RegistryOperation::Push, token)
                 .await;
         }

@@ -220,7 +220,7 @@ impl RegistryClient {
         let mut skip = 0;
         let mut stream = if progress.written == 0 {
             within(idle, context, async {
-                host.oci
+                host.oci()?
                     .pull_blob_stream(reference.oci(), digest.as_str())
                     .await
                     .map_err(oci_err)
@@ -229,7 +229,7 @@ impl RegistryClient {
             .stream
         } else {
             let response = within(idle, context, async {
-                host.oci
+                host.oci()?
                     .pull_blob_stream_partial(
                         reference.oci(),
                         digest.as_str(),

@@ -40,7 +40,7 @@ impl RegistryClient {
         self.retrying(Direction::Push, &context, || async {
             self.prepare_oci(host, reference, false).await?;
             within(self.idle(), &context, async {
-                host.oci
+                host.oci()?
                     .blob_exists(reference.oci(), digest.as_ref())
                     .await
                     .map_err(|e| Error::oci(context.clone(), e))
@@ -260,13 +260,13 @@ impl RegistryClient {
             let upload = async {
                 self.prepare_oci(&host, reference, true).await?;
                 if chunked {
-                    host.oci
+                    host.oci()?
                         .push_blob_stream_chunked(reference.oci(), stream)
                         .await
                         .map(|r| Some(r.blob_digest))
                         .map_err(|e| Error::oci(context.clone(), e))
                 } else {
-                    host.oci
+                    host.oci()?
                         .push_blob_stream(reference.oci(), stream, &digest_text, Some(size))
                         .await
                         .map(|_| None)
@@ -387,7 +387,7 @@ impl RegistryClient {
             .retrying(Direction::Push, &context, || async {
                 self.prepare_oci(&host, &target, true).await?;
                 within(self.idle(), &context, async {
-                    host.oci
+                    host.oci()?
                         .push_manifest_raw(target.oci(), body.clone(), content_type.clone())
                         .await
                         .map_err(|e| Error::oci(context.clone(), e))
