@@ -181,6 +181,9 @@ pub struct Cache {
     pub settings: CacheSettings,
     local: LocalEntries,
     shared: Option<Shared>,
+    /// The repository the image is pushed to, if it is: a registry hit's
+    /// layer is mounted there as it is looked up (see `check_layer`).
+    push_to: Option<ImageReference>,
     /// The time entries are written at and judged against, fixed for the
     /// build.
     now: i64,
@@ -194,8 +197,13 @@ fn unix_now() -> i64 {
 
 impl Cache {
     /// The cache as `settings` describe it, with its local entries in
-    /// `store`. An OCI layout is created when missing.
-    pub fn open(settings: &CacheSettings, store: &Store) -> Result<Self, OpenError> {
+    /// `store`, for a build pushed to `push_to` (its first destination,
+    /// when it pushes). An OCI layout is created when missing.
+    pub fn open(
+        settings: &CacheSettings,
+        store: &Store,
+        push_to: Option<ImageReference>,
+    ) -> Result<Self, OpenError> {
         let dir = store.root().join("cache-entries");
         let local = LocalEntries::open(&dir).map_err(|e| OpenError::Local {
             dir: dir.clone(),
@@ -217,6 +225,7 @@ impl Cache {
             settings: settings.clone(),
             local,
             shared,
+            push_to,
             now: unix_now(),
         })
     }
@@ -254,7 +263,16 @@ impl Cache {
             Lookup::Expired { .. } | Lookup::Miss => {}
         }
         let hit = match self.shared.as_ref()? {
-            Shared::Registry(repo) => registry_lookup(repo, key, registry, self.now, ttl).await,
+            Shared::Registry(repo) => {
+                let lookup = RegistryLookup {
+                    repo,
+                    push_to: self.push_to.as_ref(),
+                    registry,
+                    now: self.now,
+                    ttl,
+                };
+                lookup.run(key).await
+            }
             Shared::Layout(layout) => match layout.get(key, self.now, ttl) {
                 Lookup::Hit(entry) => layout_hit(layout, &entry, store),
                 Lookup::Invalid(reason) => Err(EntryError::Invalid(reason)),
@@ -460,88 +478,122 @@ fn import_blob(from: &std::path::Path, digest: &Digest, store: &Store) -> io::Re
     Ok(())
 }
 
-/// Looks `key` up in the registry repository `repo`: its manifest, its
-/// entry (embedded in the manifest, else its blob, read and checked), and
-/// the presence of its layer blob, which is not downloaded.
-async fn registry_lookup(
-    repo: &ImageReference,
-    key: &Key,
-    registry: &Remote,
+/// A lookup in the registry repository `repo`.
+struct RegistryLookup<'a> {
+    repo: &'a ImageReference,
+    push_to: Option<&'a ImageReference>,
+    registry: &'a Remote,
     now: i64,
     ttl: Duration,
-) -> Result<Option<Hit>, EntryError> {
-    let reference = repo.with_tag(&key.tag());
-    let client = registry.client();
-    let Some((manifest, _)) = client.get_manifest(&reference).await? else {
-        return Ok(None);
-    };
-    let executor_cache::CacheManifest {
-        entry: entry_blob,
-        entry_json,
-        layers,
-    } = executor_cache::parse_manifest(&manifest).map_err(|e| EntryError::Manifest(e.into()))?;
-    if entry_blob.size > MAX_ENTRY_BYTES {
-        return Err(EntryError::TooBig(entry_blob.size));
-    }
-    let digest: Digest = entry_blob
-        .digest
-        .parse()
-        .map_err(|_| EntryError::EntryDigest(entry_blob.digest.clone()))?;
-    let descriptor = Descriptor::new(
-        MediaType::Other(entry_blob.media_type.clone()),
-        entry_blob.size,
-        oci_spec::image::Digest::from(&digest),
-    );
-    // An entry the manifest does not embed (written by an older executor,
-    // or too large) is read while the layers its manifest lists are checked
-    // for: two round trips after the manifest's, not three.
-    let read_entry = async {
-        if let Some(json) = entry_json {
-            return Ok(json);
+}
+
+impl RegistryLookup<'_> {
+    /// Looks `key` up: its manifest, its entry (embedded in the manifest,
+    /// else its blob, read and checked), and the presence of its layer
+    /// blob, which is not downloaded (see [`Self::check_layer`]).
+    async fn run(&self, key: &Key) -> Result<Option<Hit>, EntryError> {
+        let reference = self.repo.with_tag(&key.tag());
+        let client = self.registry.client();
+        let Some((manifest, _)) = client.get_manifest(&reference).await? else {
+            return Ok(None);
+        };
+        let executor_cache::CacheManifest {
+            entry: entry_blob,
+            entry_json,
+            layers,
+        } = executor_cache::parse_manifest(&manifest)
+            .map_err(|e| EntryError::Manifest(e.into()))?;
+        if entry_blob.size > MAX_ENTRY_BYTES {
+            return Err(EntryError::TooBig(entry_blob.size));
         }
-        let mut json = Vec::new();
-        client
-            .pull_blob(&reference, &descriptor, &mut json)
-            .await
-            .map(|_| json)
-            .map_err(EntryError::from)
-    };
-    let check_layers = futures_util::future::try_join_all(layers.iter().map(|layer| async move {
+        let digest: Digest = entry_blob
+            .digest
+            .parse()
+            .map_err(|_| EntryError::EntryDigest(entry_blob.digest.clone()))?;
+        let descriptor = Descriptor::new(
+            MediaType::Other(entry_blob.media_type.clone()),
+            entry_blob.size,
+            oci_spec::image::Digest::from(&digest),
+        );
+        // An entry the manifest does not embed (written by an older
+        // executor, or too large) is read while the layers its manifest
+        // lists are checked for: two round trips after the manifest's, not
+        // three.
+        let read_entry = async {
+            if let Some(json) = entry_json {
+                return Ok(json);
+            }
+            let mut json = Vec::new();
+            client
+                .pull_blob(&reference, &descriptor, &mut json)
+                .await
+                .map(|_| json)
+                .map_err(EntryError::from)
+        };
+        let check_layers =
+            futures_util::future::try_join_all(layers.iter().map(|layer| self.check_layer(layer)));
+        let (json, _) = futures_util::future::try_join(read_entry, check_layers).await?;
+        let entry = match executor_cache::check(&json, key, self.now, self.ttl) {
+            Lookup::Hit(entry) => entry,
+            Lookup::Miss => return Ok(None),
+            Lookup::Expired { written } => {
+                tracing::info!(
+                    "cache entry {} expired (written at {}): a miss",
+                    key.tag(),
+                    super::config::rfc3339(written)
+                );
+                return Ok(None);
+            }
+            Lookup::Invalid(reason) => return Err(EntryError::Invalid(reason)),
+        };
+        let config = entry_config(&entry)?;
+        let listed: Vec<BlobRef> = entry.layer.iter().map(BlobRef::from).collect();
+        if listed != layers {
+            return Err(EntryError::LayersDiffer);
+        }
+        let layer = entry
+            .layer
+            .as_ref()
+            .map(|layer| layer_ref(layer, Some(self.repo.clone())))
+            .transpose()?;
+        Ok(Some(Hit { config, layer }))
+    }
+
+    /// That the layer blob `layer` is in the cache repository, without
+    /// downloading it. A build that pushes mounts it into the destination's
+    /// repository now ([`Remote::mount_ahead`]): the push needs it there,
+    /// and a mount the registry makes is the answer, in one request. A HEAD
+    /// asks when there is nothing to mount into, or the registry did not
+    /// mount (it may not mount at all).
+    async fn check_layer(&self, layer: &BlobRef) -> Result<(), EntryError> {
         let digest: oci_spec::image::Digest = layer
             .digest
             .parse()
             .map_err(|_| EntryError::LayerDigest(layer.digest.clone()))?;
-        if client.blob_exists(repo, &digest).await? {
+        if let Some(destination) = self.push_to {
+            match self
+                .registry
+                .mount_ahead(destination, self.repo, &digest)
+                .await
+            {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::debug!(%digest, error = &error as &dyn std::error::Error, "mounting a cache hit's layer ahead of the push failed; asking whether the cache has it");
+                }
+            }
+        }
+        if self
+            .registry
+            .client()
+            .blob_exists(self.repo, &digest)
+            .await?
+        {
             Ok(())
         } else {
             Err(EntryError::MissingLayer(layer.digest.clone()))
         }
-    }));
-    let (json, _) = futures_util::future::try_join(read_entry, check_layers).await?;
-    let entry = match executor_cache::check(&json, key, now, ttl) {
-        Lookup::Hit(entry) => entry,
-        Lookup::Miss => return Ok(None),
-        Lookup::Expired { written } => {
-            tracing::info!(
-                "cache entry {} expired (written at {}): a miss",
-                key.tag(),
-                super::config::rfc3339(written)
-            );
-            return Ok(None);
-        }
-        Lookup::Invalid(reason) => return Err(EntryError::Invalid(reason)),
-    };
-    let config = entry_config(&entry)?;
-    let listed: Vec<BlobRef> = entry.layer.iter().map(BlobRef::from).collect();
-    if listed != layers {
-        return Err(EntryError::LayersDiffer);
     }
-    let layer = entry
-        .layer
-        .as_ref()
-        .map(|layer| layer_ref(layer, Some(repo.clone())))
-        .transpose()?;
-    Ok(Some(Hit { config, layer }))
 }
 
 #[cfg(test)]

@@ -193,7 +193,14 @@ pub(super) fn build_with(
             );
             None
         }
-        Some(cache) => Some(Cache::open(cache, &store)?),
+        Some(cache) => {
+            let push_to = settings
+                .destinations
+                .first()
+                .filter(|_| settings.push)
+                .cloned();
+            Some(Cache::open(cache, &store, push_to)?)
+        }
         None => None,
     };
     let engine = Engine {

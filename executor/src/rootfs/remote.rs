@@ -2,12 +2,14 @@
 //! local store (blobs already there, verified, are not downloaded again),
 //! and a built image pushed to each destination (blobs in parallel, each mounted from
 //! the repository it came from when the registry allows, uploaded when not;
-//! the manifest last).
+//! the manifest last). A blob mounted ahead of the push ([`Remote::mount_ahead`],
+//! by the layer cache's lookups) is not asked for again.
 
+use std::collections::HashSet;
 use std::io::{self, Write as _};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use futures_util::future::try_join_all;
@@ -30,6 +32,8 @@ pub struct Remote {
     /// Blob bytes received and sent (retries count again: bytes moved).
     downloaded: Arc<AtomicU64>,
     uploaded: Arc<AtomicU64>,
+    /// `(repository, digest)` of the blobs mounted ahead of the push.
+    mounted: Mutex<HashSet<(String, String)>>,
 }
 
 impl Remote {
@@ -41,7 +45,49 @@ impl Remote {
             client,
             downloaded: Arc::default(),
             uploaded: Arc::default(),
+            mounted: Mutex::default(),
         })
+    }
+
+    /// Mounts blob `digest` from `from` into `destination`'s repository
+    /// before the push that will need it there, and remembers it, so that
+    /// the push does not ask again. `false` when the registry did not mount
+    /// it: it may not have the blob, or not mount (the caller then asks
+    /// otherwise), or the two are on different registries.
+    ///
+    /// The layer cache's lookups use it as their check that a hit's layer
+    /// is still in the cache repository: one request where a HEAD now and a
+    /// mount at the push would be two. A build that fails after it leaves
+    /// the blob in the destination's repository with no manifest pointing
+    /// at it, which a registry's garbage collection removes.
+    pub async fn mount_ahead(
+        &self,
+        destination: &ImageReference,
+        from: &ImageReference,
+        digest: &oci_spec::image::Digest,
+    ) -> Result<bool> {
+        if destination.name() == from.name() {
+            return Ok(false);
+        }
+        let mounted = self.client.mount_blob(destination, from, digest).await?;
+        if mounted {
+            self.mounted
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert((destination.name(), digest.to_string()));
+        }
+        Ok(mounted)
+    }
+
+    fn mounted_ahead(
+        &self,
+        destination: &ImageReference,
+        digest: &oci_spec::image::Digest,
+    ) -> bool {
+        self.mounted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&(destination.name(), digest.to_string()))
     }
 
     /// Resolves `reference` for `platform` and makes sure its config and
@@ -228,6 +274,9 @@ impl Remote {
         let digest = Digest::try_from(descriptor.digest()).map_err(|_| ImageError::Digest {
             value: descriptor.digest().to_string(),
         })?;
+        if self.mounted_ahead(destination, descriptor.digest()) {
+            return Ok(());
+        }
         if let Some(from) = from
             && from.name() != destination.name()
         {
