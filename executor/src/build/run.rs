@@ -322,6 +322,8 @@ pub fn execute(
         mounts,
         output,
         security: step.security.clone(),
+        // The command is pid 1, as Docker and BuildKit run a RUN step.
+        init: false,
     };
     let outcome = isolation.run(&spec, kill);
     for buf in pending

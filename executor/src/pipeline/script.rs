@@ -368,6 +368,8 @@ pub fn run_script(
         mounts: mounts.clone(),
         output: Arc::new(|_, _| {}),
         security: job.security.clone(),
+        // A script's long-lived processes are reaped and get SIGTERM.
+        init: true,
     };
     let sandbox_error = |part: &'static str| {
         let image = image.clone();

@@ -695,10 +695,11 @@ fn standard_fds(fds: &Fds, keep: [RawFd; 2]) {
     unsafe { libc::umask(0o022) };
 }
 
-/// Pid 1 of the sandbox: sets up, forks the command, reaps every child and
-/// exits when the command does (the kernel then kills what is left in the
-/// PID namespace), after sending the command's wait status to the parent.
-pub(super) fn pid1(plan: &Plan, fds: &Fds) -> ! {
+/// What pid 1 does first, whether it then stays as an init ([`pid1`]) or
+/// becomes the command ([`pid1_exec`]): dies with the executor's thread,
+/// gets the pipes as its standard descriptors (and `keep`, nothing else),
+/// maps its user namespace, then runs the plan's setup steps.
+fn pid1_setup(plan: &Plan, fds: &Fds, keep: [RawFd; 2]) {
     if let Err(err) =
         rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
     {
@@ -716,7 +717,7 @@ pub(super) fn pid1(plan: &Plan, fds: &Fds) -> ! {
         unsafe { libc::close(executor) };
     }
     reset_signals();
-    standard_fds(fds, [fds.report, fds.status]);
+    standard_fds(fds, keep);
     if let Some(maps) = &plan.user_maps {
         if let Err(errno) = maps.apply() {
             fail(fds.report, STEP_USER_MAPS, errno);
@@ -727,6 +728,35 @@ pub(super) fn pid1(plan: &Plan, fds: &Fds) -> ! {
             fail(fds.report, u32::try_from(index).unwrap_or(0), errno);
         }
     }
+}
+
+/// Pid 1 of the sandbox as the command itself, as Docker and BuildKit run
+/// a RUN step: sets up, then becomes the command. Started by
+/// [`clone_exec`]; its exit ends the PID namespace.
+fn pid1_exec(plan: &Plan, fds: &Fds) -> ! {
+    pid1_setup(plan, fds, [fds.report, fds.report]);
+    command(plan, fds)
+}
+
+/// Starts [`pid1_exec`] in new namespaces (`flags`) as `posix_spawn`
+/// starts a child ([`spawn_vfork`]): the calling thread waits, suspended,
+/// until the command's `execve` or the setup's failure, and no copy of
+/// the executor's page tables is made only to be thrown away at `execve`
+/// (with them the copy-on-write faults, and their TLB shootdowns across
+/// the executor's threads, that a fork costs while it lives). Returns pid 1.
+///
+/// # Safety
+/// `flags` holds only namespace flags, which `CLONE_VM | CLONE_VFORK`
+/// allow; the child follows the post-clone rules (see the module).
+pub(super) unsafe fn clone_exec(flags: c_int, plan: &Plan, fds: &Fds) -> Result<libc::pid_t, i32> {
+    spawn_vfork(flags, plan, fds, pid1_exec)
+}
+
+/// Pid 1 of the sandbox: sets up, forks the command, reaps every child and
+/// exits when the command does (the kernel then kills what is left in the
+/// PID namespace), after sending the command's wait status to the parent.
+pub(super) fn pid1(plan: &Plan, fds: &Fds) -> ! {
+    pid1_setup(plan, fds, [fds.report, fds.status]);
     for signal in FORWARDED {
         set_handler(signal, forward as *const () as libc::sighandler_t);
     }
@@ -756,22 +786,34 @@ pub(super) fn pid1(plan: &Plan, fds: &Fds) -> ! {
     }
 }
 
-/// Stack of the command's child until its `execve` (see [`spawn_command`]).
+/// Stack of a [`spawn_vfork`] child until its `execve`.
 const COMMAND_STACK: usize = 512 * 1024;
 
-/// Starts [`command`] as `posix_spawn` does: `clone(CLONE_VM |
-/// CLONE_VFORK)` on a stack of its own, so the child shares pid 1's memory
-/// (pid 1 waits, suspended, until the child's `execve` or `_exit`) rather
-/// than copying the page tables of what is a copy of the whole executor,
-/// only to throw them away at `execve`. The child makes raw calls only, on
-/// its own stack, and writes nothing pid 1 reads but `errno`. Returns the
-/// command's pid.
+/// Starts [`command`] as `posix_spawn` does (see [`spawn_vfork`]); pid 1
+/// waits, suspended, until the child's `execve` or `_exit`, rather than
+/// copying the page tables of what is a copy of the whole executor, only
+/// to throw them away at `execve`. Returns the command's pid.
 fn spawn_command(plan: &Plan, fds: &Fds) -> Result<libc::pid_t, i32> {
+    spawn_vfork(0, plan, fds, command)
+}
+
+/// `clone(CLONE_VM | CLONE_VFORK | flags)` running `body` on a stack of
+/// its own: the child shares this process's memory, and the caller waits,
+/// suspended, until the child's `execve` or `_exit`. The child makes raw
+/// calls only, on its own stack, and writes nothing the caller reads but
+/// `errno`. Returns the child's pid.
+fn spawn_vfork(
+    flags: c_int,
+    plan: &Plan,
+    fds: &Fds,
+    body: fn(&Plan, &Fds) -> !,
+) -> Result<libc::pid_t, i32> {
+    type Arg<'a> = (&'a Plan, &'a Fds, fn(&Plan, &Fds) -> !);
     extern "C" fn entry(arg: *mut libc::c_void) -> c_int {
-        // SAFETY: `arg` is the `(plan, fds)` pair below, alive until this
-        // child execs or exits (pid 1 is suspended until then).
-        let (plan, fds) = unsafe { *arg.cast::<(&Plan, &Fds)>() };
-        command(plan, fds)
+        // SAFETY: `arg` is the `Arg` below, alive until this child execs
+        // or exits (the caller is suspended until then).
+        let (plan, fds, body) = unsafe { *arg.cast::<Arg<'_>>() };
+        body(plan, fds)
     }
     // SAFETY: a fresh private anonymous mapping, unmapped below once the
     // child no longer uses it.
@@ -788,7 +830,7 @@ fn spawn_command(plan: &Plan, fds: &Fds) -> Result<libc::pid_t, i32> {
     if stack == libc::MAP_FAILED {
         return Err(errno());
     }
-    let mut arg = (plan, fds);
+    let mut arg: Arg<'_> = (plan, fds, body);
     // SAFETY: the stack grows down from the end of the mapping; with
     // CLONE_VFORK this call returns only once the child has exec'd or
     // exited, so `arg` and the stack outlive its use of them.
@@ -796,7 +838,7 @@ fn spawn_command(plan: &Plan, fds: &Fds) -> Result<libc::pid_t, i32> {
         libc::clone(
             entry,
             stack.cast::<u8>().add(COMMAND_STACK).cast(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            flags | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             (&raw mut arg).cast(),
         )
     };

@@ -565,6 +565,7 @@ mod tests {
             mounts,
             output: Arc::new(move |_, chunk: &[u8]| sink.lock().unwrap().extend_from_slice(chunk)),
             security: super::super::Security::default(),
+            init: true,
         };
         (spec, out)
     }

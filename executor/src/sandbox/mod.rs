@@ -19,13 +19,15 @@
 //! urandom and tty bound in, devpts and `/dev/shm`, writes the `/etc`
 //! files on that tmpfs and binds them (their names there unlinked), binds
 //! the caller's mounts, then `pivot_root`s and detaches the old root.
-//! It then starts the command (working directory, Docker's default
-//! capabilities, identity, `execve` through `PATH`) as `posix_spawn` does,
-//! with `CLONE_VM | CLONE_VFORK` (no copy of the page tables of what is a
-//! copy of the executor), and stays as a tiny
-//! init: it reaps every child, forwards SIGTERM, SIGINT, SIGHUP and
+//! With [`Spec::init`] (a script job) it then starts the command (working
+//! directory, Docker's default capabilities, identity, `execve` through
+//! `PATH`) as `posix_spawn` does, with `CLONE_VM | CLONE_VFORK` (no copy
+//! of the page tables of what is a copy of the executor), and stays as a
+//! tiny init: it reaps every child, forwards SIGTERM, SIGINT, SIGHUP and
 //! SIGQUIT to the command and exits when the command does, which kills
-//! the rest of the namespace. Pid 1 has `PR_SET_PDEATHSIG(SIGKILL)`, tied
+//! the rest of the namespace. Without (a RUN step, as Docker and BuildKit
+//! run one) pid 1 becomes the command itself, and is itself started as
+//! `posix_spawn` starts a child: no fork of the executor at all. Pid 1 has `PR_SET_PDEATHSIG(SIGKILL)`, tied
 //! to the thread calling [`run`] (which blocks until the end; should the
 //! executor die before the prctl, pid 1 sees it through a pidfd and
 //! exits), and
@@ -124,6 +126,12 @@ pub struct Spec {
     pub output: Output,
     /// The command's seccomp filter and no_new_privs.
     pub security: Security,
+    /// Pid 1 is a tiny init that runs the command as its child (reaping
+    /// orphans, forwarding SIGTERM, SIGINT, SIGHUP and SIGQUIT: a script
+    /// job's long-lived processes), rather than the command itself (a RUN
+    /// step, as Docker and BuildKit run one: one process fewer, started as
+    /// `posix_spawn` starts one; see the module).
+    pub init: bool,
 }
 
 /// Receives the command's output, chunk by chunk.
@@ -142,6 +150,7 @@ impl fmt::Debug for Spec {
             .field("extra_hosts", &self.extra_hosts)
             .field("mounts", &self.mounts)
             .field("security", &self.security)
+            .field("init", &self.init)
             .finish_non_exhaustive()
     }
 }
@@ -579,10 +588,20 @@ fn run_inner(spec: &Spec, switch: Option<&KillSwitch>) -> Result<Outcome> {
     let pid = {
         // Registered under the lock, so kill_all cannot miss it.
         let mut live = live();
-        // SAFETY: the child runs only `child::pid1`, which makes raw system
-        // calls from the prepared plan and ends in execve or _exit.
-        match unsafe { child::clone(flags) } {
-            Ok(0) => child::pid1(&prepared.plan, &fds),
+        let cloned = if spec.init {
+            // SAFETY: the child runs only `child::pid1`, which makes raw
+            // system calls from the prepared plan and ends in _exit.
+            match unsafe { child::clone(flags) } {
+                Ok(0) => child::pid1(&prepared.plan, &fds),
+                other => other,
+            }
+        } else {
+            // SAFETY: `flags` holds namespace flags only; the child runs
+            // `child::pid1_exec`, which makes raw system calls from the
+            // prepared plan and ends in execve or _exit.
+            unsafe { child::clone_exec(flags, &prepared.plan, &fds) }
+        };
+        match cloned {
             Ok(pid) => {
                 live.push(pid);
                 if let Some(switch) = switch {

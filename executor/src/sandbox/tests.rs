@@ -85,6 +85,7 @@ fn spec(root: &Path, script: &str) -> (Spec, Captured) {
             Stream::Stderr => stderr.lock().unwrap().extend_from_slice(bytes),
         }),
         security: super::Security::default(),
+        init: true,
     };
     (spec, captured)
 }
@@ -793,4 +794,80 @@ fn a_kill_switch_thrown_before_the_start_kills_at_once() {
     let outcome = run_killable(&spec, &switch).unwrap();
     assert_eq!(outcome.status, Status::Signaled(libc::SIGKILL));
     assert!(processes_with_cmdline(b"sleep\x004821\x00").is_empty());
+}
+
+/// `Spec::init` false (a RUN step): pid 1 is the command itself, started
+/// without a fork of the executor; what the caller sees is the same.
+#[test]
+fn without_init_the_command_is_pid_1() {
+    let _shared = shared();
+    let root = busybox_root();
+    let direct = |script: &str| {
+        let (mut spec, captured) = spec(root.path(), script);
+        spec.init = false;
+        (spec, captured)
+    };
+
+    let (spec, captured) =
+        direct("echo $$; ps -o pid,args | grep -c '^ *1 sh -c'; echo oops >&2; exit 3");
+    let outcome = run(&spec).unwrap();
+    assert_eq!(outcome.status, Status::Exited(3));
+    assert_eq!(captured.stdout(), "1\n1\n");
+    assert_eq!(captured.stderr(), "oops\n");
+
+    // What it started in the background ends with it.
+    let (spec, captured) = direct("sleep 4831 & echo started");
+    let outcome = run(&spec).unwrap();
+    assert!(outcome.status.success(), "{}", captured.stderr());
+    assert_eq!(captured.stdout(), "started\n");
+    assert!(processes_with_cmdline(b"sleep\x004831\x00").is_empty());
+
+    // Docker's capabilities, the identity asked for.
+    let (mut spec, captured) = direct("grep ^Cap /proc/self/status; id -u");
+    spec.user = user::resolve(root.path(), "alice").unwrap();
+    let outcome = run(&spec).unwrap();
+    assert!(outcome.status.success(), "{}", captured.stderr());
+    assert_eq!(
+        captured.stdout(),
+        "CapInh:\t0000000000000000\n\
+         CapPrm:\t0000000000000000\n\
+         CapEff:\t0000000000000000\n\
+         CapBnd:\t00000000a80425fb\n\
+         CapAmb:\t0000000000000000\n\
+         1000\n"
+    );
+
+    // A command that cannot be found, a setup step that fails.
+    let (mut spec, _) = direct("");
+    spec.args = vec!["no-such-command".into()];
+    assert!(matches!(run(&spec), Err(SandboxError::NotFound { .. })));
+    let cache = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    symlink(outside.path(), cache.path().join("escape")).unwrap();
+    let (mut spec, _) = direct("true");
+    spec.mounts = vec![
+        bind("/cache", cache.path(), false),
+        Mount {
+            target: "/cache/escape/planted".into(),
+            kind: MountKind::Tmpfs {
+                size: None,
+                mode: None,
+            },
+        },
+    ];
+    let err = run(&spec).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("creating the mount point /cache/escape/planted"),
+        "{err}"
+    );
+    assert!(!outside.path().join("planted").exists());
+
+    // A kill switch kills it.
+    let (spec, _) = direct("sleep 4832");
+    let switch = KillSwitch::new();
+    switch.kill();
+    let outcome = run_killable(&spec, &switch).unwrap();
+    assert_eq!(outcome.status, Status::Signaled(libc::SIGKILL));
+    assert!(processes_with_cmdline(b"sleep\x004832\x00").is_empty());
 }
