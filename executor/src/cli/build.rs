@@ -17,7 +17,7 @@ use executor::build::{
 use executor::dockerfile::instructions::parse_go_duration;
 use executor::platform::Platform;
 use executor::registry::{Backoff, DEFAULT_TIMEOUT, ImageReference};
-use executor::rootfs::Remote;
+use executor::rootfs::{PushGate, Remote};
 use tokio_util::sync::CancellationToken;
 
 /// kaniko's boolean flags take `--flag`, `--flag=true` and `--flag=false`.
@@ -594,11 +594,12 @@ impl BuildArgs {
 /// failed build.
 ///
 /// The check runs while the build starts rather than before it (its round
-/// trips are not added to every build's time) and `cancel`s the build when
-/// it fails: the build stops at its next step, long before it pushes.
+/// trips are not added to every build's time): pushes wait for it (`gate`),
+/// and it `cancel`s the build when it fails.
 async fn check_push_access(
     destinations: Vec<executor::registry::ImageReference>,
     remote: Arc<Remote>,
+    gate: PushGate,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut checked = Vec::new();
@@ -607,11 +608,13 @@ async fn check_push_access(
             continue;
         }
         if let Err(error) = remote.client().check_push(destination).await {
+            // The gate, dropped unopened, refuses the push.
             cancel.cancel();
             return Err(error.into());
         }
         checked.push(destination.name());
     }
+    gate.open();
     Ok(())
 }
 
@@ -644,10 +647,12 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<std::process::ExitCode> {
     // SIGINT and SIGTERM kill the running steps; the build then stops,
     // removes its scratch space and fails.
     let cancel = CancellationToken::new();
+    // Pushes wait for it (the gate): nothing is pushed before it passed.
     let push_check = (settings.push && !settings.destinations.is_empty()).then(|| {
         runtime.spawn(check_push_access(
             settings.destinations.clone(),
             Arc::clone(&remote),
+            remote.gate_pushes(),
             cancel.clone(),
         ))
     });
