@@ -13,6 +13,7 @@
 pub mod config;
 pub mod images;
 mod inplace;
+mod mount_points;
 pub mod remote;
 mod root;
 mod view;

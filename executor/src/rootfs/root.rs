@@ -24,7 +24,8 @@
 //!   metadata walks taken before and after the RUN (see `inplace.rs`).
 //!
 //! All leave out the mount-point stubs the sandbox made, and give the same
-//! file tree.
+//! file tree. The overlay spares the sandbox most of them: the mount points
+//! the layers lack are a lower directory of their own (`mount_points.rs`).
 
 use std::collections::HashMap;
 use std::fs;
@@ -360,9 +361,14 @@ impl StageRoot {
             self.linked =
                 upper::LinkedCopies::copy_up(&upper, &self.lowers, &mut self.linked_names)?;
         }
+        // The mount points the sandbox needs and the layers lack, in a
+        // lower of their own above them (see `mount_points`).
+        let stubs = self.dir.join("mount-points");
+        let mut lowers = self.lowers.clone();
+        lowers.extend(super::mount_points::lower(&stubs, &self.lowers).map_err(io_at(&stubs))?);
         // No layers at all (FROM scratch) is fine: Overlay mounts an empty
         // lower directory of its own.
-        let mounted = match Overlay::mount(&self.lowers, &upper, &work, &self.root) {
+        let mounted = match Overlay::mount(&lowers, &upper, &work, &self.root) {
             Err(error) if recycled => {
                 // A kernel that refuses a recycled work directory gets a
                 // fresh one, now and from now on.
@@ -370,7 +376,7 @@ impl StageRoot {
                 overlay::refuse_recycling();
                 let _ = fs::remove_dir_all(&work);
                 fs::create_dir_all(&work).map_err(io_at(&work))?;
-                Overlay::mount(&self.lowers, &upper, &work, &self.root)
+                Overlay::mount(&lowers, &upper, &work, &self.root)
             }
             other => other,
         };

@@ -134,6 +134,20 @@ pub struct Spec {
     pub init: bool,
 }
 
+/// The paths every namespace sandbox mounts on in its root, relative to
+/// it, and whether each is a directory (else a file). The sandbox creates
+/// those the root lacks as stubs ([`Outcome::stubs`]); a caller that
+/// provides them beforehand (the overlay root's mount-point lower, in
+/// `rootfs`) spares it making and the caller removing them at every step.
+pub const MOUNT_POINTS: [(&str, bool); 6] = [
+    ("proc", true),
+    ("sys", true),
+    ("dev", true),
+    ("etc/hosts", false),
+    ("etc/resolv.conf", false),
+    ("etc/hostname", false),
+];
+
 /// Receives the command's output, chunk by chunk.
 pub type Output = Arc<dyn Fn(Stream, &[u8]) + Send + Sync>;
 
