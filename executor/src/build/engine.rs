@@ -535,11 +535,13 @@ impl Engine<'_> {
             })?;
             let mut root = stage.root.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(made) = root.as_mut()
-                && !made.is_mounted()
+                && (!made.is_mounted() || made.is_stubbed())
             {
-                // Built without a mount: mounted now, by the only holder
-                // (roots are handed out mounted). Where that cannot be,
-                // it is made again below as a plain directory.
+                // Built without a mount, or mounted for its last RUN (with
+                // the mount points the layers lack): mounted now as its
+                // layers are, by the only holder (roots are handed out
+                // mounted). Where that cannot be, it is made again below
+                // as a plain directory.
                 match Arc::get_mut(made) {
                     Some(only) if self.can_mount() => only.mount()?,
                     _ => *root = None,

@@ -139,6 +139,9 @@ pub struct StageRoot {
     /// Overlay: the mount, and the generation of its upper directory.
     mount: Option<Overlay>,
     generation: usize,
+    /// Overlay: the mount has the mount-point lower (`mount_points.rs`),
+    /// as a RUN needs; readers of the merged tree get a mount without it.
+    stubbed: bool,
     /// Overlay: the last RUN's mount being unmounted on a thread of its
     /// own while its changes are read and written as a layer (nothing
     /// writes to the root once the step's processes are gone); joined
@@ -214,6 +217,7 @@ impl StageRoot {
             store: store.clone(),
             mount: None,
             generation: 0,
+            stubbed: false,
             unmounting: None,
             before: None,
             in_place: None,
@@ -265,6 +269,7 @@ impl StageRoot {
             store: store.clone(),
             mount: None,
             generation: 0,
+            stubbed: false,
             unmounting: None,
             before: None,
             in_place: Some(root),
@@ -309,12 +314,21 @@ impl StageRoot {
     }
 
     /// Makes [`StageRoot::path`] show the root: overlay mounts it (its
-    /// pending layers extracted first); the other modes have it already.
+    /// pending layers extracted first, and without the mount points a RUN
+    /// needs: the tree the layers hold, as `COPY --from` reads it); the
+    /// other modes have it already.
     pub fn mount(&mut self) -> Result<()> {
-        if self.is_mounted() {
+        if self.is_mounted() && !self.stubbed {
             return Ok(());
         }
-        self.remount()
+        self.remount_with(false)
+    }
+
+    /// Whether the overlay mount shows the mount points a RUN needs over
+    /// the layers (a root handed to readers is mounted again without).
+    #[must_use]
+    pub fn is_stubbed(&self) -> bool {
+        self.stubbed
     }
 
     fn upper(&self) -> PathBuf {
@@ -328,8 +342,14 @@ impl StageRoot {
     }
 
     /// Mounts the overlay of the current lowers with a fresh upper directory
-    /// (the pending layers extracted into the store first).
+    /// (the pending layers extracted into the store first), with the
+    /// mount-point lower if the last mount had it.
     fn remount(&mut self) -> Result<()> {
+        self.remount_with(self.stubbed)
+    }
+
+    /// [`StageRoot::remount`], with the mount-point lower when `stubbed`.
+    fn remount_with(&mut self, stubbed: bool) -> Result<()> {
         self.unmounted()?;
         for pending in std::mem::take(&mut self.pending) {
             let dir = self
@@ -361,11 +381,14 @@ impl StageRoot {
             self.linked =
                 upper::LinkedCopies::copy_up(&upper, &self.lowers, &mut self.linked_names)?;
         }
-        // The mount points the sandbox needs and the layers lack, in a
-        // lower of their own above them (see `mount_points`).
-        let stubs = self.dir.join("mount-points");
+        // For a RUN: the mount points the sandbox needs and the layers
+        // lack, in a lower of their own above them (see `mount_points`).
         let mut lowers = self.lowers.clone();
-        lowers.extend(super::mount_points::lower(&stubs, &self.lowers).map_err(io_at(&stubs))?);
+        if stubbed {
+            let stubs = self.dir.join("mount-points");
+            lowers.extend(super::mount_points::lower(&stubs, &self.lowers).map_err(io_at(&stubs))?);
+        }
+        self.stubbed = stubbed;
         // No layers at all (FROM scratch) is fine: Overlay mounts an empty
         // lower directory of its own.
         let mounted = match Overlay::mount(&lowers, &upper, &work, &self.root) {
@@ -447,7 +470,9 @@ impl StageRoot {
     /// Called before a RUN: overlay mounts the root, full mode copies it,
     /// in-place walks it.
     pub fn before_run(&mut self) -> Result<()> {
-        self.mount()?;
+        if self.mode == SnapshotMode::Overlay && (self.mount.is_none() || !self.stubbed) {
+            self.remount_with(true)?;
+        }
         if self.mode == SnapshotMode::InPlace {
             return self.place()?.before_run();
         }
