@@ -4,7 +4,6 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::{ArgAction, Args, ValueEnum};
@@ -17,8 +16,7 @@ use executor::build::{
 use executor::dockerfile::instructions::parse_go_duration;
 use executor::platform::Platform;
 use executor::registry::{Backoff, DEFAULT_TIMEOUT, ImageReference};
-use executor::rootfs::{PushGate, Remote};
-use tokio_util::sync::CancellationToken;
+use executor::rootfs::Remote;
 
 /// kaniko's boolean flags take `--flag`, `--flag=true` and `--flag=false`.
 macro_rules! bool_flag {
@@ -587,34 +585,23 @@ impl BuildArgs {
     }
 }
 
-/// As kaniko does before it builds: the credentials in use may push to
-/// each destination's repository (once per repository). Not with
+/// Before anything is built, as kaniko does: the credentials in use may
+/// push to each destination's repository (once per repository). Not with
 /// `--no-push`. The cache repository is not checked (kaniko does not
 /// either): a cache entry that cannot be written is a warning, not a
 /// failed build.
-///
-/// The check runs while the build starts rather than before it (its round
-/// trips are not added to every build's time): pushes wait for it (`gate`),
-/// and it `cancel`s the build when it fails.
-async fn check_push_access(
-    destinations: Vec<executor::registry::ImageReference>,
-    remote: Arc<Remote>,
-    gate: PushGate,
-    cancel: CancellationToken,
-) -> anyhow::Result<()> {
+async fn check_push_access(settings: &Settings, remote: &Remote) -> anyhow::Result<()> {
+    if !settings.push || settings.destinations.is_empty() {
+        return Ok(());
+    }
     let mut checked = Vec::new();
-    for destination in &destinations {
+    for destination in &settings.destinations {
         if checked.contains(&destination.name()) {
             continue;
         }
-        if let Err(error) = remote.client().check_push(destination).await {
-            // The gate, dropped unopened, refuses the push.
-            cancel.cancel();
-            return Err(error.into());
-        }
+        remote.client().check_push(destination).await?;
         checked.push(destination.name());
     }
-    gate.open();
     Ok(())
 }
 
@@ -643,19 +630,11 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<std::process::ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let remote = Arc::new(executor::build::engine::remote(&settings)?);
+    let remote = std::sync::Arc::new(executor::build::engine::remote(&settings)?);
+    runtime.block_on(check_push_access(&settings, &remote))?;
     // SIGINT and SIGTERM kill the running steps; the build then stops,
     // removes its scratch space and fails.
-    let cancel = CancellationToken::new();
-    // Pushes wait for it (the gate): nothing is pushed before it passed.
-    let push_check = (settings.push && !settings.destinations.is_empty()).then(|| {
-        runtime.spawn(check_push_access(
-            settings.destinations.clone(),
-            Arc::clone(&remote),
-            remote.gate_pushes(),
-            cancel.clone(),
-        ))
-    });
+    let cancel = tokio_util::sync::CancellationToken::new();
     let signals = runtime.spawn({
         let cancel = cancel.clone();
         async move {
@@ -669,12 +648,6 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<std::process::ExitCode> {
     });
     let outcome = executor::build::engine::build_on(&settings, remote, runtime.handle(), &cancel);
     signals.abort();
-    // A failed check is why the build stopped: its error, not the build's.
-    if let Some(check) = push_check {
-        runtime
-            .block_on(check)
-            .context("the push access check did not finish")??;
-    }
     let outcome = outcome?;
     let mut stdout = std::io::stdout().lock();
     if outcome.pushed.is_empty() {

@@ -25,10 +25,6 @@ pub enum ImageError {
     Registry(#[from] crate::registry::Error),
     #[error(transparent)]
     Store(#[from] crate::image::store::StoreError),
-    /// The check that the image may be pushed (see
-    /// [`super::remote::PushGate`]) failed: nothing is pushed.
-    #[error("the image is not pushed: the push access check failed")]
-    PushRefused,
 }
 
 type Result<T, E = ImageError> = std::result::Result<T, E>;

@@ -21,6 +21,6 @@ pub mod walk;
 
 pub use images::{ImageError, ImageSource, LayerRef};
 pub use inplace::InPlace;
-pub use remote::{BlockingRemote, ImageFetcher, PushGate, Remote};
+pub use remote::{BlockingRemote, ImageFetcher, Remote};
 pub use root::{Diff, RootError, SnapshotMode, StageRoot, Staged, extract_layers};
 pub use view::{Found, RootView};

@@ -34,39 +34,6 @@ pub struct Remote {
     uploaded: Arc<AtomicU64>,
     /// `(repository, digest)` of the blobs mounted ahead of the push.
     mounted: Mutex<HashSet<(String, String)>>,
-    /// What [`Remote::push`] waits for (see [`PushGate`]).
-    gate: Arc<tokio::sync::watch::Sender<Gate>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Gate {
-    Open,
-    Pending,
-    Refused,
-}
-
-/// Holds every [`Remote::push`] back until a check made alongside the
-/// build (the CLI's push-access check, run while the build starts rather
-/// than before it) opens it: nothing reaches a destination before the
-/// check has said it may. Dropped without an answer, it refuses.
-pub struct PushGate(Arc<tokio::sync::watch::Sender<Gate>>);
-
-impl PushGate {
-    pub fn open(self) {
-        self.0.send_replace(Gate::Open);
-    }
-}
-
-impl Drop for PushGate {
-    fn drop(&mut self) {
-        self.0.send_if_modified(|gate| {
-            let pending = *gate == Gate::Pending;
-            if pending {
-                *gate = Gate::Refused;
-            }
-            pending
-        });
-    }
 }
 
 impl Remote {
@@ -79,16 +46,7 @@ impl Remote {
             downloaded: Arc::default(),
             uploaded: Arc::default(),
             mounted: Mutex::default(),
-            gate: Arc::new(tokio::sync::watch::Sender::new(Gate::Open)),
         })
-    }
-
-    /// Holds pushes back until the returned gate is opened (refused when
-    /// it is dropped unopened).
-    #[must_use]
-    pub fn gate_pushes(&self) -> PushGate {
-        self.gate.send_replace(Gate::Pending);
-        PushGate(Arc::clone(&self.gate))
     }
 
     /// Mounts blob `digest` from `from` into `destination`'s repository
@@ -283,14 +241,6 @@ impl Remote {
         let Some(repository) = tags.first() else {
             return Ok(());
         };
-        let mut gate = self.gate.subscribe();
-        let answer = gate
-            .wait_for(|gate| *gate != Gate::Pending)
-            .await
-            .map(|gate| *gate);
-        if !matches!(answer, Ok(Gate::Open)) {
-            return Err(ImageError::PushRefused);
-        }
         let config_push = self.push_blob(repository, store, config, None);
         // A layer the image holds twice is uploaded once.
         let layer_pushes = layers
