@@ -50,38 +50,36 @@
 #   [BENCH_CACHE=~/.cache/executor-bench]  generated contexts and bases
 #   [BENCH_TMP=/tmp]   stores, outputs, the registry
 #   [DEBIAN_TARBALL=path]  the Debian rootfs (default: tests/fixtures/debian-base.sh)
-# Measured 2026-12-06 16:24-16:30 UTC on the 2-core development machine,
-# nothing else running (load average 1.8 before, 2.2 after; release build
-# of main c547566; `tests/bench/vs_buildah.sh --runs 5 --memory-runs 1`):
+# Measured 2026-12-06 19:26-19:35 UTC on the 2-core development machine,
+# nothing else running (load average 1.4 before; release build of main
+# 90eacd6; `tests/bench/vs_buildah.sh --runs 5 --memory-runs 1`):
 #   case                        executor s (cpu)  buildah s (cpu)  ratio  aim
-#   cold, 20 RUN (5 rounds)     0.35 (0.4)         5.66 (6.0)      0.057  <= 0.03
-#   warm + push (5 rounds)      0.10 (0.0)         1.80 (1.7)      0.059  <= 0.05, 0 B: 0 B
-#   COPY 10,000 files (5)       3.41 (6.0)        21.55 (27.3)     0.165  <= 0.2
-#   one 2 GiB file (1)         12.24 (22.4)       32.11 (42.4)     0.381  RSS 20 MiB
-#   100,000 files (1)           2.56 (3.2)        37.86 (54.4)     0.068  RSS 101 MiB
-# The run before it (16:14-16:19, the same but zlib-rs gzip, load 1.6):
-# cold 0.26 s against 4.53 s, 0.058; warm 0.11 s against 2.23 s, 0.048;
-# COPY 4.89 (8.8) against 20.84, 0.235; 2 GiB 18.36 (34.6), RSS 21 MiB;
-# 100,000 files 2.96 (4.0), RSS 101 MiB. Before this work (main 1575ea2,
-# 15:05, quiet): cold 0.50 s against 5.25 s, 0.092; warm 0.16 s against
-# 2.28 s, 0.070; COPY (under load) 22.14 s against 31.02 s, 0.601.
-# Where the time goes (perf record, strace -c -w): cold, 66% of the CPU
-# samples are still ext4's inode allocator (__ext4_new_inode ->
-# find_inode_bit -> recently_deleted -> find_get_block: this disk has no
-# journal, so every new inode skips past the inodes deleted in its group in
-# the last minutes, ~0.4 ms each when other builds delete files): 70% of
-# the CPU. Of all the CPU: 23% extracting the busybox base (its ~400
-# symlinks, once), 14% the 21 overlay mounts (the kernel makes work/work
-# and volatile's incompat/volatile/dirty, 4 inodes a mount, the work
-# directory itself being recycled), 5% the sandbox's mount-point stubs in
-# the upper directory (/proc /sys /dev and the three /etc files: busybox
-# has none of them), ~22% the steps' own files and overlay copy-ups, 12%
-# the layer writer (deflate 5%, on its own thread while the next step
-# runs: off the critical path), 3% forking the sandbox's pid 1 (page
-# tables, then copy-on-write faults and TLB shootdowns in the executor).
-# With the store on tmpfs the same build takes 0.2 s. The same 20
-# commands in plain chroot took 0.11-0.18 s on this disk meanwhile,
-# unshare+chroot 0.17-0.19 s. COPY (a build without RUN): the layer is written straight from the context
+#   cold, 20 RUN (5 rounds)     0.24 (0.3)         4.89 (5.2)      0.050  <= 0.03
+#   warm + push (5 rounds)      0.06 (0.0)         1.51 (1.4)      0.041  <= 0.05, 0 B: 0 B
+#   COPY 10,000 files (5)       3.54 (6.2)        23.14 (29.7)     0.161  <= 0.2
+#   one 2 GiB file (1)         13.07 (24.2)       33.87 (44.4)     0.386  RSS 21 MiB
+#   100,000 files (1)           2.88 (3.5)        43.28 (62.2)     0.066  RSS 102 MiB
+# Earlier the same day: cold 0.35 s against 5.66 s (0.057) and warm 0.10 s
+# against 1.80 s (0.059) at c547566; cold 0.50 s against 5.25 s (0.092)
+# and warm 0.16 s against 2.28 s (0.070) at 1575ea2.
+# Where the time goes. Warm: 49 registry requests (the ping, the push
+# check, the base's manifest and config, one manifest per cache key with
+# its entry embedded, one mount per layer made while the keys are looked
+# up, the manifest); Debian's docker-registry spends ~0.8 ms of CPU per
+# request however many are in flight, which is most of the 60 ms.
+# Cold, on a settled disk 0.18 s: ~3 ms start, ~10 ms pull, ~6 ms the
+# overlay and sandbox probes, ~15 ms extracting busybox (~400 symlinks),
+# then ~7.5 ms a step: ~3.5 ms the command's own processes (the same 20
+# commands in a prepared chroot take 0.06 s), ~1.5 ms the sandbox (new
+# namespaces, ~30 mounts, pivot_root, Docker's seccomp profile checked and
+# JITed by the kernel: 0.3-0.5 ms), ~1.5 ms the overlay (mount, unmount,
+# the upper directory normalised), and the layer writer on the other core
+# (30% of the CPU samples: deflate of incompressible data 16%, sha256 4%).
+# A shell doing only the overlay + unshare + chroot of each step takes
+# 0.15 s. This disk is ext4 without a journal: inodes made in the minute
+# after others were deleted skip past them (recently_deleted()), which
+# made a store under /tmp 0.3-0.5 s where one under /work took 0.18 s.
+# COPY (a build without RUN): the layer is written straight from the context
 # files, each read once (no staging copy, no inode made per file, no
 # extracted copy of the layer unless a RUN later needs the root), and its
 # blob is hard-linked into the OCI layout; what is left is the compressor:
