@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use oci_client::RegistryOperation;
@@ -53,7 +53,7 @@ const USER_AGENT: &str = concat!("executor/", env!("CARGO_PKG_VERSION"));
 /// time of a fully cached build. Sharing the roots keeps its verification
 /// (webpki against the same store, as the platform verifier does on Linux).
 fn native_roots() -> Option<&'static [Vec<u8>]> {
-    static ROOTS: std::sync::LazyLock<Vec<Vec<u8>>> = std::sync::LazyLock::new(|| {
+    static ROOTS: LazyLock<Vec<Vec<u8>>> = LazyLock::new(|| {
         let found = rustls_native_certs::load_native_certs();
         for error in &found.errors {
             tracing::debug!(%error, "reading the system's trusted certificates");
@@ -220,8 +220,7 @@ pub(super) struct Host {
     /// `https://host[:port]` or `http://...`.
     pub(super) base: String,
     /// oci-client's client, made by [`Host::oci`]: see there.
-    oci: OnceLock<std::result::Result<oci_client::Client, String>>,
-    oci_config: Mutex<Option<ClientConfig>>,
+    oci: LazyLock<std::result::Result<oci_client::Client, String>, OciInit>,
     pub(super) http: reqwest::Client,
     pub(super) challenge: tokio::sync::OnceCell<Challenge>,
     /// Bearer tokens by their space-separated scopes.
@@ -240,17 +239,7 @@ impl Host {
     /// request. A caller that comes while the thread is still making it
     /// waits for it.
     pub(super) fn oci(&self) -> Result<&oci_client::Client> {
-        self.oci
-            .get_or_init(|| {
-                let config = self
-                    .oci_config
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take()
-                    .ok_or_else(|| "its settings were already used".to_string())?;
-                // Kept as text: every caller that asks gets the error.
-                oci_client::Client::try_from(config).map_err(|e| crate::error_chain::one_line(&e))
-            })
+        LazyLock::force(&self.oci)
             .as_ref()
             .map_err(|message| Error::ClientSetup {
                 host: self.name.clone(),
@@ -258,6 +247,10 @@ impl Host {
             })
     }
 }
+
+/// What makes a host's oci-client client, once: its error kept as text,
+/// so that every caller that asks gets it.
+type OciInit = Box<dyn FnOnce() -> std::result::Result<oci_client::Client, String> + Send>;
 
 pub(super) enum Authorization {
     None,
@@ -441,8 +434,9 @@ impl RegistryClient {
         Ok(Host {
             name: key.host.clone(),
             base: format!("{scheme}://{}", key.host),
-            oci: OnceLock::new(),
-            oci_config: Mutex::new(Some(config)),
+            oci: LazyLock::new(Box::new(move || {
+                oci_client::Client::try_from(config).map_err(|e| crate::error_chain::one_line(&e))
+            })),
             http,
             challenge: tokio::sync::OnceCell::new(),
             tokens: Mutex::new(HashMap::new()),

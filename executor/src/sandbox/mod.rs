@@ -27,8 +27,8 @@
 //! SIGQUIT to the command and exits when the command does, which kills
 //! the rest of the namespace. Without (a RUN step, as Docker and BuildKit
 //! run one) pid 1 becomes the command itself, and is itself started as
-//! `posix_spawn` starts a child: no fork of the executor at all. Pid 1 has `PR_SET_PDEATHSIG(SIGKILL)`, tied
-//! to the thread calling [`run`] (which blocks until the end; should the
+//! `posix_spawn` starts a child: no fork of the executor at all. Pid 1 has
+//! `PR_SET_PDEATHSIG(SIGKILL)`, tied to the thread calling [`run`] (which blocks until the end; should the
 //! executor die before the prctl, pid 1 sees it through a pidfd and
 //! exits), and
 //! [`kill_all`] SIGKILLs every live pid 1; [`run_killable`] with a
