@@ -119,23 +119,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     use super::*;
-
-    /// Every path under `dir`, relative to it, sorted.
-    fn names(dir: &Path) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(at) = stack.pop() {
-            for entry in fs::read_dir(&at).unwrap() {
-                let path = entry.unwrap().path();
-                out.push(path.strip_prefix(dir).unwrap().display().to_string());
-                if path.is_dir() {
-                    stack.push(path);
-                }
-            }
-        }
-        out.sort();
-        out
-    }
+    use crate::sandbox::tests::list;
 
     #[test]
     fn holds_what_the_layers_lack_and_mirrors_their_etc() {
@@ -162,7 +146,7 @@ mod tests {
         let got = lower(&dir, &lowers).unwrap();
         assert_eq!(got.as_deref(), Some(dir.as_path()));
         assert_eq!(
-            names(&dir),
+            list(&dir),
             ["dev", "etc", "etc/hosts", "etc/resolv.conf", "sys"]
         );
         let (mirror, original) = (
@@ -199,7 +183,7 @@ mod tests {
         fs::create_dir_all(&base).unwrap();
         let dir = tmp.path().join("mount-points");
         lower(&dir, std::slice::from_ref(&base)).unwrap();
-        assert_eq!(names(&dir), ["dev", "proc", "sys"]);
+        assert_eq!(list(&dir), ["dev", "proc", "sys"]);
 
         // Layers with everything: nothing to hold.
         let full = tmp.path().join("full");

@@ -561,8 +561,8 @@ fn nothing_is_left_behind() {
     assert_eq!(list(root.path()), expected);
 }
 
-/// Every path below `root`, relative, sorted.
-fn list(root: &Path) -> Vec<String> {
+/// Every path below `root`, relative, sorted (also rootfs's tests').
+pub(crate) fn list(root: &Path) -> Vec<String> {
     let mut paths = Vec::new();
     let mut todo = vec![root.to_path_buf()];
     while let Some(dir) = todo.pop() {
