@@ -17,7 +17,6 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 
 use crate::key::{Key, ParseDigestError, check_digest};
 
@@ -356,7 +355,7 @@ fn embedded(blob: &BlobRef, data: &str) -> Result<Vec<u8>, EntryError> {
             reason: format!("{} bytes, the descriptor says {}", bytes.len(), blob.size),
         });
     }
-    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    let digest = crate::oci_layout::sha256_digest(&bytes);
     if digest != blob.digest {
         return Err(EntryError::DataMismatch {
             reason: format!("its digest is {digest}"),
@@ -551,7 +550,7 @@ mod tests {
     fn blob_of(json: &[u8]) -> BlobRef {
         BlobRef {
             media_type: ENTRY_MEDIA_TYPE.into(),
-            digest: format!("sha256:{}", hex::encode(Sha256::digest(json))),
+            digest: crate::oci_layout::sha256_digest(json),
             size: json.len() as u64,
         }
     }

@@ -227,17 +227,14 @@ mod tests {
     use oci_spec::image::{ImageIndex, ImageManifest, MediaType};
     use serde_json::json;
 
-    use super::*;
     use sha2::{Digest as _, Sha256};
 
+    use super::*;
     use crate::entry::EntryLayer;
+    use crate::oci_layout::sha256_digest;
 
     /// Size of the buffer blobs are copied through.
     const COPY_BUFFER: usize = 1 << 20;
-
-    fn sha256_digest(bytes: &[u8]) -> String {
-        format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-    }
 
     const NOW: i64 = 1_764_480_000;
     const TTL: Duration = Duration::from_secs(3600);

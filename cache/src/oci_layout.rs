@@ -260,7 +260,7 @@ impl OciLayout {
     /// Stores `data` as a sha256 blob and returns its digest. A blob
     /// already present with that size is kept.
     pub fn put_blob(&self, data: &[u8]) -> Result<String> {
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(data)));
+        let digest = sha256_digest(data);
         let path = self.blob_path(&digest);
         if !fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == data.len() as u64) {
             write_atomic(&path, data)?;
@@ -449,6 +449,12 @@ impl OciLayout {
         data.push(b'\n');
         write_atomic(&path, &data)
     }
+}
+
+/// `sha256:<hex>` of `data`: the digest a blob of it is stored under.
+#[must_use]
+pub fn sha256_digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
 /// Holds an exclusive `flock` on the file `path` (created if missing)
