@@ -47,7 +47,7 @@
 //! When the filter is installed, and `no_new_privs`: see [`Security`].
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use rustix::thread::CapabilitySet;
 use seccompiler::sock_filter;
@@ -97,7 +97,7 @@ pub struct Security {
 
 /// A compiled filter, installed by the child (see [`Security`]).
 pub(super) struct Filter {
-    program: Vec<sock_filter>,
+    program: Arc<[sock_filter]>,
     flags: libc::c_ulong,
     no_new_privs: bool,
 }
@@ -185,11 +185,38 @@ impl Security {
             .and_then(kernel_version)
             .unwrap_or((0, 0));
         Ok(Some(Filter {
-            program: profile.compile(native, caps, kernel)?,
+            program: compiled(profile, native, caps, kernel)?,
             flags: profile.flags,
             no_new_privs,
         }))
     }
+}
+
+/// `profile` compiled for `native`, `caps` and `kernel`, compiled once: a
+/// build runs the same profile for every RUN step. The last few programs
+/// are kept (a server runs builds with profiles of their own).
+fn compiled(
+    profile: &Profile,
+    native: Arch,
+    caps: u64,
+    kernel: (u32, u32),
+) -> Result<Arc<[sock_filter]>> {
+    type Entry = (Profile, Arch, u64, (u32, u32), Arc<[sock_filter]>);
+    const KEPT: usize = 4;
+    static KEPT_PROGRAMS: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+    let mut kept = KEPT_PROGRAMS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(entry) = kept
+        .iter()
+        .find(|(p, a, c, k, _)| (*a, *c, *k) == (native, caps, kernel) && p == profile)
+    {
+        return Ok(Arc::clone(&entry.4));
+    }
+    let program: Arc<[sock_filter]> = profile.compile(native, caps, kernel)?.into();
+    if kept.len() == KEPT {
+        kept.remove(0);
+    }
+    kept.push((profile.clone(), native, caps, kernel, Arc::clone(&program)));
+    Ok(program)
 }
 
 /// The filter of a command in the namespaces' sandbox, whose bounding set

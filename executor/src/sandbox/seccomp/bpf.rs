@@ -73,31 +73,73 @@ pub(super) fn chain(
 }
 
 /// Dispatches on the syscall number (in the accumulator) to the chains
-/// of `entries` (sorted by number); others get `default`.
+/// of `entries` (sorted by number); others get `default`. Neighbouring
+/// numbers with the same chain share one range test and one copy of the
+/// chain: Docker's profile allows most calls in long runs, and the
+/// kernel's JIT (run at every install, that is every RUN step) takes
+/// time in proportion to the program's length.
 pub(super) fn tree(entries: &[(u32, Vec<sock_filter>)], default: u32) -> Vec<sock_filter> {
+    let mut ranges: Vec<(u32, u32, &[sock_filter])> = Vec::new();
+    for (nr, chain) in entries {
+        match ranges.last_mut() {
+            Some((_, high, last)) if high.checked_add(1) == Some(*nr) && *last == chain.as_slice() => {
+                *high = *nr;
+            }
+            _ => ranges.push((*nr, *nr, chain)),
+        }
+    }
+    range_tree(&ranges, default)
+}
+
+/// [`tree`] over ranges `(low, high, chain)`, sorted and disjoint: a
+/// binary search down to short linear runs.
+fn range_tree(ranges: &[(u32, u32, &[sock_filter])], default: u32) -> Vec<sock_filter> {
     let mut out = Vec::new();
-    if entries.len() <= LEAF {
-        for (nr, chain) in entries {
-            if let Ok(length) = u8::try_from(chain.len()) {
-                out.push(jump(JEQ, *nr, 0, length));
+    if ranges.len() <= LEAF {
+        for &(low, high, chain) in ranges {
+            // Past the chain when the number is not in [low, high].
+            let over = chain.len();
+            if low == high {
+                test(&mut out, JEQ, low, false, over);
             } else {
-                out.push(jump(JEQ, *nr, 0, 1));
-                out.push(skip(1));
-                out.push(skip(chain.len()));
+                // Below low: past this range's second test and chain.
+                let second = if over <= usize::from(u8::MAX) { 1 } else { 3 };
+                test(&mut out, JGE, low, false, second + over);
+                test(&mut out, JGT, high, true, over);
             }
             out.extend_from_slice(chain);
         }
         out.push(ret(default));
         return out;
     }
-    let (low, high) = entries.split_at(entries.len() / 2);
+    let (low, high) = ranges.split_at(ranges.len() / 2);
     let pivot = high[0].0;
-    let low = tree(low, default);
+    let low = range_tree(low, default);
     out.push(jump(JGE, pivot, 0, 1));
     out.push(skip(low.len()));
     out.extend(low);
-    out.extend(tree(high, default));
+    out.extend(range_tree(high, default));
     out
+}
+
+/// A conditional jump over `over` instructions when the test is `skip_if`
+/// (true: taken, false: not taken), else on to the next instruction; a
+/// jump too long for the 8-bit offset goes through an unconditional one.
+fn test(out: &mut Vec<sock_filter>, code: u16, k: u32, skip_if: bool, over: usize) {
+    match u8::try_from(over) {
+        Ok(over) if skip_if => out.push(jump(code, k, over, 0)),
+        Ok(over) => out.push(jump(code, k, 0, over)),
+        Err(_) => {
+            // Going on: to a jump over the long one; skipping: to the long one.
+            if skip_if {
+                out.push(jump(code, k, 1, 0));
+            } else {
+                out.push(jump(code, k, 0, 1));
+            }
+            out.push(skip(1));
+            out.push(skip(over));
+        }
+    }
 }
 
 fn section(section: &Section, default: u32) -> Vec<sock_filter> {
@@ -206,5 +248,43 @@ mod tests {
             );
         }
         assert_eq!(run(&program, 8, 0, [0; 6]), libc::SECCOMP_RET_KILL_PROCESS);
+    }
+
+    #[test]
+    fn neighbouring_numbers_with_one_chain_share_a_range_test() {
+        // 0-99 allowed in runs broken by gaps and by other chains; 40-59
+        // lead to a chain longer than a conditional jump reaches.
+        let long: Vec<_> = (0..300).map(|n| ret(1000 + n)).collect();
+        let expected = |nr: u32| match nr {
+            10..=14 | 70..=72 => None,
+            40..=59 => Some(1000),
+            80 | 90 => Some(7),
+            0..=99 => Some(1),
+            _ => None,
+        };
+        let entries: Vec<_> = (0..100u32)
+            .filter_map(|nr| {
+                let chain = match expected(nr)? {
+                    1000 => long.clone(),
+                    value => vec![ret(value)],
+                };
+                Some((nr, chain))
+            })
+            .collect();
+        let tree = tree(&entries, 99);
+        // One copy of the long chain, a few tests per range.
+        assert!(tree.len() < 300 + 60, "{} instructions", tree.len());
+        let program = program(
+            &[Section {
+                audit: 7,
+                x32: false,
+                enosys_above: None,
+                tree,
+            }],
+            99,
+        );
+        for nr in 0..120 {
+            assert_eq!(run(&program, 7, nr, [0; 6]), expected(nr).unwrap_or(99), "{nr}");
+        }
     }
 }
