@@ -350,7 +350,9 @@ impl StageRoot {
 
     /// [`StageRoot::remount`], with the mount-point lower when `stubbed`.
     fn remount_with(&mut self, stubbed: bool) -> Result<()> {
+        crate::sandbox::probe_mark(10);
         self.unmounted()?;
+        crate::sandbox::probe_mark(11);
         for pending in std::mem::take(&mut self.pending) {
             let dir = self
                 .store
@@ -368,15 +370,18 @@ impl StageRoot {
         if !self.lowers.contains(&self.upper()) {
             let _ = fs::remove_dir_all(self.upper());
         }
+        crate::sandbox::probe_mark(12);
         self.generation += 1;
         let (upper, work) = (self.upper(), self.work());
         fs::create_dir_all(&upper).map_err(io_at(&upper))?;
+        crate::sandbox::probe_mark(13);
         // The work directory is recycled rather than made anew: every new
         // inode counts on a file system that makes them slowly.
         let recycled = overlay::recycle_work_dir(&work);
         if !recycled {
             fs::create_dir_all(&work).map_err(io_at(&work))?;
         }
+        crate::sandbox::probe_mark(14);
         if !overlay::keeps_hard_links() {
             self.linked =
                 upper::LinkedCopies::copy_up(&upper, &self.lowers, &mut self.linked_names)?;
@@ -389,6 +394,7 @@ impl StageRoot {
             lowers.extend(super::mount_points::lower(&stubs, &self.lowers).map_err(io_at(&stubs))?);
         }
         self.stubbed = stubbed;
+        crate::sandbox::probe_mark(15);
         // No layers at all (FROM scratch) is fine: Overlay mounts an empty
         // lower directory of its own.
         let mounted = match Overlay::mount(&lowers, &upper, &work, &self.root) {
@@ -404,6 +410,8 @@ impl StageRoot {
             other => other,
         };
         self.mount = Some(mounted?);
+        crate::sandbox::probe_mark(16);
+        tracing::debug!(probe = %crate::sandbox::probe_dump(), "remount probe");
         Ok(())
     }
 

@@ -24,13 +24,13 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 use gzp::ZWriter;
-use gzp::deflate::Mgzip;
 use gzp::par::compress::ParCompressBuilder;
 use oci_spec::image::{Descriptor, MediaType};
 
 use super::digest::{Digest, HashingWriter};
 use format::{plan, write_tar};
 
+mod blocks;
 mod format;
 mod from_dir;
 #[cfg(test)]
@@ -279,7 +279,8 @@ pub fn default_threads() -> usize {
 /// **Digests do not depend on `threads`.** gzip is written by `gzp` in its
 /// mgzip format: the tar stream is cut into fixed 128 KiB blocks, each
 /// deflated on its own by libdeflate into a gzip member of its own, so the
-/// output is a function of the data only. A multi-member gzip file is
+/// output is a function of the data only; a block deflate cannot shrink
+/// is stored without being searched for matches (`blocks.rs`). A multi-member gzip file is
 /// standard gzip (RFC 1952): Go's `compress/gzip` (containerd, Docker,
 /// containers/image, umoci, skopeo), GNU gzip and flate2's
 /// `MultiGzDecoder` read every member, and eStargz layers are built the
@@ -320,7 +321,7 @@ pub fn write_layer<W: Write + Send>(
         }
         Compression::Gzip => std::thread::scope(|scope| -> Result<_> {
             let level = u32::try_from(level).expect("gzip levels are 0 to 9");
-            let gz = ParCompressBuilder::<Mgzip>::new()
+            let gz = ParCompressBuilder::<blocks::StoringMgzip>::new()
                 .num_threads(threads)
                 .expect("threads is at least 1")
                 .compression_level(flate2::Compression::new(level))

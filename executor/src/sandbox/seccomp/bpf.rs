@@ -82,7 +82,9 @@ pub(super) fn tree(entries: &[(u32, Vec<sock_filter>)], default: u32) -> Vec<soc
     let mut ranges: Vec<(u32, u32, &[sock_filter])> = Vec::new();
     for (nr, chain) in entries {
         match ranges.last_mut() {
-            Some((_, high, last)) if high.checked_add(1) == Some(*nr) && *last == chain.as_slice() => {
+            Some((_, high, last))
+                if high.checked_add(1) == Some(*nr) && *last == chain.as_slice() =>
+            {
                 *high = *nr;
             }
             _ => ranges.push((*nr, *nr, chain)),
@@ -103,7 +105,7 @@ fn range_tree(ranges: &[(u32, u32, &[sock_filter])], default: u32) -> Vec<sock_f
                 test(&mut out, JEQ, low, false, over);
             } else {
                 // Below low: past this range's second test and chain.
-                let second = if over <= usize::from(u8::MAX) { 1 } else { 3 };
+                let second = if u8::try_from(over).is_ok() { 1 } else { 3 };
                 test(&mut out, JGE, low, false, second + over);
                 test(&mut out, JGT, high, true, over);
             }
@@ -284,7 +286,11 @@ mod tests {
             99,
         );
         for nr in 0..120 {
-            assert_eq!(run(&program, 7, nr, [0; 6]), expected(nr).unwrap_or(99), "{nr}");
+            assert_eq!(
+                run(&program, 7, nr, [0; 6]),
+                expected(nr).unwrap_or(99),
+                "{nr}"
+            );
         }
     }
 }
