@@ -144,9 +144,15 @@ pub struct StageRoot {
     stubbed: bool,
     /// Overlay: the last RUN's mount being unmounted on a thread of its
     /// own while its changes are read and written as a layer (nothing
-    /// writes to the root once the step's processes are gone); joined
-    /// before its upper directory moves or the next overlay is mounted.
-    unmounting: Option<std::thread::JoinHandle<Result<(), OverlayError>>>,
+    /// writes to the root once the step's processes are gone), its work
+    /// directory then recycled there; joined before its upper directory
+    /// moves or the next overlay is mounted. With the slot of that work
+    /// directory; the thread says whether it recycled it.
+    unmounting: Option<(usize, std::thread::JoinHandle<Result<bool, OverlayError>>)>,
+    /// Overlay: whether each of the two work directories (mounts alternate
+    /// between them, see [`StageRoot::work`]) was recycled since its last
+    /// mount, off the step's path.
+    work_recycled: [bool; 2],
     /// Full: the copy taken before the current RUN (or before the stage's
     /// first change, with `--single-snapshot`).
     before: Option<PathBuf>,
@@ -219,6 +225,7 @@ impl StageRoot {
             generation: 0,
             stubbed: false,
             unmounting: None,
+            work_recycled: [false; 2],
             before: None,
             in_place: None,
             privileged,
@@ -271,6 +278,7 @@ impl StageRoot {
             generation: 0,
             stubbed: false,
             unmounting: None,
+            work_recycled: [false; 2],
             before: None,
             in_place: Some(root),
             privileged,
@@ -335,10 +343,15 @@ impl StageRoot {
         self.dir.join(format!("upper-{}", self.generation))
     }
 
-    /// The overlay work directory, one for every mount of this root (see
-    /// [`overlay::recycle_work_dir`]).
+    /// The overlay work directory of the current generation: two, used in
+    /// turn, so that one is recycled (see [`overlay::recycle_work_dir`])
+    /// after its mount is gone while the other serves the next mount.
     fn work(&self) -> PathBuf {
-        self.dir.join("work")
+        self.dir.join(format!("work-{}", self.work_slot()))
+    }
+
+    fn work_slot(&self) -> usize {
+        self.generation % 2
     }
 
     /// Mounts the overlay of the current lowers with a fresh upper directory
@@ -350,9 +363,7 @@ impl StageRoot {
 
     /// [`StageRoot::remount`], with the mount-point lower when `stubbed`.
     fn remount_with(&mut self, stubbed: bool) -> Result<()> {
-        crate::sandbox::probe_mark(10);
         self.unmounted()?;
-        crate::sandbox::probe_mark(11);
         for pending in std::mem::take(&mut self.pending) {
             let dir = self
                 .store
@@ -370,18 +381,15 @@ impl StageRoot {
         if !self.lowers.contains(&self.upper()) {
             let _ = fs::remove_dir_all(self.upper());
         }
-        crate::sandbox::probe_mark(12);
         self.generation += 1;
         let (upper, work) = (self.upper(), self.work());
         fs::create_dir_all(&upper).map_err(io_at(&upper))?;
-        crate::sandbox::probe_mark(13);
         // The work directory is recycled rather than made anew: every new
         // inode counts on a file system that makes them slowly.
         let recycled = overlay::recycle_work_dir(&work);
         if !recycled {
             fs::create_dir_all(&work).map_err(io_at(&work))?;
         }
-        crate::sandbox::probe_mark(14);
         if !overlay::keeps_hard_links() {
             self.linked =
                 upper::LinkedCopies::copy_up(&upper, &self.lowers, &mut self.linked_names)?;
@@ -394,7 +402,6 @@ impl StageRoot {
             lowers.extend(super::mount_points::lower(&stubs, &self.lowers).map_err(io_at(&stubs))?);
         }
         self.stubbed = stubbed;
-        crate::sandbox::probe_mark(15);
         // No layers at all (FROM scratch) is fine: Overlay mounts an empty
         // lower directory of its own.
         let mounted = match Overlay::mount(&lowers, &upper, &work, &self.root) {
@@ -410,8 +417,6 @@ impl StageRoot {
             other => other,
         };
         self.mount = Some(mounted?);
-        crate::sandbox::probe_mark(16);
-        tracing::debug!(probe = %crate::sandbox::probe_dump(), "remount probe");
         Ok(())
     }
 
@@ -506,11 +511,15 @@ impl StageRoot {
         let entries = match self.mode {
             SnapshotMode::Overlay => {
                 if let Some(mount) = self.mount.take() {
+                    let work = self.work();
                     let unmount = std::thread::Builder::new()
                         .name("unmount".into())
-                        .spawn(move || mount.unmount())
+                        .spawn(move || {
+                            mount.unmount()?;
+                            Ok(overlay::recycle_work_dir(&work))
+                        })
                         .map_err(io_at(&self.root))?;
-                    self.unmounting = Some(unmount);
+                    self.unmounting = Some((self.work_slot(), unmount));
                 }
                 let upper = self.upper();
                 upper::remove_stubs(&upper, stubs, true, |rel| self.lower_meta(rel))?;
@@ -586,10 +595,16 @@ impl StageRoot {
 
     /// Waits for the unmount [`StageRoot::take_diff`] started, if any.
     fn unmounted(&mut self) -> Result<()> {
-        match self.unmounting.take().map(std::thread::JoinHandle::join) {
-            None | Some(Ok(Ok(()))) => Ok(()),
-            Some(Ok(Err(e))) => Err(e.into()),
-            Some(Err(panic)) => std::panic::resume_unwind(panic),
+        let Some((slot, unmounting)) = self.unmounting.take() else {
+            return Ok(());
+        };
+        match unmounting.join() {
+            Ok(Ok(recycled)) => {
+                self.work_recycled[slot] = recycled;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(panic) => std::panic::resume_unwind(panic),
         }
     }
 

@@ -737,11 +737,8 @@ fn pid1_setup(plan: &Plan, fds: &Fds, keep: [RawFd; 2]) {
             fail(fds.report, STEP_USER_MAPS, errno);
         }
     }
-    probe_mark(1000);
     for (index, op) in plan.ops.iter().enumerate() {
-        let r = op.apply();
-        if matches!(op, Op::Pivot { .. } | Op::PrivateRoot | Op::Sysfs { .. } | Op::Hostname { .. }) || index % 8 == 0 { probe_mark(index as u64); }
-        if let Err(errno) = r {
+        if let Err(errno) = op.apply() {
             fail(fds.report, u32::try_from(index).unwrap_or(0), errno);
         }
     }
@@ -751,7 +748,6 @@ fn pid1_setup(plan: &Plan, fds: &Fds, keep: [RawFd; 2]) {
 /// a RUN step: sets up, then becomes the command. Started by
 /// [`clone_exec`]; its exit ends the PID namespace.
 fn pid1_exec(plan: &Plan, fds: &Fds) -> ! {
-    probe_mark(999);
     pid1_setup(plan, fds, [fds.report, fds.report]);
     command(plan, fds)
 }
@@ -880,7 +876,6 @@ fn command(plan: &Plan, fds: &Fds) -> ! {
     {
         fail(fds.report, STEP_SECCOMP, errno);
     }
-    probe_mark(2000);
     if !plan.keep_capabilities
         && let Err(errno) = drop_capabilities()
     {
@@ -896,7 +891,6 @@ fn command(plan: &Plan, fds: &Fds) -> ! {
     if let Err(err) = identity {
         fail(fds.report, STEP_IDENTITY, raw(err));
     }
-    probe_mark(3000);
     let mut denied = false;
     for candidate in &plan.candidates {
         // SAFETY: NUL-terminated path and NULL-terminated pointer arrays
@@ -926,27 +920,4 @@ fn command(plan: &Plan, fds: &Fds) -> ! {
     report(fds.report, STEP_EXEC, errno);
     // SAFETY: see `fail`.
     unsafe { libc::_exit(status) }
-}
-
-pub static PROBE_T: [std::sync::atomic::AtomicU64; 96] = [const { std::sync::atomic::AtomicU64::new(0) }; 96];
-pub static PROBE_N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-pub fn probe_mark(tag: u64) {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    let n = PROBE_N.fetch_add(1, Ordering::Relaxed);
-    if n < 48 {
-        PROBE_T[2 * n].store(tag, Ordering::Relaxed);
-        PROBE_T[2 * n + 1].store(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64, Ordering::Relaxed);
-    }
-}
-pub fn probe_dump() -> String {
-    let n = PROBE_N.swap(0, Ordering::Relaxed).min(48);
-    let t0 = PROBE_T[1].load(Ordering::Relaxed);
-    let mut s = String::new();
-    for i in 0..n {
-        let tag = PROBE_T[2 * i].load(Ordering::Relaxed);
-        let t = PROBE_T[2 * i + 1].load(Ordering::Relaxed);
-        s.push_str(&format!("{tag}:{:.0} ", (t.saturating_sub(t0)) as f64 / 1000.0));
-    }
-    s
 }

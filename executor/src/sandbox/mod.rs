@@ -470,7 +470,6 @@ fn pump(fd: OwnedFd, stream: Stream, output: &(dyn Fn(Stream, &[u8]) + Send + Sy
             pending.clear();
         }
     }
-    child::probe_mark(4550);
     if !pending.is_empty() {
         output(stream, &pending);
     }
@@ -526,10 +525,7 @@ fn pump_and_wait(
         scope.spawn(move || pump(stdout, Stream::Stdout, output));
         scope.spawn(move || pump(stderr, Stream::Stderr, output));
         let report = read_all(report);
-        child::probe_mark(4500);
-        let w = wait(pid);
-        child::probe_mark(4600);
-        (report, w)
+        (report, wait(pid))
     })
 }
 
@@ -541,7 +537,6 @@ fn read_all(fd: OwnedFd) -> Vec<u8> {
 }
 
 /// Runs `spec.args` in the sandbox and waits for it.
-pub use child::{probe_mark, probe_dump};
 pub fn run(spec: &Spec) -> Result<Outcome> {
     run_inner(spec, None)
 }
@@ -564,7 +559,6 @@ fn run_inner(spec: &Spec, switch: Option<&KillSwitch>) -> Result<Outcome> {
             source,
         })?;
     let rootless = !rustix::process::geteuid().is_root();
-    child::probe_mark(0);
     let mut prepared = mounts::prepare(spec, &root, rootless)?;
     prepared.plan.seccomp = seccomp::for_namespaces(&spec.security, child::DEFAULT_CAPABILITIES)?;
     let stdin = File::open("/dev/null").map_err(|source| SandboxError::Prepare {
@@ -605,7 +599,6 @@ fn run_inner(spec: &Spec, switch: Option<&KillSwitch>) -> Result<Outcome> {
     if rootless {
         flags |= libc::CLONE_NEWUSER;
     }
-    child::probe_mark(1);
     let pid = {
         // Registered under the lock, so kill_all cannot miss it.
         let mut live = live();
@@ -649,11 +642,8 @@ fn run_inner(spec: &Spec, switch: Option<&KillSwitch>) -> Result<Outcome> {
         status_write,
         executor,
     ));
-    child::probe_mark(4000);
     let (report, waited) = pump_and_wait(pid, out_read, err_read, report_read, &*spec.output);
-    child::probe_mark(5000);
     let waited = waited?;
-    tracing::debug!(probe = %child::probe_dump(), "probe");
     let status = read_all(status_read);
     if let Some(err) = reported(&report, command, |step| {
         step_name(&prepared.steps, step, spec)
