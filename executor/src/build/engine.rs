@@ -162,6 +162,14 @@ pub(super) fn build_with(
             .iter()
             .find(|i| matches!(i.kind, Kind::Run(_)))
     });
+    // Where every RUN runs (no cache to take one from), the overlay probe
+    // mounts its test while the isolation is probed and the base pulled.
+    let overlay_probe = OverlayProbe::start(
+        first_run.is_some()
+            && settings.cache.is_none()
+            && settings.snapshot_mode == SnapshotMode::Overlay,
+        work.path(),
+    );
     if let Some(run) = first_run
         && settings.cache.is_none()
     {
@@ -219,6 +227,7 @@ pub(super) fn build_with(
         image_roots: Mutex::new(BTreeMap::new()),
         failed: AtomicBool::new(false),
         mode: std::sync::OnceLock::new(),
+        overlay_probe,
         mountable: std::sync::OnceLock::new(),
         has_run,
         privileged,
@@ -310,6 +319,8 @@ pub(super) struct Engine<'a> {
     /// How snapshots are taken, decided when a stage root is first made
     /// (a build whose steps all come from the cache makes none).
     pub(super) mode: std::sync::OnceLock<SnapshotMode>,
+    /// The overlay probe started with the build, when RUN steps will run.
+    overlay_probe: OverlayProbe,
     /// Whether overlays can be mounted here, probed when a build without
     /// RUN first needs a merged root (`COPY --from` a stage or image).
     pub(super) mountable: std::sync::OnceLock<bool>,
@@ -443,7 +454,7 @@ impl Engine<'_> {
             // the layers through a view, and only a root read by `COPY
             // --from` is mounted (see `source_root`). Nothing is probed.
             SnapshotMode::Overlay if !self.has_run => SnapshotMode::Overlay,
-            SnapshotMode::Overlay if !crate::sandbox::overlay::supported(&self.work) => {
+            SnapshotMode::Overlay if !self.overlay_probe.supported(&self.work) => {
                 tracing::info!(
                     "overlay mounts are not available here: snapshots copy and compare the root filesystem (slower; RUST_LOG=debug says why)"
                 );
@@ -575,5 +586,52 @@ impl Engine<'_> {
         let root = Arc::new(self.make_root(&name, &image.layers, true)?);
         roots.insert(from.to_string(), Arc::clone(&root));
         Ok(root)
+    }
+}
+
+/// Whether overlays can be mounted in the scratch directory, probed on a
+/// thread of its own from the start of the build when it will surely be
+/// asked (see `build`). The thread is joined before the answer is used and
+/// when the engine goes, so it never outlives the scratch directory it
+/// mounts in.
+struct OverlayProbe(Mutex<Option<std::thread::JoinHandle<bool>>>);
+
+impl OverlayProbe {
+    /// Starts the probe in `work` when `now`; otherwise it is made when
+    /// first asked.
+    fn start(now: bool, work: &Path) -> Self {
+        let work = work.to_path_buf();
+        let started = now
+            .then(|| {
+                std::thread::Builder::new()
+                    .name("overlay-probe".into())
+                    .spawn(move || crate::sandbox::overlay::supported(&work))
+                    .ok()
+            })
+            .flatten();
+        Self(Mutex::new(started))
+    }
+
+    /// The probe's answer (see [`crate::sandbox::overlay::supported`]).
+    fn supported(&self, work: &Path) -> bool {
+        let started = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        match started.map(std::thread::JoinHandle::join) {
+            Some(Ok(supported)) => supported,
+            // Not started (or its thread died): probed here.
+            _ => crate::sandbox::overlay::supported(work),
+        }
+    }
+}
+
+impl Drop for OverlayProbe {
+    fn drop(&mut self) {
+        let started = self
+            .0
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = started {
+            let _ = thread.join();
+        }
     }
 }

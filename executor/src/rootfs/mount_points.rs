@@ -31,8 +31,9 @@ use crate::sandbox;
 
 /// Makes `dir` hold what [`sandbox::MOUNT_POINTS`] the layers `lowers`
 /// (bottom first) lack; returns it when it holds anything, to be mounted
-/// as the topmost lower. Called before every mount of the root: what a
-/// step changed since is taken into account.
+/// as the topmost lower. Made again before a mount of the root whenever a
+/// layer added since may change it ([`touches`]): what a step changed is
+/// taken into account.
 pub(super) fn lower(dir: &Path, lowers: &[PathBuf]) -> io::Result<Option<PathBuf>> {
     let view = RootView::layers(lowers);
     let mut any = false;
@@ -67,6 +68,17 @@ pub(super) fn lower(dir: &Path, lowers: &[PathBuf]) -> io::Result<Option<PathBuf
         },
     }
     Ok(any.then(|| dir.to_path_buf()))
+}
+
+/// Whether the layer directory `dir` has anything at the first name of a
+/// mount point (`proc`, `sys`, `dev`, `etc`): a file, a directory or a
+/// whiteout there may change what [`lower`] makes; nothing there cannot.
+pub(super) fn touches(dir: &Path) -> bool {
+    sandbox::MOUNT_POINTS.iter().any(|(name, _)| {
+        let first = name.split('/').next().unwrap_or(name);
+        fs::symlink_metadata(dir.join(first))
+            .map_or_else(|e| e.kind() != io::ErrorKind::NotFound, |_| true)
+    })
 }
 
 /// `path` as an empty directory (0755) or file (0644), its parents made.
@@ -173,6 +185,31 @@ mod tests {
             mirror.mtime(),
             fs::metadata(step.join("etc")).unwrap().mtime()
         );
+    }
+
+    #[test]
+    fn a_layer_touches_the_mount_points_with_anything_at_their_first_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layer = tmp.path();
+        fs::create_dir_all(layer.join("work/etc")).unwrap();
+        fs::write(layer.join("devices"), "").unwrap();
+        assert!(!touches(layer), "nothing at /proc, /sys, /dev or /etc");
+        for name in ["proc", "sys", "dev", "etc"] {
+            // A whiteout (overlay's 0/0 character device) removing it.
+            let at = layer.join(name);
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &at,
+                rustix::fs::FileType::CharacterDevice,
+                rustix::fs::Mode::empty(),
+                0,
+            )
+            .unwrap();
+            assert!(touches(layer), "{name}");
+            fs::remove_file(&at).unwrap();
+        }
+        std::os::unix::fs::symlink("/elsewhere", layer.join("etc")).unwrap();
+        assert!(touches(layer), "a symlink at /etc");
     }
 
     #[test]

@@ -149,6 +149,9 @@ pub struct StageRoot {
     /// moves or the next overlay is mounted. With the slot of that work
     /// directory; the thread says whether it recycled it.
     unmounting: Option<(usize, std::thread::JoinHandle<Result<bool, OverlayError>>)>,
+    /// Overlay: how many lowers the mount-point lower was last made for,
+    /// and what it was (see `mount_points.rs`).
+    mount_points: Option<(usize, Option<PathBuf>)>,
     /// Overlay: whether each of the two work directories (mounts alternate
     /// between them, see [`StageRoot::work`]) was recycled since its last
     /// mount, off the step's path.
@@ -226,6 +229,7 @@ impl StageRoot {
             stubbed: false,
             unmounting: None,
             work_recycled: [false; 2],
+            mount_points: None,
             before: None,
             in_place: None,
             privileged,
@@ -279,6 +283,7 @@ impl StageRoot {
             stubbed: false,
             unmounting: None,
             work_recycled: [false; 2],
+            mount_points: None,
             before: None,
             in_place: Some(root),
             privileged,
@@ -399,7 +404,22 @@ impl StageRoot {
         let mut lowers = self.lowers.clone();
         if stubbed {
             let stubs = self.dir.join("mount-points");
-            lowers.extend(super::mount_points::lower(&stubs, &self.lowers).map_err(io_at(&stubs))?);
+            let lower = match &self.mount_points {
+                // Made for the lowers below these, and none of these has
+                // anything at a mount point's first name (a file, a
+                // directory, a whiteout): what it holds still holds.
+                Some((below, lower))
+                    if *below <= self.lowers.len()
+                        && self.lowers[*below..]
+                            .iter()
+                            .all(|dir| !super::mount_points::touches(dir)) =>
+                {
+                    lower.clone()
+                }
+                _ => super::mount_points::lower(&stubs, &self.lowers).map_err(io_at(&stubs))?,
+            };
+            self.mount_points = Some((self.lowers.len(), lower.clone()));
+            lowers.extend(lower);
         }
         self.stubbed = stubbed;
         // No layers at all (FROM scratch) is fine: Overlay mounts an empty
