@@ -91,9 +91,11 @@ use std::fs::File;
 use std::io::{self, Read as _};
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd as _, OwnedFd};
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use rustix::event::{PollFd, PollFlags};
 use rustix::pipe::PipeFlags;
 
 pub use inplace::{InPlace, protected_paths};
@@ -448,30 +450,76 @@ fn pipe(what: &str) -> Result<(OwnedFd, OwnedFd)> {
     })
 }
 
-/// Reads `fd` to the end, passing chunks to `output`: complete lines when
-/// there are any, a partial line once it grows past 8 KiB or at the end.
-fn pump(fd: OwnedFd, stream: Stream, output: &(dyn Fn(Stream, &[u8]) + Send + Sync)) {
+/// Reads the command's stdout and stderr into `output` and the report pipe
+/// to its end (every writer closed or exec'd), all on this thread, which
+/// would otherwise only wait: poll(2) over the three pipes until each is
+/// at its end (a thread per pipe cost two spawns a RUN step). Output goes
+/// out as complete lines when there are any, a partial line once it grows
+/// past 8 KiB or at the end. Returns what the report pipe held.
+fn pump_all(
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    report: OwnedFd,
+    output: &(dyn Fn(Stream, &[u8]) + Send + Sync),
+) -> Vec<u8> {
     const LIMIT: usize = 8192;
-    let mut file = File::from(fd);
+    const REPORT: usize = 2;
+    let streams = [Stream::Stdout, Stream::Stderr];
+    let mut pipes = [stdout, stderr, report].map(|fd| Some(File::from(fd)));
+    let mut pending = [Vec::new(), Vec::new(), Vec::new()];
     let mut buffer = [0u8; LIMIT];
-    let mut pending = Vec::new();
     loop {
-        let read = match file.read(&mut buffer) {
-            Ok(0) | Err(_) => break,
-            Ok(read) => read,
-        };
-        pending.extend_from_slice(&buffer[..read]);
-        if let Some(end) = pending.iter().rposition(|&byte| byte == b'\n') {
-            output(stream, &pending[..=end]);
-            pending.drain(..=end);
+        let open: Vec<usize> = (0..pipes.len()).filter(|&i| pipes[i].is_some()).collect();
+        if open.is_empty() {
+            return std::mem::take(&mut pending[REPORT]);
         }
-        if pending.len() >= LIMIT {
-            output(stream, &pending);
-            pending.clear();
+        let mut polled: Vec<PollFd<'_>> = pipes
+            .iter()
+            .flatten()
+            .map(|pipe| PollFd::new(pipe, PollFlags::IN))
+            .collect();
+        match rustix::event::poll(&mut polled, None) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            // ENOMEM, say: try again shortly rather than spin or block on
+            // one pipe while the command fills another.
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
         }
-    }
-    if !pending.is_empty() {
-        output(stream, &pending);
+        let ready: Vec<usize> = open
+            .into_iter()
+            .zip(&polled)
+            .filter(|(_, fd)| !fd.revents().is_empty())
+            .map(|(i, _)| i)
+            .collect();
+        drop(polled);
+        for i in ready {
+            let Some(pipe) = &mut pipes[i] else { continue };
+            let read = match pipe.read(&mut buffer) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(read) => read,
+                Err(_) => 0,
+            };
+            let pending = &mut pending[i];
+            if read == 0 {
+                pipes[i] = None;
+                if i != REPORT && !pending.is_empty() {
+                    output(streams[i], pending);
+                    pending.clear();
+                }
+                continue;
+            }
+            pending.extend_from_slice(&buffer[..read]);
+            if i == REPORT {
+                continue;
+            }
+            if let Some(end) = pending.iter().rposition(|&byte| byte == b'\n') {
+                output(streams[i], &pending[..=end]);
+                pending.drain(..=end);
+            }
+            if pending.len() >= LIMIT {
+                output(streams[i], pending);
+                pending.clear();
+            }
+        }
     }
 }
 
@@ -521,12 +569,8 @@ fn pump_and_wait(
     report: OwnedFd,
     output: &(dyn Fn(Stream, &[u8]) + Send + Sync),
 ) -> (Vec<u8>, Result<i32>) {
-    std::thread::scope(|scope| {
-        scope.spawn(move || pump(stdout, Stream::Stdout, output));
-        scope.spawn(move || pump(stderr, Stream::Stderr, output));
-        let report = read_all(report);
-        (report, wait(pid))
-    })
+    let report = pump_all(stdout, stderr, report, output);
+    (report, wait(pid))
 }
 
 /// Reads the whole pipe (until every writer has closed or exec'd).
