@@ -5,8 +5,8 @@
 use std::io;
 
 use futures_util::StreamExt as _;
-use oci_client::client::BlobResponse;
 use oci_spec::image::{Descriptor, Digest};
+use reqwest::header::RANGE;
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 
 use super::client::{Direction, Host, RegistryClient, ResolvedImage};
@@ -14,6 +14,7 @@ use super::error::{Error, Result};
 use super::idle::within;
 use super::manifest::{Manifest, available_platforms, parse_manifest, select_platform};
 use super::reference::ImageReference;
+use super::token::scope;
 use super::transfer::Hasher;
 use crate::platform::Platform;
 
@@ -201,6 +202,14 @@ impl RegistryClient {
         progress.verify(&context)
     }
 
+    /// One try at the blob: a GET on the client of manifests (made with
+    /// the host), from where the last try stopped (a range request). Not
+    /// oci-client's client: that one is made on a thread of its own when
+    /// the host is first used, and waits for the machine's roots (every
+    /// file of `/etc/ssl/certs`), which a cold build's first pull would
+    /// then wait for too. Redirects are followed as oci-client follows them
+    /// (reqwest's policy, which drops the credentials on the way to
+    /// another host).
     async fn pull_blob_once<W>(
         &self,
         host: &Host,
@@ -213,56 +222,50 @@ impl RegistryClient {
     where
         W: AsyncWrite + Unpin,
     {
-        self.prepare_oci(host, reference, false).await?;
-        let digest = descriptor.digest().to_string();
-        let oci_err = |e| Error::oci(context.to_string(), e);
-        let idle = self.idle();
-        let mut skip = 0;
-        let mut stream = if progress.written == 0 {
-            within(idle, context, async {
-                host.oci()?
-                    .pull_blob_stream(reference.oci(), digest.as_str())
-                    .await
-                    .map_err(oci_err)
-            })
-            .await?
-            .stream
-        } else {
-            let response = within(idle, context, async {
-                host.oci()?
-                    .pull_blob_stream_partial(
-                        reference.oci(),
-                        digest.as_str(),
-                        progress.written,
-                        None,
-                    )
-                    .await
-                    .map_err(oci_err)
-            })
+        let auth = self
+            .authorize(host, &[scope(reference.repository(), false)])
             .await?;
-            match response {
-                // The registry ignored the range: skip what we have.
-                BlobResponse::Full(s) => {
-                    skip = progress.written;
-                    s.stream
-                }
-                BlobResponse::Partial(s) => s.stream,
+        let url = format!(
+            "{}/v2/{}/blobs/{}",
+            host.base,
+            reference.repository(),
+            descriptor.digest()
+        );
+        let mut request = auth.apply(host.http.get(url));
+        if progress.written > 0 {
+            request = request.header(RANGE, format!("bytes={}-", progress.written));
+        }
+        let response = within(self.idle(), context, async {
+            request
+                .send()
+                .await
+                .map_err(|e| Error::http(context.to_string(), e))
+        })
+        .await?;
+        let skip = match response.status().as_u16() {
+            // All of it: what we have already is skipped (a registry may
+            // ignore the range).
+            200 => progress.written,
+            206 if progress.written > 0 => 0,
+            status => {
+                let body = response.bytes().await.unwrap_or_default();
+                return Err(Error::registry(context.to_string(), Some(status), &body));
             }
         };
+        let mut skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        let mut stream = response.bytes_stream();
+        let idle = self.idle();
         // Each chunk within the idle timeout: a slow download that moves
         // goes on, a silent one is retried from where it stopped.
         while let Some(chunk) = within(idle, context, async { Ok(stream.next().await) }).await? {
             let mut chunk = match chunk {
                 Ok(chunk) => chunk,
-                // oci-client's own digest check fails at the end of a bad
-                // blob; ours says so with the digests.
-                Err(_) if progress.written == progress.size => break,
                 Err(e) => return Err(progress.stopped(context, Box::new(e))),
             };
             if skip > 0 {
-                let n = usize::try_from(skip).unwrap_or(usize::MAX).min(chunk.len());
+                let n = skip.min(chunk.len());
                 let _ = chunk.split_to(n);
-                skip -= n as u64;
+                skip -= n;
             }
             progress.add(&chunk, context)?;
             writer
