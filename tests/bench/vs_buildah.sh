@@ -48,7 +48,11 @@
 #   --keep             keep the temp dir with every log [KEEP=1]
 #   [EXECUTOR=path]    this binary instead of `cargo build --release -p executor`
 #   [BENCH_CACHE=~/.cache/executor-bench]  generated contexts and bases
-#   [BENCH_TMP=/tmp]   stores, outputs, the registry
+#   [BENCH_FS=image]   where stores, outputs and the registry live: `image`,
+#                      a journaled ext4 (mkfs.ext4's defaults) in a sparse
+#                      image file under BENCH_CACHE, loop-mounted for the
+#                      run and removed after; `host`, BENCH_TMP as it is
+#   [BENCH_TMP=/tmp]   with BENCH_FS=host
 #   [DEBIAN_TARBALL=path]  the Debian rootfs (default: tests/fixtures/debian-base.sh)
 # Measured 2026-12-06 19:26-19:35 UTC on the 2-core development machine,
 # nothing else running (load average 1.4 before; release build of main
@@ -93,8 +97,8 @@
 # Exits 1 when a correctness check fails (layer bytes downloaded on a warm
 # rebuild, a step not cached, a copy layer digest that changed between
 # rounds), 2 on a setup or build failure. Needs (Debian packages): buildah
-# skopeo umoci docker-registry curl python3 time busybox-static. Run as
-# root.
+# skopeo umoci docker-registry curl python3 time busybox-static e2fsprogs.
+# Run as root (BENCH_FS=image loop-mounts its file system).
 
 set -euo pipefail
 
@@ -104,6 +108,7 @@ CASES=${CASES:-cold warm copy big many}
 KEEP=${KEEP:-0}
 BENCH_CACHE=${BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/executor-bench}
 BENCH_TMP=${BENCH_TMP:-${TMPDIR:-/tmp}}
+BENCH_FS=${BENCH_FS:-image}
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
@@ -143,6 +148,30 @@ done
 source "$repo/tests/bench/common.sh"
 executor_binary
 
+# This machine's own disk is an ext4 without a journal, mounted with
+# `discard`: each file removed waits for the device's discard, and inodes
+# freed in the last five minutes are skipped, one by one, by the next
+# allocations (see "On ext4 without a journal" below). Neither is what a CI
+# runner's disk does, and both slow whichever tool runs after a removal:
+# by default the stores live on a journaled ext4 of mkfs.ext4's defaults,
+# made for the run in a sparse image file (16 GiB at most; the big case
+# writes about 7).
+fs_image= fs_mount=
+case $BENCH_FS in
+  image)
+    fs_image=$BENCH_CACHE/bench-fs.img
+    fs_mount=$(mktemp -d "${TMPDIR:-/tmp}/executor-bench-fs-XXXXXX")
+    mkdir -p "$BENCH_CACHE"
+    rm -f "$fs_image"
+    truncate -s 16G "$fs_image"
+    mkfs.ext4 -q -F "$fs_image" || die "cannot make the bench's file system in $fs_image"
+    mount -o loop "$fs_image" "$fs_mount" || die "cannot loop-mount $fs_image (BENCH_FS=host uses BENCH_TMP as it is)"
+    BENCH_TMP=$fs_mount
+    ;;
+  host) ;;
+  *) die "BENCH_FS is image or host, not $BENCH_FS" ;;
+esac
+
 top=$(mktemp -d "$BENCH_TMP/vs-buildah-XXXXXX")
 registry_pid=
 storages=()
@@ -153,6 +182,13 @@ cleanup() {
   for s in "${storages[@]}"; do cleanup_buildah "$s"; done
   [[ -n $registry_pid ]] && kill "$registry_pid" 2>/dev/null
   if [[ $KEEP == 1 ]]; then echo "kept $top" >&2; else rm -rf "$top"; fi
+  if [[ -n $fs_mount ]]; then
+    if [[ $KEEP == 1 ]]; then
+      echo "the bench's file system stays mounted at $fs_mount ($fs_image)" >&2
+    else
+      umount "$fs_mount" && rmdir "$fs_mount" && rm -f "$fs_image"
+    fi
+  fi
 }
 trap cleanup EXIT
 
@@ -415,14 +451,30 @@ fi
 # --- one round of each kind ---------------------------------------------------------
 
 # On ext4 without a journal (this machine's disk), every inode allocated in
-# the minute after files were deleted first skips past the deleted ones
-# (recently_deleted() in fs/ext4/ialloc.c; a journaled ext4, or xfs, has no
-# such wait). A cold round makes a thousand inodes in a fifth of a second,
-# so the previous round's removal slowed whichever tool ran first after it
-# up to twice. Each cold round therefore starts with the disk settled: a
-# minute after the last removal.
+# the minutes after others were deleted first skips past the deleted ones
+# (recently_deleted() in fs/ext4/ialloc.c: 5 s after the deletion, or 305 s
+# while the inode table block is dirty, which the next allocations in it
+# make it; a journaled ext4, or xfs, has no such wait). A cold round makes
+# a thousand inodes in a fifth of a second: after the previous round's
+# removal, 40% of its CPU time went to that skipping (perf: recently_deleted
+# and the buffer lookups under it), even a minute later, and rounds took
+# from 0.2 to 0.45 s. buildah's `rmi` after its rounds removed as much. So
+# the rounds of the small cases (cold, warm, apt, flask) keep their files,
+# buildah's images included, until a large case needs the space or the
+# bench ends, and each case starts a minute after the last removal.
 last_removal=$(date +%s)
 removed() { last_removal=$(date +%s); }
+# Rounds whose removal waits (see above), and the removal of them all.
+deferred=()
+defer_removal() { [[ $KEEP == 1 ]] || deferred+=("$@"); }
+flush_removals() {
+  ((${#deferred[@]})) || return 0
+  local w
+  for w in "${deferred[@]}"; do cleanup_buildah "$w/buildah"; done
+  rm -rf "${deferred[@]}"
+  deferred=()
+  removed
+}
 no_journal() {
   local dev fstype journals
   read -r dev fstype < <(findmnt -n -o SOURCE,FSTYPE --target "$BENCH_TMP")
@@ -463,9 +515,7 @@ cold_round() {
     --build-arg "BASE=${base_of[$src]}" -t "localhost/bench-$c:round$n" -f "$ctx/Dockerfile" "$ctx"
   record "$c" "$(sum_wall executor.wall)" "$(peak_rss executor)" "$(cpu_of executor)" 0 \
     "$(sum_wall buildah.wall)" "$(peak_rss buildah)" "$(cpu_of buildah)" 0 ok
-  cleanup_buildah "$work/buildah"
-  [[ $KEEP == 1 ]] || rm -rf "$work"
-  removed
+  defer_removal "$work"
 }
 
 # executor_cached CASE NAME STORE: executor's build of CASE with its
@@ -521,9 +571,7 @@ warm_round() {
   record "$c" "$(sum_wall executor.wall)" "$(peak_rss executor)" "$(cpu_of executor)" "$exec_bytes" \
     "$(sum_wall buildah.wall buildah-push.wall)" "$(peak_rss buildah buildah-push)" \
     "$(cpu_of buildah buildah-push)" "$bh_bytes" "$check"
-  cleanup_buildah "$work/buildah"
-  [[ $KEEP == 1 ]] || rm -rf "$work"
-  removed
+  defer_removal "$work"
 }
 
 # warm_fill CASE: each tool fills its registry cache once (not timed).
@@ -534,9 +582,7 @@ warm_fill() {
   echo "== $c: filling each tool's registry cache once" >&2
   executor_cached "$c" fill "$work/executor-store"
   buildah_cached "$c" fill "$work/buildah"
-  cleanup_buildah "$work/buildah"
-  [[ $KEEP == 1 ]] || rm -rf "$work"
-  removed
+  defer_removal "$work"
 }
 
 # copy_round CASE N: both tools turn CASE's generated context into an
@@ -583,6 +629,7 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "== executor $EXECUTOR; buildah $(buildah --version | awk '{ print $3 }') (driver $driver); $(nproc) cores; load $load_before; cases $CASES" >&2
 for c in $CASES; do
   mkdir -p "$top/$c"
+  case $c in copy | big | many) flush_removals ;; esac
   case $c in
     cold | apt) for ((i = 1; i <= RUNS; i++)); do cold_round "$c" "$i"; done ;;
     warm | flask)

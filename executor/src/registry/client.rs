@@ -31,6 +31,8 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::token_cache::{RegistryToken, RegistryTokenType};
 use oci_spec::image::{Descriptor, Digest, ImageManifest};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, WWW_AUTHENTICATE};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
 
 use super::auth::{Credential, Keychain};
 use super::backoff::Backoff;
@@ -332,14 +334,17 @@ impl RegistryClient {
         }
         let host = Arc::new(self.build_host(&key)?);
         hosts.insert(key, Arc::clone(&host));
-        // oci-client's client is made meanwhile, off the path of the first
-        // requests (the ping, manifests), which are our own client's.
-        let warm = Arc::clone(&host);
-        if let Err(error) = std::thread::Builder::new()
-            .name("oci-client".into())
-            .spawn(move || drop(warm.oci()))
-        {
-            tracing::debug!(%error, "cannot start a thread to make oci-client's client; it is made when first used");
+        // oci-client's client, which pushes, is made meanwhile, off the
+        // path of the first requests (the ping, manifests), which are our
+        // own client's; pulls never use it.
+        if matches!(direction, Direction::Push) {
+            let warm = Arc::clone(&host);
+            if let Err(error) = std::thread::Builder::new()
+                .name("oci-client".into())
+                .spawn(move || drop(warm.oci()))
+            {
+                tracing::debug!(%error, "cannot start a thread to make oci-client's client; it is made when first used");
+            }
         }
         Ok(host)
     }
@@ -361,28 +366,14 @@ impl RegistryClient {
         let mut http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(connect_timeout)
-            .read_timeout(self.idle())
-            .danger_accept_invalid_certs(key.skip_verify);
-        // The machine's roots, read once per process (see `native_roots`):
-        // both clients then verify against them plus `--registry-certificate`
-        // instead of each reading the system store again.
-        let roots = if key.skip_verify {
-            None
-        } else {
-            native_roots()
-        };
-        if let Some(roots) = roots {
-            http = http.tls_certs_only(
-                roots
-                    .iter()
-                    .filter_map(|der| reqwest::Certificate::from_der(der).ok()),
-            );
-        }
+            .read_timeout(self.idle());
+        let mut extra = Vec::new();
         let mut oci_certs = Vec::new();
         if let Some(pem) = &pem {
-            let certs =
-                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| setup(Box::new(e)))?;
-            if certs.is_empty() {
+            extra = CertificateDer::pem_slice_iter(pem)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| setup(Box::new(e)))?;
+            if extra.is_empty() {
                 return Err(Error::Certificate {
                     host: key.host.clone(),
                     path: key.ca.clone().unwrap_or_default(),
@@ -392,7 +383,6 @@ impl RegistryClient {
                     ),
                 });
             }
-            http = http.tls_certs_merge(certs);
             oci_certs = split_pem(pem)
                 .into_iter()
                 .map(|data| Certificate {
@@ -401,42 +391,60 @@ impl RegistryClient {
                 })
                 .collect();
         }
+        // The machine's roots (see `native_roots`) plus the host's
+        // certificate, read at the first handshake (see `tls.rs`): a
+        // plain-HTTP host never waits for them.
+        http = if key.skip_verify {
+            http.tls_danger_accept_invalid_certs(true)
+        } else {
+            let tls =
+                super::tls::client_config(native_roots, extra).map_err(|e| setup(Box::new(e)))?;
+            http.tls_backend_preconfigured(tls)
+        };
         let http = http.build().map_err(|e| setup(Box::new(e)))?;
-        // oci-client merges `extra_root_certificates` into these, as our
-        // own client does above.
-        let tls_certs_only = roots
-            .unwrap_or_default()
-            .iter()
-            .map(|der| Certificate {
-                encoding: CertificateEncoding::Der,
-                data: der.clone(),
-            })
-            .collect();
-        let config = ClientConfig {
-            protocol: if key.plain_http {
-                ClientProtocol::Http
+        let skip_verify = key.skip_verify;
+        let protocol = if key.plain_http {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        };
+        // oci-client's client takes the roots when it is made (on a
+        // thread, see `host`, or when first used), with the host's
+        // certificate merged into them as `extra_root_certificates`.
+        let make_oci = move || {
+            let tls_certs_only = if skip_verify {
+                Vec::new()
             } else {
-                ClientProtocol::Https
-            },
-            accept_invalid_certificates: key.skip_verify,
-            use_monolithic_push: true,
-            extra_root_certificates: oci_certs,
-            tls_certs_only,
-            platform_resolver: None,
-            connect_timeout: Some(connect_timeout),
-            // No read_timeout: reqwest's would bound whole uploads; oci-client
-            // calls are watched by `idle` instead.
-            read_timeout: None,
-            user_agent: USER_AGENT,
-            ..ClientConfig::default()
+                native_roots()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|der| Certificate {
+                        encoding: CertificateEncoding::Der,
+                        data: der.clone(),
+                    })
+                    .collect()
+            };
+            let config = ClientConfig {
+                protocol,
+                accept_invalid_certificates: skip_verify,
+                use_monolithic_push: true,
+                extra_root_certificates: oci_certs,
+                tls_certs_only,
+                platform_resolver: None,
+                connect_timeout: Some(connect_timeout),
+                // No read_timeout: reqwest's would bound whole uploads;
+                // oci-client calls are watched by `idle` instead.
+                read_timeout: None,
+                user_agent: USER_AGENT,
+                ..ClientConfig::default()
+            };
+            oci_client::Client::try_from(config).map_err(|e| crate::error_chain::one_line(&e))
         };
         let scheme = if key.plain_http { "http" } else { "https" };
         Ok(Host {
             name: key.host.clone(),
             base: format!("{scheme}://{}", key.host),
-            oci: LazyLock::new(Box::new(move || {
-                oci_client::Client::try_from(config).map_err(|e| crate::error_chain::one_line(&e))
-            })),
+            oci: LazyLock::new(Box::new(make_oci)),
             http,
             challenge: tokio::sync::OnceCell::new(),
             tokens: Mutex::new(HashMap::new()),

@@ -19,6 +19,7 @@ mod manifest;
 mod pull;
 mod push;
 mod reference;
+mod tls;
 mod token;
 mod transfer;
 
