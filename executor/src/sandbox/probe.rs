@@ -107,6 +107,29 @@ pub fn probe() -> Result<(), Unavailable> {
         (libc::CLONE_NEWIPC, "IPC"),
         (libc::CLONE_NEWUTS, "UTS"),
     ]);
+    let flags = namespaces.iter().fold(0, |flags, (flag, _)| flags | flag);
+    // All namespaces in one child, which checks the mounts: where that
+    // works (almost everywhere a build runs) it is the whole probe. Where
+    // the namespaces cannot be made, a child per namespace added finds
+    // which one, for the message.
+    match mount_probe(flags, rootless) {
+        Err(Probed::Clone(errno)) => Err(missing_namespace(&namespaces)
+            .unwrap_or_else(|| unavailable("cannot create the sandbox's namespaces", errno))),
+        Err(Probed::Unavailable(unavailable)) => Err(unavailable),
+        Ok(()) => Ok(()),
+    }
+}
+
+/// Why [`mount_probe`] failed: its child could not be made, or it was and
+/// said what it could not do.
+enum Probed {
+    Clone(i32),
+    Unavailable(Unavailable),
+}
+
+/// The first of `namespaces` that a child cannot be made in, with those
+/// before it.
+fn missing_namespace(namespaces: &[(i32, &str)]) -> Option<Unavailable> {
     let mut flags = 0;
     for (flag, name) in namespaces {
         flags |= flag;
@@ -118,28 +141,38 @@ pub fn probe() -> Result<(), Unavailable> {
                 reap(pid);
             }
             Err(errno) => {
-                return Err(unavailable(
+                return Some(unavailable(
                     format!("cannot create a {name} namespace"),
                     errno,
                 ));
             }
         }
     }
+    None
+}
 
+/// A child in the namespaces `flags` runs [`mount_check`] in a scratch
+/// directory and reports the step that failed.
+fn mount_probe(flags: i32, rootless: bool) -> Result<(), Probed> {
     let scratch = tempfile::Builder::new()
         .prefix("executor-probe-")
         .tempdir()
         .map_err(|err| {
-            unavailable(
+            Probed::Unavailable(unavailable(
                 "cannot create a temporary directory",
                 err.raw_os_error().unwrap_or(libc::EIO),
-            )
+            ))
         })?;
-    let path = CString::new(scratch.path().as_os_str().as_bytes())
-        .map_err(|_| unavailable("cannot use the temporary directory", libc::EINVAL))?;
+    let path = CString::new(scratch.path().as_os_str().as_bytes()).map_err(|_| {
+        Probed::Unavailable(unavailable(
+            "cannot use the temporary directory",
+            libc::EINVAL,
+        ))
+    })?;
     let maps = rootless.then(UserMaps::for_caller);
-    let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC)
-        .map_err(|err| unavailable("cannot create a pipe", err.raw_os_error()))?;
+    let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(|err| {
+        Probed::Unavailable(unavailable("cannot create a pipe", err.raw_os_error()))
+    })?;
     // SAFETY: the child only runs `mount_check` (raw system calls on
     // prepared C strings), `child::report` and _exit.
     let pid = match unsafe { child::clone(flags) } {
@@ -155,7 +188,7 @@ pub fn probe() -> Result<(), Unavailable> {
             unsafe { libc::_exit(code) }
         }
         Ok(pid) => pid,
-        Err(errno) => return Err(unavailable("cannot create the sandbox's namespaces", errno)),
+        Err(errno) => return Err(Probed::Clone(errno)),
     };
     drop(write);
     let mut message = Vec::new();
@@ -170,7 +203,7 @@ pub fn probe() -> Result<(), Unavailable> {
             .and_then(|step| STEPS.get(step))
             .copied()
             .unwrap_or("cannot set up mounts");
-        return Err(unavailable(what, errno));
+        return Err(Probed::Unavailable(unavailable(what, errno)));
     }
     Ok(())
 }
