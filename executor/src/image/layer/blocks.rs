@@ -224,9 +224,9 @@ mod tests {
         // Even bytes, but a 16 KiB stretch repeated: within the window.
         let repeated: Vec<u8> = random[..16 * 1024].repeat(8);
         // Even bytes with a fifth of the block a copy of an earlier part,
-        // at an odd distance.
+        // at a distance in the window that is no multiple of the lookups'.
         let mut partly = random.clone();
-        partly.copy_within(1001..1001 + 26 * 1024, 7003);
+        partly.copy_within(2001..2001 + 24 * 1024, 30003);
         // Runs of one byte between random stretches.
         let mut runs = random.clone();
         for chunk in runs.chunks_mut(4096) {
