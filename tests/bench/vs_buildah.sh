@@ -54,35 +54,44 @@
 #                      run and removed after; `host`, BENCH_TMP as it is
 #   [BENCH_TMP=/tmp]   with BENCH_FS=host
 #   [DEBIAN_TARBALL=path]  the Debian rootfs (default: tests/fixtures/debian-base.sh)
-# Measured 2026-12-06 19:26-19:35 UTC on the 2-core development machine,
+# Measured 2026-12-06 21:53-22:00 UTC on the 2-core development machine,
 # nothing else running (load average 1.4 before; release build of main
-# 90eacd6; `tests/bench/vs_buildah.sh --runs 5 --memory-runs 1`):
+# 7ccea79; `tests/bench/vs_buildah.sh --runs 5 --memory-runs 1`, stores on
+# the journaled ext4 image, BENCH_FS=image):
 #   case                        executor s (cpu)  buildah s (cpu)  ratio  aim
-#   cold, 20 RUN (5 rounds)     0.24 (0.3)         4.89 (5.2)      0.050  <= 0.03
-#   warm + push (5 rounds)      0.06 (0.0)         1.51 (1.4)      0.041  <= 0.05, 0 B: 0 B
-#   COPY 10,000 files (5)       3.54 (6.2)        23.14 (29.7)     0.161  <= 0.2
-#   one 2 GiB file (1)         13.07 (24.2)       33.87 (44.4)     0.386  RSS 21 MiB
-#   100,000 files (1)           2.88 (3.5)        43.28 (62.2)     0.066  RSS 102 MiB
-# Earlier the same day: cold 0.35 s against 5.66 s (0.057) and warm 0.10 s
-# against 1.80 s (0.059) at c547566; cold 0.50 s against 5.25 s (0.092)
-# and warm 0.16 s against 2.28 s (0.070) at 1575ea2.
+#   cold, 20 RUN (5 rounds)     0.18 (0.2)         4.87 (4.8)      0.036  <= 0.03
+#   warm + push (5 rounds)      0.07 (0.0)         1.45 (1.2)      0.047  <= 0.05, 0 B: 0 B
+#   COPY 10,000 files (5)       2.70 (4.3)        10.97 (15.4)     0.250  <= 0.2
+#   one 2 GiB file (1)         14.06 (17.2)       44.41 (51.6)     0.317  RSS 22 MiB
+#   100,000 files (1)           3.06 (3.6)        27.21 (41.6)     0.112  RSS 106 MiB
+# Right after, BENCH_FS=host (this machine's ext4 without a journal, stores
+# under /tmp, `--cases "cold copy"`): cold 0.18 s against 5.31 s (0.033,
+# rounds 0.031-0.035); COPY 2.9-3.1 s against buildah's 12.5, 18.6, 24.2,
+# 27.4 and 27.5 s, slower each round after the last one's removal (ratios
+# 0.23 down to 0.11): on that disk much of buildah's time, CPU included,
+# is the disk's (skipping freed inodes, discards), which is why the bench
+# now makes its own journaled file system. At 19:30 there: 23.1 s (0.161).
+# Earlier the same day, on the host disk: cold 0.24 s against 4.89 s
+# (0.050) and warm 0.06 s against 1.51 s (0.041) at 90eacd6; cold 0.35 s
+# (0.057) and warm 0.10 s (0.059) at c547566; cold 0.50 s (0.092) and
+# warm 0.16 s (0.070) at 1575ea2.
 # Where the time goes. Warm: 49 registry requests (the ping, the push
 # check, the base's manifest and config, one manifest per cache key with
 # its entry embedded, one mount per layer made while the keys are looked
 # up, the manifest); Debian's docker-registry spends ~0.8 ms of CPU per
 # request however many are in flight, which is most of the 60 ms.
-# Cold, on a settled disk 0.18 s: ~3 ms start, ~10 ms pull, ~6 ms the
-# overlay and sandbox probes, ~15 ms extracting busybox (~400 symlinks),
-# then ~7.5 ms a step: ~3.5 ms the command's own processes (the same 20
-# commands in a prepared chroot take 0.06 s), ~1.5 ms the sandbox (new
-# namespaces, ~30 mounts, pivot_root, Docker's seccomp profile checked and
-# JITed by the kernel: 0.3-0.5 ms), ~1.5 ms the overlay (mount, unmount,
-# the upper directory normalised), and the layer writer on the other core
-# (30% of the CPU samples: deflate of incompressible data 16%, sha256 4%).
-# A shell doing only the overlay + unshare + chroot of each step takes
-# 0.15 s. This disk is ext4 without a journal: inodes made in the minute
-# after others were deleted skip past them (recently_deleted()), which
-# made a store under /tmp 0.3-0.5 s where one under /work took 0.18 s.
+# Cold, 0.146 s on a settled disk (the same build in a loop, 7febc3c):
+# ~6 ms start (libssl/libcrypto loaded for git2, the runtime, a new store's
+# two fsyncs), ~5 ms the isolation probe (one child in the namespaces), the
+# overlay probe beside it, 14-28 ms the base (ping, manifest, config, a
+# 1 MiB blob written, hashed, fsynced), ~16 ms extracting busybox (268
+# symlinks at ~40 us each on ext4), then ~5 ms a step: ~3 ms the command's
+# own processes (the same 20 commands in a prepared chroot take 0.06 s),
+# ~1 ms the sandbox (clone into four namespaces 0.1, 46 mounts and setup
+# calls 0.35, pivot_root and the detach of the old root 0.1-1.3: an RCU
+# grace period, seccomp 0.1), ~0.5 ms the next overlay, ~0.4 ms reading
+# the upper directory; the layer writer runs on the other core (blocks of
+# random data stored, not deflated: layer/blocks.rs).
 # COPY (a build without RUN): the layer is written straight from the context
 # files, each read once (no staging copy, no inode made per file, no
 # extracted copy of the layer unless a RUN later needs the root), and its
@@ -90,9 +99,10 @@
 # libdeflate's level-6 deflate (one gzip member per 128 KiB block, on both
 # cores) is 75% of the CPU samples, sha256 (diffID and digest, SHA-NI) 12%,
 # the kernel 9% (reading the files). zlib-rs, streamed with a dictionary
-# as before, took 8.8 s of CPU where libdeflate takes 6.0 s. The wall time
-# is the CPU time over two cores: 3.4 s for 6.0 s. Lower needs a lower
-# level than the default.
+# as before, took 8.8 s of CPU where libdeflate takes 6.0 s; the context's
+# random files are now stored, not deflated (layer/blocks.rs): 4.3 s. The
+# wall time is the CPU time over two cores: 2.7 s for 4.3 s. Lower needs
+# a lower level than the default.
 #
 # Exits 1 when a correctness check fails (layer bytes downloaded on a warm
 # rebuild, a step not cached, a copy layer digest that changed between
