@@ -228,7 +228,6 @@ pub(super) fn build_with(
         failed: AtomicBool::new(false),
         mode: std::sync::OnceLock::new(),
         overlay_probe,
-        mountable: std::sync::OnceLock::new(),
         has_run,
         privileged,
         place,
@@ -319,11 +318,11 @@ pub(super) struct Engine<'a> {
     /// How snapshots are taken, decided when a stage root is first made
     /// (a build whose steps all come from the cache makes none).
     pub(super) mode: std::sync::OnceLock<SnapshotMode>,
-    /// The overlay probe started with the build, when RUN steps will run.
+    /// Whether overlays can be mounted here: probed from the start of a
+    /// build whose RUN steps all run, else when first asked (by the
+    /// snapshot mode, or by a build without RUN that needs a merged root
+    /// for `COPY --from` a stage or image).
     overlay_probe: OverlayProbe,
-    /// Whether overlays can be mounted here, probed when a build without
-    /// RUN first needs a merged root (`COPY --from` a stage or image).
-    pub(super) mountable: std::sync::OnceLock<bool>,
     /// Whether a needed stage has a RUN step (an ONBUILD trigger of a base
     /// image aside): without, nothing is probed or mounted.
     pub(super) has_run: bool,
@@ -499,10 +498,7 @@ impl Engine<'_> {
     /// chose overlay; a build without RUN probes on first use.
     fn can_mount(&self) -> bool {
         self.mode() == SnapshotMode::Overlay
-            && (self.has_run
-                || *self
-                    .mountable
-                    .get_or_init(|| crate::sandbox::overlay::supported(&self.work)))
+            && (self.has_run || self.overlay_probe.supported(&self.work))
     }
 
     /// The root filesystem of `layers` (in the store) under the scratch
@@ -589,12 +585,15 @@ impl Engine<'_> {
     }
 }
 
-/// Whether overlays can be mounted in the scratch directory, probed on a
-/// thread of its own from the start of the build when it will surely be
-/// asked (see `build`). The thread is joined before the answer is used and
-/// when the engine goes, so it never outlives the scratch directory it
-/// mounts in.
-struct OverlayProbe(Mutex<Option<std::thread::JoinHandle<bool>>>);
+/// Whether overlays can be mounted in the scratch directory, asked once:
+/// probed on a thread of its own from the start of the build when it will
+/// surely be asked (see `build`), else when first asked. The thread is
+/// joined before the answer is used and when the engine goes, so it never
+/// outlives the scratch directory it mounts in.
+struct OverlayProbe {
+    started: Mutex<Option<std::thread::JoinHandle<bool>>>,
+    answer: std::sync::OnceLock<bool>,
+}
 
 impl OverlayProbe {
     /// Starts the probe in `work` when `now`; otherwise it is made when
@@ -609,24 +608,33 @@ impl OverlayProbe {
                     .ok()
             })
             .flatten();
-        Self(Mutex::new(started))
+        Self {
+            started: Mutex::new(started),
+            answer: std::sync::OnceLock::new(),
+        }
     }
 
     /// The probe's answer (see [`crate::sandbox::overlay::supported`]).
     fn supported(&self, work: &Path) -> bool {
-        let started = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
-        match started.map(std::thread::JoinHandle::join) {
-            Some(Ok(supported)) => supported,
-            // Not started (or its thread died): probed here.
-            _ => crate::sandbox::overlay::supported(work),
-        }
+        *self.answer.get_or_init(|| {
+            let started = self
+                .started
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            match started.map(std::thread::JoinHandle::join) {
+                Some(Ok(supported)) => supported,
+                // Not started (or its thread died): probed here.
+                _ => crate::sandbox::overlay::supported(work),
+            }
+        })
     }
 }
 
 impl Drop for OverlayProbe {
     fn drop(&mut self) {
         let started = self
-            .0
+            .started
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .take();

@@ -4,6 +4,7 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::{ArgAction, Args, ValueEnum};
@@ -17,6 +18,7 @@ use executor::dockerfile::instructions::parse_go_duration;
 use executor::platform::Platform;
 use executor::registry::{Backoff, DEFAULT_TIMEOUT, ImageReference};
 use executor::rootfs::Remote;
+use tokio_util::sync::CancellationToken;
 
 /// kaniko's boolean flags take `--flag`, `--flag=true` and `--flag=false`.
 macro_rules! bool_flag {
@@ -630,11 +632,11 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<std::process::ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let remote = std::sync::Arc::new(executor::build::engine::remote(&settings)?);
+    let remote = Arc::new(executor::build::engine::remote(&settings)?);
     runtime.block_on(check_push_access(&settings, &remote))?;
     // SIGINT and SIGTERM kill the running steps; the build then stops,
     // removes its scratch space and fails.
-    let cancel = tokio_util::sync::CancellationToken::new();
+    let cancel = CancellationToken::new();
     let signals = runtime.spawn({
         let cancel = cancel.clone();
         async move {

@@ -383,11 +383,11 @@ impl RegistryClient {
                     ),
                 });
             }
-            oci_certs = split_pem(pem)
-                .into_iter()
-                .map(|data| Certificate {
-                    encoding: CertificateEncoding::Pem,
-                    data,
+            oci_certs = extra
+                .iter()
+                .map(|der| Certificate {
+                    encoding: CertificateEncoding::Der,
+                    data: der.to_vec(),
                 })
                 .collect();
         }
@@ -398,7 +398,7 @@ impl RegistryClient {
             http.tls_danger_accept_invalid_certs(true)
         } else {
             let tls =
-                super::tls::client_config(native_roots, extra).map_err(|e| setup(Box::new(e)))?;
+                super::tls::client_config(native_roots, &extra).map_err(|e| setup(Box::new(e)))?;
             http.tls_backend_preconfigured(tls)
         };
         let http = http.build().map_err(|e| setup(Box::new(e)))?;
@@ -790,35 +790,9 @@ pub(super) fn absolute(host: &Host, location: &str) -> String {
     }
 }
 
-/// The `-----BEGIN CERTIFICATE-----` blocks of a PEM file, each on its own.
-fn split_pem(pem: &[u8]) -> Vec<Vec<u8>> {
-    const END: &str = "-----END CERTIFICATE-----";
-    let text = String::from_utf8_lossy(pem);
-    let mut out = Vec::new();
-    let mut rest = text.as_ref();
-    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
-        let Some(end) = rest[start..].find(END) else {
-            break;
-        };
-        let stop = start + end + END.len();
-        out.push(format!("{}\n", &rest[start..stop]).into_bytes());
-        rest = &rest[stop..];
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pem_bundles_split() {
-        let one = "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----";
-        let bundle = format!("junk\n{one}\n{one}\n");
-        let parts = split_pem(bundle.as_bytes());
-        assert_eq!(parts.len(), 2);
-        assert_eq!(parts[0], format!("{one}\n").into_bytes());
-    }
 
     #[test]
     fn host_settings_follow_direction_and_lists() {

@@ -19,16 +19,21 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// A rustls client configuration whose server certificates are checked
-/// against `roots()` plus `extra` (DER), `roots` called on the first
+/// against `roots()` plus `extra` (a host's own certificates, checked now:
+/// one rustls cannot take is an error here), `roots` called on the first
 /// handshake.
 pub(super) fn client_config(
     roots: fn() -> Option<&'static [Vec<u8>]>,
-    extra: Vec<CertificateDer<'static>>,
+    extra: &[CertificateDer<'static>],
 ) -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut own = RootCertStore::empty();
+    for cert in extra {
+        own.add(cert.clone())?;
+    }
     let verifier = LazyRoots {
         roots,
-        extra,
+        extra: own,
         provider: Arc::clone(&provider),
         verifier: OnceLock::new(),
     };
@@ -42,7 +47,8 @@ pub(super) fn client_config(
 /// WebPKI verification against roots read on first use (see the module).
 struct LazyRoots {
     roots: fn() -> Option<&'static [Vec<u8>]>,
-    extra: Vec<CertificateDer<'static>>,
+    /// The host's own certificates, the machine's roots added to them.
+    extra: RootCertStore,
     provider: Arc<CryptoProvider>,
     verifier: OnceLock<Result<Arc<WebPkiServerVerifier>, String>>,
 }
@@ -59,7 +65,7 @@ impl std::fmt::Debug for LazyRoots {
 impl LazyRoots {
     fn verifier(&self) -> Result<&WebPkiServerVerifier, rustls::Error> {
         let made = self.verifier.get_or_init(|| {
-            let mut store = RootCertStore::empty();
+            let mut store = self.extra.clone();
             // As reqwest's `tls_certs_only` did: a root rustls cannot
             // parse is left out, not an error.
             let machine = (self.roots)().unwrap_or_default();
@@ -68,11 +74,6 @@ impl LazyRoots {
                     .iter()
                     .map(|der| CertificateDer::from(der.as_slice()).into_owned()),
             );
-            for cert in &self.extra {
-                store
-                    .add(cert.clone())
-                    .map_err(|e| format!("a --registry-certificate: {e}"))?;
-            }
             if store.is_empty() {
                 return Err(
                     "no trusted root certificate found on this machine (SSL_CERT_FILE, SSL_CERT_DIR or the system store)"

@@ -15,7 +15,8 @@
 //! that creates a file in `/etc` makes the overlay copy `/etc` up from the
 //! topmost lower that has it, which is this one when it holds the `/etc`
 //! files. Its `/etc` therefore mirrors the layers' own `/etc` (mode,
-//! owner, times), again before every mount; where that cannot hold (the
+//! owner, times), made again after any layer with an `/etc` of its own
+//! ([`touches`]); where that cannot hold (the
 //! layers have no `/etc` directory, or theirs carries extended attributes)
 //! the `/etc` files are left to the sandbox's stubs as before.
 

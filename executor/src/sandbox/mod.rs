@@ -28,13 +28,13 @@
 //! the rest of the namespace. Without (a RUN step, as Docker and BuildKit
 //! run one) pid 1 becomes the command itself, and is itself started as
 //! `posix_spawn` starts a child: no fork of the executor at all. Pid 1 has
-//! `PR_SET_PDEATHSIG(SIGKILL)`, tied to the thread calling [`run`] (which blocks until the end; should the
-//! executor die before the prctl, pid 1 sees it through a pidfd and
-//! exits), and
-//! [`kill_all`] SIGKILLs every live pid 1; [`run_killable`] with a
-//! [`KillSwitch`] lets another thread kill one sandbox (a job's timeout). Every mount lives in the
-//! sandbox's mount namespace, so when [`run`] returns nothing is left in
-//! the caller's.
+//! `PR_SET_PDEATHSIG(SIGKILL)`, tied to the thread calling [`run`] (which
+//! blocks until the end; should the executor die before the prctl, pid 1
+//! sees it through a pidfd and exits), and [`kill_all`] SIGKILLs every
+//! live pid 1; [`run_killable`] with a [`KillSwitch`] lets another thread
+//! kill one sandbox (a job's timeout). Every mount lives in the sandbox's
+//! mount namespace, so when [`run`] returns nothing is left in the
+//! caller's.
 //!
 //! A command that cannot be found is an error ([`SandboxError::NotFound`],
 //! `exec: "foo": executable file not found in $PATH`), not an exit status.
@@ -91,7 +91,6 @@ use std::fs::File;
 use std::io::{self, Read as _};
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd as _, OwnedFd};
-
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 

@@ -105,9 +105,10 @@ fn range_tree(ranges: &[(u32, u32, &[sock_filter])], default: u32) -> Vec<sock_f
                 test(&mut out, JEQ, low, false, over);
             } else {
                 // Below low: past this range's second test and chain.
-                let second = if u8::try_from(over).is_ok() { 1 } else { 3 };
-                test(&mut out, JGE, low, false, second + over);
-                test(&mut out, JGT, high, true, over);
+                let mut second = Vec::new();
+                test(&mut second, JGT, high, true, over);
+                test(&mut out, JGE, low, false, second.len() + over);
+                out.extend(second);
             }
             out.extend_from_slice(chain);
         }
