@@ -129,17 +129,21 @@ fn put_and_read_blob_round_trip() {
 #[test]
 fn blob_writer_commits_with_expected_digest_and_size() {
     let (_dir, store) = store();
-    let data = vec![42u8; 1_000_000];
+    // Larger than two of the chunks handed to writeback as they are
+    // written, in writes that do not divide them.
+    let len: u64 = 17_000_000;
+    let data: Vec<u8> = (0..len).map(|i| u8::try_from(i % 251).unwrap()).collect();
     let expected = sha256_bytes(&data);
     let mut w = store.blob_writer().unwrap();
-    w.expect_size(data.len() as u64);
-    for chunk in data.chunks(4096) {
+    w.expect_size(len);
+    for chunk in data.chunks(4099) {
         w.write_all(chunk).unwrap();
     }
-    assert_eq!(w.written(), 1_000_000);
+    assert_eq!(w.written(), len);
     let (digest, size) = w.commit(Some(&expected)).unwrap();
-    assert_eq!((digest, size), (expected.clone(), 1_000_000));
-    assert_eq!(store.verify_blob(&expected).unwrap(), 1_000_000);
+    assert_eq!((digest, size), (expected.clone(), len));
+    assert_eq!(store.verify_blob(&expected).unwrap(), len);
+    assert_eq!(store.read_blob(&expected).unwrap(), data);
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! digest and size are what the caller expected.
 
 use std::io::{self, BufWriter, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use executor_cache::oci_layout::{create_dir, locked_temp_file, persist};
@@ -25,7 +26,10 @@ impl Store {
         let dir = self.tmp_dir();
         let file = locked_temp_file_in(&dir)?;
         Ok(BlobWriter {
-            out: HashingWriter::new(BufWriter::with_capacity(256 * 1024, file), algorithm),
+            out: HashingWriter::new(
+                BufWriter::with_capacity(256 * 1024, Writeback::new(file)),
+                algorithm,
+            ),
             expected_size: None,
             blob_dir: self.blob_dir(algorithm),
             algorithm,
@@ -47,7 +51,7 @@ pub(super) const PARTIAL_BLOB_PREFIX: &str = "blob-";
 /// [`commit`](BlobWriter::commit) removes the temporary file.
 #[derive(Debug)]
 pub struct BlobWriter {
-    out: HashingWriter<BufWriter<NamedTempFile>>,
+    out: HashingWriter<BufWriter<Writeback>>,
     expected_size: Option<u64>,
     blob_dir: PathBuf,
     algorithm: Algorithm,
@@ -70,7 +74,7 @@ impl BlobWriter {
     /// messages.
     #[must_use]
     pub fn path(&self) -> &Path {
-        self.out.get_ref().get_ref().path()
+        self.out.get_ref().get_ref().file.path()
     }
 
     #[must_use]
@@ -94,7 +98,8 @@ impl BlobWriter {
         let (buffered, digest, size) = self.out.finish();
         let tmp = buffered
             .into_inner()
-            .map_err(|e| write_err(&self.blob_dir.join(digest.hex()))(e.into_error()))?;
+            .map_err(|e| write_err(&self.blob_dir.join(digest.hex()))(e.into_error()))?
+            .file;
         if let Some(expected) = self.expected_size
             && expected != size
         {
@@ -132,5 +137,68 @@ impl Write for BlobWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+}
+
+/// Bytes of a blob handed to the kernel's writeback at a time.
+const WRITEBACK_CHUNK: u64 = 8 << 20;
+
+/// A blob's temporary file whose bytes are handed to the kernel's
+/// writeback every [`WRITEBACK_CHUNK`] as they are written
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which starts the writes and
+/// waits for none), so that the `fdatasync` before the blob is renamed
+/// into place (durability is still that call's) waits for the last chunk,
+/// not the whole blob: a 446 MB layer's took 0.29 s after it was written.
+/// The same as RocksDB's `bytes_per_sync` and PostgreSQL's
+/// `backend_flush_after`; std and rustix have no wrapper for the call.
+#[derive(Debug)]
+struct Writeback {
+    file: NamedTempFile,
+    written: u64,
+    handed: u64,
+}
+
+impl Writeback {
+    fn new(file: NamedTempFile) -> Self {
+        Writeback {
+            file,
+            written: 0,
+            handed: 0,
+        }
+    }
+}
+
+impl Write for Writeback {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.written - self.handed >= WRITEBACK_CHUNK {
+            start_writeback(&self.file, self.handed, self.written - self.handed);
+            self.handed = self.written;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Starts writing back `len` bytes of `file` from `offset`. Only a hint:
+/// a file system without it (or an error) leaves the work to `fdatasync`.
+#[allow(unsafe_code)]
+fn start_writeback(file: &NamedTempFile, offset: u64, len: u64) {
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: the descriptor is the open file's, and the call reads no
+    // memory of this process.
+    unsafe {
+        libc::sync_file_range(
+            file.as_file().as_raw_fd(),
+            offset,
+            len,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
     }
 }
