@@ -165,8 +165,11 @@ executor_binary
 # runner's disk does, and both slow whichever tool runs after a removal:
 # by default the stores live on a journaled ext4 of mkfs.ext4's defaults,
 # made for the run in a sparse image file (16 GiB at most; the big case
-# writes about 7).
-fs_image= fs_mount=
+# writes about 7). Its loop device does direct I/O, as a disk does: what
+# is written goes to the disk, not into the host's page cache as the image
+# file's dirty pages, which an fsync in the image would then flush all of
+# (446 MB for the copy case's layer, after it was written: 0.29 s).
+fs_image= fs_mount= fs_loop=
 case $BENCH_FS in
   image)
     fs_image=$BENCH_CACHE/bench-fs.img
@@ -175,7 +178,12 @@ case $BENCH_FS in
     rm -f "$fs_image"
     truncate -s 16G "$fs_image"
     mkfs.ext4 -q -F "$fs_image" || die "cannot make the bench's file system in $fs_image"
-    mount -o loop "$fs_image" "$fs_mount" || die "cannot loop-mount $fs_image (BENCH_FS=host uses BENCH_TMP as it is)"
+    fs_loop=$(losetup --find --show --direct-io=on "$fs_image") ||
+      die "cannot attach $fs_image to a loop device (BENCH_FS=host uses BENCH_TMP as it is)"
+    mount "$fs_loop" "$fs_mount" || {
+      losetup -d "$fs_loop"
+      die "cannot mount $fs_loop ($fs_image)"
+    }
     BENCH_TMP=$fs_mount
     ;;
   host) ;;
@@ -196,7 +204,7 @@ cleanup() {
     if [[ $KEEP == 1 ]]; then
       echo "the bench's file system stays mounted at $fs_mount ($fs_image)" >&2
     else
-      umount "$fs_mount" && rmdir "$fs_mount" && rm -f "$fs_image"
+      umount "$fs_mount" && losetup -d "$fs_loop" && rmdir "$fs_mount" && rm -f "$fs_image"
     fi
   fi
 }

@@ -18,7 +18,7 @@
 //! no file is made for them (on a busy ext4 disk, making an inode costs
 //! more than copying a small file).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -314,6 +314,7 @@ pub fn copy(
         placeholders: staging.placeholders.as_mut(),
         opts,
         written: &mut written,
+        made: Made::default(),
     };
     for (source, &is_dir) in sources.iter().zip(&source_is_dir) {
         let rel_parent = if opts.parents {
@@ -388,6 +389,7 @@ pub fn make_dir(
         placeholders: None,
         opts: &opts,
         written: &mut written,
+        made: Made::default(),
     }
     .ensure_dir(&image_dir)?;
     Ok(written)
@@ -400,6 +402,45 @@ struct Copier<'a> {
     placeholders: Option<&'a mut HashMap<PathBuf, Placeholder>>,
     opts: &'a Options,
     written: &'a mut Vec<String>,
+    made: Made,
+}
+
+/// What a [`Copier`] made in the staging tree where nothing was, so that
+/// it need not look there again: copying a tree of 10,000 files into new
+/// directories, each file's parent and its own name were looked up (two
+/// path walks each, a tenth of a second before the layer could start).
+/// Nothing else writes to the staging tree while a copier runs; a removal
+/// forgets it all.
+#[derive(Default)]
+struct Made {
+    /// Directories made: what is in them is theirs, in `entries`.
+    dirs: HashSet<PathBuf>,
+    /// What was made in those directories (placeholders are not on disk).
+    entries: HashSet<PathBuf>,
+}
+
+impl Made {
+    /// Whether nothing is at `staged` in the staging tree, known without
+    /// looking.
+    fn knows_absent(&self, staged: &Path) -> bool {
+        staged
+            .parent()
+            .is_some_and(|parent| self.dirs.contains(parent))
+            && !self.entries.contains(staged)
+    }
+
+    /// `staged` was made; `dir`: a new directory.
+    fn record(&mut self, staged: &Path, dir: bool) {
+        if staged
+            .parent()
+            .is_some_and(|parent| self.dirs.contains(parent))
+        {
+            self.entries.insert(staged.to_path_buf());
+        }
+        if dir {
+            self.dirs.insert(staged.to_path_buf());
+        }
+    }
 }
 
 impl Copier<'_> {
@@ -483,7 +524,8 @@ impl Copier<'_> {
             let target = gopath::clean(&format!("{image_dir}/{}", entry.sub));
             if let Some(parent) = Path::new(&target).parent() {
                 let parent = parent.to_string_lossy();
-                if !under(self.staging, &parent).is_dir() {
+                let staged = under(self.staging, &parent);
+                if !self.made.dirs.contains(&staged) && !staged.is_dir() {
                     self.ensure_dir(&parent)?;
                 }
             }
@@ -514,14 +556,22 @@ impl Copier<'_> {
             .placeholders
             .as_deref_mut()
             .is_some_and(|p| p.remove(&staged).is_some());
-        if !replaced && let Ok(old) = fs::symlink_metadata(&staged) {
+        // Nothing was there.
+        let mut new = true;
+        if !replaced
+            && !self.made.knows_absent(&staged)
+            && let Ok(old) = fs::symlink_metadata(&staged)
+        {
+            new = false;
             if old.is_dir() && !meta.is_dir() {
                 fs::remove_dir_all(&staged).map_err(io_err(&staged))?;
                 if let Some(placeholders) = self.placeholders.as_deref_mut() {
                     placeholders.retain(|path, _| !path.starts_with(&staged));
                 }
+                self.made = Made::default();
             } else if !old.is_dir() {
                 fs::remove_file(&staged).map_err(io_err(&staged))?;
+                self.made = Made::default();
             }
         }
         let file_type = meta.file_type();
@@ -561,6 +611,8 @@ impl Copier<'_> {
             tracing::debug!(path = %source.display(), "skipping special file");
             return Ok(());
         }
+        // A directory that was there may hold what this copier did not make.
+        self.made.record(&staged, new && file_type.is_dir());
         set_metadata(&staged, meta, self.owner(), self.opts.chmod)?;
         self.written.push(image_path.to_string());
         Ok(())
@@ -1069,6 +1121,86 @@ mod tests {
         let sources = placeholders.into_sources();
         assert_eq!(sources[&placeholder], f.context.join("dir/sub/b.txt"));
         assert!(copies.into_sources().is_empty());
+    }
+
+    /// Later sources of one COPY replace what earlier ones put in the
+    /// directories it made (`sub`, made by the first; not `app`, made as
+    /// the destination): a file over a directory, a directory over a
+    /// file, a symlink over a file, in both kinds of staging.
+    #[test]
+    fn later_sources_replace_what_earlier_ones_made() {
+        let f = fixture();
+        for (name, tree) in [
+            (
+                "one",
+                &[
+                    ("sub/x/inner.txt", "dir"),
+                    ("sub/y", "file"),
+                    ("sub/z", "file"),
+                ][..],
+            ),
+            (
+                "two",
+                &[
+                    ("sub/x", "file"),
+                    ("sub/y/inner.txt", "dir"),
+                    ("sub/z", "link"),
+                ][..],
+            ),
+        ] {
+            for (path, kind) in tree {
+                let at = f.context.join(name).join(path);
+                fs::create_dir_all(at.parent().unwrap()).unwrap();
+                match *kind {
+                    "link" => std::os::unix::fs::symlink("y", &at).unwrap(),
+                    _ => fs::write(&at, format!("{name} {path}")).unwrap(),
+                }
+            }
+        }
+        let root = RootView::dir(&f.rootfs);
+        for (label, mut staging) in [
+            ("copies", Staging::copies(f.dir.path().join("copies"))),
+            (
+                "placeholders",
+                Staging::placeholders(f.dir.path().join("placeholders")),
+            ),
+        ] {
+            fs::create_dir_all(&staging.dir).unwrap();
+            copy(
+                &[src(&f, "one"), src(&f, "two")],
+                "/app/",
+                &root,
+                &mut staging,
+                &opts(),
+            )
+            .unwrap();
+            let mut entries: Vec<_> = staging
+                .entries()
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.path.display().to_string(), e.kind))
+                .collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            let file = |rel: &str| match label {
+                "copies" => EntryKind::File(staging.dir.join(rel)),
+                _ => EntryKind::File(f.context.join(rel.replacen("app", "two", 1))),
+            };
+            assert_eq!(
+                entries,
+                [
+                    ("app".to_string(), EntryKind::Dir),
+                    ("app/sub".to_string(), EntryKind::Dir),
+                    ("app/sub/x".to_string(), file("app/sub/x")),
+                    ("app/sub/y".to_string(), EntryKind::Dir),
+                    (
+                        "app/sub/y/inner.txt".to_string(),
+                        file("app/sub/y/inner.txt")
+                    ),
+                    ("app/sub/z".to_string(), EntryKind::Symlink("y".into())),
+                ],
+                "{label}"
+            );
+        }
     }
 
     /// A file written into the tree after (an archive ADD extracts) wins

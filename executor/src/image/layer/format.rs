@@ -132,14 +132,7 @@ pub(super) fn write_tar(plan: &[Planned], out: &mut impl Write) -> Result<()> {
 fn write_entry(p: &Planned, out: &mut impl Write, buf: &mut [u8]) -> Result<()> {
     let (file, size) = match &p.entry.kind {
         EntryKind::File(source) => {
-            let file = open_source(source)?;
-            let size = file
-                .metadata()
-                .map_err(|source_err| LayerError::Read {
-                    path: source.clone(),
-                    source: source_err,
-                })?
-                .len();
+            let (file, size) = open_source(source)?;
             (Some((file, source)), size)
         }
         _ => (None, 0),
@@ -162,9 +155,9 @@ fn write_entry(p: &Planned, out: &mut impl Write, buf: &mut [u8]) -> Result<()> 
     Ok(())
 }
 
-/// Opens a file's content source without blocking on FIFOs and checks that
-/// it is a regular file.
-fn open_source(path: &Path) -> Result<File> {
+/// Opens a file's content source without blocking on FIFOs, checks that
+/// it is a regular file and returns its size.
+fn open_source(path: &Path) -> Result<(File, u64)> {
     let read_err = |source: io::Error| LayerError::Read {
         path: path.to_owned(),
         source,
@@ -176,12 +169,13 @@ fn open_source(path: &Path) -> Result<File> {
     )
     .map_err(|e| read_err(e.into()))?;
     let file = File::from(fd);
-    if !file.metadata().map_err(read_err)?.is_file() {
+    let metadata = file.metadata().map_err(read_err)?;
+    if !metadata.is_file() {
         return Err(LayerError::NotAFile {
             path: path.to_owned(),
         });
     }
-    Ok(file)
+    Ok((file, metadata.len()))
 }
 
 /// Copies exactly `size` bytes of `file` to `out`; a file that is shorter
