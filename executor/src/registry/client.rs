@@ -72,13 +72,21 @@ fn native_roots() -> Option<&'static [Vec<u8>]> {
 /// Starts reading [`native_roots`] on a thread of its own, once per
 /// process, so that the reading (milliseconds: every file of
 /// `/etc/ssl/certs`) overlaps what a command does before its first request;
-/// the first client built waits for what is left of it.
+/// the first client built waits for what is left of it. The thread runs at
+/// the lowest priority: a build that talks only to plain-HTTP registries
+/// never needs the roots, and on two cores the 5 ms of CPU they take came
+/// out of the pull and the first steps; a handshake that does need them
+/// waits, and its thread's core is then free for the reading.
 fn preload_native_roots() {
     static STARTED: std::sync::Once = std::sync::Once::new();
     STARTED.call_once(|| {
         if let Err(error) = std::thread::Builder::new()
             .name("native-roots".into())
             .spawn(|| {
+                // This thread's nice value (Linux keeps one per thread).
+                if let Err(error) = rustix::process::setpriority_process(None, 19) {
+                    tracing::debug!(%error, "cannot lower the priority of reading the trusted roots");
+                }
                 native_roots();
             })
         {
