@@ -50,59 +50,65 @@
 #   [BENCH_CACHE=~/.cache/executor-bench]  generated contexts and bases
 #   [BENCH_FS=image]   where stores, outputs and the registry live: `image`,
 #                      a journaled ext4 (mkfs.ext4's defaults) in a sparse
-#                      image file under BENCH_CACHE, loop-mounted for the
+#                      image file under BENCH_CACHE, loop-mounted (direct I/O) for the
 #                      run and removed after; `host`, BENCH_TMP as it is
 #   [BENCH_TMP=/tmp]   with BENCH_FS=host
 #   [DEBIAN_TARBALL=path]  the Debian rootfs (default: tests/fixtures/debian-base.sh)
-# Measured 2026-12-06 21:53-22:00 UTC on the 2-core development machine,
-# nothing else running (load average 1.4 before; release build of main
-# 7ccea79; `tests/bench/vs_buildah.sh --runs 5 --memory-runs 1`, stores on
-# the journaled ext4 image, BENCH_FS=image):
+# Measured 2026-12-06 23:44-23:53 UTC on the 2-core development machine,
+# nothing else running (load average 1.8 before; release build of main
+# cb1fff5; `tests/bench/vs_buildah.sh --runs 5 --memory-runs 1`, stores on
+# the journaled ext4 image, its loop device doing direct I/O):
 #   case                        executor s (cpu)  buildah s (cpu)  ratio  aim
-#   cold, 20 RUN (5 rounds)     0.18 (0.2)         4.87 (4.8)      0.036  <= 0.03
-#   warm + push (5 rounds)      0.07 (0.0)         1.45 (1.2)      0.047  <= 0.05, 0 B: 0 B
-#   COPY 10,000 files (5)       2.70 (4.3)        10.97 (15.4)     0.250  <= 0.2
-#   one 2 GiB file (1)         14.06 (17.2)       44.41 (51.6)     0.317  RSS 22 MiB
-#   100,000 files (1)           3.06 (3.6)        27.21 (41.6)     0.112  RSS 106 MiB
-# Right after, BENCH_FS=host (this machine's ext4 without a journal, stores
-# under /tmp, `--cases "cold copy"`): cold 0.18 s against 5.31 s (0.033,
-# rounds 0.031-0.035); COPY 2.9-3.1 s against buildah's 12.5, 18.6, 24.2,
-# 27.4 and 27.5 s, slower each round after the last one's removal (ratios
-# 0.23 down to 0.11): on that disk much of buildah's time, CPU included,
-# is the disk's (skipping freed inodes, discards), which is why the bench
-# now makes its own journaled file system. At 19:30 there: 23.1 s (0.161).
-# Earlier the same day, on the host disk: cold 0.24 s against 4.89 s
-# (0.050) and warm 0.06 s against 1.51 s (0.041) at 90eacd6; cold 0.35 s
-# (0.057) and warm 0.10 s (0.059) at c547566; cold 0.50 s (0.092) and
-# warm 0.16 s (0.070) at 1575ea2.
+#   cold, 20 RUN (5 rounds)     0.15 (0.1)         4.58 (4.5)      0.035  <= 0.03
+#   warm + push (5 rounds)      0.07 (0.0)         1.42 (1.1)      0.046  <= 0.05, 0 B: 0 B
+#   COPY 10,000 files (5)       2.03 (3.4)        10.19 (14.2)     0.200  <= 0.2
+#   one 2 GiB file (1)          7.18 (12.2)       31.82 (41.6)     0.226  RSS 26 MiB
+#   100,000 files (1)           1.75 (2.2)        24.33 (38.3)     0.072  RSS 110 MiB
+# Rounds: cold 0.039, 0.035, 0.042, 0.033, 0.033; warm 0.044-0.049; COPY
+# 0.200, 0.205, 0.254 (executor's CPU 4.2 s that round, 3.4 s in the
+# others), 0.195, 0.198. Before the loop device did direct I/O (the same
+# day, 21:53, 7ccea79): cold 0.036, warm 0.047, COPY 0.250 (2.70 s against
+# 10.97 s), 2 GiB 14.06 s against 44.41 s, 100,000 files 3.06 s against
+# 27.21 s. On BENCH_FS=host (this machine's ext4 without a journal)
+# buildah's COPY slowed round after round (12.5 to 27.5 s) after each
+# previous round's removal: much of its time there was the disk's
+# (skipping freed inodes, discards), which is why the bench makes its own
+# file system. Earlier the same day, on the host disk: cold 0.24 s against
+# 4.89 s (0.050) and warm 0.06 s against 1.51 s (0.041) at 90eacd6; cold
+# 0.35 s (0.057) and warm 0.10 s (0.059) at c547566; cold 0.50 s (0.092)
+# and warm 0.16 s (0.070) at 1575ea2.
 # Where the time goes. Warm: 49 registry requests (the ping, the push
 # check, the base's manifest and config, one manifest per cache key with
 # its entry embedded, one mount per layer made while the keys are looked
 # up, the manifest); Debian's docker-registry spends ~0.8 ms of CPU per
 # request however many are in flight, which is most of the 60 ms.
-# Cold, 0.146 s on a settled disk (the same build in a loop, 7febc3c):
-# ~6 ms start (libssl/libcrypto loaded for git2, the runtime, a new store's
-# two fsyncs), ~5 ms the isolation probe (one child in the namespaces), the
-# overlay probe beside it, 14-28 ms the base (ping, manifest, config, a
-# 1 MiB blob written, hashed, fsynced), ~16 ms extracting busybox (268
-# symlinks at ~40 us each on ext4), then ~5 ms a step: ~3 ms the command's
-# own processes (the same 20 commands in a prepared chroot take 0.06 s),
-# ~1 ms the sandbox (clone into four namespaces 0.1, 46 mounts and setup
-# calls 0.35, pivot_root and the detach of the old root 0.1-1.3: an RCU
-# grace period, seccomp 0.1), ~0.5 ms the next overlay, ~0.4 ms reading
-# the upper directory; the layer writer runs on the other core (blocks of
-# random data stored, not deflated: layer/blocks.rs).
+# Cold, 0.14-0.16 s in a loop on the same kind of file system (cb1fff5):
+# a build of the FROM alone takes 25 ms (~3 ms start: libssl/libcrypto
+# loaded for git2, the runtime; a new store's two fsyncs; ping, manifest
+# and config, the 1 MiB blob written, hashed and fsynced, each request
+# 1-3 ms from Debian's registry); extracting busybox ~15 ms (inflating and
+# hashing 43%, the calls making 268 symlinks 50%: symlinkat ~18 us each on
+# journaled ext4); 20 `RUN true` steps add 58 ms, ~2.1 ms a step (the
+# overlay mount ~0.5 ms, the sandbox's child from clone to exec ~1 ms: 46
+# mounts, pivot_root, the old root's detach waiting for an RCU grace
+# period, seccomp; starting sh); this Dockerfile's commands add ~3.4 ms a
+# step of their own (sh, head's 256 KiB of /dev/urandom: 1.7 ms of CPU,
+# mkdir, touch, rm on overlayfs). The layer writer runs on the other
+# core; 41% of the two cores' time is idle, the steps being one chain.
 # COPY (a build without RUN): the layer is written straight from the context
 # files, each read once (no staging copy, no inode made per file, no
 # extracted copy of the layer unless a RUN later needs the root), and its
-# blob is hard-linked into the OCI layout; what is left is the compressor:
-# libdeflate's level-6 deflate (one gzip member per 128 KiB block, on both
-# cores) is 75% of the CPU samples, sha256 (diffID and digest, SHA-NI) 12%,
-# the kernel 9% (reading the files). zlib-rs, streamed with a dictionary
-# as before, took 8.8 s of CPU where libdeflate takes 6.0 s; the context's
-# random files are now stored, not deflated (layer/blocks.rs): 4.3 s. The
-# wall time is the CPU time over two cores: 2.7 s for 4.3 s. Lower needs
-# a lower level than the default.
+# blob is hard-linked into the OCI layout. Each 128 KiB gzip block is
+# judged in 8 KiB granules and only those deflate can shrink are deflated
+# (layer/blocks.rs: 4.2 -> 3.6 s of CPU against judging whole blocks);
+# the blob is handed to writeback as it is written, so its fsync waits
+# for the last 8 MiB (0.29 s less at the end). Of the 3.4 s of CPU:
+# libdeflate's level-6 deflate 43%, sha256 (diffID and digest, SHA-NI, at
+# the 2 GB/s OpenSSL and ring also reach) 19%, the granules' judging 17%,
+# the kernel ~15% (reading the files); the first 0.11 s (walking and
+# stating the 10,000 files, making the 600 directories of the staging
+# tree) runs on one core, then the wall time is the CPU time over two
+# cores. Lower needs a lower level than the default.
 #
 # Exits 1 when a correctness check fails (layer bytes downloaded on a warm
 # rebuild, a step not cached, a copy layer digest that changed between

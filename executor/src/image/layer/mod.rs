@@ -278,9 +278,10 @@ pub fn default_threads() -> usize {
 ///
 /// **Digests do not depend on `threads`.** gzip is written by `gzp` in its
 /// mgzip format: the tar stream is cut into fixed 128 KiB blocks, each
-/// deflated on its own by libdeflate into a gzip member of its own, so the
-/// output is a function of the data only; a block deflate cannot shrink
-/// is stored without being searched for matches (`blocks.rs`). A multi-member gzip file is
+/// deflated on its own by libdeflate into gzip members of its own, so the
+/// output is a function of the data only; the parts of a block deflate
+/// cannot shrink are stored without being searched for matches, as
+/// members of their own (`blocks.rs`). A multi-member gzip file is
 /// standard gzip (RFC 1952): Go's `compress/gzip` (containerd, Docker,
 /// containers/image, umoci, skopeo), GNU gzip and flate2's
 /// `MultiGzDecoder` read every member, and eStargz layers are built the
