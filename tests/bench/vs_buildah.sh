@@ -54,20 +54,23 @@
 #                      run and removed after; `host`, BENCH_TMP as it is
 #   [BENCH_TMP=/tmp]   with BENCH_FS=host
 #   [DEBIAN_TARBALL=path]  the Debian rootfs (default: tests/fixtures/debian-base.sh)
-# Measured 2026-12-06 23:44-23:53 UTC on the 2-core development machine,
-# nothing else running (load average 1.8 before; release build of main
-# cb1fff5; `tests/bench/vs_buildah.sh --runs 5 --memory-runs 1`, stores on
-# the journaled ext4 image, its loop device doing direct I/O):
+# Measured 2026-12-07 00:27-00:36 UTC on the 2-core development machine,
+# nothing else running (release build of main 04cd35e;
+# `tests/bench/vs_buildah.sh --runs 5 --memory-runs 1`, stores on the
+# journaled ext4 image, its loop device doing direct I/O):
 #   case                        executor s (cpu)  buildah s (cpu)  ratio  aim
-#   cold, 20 RUN (5 rounds)     0.15 (0.1)         4.58 (4.5)      0.035  <= 0.03
-#   warm + push (5 rounds)      0.07 (0.0)         1.42 (1.1)      0.046  <= 0.05, 0 B: 0 B
-#   COPY 10,000 files (5)       2.03 (3.4)        10.19 (14.2)     0.200  <= 0.2
-#   one 2 GiB file (1)          7.18 (12.2)       31.82 (41.6)     0.226  RSS 26 MiB
-#   100,000 files (1)           1.75 (2.2)        24.33 (38.3)     0.072  RSS 110 MiB
-# Rounds: cold 0.039, 0.035, 0.042, 0.033, 0.033; warm 0.044-0.049; COPY
-# 0.200, 0.205, 0.254 (executor's CPU 4.2 s that round, 3.4 s in the
-# others), 0.195, 0.198. Before the loop device did direct I/O (the same
-# day, 21:53, 7ccea79): cold 0.036, warm 0.047, COPY 0.250 (2.70 s against
+#   cold, 20 RUN (5 rounds)     0.16 (0.1)         4.66 (4.6)      0.036  <= 0.03
+#   warm + push (5 rounds)      0.07 (0.0)         1.53 (1.2)      0.045  <= 0.05, 0 B: 0 B
+#   COPY 10,000 files (5)       2.09 (3.5)        10.67 (14.9)     0.200  <= 0.2
+#   one 2 GiB file (1)          7.17 (12.3)       35.91 (46.6)     0.200  RSS 23 MiB
+#   100,000 files (1)           1.84 (2.4)        24.60 (38.7)     0.075  RSS 107 MiB
+# Rounds: cold 0.038, 0.036, 0.033, 0.036, 0.032; warm 0.051, 0.050,
+# 0.040, 0.045, 0.042; COPY 0.200, 0.194, 0.195, 0.207, 0.206. The run
+# before it (23:44, cb1fff5, the same but for how writeback is started):
+# cold 0.035, warm 0.046, COPY 0.200 (rounds 0.200, 0.205, 0.254 with
+# executor's CPU at 4.2 s instead of 3.4, 0.195, 0.198), 2 GiB 7.18 s
+# against 31.82 s. So COPY sits at the aim, rounds on both sides of it.
+# Before the loop device did direct I/O (the same day, 21:53, 7ccea79): cold 0.036, warm 0.047, COPY 0.250 (2.70 s against
 # 10.97 s), 2 GiB 14.06 s against 44.41 s, 100,000 files 3.06 s against
 # 27.21 s. On BENCH_FS=host (this machine's ext4 without a journal)
 # buildah's COPY slowed round after round (12.5 to 27.5 s) after each
