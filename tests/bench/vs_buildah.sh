@@ -72,9 +72,10 @@
 # against 31.82 s. So COPY sits at the aim, rounds on both sides of it.
 # Before the loop device did direct I/O (the same day, 21:53, 7ccea79):
 # cold 0.036, warm 0.047, COPY 0.250 (2.70 s against 10.97 s), 2 GiB
-# 14.06 s against 44.41 s, 100,000 files 3.06 s against 27.21 s. On BENCH_FS=host (this machine's ext4 without a journal)
-# buildah's COPY slowed round after round (12.5 to 27.5 s) after each
-# previous round's removal: much of its time there was the disk's
+# 14.06 s against 44.41 s, 100,000 files 3.06 s against 27.21 s. On
+# BENCH_FS=host (this machine's ext4 without a journal) buildah's COPY
+# slowed round after round (12.5 to 27.5 s) after each previous round's
+# removal: much of its time there was the disk's
 # (skipping freed inodes, discards), which is why the bench makes its own
 # file system. Earlier the same day, on the host disk: cold 0.24 s against
 # 4.89 s (0.050) and warm 0.06 s against 1.51 s (0.041) at 90eacd6; cold
