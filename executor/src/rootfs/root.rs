@@ -390,8 +390,12 @@ impl StageRoot {
         let (upper, work) = (self.upper(), self.work());
         fs::create_dir_all(&upper).map_err(io_at(&upper))?;
         // The work directory is recycled rather than made anew: every new
-        // inode counts on a file system that makes them slowly.
-        let recycled = overlay::recycle_work_dir(&work);
+        // inode counts on a file system that makes them slowly. The thread
+        // that unmounted its last mount recycled it already, if it could
+        // (taken: the slot is in use again until its next recycling).
+        let slot = self.work_slot();
+        let recycled =
+            std::mem::take(&mut self.work_recycled[slot]) || overlay::recycle_work_dir(&work);
         if !recycled {
             fs::create_dir_all(&work).map_err(io_at(&work))?;
         }
