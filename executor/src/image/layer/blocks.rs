@@ -112,9 +112,8 @@ impl FormatSpec for StoringMgzip {
         if compression_level.level() == 0 {
             return gzp::mgzip::compress(input, &mut encoder.level, compression_level);
         }
-        let runs = runs(input);
         let mut out = Vec::new();
-        for run in &runs {
+        for run in runs(input) {
             let compressor = if run.stored {
                 &mut encoder.stored
             } else {
@@ -122,10 +121,13 @@ impl FormatSpec for StoringMgzip {
             };
             let member =
                 gzp::mgzip::compress(&input[run.start..run.end], compressor, compression_level)?;
-            if runs.len() == 1 {
-                return Ok(member);
+            // The first member is the output (a block of one kind: the
+            // only one), the others follow it.
+            if out.is_empty() {
+                out = member;
+            } else {
+                out.extend_from_slice(&member);
             }
-            out.extend_from_slice(&member);
         }
         Ok(out)
     }
@@ -167,10 +169,10 @@ pub(super) fn runs(block: &[u8]) -> Vec<Run> {
         bounds.pop();
     }
     bounds.push(block.len());
-    let granules = bounds.windows(2).map(|w| (w[0], w[1]));
-    let mut even: Vec<bool> = granules
-        .clone()
-        .map(|(start, end)| entropy_bits(&block[start..end]) >= EVEN_ENTROPY_BITS)
+    let granules: Vec<(usize, usize)> = bounds.windows(2).map(|w| (w[0], w[1])).collect();
+    let even: Vec<bool> = granules
+        .iter()
+        .map(|&(start, end)| entropy_bits(&block[start..end]) >= EVEN_ENTROPY_BITS)
         .collect();
     if even.iter().all(|even| !even) {
         return whole(false);
@@ -179,14 +181,9 @@ pub(super) fn runs(block: &[u8]) -> Vec<Run> {
     // repeats decide, looking back a window into the block, so that a
     // granule repeating what came before it is seen to.
     let repeated = repeated_bytes(block, &bounds, &even);
-    for ((stored, (start, end)), repeated) in even.iter_mut().zip(granules).zip(repeated) {
-        *stored = *stored && repeated * 1000 < (end - start) * REPEATS_PER_MILLE;
-    }
     let mut runs: Vec<Run> = Vec::new();
-    for (stored, (start, end)) in even
-        .into_iter()
-        .zip(bounds.windows(2).map(|w| (w[0], w[1])))
-    {
+    for ((&(start, end), even), repeated) in granules.iter().zip(even).zip(repeated) {
+        let stored = even && repeated * 1000 < (end - start) * REPEATS_PER_MILLE;
         match runs.last_mut() {
             Some(run) if run.stored == stored => run.end = end,
             _ => runs.push(Run { start, end, stored }),
