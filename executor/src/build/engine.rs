@@ -99,7 +99,7 @@ pub fn build_on(
     cancel: &CancellationToken,
 ) -> Result<Outcome> {
     let parts = Parts {
-        isolation: super::isolation::choose(settings)?,
+        isolation: super::isolation::choose(settings)?.into(),
         images: Box::new(BlockingRemote::new(Arc::clone(&registry), runtime.clone())),
         registry,
     };
@@ -109,7 +109,7 @@ pub fn build_on(
 /// What a build runs steps with and takes images from: namespaces and the
 /// registries for [`build`], fakes in tests.
 pub(super) struct Parts {
-    pub(super) isolation: Box<dyn Isolation>,
+    pub(super) isolation: Arc<dyn Isolation>,
     pub(super) images: Box<dyn ImageFetcher>,
     /// Pushes, and the layer cache's registry repository.
     pub(super) registry: Arc<Remote>,
@@ -152,10 +152,14 @@ pub(super) fn build_with(
             warning.rule
         );
     }
-    // RUN needs namespaces: say so before any work when this machine (a
-    // restricted pod) cannot make them. With --cache, the first RUN that
-    // executes checks instead: a build whose RUN steps all come from the
-    // cache then works there too, and pays nothing for the check.
+    // RUN needs namespaces: say so before any step runs when this machine
+    // (a restricted pod) cannot make them. The probe runs on a thread of
+    // its own while the base images are resolved; every stage waits for
+    // its answer before its first step, and a build that fails before
+    // then reports the probe's failure rather than its own. With --cache,
+    // the first RUN that executes asks instead: a build whose RUN steps
+    // all come from the cache then works there too, and pays nothing for
+    // the check.
     let first_run = plan.needed.iter().find_map(|&index| {
         plan.stages[index]
             .instructions
@@ -170,18 +174,10 @@ pub(super) fn build_with(
             && settings.snapshot_mode == SnapshotMode::Overlay,
         work.path(),
     );
-    if let Some(run) = first_run
-        && settings.cache.is_none()
-    {
-        parts
-            .isolation
-            .available()
-            .map_err(|source| BuildError::Isolation {
-                file: file_name.clone(),
-                line: run.start.line,
-                source,
-            })?;
-    }
+    let isolation_probe = IsolationProbe::start(
+        first_run.is_some() && settings.cache.is_none(),
+        &parts.isolation,
+    );
     let privileged = rustix::process::geteuid().is_root();
     // A build without RUN asks nothing of the isolation: no probe, and its
     // stages are plain directories (see `Engine::mode`).
@@ -213,7 +209,8 @@ pub(super) fn build_with(
     };
     let engine = Engine {
         cache,
-        probed: std::sync::OnceLock::new(),
+        isolation_probe,
+        first_run_line: first_run.map(|run| run.start.line),
         settings,
         store,
         context,
@@ -241,7 +238,9 @@ pub(super) fn build_with(
             Compression::Gzip
         },
     };
-    let mut results = engine.run_stages()?;
+    let mut results = engine
+        .run_stages()
+        .map_err(|error| engine.isolation_error_first(error))?;
     let final_stage = results
         .remove(&plan.target)
         .expect("the target stage was built");
@@ -296,9 +295,13 @@ pub(super) struct Engine<'a> {
     pub(super) settings: &'a Settings,
     /// `--cache`.
     pub(super) cache: Option<Cache>,
-    /// With `--cache`, whether RUN can be isolated here, checked when the
-    /// first RUN executes (without, before the build starts).
-    pub(super) probed: std::sync::OnceLock<std::result::Result<(), sandbox::Unavailable>>,
+    /// Whether RUN can be isolated here: probed from the start of a build
+    /// whose RUN steps all run (waited for before any stage's first step),
+    /// else when the first RUN executes.
+    isolation_probe: IsolationProbe,
+    /// The line of the first RUN of the stages built, for the message
+    /// when the isolation is unavailable.
+    pub(super) first_run_line: Option<usize>,
     pub(super) store: Store,
     pub(super) context: Context,
     pub(super) plan: &'a Plan,
@@ -329,7 +332,7 @@ pub(super) struct Engine<'a> {
     /// Running as root: ownership is kept when layers are applied.
     pub(super) privileged: bool,
     /// How RUN steps run.
-    pub(super) isolation: Box<dyn Isolation>,
+    pub(super) isolation: Arc<dyn Isolation>,
     /// RUN steps' seccomp filter and no_new_privs.
     pub(super) security: crate::sandbox::Security,
     /// Where stages are built when RUN steps run in the executor's own
@@ -356,6 +359,28 @@ pub(super) fn timestamp(settings: &Settings) -> String {
 }
 
 impl Engine<'_> {
+    /// Whether RUN steps can be isolated here (probed once), as the error
+    /// a RUN at `line` fails with.
+    pub(super) fn isolation_ready(&self, line: usize) -> Result<()> {
+        self.isolation_probe
+            .answer(self.isolation.as_ref())
+            .map_err(|source| BuildError::Isolation {
+                file: self.file_name.clone(),
+                line,
+                source,
+            })
+    }
+
+    /// `error`, or the isolation's when the probe started with the build
+    /// (no `--cache`) found RUN steps cannot run here: a restricted pod
+    /// learns that first, whatever else failed meanwhile.
+    fn isolation_error_first(&self, error: BuildError) -> BuildError {
+        match self.first_run_line {
+            Some(line) if self.cache.is_none() => self.isolation_ready(line).err().unwrap_or(error),
+            _ => error,
+        }
+    }
+
     /// Builds every needed stage, each as soon as the stages it depends on
     /// are built: independent stages run at the same time, one thread each.
     /// The first failure stops the others and is returned.
@@ -582,6 +607,53 @@ impl Engine<'_> {
         let root = Arc::new(self.make_root(&name, &image.layers, true)?);
         roots.insert(from.to_string(), Arc::clone(&root));
         Ok(root)
+    }
+}
+
+/// Whether RUN steps can be isolated here ([`Isolation::available`]),
+/// asked once: probed on a thread of its own from the start of a build
+/// whose RUN steps all run (the base images are resolved meanwhile), else
+/// when the first RUN executes.
+struct IsolationProbe {
+    started: Mutex<Option<std::thread::JoinHandle<std::result::Result<(), sandbox::Unavailable>>>>,
+    answer: std::sync::OnceLock<std::result::Result<(), sandbox::Unavailable>>,
+}
+
+impl IsolationProbe {
+    /// Starts the probe of `isolation` when `now`; otherwise it is made
+    /// when first asked.
+    fn start(now: bool, isolation: &Arc<dyn Isolation>) -> Self {
+        let started = now
+            .then(|| {
+                let isolation = Arc::clone(isolation);
+                std::thread::Builder::new()
+                    .name("isolation-probe".into())
+                    .spawn(move || isolation.available())
+                    .ok()
+            })
+            .flatten();
+        Self {
+            started: Mutex::new(started),
+            answer: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The probe's answer.
+    fn answer(&self, isolation: &dyn Isolation) -> std::result::Result<(), sandbox::Unavailable> {
+        self.answer
+            .get_or_init(|| {
+                let started = self
+                    .started
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                match started.map(std::thread::JoinHandle::join) {
+                    Some(Ok(answer)) => answer,
+                    // Not started (or its thread died): probed here.
+                    _ => isolation.available(),
+                }
+            })
+            .clone()
     }
 }
 

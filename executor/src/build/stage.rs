@@ -127,8 +127,15 @@ impl<'a> Engine<'a> {
             "[{position}/{total_stages}] STEP 1/{steps}: {}",
             stage.from.display()
         );
-        // The base's layers are not downloaded here: the first step that
-        // executes needs them, a step taken from the cache does not.
+        // The base's layers are downloaded here only where a RUN will need
+        // them (without --cache, every step runs), while the manifest and
+        // config are stored; otherwise the first step that executes
+        // downloads them, and a step taken from the cache does not.
+        let needs_files = self.cache.is_none()
+            && stage
+                .instructions
+                .iter()
+                .any(|i| matches!(i.kind, Kind::Run(_)));
         let (mut config, layers, base) = match &stage.base {
             Base::Scratch => (
                 ImageConfig::scratch(&platform),
@@ -146,7 +153,11 @@ impl<'a> Engine<'a> {
             Base::Image(reference) => {
                 let reference = ImageReference::parse(reference)
                     .map_err(|e| self.step_error(&stage.from, e))?;
-                let image = self.images.resolve(&reference, &platform, &self.store)?;
+                let image = if needs_files {
+                    self.images.fetch(&reference, &platform, &self.store)?
+                } else {
+                    self.images.resolve(&reference, &platform, &self.store)?
+                };
                 (
                     image.config,
                     image.layers,
@@ -156,6 +167,13 @@ impl<'a> Engine<'a> {
                 )
             }
         };
+        // No step runs before the isolation probe started with the build
+        // has answered (see `build_with`).
+        if self.cache.is_none()
+            && let Some(line) = self.first_run_line
+        {
+            self.isolation_ready(line)?;
+        }
         let mut result = StageState {
             index,
             config: ImageConfig {
@@ -191,13 +209,7 @@ impl<'a> Engine<'a> {
                     instructions::parse_node(node, &parsed).map_err(|e| invalid(e.into()))?;
                 instruction.start = stage.from.start;
                 if matches!(instruction.kind, Kind::Run(_)) {
-                    self.isolation
-                        .available()
-                        .map_err(|source| BuildError::Isolation {
-                            file: self.file_name.clone(),
-                            line: stage.from.start.line,
-                            source,
-                        })?;
+                    self.isolation_ready(stage.from.start.line)?;
                     // Stages were not placed in the executor's root: the
                     // Dockerfile has no RUN of its own.
                     if !self.has_run && self.isolation.shared_root().is_some() {
@@ -672,7 +684,7 @@ mod tests {
             .unwrap();
         let commands = Arc::new(Mutex::new(Vec::new()));
         let parts = Parts {
-            isolation: Box::new(FakeIsolation {
+            isolation: Arc::new(FakeIsolation {
                 commands: Arc::clone(&commands),
                 cancel_after: cancel_after.map(|n| (n, cancel.clone())),
             }),

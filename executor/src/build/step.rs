@@ -31,16 +31,7 @@ impl Engine<'_> {
         instruction: &Instruction,
         r: &instructions::Run,
     ) -> Result<()> {
-        if self.cache.is_some() {
-            self.probed
-                .get_or_init(|| self.isolation.available())
-                .clone()
-                .map_err(|source| BuildError::Isolation {
-                    file: self.file_name.clone(),
-                    line: instruction.start.line,
-                    source,
-                })?;
-        }
+        self.isolation_ready(instruction.start.line)?;
         // The step's scratch directory is made only when one of its mounts
         // needs a file there (most steps need none).
         let scratch = self.work.join(format!("stage-{}/run", job.index));

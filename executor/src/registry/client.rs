@@ -189,6 +189,24 @@ pub struct ResolvedImage {
     pub layers: Vec<Descriptor>,
 }
 
+/// An image manifest found for a reference, before its config is
+/// fetched (see [`RegistryClient::resolve_manifest`]).
+#[derive(Debug, Clone)]
+pub struct ResolvedManifest {
+    /// The reference asked for.
+    pub reference: ImageReference,
+    /// Where the manifest was found, pinned to its digest: pull its blobs
+    /// from here.
+    pub source: ImageReference,
+    /// The digest of the image index the manifest was chosen from, if any.
+    pub index_digest: Option<Digest>,
+    pub manifest_digest: Digest,
+    pub manifest_media_type: String,
+    /// The manifest exactly as served (its digest is `manifest_digest`).
+    pub manifest_bytes: Vec<u8>,
+    pub manifest: ImageManifest,
+}
+
 /// What [`RegistryClient::push_blob`] had to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlobPush {

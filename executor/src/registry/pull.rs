@@ -9,7 +9,7 @@ use oci_spec::image::{Descriptor, Digest};
 use reqwest::header::RANGE;
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 
-use super::client::{Direction, Host, RegistryClient, ResolvedImage};
+use super::client::{Direction, Host, RegistryClient, ResolvedImage, ResolvedManifest};
 use super::error::{Error, Result};
 use super::idle::within;
 use super::manifest::{Manifest, available_platforms, parse_manifest, select_platform};
@@ -44,12 +44,45 @@ impl RegistryClient {
         self.resolve_at(reference, &last, platform).await
     }
 
+    /// The first half of [`RegistryClient::resolve`]: the image manifest
+    /// for `platform`, without its config, so that its layers can be
+    /// downloaded while [`RegistryClient::pull_config`] gets the config.
+    pub async fn resolve_manifest(
+        &self,
+        reference: &ImageReference,
+        platform: &Platform,
+    ) -> Result<ResolvedManifest> {
+        let mut candidates = reference.pull_candidates(&self.options().mirrors);
+        let last = candidates.pop().unwrap_or_else(|| reference.clone());
+        for mirror in &candidates {
+            match self.manifest_at(reference, mirror, platform).await {
+                Ok(found) => return Ok(found),
+                Err(e) => tracing::warn!(
+                    mirror = mirror.registry(),
+                    error = %e,
+                    "registry mirror failed; trying the next source"
+                ),
+            }
+        }
+        self.manifest_at(reference, &last, platform).await
+    }
+
     async fn resolve_at(
         &self,
         reference: &ImageReference,
         candidate: &ImageReference,
         platform: &Platform,
     ) -> Result<ResolvedImage> {
+        let manifest = self.manifest_at(reference, candidate, platform).await?;
+        self.pull_config(manifest).await
+    }
+
+    async fn manifest_at(
+        &self,
+        reference: &ImageReference,
+        candidate: &ImageReference,
+        platform: &Platform,
+    ) -> Result<ResolvedManifest> {
         let host = self.host(candidate, Direction::Pull)?;
         let (bytes, content_type, digest) = self
             .fetch_manifest(&host, candidate, Direction::Pull)
@@ -79,28 +112,42 @@ impl RegistryClient {
                 (Some(digest), *m, media_type, bytes, child_digest)
             }
         };
-        let source = candidate.with_digest(digest.as_ref());
-        let config_descriptor = manifest.config().clone();
+        Ok(ResolvedManifest {
+            reference: reference.clone(),
+            source: candidate.with_digest(digest.as_ref()),
+            index_digest,
+            manifest_digest: digest,
+            manifest_media_type: media_type,
+            manifest_bytes: bytes,
+            manifest,
+        })
+    }
+
+    /// The second half of [`RegistryClient::resolve`]: `manifest`'s config,
+    /// from where the manifest was found.
+    pub async fn pull_config(&self, manifest: ResolvedManifest) -> Result<ResolvedImage> {
+        let host = self.host(&manifest.source, Direction::Pull)?;
+        let config_descriptor = manifest.manifest.config().clone();
         let mut config = Vec::new();
         self.pull_blob_from(
             &host,
-            &source,
+            &manifest.source,
             &config_descriptor,
             &mut config,
             &mut Progress::new(&config_descriptor)?,
         )
         .await?;
         Ok(ResolvedImage {
-            reference: reference.clone(),
-            source,
-            index_digest,
-            manifest_digest: digest,
-            manifest_media_type: media_type,
-            manifest_bytes: bytes,
+            reference: manifest.reference,
+            source: manifest.source,
+            index_digest: manifest.index_digest,
+            manifest_digest: manifest.manifest_digest,
+            manifest_media_type: manifest.manifest_media_type,
+            manifest_bytes: manifest.manifest_bytes,
             config_digest: config_descriptor.digest().clone(),
             config,
-            layers: manifest.layers().clone(),
-            manifest,
+            layers: manifest.manifest.layers().clone(),
+            manifest: manifest.manifest,
         })
     }
 

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 
 use futures_util::future::try_join_all;
 use indicatif::ProgressBar;
-use oci_spec::image::Descriptor;
+use oci_spec::image::{Descriptor, ImageManifest};
 
 use super::config::ImageConfig;
 use super::images::{self, ImageError, ImageSource, LayerRef};
@@ -116,40 +116,24 @@ impl Remote {
         store: &Store,
     ) -> Result<ImageSource> {
         let resolved = self.client.resolve(reference, platform).await?;
-        store.put_bytes(&resolved.manifest_bytes)?;
-        store.put_bytes(&resolved.config)?;
-        let config =
-            ImageConfig::from_json(&resolved.config).map_err(|source| ImageError::Config {
-                reference: reference.to_string(),
-                digest: resolved.config_digest.to_string(),
-                source,
-            })?;
-        if config.rootfs.diff_ids.len() != resolved.layers.len() {
-            return Err(ImageError::Image {
-                reference: reference.to_string(),
-                message: format!(
-                    "the manifest lists {} layers but the config {} diff IDs",
-                    resolved.layers.len(),
-                    config.rootfs.diff_ids.len()
-                ),
-            });
-        }
-        let source = &resolved.source;
-        let layers = resolved
-            .layers
+        let (image, manifest, config) = image_of(reference, resolved)?;
+        store.put_bytes(&manifest)?;
+        store.put_bytes(&config)?;
+        Ok(image)
+    }
+
+    /// The layers of `manifest` that `store` lacks, each once.
+    fn absent_layers(manifest: &ImageManifest, store: &Store) -> Vec<Descriptor> {
+        let mut seen = HashSet::new();
+        manifest
+            .layers()
             .iter()
-            .zip(&config.rootfs.diff_ids)
-            .map(|(descriptor, diff_id)| LayerRef {
-                descriptor: descriptor.clone(),
-                diff_id: diff_id.clone(),
-                source: Some(source.clone()),
+            .filter(|layer| {
+                images::descriptor_digest(layer)
+                    .is_ok_and(|digest| !store.has_blob(&digest) && seen.insert(digest))
             })
-            .collect();
-        Ok(ImageSource {
-            config,
-            layers,
-            digest: resolved.manifest_digest.to_string(),
-        })
+            .cloned()
+            .collect()
     }
 
     /// Makes sure every layer of `layers` is in `store`, downloading those
@@ -335,6 +319,46 @@ impl Remote {
     }
 }
 
+/// The image `resolved` describes (`reference` in messages), with its
+/// manifest's and config's bytes; its config must list a diffID per layer.
+fn image_of(
+    reference: &ImageReference,
+    resolved: crate::registry::ResolvedImage,
+) -> Result<(ImageSource, Vec<u8>, Vec<u8>)> {
+    let config = ImageConfig::from_json(&resolved.config).map_err(|source| ImageError::Config {
+        reference: reference.to_string(),
+        digest: resolved.config_digest.to_string(),
+        source,
+    })?;
+    if config.rootfs.diff_ids.len() != resolved.layers.len() {
+        return Err(ImageError::Image {
+            reference: reference.to_string(),
+            message: format!(
+                "the manifest lists {} layers but the config {} diff IDs",
+                resolved.layers.len(),
+                config.rootfs.diff_ids.len()
+            ),
+        });
+    }
+    let source = &resolved.source;
+    let layers = resolved
+        .layers
+        .iter()
+        .zip(&config.rootfs.diff_ids)
+        .map(|(descriptor, diff_id)| LayerRef {
+            descriptor: descriptor.clone(),
+            diff_id: diff_id.clone(),
+            source: Some(source.clone()),
+        })
+        .collect();
+    let image = ImageSource {
+        config,
+        layers,
+        digest: resolved.manifest_digest.to_string(),
+    };
+    Ok((image, resolved.manifest_bytes, resolved.config))
+}
+
 /// A layer with no source that the local store does not have either.
 fn nowhere(digest: &Digest) -> ImageError {
     ImageError::Image {
@@ -413,6 +437,19 @@ pub trait ImageFetcher: Send + Sync {
 
     /// Makes sure every layer of `layers` is in `store`.
     fn ensure_layers(&self, layers: &[LayerRef], store: &Store) -> Result<()>;
+
+    /// [`ImageFetcher::resolve`], then [`ImageFetcher::ensure_layers`]:
+    /// for a stage that needs its base's files.
+    fn fetch(
+        &self,
+        reference: &ImageReference,
+        platform: &Platform,
+        store: &Store,
+    ) -> Result<ImageSource> {
+        let image = self.resolve(reference, platform, store)?;
+        self.ensure_layers(&image.layers, store)?;
+        Ok(image)
+    }
 }
 
 /// [`Remote`] as an [`ImageFetcher`]: each call runs on `runtime` and
@@ -443,5 +480,48 @@ impl ImageFetcher for BlockingRemote {
     fn ensure_layers(&self, layers: &[LayerRef], store: &Store) -> Result<()> {
         self.runtime
             .block_on(self.remote.ensure_layers(layers, store))
+    }
+    /// The layers the store lacks download (on a thread of their own)
+    /// while the config is fetched and stored with the manifest: their
+    /// digests are in the manifest, and a stage that needs its base's
+    /// files needs them all.
+    fn fetch(
+        &self,
+        reference: &ImageReference,
+        platform: &Platform,
+        store: &Store,
+    ) -> Result<ImageSource> {
+        let remote = &self.remote;
+        let manifest = self
+            .runtime
+            .block_on(remote.client.resolve_manifest(reference, platform))?;
+        let source = manifest.source.clone();
+        let absent = Remote::absent_layers(&manifest.manifest, store);
+        let image = std::thread::scope(|scope| {
+            let downloads = scope.spawn(|| {
+                self.runtime.block_on(try_join_all(
+                    absent
+                        .iter()
+                        .map(|layer| remote.fetch_blob(&source, layer, None, store)),
+                ))
+            });
+            let stored = (|| {
+                let resolved = self.runtime.block_on(remote.client.pull_config(manifest))?;
+                let (image, manifest, config) = image_of(reference, resolved)?;
+                store.put_bytes(&manifest)?;
+                store.put_bytes(&config)?;
+                Ok::<_, ImageError>(image)
+            })();
+            let downloaded = downloads
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            downloaded.and(stored)
+        })?;
+        // The layers the store had are checked (or fetched again) now
+        // that their diffIDs are known.
+        self.runtime
+            .block_on(remote.ensure_layers(&image.layers, store))?;
+        tracing::debug!(image = %reference, digest = %image.digest, "base image ready");
+        Ok(image)
     }
 }

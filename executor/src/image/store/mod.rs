@@ -135,9 +135,10 @@ pub struct Store {
     /// A shared `flock` on [`IN_USE_LOCK`] while any clone lives (none for
     /// the store prune opens, which holds it exclusive).
     in_use: Option<std::sync::Arc<File>>,
-    /// Blobs [`Store::has_sound_blob`] hashed whole in this process (the
-    /// clones' shared set): a build asks for its base layers several
-    /// times, and one check is enough.
+    /// Blobs hashed whole in this process, by [`Store::has_sound_blob`] or
+    /// as a [`BlobWriter`] wrote them (the clones'
+    /// shared set): a build asks for its base layers several times, and
+    /// one check is enough.
     sound: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<Digest>>>,
 }
 

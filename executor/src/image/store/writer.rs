@@ -32,6 +32,7 @@ impl Store {
             expected_size: None,
             blob_dir: self.blob_dir(algorithm),
             algorithm,
+            sound: std::sync::Arc::clone(&self.sound),
         })
     }
 }
@@ -54,6 +55,9 @@ pub struct BlobWriter {
     expected_size: Option<u64>,
     blob_dir: PathBuf,
     algorithm: Algorithm,
+    /// The store's blobs known sound: a committed blob was hashed whole
+    /// as it was written.
+    sound: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<Digest>>>,
 }
 
 impl BlobWriter {
@@ -117,6 +121,10 @@ impl BlobWriter {
         }
         create_dir(&self.blob_dir)?;
         persist(tmp, &self.blob_dir.join(digest.hex()))?;
+        self.sound
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(digest.clone());
         Ok((digest, size))
     }
 }
