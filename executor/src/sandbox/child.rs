@@ -65,6 +65,11 @@ pub(super) enum Op {
         flags: MountFlags,
         data: Option<CString>,
     },
+    /// `chdir`: the root, once bound onto itself, so that the paths of the
+    /// later steps are relative to it.
+    Chdir {
+        path: CString,
+    },
     /// A recursive bind mount, then a read-only remount when asked.
     Bind {
         source: CString,
@@ -82,7 +87,8 @@ pub(super) enum Op {
         target: CString,
     },
     /// `/dev/null` bound over a file, a read-only empty tmpfs over a
-    /// directory; skipped when `target` does not exist.
+    /// directory (one for all of them, bound over the others); skipped
+    /// when `target` does not exist.
     Mask {
         target: CString,
     },
@@ -348,23 +354,28 @@ fn bind(source: &CStr, target: &CStr, read_only: bool) -> Result<(), i32> {
 /// looked at first rather than learnt from a failed bind (runc's way): the
 /// kernel undoes a bind that fails on a directory by unmounting its copy,
 /// which waits for an RCU grace period, a tenth of a millisecond or more
-/// for every directory masked in every RUN step.
-fn mask(target: &CStr) -> Result<(), i32> {
+/// for every directory masked in every RUN step. The first directory gets
+/// the tmpfs (`empty` then names it) and the others a bind of it: a new
+/// superblock costs far more than a bind, and what they show is the same,
+/// an empty directory that cannot be written (the superblock itself is
+/// read-only).
+fn mask<'a>(target: &'a CStr, empty: &mut Option<&'a CStr>) -> Result<(), i32> {
     let is_dir = match rustix::fs::stat(target) {
         Ok(stat) => FileType::from_raw_mode(stat.st_mode) == FileType::Directory,
         Err(rustix::io::Errno::NOENT) => return Ok(()),
         Err(err) => return Err(raw(err)),
     };
-    let mounted = if is_dir {
-        rustix::mount::mount(
+    let mounted = match (is_dir, *empty) {
+        (true, Some(first)) => rustix::mount::mount_bind(first, target),
+        (true, None) => rustix::mount::mount(
             c"tmpfs",
             target,
             c"tmpfs",
             MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
             Some(c"size=0"),
         )
-    } else {
-        rustix::mount::mount_bind(c"/dev/null", target)
+        .inspect(|()| *empty = Some(target)),
+        (false, _) => rustix::mount::mount_bind(c"/dev/null", target),
     };
     match mounted {
         // Gone between the look and the mount (a /proc entry can).
@@ -470,8 +481,10 @@ fn pivot(root: &CStr) -> Result<(), i32> {
 }
 
 impl Op {
-    fn apply(&self) -> Result<(), i32> {
+    /// Runs the step; `empty` is the masks' shared tmpfs (see [`mask`]).
+    fn apply<'a>(&'a self, empty: &mut Option<&'a CStr>) -> Result<(), i32> {
         match self {
+            Op::Chdir { path } => rustix::process::chdir(path.as_c_str()).map_err(raw),
             Op::PrivateRoot => rustix::mount::mount_change(
                 c"/",
                 MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
@@ -529,7 +542,7 @@ impl Op {
                     Err(err) => Err(raw(err)),
                 }
             }
-            Op::Mask { target } => mask(target),
+            Op::Mask { target } => mask(target, empty),
             Op::ReadOnly { target } => match bind(target, target, true) {
                 Err(libc::ENOENT) => Ok(()),
                 other => other,
@@ -737,8 +750,9 @@ fn pid1_setup(plan: &Plan, fds: &Fds, keep: [RawFd; 2]) {
             fail(fds.report, STEP_USER_MAPS, errno);
         }
     }
+    let mut empty = None;
     for (index, op) in plan.ops.iter().enumerate() {
-        if let Err(errno) = op.apply() {
+        if let Err(errno) = op.apply(&mut empty) {
             fail(fds.report, u32::try_from(index).unwrap_or(0), errno);
         }
     }

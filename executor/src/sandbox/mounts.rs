@@ -77,10 +77,11 @@ impl Builder<'_> {
         self.steps.push(step);
     }
 
-    /// The host path of the mount target `inside`, which the caller mounts
-    /// on next. Missing, it is created in the root (and recorded as a
-    /// stub), or, below an earlier mount, by pid 1 once that is mounted
-    /// (no stub: it lives in the mount).
+    /// The mount target `inside`, relative to the root (pid 1 works in the
+    /// root's directory: see [`Op::Chdir`]), which the caller mounts on
+    /// next. Missing, it is created in the root (and recorded as a stub),
+    /// or, below an earlier mount, by pid 1 once that is mounted (no stub:
+    /// it lives in the mount).
     fn target(&mut self, inside: &str, kind: Kind) -> Result<CString, SandboxError> {
         let target = path::ensure(
             self.root,
@@ -103,7 +104,7 @@ impl Builder<'_> {
                         .map(|name| c_string("mount target", name.as_bytes()))
                         .collect::<Result<_, _>>()?;
                     let op = Op::MountPoint {
-                        base: c_path(&self.root.join(&base))?,
+                        base: c_path(&base)?,
                         names,
                         kind,
                     };
@@ -112,9 +113,9 @@ impl Builder<'_> {
                 below.iter().fold(base, |path, name| path.join(name))
             }
         };
-        let host = c_path(&self.root.join(&relative))?;
+        let inside = c_path(&relative)?;
         self.mount_points.push(relative);
-        Ok(host)
+        Ok(inside)
     }
 
     fn mount(
@@ -246,6 +247,15 @@ pub(super) fn prepare(spec: &Spec, root: &Path, rootless: bool) -> Result<Prepar
             read_only: false,
         },
         format!("binding the root {shown} onto itself"),
+    );
+    // Every later path is relative to the root: the kernel then walks a
+    // name or two rather than the root's whole host path, some forty times
+    // a step.
+    b.push(
+        Op::Chdir {
+            path: root_c.clone(),
+        },
+        format!("entering the root {shown}"),
     );
 
     let proc = b.target("/proc", Kind::Dir)?;

@@ -159,14 +159,11 @@ impl Store {
     /// `diff_id`.
     fn extract_into(&self, diff_id: &Digest, blob: &Digest, dir: &Path) -> Result<()> {
         let blob_path = self.blob_path(blob);
-        let mut compressed = HashingReader::new(self.open_blob(blob)?, blob.algorithm());
         let extract_err = |source| StoreError::Extract {
             blob: blob.clone(),
             diff_id: diff_id.clone(),
             source,
         };
-        let stream = apply::decompress(&mut compressed).map_err(extract_err)?;
-        let mut tar = HashingReader::new(stream, diff_id.algorithm());
         let privileged = rustix::process::geteuid().is_root();
         let opts = apply::ApplyOptions {
             root_is_privileged: privileged,
@@ -174,6 +171,16 @@ impl Store {
             ignore_paths: Vec::new(),
         };
         let mode = apply::WhiteoutMode::overlay(Vec::new());
+        if let Some(whole) = self.inflate_whole(blob)? {
+            let mut tar = HashingReader::new(io::Cursor::new(whole), diff_id.algorithm());
+            apply::apply_tar_with(&mut tar, dir, &opts, &mode).map_err(extract_err)?;
+            io::copy(&mut tar, &mut io::sink()).map_err(read_err(&blob_path))?;
+            let (_, actual, _) = tar.finish();
+            return check_diff_id(blob, diff_id, actual);
+        }
+        let mut compressed = HashingReader::new(self.open_blob(blob)?, blob.algorithm());
+        let stream = apply::decompress(&mut compressed).map_err(extract_err)?;
+        let mut tar = HashingReader::new(stream, diff_id.algorithm());
         apply::apply_tar_with(&mut tar, dir, &opts, &mode).map_err(extract_err)?;
         io::copy(&mut tar, &mut io::sink()).map_err(read_err(&blob_path))?;
         let (_, actual, _) = tar.finish();
@@ -185,14 +192,60 @@ impl Store {
                 actual: blob_actual,
             });
         }
-        if actual != *diff_id {
-            return Err(StoreError::DiffIdMismatch {
-                blob: blob.clone(),
-                expected: diff_id.clone(),
-                actual,
-            });
+        check_diff_id(blob, diff_id, actual)
+    }
+
+    /// The tar in `blob` when it is a gzip stream of one member (as
+    /// registries' layers mostly are) small enough to inflate in memory,
+    /// with its digest checked unless this process hashed it whole
+    /// already (a download just did); `None` when it is not, and the
+    /// caller streams it. libdeflate inflates a buffer twice as fast as
+    /// zlib-rs streams it, and a base image's layers are on the path of
+    /// the first step; it takes only a whole member, and tells not how
+    /// much of the buffer it read, so the stream's last CRC must be the
+    /// output's as well: a stream of several members (the store's own
+    /// layers) is streamed.
+    fn inflate_whole(&self, blob: &Digest) -> Result<Option<Vec<u8>>> {
+        const MAX_BLOB: u64 = 16 << 20;
+        const MAX_TAR: usize = 64 << 20;
+        let path = self.blob_path(blob);
+        let mut file = self.open_blob(blob)?;
+        let size = file.metadata().map_err(read_err(&path))?.len();
+        if !(18..=MAX_BLOB).contains(&size) {
+            return Ok(None);
         }
-        Ok(())
+        let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        io::Read::read_to_end(&mut file, &mut data).map_err(read_err(&path))?;
+        let Some(trailer) = data
+            .get(data.len().saturating_sub(8)..)
+            .filter(|_| data.starts_with(&[0x1f, 0x8b]))
+        else {
+            return Ok(None);
+        };
+        let crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+        let length = u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]);
+        let Some(length) = usize::try_from(length).ok().filter(|&l| l <= MAX_TAR) else {
+            return Ok(None);
+        };
+        let sound = || self.sound.lock().unwrap_or_else(PoisonError::into_inner);
+        if !sound().contains(blob) {
+            let actual = Digest::of(blob.algorithm(), &data);
+            if actual != *blob {
+                if let Err(error) = self.verify_blob(blob) {
+                    tracing::warn!(%blob, %error, "the stored blob is damaged: removed, fetched again next time");
+                }
+                return Err(StoreError::DigestMismatch {
+                    expected: blob.clone(),
+                    actual,
+                });
+            }
+            sound().insert(blob.clone());
+        }
+        let mut tar = vec![0; length];
+        match libdeflater::Decompressor::new().gzip_decompress(&data, &mut tar) {
+            Ok(inflated) if inflated == length && libdeflater::crc32(&tar) == crc => Ok(Some(tar)),
+            _ => Ok(None),
+        }
     }
 
     /// Moves a finished overlay-form directory (a RUN's upper directory, a
@@ -283,5 +336,18 @@ impl Store {
                 }
             }
         }
+    }
+}
+
+/// `Ok` when the layer `blob` held the tar `diff_id` names (`actual`).
+fn check_diff_id(blob: &Digest, diff_id: &Digest, actual: Digest) -> Result<()> {
+    if actual == *diff_id {
+        Ok(())
+    } else {
+        Err(StoreError::DiffIdMismatch {
+            blob: blob.clone(),
+            expected: diff_id.clone(),
+            actual,
+        })
     }
 }

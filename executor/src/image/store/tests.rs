@@ -656,3 +656,84 @@ fn the_store_is_private_to_its_owner() {
     // What is inside a cache mount is the build's own.
     assert_eq!(mode(&root.join("cache-mounts/x")), 0o755);
 }
+
+/// A layer blob of two gzip members of the same length (the store's own
+/// layers have one per block) is extracted whole: inflating it in one
+/// buffer, which reads the first member only, must not pass for the
+/// layer even though the last member's length is the buffer's.
+#[test]
+fn a_layer_of_gzip_members_of_one_length_is_extracted_whole() {
+    use flate2::{Compression as Level, write::GzEncoder};
+    let (_dir, store) = store();
+    let mut tar = tar::Builder::new(Vec::new());
+    let content = vec![b'x'; 1024];
+    let mut header = tar::Header::new_gnu();
+    header.set_size(content.len() as u64);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut header, "file", content.as_slice())
+        .unwrap();
+    let tar = tar.into_inner().unwrap();
+    assert_eq!(tar.len() % 2, 0);
+    let (first, last) = tar.split_at(tar.len() / 2);
+    let mut blob = Vec::new();
+    for half in [first, last] {
+        let mut member = GzEncoder::new(Vec::new(), Level::default());
+        member.write_all(half).unwrap();
+        blob.extend(member.finish().unwrap());
+    }
+    let digest = store.put_bytes(&blob).unwrap();
+    let diff_id = sha256_bytes(&tar);
+    let path = store.extracted_layer(&diff_id, &digest).unwrap();
+    assert_eq!(fs::read(path.join("file")).unwrap(), content);
+}
+
+/// A layer of one gzip member (as registries serve them) is extracted,
+/// and checked against its diffID.
+#[test]
+fn a_layer_of_one_gzip_member_is_extracted_and_checked() {
+    use flate2::{Compression as Level, write::GzEncoder};
+    let (_dir, store) = store();
+    let mut tar = tar::Builder::new(Vec::new());
+    let content = b"hello\n".to_vec();
+    let mut header = tar::Header::new_gnu();
+    header.set_size(content.len() as u64);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut header, "etc/greeting", content.as_slice())
+        .unwrap();
+    let tar = tar.into_inner().unwrap();
+    let mut member = GzEncoder::new(Vec::new(), Level::default());
+    member.write_all(&tar).unwrap();
+    let blob = member.finish().unwrap();
+    let digest = store.put_bytes(&blob).unwrap();
+    let wrong = sha256_bytes(b"another tar");
+    let err = store.extracted_layer(&wrong, &digest).unwrap_err();
+    assert!(matches!(err, StoreError::DiffIdMismatch { .. }), "{err}");
+    assert!(!store.layer_path(&wrong).exists());
+    let path = store.extracted_layer(&sha256_bytes(&tar), &digest).unwrap();
+    assert_eq!(fs::read(path.join("etc/greeting")).unwrap(), content);
+    // The next process hashes the blob before it trusts it: one damaged
+    // in place (the gzip header's mtime, which no CRC covers) is removed.
+    let mut damaged = blob.clone();
+    damaged[4] ^= 0xff;
+    let other = tempfile::tempdir().unwrap();
+    let next = Store::open(other.path()).unwrap();
+    let stored = next.put_bytes(&blob).unwrap();
+    let next = Store::open(other.path()).unwrap();
+    fs::write(next.blob_path(&stored), &damaged).unwrap();
+    let err = next
+        .extracted_layer(&sha256_bytes(&tar), &stored)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
+    assert!(
+        !next.blob_path(&stored).exists(),
+        "the damaged blob is removed"
+    );
+}
