@@ -10,7 +10,7 @@
 //! turned into messages by the parent, which knows the step names.
 
 use std::ffi::{CStr, CString, c_char, c_int};
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use rustix::fs::{FileType, Gid, Mode, OFlags, StatVfsMountFlags, Uid};
@@ -129,6 +129,21 @@ pub(super) enum Op {
     Pivot {
         root: CString,
     },
+    /// Joins the template mount namespace (`template.rs`) and takes a
+    /// private copy of it: the start of a sandbox that never pivots.
+    EnterTemplate {
+        namespace: RawFd,
+    },
+    /// Attaches a detached mount (an `open_tree` clone the executor made)
+    /// at `target`, then a read-only remount when asked.
+    Attach {
+        mount: RawFd,
+        target: CString,
+        read_only: bool,
+    },
+    /// Moves the attached root (the working directory) over the template's
+    /// `/` and makes it the root (`template.rs`).
+    MoveRoot,
     /// A directory created (after the pivot) and owned by the user when
     /// missing.
     MkdirOwned {
@@ -341,12 +356,16 @@ fn mount_flags_of(target: &CStr) -> MountFlags {
 fn bind(source: &CStr, target: &CStr, read_only: bool) -> Result<(), i32> {
     rustix::mount::mount_bind_recursive(source, target).map_err(raw)?;
     if read_only {
-        // The flags the kernel locked on the source (nosuid, nodev ...) must
-        // be repeated, or the remount fails in a user namespace.
-        let flags = MountFlags::BIND | MountFlags::RDONLY | mount_flags_of(target);
-        rustix::mount::mount_remount(target, flags, c"").map_err(raw)?;
+        remount_read_only(target)?;
     }
     Ok(())
+}
+
+fn remount_read_only(target: &CStr) -> Result<(), i32> {
+    // The flags the kernel locked on the source (nosuid, nodev ...) must
+    // be repeated, or the remount fails in a user namespace.
+    let flags = MountFlags::BIND | MountFlags::RDONLY | mount_flags_of(target);
+    rustix::mount::mount_remount(target, flags, c"").map_err(raw)
 }
 
 /// Hides `target` as runc does for its masked paths: `/dev/null` bound
@@ -562,6 +581,27 @@ impl Op {
             Op::Hostname { name } => rustix::system::sethostname(name).map_err(raw),
             Op::LoopbackUp => loopback_up(),
             Op::Pivot { root } => pivot(root),
+            Op::EnterTemplate { namespace } => {
+                // SAFETY: the executor keeps the template's descriptor open
+                // for its whole life (`template.rs`).
+                let namespace = unsafe { BorrowedFd::borrow_raw(*namespace) };
+                super::template::enter(namespace).map_err(raw)
+            }
+            Op::Attach {
+                mount,
+                target,
+                read_only,
+            } => {
+                // SAFETY: the parent holds the mount's descriptor until this
+                // child has exec'd or exited (see `Prepared::detached`).
+                let mount = unsafe { BorrowedFd::borrow_raw(*mount) };
+                super::template::attach(mount, target).map_err(raw)?;
+                if *read_only {
+                    remount_read_only(target)?;
+                }
+                Ok(())
+            }
+            Op::MoveRoot => super::template::move_root().map_err(raw),
             Op::MkdirOwned { path, uid, gid } => {
                 match rustix::fs::mkdir(path.as_c_str(), Mode::from_raw_mode(0o755)) {
                     Ok(()) => rustix::fs::chown(
@@ -707,6 +747,12 @@ pub(super) fn direct(plan: &Plan, fds: &Fds) -> ! {
 /// Gives the process the pipes as its standard descriptors, closes every
 /// other descriptor but `keep`, and sets the usual umask.
 fn standard_fds(fds: &Fds, keep: [RawFd; 2]) {
+    stdio(fds);
+    close_inherited(keep);
+}
+
+/// [`standard_fds`] but for closing the other descriptors.
+fn stdio(fds: &Fds) {
     for fd in fds.parent_ends {
         // SAFETY: closes this process's copy of a parent-only fd.
         unsafe { libc::close(fd) };
@@ -717,7 +763,6 @@ fn standard_fds(fds: &Fds, keep: [RawFd; 2]) {
             fail(fds.report, STEP_STDIO, errno());
         }
     }
-    close_inherited(keep);
     // SAFETY: umask(2) cannot fail.
     unsafe { libc::umask(0o022) };
 }
@@ -744,7 +789,7 @@ fn pid1_setup(plan: &Plan, fds: &Fds, keep: [RawFd; 2]) {
         unsafe { libc::close(executor) };
     }
     reset_signals();
-    standard_fds(fds, keep);
+    stdio(fds);
     if let Some(maps) = &plan.user_maps {
         if let Err(errno) = maps.apply() {
             fail(fds.report, STEP_USER_MAPS, errno);
@@ -756,6 +801,9 @@ fn pid1_setup(plan: &Plan, fds: &Fds, keep: [RawFd; 2]) {
             fail(fds.report, u32::try_from(index).unwrap_or(0), errno);
         }
     }
+    // After the steps, which may use descriptors the executor made for
+    // them (the template's, the mounts to attach).
+    close_inherited(keep);
 }
 
 /// Pid 1 of the sandbox as the command itself, as Docker and BuildKit run

@@ -11,14 +11,22 @@
 //! mapping the caller to root when not running as root). The executor is
 //! multi-threaded, so the children only make raw system calls from that
 //! prepared plan until `execve` (see `child.rs`); no re-exec is needed.
-//! Pid 1 makes the mounts private, binds the root onto itself, mounts
+//! As root, pid 1's mount namespace is a copy of the template's (see
+//! `template.rs`: an empty read-only tmpfs, made once per process), where
+//! it attaches a clone of the root's mount (and of each bind source), does
+//! the mounts below, moves the root over `/` and `chroot`s into it: there
+//! is nothing to detach, and a detach waits for an RCU grace period.
+//! Elsewhere (in a user namespace, where the kernel needs a `/proc` of the
+//! namespace to mount another) it works from a copy of the executor's:
+//! pid 1 makes the mounts private, binds the root onto itself, mounts
 //! `/proc`, a read-only `/sys` (both masked as in runc's default spec:
 //! `/proc/kcore`, `/proc/keys`, `/sys/firmware` ... hidden, `/proc/sys`,
 //! `/proc/sysrq-trigger` ... read-only; paths the kernel lacks are
 //! skipped), a tmpfs `/dev` with the host's null, zero, full, random,
 //! urandom and tty bound in, devpts and `/dev/shm`, writes the `/etc`
 //! files on that tmpfs and binds them (their names there unlinked), binds
-//! the caller's mounts, then `pivot_root`s and detaches the old root.
+//! the caller's mounts, then `pivot_root`s and detaches the old root. In
+//! both, paths below the root are relative to it (pid 1 works there).
 //! With [`Spec::init`] (a script job) it then starts the command (working
 //! directory, Docker's default capabilities, identity, `execve` through
 //! `PATH`) as `posix_spawn` does, with `CLONE_VM | CLONE_VFORK` (no copy
@@ -84,6 +92,7 @@ mod probe;
 pub mod rootless;
 mod seccomp;
 mod subid;
+mod template;
 pub mod user;
 
 use std::fmt;
@@ -602,7 +611,8 @@ fn run_inner(spec: &Spec, switch: Option<&KillSwitch>) -> Result<Outcome> {
             source,
         })?;
     let rootless = !rustix::process::geteuid().is_root();
-    let mut prepared = mounts::prepare(spec, &root, rootless)?;
+    let template = if rootless { None } else { template::get() };
+    let mut prepared = mounts::prepare(spec, &root, rootless, template)?;
     prepared.plan.seccomp = seccomp::for_namespaces(&spec.security, child::DEFAULT_CAPABILITIES)?;
     let stdin = File::open("/dev/null").map_err(|source| SandboxError::Prepare {
         what: "/dev/null".into(),
@@ -634,8 +644,12 @@ fn run_inner(spec: &Spec, switch: Option<&KillSwitch>) -> Result<Outcome> {
         ],
         executor: executor.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
     };
-    let mut flags =
-        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    // From the template, pid 1 makes its mount namespace itself (a copy
+    // of the template's).
+    let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    if template.is_none() {
+        flags |= libc::CLONE_NEWNS;
+    }
     if spec.network == Network::None {
         flags |= libc::CLONE_NEWNET;
     }
@@ -684,6 +698,7 @@ fn run_inner(spec: &Spec, switch: Option<&KillSwitch>) -> Result<Outcome> {
         report_write,
         status_write,
         executor,
+        std::mem::take(&mut prepared.detached),
     ));
     let (report, waited) = pump_and_wait(pid, out_read, err_read, report_read, &*spec.output);
     let waited = waited?;

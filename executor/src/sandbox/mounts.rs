@@ -8,14 +8,17 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
-use rustix::mount::MountFlags;
+use std::os::fd::{AsRawFd as _, BorrowedFd, OwnedFd, RawFd};
+
+use rustix::mount::{MountFlags, OpenTreeFlags};
 
 use super::child::{Op, Plan, UserMaps};
 use super::path::{self, Kind, Target};
-use super::{MountKind, Network, SandboxError, Spec};
+use super::{MountKind, Network, SandboxError, Spec, template};
 
-/// Host devices bound into the sandbox's `/dev`.
-const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+/// Host devices bound into the sandbox's `/dev` (from the template's
+/// `/dev`, which has the same, when the sandbox starts from it).
+const DEVICES: [&str; 6] = template::DEVICES;
 
 /// Paths hidden from the command, as in runc's default spec: `/dev/null`
 /// over files, an empty read-only tmpfs over directories.
@@ -47,6 +50,10 @@ pub(super) struct Prepared {
     pub plan: Plan,
     pub steps: Vec<String>,
     pub stubs: Vec<PathBuf>,
+    /// The mounts pid 1 attaches (`open_tree` clones of the root and of
+    /// the bind mounts' sources) when it starts from the template: held
+    /// until it has exec'd or exited.
+    pub detached: Vec<OwnedFd>,
 }
 
 fn c_string(what: &str, value: impl Into<Vec<u8>>) -> Result<CString, SandboxError> {
@@ -64,6 +71,10 @@ fn c_path(path: &Path) -> Result<CString, SandboxError> {
 
 struct Builder<'a> {
     root: &'a Path,
+    /// The template namespace pid 1 starts from, if it does (see
+    /// `template.rs`): bind sources are then attached from clones.
+    template: Option<BorrowedFd<'a>>,
+    detached: Vec<OwnedFd>,
     ops: Vec<Op>,
     steps: Vec<String>,
     stubs: Vec<PathBuf>,
@@ -116,6 +127,23 @@ impl Builder<'_> {
         let inside = c_path(&relative)?;
         self.mount_points.push(relative);
         Ok(inside)
+    }
+
+    /// A clone of the mount tree at `source` (recursive), for pid 1 to
+    /// attach.
+    fn detach(&mut self, source: &Path) -> Result<RawFd, SandboxError> {
+        let flags = OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::AT_RECURSIVE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+        let mount = rustix::mount::open_tree(rustix::fs::CWD, source, flags).map_err(|err| {
+            SandboxError::Prepare {
+                what: format!("a mount of {}", source.display()),
+                source: err.into(),
+            }
+        })?;
+        let raw = mount.as_raw_fd();
+        self.detached.push(mount);
+        Ok(raw)
     }
 
     fn mount(
@@ -218,8 +246,14 @@ pub(super) fn candidates(program: &str, env: &[(String, String)]) -> Vec<String>
         .collect()
 }
 
-/// Prepares a run of `spec`.
-pub(super) fn prepare(spec: &Spec, root: &Path, rootless: bool) -> Result<Prepared, SandboxError> {
+/// Prepares a run of `spec`, from the template namespace when there is
+/// one (see `template.rs`), else from a copy of the executor's own.
+pub(super) fn prepare<'a>(
+    spec: &Spec,
+    root: &'a Path,
+    rootless: bool,
+    template: Option<BorrowedFd<'a>>,
+) -> Result<Prepared, SandboxError> {
     let Some(program) = spec.args.first() else {
         return Err(SandboxError::Invalid {
             what: "empty command".into(),
@@ -232,6 +266,8 @@ pub(super) fn prepare(spec: &Spec, root: &Path, rootless: bool) -> Result<Prepar
     }
     let mut b = Builder {
         root,
+        template,
+        detached: Vec::new(),
         ops: Vec::new(),
         steps: Vec::new(),
         stubs: Vec::new(),
@@ -239,24 +275,39 @@ pub(super) fn prepare(spec: &Spec, root: &Path, rootless: bool) -> Result<Prepar
     };
     let root_c = c_path(root)?;
     let shown = root.display().to_string();
-    b.push(Op::PrivateRoot, "making the mounts private".into());
-    b.push(
-        Op::Bind {
-            source: root_c.clone(),
-            target: root_c.clone(),
-            read_only: false,
-        },
-        format!("binding the root {shown} onto itself"),
-    );
+    let at = if let Some(namespace) = template {
+        b.push(
+            Op::EnterTemplate {
+                namespace: namespace.as_raw_fd(),
+            },
+            "entering the sandbox's mount namespace".into(),
+        );
+        let mount = b.detach(root)?;
+        b.push(
+            Op::Attach {
+                mount,
+                target: template::ATTACH.to_owned(),
+                read_only: false,
+            },
+            format!("attaching the root {shown}"),
+        );
+        template::ATTACH.to_owned()
+    } else {
+        b.push(Op::PrivateRoot, "making the mounts private".into());
+        b.push(
+            Op::Bind {
+                source: root_c.clone(),
+                target: root_c.clone(),
+                read_only: false,
+            },
+            format!("binding the root {shown} onto itself"),
+        );
+        root_c.clone()
+    };
     // Every later path is relative to the root: the kernel then walks a
     // name or two rather than the root's whole host path, some forty times
     // a step.
-    b.push(
-        Op::Chdir {
-            path: root_c.clone(),
-        },
-        format!("entering the root {shown}"),
-    );
+    b.push(Op::Chdir { path: at }, format!("entering the root {shown}"));
 
     let proc = b.target("/proc", Kind::Dir)?;
     b.mount(
@@ -353,12 +404,21 @@ pub(super) fn prepare(spec: &Spec, root: &Path, rootless: bool) -> Result<Prepar
                 })?;
                 let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
                 let target = b.target(&mount.target, kind)?;
-                b.push(
+                let op = if b.template.is_some() {
+                    Op::Attach {
+                        mount: b.detach(source)?,
+                        target,
+                        read_only: *read_only,
+                    }
+                } else {
                     Op::Bind {
                         source: c_path(source)?,
                         target,
                         read_only: *read_only,
-                    },
+                    }
+                };
+                b.push(
+                    op,
                     format!("binding {} onto {}", source.display(), mount.target),
                 );
             }
@@ -395,10 +455,14 @@ pub(super) fn prepare(spec: &Spec, root: &Path, rootless: bool) -> Result<Prepar
     if matches!(spec.network, Network::None) {
         b.push(Op::LoopbackUp, "bringing up the loopback interface".into());
     }
-    b.push(
-        Op::Pivot { root: root_c },
-        format!("pivoting into the root {shown}"),
-    );
+    if template.is_some() {
+        b.push(Op::MoveRoot, format!("making {shown} the root"));
+    } else {
+        b.push(
+            Op::Pivot { root: root_c },
+            format!("pivoting into the root {shown}"),
+        );
+    }
     let mut prefix = String::new();
     for name in spec.cwd.split('/').filter(|name| !name.is_empty()) {
         prefix.push('/');
@@ -447,6 +511,7 @@ pub(super) fn prepare(spec: &Spec, root: &Path, rootless: bool) -> Result<Prepar
         plan,
         steps: b.steps,
         stubs: b.stubs,
+        detached: b.detached,
     })
 }
 

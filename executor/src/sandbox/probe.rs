@@ -116,7 +116,13 @@ pub fn probe() -> Result<(), Unavailable> {
         Err(Probed::Clone(errno)) => Err(missing_namespace(&namespaces)
             .unwrap_or_else(|| unavailable("cannot create the sandbox's namespaces", errno))),
         Err(Probed::Unavailable(unavailable)) => Err(unavailable),
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            // The namespace the sandboxes start from, made here (a build
+            // probes while it resolves its base) rather than on the first
+            // RUN's path.
+            super::template::get();
+            Ok(())
+        }
     }
 }
 

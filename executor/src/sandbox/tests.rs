@@ -857,3 +857,38 @@ fn without_init_the_command_is_pid_1() {
     assert_eq!(outcome.status, Status::Signaled(libc::SIGKILL));
     assert!(processes_with_cmdline(b"sleep\x004832\x00").is_empty());
 }
+
+/// The classic chroot escape (chroot into a subdirectory, climb `..` from
+/// the working directory left outside it, chroot there), by root with
+/// CAP_SYS_CHROOT as Docker grants it, ends where it started: the root is
+/// the top of what its namespace shows, whether the sandbox pivoted or
+/// started from the template (`template.rs`), whose tmpfs lies below it.
+/// Python (the host's, bound read-only) makes the calls busybox's
+/// `chroot` applet does not.
+#[test]
+fn a_chroot_escape_ends_in_the_root() {
+    let _shared = shared();
+    let root = busybox_root();
+    symlink("usr/lib", root.path().join("lib")).unwrap();
+    symlink("usr/lib64", root.path().join("lib64")).unwrap();
+    let script = "import os\n\
+                  before = os.stat('/')\n\
+                  os.mkdir('/x')\n\
+                  os.chroot('/x')\n\
+                  for _ in range(64): os.chdir('..')\n\
+                  os.chroot('.')\n\
+                  after = os.stat('/')\n\
+                  print((before.st_dev, before.st_ino) == (after.st_dev, after.st_ino), sorted(os.listdir('/')))\n";
+    let (mut spec, captured) = spec(root.path(), "");
+    spec.args = vec!["/usr/bin/python3".into(), "-c".into(), script.into()];
+    spec.init = false;
+    spec.mounts = vec![bind("/usr", Path::new("/usr"), true)];
+    let outcome = run(&spec).unwrap();
+    assert!(outcome.status.success(), "{}", captured.stderr());
+    let stdout = captured.stdout();
+    assert!(stdout.starts_with("True ["), "{stdout}");
+    assert!(
+        stdout.contains("'x'") && stdout.contains("'bin'") && stdout.contains("'usr'"),
+        "{stdout}"
+    );
+}
