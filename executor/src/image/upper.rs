@@ -113,6 +113,34 @@ fn has_xattr(path: &Path, name: &str) -> bool {
     )
 }
 
+/// Which of overlayfs' marks `path` carries: its bookkeeping xattrs (in
+/// [`BOOKKEEPING`]'s order) and whether it has an opaque marker's name
+/// (its value says whether it is set: see [`is_opaque`]). One
+/// `llistxattr`, where a `lgetxattr` per name cost five calls a directory
+/// and four a file, in every RUN's upper directory; a list too long for
+/// the buffer is asked for name by name.
+fn overlay_marks(path: &Path) -> ([bool; 3], bool) {
+    const OPAQUE: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
+    let mut buf = [0u8; 1024];
+    match rustix::fs::llistxattr(path, &mut buf) {
+        Ok(len) => {
+            let names: Vec<&[u8]> = buf
+                .get(..len)
+                .unwrap_or_default()
+                .split(|&byte| byte == 0)
+                .filter(|name| !name.is_empty())
+                .collect();
+            let has = |key: &str| names.contains(&key.as_bytes());
+            (BOOKKEEPING.map(has), OPAQUE.iter().any(|key| has(key)))
+        }
+        Err(rustix::io::Errno::NOTSUP) => ([false; 3], false),
+        Err(_) => (
+            BOOKKEEPING.map(|key| has_xattr(path, key)),
+            OPAQUE.iter().any(|key| has_xattr(path, key)),
+        ),
+    }
+}
+
 /// Completes a RUN's upper directory where overlayfs leaves a hard link
 /// half-written: with `index=on` a file copied up for one of its names is,
 /// in the merged view, the file every name shows (as on any file system),
@@ -128,15 +156,17 @@ pub fn relink_copied_up(upper: &Path, lowers: &[PathBuf]) -> Result<()> {
     let mut pending = vec![PathBuf::new()];
     while let Some(rel) = pending.pop() {
         let dir = upper.join(&rel);
-        for key in BOOKKEEPING {
-            if has_xattr(&dir, key) {
-                let _ = rustix::fs::lremovexattr(&dir, key);
+        let (bookkeeping, opaque) = overlay_marks(&dir);
+        for (key, present) in BOOKKEEPING.iter().zip(bookkeeping) {
+            if present {
+                let _ = rustix::fs::lremovexattr(&dir, *key);
             }
         }
         // overlayfs marks a directory made inside a merged one opaque even
         // when no lower layer has anything there to hide; such a marker
         // would only be noise in the layer.
         if !rel.as_os_str().is_empty()
+            && opaque
             && is_opaque(&dir)
             && !lowers
                 .iter()
@@ -152,12 +182,13 @@ pub fn relink_copied_up(upper: &Path, lowers: &[PathBuf]) -> Result<()> {
             if kind.is_dir() {
                 pending.push(child);
             } else if !kind.is_symlink() {
-                if kind.is_file() && has_xattr(&path, BOOKKEEPING[0]) {
+                let (bookkeeping, _) = overlay_marks(&path);
+                if kind.is_file() && bookkeeping[0] {
                     copied.push(child);
                 }
-                for key in BOOKKEEPING {
-                    if has_xattr(&path, key) {
-                        let _ = rustix::fs::lremovexattr(&path, key);
+                for (key, present) in BOOKKEEPING.iter().zip(bookkeeping) {
+                    if present {
+                        let _ = rustix::fs::lremovexattr(&path, *key);
                     }
                 }
             }
