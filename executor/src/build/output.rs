@@ -50,7 +50,7 @@ impl Engine<'_> {
         }
         let result = FinalImage { config, layers };
         let config_bytes = result.config.to_json().map_err(BuildError::EncodeConfig)?;
-        let config_digest = self.store.put_bytes(&config_bytes)?;
+        let config_digest = crate::image::digest::sha256_bytes(&config_bytes);
         let config_descriptor = Descriptor::new(
             MediaType::ImageConfig,
             config_bytes.len() as u64,
@@ -62,7 +62,16 @@ impl Engine<'_> {
             .map(|l| images::as_oci_layer(&l.descriptor))
             .collect();
         let manifest = images::manifest_json(&config_descriptor, &layer_descriptors);
-        let digest = self.store.put_bytes(&manifest)?;
+        // The config and the manifest are stored at once (each waits for
+        // its fsync), before any tag names the manifest.
+        let digest = std::thread::scope(|scope| {
+            let config = scope.spawn(|| self.store.put_bytes(&config_bytes));
+            let manifest = self.store.put_bytes(&manifest);
+            let config = config
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            config.and(manifest)
+        })?;
         let manifest_descriptor = Descriptor::new(
             MediaType::ImageManifest,
             manifest.len() as u64,

@@ -214,6 +214,10 @@ pub(super) struct Plan {
     /// In place (no namespaces): the command keeps the executor's
     /// capabilities (the container's), as kaniko's steps do.
     pub keep_capabilities: bool,
+    /// An empty read-only directory to bind over the directories masked
+    /// (the template's: see `template.rs`); without, the first of them
+    /// gets a tmpfs of its own, bound over the others.
+    pub empty_dir: Option<&'static CStr>,
     /// The command's seccomp filter, installed before its capabilities
     /// are dropped.
     pub seccomp: Option<super::seccomp::Filter>,
@@ -255,6 +259,7 @@ impl Plan {
             gid: Gid::from_raw(user.gid),
             cwd,
             keep_capabilities: false,
+            empty_dir: None,
             seccomp: None,
             candidates,
             _argv: argv,
@@ -373,11 +378,11 @@ fn remount_read_only(target: &CStr) -> Result<(), i32> {
 /// looked at first rather than learnt from a failed bind (runc's way): the
 /// kernel undoes a bind that fails on a directory by unmounting its copy,
 /// which waits for an RCU grace period, a tenth of a millisecond or more
-/// for every directory masked in every RUN step. The first directory gets
-/// the tmpfs (`empty` then names it) and the others a bind of it: a new
-/// superblock costs far more than a bind, and what they show is the same,
-/// an empty directory that cannot be written (the superblock itself is
-/// read-only).
+/// for every directory masked in every RUN step. Directories get a bind
+/// of `empty`: the template's empty directory when the sandbox starts from
+/// it, else the first of them, which gets the tmpfs. A new superblock
+/// costs far more than a bind, and what they show is the same, an empty
+/// directory that cannot be written (the superblock itself is read-only).
 fn mask<'a>(target: &'a CStr, empty: &mut Option<&'a CStr>) -> Result<(), i32> {
     let is_dir = match rustix::fs::stat(target) {
         Ok(stat) => FileType::from_raw_mode(stat.st_mode) == FileType::Directory,
@@ -795,7 +800,7 @@ fn pid1_setup(plan: &Plan, fds: &Fds, keep: [RawFd; 2]) {
             fail(fds.report, STEP_USER_MAPS, errno);
         }
     }
-    let mut empty = None;
+    let mut empty = plan.empty_dir;
     for (index, op) in plan.ops.iter().enumerate() {
         if let Err(errno) = op.apply(&mut empty) {
             fail(fds.report, u32::try_from(index).unwrap_or(0), errno);

@@ -498,7 +498,7 @@ pub(super) fn prepare<'a>(
             c_string("environment variable", format!("{name}={value}"))
         })
         .collect::<Result<_, _>>()?;
-    let plan = Plan::new(
+    let mut plan = Plan::new(
         b.ops,
         rootless.then(UserMaps::for_caller),
         &spec.user,
@@ -507,6 +507,9 @@ pub(super) fn prepare<'a>(
         argv,
         env,
     );
+    if template.is_some() {
+        plan.empty_dir = Some(template::EMPTY);
+    }
     Ok(Prepared {
         plan,
         steps: b.steps,

@@ -1,6 +1,7 @@
 //! The mount namespace a sandbox starts from when the executor is root: an
 //! empty read-only tmpfs as its root, with the host's devices bound in
-//! `/dev` and an empty `/root` where the step's root is attached. Made
+//! `/dev`, an empty `/root` where the step's root is attached and an empty
+//! `/empty` the sandbox binds over the directories it masks. Made
 //! once per process, by a child that pivots into the tmpfs and detaches
 //! the executor's tree, and kept by a descriptor of its namespace.
 //!
@@ -43,6 +44,10 @@ use super::child;
 /// Where a sandbox attaches its root in the template.
 pub(super) const ATTACH: &CStr = c"/root";
 
+/// An empty directory of the template (read-only): a sandbox binds it
+/// over the directories it masks, rather than mounting a tmpfs of its own.
+pub(super) const EMPTY: &CStr = c"/empty";
+
 /// The host devices the template holds at `/dev/<name>` (binds), for the
 /// sandbox's `/dev` and its masks.
 pub(super) const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -73,7 +78,7 @@ const STEPS: [&str; 11] = [
     "opening its namespace",
     "making the mounts private",
     "mounting the tmpfs",
-    "making /dev and /root",
+    "making /dev, /root and /empty",
     "binding the devices",
     "making the tmpfs read-only",
     "pivoting into it",
@@ -88,6 +93,7 @@ struct Paths {
     scratch: CString,
     dev: CString,
     root: CString,
+    empty: CString,
     devices: Vec<(CString, CString)>,
 }
 
@@ -107,6 +113,7 @@ fn make() -> Result<OwnedFd, (&'static str, i32)> {
         scratch: c_string(base.as_os_str().as_bytes())?,
         dev: c_string(base.join("dev").as_os_str().as_bytes())?,
         root: c_string(base.join("root").as_os_str().as_bytes())?,
+        empty: c_string(base.join("empty").as_os_str().as_bytes())?,
         devices: DEVICES
             .iter()
             .map(|name| {
@@ -233,7 +240,7 @@ fn build(paths: &Paths) -> Result<OwnedFd, (u32, i32)> {
         Some(c"mode=755,size=16k"),
     )
     .map_err(at(2))?;
-    for dir in [&paths.dev, &paths.root] {
+    for dir in [&paths.dev, &paths.root, &paths.empty] {
         rustix::fs::mkdir(dir.as_c_str(), Mode::from_raw_mode(0o755)).map_err(at(3))?;
     }
     for (source, target) in &paths.devices {
