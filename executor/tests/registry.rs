@@ -337,22 +337,22 @@ async fn push_resolve_and_pull_back() {
     assert_eq!(again, BlobPush::Existed);
 
     let resolved = client.resolve(&reference, &linux("amd64")).await.unwrap();
-    assert_eq!(resolved.manifest_digest, digest);
-    assert_eq!(resolved.index_digest, None);
-    assert_eq!(resolved.manifest_media_type, OCI_MANIFEST);
-    assert_eq!(resolved.manifest_bytes, image.manifest);
+    assert_eq!(resolved.manifest.manifest_digest, digest);
+    assert_eq!(resolved.manifest.index_digest, None);
+    assert_eq!(resolved.manifest.manifest_media_type, OCI_MANIFEST);
+    assert_eq!(resolved.manifest.manifest_bytes, image.manifest);
     assert_eq!(resolved.config, image.config);
     assert_eq!(resolved.config_digest, sha256(&image.config));
     assert_eq!(resolved.layers.len(), 1);
-    assert_eq!(resolved.source.digest(), Some(digest.as_ref()));
+    assert_eq!(resolved.manifest.source.digest(), Some(digest.as_ref()));
     assert_eq!(
-        pull(&client, &resolved.source, &resolved.layers[0]).await,
+        pull(&client, &resolved.manifest.source, &resolved.layers[0]).await,
         image.layer
     );
     // By digest, too.
     let pinned = reference.with_digest(digest.as_ref());
     let by_digest = client.resolve(&pinned, &linux("amd64")).await.unwrap();
-    assert_eq!(by_digest.manifest_digest, digest);
+    assert_eq!(by_digest.manifest.manifest_digest, digest);
 
     // A tool no one here wrote agrees.
     let inspected = skopeo_inspect(&["--tls-verify=false"], &reference.to_string());
@@ -490,12 +490,12 @@ async fn an_index_resolves_to_the_requested_platform() {
         .unwrap();
 
     let resolved = client.resolve(&reference, &linux("arm64")).await.unwrap();
-    assert_eq!(resolved.index_digest, Some(list_digest));
-    assert_eq!(resolved.manifest_digest, sha256(&arm.manifest));
-    assert_eq!(resolved.manifest_media_type, DOCKER_MANIFEST);
+    assert_eq!(resolved.manifest.index_digest, Some(list_digest));
+    assert_eq!(resolved.manifest.manifest_digest, sha256(&arm.manifest));
+    assert_eq!(resolved.manifest.manifest_media_type, DOCKER_MANIFEST);
     assert_eq!(resolved.config, arm.config);
     assert_eq!(
-        pull(&client, &resolved.source, &resolved.layers[0]).await,
+        pull(&client, &resolved.manifest.source, &resolved.layers[0]).await,
         arm.layer
     );
     let resolved = client.resolve(&reference, &linux("amd64")).await.unwrap();
@@ -535,9 +535,9 @@ async fn docker_hub_names_are_pulled_through_mirrors() {
     let client = client(options);
     let hub = ImageReference::parse("busybox:1.36").unwrap();
     let resolved = client.resolve(&hub, &linux("amd64")).await.unwrap();
-    assert_eq!(resolved.reference, hub);
-    assert_eq!(resolved.source.registry(), registry.host);
-    assert_eq!(resolved.source.repository(), "library/busybox");
+    assert_eq!(resolved.manifest.reference, hub);
+    assert_eq!(resolved.manifest.source.registry(), registry.host);
+    assert_eq!(resolved.manifest.source.repository(), "library/busybox");
     assert_eq!(resolved.config, image.config);
     // Blobs of the Docker Hub name come through the mirror too.
     assert_eq!(pull(&client, &hub, &resolved.layers[0]).await, image.layer);
@@ -583,7 +583,7 @@ async fn basic_auth_with_docker_config_credentials() {
     let image = Image::new("amd64", "private", false);
     let digest = image.push(&client, &reference).await;
     let resolved = client.resolve(&reference, &linux("amd64")).await.unwrap();
-    assert_eq!(resolved.manifest_digest, digest);
+    assert_eq!(resolved.manifest.manifest_digest, digest);
     assert_eq!(
         pull(&client, &reference, &resolved.layers[0]).await,
         image.layer
@@ -649,6 +649,7 @@ async fn tls_with_the_registry_certificate() {
             .resolve(&reference, &linux("amd64"))
             .await
             .unwrap()
+            .manifest
             .manifest_digest,
         digest
     );
@@ -683,7 +684,7 @@ async fn tls_with_the_registry_certificate() {
             .resolve(&reference, &linux("amd64"))
             .await
             .unwrap();
-        assert_eq!(resolved.manifest_digest, digest);
+        assert_eq!(resolved.manifest.manifest_digest, digest);
     }
 }
 
@@ -778,6 +779,7 @@ async fn retries_with_backoff_on_503_429_and_dropped_connections() {
             .resolve(&via_proxy("flaky/app:v1"), &linux("amd64"))
             .await
             .unwrap()
+            .manifest
             .manifest_digest,
         digest
     );
@@ -1172,6 +1174,7 @@ async fn bearer_tokens_and_a_mount_scoped_for_both_repositories() {
             .resolve(&base, &linux("amd64"))
             .await
             .unwrap()
+            .manifest
             .manifest_digest,
         digest
     );

@@ -168,16 +168,24 @@ pub(super) fn build_with(
     });
     // Where every RUN runs (no cache to take one from), the overlay probe
     // mounts its test while the isolation is probed and the base pulled.
-    let overlay_probe = OverlayProbe::start(
-        first_run.is_some()
-            && settings.cache.is_none()
-            && settings.snapshot_mode == SnapshotMode::Overlay,
-        work.path(),
-    );
-    let isolation_probe = IsolationProbe::start(
-        first_run.is_some() && settings.cache.is_none(),
-        &parts.isolation,
-    );
+    let overlay_probe = {
+        let work = work.path().to_path_buf();
+        Probe::start(
+            first_run.is_some()
+                && settings.cache.is_none()
+                && settings.snapshot_mode == SnapshotMode::Overlay,
+            "overlay-probe",
+            move || crate::sandbox::overlay::supported(&work),
+        )
+    };
+    let isolation_probe = {
+        let isolation = Arc::clone(&parts.isolation);
+        Probe::start(
+            first_run.is_some() && settings.cache.is_none(),
+            "isolation-probe",
+            move || isolation.available(),
+        )
+    };
     let privileged = rustix::process::geteuid().is_root();
     // A build without RUN asks nothing of the isolation: no probe, and its
     // stages are plain directories (see `Engine::mode`).
@@ -298,7 +306,7 @@ pub(super) struct Engine<'a> {
     /// Whether RUN can be isolated here: probed from the start of a build
     /// whose RUN steps all run (waited for before any stage's first step),
     /// else when the first RUN executes.
-    isolation_probe: IsolationProbe,
+    isolation_probe: Probe<std::result::Result<(), sandbox::Unavailable>>,
     /// The line of the first RUN of the stages built, for the message
     /// when the isolation is unavailable.
     pub(super) first_run_line: Option<usize>,
@@ -325,7 +333,7 @@ pub(super) struct Engine<'a> {
     /// build whose RUN steps all run, else when first asked (by the
     /// snapshot mode, or by a build without RUN that needs a merged root
     /// for `COPY --from` a stage or image).
-    overlay_probe: OverlayProbe,
+    overlay_probe: Probe<bool>,
     /// Whether a needed stage has a RUN step (an ONBUILD trigger of a base
     /// image aside): without, nothing is probed or mounted.
     pub(super) has_run: bool,
@@ -363,12 +371,21 @@ impl Engine<'_> {
     /// a RUN at `line` fails with.
     pub(super) fn isolation_ready(&self, line: usize) -> Result<()> {
         self.isolation_probe
-            .answer(self.isolation.as_ref())
+            .answer(|| self.isolation.available())
+            .clone()
             .map_err(|source| BuildError::Isolation {
                 file: self.file_name.clone(),
                 line,
                 source,
             })
+    }
+
+    /// Whether overlays can be mounted in the scratch directory (see
+    /// [`crate::sandbox::overlay::supported`]).
+    fn overlay_supported(&self) -> bool {
+        *self
+            .overlay_probe
+            .answer(|| crate::sandbox::overlay::supported(&self.work))
     }
 
     /// `error`, or the isolation's when the probe started with the build
@@ -478,7 +495,7 @@ impl Engine<'_> {
             // the layers through a view, and only a root read by `COPY
             // --from` is mounted (see `source_root`). Nothing is probed.
             SnapshotMode::Overlay if !self.has_run => SnapshotMode::Overlay,
-            SnapshotMode::Overlay if !self.overlay_probe.supported(&self.work) => {
+            SnapshotMode::Overlay if !self.overlay_supported() => {
                 tracing::info!(
                     "overlay mounts are not available here: snapshots copy and compare the root filesystem (slower; RUST_LOG=debug says why)"
                 );
@@ -522,8 +539,7 @@ impl Engine<'_> {
     /// Whether a merged root can be mounted here: always where RUN steps
     /// chose overlay; a build without RUN probes on first use.
     fn can_mount(&self) -> bool {
-        self.mode() == SnapshotMode::Overlay
-            && (self.has_run || self.overlay_probe.supported(&self.work))
+        self.mode() == SnapshotMode::Overlay && (self.has_run || self.overlay_supported())
     }
 
     /// The root filesystem of `layers` (in the store) under the scratch
@@ -610,25 +626,26 @@ impl Engine<'_> {
     }
 }
 
-/// Whether RUN steps can be isolated here ([`Isolation::available`]),
-/// asked once: probed on a thread of its own from the start of a build
-/// whose RUN steps all run (the base images are resolved meanwhile), else
-/// when the first RUN executes.
-struct IsolationProbe {
-    started: Mutex<Option<std::thread::JoinHandle<std::result::Result<(), sandbox::Unavailable>>>>,
-    answer: std::sync::OnceLock<std::result::Result<(), sandbox::Unavailable>>,
+/// An answer the build asks for once (can overlays be mounted here, can
+/// RUN be isolated here): worked out on a thread of its own from the
+/// start of the build when it will surely be asked (see `build_with`),
+/// else when first asked. The thread is joined before the answer is used
+/// and when the engine goes, so it never outlives the scratch directory
+/// the overlay probe mounts in.
+struct Probe<T> {
+    started: Mutex<Option<std::thread::JoinHandle<T>>>,
+    answer: std::sync::OnceLock<T>,
 }
 
-impl IsolationProbe {
-    /// Starts the probe of `isolation` when `now`; otherwise it is made
-    /// when first asked.
-    fn start(now: bool, isolation: &Arc<dyn Isolation>) -> Self {
+impl<T: Send + 'static> Probe<T> {
+    /// Starts `probe` on a thread named `name` when `now`; otherwise it is
+    /// made when first asked.
+    fn start(now: bool, name: &str, probe: impl FnOnce() -> T + Send + 'static) -> Self {
         let started = now
             .then(|| {
-                let isolation = Arc::clone(isolation);
                 std::thread::Builder::new()
-                    .name("isolation-probe".into())
-                    .spawn(move || isolation.available())
+                    .name(name.into())
+                    .spawn(probe)
                     .ok()
             })
             .flatten();
@@ -638,72 +655,24 @@ impl IsolationProbe {
         }
     }
 
-    /// The probe's answer.
-    fn answer(&self, isolation: &dyn Isolation) -> std::result::Result<(), sandbox::Unavailable> {
-        self.answer
-            .get_or_init(|| {
-                let started = self
-                    .started
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take();
-                match started.map(std::thread::JoinHandle::join) {
-                    Some(Ok(answer)) => answer,
-                    // Not started (or its thread died): probed here.
-                    _ => isolation.available(),
-                }
-            })
-            .clone()
-    }
-}
-
-/// Whether overlays can be mounted in the scratch directory, asked once:
-/// probed on a thread of its own from the start of the build when it will
-/// surely be asked (see `build`), else when first asked. The thread is
-/// joined before the answer is used and when the engine goes, so it never
-/// outlives the scratch directory it mounts in.
-struct OverlayProbe {
-    started: Mutex<Option<std::thread::JoinHandle<bool>>>,
-    answer: std::sync::OnceLock<bool>,
-}
-
-impl OverlayProbe {
-    /// Starts the probe in `work` when `now`; otherwise it is made when
-    /// first asked.
-    fn start(now: bool, work: &Path) -> Self {
-        let work = work.to_path_buf();
-        let started = now
-            .then(|| {
-                std::thread::Builder::new()
-                    .name("overlay-probe".into())
-                    .spawn(move || crate::sandbox::overlay::supported(&work))
-                    .ok()
-            })
-            .flatten();
-        Self {
-            started: Mutex::new(started),
-            answer: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// The probe's answer (see [`crate::sandbox::overlay::supported`]).
-    fn supported(&self, work: &Path) -> bool {
-        *self.answer.get_or_init(|| {
+    /// The answer: the thread's, or `probe`'s here when it was not started
+    /// (or died).
+    fn answer(&self, probe: impl FnOnce() -> T) -> &T {
+        self.answer.get_or_init(|| {
             let started = self
                 .started
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .take();
             match started.map(std::thread::JoinHandle::join) {
-                Some(Ok(supported)) => supported,
-                // Not started (or its thread died): probed here.
-                _ => crate::sandbox::overlay::supported(work),
+                Some(Ok(answer)) => answer,
+                _ => probe(),
             }
         })
     }
 }
 
-impl Drop for OverlayProbe {
+impl<T> Drop for Probe<T> {
     fn drop(&mut self) {
         let started = self
             .started

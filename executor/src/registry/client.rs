@@ -172,18 +172,8 @@ impl Default for RegistryOptions {
 /// An image manifest found for a reference and a platform, with its config.
 #[derive(Debug, Clone)]
 pub struct ResolvedImage {
-    /// The reference asked for.
-    pub reference: ImageReference,
-    /// Where the manifest was found (a mirror, or the reference's own
-    /// registry), pinned to the manifest's digest: pull its blobs from here.
-    pub source: ImageReference,
-    /// The digest of the image index the manifest was chosen from, if any.
-    pub index_digest: Option<Digest>,
-    pub manifest_digest: Digest,
-    pub manifest_media_type: String,
-    /// The manifest exactly as served (its digest is `manifest_digest`).
-    pub manifest_bytes: Vec<u8>,
-    pub manifest: ImageManifest,
+    /// The manifest, where it was found.
+    pub manifest: ResolvedManifest,
     pub config_digest: Digest,
     pub config: Vec<u8>,
     pub layers: Vec<Descriptor>,

@@ -29,19 +29,10 @@ impl RegistryClient {
         reference: &ImageReference,
         platform: &Platform,
     ) -> Result<ResolvedImage> {
-        let mut candidates = reference.pull_candidates(&self.options().mirrors);
-        let last = candidates.pop().unwrap_or_else(|| reference.clone());
-        for mirror in &candidates {
-            match self.resolve_at(reference, mirror, platform).await {
-                Ok(found) => return Ok(found),
-                Err(e) => tracing::warn!(
-                    mirror = mirror.registry(),
-                    error = %e,
-                    "registry mirror failed; trying the next source"
-                ),
-            }
-        }
-        self.resolve_at(reference, &last, platform).await
+        self.at_first_source(reference, |candidate| async move {
+            self.resolve_at(reference, &candidate, platform).await
+        })
+        .await
     }
 
     /// The first half of [`RegistryClient::resolve`]: the image manifest
@@ -52,19 +43,36 @@ impl RegistryClient {
         reference: &ImageReference,
         platform: &Platform,
     ) -> Result<ResolvedManifest> {
+        self.at_first_source(reference, |candidate| async move {
+            self.manifest_at(reference, &candidate, platform).await
+        })
+        .await
+    }
+
+    /// `attempt` at each of `reference`'s mirrors in turn, then at its own
+    /// registry: the first that succeeds.
+    async fn at_first_source<T, F>(
+        &self,
+        reference: &ImageReference,
+        attempt: impl Fn(ImageReference) -> F,
+    ) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
         let mut candidates = reference.pull_candidates(&self.options().mirrors);
         let last = candidates.pop().unwrap_or_else(|| reference.clone());
-        for mirror in &candidates {
-            match self.manifest_at(reference, mirror, platform).await {
+        for mirror in candidates {
+            let registry = mirror.registry().to_owned();
+            match attempt(mirror).await {
                 Ok(found) => return Ok(found),
                 Err(e) => tracing::warn!(
-                    mirror = mirror.registry(),
+                    mirror = registry,
                     error = %e,
                     "registry mirror failed; trying the next source"
                 ),
             }
         }
-        self.manifest_at(reference, &last, platform).await
+        attempt(last).await
     }
 
     async fn resolve_at(
@@ -138,16 +146,10 @@ impl RegistryClient {
         )
         .await?;
         Ok(ResolvedImage {
-            reference: manifest.reference,
-            source: manifest.source,
-            index_digest: manifest.index_digest,
-            manifest_digest: manifest.manifest_digest,
-            manifest_media_type: manifest.manifest_media_type,
-            manifest_bytes: manifest.manifest_bytes,
             config_digest: config_descriptor.digest().clone(),
             config,
             layers: manifest.manifest.layers().clone(),
-            manifest: manifest.manifest,
+            manifest,
         })
     }
 

@@ -340,7 +340,7 @@ fn image_of(
             ),
         });
     }
-    let source = &resolved.source;
+    let source = &resolved.manifest.source;
     let layers = resolved
         .layers
         .iter()
@@ -354,9 +354,9 @@ fn image_of(
     let image = ImageSource {
         config,
         layers,
-        digest: resolved.manifest_digest.to_string(),
+        digest: resolved.manifest.manifest_digest.to_string(),
     };
-    Ok((image, resolved.manifest_bytes, resolved.config))
+    Ok((image, resolved.manifest.manifest_bytes, resolved.config))
 }
 
 /// A layer with no source that the local store does not have either.
@@ -481,6 +481,7 @@ impl ImageFetcher for BlockingRemote {
         self.runtime
             .block_on(self.remote.ensure_layers(layers, store))
     }
+
     /// The layers the store lacks download (on a thread of their own)
     /// while the config is fetched and stored with the manifest: their
     /// digests are in the manifest, and a stage that needs its base's

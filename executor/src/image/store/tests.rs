@@ -657,6 +657,20 @@ fn the_store_is_private_to_its_owner() {
     assert_eq!(mode(&root.join("cache-mounts/x")), 0o755);
 }
 
+/// A tar of one file, `path`, holding `content`.
+fn tar_of(path: &str, content: &[u8]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(content.len() as u64);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut header, path, content).unwrap();
+    tar.into_inner().unwrap()
+}
+
 /// A layer blob of two gzip members of the same length (the store's own
 /// layers have one per block) is extracted whole: inflating it in one
 /// buffer, which reads the first member only, must not pass for the
@@ -665,18 +679,8 @@ fn the_store_is_private_to_its_owner() {
 fn a_layer_of_gzip_members_of_one_length_is_extracted_whole() {
     use flate2::{Compression as Level, write::GzEncoder};
     let (_dir, store) = store();
-    let mut tar = tar::Builder::new(Vec::new());
     let content = vec![b'x'; 1024];
-    let mut header = tar::Header::new_gnu();
-    header.set_size(content.len() as u64);
-    header.set_mode(0o644);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(0);
-    header.set_entry_type(tar::EntryType::Regular);
-    tar.append_data(&mut header, "file", content.as_slice())
-        .unwrap();
-    let tar = tar.into_inner().unwrap();
+    let tar = tar_of("file", &content);
     assert_eq!(tar.len() % 2, 0);
     let (first, last) = tar.split_at(tar.len() / 2);
     let mut blob = Vec::new();
@@ -697,18 +701,8 @@ fn a_layer_of_gzip_members_of_one_length_is_extracted_whole() {
 fn a_layer_of_one_gzip_member_is_extracted_and_checked() {
     use flate2::{Compression as Level, write::GzEncoder};
     let (_dir, store) = store();
-    let mut tar = tar::Builder::new(Vec::new());
     let content = b"hello\n".to_vec();
-    let mut header = tar::Header::new_gnu();
-    header.set_size(content.len() as u64);
-    header.set_mode(0o644);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(0);
-    header.set_entry_type(tar::EntryType::Regular);
-    tar.append_data(&mut header, "etc/greeting", content.as_slice())
-        .unwrap();
-    let tar = tar.into_inner().unwrap();
+    let tar = tar_of("etc/greeting", &content);
     let mut member = GzEncoder::new(Vec::new(), Level::default());
     member.write_all(&tar).unwrap();
     let blob = member.finish().unwrap();
