@@ -175,19 +175,33 @@ impl OciLayout {
         let layout = OciLayout {
             dir: dir.to_owned(),
         };
-        layout.check_version()?;
-        let index = layout.index_path();
-        if index.exists() {
+        if layout.index_path().exists() {
+            layout.check_version()?;
             layout.read_index::<Value>()?;
         } else {
-            // Under the lock: another process may be creating it and
-            // putting a descriptor in it right now.
-            let _lock = lock_exclusive(&layout.dir.join("index.json.lock"))?;
-            if !index.exists() {
-                layout.write_index(&Index::<Value>::empty())?;
-            }
+            // A new layout: its two files are written (each waiting for its
+            // fsync) side by side.
+            std::thread::scope(|scope| {
+                let version = scope.spawn(|| layout.check_version());
+                let index = layout.create_index();
+                version
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                    .and(index)
+            })?;
         }
         Ok(layout)
+    }
+
+    /// Writes an empty `index.json` unless another process did first.
+    fn create_index(&self) -> Result<()> {
+        // Under the lock: another process may be creating it and putting a
+        // descriptor in it right now.
+        let _lock = lock_exclusive(&self.dir.join("index.json.lock"))?;
+        if !self.index_path().exists() {
+            self.write_index(&Index::<Value>::empty())?;
+        }
+        Ok(())
     }
 
     #[must_use]
