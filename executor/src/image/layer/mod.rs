@@ -23,8 +23,6 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::PathBuf;
 
-use gzp::ZWriter;
-use gzp::par::compress::ParCompressBuilder;
 use oci_spec::image::{Descriptor, MediaType};
 
 use super::digest::{Digest, HashingWriter};
@@ -33,6 +31,7 @@ use format::{plan, write_tar};
 mod blocks;
 mod format;
 mod from_dir;
+mod mgzip;
 #[cfg(test)]
 mod tests;
 
@@ -322,21 +321,15 @@ pub fn write_layer<W: Write + Send>(
         }
         Compression::Gzip => std::thread::scope(|scope| -> Result<_> {
             let level = u32::try_from(level).expect("gzip levels are 0 to 9");
-            let gz = ParCompressBuilder::<blocks::StoringMgzip>::new()
-                .num_threads(threads)
-                .expect("threads is at least 1")
-                .compression_level(flate2::Compression::new(level))
-                .from_borrowed_writer(HashingWriter::sha256(out), scope);
+            let gz = mgzip::Mgzip::new(HashingWriter::sha256(out), level, threads, scope)
+                .map_err(|e| LayerError::Write(io::Error::other(e)))?;
             let mut tar = HashingWriter::sha256(NoFlush {
                 inner: gz,
                 failed: false,
             });
             let written = write_tar(&plan, &mut tar);
             let (gz, diff_id, uncompressed_size) = tar.finish();
-            let NoFlush {
-                inner: mut gz,
-                failed,
-            } = gz;
+            let NoFlush { inner: gz, failed } = gz;
             if failed {
                 // gzp reported its writer's error (the output's: a full
                 // disk) and shut down: finishing now would panic on the
