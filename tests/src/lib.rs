@@ -18,6 +18,7 @@
 //! registry then holds is checked through its API (module `integrity`).
 
 use std::fmt::Write as _;
+use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -92,6 +93,22 @@ pub fn free_port() -> u16 {
         .expect("a free port on 127.0.0.1")
 }
 
+/// Whether an HTTP server answers on `host` (`127.0.0.1:PORT`): a response
+/// is read, so a connection that met itself (a connect to a port nobody
+/// listens on may take that very port as its source) does not count. A TLS
+/// server answers plain HTTP with a 400 response too.
+fn answers_http(host: &str) -> bool {
+    let Ok(mut stream) = TcpStream::connect(host) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 5];
+    stream.read_exact(&mut head).is_ok() && &head == b"HTTP/"
+}
+
 fn run(cmd: &mut Command) -> String {
     let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| {
         panic!("cannot run {cmd:?}: {e} (is it installed? .ci/run installs it)")
@@ -106,9 +123,25 @@ fn run(cmd: &mut Command) -> String {
 }
 
 impl Registry {
-    /// Starts a registry and waits until it answers.
+    /// Starts a registry and waits until it answers. One that exits first
+    /// (the free port it was given taken meanwhile) is started again on
+    /// another port.
     #[must_use]
     pub fn start(kind: RegistryKind) -> Self {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Self::try_start(kind) {
+                Ok(registry) => return registry,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!(
+            "docker-registry did not start:\n{}",
+            failures.join("\n---\n")
+        );
+    }
+
+    fn try_start(kind: RegistryKind) -> Result<Self, String> {
         let dir = tempfile::Builder::new()
             .prefix("executor-registry-")
             .tempdir()
@@ -170,7 +203,7 @@ impl Registry {
             .expect(
                 "docker-registry starts (the Debian package docker-registry; .ci/run installs it)",
             );
-        let registry = Self {
+        let mut registry = Self {
             kind,
             host,
             ca_cert,
@@ -179,15 +212,24 @@ impl Registry {
             dir,
             debian: OnceLock::new(),
         };
-        registry.wait_ready();
-        registry
+        registry.wait_ready()?;
+        Ok(registry)
     }
 
-    fn wait_ready(&self) {
+    /// Waits until the registry answers HTTP; `Err` with its log when it
+    /// exited first.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if TcpStream::connect(&self.host).is_ok() {
-                return;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "docker-registry on {} exited ({status}); its log:\n{}",
+                    self.host,
+                    self.log()
+                ));
+            }
+            if answers_http(&self.host) {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
