@@ -54,17 +54,24 @@
 #                      run and removed after; `host`, BENCH_TMP as it is
 #   [BENCH_TMP=/tmp]   with BENCH_FS=host
 #   [DEBIAN_TARBALL=path]  the Debian rootfs (default: tests/fixtures/debian-base.sh)
-# Measured 2026-12-07 00:27-00:36 UTC on the 2-core development machine,
-# nothing else running (release build of main 04cd35e;
+# Measured 2026-12-07 03:12-03:22 UTC on the 2-core development machine,
+# nothing else running (release build of main c835d2f;
 # `tests/bench/vs_buildah.sh --runs 5 --memory-runs 1`, stores on the
 # journaled ext4 image, its loop device doing direct I/O):
 #   case                        executor s (cpu)  buildah s (cpu)  ratio  aim
-#   cold, 20 RUN (5 rounds)     0.16 (0.1)         4.66 (4.6)      0.036  <= 0.03
-#   warm + push (5 rounds)      0.07 (0.0)         1.53 (1.2)      0.045  <= 0.05, 0 B: 0 B
-#   COPY 10,000 files (5)       2.09 (3.5)        10.67 (14.9)     0.200  <= 0.2
-#   one 2 GiB file (1)          7.17 (12.3)       35.91 (46.6)     0.200  RSS 23 MiB
-#   100,000 files (1)           1.84 (2.4)        24.60 (38.7)     0.075  RSS 107 MiB
-# Rounds: cold 0.038, 0.036, 0.033, 0.036, 0.032; warm 0.051, 0.050,
+#   cold, 20 RUN (5 rounds)     0.15 (0.1)         5.11 (5.1)      0.032  <= 0.03
+#   warm + push (5 rounds)      0.08 (0.0)         1.61 (1.3)      0.044  <= 0.05, 0 B: 0 B
+#   COPY 10,000 files (5)       2.11 (3.6)        11.25 (15.8)     0.197  <= 0.2
+#   one 2 GiB file (1)          7.56 (12.9)       37.70 (50.6)     0.200  RSS 23 MiB
+#   100,000 files (1)           1.97 (2.5)        27.62 (43.4)     0.071  RSS 107 MiB
+# Rounds: cold 0.028, 0.033, 0.029, 0.037, 0.032; warm 0.044, 0.051,
+# 0.044, 0.048, 0.043; COPY 0.185, 0.197, 0.199, 0.198, 0.187. Right
+# after, `--cases cold --runs 7`: 0.031 (0.17 s against 5.36 s; rounds
+# 0.028 to 0.033). An hour before (8a7665c, before the layer writer kept
+# its first blocks on its own thread): cold 0.031, warm 0.046, COPY 0.193.
+# The session before (00:27, 04cd35e): cold 0.036 (0.16 s against 4.66 s),
+# warm 0.045, COPY 0.200, 2 GiB 7.17 s, 100,000 files 1.84 s.
+# Its rounds: cold 0.038, 0.036, 0.033, 0.036, 0.032; warm 0.051, 0.050,
 # 0.040, 0.045, 0.042; COPY 0.200, 0.194, 0.195, 0.207, 0.206. The run
 # before it (23:44, cb1fff5, the same but for how writeback is started):
 # cold 0.035, warm 0.046, COPY 0.200 (rounds 0.200, 0.205, 0.254 with
@@ -86,19 +93,27 @@
 # its entry embedded, one mount per layer made while the keys are looked
 # up, the manifest); Debian's docker-registry spends ~0.8 ms of CPU per
 # request however many are in flight, which is most of the 60 ms.
-# Cold, 0.14-0.16 s in a loop on the same kind of file system (cb1fff5):
-# a build of the FROM alone takes 25 ms (~3 ms start: libssl/libcrypto
-# loaded for git2, the runtime; a new store's two fsyncs; ping, manifest
-# and config, the 1 MiB blob written, hashed and fsynced, each request
-# 1-3 ms from Debian's registry); extracting busybox ~15 ms (inflating and
-# hashing 43%, the calls making 268 symlinks 50%: symlinkat ~18 us each on
-# journaled ext4); 20 `RUN true` steps add 58 ms, ~2.1 ms a step (the
-# overlay mount ~0.5 ms, the sandbox's child from clone to exec ~1 ms: 46
-# mounts, pivot_root, the old root's detach waiting for an RCU grace
-# period, seccomp; starting sh); this Dockerfile's commands add ~3.4 ms a
-# step of their own (sh, head's 256 KiB of /dev/urandom: 1.7 ms of CPU,
-# mkdir, touch, rm on overlayfs). The layer writer runs on the other
-# core; 41% of the two cores' time is idle, the steps being one chain.
+# Cold, 0.14-0.17 s (c835d2f; per-step phases from bpftrace on clone,
+# exec, exit and waitid): from the start to the first RUN's mount ~26 ms
+# (~2.5 ms to start the process; the new store's two fsyncs, side by side;
+# the isolation probe, which also makes the sandboxes' template mount
+# namespace, runs meanwhile; ping and manifest, then config and the 1 MiB
+# blob at once, 4-7 ms each from Debian's registry; busybox extracted in
+# ~8.5 ms: inflated whole by libdeflate ~4 ms, 268 symlinks ~4 ms on
+# journaled ext4). Then a step is ~5.2 ms: the sandbox's set-up, clone to
+# exec, ~0.9 ms (the PID, IPC and UTS namespaces; a copy of the template,
+# the root attached and moved over /, so nothing is unmounted; ~30 mounts,
+# five of them new superblocks: /proc, /sys, /dev, devpts, /dev/shm; the
+# seccomp filter's JIT ~0.1 ms; exec); the commands ~3.0 ms (sh,
+# head's 256 KiB of /dev/urandom, mkdir, touch, rm, through an overlay of
+# up to 21 lowers); the reap ~0.25 ms (the sandbox's mounts torn down as
+# its last process exits); between steps ~1.2 ms (the next overlay mount
+# ~0.3 ms, most of it overlayfs checking its work directory with mkdir,
+# O_TMPFILE, a whiteout rename and an xattr on journaled ext4; the upper
+# directory's walks ~0.2 ms; the last mount's unmount thread joined; the
+# next sandbox prepared). The layer writer runs on the other core, on its
+# own thread for layers under 1 MiB. The end ~6 ms: the last layer written
+# and fsynced, the config and manifest, the tag's index.json, the clean-up.
 # COPY (a build without RUN): the layer is written straight from the context
 # files, each read once (no staging copy, no inode made per file, no
 # extracted copy of the layer unless a RUN later needs the root), and its
