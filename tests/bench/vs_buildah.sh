@@ -76,7 +76,7 @@
 # before it (23:44, cb1fff5, the same but for how writeback is started):
 # cold 0.035, warm 0.046, COPY 0.200 (rounds 0.200, 0.205, 0.254 with
 # executor's CPU at 4.2 s instead of 3.4, 0.195, 0.198), 2 GiB 7.18 s
-# against 31.82 s. So COPY sits at the aim, rounds on both sides of it.
+# against 31.82 s. COPY then sat at the aim, rounds on both sides of it.
 # Before the loop device did direct I/O (the same day, 21:53, 7ccea79):
 # cold 0.036, warm 0.047, COPY 0.250 (2.70 s against 10.97 s), 2 GiB
 # 14.06 s against 44.41 s, 100,000 files 3.06 s against 27.21 s. On
