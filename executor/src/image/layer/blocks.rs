@@ -312,11 +312,11 @@ fn repeated_bytes(block: &[u8], bounds: &[usize], even: &[bool]) -> Vec<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Bytes that look random (xorshift), the same every run.
-    fn noise(len: usize, mut state: u64) -> Vec<u8> {
+    pub(in crate::image::layer) fn noise(len: usize, mut state: u64) -> Vec<u8> {
         (0..len)
             .map(|_| {
                 state ^= state << 13;

@@ -158,16 +158,13 @@ mod tests {
     /// Text and noise, so that blocks hold both kinds of granule.
     fn data(len: usize) -> Vec<u8> {
         const TEXT: &[u8] = b"fn main() { println!(\"hello\"); }\n";
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let noise = super::super::blocks::tests::noise(len, 0x9e37_79b9_7f4a_7c15);
         (0..len)
             .map(|i| {
                 if (i / 20_000) % 2 == 0 {
                     TEXT[i % TEXT.len()]
                 } else {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state.to_le_bytes()[0]
+                    noise[i]
                 }
             })
             .collect()
