@@ -332,6 +332,13 @@ pub(super) fn report(fd: RawFd, step: u32, errno: i32) {
     unsafe { libc::write(fd, message.as_ptr().cast(), message.len()) };
 }
 
+/// The `(step, errno)` a [`report`] wrote, if `message` holds one.
+pub(super) fn read_report(message: &[u8]) -> Option<(u32, i32)> {
+    let step = u32::from_ne_bytes(message.get(..4)?.try_into().ok()?);
+    let errno = i32::from_ne_bytes(message.get(4..8)?.try_into().ok()?);
+    Some((step, errno))
+}
+
 fn fail(fd: RawFd, step: u32, errno: i32) -> ! {
     report(fd, step, errno);
     // SAFETY: _exit is async-signal-safe and skips the parent's atexit work.
@@ -495,7 +502,7 @@ fn loopback_up() -> Result<(), i32> {
     failed.map_or(Ok(()), Err)
 }
 
-fn pivot(root: &CStr) -> Result<(), i32> {
+pub(super) fn pivot(root: &CStr) -> Result<(), i32> {
     rustix::process::chdir(root).map_err(raw)?;
     // pivot_root(".", ".") stacks the old root on the new one; detaching
     // "." then drops it (pivot_root(2), NOTES), with no put_old directory.

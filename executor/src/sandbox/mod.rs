@@ -726,8 +726,7 @@ fn reported(
     command: String,
     name: impl FnOnce(u32) -> String,
 ) -> Option<SandboxError> {
-    let step = u32::from_ne_bytes(report.get(..4)?.try_into().ok()?);
-    let errno = i32::from_ne_bytes(report.get(4..8)?.try_into().ok()?);
+    let (step, errno) = child::read_report(report)?;
     let source = io::Error::from_raw_os_error(errno);
     Some(match step {
         child::STEP_EXEC if errno == libc::ENOENT => SandboxError::NotFound { command },
@@ -743,10 +742,7 @@ fn reported(
 /// or giving a directory to one, that the user namespace of a build
 /// without root does not map (`EINVAL`).
 fn unmapped(err: SandboxError, report: &[u8], plan: &child::Plan) -> SandboxError {
-    let step = report
-        .get(..4)
-        .and_then(|bytes| bytes.try_into().ok())
-        .map(u32::from_ne_bytes);
+    let step = child::read_report(report).map(|(step, _)| step);
     let owned_dir = |step: u32| {
         usize::try_from(step)
             .ok()

@@ -5,10 +5,9 @@
 
 use std::ffi::CString;
 use std::fs;
+use std::os::fd::{AsRawFd as _, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
-
-use std::os::fd::{AsRawFd as _, BorrowedFd, OwnedFd, RawFd};
 
 use rustix::mount::{MountFlags, OpenTreeFlags};
 
@@ -71,9 +70,7 @@ fn c_path(path: &Path) -> Result<CString, SandboxError> {
 
 struct Builder<'a> {
     root: &'a Path,
-    /// The template namespace pid 1 starts from, if it does (see
-    /// `template.rs`): bind sources are then attached from clones.
-    template: Option<BorrowedFd<'a>>,
+    /// The `open_tree` clones pid 1 attaches (see [`Prepared::detached`]).
     detached: Vec<OwnedFd>,
     ops: Vec<Op>,
     steps: Vec<String>,
@@ -266,7 +263,6 @@ pub(super) fn prepare<'a>(
     }
     let mut b = Builder {
         root,
-        template,
         detached: Vec::new(),
         ops: Vec::new(),
         steps: Vec::new(),
@@ -404,7 +400,7 @@ pub(super) fn prepare<'a>(
                 })?;
                 let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
                 let target = b.target(&mount.target, kind)?;
-                let op = if b.template.is_some() {
+                let op = if template.is_some() {
                     Op::Attach {
                         mount: b.detach(source)?,
                         target,

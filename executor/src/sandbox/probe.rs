@@ -9,7 +9,7 @@ use std::io::Read as _;
 use std::os::fd::AsRawFd as _;
 use std::os::unix::ffi::OsStrExt as _;
 
-use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+use rustix::mount::{MountFlags, MountPropagationFlags};
 use rustix::pipe::PipeFlags;
 
 use super::child::{self, UserMaps};
@@ -48,7 +48,7 @@ fn unavailable(what: impl Into<String>, errno: i32) -> Unavailable {
     }
 }
 
-fn reap(pid: i32) -> i32 {
+pub(super) fn reap(pid: i32) -> i32 {
     let mut status = 0;
     loop {
         // SAFETY: waitpid with a valid status pointer.
@@ -84,13 +84,7 @@ fn mount_check(scratch: &CString, maps: Option<&UserMaps>) -> Result<(), (u32, i
         None,
     )
     .map_err(|err| (2, err.raw_os_error()))?;
-    let pivot = || {
-        rustix::process::chdir(scratch.as_c_str())?;
-        rustix::process::pivot_root(c".", c".")?;
-        rustix::mount::unmount(c".", UnmountFlags::DETACH)
-    };
-    pivot().map_err(|err| (3, err.raw_os_error()))?;
-    Ok(())
+    child::pivot(scratch).map_err(|errno| (3, errno))
 }
 
 /// Whether namespaces, mounts and pivot_root work here; Err names what is
@@ -201,9 +195,7 @@ fn mount_probe(flags: i32, rootless: bool) -> Result<(), Probed> {
     let _ = File::from(read).read_to_end(&mut message);
     reap(pid);
     drop(scratch);
-    if message.len() >= 8 {
-        let step = u32::from_ne_bytes([message[0], message[1], message[2], message[3]]);
-        let errno = i32::from_ne_bytes([message[4], message[5], message[6], message[7]]);
+    if let Some((step, errno)) = child::read_report(&message) {
         let what = usize::try_from(step)
             .ok()
             .and_then(|step| STEPS.get(step))

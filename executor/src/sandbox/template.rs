@@ -33,9 +33,7 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::sync::OnceLock;
 
 use rustix::fs::{Mode, OFlags};
-use rustix::mount::{
-    MountFlags, MountPropagationFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags,
-};
+use rustix::mount::{MountFlags, MountPropagationFlags, MoveMountFlags, OpenTreeFlags};
 use rustix::pipe::PipeFlags;
 use rustix::thread::{LinkNameSpaceType, UnshareFlags};
 
@@ -178,7 +176,7 @@ fn make() -> Result<OwnedFd, (&'static str, i32)> {
     drop(go_write);
     let mut rest = Vec::new();
     let _ = report.read_to_end(&mut rest);
-    reap(pid);
+    super::probe::reap(pid);
     drop(scratch);
     let namespace = namespace.map_err(|e| ("opening its namespace", e.raw_os_error()))?;
     match (namespace, failed(&message).or_else(|| failed(&rest))) {
@@ -190,8 +188,7 @@ fn make() -> Result<OwnedFd, (&'static str, i32)> {
 
 /// The failure a child's report holds, if it holds one.
 fn failed(message: &[u8]) -> Option<(&'static str, i32)> {
-    let step = u32::from_ne_bytes(message.get(..4)?.try_into().ok()?);
-    let errno = i32::from_ne_bytes(message.get(4..8)?.try_into().ok()?);
+    let (step, errno) = child::read_report(message)?;
     (step != u32::MAX).then(|| {
         let name = usize::try_from(step)
             .ok()
@@ -200,17 +197,6 @@ fn failed(message: &[u8]) -> Option<(&'static str, i32)> {
             .unwrap_or("a step");
         (name, errno)
     })
-}
-
-fn reap(pid: i32) {
-    let mut status = 0;
-    loop {
-        // SAFETY: waitpid with a valid status pointer.
-        let result = unsafe { libc::waitpid(pid, &raw mut status, 0) };
-        if result == pid || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return;
-        }
-    }
 }
 
 fn at(step: u32) -> impl Fn(rustix::io::Errno) -> (u32, i32) {
@@ -260,10 +246,7 @@ fn build(paths: &Paths) -> Result<OwnedFd, (u32, i32)> {
     }
     rustix::mount::mount_remount(paths.scratch.as_c_str(), flags | MountFlags::RDONLY, c"")
         .map_err(at(5))?;
-    rustix::process::chdir(paths.scratch.as_c_str()).map_err(at(6))?;
-    rustix::process::pivot_root(c".", c".").map_err(at(6))?;
-    rustix::mount::unmount(c".", UnmountFlags::DETACH).map_err(at(6))?;
-    rustix::process::chdir(c"/").map_err(at(6))?;
+    child::pivot(&paths.scratch).map_err(|errno| (6, errno))?;
     Ok(own)
 }
 
