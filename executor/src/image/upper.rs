@@ -105,6 +105,10 @@ const BOOKKEEPING: [&str; 3] = [
     "trusted.overlay.impure",
 ];
 
+/// The xattrs that mark a directory opaque, as root's overlays and as
+/// unprivileged ones (`userxattr`) write them.
+const OPAQUE: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
+
 fn has_xattr(path: &Path, name: &str) -> bool {
     let mut buf = [0u8; 256];
     !matches!(
@@ -120,7 +124,6 @@ fn has_xattr(path: &Path, name: &str) -> bool {
 /// and four a file, in every RUN's upper directory; a list too long for
 /// the buffer is asked for name by name.
 fn overlay_marks(path: &Path) -> ([bool; 3], bool) {
-    const OPAQUE: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
     let mut buf = [0u8; 1024];
     match rustix::fs::llistxattr(path, &mut buf) {
         Ok(len) => {
@@ -492,12 +495,10 @@ pub(crate) fn whiteout(path: &Path) {
 /// Whether `dir`, in an overlay upper directory (or an extracted layer),
 /// hides the lower ones.
 pub(crate) fn is_opaque(dir: &Path) -> bool {
-    ["trusted.overlay.opaque", "user.overlay.opaque"]
-        .iter()
-        .any(|key| {
-            let mut buf = [0u8; 4];
-            matches!(rustix::fs::lgetxattr(dir, *key, &mut buf), Ok(1) if buf[0] == b'y')
-        })
+    OPAQUE.iter().any(|key| {
+        let mut buf = [0u8; 4];
+        matches!(rustix::fs::lgetxattr(dir, *key, &mut buf), Ok(1) if buf[0] == b'y')
+    })
 }
 
 fn restore_times(path: &Path, before: &fs::Metadata) -> Result<()> {

@@ -171,19 +171,20 @@ impl Store {
             ignore_paths: Vec::new(),
         };
         let mode = apply::WhiteoutMode::overlay(Vec::new());
-        if let Some(whole) = self.inflate_whole(blob)? {
-            let mut tar = HashingReader::new(io::Cursor::new(whole), diff_id.algorithm());
+        // Applies the tar `stream` to `dir`, reading it to its end: the
+        // diffID of what it held.
+        let unpack = |stream: &mut dyn io::Read| -> Result<Digest> {
+            let mut tar = HashingReader::new(stream, diff_id.algorithm());
             apply::apply_tar_with(&mut tar, dir, &opts, &mode).map_err(extract_err)?;
             io::copy(&mut tar, &mut io::sink()).map_err(read_err(&blob_path))?;
-            let (_, actual, _) = tar.finish();
+            Ok(tar.finish().1)
+        };
+        if let Some(whole) = self.inflate_whole(blob)? {
+            let actual = unpack(&mut io::Cursor::new(whole))?;
             return check_diff_id(blob, diff_id, actual);
         }
         let mut compressed = HashingReader::new(self.open_blob(blob)?, blob.algorithm());
-        let stream = apply::decompress(&mut compressed).map_err(extract_err)?;
-        let mut tar = HashingReader::new(stream, diff_id.algorithm());
-        apply::apply_tar_with(&mut tar, dir, &opts, &mode).map_err(extract_err)?;
-        io::copy(&mut tar, &mut io::sink()).map_err(read_err(&blob_path))?;
-        let (_, actual, _) = tar.finish();
+        let actual = unpack(&mut apply::decompress(&mut compressed).map_err(extract_err)?)?;
         io::copy(&mut compressed, &mut io::sink()).map_err(read_err(&blob_path))?;
         let (_, blob_actual, _) = compressed.finish();
         if blob_actual != *blob {
