@@ -342,11 +342,11 @@ async fn push_resolve_and_pull_back() {
     assert_eq!(resolved.manifest.manifest_media_type, OCI_MANIFEST);
     assert_eq!(resolved.manifest.manifest_bytes, image.manifest);
     assert_eq!(resolved.config, image.config);
-    assert_eq!(resolved.config_digest, sha256(&image.config));
-    assert_eq!(resolved.layers.len(), 1);
+    assert_eq!(*resolved.config_digest(), sha256(&image.config));
+    assert_eq!(resolved.layers().len(), 1);
     assert_eq!(resolved.manifest.source.digest(), Some(digest.as_ref()));
     assert_eq!(
-        pull(&client, &resolved.manifest.source, &resolved.layers[0]).await,
+        pull(&client, &resolved.manifest.source, &resolved.layers()[0]).await,
         image.layer
     );
     // By digest, too.
@@ -495,7 +495,7 @@ async fn an_index_resolves_to_the_requested_platform() {
     assert_eq!(resolved.manifest.manifest_media_type, DOCKER_MANIFEST);
     assert_eq!(resolved.config, arm.config);
     assert_eq!(
-        pull(&client, &resolved.manifest.source, &resolved.layers[0]).await,
+        pull(&client, &resolved.manifest.source, &resolved.layers()[0]).await,
         arm.layer
     );
     let resolved = client.resolve(&reference, &linux("amd64")).await.unwrap();
@@ -540,7 +540,10 @@ async fn docker_hub_names_are_pulled_through_mirrors() {
     assert_eq!(resolved.manifest.source.repository(), "library/busybox");
     assert_eq!(resolved.config, image.config);
     // Blobs of the Docker Hub name come through the mirror too.
-    assert_eq!(pull(&client, &hub, &resolved.layers[0]).await, image.layer);
+    assert_eq!(
+        pull(&client, &hub, &resolved.layers()[0]).await,
+        image.layer
+    );
 }
 
 #[tokio::test]
@@ -585,7 +588,7 @@ async fn basic_auth_with_docker_config_credentials() {
     let resolved = client.resolve(&reference, &linux("amd64")).await.unwrap();
     assert_eq!(resolved.manifest.manifest_digest, digest);
     assert_eq!(
-        pull(&client, &reference, &resolved.layers[0]).await,
+        pull(&client, &reference, &resolved.layers()[0]).await,
         image.layer
     );
     let inspected = skopeo_inspect(
@@ -1196,7 +1199,7 @@ async fn bearer_tokens_and_a_mount_scoped_for_both_repositories() {
     let anonymous = self::client(registry.plain_options());
     let resolved = anonymous.resolve(&base, &linux("amd64")).await.unwrap();
     assert_eq!(
-        pull(&anonymous, &base, &resolved.layers[0]).await,
+        pull(&anonymous, &base, &resolved.layers()[0]).await,
         image.layer
     );
     let data = b"not allowed".to_vec();

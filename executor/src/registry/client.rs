@@ -174,9 +174,22 @@ impl Default for RegistryOptions {
 pub struct ResolvedImage {
     /// The manifest, where it was found.
     pub manifest: ResolvedManifest,
-    pub config_digest: Digest,
     pub config: Vec<u8>,
-    pub layers: Vec<Descriptor>,
+}
+
+impl ResolvedImage {
+    /// The config's digest, as the manifest names it (the config was
+    /// checked against it).
+    #[must_use]
+    pub fn config_digest(&self) -> &Digest {
+        self.manifest.manifest.config().digest()
+    }
+
+    /// The image's layers, as the manifest lists them.
+    #[must_use]
+    pub fn layers(&self) -> &[Descriptor] {
+        self.manifest.manifest.layers()
+    }
 }
 
 /// An image manifest found for a reference, before its config is

@@ -145,12 +145,7 @@ impl RegistryClient {
             &mut Progress::new(&config_descriptor)?,
         )
         .await?;
-        Ok(ResolvedImage {
-            config_digest: config_descriptor.digest().clone(),
-            config,
-            layers: manifest.manifest.layers().clone(),
-            manifest,
-        })
+        Ok(ResolvedImage { manifest, config })
     }
 
     /// The manifest `reference` names, exactly as served, with its digest;

@@ -116,10 +116,7 @@ impl Remote {
         store: &Store,
     ) -> Result<ImageSource> {
         let resolved = self.client.resolve(reference, platform).await?;
-        let (image, manifest, config) = image_of(reference, resolved)?;
-        store.put_bytes(&manifest)?;
-        store.put_bytes(&config)?;
-        Ok(image)
+        stored_image(reference, &resolved, store)
     }
 
     /// The layers of `manifest` that `store` lacks, each once.
@@ -319,30 +316,33 @@ impl Remote {
     }
 }
 
-/// The image `resolved` describes (`reference` in messages), with its
-/// manifest's and config's bytes; its config must list a diffID per layer.
-fn image_of(
+/// The image `resolved` describes (`reference` in messages), its manifest
+/// and config stored in `store`; its config must list a diffID per layer.
+fn stored_image(
     reference: &ImageReference,
-    resolved: crate::registry::ResolvedImage,
-) -> Result<(ImageSource, Vec<u8>, Vec<u8>)> {
+    resolved: &crate::registry::ResolvedImage,
+    store: &Store,
+) -> Result<ImageSource> {
     let config = ImageConfig::from_json(&resolved.config).map_err(|source| ImageError::Config {
         reference: reference.to_string(),
-        digest: resolved.config_digest.to_string(),
+        digest: resolved.config_digest().to_string(),
         source,
     })?;
-    if config.rootfs.diff_ids.len() != resolved.layers.len() {
+    if config.rootfs.diff_ids.len() != resolved.layers().len() {
         return Err(ImageError::Image {
             reference: reference.to_string(),
             message: format!(
                 "the manifest lists {} layers but the config {} diff IDs",
-                resolved.layers.len(),
+                resolved.layers().len(),
                 config.rootfs.diff_ids.len()
             ),
         });
     }
+    store.put_bytes(&resolved.manifest.manifest_bytes)?;
+    store.put_bytes(&resolved.config)?;
     let source = &resolved.manifest.source;
     let layers = resolved
-        .layers
+        .layers()
         .iter()
         .zip(&config.rootfs.diff_ids)
         .map(|(descriptor, diff_id)| LayerRef {
@@ -351,12 +351,11 @@ fn image_of(
             source: Some(source.clone()),
         })
         .collect();
-    let image = ImageSource {
+    Ok(ImageSource {
         config,
         layers,
         digest: resolved.manifest.manifest_digest.to_string(),
-    };
-    Ok((image, resolved.manifest.manifest_bytes, resolved.config))
+    })
 }
 
 /// A layer with no source that the local store does not have either.
@@ -506,13 +505,11 @@ impl ImageFetcher for BlockingRemote {
                         .map(|layer| remote.fetch_blob(&source, layer, None, store)),
                 ))
             });
-            let stored = (|| {
-                let resolved = self.runtime.block_on(remote.client.pull_config(manifest))?;
-                let (image, manifest, config) = image_of(reference, resolved)?;
-                store.put_bytes(&manifest)?;
-                store.put_bytes(&config)?;
-                Ok::<_, ImageError>(image)
-            })();
+            let stored = self
+                .runtime
+                .block_on(remote.client.pull_config(manifest))
+                .map_err(ImageError::from)
+                .and_then(|resolved| stored_image(reference, &resolved, store));
             let downloaded = downloads
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
