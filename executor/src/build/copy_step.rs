@@ -114,7 +114,7 @@ impl Engine<'_> {
         // it to the copies (a rootless build's user namespace may not map
         // it, even where this process is root in it): those are copied too.
         let mut staging = if self.mode() == SnapshotMode::Overlay
-            && !self.has_run
+            && !self.has_run()
             && !self.settings.single_snapshot
             && args.from.is_none()
             && elsewhere == 0

@@ -233,7 +233,6 @@ pub(super) fn build_with(
         failed: AtomicBool::new(false),
         mode: std::sync::OnceLock::new(),
         overlay_probe,
-        has_run,
         privileged,
         place,
         isolation: parts.isolation,
@@ -308,7 +307,9 @@ pub(super) struct Engine<'a> {
     /// else when the first RUN executes.
     isolation_probe: Probe<std::result::Result<(), sandbox::Unavailable>>,
     /// The line of the first RUN of the stages built, for the message
-    /// when the isolation is unavailable.
+    /// when the isolation is unavailable; `None` when no needed stage has
+    /// a RUN step (an ONBUILD trigger of a base image aside): nothing is
+    /// then probed or mounted (see [`Engine::has_run`]).
     pub(super) first_run_line: Option<usize>,
     pub(super) store: Store,
     pub(super) context: Context,
@@ -334,9 +335,6 @@ pub(super) struct Engine<'a> {
     /// snapshot mode, or by a build without RUN that needs a merged root
     /// for `COPY --from` a stage or image).
     overlay_probe: Probe<bool>,
-    /// Whether a needed stage has a RUN step (an ONBUILD trigger of a base
-    /// image aside): without, nothing is probed or mounted.
-    pub(super) has_run: bool,
     /// Running as root: ownership is kept when layers are applied.
     pub(super) privileged: bool,
     /// How RUN steps run.
@@ -367,6 +365,12 @@ pub(super) fn timestamp(settings: &Settings) -> String {
 }
 
 impl Engine<'_> {
+    /// Whether a needed stage has a RUN step (an ONBUILD trigger of a base
+    /// image aside): without, nothing is probed or mounted.
+    pub(super) fn has_run(&self) -> bool {
+        self.first_run_line.is_some()
+    }
+
     /// Whether RUN steps can be isolated here (probed once), as the error
     /// a RUN at `line` fails with.
     pub(super) fn isolation_ready(&self, line: usize) -> Result<()> {
@@ -494,7 +498,7 @@ impl Engine<'_> {
             // every build) but mounts nothing: COPY, ADD and WORKDIR read
             // the layers through a view, and only a root read by `COPY
             // --from` is mounted (see `source_root`). Nothing is probed.
-            SnapshotMode::Overlay if !self.has_run => SnapshotMode::Overlay,
+            SnapshotMode::Overlay if !self.has_run() => SnapshotMode::Overlay,
             SnapshotMode::Overlay if !self.overlay_supported() => {
                 tracing::info!(
                     "overlay mounts are not available here: snapshots copy and compare the root filesystem (slower; RUST_LOG=debug says why)"
@@ -539,7 +543,7 @@ impl Engine<'_> {
     /// Whether a merged root can be mounted here: always where RUN steps
     /// chose overlay; a build without RUN probes on first use.
     fn can_mount(&self) -> bool {
-        self.mode() == SnapshotMode::Overlay && (self.has_run || self.overlay_supported())
+        self.mode() == SnapshotMode::Overlay && (self.has_run() || self.overlay_supported())
     }
 
     /// The root filesystem of `layers` (in the store) under the scratch

@@ -212,7 +212,7 @@ impl<'a> Engine<'a> {
                     self.isolation_ready(stage.from.start.line)?;
                     // Stages were not placed in the executor's root: the
                     // Dockerfile has no RUN of its own.
-                    if !self.has_run && self.isolation.shared_root().is_some() {
+                    if !self.has_run() && self.isolation.shared_root().is_some() {
                         return Err(invalid(
                             "a RUN trigger needs --isolation=in-place given on the command line (the Dockerfile itself has no RUN)".into(),
                         ));
