@@ -179,8 +179,8 @@ impl OciLayout {
             layout.check_version()?;
             layout.read_index::<Value>()?;
         } else {
-            // A new layout: its two files are written (each waiting for its
-            // fsync) side by side.
+            // A new layout: its two files are written side by side, not
+            // synced (see `write_new`).
             std::thread::scope(|scope| {
                 let version = scope.spawn(|| layout.check_version());
                 let index = layout.create_index();
@@ -199,7 +199,8 @@ impl OciLayout {
         // descriptor in it right now.
         let _lock = lock_exclusive(&self.dir.join("index.json.lock"))?;
         if !self.index_path().exists() {
-            self.write_index(&Index::<Value>::empty())?;
+            let path = self.index_path();
+            write_new(&path, &index_json(&path, &Index::<Value>::empty())?)?;
         }
         Ok(())
     }
@@ -242,6 +243,10 @@ impl OciLayout {
     pub fn read_index<D: DeserializeOwned>(&self) -> Result<Index<D>> {
         let path = self.index_path();
         let data = fs::read(&path).map_err(read_error(&path))?;
+        if unwritten(&data) {
+            // A new layout's, not synced when a crash came (see `write_new`).
+            return Ok(Index::empty());
+        }
         let index: Index<D> =
             serde_json::from_slice(&data).map_err(|source| LayoutError::Json {
                 path: path.clone(),
@@ -424,6 +429,8 @@ impl OciLayout {
         }
         let path = self.dir.join("oci-layout");
         match fs::read(&path) {
+            // A new layout's, not synced when a crash came (see `write_new`).
+            Ok(data) if unwritten(&data) => write_new(&path, OCI_LAYOUT.as_bytes()),
             Ok(data) => {
                 let layout: LayoutFile =
                     serde_json::from_slice(&data).map_err(|source| LayoutError::Json {
@@ -442,7 +449,7 @@ impl OciLayout {
             }
             // Racing writers write the same bytes.
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                write_atomic(&path, OCI_LAYOUT.as_bytes())
+                write_new(&path, OCI_LAYOUT.as_bytes())
             }
             Err(source) => Err(LayoutError::Read { path, source }),
         }
@@ -453,16 +460,45 @@ impl OciLayout {
     /// the caller holds the lock, or is creating the file.
     fn write_index<D: Serialize>(&self, index: &Index<D>) -> Result<()> {
         let path = self.index_path();
-        let json_err = |source| LayoutError::Json {
-            path: path.clone(),
-            what: "image index",
-            source,
-        };
-        let value = serde_json::to_value(index).map_err(json_err)?;
-        let mut data = serde_json::to_vec_pretty(&value).map_err(json_err)?;
-        data.push(b'\n');
-        write_atomic(&path, &data)
+        write_atomic(&path, &index_json(&path, index)?)
     }
+}
+
+/// `index` as `index.json` (at `path`, for errors) holds it.
+fn index_json<D: Serialize>(path: &Path, index: &Index<D>) -> Result<Vec<u8>> {
+    let json_err = |source| LayoutError::Json {
+        path: path.to_owned(),
+        what: "image index",
+        source,
+    };
+    let value = serde_json::to_value(index).map_err(json_err)?;
+    let mut data = serde_json::to_vec_pretty(&value).map_err(json_err)?;
+    data.push(b'\n');
+    Ok(data)
+}
+
+/// Whether a layout file holds nothing written: empty, or zeros. What a
+/// file [`write_new`] made can hold after a crash (its rename reached the
+/// disk, its data did not); never a file [`write_atomic`] wrote.
+fn unwritten(data: &[u8]) -> bool {
+    data.iter().all(|&byte| byte == 0)
+}
+
+/// [`write_atomic`] without the `fdatasync`, for the files of a new
+/// layout (`oci-layout`, the empty `index.json`): they name nothing, and
+/// a crash that loses their data leaves them empty (or zeros), which the
+/// readers take for what they held ([`unwritten`]); syncing them cost a
+/// fresh store, as every CI job that starts with none makes, a journal
+/// commit before its first request (3 ms on a journaled ext4). Everything
+/// written later that names blobs is synced.
+fn write_new(path: &Path, data: &[u8]) -> Result<()> {
+    let mut tmp = temp_file(path)?;
+    tmp.write_all(data).map_err(write_error(path))?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o644))
+        .map_err(write_error(path))?;
+    tmp.persist(path).map_err(|e| write_error(path)(e.error))?;
+    Ok(())
 }
 
 /// `sha256:<hex>` of `data`: the digest a blob of it is stored under.
@@ -841,6 +877,38 @@ mod tests {
         assert_eq!(index.manifests[0], json!({"x": 1}));
         assert_eq!(index.other["annotations"], json!({"kept": "yes"}));
         assert!(leftovers(&dir).is_empty(), "{:?}", leftovers(&dir));
+    }
+
+    /// A new layout's files are not synced: a crash can leave them empty
+    /// or zeros, which open as the empty layout they were, and the next
+    /// change writes them whole. A file with anything else in it is not
+    /// taken for one of those.
+    #[test]
+    fn a_new_layout_left_unwritten_by_a_crash_opens_empty() {
+        let (tmp, _) = layout();
+        let dir = tmp.path().join("layout");
+        for unwritten in [&b""[..], &[0u8; 64][..]] {
+            fs::write(dir.join("index.json"), unwritten).unwrap();
+            fs::write(dir.join("oci-layout"), unwritten).unwrap();
+            let layout = OciLayout::open(&dir).unwrap();
+            let index: Index<Value> = layout.read_index().unwrap();
+            assert!(index.manifests.is_empty());
+            assert_eq!(
+                fs::read_to_string(dir.join("oci-layout")).unwrap(),
+                OCI_LAYOUT
+            );
+            layout
+                .update_index(|index: &mut Index<Value>| index.manifests.push(json!({"x": 1})))
+                .unwrap();
+            let reopened = OciLayout::open(&dir).unwrap();
+            let index: Index<Value> = reopened.read_index().unwrap();
+            assert_eq!(index.manifests, vec![json!({"x": 1})]);
+        }
+        fs::write(dir.join("index.json"), b"\0\0{").unwrap();
+        assert!(matches!(
+            OciLayout::open(&dir),
+            Err(LayoutError::Json { .. })
+        ));
     }
 
     #[test]

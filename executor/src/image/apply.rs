@@ -300,6 +300,10 @@ fn apply_tar(
         created: Vec::new(),
         buf: vec![0; 128 * 1024],
         stats: ApplyStats::default(),
+        parent: None,
+        removed: false,
+        ids: (rustix::process::geteuid(), rustix::process::getegid()),
+        parent_setgid: false,
     };
     applier.run(stream)?;
     applier.finish_dirs()?;
@@ -491,6 +495,37 @@ struct Applier<'o> {
     created: Vec<confined::Created>,
     buf: Vec<u8>,
     stats: ApplyStats,
+    /// The last entry's parent directory, kept for the next entry in the
+    /// same directory (a layer lists a directory's entries together): one
+    /// lookup, `fstat` and `close` fewer for each. Dropped when an entry
+    /// removes anything (a directory on the way to it, or a symlink's
+    /// target, may be gone) or names it or one of its ancestors.
+    parent: Option<Parent>,
+    /// Set when the entry being applied removed something (see `parent`).
+    removed: bool,
+    /// The ids new entries get as made (see `Applier::needs_owner`).
+    ids: (Uid, Gid),
+    /// The current entry's parent has the setgid bit (its entries take its
+    /// group as made).
+    parent_setgid: bool,
+}
+
+/// A parent directory kept by [`Applier::parent`]: its components (as
+/// entries name it), handle and identity.
+struct Parent {
+    path: Vec<Vec<u8>>,
+    fd: rustix::fd::OwnedFd,
+    dev: u64,
+    ino: u64,
+    setgid: bool,
+}
+
+impl Parent {
+    /// Whether `path` is this directory or one of its ancestors.
+    fn under(&self, path: &[&[u8]]) -> bool {
+        path.len() <= self.path.len()
+            && path.iter().zip(&self.path).all(|(a, b)| *a == b.as_slice())
+    }
 }
 
 impl Applier<'_> {
@@ -580,6 +615,7 @@ impl Applier<'_> {
             return Ok(0);
         }
         if let Some(target) = last.strip_prefix(WHITEOUT_PREFIX) {
+            self.parent = None;
             self.whiteout(parent, last, target)?;
             return Ok(0);
         }
@@ -593,9 +629,33 @@ impl Applier<'_> {
             .clone()
             .or_else(|| entry.link_name_bytes().map(std::borrow::Cow::into_owned));
 
-        self.created.clear();
-        let dir = self.root.open_dir(parent, true, &mut self.created)?;
-        self.added.extend(self.created.drain(..));
+        let cached = match self.parent.take() {
+            Some(cached)
+                if cached
+                    .path
+                    .iter()
+                    .map(Vec::as_slice)
+                    .eq(parent.iter().copied()) =>
+            {
+                cached
+            }
+            _ => {
+                self.created.clear();
+                let fd = self.root.open_dir(parent, true, &mut self.created)?;
+                self.added.extend(self.created.drain(..));
+                let stat = fs::fstat(&fd)?;
+                Parent {
+                    path: parent.iter().map(|c| c.to_vec()).collect(),
+                    fd,
+                    dev: stat.st_dev,
+                    ino: stat.st_ino,
+                    setgid: stat.st_mode & libc::S_ISGID != 0,
+                }
+            }
+        };
+        self.removed = false;
+        self.parent_setgid = cached.setgid;
+        let dir = &cached.fd;
         if kind != EntryType::Directory
             && self.shields_ignored(&path)
             && fs::statat(&dir, last, AtFlags::SYMLINK_NOFOLLOW)
@@ -610,21 +670,21 @@ impl Applier<'_> {
         let mut consumed = 0;
         match kind {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                consumed = self.file(&dir, last, entry, &meta)?;
+                consumed = self.file(dir, last, entry, &meta)?;
             }
-            EntryType::Directory => self.dir(&dir, last, &path, &meta)?,
+            EntryType::Directory => self.dir(dir, last, &path, &meta)?,
             EntryType::Symlink => {
                 let target = link
                     .filter(|t| !t.is_empty())
                     .ok_or_else(|| Failure::Refused("the symlink has no target".to_owned()))?;
-                self.symlink(&dir, last, &target, &meta)?;
+                self.symlink(dir, last, &target, &meta)?;
             }
             EntryType::Link => {
                 let target = link.unwrap_or_default();
-                self.hardlink(&dir, last, &target)?;
+                self.hardlink(dir, last, &target)?;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                self.node(&dir, last, kind, &header, &meta)?;
+                self.node(dir, last, kind, &header, &meta)?;
             }
             other => {
                 return Err(Failure::Refused(format!(
@@ -633,9 +693,10 @@ impl Applier<'_> {
                 )));
             }
         }
-        let parent_stat = fs::fstat(&dir)?;
-        self.added
-            .insert((parent_stat.st_dev, parent_stat.st_ino, last.to_vec()));
+        self.added.insert((cached.dev, cached.ino, last.to_vec()));
+        if !self.removed && !cached.under(&path) {
+            self.parent = Some(cached);
+        }
         Ok(consumed)
     }
 

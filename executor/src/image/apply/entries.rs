@@ -21,8 +21,14 @@ use super::{
 impl Applier<'_> {
     /// Clears the way for a new entry `name` in `dir`: whatever is there is
     /// removed, except a directory when the new entry is one too (Docker's
-    /// rule: the two merge). Returns whether a directory was kept.
-    pub(super) fn replace(dir: BorrowedFd<'_>, name: &[u8], new_is_dir: bool) -> io::Result<bool> {
+    /// rule: the two merge). Returns whether a directory was kept. A
+    /// removal drops the cached parent directory (see [`Applier::parent`]).
+    pub(super) fn replace(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        new_is_dir: bool,
+    ) -> io::Result<bool> {
         match fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
             Err(Errno::NOENT) => Ok(false),
             Err(e) => Err(e.into()),
@@ -30,11 +36,39 @@ impl Applier<'_> {
                 if new_is_dir && FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
                     Ok(true)
                 } else {
+                    self.removed = true;
                     remove_all(dir, name)?;
                     Ok(false)
                 }
             }
         }
+    }
+
+    /// Makes a new entry `name` in `dir` with `make`, which fails with
+    /// `EEXIST` when something is there: that is then removed
+    /// ([`Applier::replace`]) and `make` tried again. In a layer extracted
+    /// into an empty directory nothing is ever there, and one call does.
+    fn make<T>(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        make: impl Fn() -> rustix::io::Result<T>,
+    ) -> io::Result<T> {
+        match make() {
+            Err(Errno::EXIST) => {
+                self.replace(dir, name, false)?;
+                Ok(make()?)
+            }
+            made => Ok(made?),
+        }
+    }
+
+    /// Whether a new entry must be given `owner`: not when it has it as
+    /// made (the caller's ids, in a directory without the setgid bit),
+    /// which spares a `chown` of each entry, and its journal write, when
+    /// root extracts root's files.
+    fn needs_owner(&self, owner: (rustix::fs::Uid, rustix::fs::Gid)) -> bool {
+        owner != self.ids || self.parent_setgid
     }
 
     pub(super) fn file<R: Read>(
@@ -44,13 +78,14 @@ impl Applier<'_> {
         entry: &mut tar::Entry<'_, R>,
         meta: &Meta,
     ) -> Result<u64, Failure> {
-        Self::replace(dir.as_fd(), name, false)?;
-        let fd = fs::openat(
-            dir,
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )?;
+        let fd = self.make(dir.as_fd(), name, || {
+            fs::openat(
+                dir,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+        })?;
         let mut file = File::from(fd);
         let declared = entry.size();
         let mut written: u64 = 0;
@@ -72,7 +107,9 @@ impl Applier<'_> {
         }
         self.stats.bytes += written;
         // chown first: it clears setuid bits and security.capability.
-        if let Some((uid, gid)) = meta.owner {
+        if let Some((uid, gid)) = meta.owner
+            && self.needs_owner((uid, gid))
+        {
             fs::fchown(&file, Some(uid), Some(gid))?;
         }
         fs::fchmod(&file, meta.mode)?;
@@ -88,12 +125,20 @@ impl Applier<'_> {
         path: &[&[u8]],
         meta: &Meta,
     ) -> Result<(), Failure> {
-        if !Self::replace(dir.as_fd(), name, true)? {
-            // Owner-only until the layer is done; the mode is set then.
-            fs::mkdirat(dir, name, Mode::from_raw_mode(0o700))?;
-        }
+        // Owner-only until the layer is done; the mode is set then.
+        let made = match fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) => true,
+            Err(Errno::EXIST) if self.replace(dir.as_fd(), name, true)? => false,
+            Err(Errno::EXIST) => {
+                fs::mkdirat(dir, name, Mode::from_raw_mode(0o700))?;
+                true
+            }
+            Err(e) => return Err(e.into()),
+        };
         let fd = open_child(dir, name)?;
-        if let Some((uid, gid)) = meta.owner {
+        if let Some((uid, gid)) = meta.owner
+            && (!made || self.needs_owner((uid, gid)))
+        {
             fs::fchown(&fd, Some(uid), Some(gid))?;
         }
         self.xattrs(Target::Fd(fd.as_fd()), meta)?;
@@ -117,8 +162,7 @@ impl Applier<'_> {
                 "its link target contains a NUL byte".to_owned(),
             ));
         }
-        Self::replace(dir.as_fd(), name, false)?;
-        fs::symlinkat(target, dir, name)?;
+        self.make(dir.as_fd(), name, || fs::symlinkat(target, dir, name))?;
         self.at_metadata(dir.as_fd(), name, meta, false)
     }
 
@@ -166,7 +210,7 @@ impl Applier<'_> {
             // Already that file (a link to itself, or a repeated entry).
             return Ok(());
         }
-        Self::replace(dir.as_fd(), name, false)?;
+        self.replace(dir.as_fd(), name, false)?;
         fs::linkat(&target_dir, last, dir, name, AtFlags::empty()).map_err(|e| failed(e.into()))?;
         Ok(())
     }
@@ -200,8 +244,10 @@ impl Applier<'_> {
             ),
             _ => (FileType::Fifo, 0),
         };
-        Self::replace(dir.as_fd(), name, false)?;
-        match fs::mknodat(dir, name, file_type, Mode::from_raw_mode(0o600), dev) {
+        let made = self.make(dir.as_fd(), name, || {
+            fs::mknodat(dir, name, file_type, Mode::from_raw_mode(0o600), dev)
+        });
+        match made.map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO)) {
             // Root of a user namespace (a build without root that maps its
             // subordinate ids, a pod with `hostUsers: false`) makes fifos
             // but no devices: skipped, as without root and as
@@ -224,7 +270,9 @@ impl Applier<'_> {
         meta: &Meta,
         chmod: bool,
     ) -> Result<(), Failure> {
-        if let Some((uid, gid)) = meta.owner {
+        if let Some((uid, gid)) = meta.owner
+            && self.needs_owner((uid, gid))
+        {
             fs::chownat(dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)?;
         }
         if chmod {
