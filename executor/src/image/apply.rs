@@ -658,7 +658,7 @@ impl Applier<'_> {
         let dir = &cached.fd;
         if kind != EntryType::Directory
             && self.shields_ignored(&path)
-            && fs::statat(&dir, last, AtFlags::SYMLINK_NOFOLLOW)
+            && fs::statat(dir, last, AtFlags::SYMLINK_NOFOLLOW)
                 .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
         {
             tracing::warn!(

@@ -59,7 +59,7 @@ impl Applier<'_> {
                 self.replace(dir, name, false)?;
                 Ok(make()?)
             }
-            made => Ok(made?),
+            first => Ok(first?),
         }
     }
 
