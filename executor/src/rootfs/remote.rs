@@ -481,10 +481,10 @@ impl ImageFetcher for BlockingRemote {
             .block_on(self.remote.ensure_layers(layers, store))
     }
 
-    /// The layers the store lacks download (on a thread of their own)
-    /// while the config is fetched and stored with the manifest: their
-    /// digests are in the manifest, and a stage that needs its base's
-    /// files needs them all.
+    /// The layers the store lacks download while the config is fetched
+    /// and stored with the manifest (on a thread of its own: the layers,
+    /// the longer wait, are asked for first): their digests are in the
+    /// manifest, and a stage that needs its base's files needs them all.
     fn fetch(
         &self,
         reference: &ImageReference,
@@ -498,19 +498,18 @@ impl ImageFetcher for BlockingRemote {
         let source = manifest.source.clone();
         let absent = Remote::absent_layers(&manifest.manifest, store);
         let image = std::thread::scope(|scope| {
-            let downloads = scope.spawn(|| {
-                self.runtime.block_on(try_join_all(
-                    absent
-                        .iter()
-                        .map(|layer| remote.fetch_blob(&source, layer, None, store)),
-                ))
+            let stored = scope.spawn(|| {
+                self.runtime
+                    .block_on(remote.client.pull_config(manifest))
+                    .map_err(ImageError::from)
+                    .and_then(|resolved| stored_image(reference, &resolved, store))
             });
-            let stored = self
-                .runtime
-                .block_on(remote.client.pull_config(manifest))
-                .map_err(ImageError::from)
-                .and_then(|resolved| stored_image(reference, &resolved, store));
-            let downloaded = downloads
+            let downloaded = self.runtime.block_on(try_join_all(
+                absent
+                    .iter()
+                    .map(|layer| remote.fetch_blob(&source, layer, None, store)),
+            ));
+            let stored = stored
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             downloaded.and(stored)
