@@ -72,11 +72,14 @@ fn native_roots() -> Option<&'static [Vec<u8>]> {
 /// Starts reading [`native_roots`] on a thread of its own, once per
 /// process, so that the reading (milliseconds: every file of
 /// `/etc/ssl/certs`) overlaps what a command does before its first request;
-/// the first client built waits for what is left of it. The thread runs at
-/// the lowest priority: a build that talks only to plain-HTTP registries
-/// never needs the roots, and on two cores the 5 ms of CPU they take came
-/// out of the pull and the first steps; a handshake that does need them
-/// waits, and its thread's core is then free for the reading.
+/// the first handshake waits for what is left of it. Started with the
+/// client, unless its options name plain-HTTP registries (see
+/// [`RegistryOptions::expects_tls`]): then with the first host that verifies
+/// TLS, so that a build that talks only to plain-HTTP registries (a CI
+/// job's own, a test's) reads none. The thread runs at the lowest
+/// priority: on two cores the 5 ms of CPU they take came out of the pull
+/// and the first steps; a handshake that does need them waits, and its
+/// thread's core is then free for the reading.
 fn preload_native_roots() {
     static STARTED: std::sync::Once = std::sync::Once::new();
     STARTED.call_once(|| {
@@ -128,6 +131,18 @@ pub struct RegistryOptions {
     /// The idle timeout (`--registry-timeout`): a request fails, and is
     /// retried, once nothing has moved for this long (see `idle.rs`).
     pub timeout: Duration,
+}
+
+impl RegistryOptions {
+    /// Whether the registries are likely all reached over verified TLS: no
+    /// plain-HTTP registry named, for one host or every transfer. Such a
+    /// client reads the machine's roots from the start
+    /// ([`preload_native_roots`]); one that names some reads them with its
+    /// first host that needs them.
+    #[must_use]
+    pub fn expects_tls(&self) -> bool {
+        self.insecure.is_empty() && !self.pull.insecure && !self.push.insecure
+    }
 }
 
 /// Settings that apply to all pulls or all pushes, whatever the host.
@@ -304,7 +319,9 @@ impl RegistryClient {
     /// (see [`parse_mirror`]); certificate files are read when their host is
     /// first used.
     pub fn new(mut options: RegistryOptions, keychain: Keychain) -> Result<Self> {
-        preload_native_roots();
+        if options.expects_tls() {
+            preload_native_roots();
+        }
         options.mirrors = options
             .mirrors
             .iter()
@@ -323,7 +340,6 @@ impl RegistryClient {
     /// A client whose credentials come from the Docker config found from
     /// the environment ([`Keychain::from_env`]).
     pub fn from_env(options: RegistryOptions) -> Result<Self> {
-        preload_native_roots();
         Self::new(options, Keychain::from_env()?)
     }
 
@@ -391,6 +407,12 @@ impl RegistryClient {
             })?),
             None => None,
         };
+        // A host reached over verified TLS will want the machine's roots
+        // at its first handshake: they are read meanwhile, if they were not
+        // from the start (see `RegistryOptions::expects_tls`).
+        if !key.plain_http && !key.skip_verify {
+            preload_native_roots();
+        }
         let connect_timeout = self.connect_timeout();
         let mut http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
