@@ -14,10 +14,11 @@
 //! one from a lower layer) is resolved as if the root were `/`, so an
 //! absolute target restarts at the root and `..` stops there
 //! (`openat2(RESOLVE_IN_ROOT)` where the kernel has it, an `O_NOFOLLOW` walk
-//! otherwise: see [`confined`]). The entry itself is then made in that parent
-//! handle by name with `O_NOFOLLOW`/`O_EXCL` (after removing whatever was
-//! there), so a symlink in the last component is replaced, never written
-//! through. Symlinks are created with their targets as written: they are
+//! otherwise: see [`confined`]); the handle serves the next entries in the
+//! same directory too. The entry itself is then made in that parent handle
+//! by name with `O_NOFOLLOW`/`O_EXCL` (when the name is taken, whatever holds
+//! it is removed and the entry made again), so a symlink in the last
+//! component is replaced, never written through. Symlinks are created with their targets as written: they are
 //! only ever followed by the lookup above, which keeps them inside.
 //!
 //! What the layer asks for is either neutralised (applied inside the root)
@@ -301,7 +302,6 @@ fn apply_tar(
         buf: vec![0; 128 * 1024],
         stats: ApplyStats::default(),
         parent: None,
-        removed: false,
         ids: (rustix::process::geteuid(), rustix::process::getegid()),
         parent_setgid: false,
     };
@@ -495,14 +495,15 @@ struct Applier<'o> {
     created: Vec<confined::Created>,
     buf: Vec<u8>,
     stats: ApplyStats,
-    /// The last entry's parent directory, kept for the next entry in the
-    /// same directory (a layer lists a directory's entries together): one
-    /// lookup, `fstat` and `close` fewer for each. Dropped when an entry
-    /// removes anything (a directory on the way to it, or a symlink's
-    /// target, may be gone) or names it or one of its ancestors.
+    /// The last entry's parent directory, kept for the next entry if it is
+    /// in the same directory (a layer lists a directory's entries
+    /// together): one lookup, `fstat` and `close` fewer for each. An entry
+    /// in a directory makes, replaces or removes a child of it, which
+    /// cannot change where the directory's own path leads (a path that
+    /// went through the directory's child to reach it would loop), so the
+    /// handle is still the one a lookup would give; an entry elsewhere
+    /// replaces it, and a whiteout (which may delete it) drops it.
     parent: Option<Parent>,
-    /// Set when the entry being applied removed something (see `parent`).
-    removed: bool,
     /// The ids new entries get as made (see `Applier::needs_owner`).
     ids: (Uid, Gid),
     /// The current entry's parent has the setgid bit (its entries take its
@@ -518,14 +519,6 @@ struct Parent {
     dev: u64,
     ino: u64,
     setgid: bool,
-}
-
-impl Parent {
-    /// Whether `path` is this directory or one of its ancestors.
-    fn under(&self, path: &[&[u8]]) -> bool {
-        path.len() <= self.path.len()
-            && path.iter().zip(&self.path).all(|(a, b)| *a == b.as_slice())
-    }
 }
 
 impl Applier<'_> {
@@ -615,6 +608,7 @@ impl Applier<'_> {
             return Ok(0);
         }
         if let Some(target) = last.strip_prefix(WHITEOUT_PREFIX) {
+            // It may delete the kept directory (`.wh.dir` after `dir/x`).
             self.parent = None;
             self.whiteout(parent, last, target)?;
             return Ok(0);
@@ -653,7 +647,6 @@ impl Applier<'_> {
                 }
             }
         };
-        self.removed = false;
         self.parent_setgid = cached.setgid;
         let dir = &cached.fd;
         if kind != EntryType::Directory
@@ -694,9 +687,7 @@ impl Applier<'_> {
             }
         }
         self.added.insert((cached.dev, cached.ino, last.to_vec()));
-        if !self.removed && !cached.under(&path) {
-            self.parent = Some(cached);
-        }
+        self.parent = Some(cached);
         Ok(consumed)
     }
 

@@ -21,8 +21,7 @@ use super::{
 impl Applier<'_> {
     /// Clears the way for a new entry `name` in `dir`: whatever is there is
     /// removed, except a directory when the new entry is one too (Docker's
-    /// rule: the two merge). Returns whether a directory was kept. A
-    /// removal drops the cached parent directory (see [`Applier::parent`]).
+    /// rule: the two merge). Returns whether a directory was kept.
     pub(super) fn replace(
         &mut self,
         dir: BorrowedFd<'_>,
@@ -36,7 +35,6 @@ impl Applier<'_> {
                 if new_is_dir && FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
                     Ok(true)
                 } else {
-                    self.removed = true;
                     remove_all(dir, name)?;
                     Ok(false)
                 }

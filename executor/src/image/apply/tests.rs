@@ -718,6 +718,58 @@ fn entries_replace_entries_of_another_type() {
     assert!(exists(&bed.at("keep/old")));
 }
 
+/// The parent directory kept from one entry to the next (see `Applier`)
+/// serves only entries in the same directory: once the layer has
+/// replaced or deleted the directory, an entry in it goes through the
+/// symlink that took its name, confined to the root, or lands in a new
+/// directory.
+#[test]
+fn a_parent_replaced_within_the_layer_is_looked_up_again() {
+    for resolver in RESOLVERS {
+        let bed = Bed::new();
+        let mut layer = Layer::new();
+        layer
+            .file("a/x", b"x")
+            .symlink("a", &bed.outside_abs())
+            .file("a/y", b"y")
+            .file("b/x", b"x")
+            .file(".wh.b", b"")
+            .file("b/y", b"y")
+            .file("c/x", b"x")
+            .file("c", b"now a file");
+        bed.apply(&layer.finish(), resolver).unwrap();
+        assert!(lmeta(&bed.at("a")).file_type().is_symlink(), "{resolver:?}");
+        assert_eq!(read(&bed.outside_in_root().join("y")), "y", "{resolver:?}");
+        assert!(!exists(&bed.outside_in_root().join("x")), "{resolver:?}");
+        assert!(!exists(&bed.at("b/x")), "{resolver:?}");
+        assert_eq!(read(&bed.at("b/y")), "y", "{resolver:?}");
+        assert_eq!(read(&bed.at("c")), "now a file", "{resolver:?}");
+        bed.assert_confined(&format!("{resolver:?}"));
+    }
+}
+
+/// Entries are given the layer's owner even where they are made with it
+/// already (root's files, as root: no chown then), except in a setgid
+/// directory, whose group new entries take as made.
+#[test]
+fn entries_in_a_setgid_directory_get_the_layers_group() {
+    let bed = Bed::new();
+    let shared = bed.at("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::os::unix::fs::chown(&shared, Some(0), Some(4321)).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o2775)).unwrap();
+    let mut layer = Layer::new();
+    layer
+        .file_with("shared/file", b"f", 0o644, (0, 0), 1_500_000_000)
+        .symlink("shared/link", "file")
+        .file_with("plain", b"p", 0o644, (0, 0), 1_500_000_000);
+    bed.apply(&layer.finish(), Resolver::Openat2).unwrap();
+    for name in ["shared/file", "shared/link", "plain"] {
+        let meta = lmeta(&bed.at(name));
+        assert_eq!((meta.uid(), meta.gid()), (0, 0), "{name}");
+    }
+}
+
 #[test]
 fn ignore_paths_are_left_alone() {
     let bed = Bed::new();
