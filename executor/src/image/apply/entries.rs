@@ -22,12 +22,7 @@ impl Applier<'_> {
     /// Clears the way for a new entry `name` in `dir`: whatever is there is
     /// removed, except a directory when the new entry is one too (Docker's
     /// rule: the two merge). Returns whether a directory was kept.
-    pub(super) fn replace(
-        &mut self,
-        dir: BorrowedFd<'_>,
-        name: &[u8],
-        new_is_dir: bool,
-    ) -> io::Result<bool> {
+    pub(super) fn replace(dir: BorrowedFd<'_>, name: &[u8], new_is_dir: bool) -> io::Result<bool> {
         match fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
             Err(Errno::NOENT) => Ok(false),
             Err(e) => Err(e.into()),
@@ -47,14 +42,13 @@ impl Applier<'_> {
     /// ([`Applier::replace`]) and `make` tried again. In a layer extracted
     /// into an empty directory nothing is ever there, and one call does.
     fn make<T>(
-        &mut self,
         dir: BorrowedFd<'_>,
         name: &[u8],
         make: impl Fn() -> rustix::io::Result<T>,
     ) -> io::Result<T> {
         match make() {
             Err(Errno::EXIST) => {
-                self.replace(dir, name, false)?;
+                Self::replace(dir, name, false)?;
                 Ok(make()?)
             }
             first => Ok(first?),
@@ -76,7 +70,7 @@ impl Applier<'_> {
         entry: &mut tar::Entry<'_, R>,
         meta: &Meta,
     ) -> Result<u64, Failure> {
-        let fd = self.make(dir.as_fd(), name, || {
+        let fd = Self::make(dir.as_fd(), name, || {
             fs::openat(
                 dir,
                 name,
@@ -126,7 +120,7 @@ impl Applier<'_> {
         // Owner-only until the layer is done; the mode is set then.
         let made = match fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)) {
             Ok(()) => true,
-            Err(Errno::EXIST) if self.replace(dir.as_fd(), name, true)? => false,
+            Err(Errno::EXIST) if Self::replace(dir.as_fd(), name, true)? => false,
             Err(Errno::EXIST) => {
                 fs::mkdirat(dir, name, Mode::from_raw_mode(0o700))?;
                 true
@@ -160,7 +154,7 @@ impl Applier<'_> {
                 "its link target contains a NUL byte".to_owned(),
             ));
         }
-        self.make(dir.as_fd(), name, || fs::symlinkat(target, dir, name))?;
+        Self::make(dir.as_fd(), name, || fs::symlinkat(target, dir, name))?;
         self.at_metadata(dir.as_fd(), name, meta, false)
     }
 
@@ -208,7 +202,7 @@ impl Applier<'_> {
             // Already that file (a link to itself, or a repeated entry).
             return Ok(());
         }
-        self.replace(dir.as_fd(), name, false)?;
+        Self::replace(dir.as_fd(), name, false)?;
         fs::linkat(&target_dir, last, dir, name, AtFlags::empty()).map_err(|e| failed(e.into()))?;
         Ok(())
     }
@@ -242,7 +236,7 @@ impl Applier<'_> {
             ),
             _ => (FileType::Fifo, 0),
         };
-        let made = self.make(dir.as_fd(), name, || {
+        let made = Self::make(dir.as_fd(), name, || {
             fs::mknodat(dir, name, file_type, Mode::from_raw_mode(0o600), dev)
         });
         match made.map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO)) {

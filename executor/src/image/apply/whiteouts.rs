@@ -117,7 +117,7 @@ impl Applier<'_> {
     /// copy of the target from the topmost lower directory that has it.
     /// False when none has it.
     pub(super) fn copy_from_lowers(
-        &mut self,
+        &self,
         dir: &OwnedFd,
         name: &[u8],
         target: &[&[u8]],
@@ -147,7 +147,7 @@ impl Applier<'_> {
                             "it is a hard link to a directory".to_owned(),
                         ));
                     }
-                    self.replace(dir.as_fd(), name, false)?;
+                    Self::replace(dir.as_fd(), name, false)?;
                     let source = crate::image::diff::proc_path(parent_dir.as_fd(), last);
                     crate::image::diff::copy_node_at(
                         parent_dir.as_fd(),
