@@ -641,36 +641,59 @@ impl RegistryClient {
         direction: Direction,
     ) -> Result<(Vec<u8>, Option<String>, Digest)> {
         let context = format!("getting the manifest of {reference}");
-        let fetched = self
-            .retrying(direction, &context, || async {
-                let auth = self
-                    .authorize(host, &[scope(reference.repository(), false)])
-                    .await?;
-                let response = auth
-                    .apply(
-                        host.http
-                            .get(manifest_url(host, reference))
-                            .header(ACCEPT, ACCEPTED_MANIFESTS.join(", ")),
-                    )
-                    .send()
-                    .await
-                    .map_err(|e| Error::http(context.clone(), e))?;
-                let status = response.status().as_u16();
-                let content_type = response
-                    .headers()
-                    .get(CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                let body = response
-                    .bytes()
-                    .await
-                    .map_err(|e| Error::http(context.clone(), e))?;
-                if status != 200 {
-                    return Err(Error::registry(context.clone(), Some(status), &body));
-                }
-                Ok((body, content_type))
-            })
-            .await;
+        let shown = &context;
+        let get = move |auth: Authorization| async move {
+            let context = shown;
+            let response = auth
+                .apply(
+                    host.http
+                        .get(manifest_url(host, reference))
+                        .header(ACCEPT, ACCEPTED_MANIFESTS.join(", ")),
+                )
+                .send()
+                .await
+                .map_err(|e| Error::http(context.clone(), e))?;
+            let status = response.status().as_u16();
+            let content_type = response
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| Error::http(context.clone(), e))?;
+            if status != 200 {
+                return Err(Error::registry(context.clone(), Some(status), &body));
+            }
+            Ok((body, content_type))
+        };
+        // The first request to a host: its auth challenge (`GET /v2/`) and
+        // the manifest without auth are asked for side by side. A registry
+        // that wants no auth has then answered both, and the manifest's
+        // round trip after the challenge's is saved; else the answer is
+        // dropped (a 401, whatever it said) and the manifest asked for as
+        // the challenge says.
+        let mut found = None;
+        if host.challenge.get().is_none() {
+            let (challenge, anonymous) =
+                futures_util::future::join(self.challenge(host), get(Authorization::None)).await;
+            if let (Ok(Challenge::None), Ok(fetched)) = (challenge, anonymous) {
+                found = Some(fetched);
+            }
+        }
+        let fetched = match found {
+            Some(fetched) => Ok(fetched),
+            None => {
+                self.retrying(direction, &context, || async move {
+                    let auth = self
+                        .authorize(host, &[scope(reference.repository(), false)])
+                        .await?;
+                    get(auth).await
+                })
+                .await
+            }
+        };
         let (body, content_type) = match fetched {
             Ok(found) => found,
             Err(e) => return Err(self.auth_failure(host, e).await),
