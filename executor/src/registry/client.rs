@@ -643,29 +643,16 @@ impl RegistryClient {
         let context = format!("getting the manifest of {reference}");
         let shown = &context;
         let get = move |auth: Authorization| async move {
-            let context = shown;
-            let response = auth
-                .apply(
-                    host.http
-                        .get(manifest_url(host, reference))
-                        .header(ACCEPT, ACCEPTED_MANIFESTS.join(", ")),
-                )
-                .send()
-                .await
-                .map_err(|e| Error::http(context.clone(), e))?;
-            let status = response.status().as_u16();
-            let content_type = response
-                .headers()
+            let request = auth.apply(
+                host.http
+                    .get(manifest_url(host, reference))
+                    .header(ACCEPT, ACCEPTED_MANIFESTS.join(", ")),
+            );
+            let (headers, body) = answer_ok(request, shown).await?;
+            let content_type = headers
                 .get(CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| Error::http(context.clone(), e))?;
-            if status != 200 {
-                return Err(Error::registry(context.clone(), Some(status), &body));
-            }
             Ok((body, content_type))
         };
         // The first request to a host: its auth challenge (`GET /v2/`) and
@@ -835,6 +822,28 @@ impl RegistryClient {
             }
         }
     }
+}
+
+/// Sends `request` and takes its answer: the headers and body of a 200,
+/// else the registry's error (with what its body says) about `context`.
+pub(super) async fn answer_ok(
+    request: reqwest::RequestBuilder,
+    context: &str,
+) -> Result<(reqwest::header::HeaderMap, bytes::Bytes)> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| Error::http(context.to_owned(), e))?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| Error::http(context.to_owned(), e))?;
+    if status != 200 {
+        return Err(Error::registry(context.to_owned(), Some(status), &body));
+    }
+    Ok((headers, body))
 }
 
 pub(super) fn manifest_url(host: &Host, reference: &ImageReference) -> String {

@@ -12,7 +12,8 @@ use reqwest::header::{ACCEPT, CONTENT_LENGTH, HeaderValue, LOCATION};
 use tokio::io::AsyncRead;
 
 use super::client::{
-    Authorization, BlobPush, Direction, Host, RegistryClient, absolute, manifest_url, parse_url,
+    Authorization, BlobPush, Direction, Host, RegistryClient, absolute, answer_ok, manifest_url,
+    parse_url,
 };
 use super::error::{Error, Result};
 use super::idle::{watched, within};
@@ -435,24 +436,12 @@ impl RegistryClient {
                     let auth = self
                         .authorize(&host, &[scope(reference.repository(), false)])
                         .await?;
-                    let response = auth
-                        .apply(host.http.get(&url))
-                        .send()
-                        .await
-                        .map_err(|e| Error::http(context.clone(), e))?;
-                    let status = response.status().as_u16();
-                    let next = response
-                        .headers()
+                    let (headers, body) =
+                        answer_ok(auth.apply(host.http.get(&url)), &context).await?;
+                    let next = headers
                         .get(reqwest::header::LINK)
                         .and_then(|l| l.to_str().ok())
                         .and_then(next_link);
-                    let body = response
-                        .bytes()
-                        .await
-                        .map_err(|e| Error::http(context.clone(), e))?;
-                    if status != 200 {
-                        return Err(Error::registry(context.clone(), Some(status), &body));
-                    }
                     Ok((body, next))
                 })
                 .await?;
