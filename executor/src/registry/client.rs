@@ -657,30 +657,28 @@ impl RegistryClient {
         };
         // The first request to a host: its auth challenge (`GET /v2/`) and
         // the manifest without auth are asked for side by side. A registry
-        // that wants no auth has then answered both, and the manifest's
-        // round trip after the challenge's is saved; else the answer is
-        // dropped (a 401, whatever it said) and the manifest asked for as
-        // the challenge says.
-        let mut found = None;
-        if host.challenge.get().is_none() {
-            let (challenge, anonymous) =
-                futures_util::future::join(self.challenge(host), get(Authorization::None)).await;
-            if let (Ok(Challenge::None), Ok(fetched)) = (challenge, anonymous) {
-                found = Some(fetched);
-            }
-        }
-        let fetched = match found {
-            Some(fetched) => Ok(fetched),
-            None => {
-                self.retrying(direction, &context, || async move {
-                    let auth = self
-                        .authorize(host, &[scope(reference.repository(), false)])
-                        .await?;
-                    get(auth).await
-                })
-                .await
-            }
-        };
+        // that wants no auth has then answered both (the manifest's answer
+        // is the one the GET after the challenge would have had), and that
+        // round trip is saved; else the answer is dropped (a 401, whatever
+        // it said) and the manifest asked for as the challenge says. Either
+        // way this is the first try of the retries.
+        let speculate = std::sync::atomic::AtomicBool::new(host.challenge.get().is_none());
+        let fetched = self
+            .retrying(direction, &context, || async {
+                if speculate.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    let (challenge, anonymous) =
+                        futures_util::future::join(self.challenge(host), get(Authorization::None))
+                            .await;
+                    if challenge? == Challenge::None {
+                        return anonymous;
+                    }
+                }
+                let auth = self
+                    .authorize(host, &[scope(reference.repository(), false)])
+                    .await?;
+                get(auth).await
+            })
+            .await;
         let (body, content_type) = match fetched {
             Ok(found) => found,
             Err(e) => return Err(self.auth_failure(host, e).await),
