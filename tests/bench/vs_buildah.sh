@@ -54,16 +54,27 @@
 #                      run and removed after; `host`, BENCH_TMP as it is
 #   [BENCH_TMP=/tmp]   with BENCH_FS=host
 #   [DEBIAN_TARBALL=path]  the Debian rootfs (default: tests/fixtures/debian-base.sh)
-# Measured 2026-12-07 03:12-03:22 UTC on the 2-core development machine,
-# nothing else running (release build of main c835d2f;
-# `tests/bench/vs_buildah.sh --runs 5 --memory-runs 1`, stores on the
-# journaled ext4 image, its loop device doing direct I/O):
+# Measured 2026-12-07 05:32-05:44 UTC on the 2-core development machine,
+# nothing else of mine running, load ~1.7 from the host (release build of
+# main 7dcc519; `tests/bench/vs_buildah.sh --runs 5 --memory-runs 1`,
+# stores on the journaled ext4 image, its loop device doing direct I/O):
 #   case                        executor s (cpu)  buildah s (cpu)  ratio  aim
-#   cold, 20 RUN (5 rounds)     0.15 (0.1)         5.11 (5.1)      0.032  <= 0.03
-#   warm + push (5 rounds)      0.08 (0.0)         1.61 (1.3)      0.044  <= 0.05, 0 B: 0 B
-#   COPY 10,000 files (5)       2.11 (3.6)        11.25 (15.8)     0.197  <= 0.2
-#   one 2 GiB file (1)          7.56 (12.9)       37.70 (50.6)     0.200  RSS 23 MiB
-#   100,000 files (1)           1.97 (2.5)        27.62 (43.4)     0.071  RSS 107 MiB
+#   cold, 20 RUN (5 rounds)     0.13 (0.1)         4.27 (4.2)      0.029  <= 0.03
+#   warm + push (5 rounds)      0.06 (0.0)         1.40 (1.1)      0.043  <= 0.05, 0 B: 0 B
+#   COPY 10,000 files (5)       2.04 (3.5)        10.41 (14.5)     0.195  <= 0.2
+#   one 2 GiB file (1)          7.35 (12.6)       41.26 (52.6)     0.178  RSS 23 MiB
+#   100,000 files (1)           1.93 (2.5)        25.71 (40.4)     0.075  RSS 107 MiB
+# Rounds: cold 0.029, 0.032, 0.029, 0.030, 0.029; warm 0.044, 0.043,
+# 0.040, 0.046, 0.043; COPY 0.195, 0.194, 0.205, 0.192, 0.202. With main
+# ccc7b34 (the manifest asked for beside the auth challenge), 06:12-06:14,
+# `--cases "cold warm" --runs 7` then `--cases cold --runs 7` twice: cold
+# 0.031, 0.030, 0.030 (rounds 0.028 to 0.035; executor 0.13-0.14 s against
+# buildah 4.3-4.5 s), warm 0.043. The cold ratio sits at the aim, on both
+# sides of it from one run to the next.
+# Before this session's changes (03:12, c835d2f, the same command):
+#   cold 0.032 (0.15 s against 5.11 s), warm 0.044, COPY 0.197, 2 GiB
+#   7.56 s against 37.70 s (RSS 23 MiB), 100,000 files 1.97 s against
+#   27.62 s (RSS 107 MiB).
 # Rounds: cold 0.028, 0.033, 0.029, 0.037, 0.032; warm 0.044, 0.051,
 # 0.044, 0.048, 0.043; COPY 0.185, 0.197, 0.199, 0.198, 0.187. Right
 # after, `--cases cold --runs 7`: 0.031 (0.17 s against 5.36 s; rounds
@@ -93,27 +104,30 @@
 # its entry embedded, one mount per layer made while the keys are looked
 # up, the manifest); Debian's docker-registry spends ~0.8 ms of CPU per
 # request however many are in flight, which is most of the 60 ms.
-# Cold, 0.14-0.17 s (c835d2f; per-step phases from bpftrace on clone,
-# exec, exit and waitid): from the start to the first RUN's mount ~26 ms
-# (~2.5 ms to start the process; the new store's two fsyncs, side by side;
-# the isolation probe, which also makes the sandboxes' template mount
-# namespace, runs meanwhile; ping and manifest, then config and the 1 MiB
-# blob at once, 4-7 ms each from Debian's registry; busybox extracted in
-# ~8.5 ms: inflated whole by libdeflate ~4 ms, 268 symlinks ~4 ms on
-# journaled ext4). Then a step is ~5.2 ms: the sandbox's set-up, clone to
-# exec, ~0.9 ms (the PID, IPC and UTS namespaces; a copy of the template,
-# the root attached and moved over /, so nothing is unmounted; ~30 mounts,
-# five of them new superblocks: /proc, /sys, /dev, devpts, /dev/shm; the
-# seccomp filter's JIT ~0.1 ms; exec); the commands ~3.0 ms (sh,
-# head's 256 KiB of /dev/urandom, mkdir, touch, rm, through an overlay of
-# up to 21 lowers); the reap ~0.25 ms (the sandbox's mounts torn down as
-# its last process exits); between steps ~1.2 ms (the next overlay mount
-# ~0.3 ms, most of it overlayfs checking its work directory with mkdir,
-# O_TMPFILE, a whiteout rename and an xattr on journaled ext4; the upper
-# directory's walks ~0.2 ms; the last mount's unmount thread joined; the
-# next sandbox prepared). The layer writer runs on the other core, on its
-# own thread for layers under 1 MiB. The end ~6 ms: the last layer written
-# and fsynced, the config and manifest, the tag's index.json, the clean-up.
+# Cold, 0.13-0.14 s (ccc7b34; phases from bpftrace on exec and exit,
+# medians of 10 builds): from the start to the first RUN's exec ~29 ms
+# (~3 ms to start the process; a new store's oci-layout and empty
+# index.json written unsynced; the isolation probe, which also makes the
+# sandboxes' template mount namespace, runs meanwhile; the auth challenge
+# and the manifest side by side, then the 1 MiB blob's and the config's
+# GETs, the blob's first byte 4-5 ms after its request from Debian's
+# registry; the blob's fsync ~1.5 ms; busybox extracted in ~9.8 ms:
+# inflated whole by libdeflate ~4 ms, its diffID hashed meanwhile, 268
+# symlinks ~4 ms on journaled ext4 at two calls each). Then a step is
+# ~4.7 ms: the commands ~2.85 ms (sh, head's 256 KiB of /dev/urandom read
+# a byte at a time, mkdir, touch, rm, through an overlay of up to 21
+# lowers; the same script takes ~2.4 ms in a plain chroot); the sandbox's
+# set-up, clone to exec, ~0.8 ms (the PID, IPC and UTS namespaces; a copy
+# of the template, the root attached and moved over /, so nothing is
+# unmounted; ~28 mount calls, five of them new superblocks: /proc, /sys,
+# /dev, devpts, /dev/shm; the seccomp filter's JIT ~0.1 ms; exec); the
+# reap ~0.18 ms; between steps ~1.0 ms (the upper directory's walks, the
+# next overlay mount ~0.3 ms, most of it overlayfs checking its work
+# directory on journaled ext4; the next sandbox prepared). The layer writer
+# runs on the other core. The end ~5 ms: the last layer written and synced,
+# the config and manifest, the tag's index.json, three commits in a row.
+# On one CPU (taskset -c 0) the build takes 152 ms against 141 on two: the
+# work is one chain; the second core takes the layer writer.
 # COPY (a build without RUN): the layer is written straight from the context
 # files, each read once (no staging copy, no inode made per file, no
 # extracted copy of the layer unless a RUN later needs the root), and its
