@@ -198,8 +198,8 @@ impl OciLayout {
         // Under the lock: another process may be creating it and putting a
         // descriptor in it right now.
         let _lock = lock_exclusive(&self.dir.join("index.json.lock"))?;
-        if !self.index_path().exists() {
-            let path = self.index_path();
+        let path = self.index_path();
+        if !path.exists() {
             write_new(&path, &index_json(&path, &Index::<Value>::empty())?)?;
         }
         Ok(())
@@ -494,11 +494,7 @@ fn unwritten(data: &[u8]) -> bool {
 fn write_new(path: &Path, data: &[u8]) -> Result<()> {
     let mut tmp = temp_file(path)?;
     tmp.write_all(data).map_err(write_error(path))?;
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(0o644))
-        .map_err(write_error(path))?;
-    tmp.persist(path).map_err(|e| write_error(path)(e.error))?;
-    Ok(())
+    put_in_place(tmp, path)
 }
 
 /// `sha256:<hex>` of `data`: the digest a blob of it is stored under.
@@ -555,9 +551,15 @@ pub fn mark_accessed(path: &Path) {
 /// Syncs a written temporary file, makes it world-readable (a layout may
 /// be shared) and renames it to `path`.
 pub fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
-    let file = tmp.as_file();
-    file.sync_data().map_err(write_error(path))?;
-    file.set_permissions(fs::Permissions::from_mode(0o644))
+    tmp.as_file().sync_data().map_err(write_error(path))?;
+    put_in_place(tmp, path)
+}
+
+/// Makes a written temporary file world-readable and renames it to `path`
+/// ([`persist`] without the sync).
+fn put_in_place(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o644))
         .map_err(write_error(path))?;
     tmp.persist(path).map_err(|e| write_error(path)(e.error))?;
     Ok(())
