@@ -661,11 +661,11 @@ impl RegistryClient {
         // is the one the GET after the challenge would have had), and that
         // round trip is saved; else the answer is dropped (a 401, whatever
         // it said) and the manifest asked for as the challenge says. Either
-        // way this is the first try of the retries.
-        let speculate = std::sync::atomic::AtomicBool::new(host.challenge.get().is_none());
+        // way it is a try of the retries, as long as the challenge is not
+        // known.
         let fetched = self
             .retrying(direction, &context, || async {
-                if speculate.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                if host.challenge.get().is_none() {
                     let (challenge, anonymous) =
                         futures_util::future::join(self.challenge(host), get(Authorization::None))
                             .await;
