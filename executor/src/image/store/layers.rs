@@ -171,14 +171,6 @@ impl Store {
             ignore_paths: Vec::new(),
         };
         let mode = apply::WhiteoutMode::overlay(Vec::new());
-        // Applies the tar `stream` to `dir`, reading it to its end: the
-        // diffID of what it held.
-        let unpack = |stream: &mut dyn io::Read| -> Result<Digest> {
-            let mut tar = HashingReader::new(stream, diff_id.algorithm());
-            apply::apply_tar_with(&mut tar, dir, &opts, &mode).map_err(extract_err)?;
-            io::copy(&mut tar, &mut io::sink()).map_err(read_err(&blob_path))?;
-            Ok(tar.finish().1)
-        };
         if let Some(whole) = self.inflate_whole(blob)? {
             // In memory, the tar's diffID is hashed on a thread of its own
             // while it is applied.
@@ -193,8 +185,13 @@ impl Store {
             applied.map_err(extract_err)?;
             return check_diff_id(blob, diff_id, actual);
         }
+        // Streamed: the tar is hashed as it is applied, read to its end.
         let mut compressed = HashingReader::new(self.open_blob(blob)?, blob.algorithm());
-        let actual = unpack(&mut apply::decompress(&mut compressed).map_err(extract_err)?)?;
+        let stream = apply::decompress(&mut compressed).map_err(extract_err)?;
+        let mut tar = HashingReader::new(stream, diff_id.algorithm());
+        apply::apply_tar_with(&mut tar, dir, &opts, &mode).map_err(extract_err)?;
+        io::copy(&mut tar, &mut io::sink()).map_err(read_err(&blob_path))?;
+        let (_, actual, _) = tar.finish();
         io::copy(&mut compressed, &mut io::sink()).map_err(read_err(&blob_path))?;
         let (_, blob_actual, _) = compressed.finish();
         if blob_actual != *blob {
