@@ -18,8 +18,9 @@
 //! same directory too. The entry itself is then made in that parent handle
 //! by name with `O_NOFOLLOW`/`O_EXCL` (when the name is taken, whatever holds
 //! it is removed and the entry made again), so a symlink in the last
-//! component is replaced, never written through. Symlinks are created with their targets as written: they are
-//! only ever followed by the lookup above, which keeps them inside.
+//! component is replaced, never written through. Symlinks are created with
+//! their targets as written: they are only ever followed by the lookup
+//! above, which keeps them inside.
 //!
 //! What the layer asks for is either neutralised (applied inside the root)
 //! or refused (an error that names the entry; the root is then left half
