@@ -86,16 +86,25 @@ impl Leftovers {
     /// before (and none below the store), no `build-*` directory under the
     /// store's `tmp/`.
     pub fn assert_none(&self, marker: &str) {
+        if let Err(left) = self.check(marker) {
+            panic!("{left}");
+        }
+    }
+
+    /// What [`Leftovers::assert_none`] asserts, as the first thing left.
+    ///
+    /// # Errors
+    /// What is left behind, with the paths of a scratch directory's entries.
+    pub fn check(&self, marker: &str) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let left = processes_with(marker);
             if left.is_empty() {
                 break;
             }
-            assert!(
-                Instant::now() < deadline,
-                "processes left behind by the build: {left:?}"
-            );
+            if Instant::now() >= deadline {
+                return Err(format!("processes left behind by the build: {left:?}"));
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
         let now = mounts();
@@ -103,25 +112,51 @@ impl Leftovers {
             .iter()
             .filter(|m| self.is_owned(m) && !self.mounts.contains(m))
             .collect();
-        assert!(new.is_empty(), "mounts left behind by the build: {new:?}");
+        if !new.is_empty() {
+            return Err(format!("mounts left behind by the build: {new:?}"));
+        }
         let store = self.store.display().to_string();
         let below: Vec<&String> = now.iter().filter(|m| m.starts_with(&store)).collect();
-        assert!(below.is_empty(), "mounts left below the store: {below:?}");
+        if !below.is_empty() {
+            return Err(format!("mounts left below the store: {below:?}"));
+        }
         let tmp = self.store.join("tmp");
-        let dirs: Vec<String> = fs::read_dir(&tmp)
+        let dirs: Vec<PathBuf> = fs::read_dir(&tmp)
             .map(|entries| {
                 entries
                     .flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|name| name.starts_with("build-"))
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("build-"))
+                    .map(|e| e.path())
                     .collect()
             })
             .unwrap_or_default();
-        assert!(
-            dirs.is_empty(),
-            "scratch directories left in {}: {dirs:?}",
+        if dirs.is_empty() {
+            return Ok(());
+        }
+        let mut entries = Vec::new();
+        for dir in &dirs {
+            tree(dir, &mut entries);
+        }
+        Err(format!(
+            "scratch directories left in {}: {dirs:?}, holding {entries:#?}",
             tmp.display()
-        );
+        ))
+    }
+}
+
+/// Every path below `dir`, depth first (up to 200 of them).
+fn tree(dir: &Path, into: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if into.len() >= 200 {
+            return;
+        }
+        into.push(entry.path());
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            tree(&entry.path(), into);
+        }
     }
 }
 

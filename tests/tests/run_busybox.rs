@@ -366,7 +366,14 @@ fn sigterm_stops_the_build_promptly_and_leaves_nothing() {
     let leftovers = Leftovers::before(&project.cache()).owning(project.dir.path());
     let reference = registry.reference("run/sigterm:1");
     let mut child = project
-        .build(&["-d", &reference, "--insecure-registry", &registry.host])
+        .build(&[
+            "-d",
+            &reference,
+            "--insecure-registry",
+            &registry.host,
+            "--verbosity",
+            "debug",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -382,16 +389,23 @@ fn sigterm_stops_the_build_promptly_and_leaves_nothing() {
             let _ = child.wait();
             panic!("the RUN's output did not reach the log while it ran:\n{log:#?}");
         };
-        let started = line.contains(&format!("started-{marker}"));
+        // The echo's output, not a log line quoting the command.
+        let started = line.contains(&format!("started-{marker}")) && !line.contains("sleep");
         log.push(line);
         if started {
             break;
         }
     }
-    assert!(
-        !executor_e2e::processes_with(&format!("sleep {marker}")).is_empty(),
-        "the RUN is running"
-    );
+    // The RUN is running (its `sh` may be exec'ing `sleep`, whose command
+    // line reads empty until the kernel has set it up: looked for again).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while executor_e2e::processes_with(&format!("sleep {marker}")).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the RUN is not running:\n{log:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let sent = Instant::now();
     rustix::process::kill_process(
         rustix::process::Pid::from_child(&child),
@@ -409,9 +423,14 @@ fn sigterm_stops_the_build_promptly_and_leaves_nothing() {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    // What executor said after the signal, for a failure below (the pipe
+    // closes when it exits).
+    log.extend(lines.iter());
     assert!(!status.success(), "{status}");
     assert!(registry.tags("run/sigterm").is_empty());
-    leftovers.assert_none(&format!("sleep {marker}"));
+    if let Err(left) = leftovers.check(&format!("sleep {marker}")) {
+        panic!("{left}\nexecutor's log:\n{}", log.join("\n"));
+    }
 }
 
 #[test]

@@ -79,6 +79,19 @@ impl ScratchDir {
     }
 }
 
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        // What the build mounted here is unmounted by then, unless an
+        // unmount failed: detached first, so that the removal neither stops
+        // at it nor reaches into it.
+        detach_mounts_under(self.dir.path());
+        // TempDir's own drop would ignore a failed removal: say it.
+        if let Err(err) = fs::remove_dir_all(self.dir.path()) {
+            tracing::warn!(path = %self.dir.path().display(), %err, "cannot remove the build's scratch directory");
+        }
+    }
+}
+
 /// Removes every `build-*` directory in `parent` whose lock no process
 /// holds (or that has no lock file, once past the grace period). Failures
 /// are logged, never fatal: this is housekeeping.
@@ -164,7 +177,8 @@ fn remove_secrets(dir: &Path) {
 }
 
 /// Detaches every mount at or below `dir` (deepest first): a killed build
-/// leaves its stages' overlays mounted.
+/// leaves its stages' overlays mounted, a finished one those it could not
+/// unmount.
 fn detach_mounts_under(dir: &Path) {
     let mut points = mountinfo::mount_points_under(dir);
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));

@@ -712,18 +712,16 @@ pub(super) fn exited(pidfd: RawFd) -> bool {
     ready > 0 && entry.revents & libc::POLLIN != 0
 }
 
-/// Closes every descriptor from 3 up but `keep`: pid 1 is a copy of the
+/// Closes every descriptor from 3 up but `keep`: a child is a copy of the
 /// executor and would otherwise hold whatever it had open, other sandboxes'
-/// pipes included (a concurrent RUN could then not see its own end of file).
-fn close_inherited(keep: [RawFd; 2]) {
+/// pipes included (a concurrent RUN could then not see its own end of
+/// file), and files another thread has open below an overlay (whose
+/// unmount is then refused as busy).
+pub(super) fn close_inherited<const N: usize>(mut keep: [RawFd; N]) {
     // No allocation here: this runs between clone and exec.
-    let (low, high) = if keep[0] <= keep[1] {
-        (keep[0], keep[1])
-    } else {
-        (keep[1], keep[0])
-    };
+    keep.sort_unstable();
     let mut first: libc::c_uint = 3;
-    for fd in [low, high] {
+    for fd in keep {
         if fd < 3 {
             continue;
         }

@@ -116,6 +116,9 @@ fn kernel_says(log: &str) -> String {
 
 pub type Result<T, E = OverlayError> = std::result::Result<T, E>;
 
+/// How long [`Overlay::unmount`] tries again an overlay found busy.
+const BUSY_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// An overlay mounted at its target; unmounted on drop (lazily, if busy).
 #[derive(Debug)]
 pub struct Overlay {
@@ -186,18 +189,37 @@ impl Overlay {
         &self.target
     }
 
-    /// Unmounts the overlay (an error if it is busy: a process still has a
-    /// file open in it).
+    /// Unmounts the overlay; an error if it stays busy (a process has a
+    /// file open in it), after which the drop detaches it.
+    ///
+    /// Busy is tried again for up to [`BUSY_FOR`]: a child the executor
+    /// forks (a sandbox's pid 1 before it closes what it inherited, a
+    /// command before its `exec`) holds a copy of every descriptor another
+    /// thread had open at that moment, one in this overlay included, for
+    /// as long as it takes to close them.
     pub fn unmount(mut self) -> Result<()> {
-        self.mounted = false;
-        let result = rustix::mount::unmount(&self.target, UnmountFlags::NOFOLLOW).map_err(|e| {
-            OverlayError::Unmount {
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_micros(200);
+        let result = loop {
+            match rustix::mount::unmount(&self.target, UnmountFlags::NOFOLLOW) {
+                Err(rustix::io::Errno::BUSY) if started.elapsed() < BUSY_FOR => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(50));
+                }
+                result => break result,
+            }
+        };
+        match result {
+            Ok(()) => {
+                self.mounted = false;
+                self.remove_empty_lower();
+                Ok(())
+            }
+            Err(e) => Err(OverlayError::Unmount {
                 target: self.target.clone(),
                 source: e.into(),
-            }
-        });
-        self.remove_empty_lower();
-        result
+            }),
+        }
     }
 
     fn remove_empty_lower(&mut self) {
@@ -871,6 +893,43 @@ mod tests {
         );
         let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(!mounts.contains(merged.to_str().unwrap()));
+    }
+
+    #[test]
+    fn a_file_held_open_for_a_moment_delays_the_unmount_one_held_on_fails_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let [upper, work, merged] = dirs(tmp.path(), &["upper", "work", "merged"])
+            .try_into()
+            .unwrap();
+        let mounted = |target: &Path| {
+            fs::read_to_string("/proc/self/mountinfo")
+                .unwrap()
+                .lines()
+                .any(|line| line.split(' ').nth(4) == target.to_str())
+        };
+        // As a child forked meanwhile holds a copy of a descriptor another
+        // thread has open in the overlay, until it closes what it inherited.
+        let overlay = Overlay::mount(&[], &upper, &work, &merged).unwrap();
+        let held = fs::File::create(merged.join("held")).unwrap();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            drop(held);
+        });
+        overlay.unmount().unwrap();
+        closer.join().unwrap();
+        assert!(!mounted(&merged));
+        assert!(upper.join("held").is_file());
+
+        // Held on: the unmount fails, and the drop detaches it.
+        let [upper, work, merged] = dirs(tmp.path(), &["upper2", "work2", "merged2"])
+            .try_into()
+            .unwrap();
+        let overlay = Overlay::mount(&[], &upper, &work, &merged).unwrap();
+        let held = fs::File::create(merged.join("held")).unwrap();
+        let err = overlay.unmount().unwrap_err();
+        assert!(matches!(err, OverlayError::Unmount { .. }), "{err}");
+        assert!(!mounted(&merged), "detached");
+        drop(held);
     }
 
     #[test]

@@ -177,6 +177,8 @@ fn mount_probe(flags: i32, rootless: bool) -> Result<(), Probed> {
     // prepared C strings), `child::report` and _exit.
     let pid = match unsafe { child::clone(flags) } {
         Ok(0) => {
+            // Nothing of the executor's held while the check runs.
+            child::close_inherited([write.as_raw_fd()]);
             let code = match mount_check(&path, maps.as_ref()) {
                 Ok(()) => 0,
                 Err((step, errno)) => {
