@@ -54,24 +54,27 @@
 #                      run and removed after; `host`, BENCH_TMP as it is
 #   [BENCH_TMP=/tmp]   with BENCH_FS=host
 #   [DEBIAN_TARBALL=path]  the Debian rootfs (default: tests/fixtures/debian-base.sh)
-# Measured 2026-12-07 05:32-05:44 UTC on the 2-core development machine,
-# nothing else of mine running, load ~1.7 from the host (release build of
-# main 7dcc519; `tests/bench/vs_buildah.sh --runs 5 --memory-runs 1`,
+# Measured 2026-12-07 08:03-08:09 UTC on the 2-core development machine,
+# nothing else of mine running, load ~1.4 from the host (release build of
+# main 83574f5; `tests/bench/vs_buildah.sh --runs 5 --memory-runs 1`,
 # stores on the journaled ext4 image, its loop device doing direct I/O):
 #   case                        executor s (cpu)  buildah s (cpu)  ratio  aim
-#   cold, 20 RUN (5 rounds)     0.13 (0.1)         4.27 (4.2)      0.029  <= 0.03
-#   warm + push (5 rounds)      0.06 (0.0)         1.40 (1.1)      0.043  <= 0.05, 0 B: 0 B
-#   COPY 10,000 files (5)       2.04 (3.5)        10.41 (14.5)     0.195  <= 0.2
-#   one 2 GiB file (1)          7.35 (12.6)       41.26 (52.6)     0.178  RSS 23 MiB
-#   100,000 files (1)           1.93 (2.5)        25.71 (40.4)     0.075  RSS 107 MiB
-# Rounds: cold 0.029, 0.032, 0.029, 0.030, 0.029; warm 0.044, 0.043,
-# 0.040, 0.046, 0.043; COPY 0.195, 0.194, 0.205, 0.192, 0.202. With main
-# ccc7b34 (the manifest asked for beside the auth challenge), 06:12-06:14,
+#   cold, 20 RUN (5 rounds)     0.14 (0.1)         4.89 (4.9)      0.029  <= 0.03
+#   warm + push (5 rounds)      0.07 (0.0)         1.51 (1.2)      0.044  <= 0.05, 0 B: 0 B
+#   COPY 10,000 files (5)       2.06 (3.5)        10.52 (14.8)     0.195  <= 0.2
+#   one 2 GiB file (1)          7.09 (12.3)       35.88 (46.3)     0.198  RSS 23 MiB
+#   100,000 files (1)           1.90 (2.5)        25.63 (40.0)     0.074  RSS 108 MiB
+# Rounds: cold 0.035, 0.032, 0.029, 0.027, 0.027; warm 0.045, 0.044,
+# 0.041, 0.043, 0.046; COPY 0.197, 0.191, 0.195, 0.198, 0.194. Right
+# after, `--cases cold --runs 7` twice: 0.029 (rounds 0.026 to 0.034) and
+# 0.030 (0.027 to 0.033), executor 0.13-0.14 s against buildah 4.4-4.6 s.
+# The session before (05:32, 7dcc519, the same command): cold 0.029, warm
+# 0.043, COPY 0.195, 2 GiB 7.35 s against 41.26 s (RSS 23 MiB), 100,000
+# files 1.93 s against 25.71 s (RSS 107 MiB); with ccc7b34, 06:12-06:14,
 # `--cases "cold warm" --runs 7` then `--cases cold --runs 7` twice: cold
-# 0.031, 0.030, 0.030 (rounds 0.028 to 0.035; executor 0.13-0.14 s against
-# buildah 4.3-4.5 s), warm 0.043. The cold ratio sits at the aim, on both
-# sides of it from one run to the next.
-# Before this session's changes (03:12, c835d2f, the same command):
+# 0.031, 0.030, 0.030 (rounds 0.028 to 0.035). The cold ratio sits at the
+# aim: a round's ratio moves by a tenth with buildah's time alone.
+# Two sessions before (03:12, c835d2f, the same command):
 #   cold 0.032 (0.15 s against 5.11 s), warm 0.044, COPY 0.197, 2 GiB
 #   7.56 s against 37.70 s (RSS 23 MiB), 100,000 files 1.97 s against
 #   27.62 s (RSS 107 MiB).
@@ -113,10 +116,12 @@
 # GETs, the blob's first byte 4-5 ms after its request from Debian's
 # registry; the blob's fsync ~1.5 ms; busybox extracted in ~9.8 ms:
 # inflated whole by libdeflate ~4 ms, its diffID hashed meanwhile, 268
-# symlinks ~4 ms on journaled ext4 at two calls each). Then a step is
-# ~4.7 ms: the commands ~2.85 ms (sh, head's 256 KiB of /dev/urandom read
-# a byte at a time, mkdir, touch, rm, through an overlay of up to 21
-# lowers; the same script in a plain chroot of the base, started from
+# symlinks ~4 ms on journaled ext4 at two calls each: a C loop of bare
+# symlinkat calls on the same file system takes 13-15 us each). Then a
+# step is ~4.7 ms: the commands ~2.85 ms (sh, head's 256 KiB of
+# /dev/urandom in 4 KiB reads, its CPU the kernel's ChaCha, mkdir, touch,
+# rm, busybox forking its applets without exec, through an overlay of up
+# to 21 lowers; the same script in a plain chroot of the base, started from
 # Python, takes 3.0 ms, its spawn and chroot's exec included); the sandbox's
 # set-up, clone to exec, ~0.8 ms (the PID, IPC and UTS namespaces; a copy
 # of the template, the root attached and moved over /, so nothing is
@@ -129,6 +134,18 @@
 # the config and manifest, the tag's index.json, three commits in a row.
 # On one CPU (taskset -c 0) the build takes 152 ms against 141 on two: the
 # work is one chain; the second core takes the layer writer.
+# Floors under the rest (08:00 session, 83574f5): the process spends 2.1 ms
+# from exec to Rust's main (ld.so, 516 page faults, OpenSSL's and
+# aws-lc's CPU probing at 3.8 us a CPUID in this VM); a non-PIE build
+# saves 0.56 ms of it (175 fewer faults) at the cost of the binary's ASLR,
+# and fat LTO with one codegen unit nothing measurable (140.0 against
+# 138.5 ms, 20 builds each): both left out. The kernel takes ~0.8 ms from
+# the process's exit to its parent's SIGCHLD. A sandbox's pid 1 makes
+# ~120 system calls before its exec (28 mounts, the signals reset, the
+# bounding set's 28 drops, the seccomp filter's JIT); the overlay's mount
+# ~0.3 ms and the previous one's unmount ~0.25 ms (waited for) sit
+# between steps. Storing the base's config and manifest side by side, and
+# not spawning the per-step cancel watcher, each measured within noise.
 # COPY (a build without RUN): the layer is written straight from the context
 # files, each read once (no staging copy, no inode made per file, no
 # extracted copy of the layer unless a RUN later needs the root), and its
