@@ -16,7 +16,7 @@
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::MetadataExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use rustix::fs::{FlockOperation, flock};
@@ -36,7 +36,9 @@ const ATTEMPTS: usize = 8;
 /// A locked scratch directory, removed on drop.
 #[derive(Debug)]
 pub struct ScratchDir {
-    dir: tempfile::TempDir,
+    /// Kept from its `TempDir` once locked: the drop below removes it, and
+    /// says when it cannot (the `TempDir`'s would not).
+    dir: PathBuf,
     _lock: File,
 }
 
@@ -59,7 +61,10 @@ impl ScratchDir {
             attempt += 1;
             match made {
                 Ok(lock) if is_same_file(&lock, &lock_path) => {
-                    return Ok(Self { dir, _lock: lock });
+                    return Ok(Self {
+                        dir: dir.keep(),
+                        _lock: lock,
+                    });
                 }
                 Ok(_) | Err(_) if attempt < ATTEMPTS => {}
                 Ok(_) => {
@@ -75,7 +80,7 @@ impl ScratchDir {
 
     #[must_use]
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.dir
     }
 }
 
@@ -84,10 +89,9 @@ impl Drop for ScratchDir {
         // What the build mounted here is unmounted by then, unless an
         // unmount failed: detached first, so that the removal neither stops
         // at it nor reaches into it.
-        detach_mounts_under(self.dir.path());
-        // TempDir's own drop would ignore a failed removal: say it.
-        if let Err(err) = fs::remove_dir_all(self.dir.path()) {
-            tracing::warn!(path = %self.dir.path().display(), %err, "cannot remove the build's scratch directory");
+        detach_mounts_under(&self.dir);
+        if let Err(err) = fs::remove_dir_all(&self.dir) {
+            tracing::warn!(path = %self.dir.display(), %err, "cannot remove the build's scratch directory");
         }
     }
 }

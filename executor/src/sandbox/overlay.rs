@@ -901,12 +901,8 @@ mod tests {
         let [upper, work, merged] = dirs(tmp.path(), &["upper", "work", "merged"])
             .try_into()
             .unwrap();
-        let mounted = |target: &Path| {
-            fs::read_to_string("/proc/self/mountinfo")
-                .unwrap()
-                .lines()
-                .any(|line| line.split(' ').nth(4) == target.to_str())
-        };
+        let mounted =
+            |target: &Path| !super::super::mountinfo::mount_points_under(target).is_empty();
         // As a child forked meanwhile holds a copy of a descriptor another
         // thread has open in the overlay, until it closes what it inherited.
         let overlay = Overlay::mount(&[], &upper, &work, &merged).unwrap();

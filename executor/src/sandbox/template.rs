@@ -138,13 +138,13 @@ fn make() -> Result<OwnedFd, (&'static str, i32)> {
     let pid = match unsafe { child::clone(libc::CLONE_NEWNS) } {
         Ok(0) => {
             // The parent's ends (the check waits for the end of `go`), and
-            // every other descriptor the executor's threads hold.
+            // every other descriptor the executor's threads hold; never
+            // dropped here, as this child ends in _exit.
             child::close_inherited([
                 report_write.as_raw_fd(),
                 go_read.as_raw_fd(),
                 probe_root.as_raw_fd(),
             ]);
-            std::mem::forget((go_write, report_read));
             let code = match build(&paths).and_then(|own| {
                 child::report(report_write.as_raw_fd(), u32::MAX, 0);
                 let mut byte = [0u8; 1];
